@@ -1,0 +1,77 @@
+//! Validators' attestations and guardians' telemetry: the two signed objects that feed slashing and
+//! the public reputation registry.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{AttestationId, ContractId, NodeKeyId, PaperworkId};
+use crate::keys::PublicKey;
+use crate::signing::{Domain, SignError, Signed, SignedBody};
+use crate::values::{Nonce, Timestamp};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// The re-check agrees with the node's claims.
+    Pass,
+    /// The re-check contradicts them.
+    Fail,
+}
+
+/// One check a validator ran, e.g. `teacher_forced_score`, `usage_honest`, `reexecution_match`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckResult {
+    pub name: String,
+    pub passed: bool,
+    /// A score in parts per million where the check has one (no floats in signed JSON).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score_ppm: Option<u32>,
+    pub detail: String,
+}
+
+/// The body of an Attestation, signed by a validator under `stacknet/attestation/v1`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Attestation {
+    pub paperwork: PaperworkId,
+    pub contract: ContractId,
+    pub node_key: NodeKeyId,
+    pub validator: PublicKey,
+    pub verdict: Verdict,
+    pub checks: Vec<CheckResult>,
+    pub created_at: Timestamp,
+}
+
+impl SignedBody for Attestation {
+    const DOMAIN: Domain = Domain::Attestation;
+}
+
+impl Signed<Attestation> {
+    /// `att_` + the first 16 bytes of the SHA-256 of the signed bytes.
+    pub fn id(&self) -> Result<AttestationId, SignError> {
+        Ok(AttestationId::derive(&self.signing_bytes()?))
+    }
+}
+
+/// The body of a Telemetry report, signed by a guardian under `stacknet/telemetry/v1`: what its canary
+/// probes of one node saw over a window.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Telemetry {
+    pub guardian: PublicKey,
+    pub node_key: NodeKeyId,
+    pub window_start: Timestamp,
+    pub window_end: Timestamp,
+    pub probes: u64,
+    pub successes: u64,
+    pub errors: u64,
+    pub timeouts: u64,
+    pub latency_p50_ms: u64,
+    pub latency_p99_ms: u64,
+    pub created_at: Timestamp,
+    pub nonce: Nonce,
+}
+
+impl SignedBody for Telemetry {
+    const DOMAIN: Domain = Domain::Telemetry;
+}

@@ -1,0 +1,243 @@
+//! Deterministic example objects, signed with fixed keys: the golden vectors of docs/PROTOCOL.md.
+//!
+//! Kept in the library (not only in tests) so that the docs, the golden tests and other crates' tests
+//! build the very same objects. Every key here is public knowledge: never use them for anything real.
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::attestation::{Attestation, CheckResult, Telemetry, Verdict};
+use crate::contract::{AttributionSplit, Parties, PriceTerms, PromptContract, Usage, Workload};
+use crate::filing::Filing;
+use crate::fingerprint::{Attribution, Fingerprint};
+use crate::ids::{ContractId, InjectionId, PaperworkId, SkillId, StackId, UserId};
+use crate::keys::SecretKey;
+use crate::paperwork::{BackendInfo, Paperwork, Resources};
+use crate::signing::{signing_bytes, Domain, SignError, Signed, SignedBody};
+use crate::values::{Amount, Nonce, Sha256Digest, Timestamp};
+use crate::wire::{Hello, ModelOffer};
+
+/// The hub key of the examples: seed of 32 bytes 0x01.
+pub fn hub_key() -> SecretKey {
+    SecretKey::from_seed(&[1; 32])
+}
+
+/// The Node Key of the examples: seed of 32 bytes 0x02.
+pub fn node_key() -> SecretKey {
+    SecretKey::from_seed(&[2; 32])
+}
+
+/// A validator key: seed of 32 bytes 0x03.
+pub fn validator_key() -> SecretKey {
+    SecretKey::from_seed(&[3; 32])
+}
+
+/// A guardian key: seed of 32 bytes 0x04.
+pub fn guardian_key() -> SecretKey {
+    SecretKey::from_seed(&[4; 32])
+}
+
+fn at(ms: i64) -> Timestamp {
+    // 2026-11-22T10:00:00.000Z plus `ms`; in range by construction.
+    Timestamp::from_unix_ms(1_795_341_600_000 + ms).expect("example times are in range")
+}
+
+fn id_bytes(b: u8) -> [u8; 16] {
+    [b; 16]
+}
+
+/// The network's default split: 70% node, 10% originating stack, 5% node referrer, 5% skills,
+/// 4% model provider, 1% data provider, 5% protocol; +10% warm bonus.
+pub fn default_split() -> AttributionSplit {
+    AttributionSplit {
+        node_bps: 7_000,
+        stack_bps: 1_000,
+        node_referrer_bps: 500,
+        skills_bps: 500,
+        model_provider_bps: 400,
+        data_provider_bps: 100,
+        protocol_bps: 500,
+        warm_bonus_bps: 1_000,
+    }
+}
+
+pub fn contract() -> PromptContract {
+    PromptContract {
+        id: ContractId::from_digest(id_bytes(0xc7)),
+        hub: hub_key().public_key(),
+        stack: StackId::from_digest(id_bytes(0x5a)),
+        user: UserId::from_digest(id_bytes(0x0e)),
+        node_key: node_key().public_key().node_key_id(),
+        workload: Workload::Chat,
+        model: "smollm2-135m-instruct".to_owned(),
+        price: PriceTerms {
+            input_per_mtok: Amount::from_micros(100_000),
+            output_per_mtok: Amount::from_micros(400_000),
+            per_request: Amount::ZERO,
+            per_unit: Amount::ZERO,
+        },
+        max_cost: Amount::from_micros(2_000),
+        split: default_split(),
+        parties: Parties {
+            node_referrer: Some(StackId::from_digest(id_bytes(0x6b))),
+            ..Parties::default()
+        },
+        skills: vec![SkillId::from_digest(id_bytes(0x51))],
+        injections: vec![InjectionId::from_digest(id_bytes(0x1a))],
+        created_at: at(0),
+        expires_at: at(60_000),
+        nonce: Nonce([0x9c; 16]),
+    }
+}
+
+pub fn signed_contract() -> Result<Signed<PromptContract>, SignError> {
+    Signed::sign(contract(), &hub_key())
+}
+
+pub fn attribution() -> Result<Attribution, SignError> {
+    let c = contract();
+    Fingerprint::new(c.stack, c.node_key, c.skills, c.injections, at(1_250), c.id).sign(&node_key())
+}
+
+pub fn paperwork() -> Result<Signed<Paperwork>, SignError> {
+    let body = Paperwork {
+        contract: signed_contract()?,
+        node_key: node_key().public_key(),
+        request_sha256: Sha256Digest::of(
+            br#"{"messages":[{"content":"Hi","role":"user"}],"model":"smollm2-135m-instruct"}"#,
+        ),
+        output_sha256: Sha256Digest::of(b"Hello! How can I help you today?"),
+        usage: Usage {
+            input_tokens: 31,
+            output_tokens: 9,
+            units: 0,
+        },
+        backend: BackendInfo {
+            id: "llama.cpp".to_owned(),
+            version: "b4000".to_owned(),
+            model: "smollm2-135m-instruct".to_owned(),
+            model_sha256: Some(Sha256Digest([0xb1; 32])),
+        },
+        resources: Resources {
+            duration_ms: 412,
+            warm: true,
+            hardware: "cpu-x86_64-v3".to_owned(),
+        },
+        fingerprint: attribution()?,
+        finished_at: at(1_300),
+    };
+    Signed::sign(body, &node_key())
+}
+
+pub fn attestation() -> Result<Signed<Attestation>, SignError> {
+    let pw = paperwork()?;
+    let body = Attestation {
+        paperwork: pw.id()?,
+        contract: pw.body.contract.body.id,
+        node_key: pw.body.contract.body.node_key,
+        validator: validator_key().public_key(),
+        verdict: Verdict::Pass,
+        checks: vec![CheckResult {
+            name: "teacher_forced_score".to_owned(),
+            passed: true,
+            score_ppm: Some(981_000),
+            detail: "9 of 9 tokens within the model's top-8".to_owned(),
+        }],
+        created_at: at(90_000),
+    };
+    Signed::sign(body, &validator_key())
+}
+
+pub fn telemetry() -> Result<Signed<Telemetry>, SignError> {
+    let body = Telemetry {
+        guardian: guardian_key().public_key(),
+        node_key: node_key().public_key().node_key_id(),
+        window_start: at(0),
+        window_end: at(3_600_000),
+        probes: 60,
+        successes: 59,
+        errors: 0,
+        timeouts: 1,
+        latency_p50_ms: 180,
+        latency_p99_ms: 950,
+        created_at: at(3_600_500),
+        nonce: Nonce([0x7e; 16]),
+    };
+    Signed::sign(body, &guardian_key())
+}
+
+pub fn filing() -> Result<Signed<Filing>, SignError> {
+    let mut paperwork = vec![paperwork()?.id()?, PaperworkId::from_digest(id_bytes(0xf0))];
+    paperwork.sort();
+    let body = Filing {
+        node_key: node_key().public_key(),
+        hub: hub_key().public_key(),
+        paperwork,
+        created_at: at(7_200_000),
+        nonce: Nonce([0x3d; 16]),
+    };
+    Signed::sign(body, &node_key())
+}
+
+pub fn hello() -> Result<Signed<Hello>, SignError> {
+    let body = Hello {
+        node_key: node_key().public_key(),
+        hub: hub_key().public_key(),
+        challenge: Nonce([0x42; 16]),
+        models: vec![ModelOffer {
+            name: "smollm2-135m-instruct".to_owned(),
+            workloads: vec![Workload::Chat, Workload::Completion],
+            backend: "llama.cpp".to_owned(),
+            model_sha256: Some(Sha256Digest([0xb1; 32])),
+        }],
+        max_concurrency: 4,
+        software: "stacknet/0.1.0".to_owned(),
+        created_at: at(500),
+    };
+    Signed::sign(body, &node_key())
+}
+
+/// One golden example: what a second implementation needs to check its encoder and signer.
+#[derive(Debug, Clone, Serialize)]
+pub struct Golden {
+    pub name: &'static str,
+    pub domain: &'static str,
+    pub public_key: String,
+    pub signed_bytes_hex: String,
+    pub signature: String,
+    /// The signed object as it travels (body fields plus `signature`).
+    pub object: Value,
+}
+
+fn golden<T: SignedBody>(name: &'static str, s: &Signed<T>, key: &SecretKey) -> Result<Golden, SignError> {
+    Ok(Golden {
+        name,
+        domain: T::DOMAIN.tag(),
+        public_key: key.public_key().to_hex(),
+        signed_bytes_hex: hex::encode(s.signing_bytes()?),
+        signature: s.signature.to_hex(),
+        object: serde_json::to_value(s).map_err(|e| SignError::Encoding(e.to_string()))?,
+    })
+}
+
+/// Every golden example, in the order docs/PROTOCOL.md lists them.
+pub fn all() -> Result<Vec<Golden>, SignError> {
+    let a = attribution()?;
+    let fingerprint = Golden {
+        name: "fingerprint",
+        domain: Domain::Fingerprint.tag(),
+        public_key: node_key().public_key().to_hex(),
+        signed_bytes_hex: hex::encode(signing_bytes(Domain::Fingerprint, &a.fingerprint)?),
+        signature: a.signature.to_hex(),
+        object: serde_json::to_value(&a).map_err(|e| SignError::Encoding(e.to_string()))?,
+    };
+    Ok(vec![
+        golden("contract", &signed_contract()?, &hub_key())?,
+        fingerprint,
+        golden("paperwork", &paperwork()?, &node_key())?,
+        golden("attestation", &attestation()?, &validator_key())?,
+        golden("telemetry", &telemetry()?, &guardian_key())?,
+        golden("filing", &filing()?, &node_key())?,
+        golden("hello", &hello()?, &node_key())?,
+    ])
+}

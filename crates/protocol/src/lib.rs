@@ -1,0 +1,33 @@
+//! Stacknet protocol: pure types and crypto, no I/O.
+//!
+//! Layout, bottom up:
+//! - [`keys`]: Ed25519 keys (strict verification, weak keys refused) and [`keyfile`], their file format.
+//! - [`ids`]: typed ids (`stk_`, `nk_`, `pw_`, ...); [`values`]: timestamps, amounts, digests, nonces.
+//! - [`jcs`]: RFC 8785 canonical JSON; [`signing`]: the signing rule `<domain tag>\n<JCS>` and `Signed<T>`.
+//! - The signed objects: [`contract`] (Prompt Contract), [`fingerprint`] (Fingerprint and Attribution),
+//!   [`paperwork`], [`attestation`] (Attestation and Telemetry), [`filing`].
+//! - [`merkle`]: RFC 6962/9162 tree hashing and proofs; [`checkpoint`]: C2SP signed checkpoints.
+//! - [`wire`]: hub <-> node messages and their versioned framing.
+//!
+//! `docs/PROTOCOL.md` describes every object with a golden example; `tests/it/golden.rs` pins them.
+
+pub mod attestation;
+pub mod checkpoint;
+pub mod contract;
+pub mod examples;
+pub mod filing;
+pub mod fingerprint;
+pub mod ids;
+pub mod jcs;
+pub mod keyfile;
+pub mod keys;
+pub mod merkle;
+pub mod paperwork;
+pub mod signing;
+pub mod values;
+pub mod wire;
+
+pub use ids::*;
+pub use keys::{KeyError, PublicKey, SecretKey, Signature};
+pub use signing::{Domain, SignError, Signed, SignedBody};
+pub use values::{Amount, Nonce, Sha256Digest, Timestamp};

@@ -1,0 +1,137 @@
+//! Paperwork: the node's signed record of one finished task. It binds content, not only credit: the
+//! hub-signed contract, hashes of request and output, usage, the exact backend and model, resources,
+//! and the fingerprint that the response carried.
+//!
+//! [`check_paperwork`] is everything that can be checked from the paperwork and the hub's key alone;
+//! settlement adds what needs state (the log, what was filed before, the challenge window).
+
+use serde::{Deserialize, Serialize};
+
+use crate::contract::{PromptContract, Usage};
+use crate::fingerprint::{Attribution, FingerprintError};
+use crate::ids::{NodeKeyId, PaperworkId};
+use crate::keys::PublicKey;
+use crate::signing::{Domain, SignError, Signed, SignedBody};
+use crate::values::{Sha256Digest, Timestamp};
+
+/// The exact software and model that produced an output, so a validator can re-run the same thing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendInfo {
+    /// The backend kind, e.g. `openai-upstream`, `llama.cpp`, `candle`.
+    pub id: String,
+    pub version: String,
+    /// The model name as served.
+    pub model: String,
+    /// SHA-256 of the model file where the node knows it (built-in models always).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_sha256: Option<Sha256Digest>,
+}
+
+/// What running the task took.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Resources {
+    pub duration_ms: u64,
+    /// The model was already loaded when the task arrived (the warm pool earns a bonus).
+    pub warm: bool,
+    /// A hardware class such as `cpu-x86_64-v3` or `gpu-nvidia-h100`.
+    pub hardware: String,
+}
+
+/// The body of a Paperwork, signed by the node under `stacknet/paperwork/v1`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Paperwork {
+    /// The whole contract with the hub's signature.
+    pub contract: Signed<PromptContract>,
+    /// The node's public key; its id must be the contract's `node_key`.
+    pub node_key: PublicKey,
+    /// SHA-256 of the canonical JSON (RFC 8785) of the request as the task carried it.
+    pub request_sha256: Sha256Digest,
+    /// SHA-256 of the output as defined for the workload (docs/PROTOCOL.md).
+    pub output_sha256: Sha256Digest,
+    pub usage: Usage,
+    pub backend: BackendInfo,
+    pub resources: Resources,
+    pub fingerprint: Attribution,
+    pub finished_at: Timestamp,
+}
+
+impl SignedBody for Paperwork {
+    const DOMAIN: Domain = Domain::Paperwork;
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PaperworkError {
+    #[error("the contract was signed by hub key {got}, not by this hub ({expected})")]
+    WrongHub { expected: String, got: String },
+    #[error("contract signature invalid: {0}")]
+    Contract(SignError),
+    #[error("the contract is assigned to {assigned}, but the paperwork is from {signer}")]
+    NotAssignedNode { assigned: NodeKeyId, signer: NodeKeyId },
+    #[error("paperwork signature invalid: {0}")]
+    Signature(SignError),
+    #[error("fingerprint invalid: {0}")]
+    Fingerprint(FingerprintError),
+    #[error("fingerprint field {field} does not match the contract")]
+    FingerprintMismatch { field: &'static str },
+}
+
+impl Signed<Paperwork> {
+    /// `pw_` + the first 16 bytes of the SHA-256 of the signed bytes.
+    pub fn id(&self) -> Result<PaperworkId, SignError> {
+        Ok(PaperworkId::from_digest(first_half(&self.digest()?)))
+    }
+}
+
+fn first_half(d: &Sha256Digest) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&d.0[..16]);
+    out
+}
+
+/// Checks every signature and binding of a paperwork against the hub's key; returns its id and hash.
+pub fn check_paperwork(
+    pw: &Signed<Paperwork>,
+    hub: &PublicKey,
+) -> Result<(PaperworkId, Sha256Digest), PaperworkError> {
+    let body = &pw.body;
+    let contract = &body.contract.body;
+    if contract.hub != *hub {
+        return Err(PaperworkError::WrongHub {
+            expected: hub.to_hex(),
+            got: contract.hub.to_hex(),
+        });
+    }
+    body.contract.verify(hub).map_err(PaperworkError::Contract)?;
+    let signer = body.node_key.node_key_id();
+    if signer != contract.node_key {
+        return Err(PaperworkError::NotAssignedNode {
+            assigned: contract.node_key,
+            signer,
+        });
+    }
+    pw.verify(&body.node_key).map_err(PaperworkError::Signature)?;
+    let f = &body.fingerprint;
+    f.verify().map_err(PaperworkError::Fingerprint)?;
+    let fp = &f.fingerprint;
+    let mismatch = |field| Err(PaperworkError::FingerprintMismatch { field });
+    if f.signed_by.0 != body.node_key {
+        return mismatch("signed_by");
+    }
+    if fp.contract != contract.id {
+        return mismatch("contract");
+    }
+    if fp.stack != contract.stack {
+        return mismatch("stack");
+    }
+    if fp.skills != contract.skills {
+        return mismatch("skills");
+    }
+    if fp.injections != contract.injections {
+        return mismatch("injections");
+    }
+    let digest = pw.digest().map_err(PaperworkError::Signature)?;
+    Ok((PaperworkId::from_digest(first_half(&digest)), digest))
+}

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The project's test command (README, .ci/run): format, lints, every test, the fuzz targets' build.
+# Idempotent; installs what the tests need first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# One target directory per machine, shared by every checkout and by CI, so a run does not rebuild the world.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/stacknet/target}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+# Tests that need PostgreSQL read this; the machine's server answers here (trust auth, database `test`).
+export STACKNET_TEST_DATABASE_URL="${STACKNET_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}"
+
+scripts/setup.sh
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+(cd fuzz && cargo fmt -- --check)
+
+echo "== cargo clippy (warnings denied)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+echo "== fuzz targets build"
+cargo build --manifest-path fuzz/Cargo.toml --locked --bins
+
+echo "== cargo test"
+cargo test --workspace --locked
