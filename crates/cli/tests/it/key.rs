@@ -10,16 +10,26 @@ fn key_new_writes_a_private_file_and_key_show_reads_it_back() {
     let out = stacknet(&["key", "new", "--out", "node.key"], dir.path());
     assert!(out.status.success(), "{}", text(&out.stderr));
     let created = text(&out.stdout);
-    let id = created.split_whitespace().find(|w| w.starts_with("nk_")).unwrap().to_owned();
+    let id = created
+        .split_whitespace()
+        .find(|w| w.starts_with("nk_"))
+        .unwrap()
+        .to_owned();
 
-    let mode = std::fs::metadata(dir.path().join("node.key")).unwrap().permissions().mode();
+    let mode = std::fs::metadata(dir.path().join("node.key"))
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o600);
 
     let show = stacknet(&["key", "show", "node.key"], dir.path());
     assert!(show.status.success());
     let shown = text(&show.stdout);
     assert!(shown.contains(&format!("node_key:   {id}")), "{shown}");
-    assert!(text(&show.stderr).is_empty(), "no permission warning for a 0600 file");
+    assert!(
+        text(&show.stderr).is_empty(),
+        "no permission warning for a 0600 file"
+    );
 
     let json = stacknet(&["key", "show", "--json", "node.key"], dir.path());
     let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
@@ -37,13 +47,18 @@ fn key_new_writes_a_private_file_and_key_show_reads_it_back() {
 #[test]
 fn key_new_never_overwrites_an_existing_key() {
     let dir = tempfile::tempdir().unwrap();
-    assert!(stacknet(&["key", "new", "--out", "node.key"], dir.path()).status.success());
+    assert!(stacknet(&["key", "new", "--out", "node.key"], dir.path())
+        .status
+        .success());
     let before = std::fs::read(dir.path().join("node.key")).unwrap();
     let again = stacknet(&["key", "new", "--out", "node.key"], dir.path());
     assert_eq!(again.status.code(), Some(1));
     assert!(text(&again.stderr).contains("refusing to overwrite the existing key file node.key"));
     assert_eq!(std::fs::read(dir.path().join("node.key")).unwrap(), before);
-    let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(leftovers.len(), 1, "no temporary file left behind: {leftovers:?}");
 }
 
@@ -68,18 +83,28 @@ fn key_show_explains_unreadable_and_malformed_files() {
     assert_eq!(bad.status.code(), Some(1));
     assert!(text(&bad.stderr).contains("bad.key is not a valid Node Key file: key file is not valid JSON"));
 
-    assert!(stacknet(&["key", "new", "--out", "k"], dir.path()).status.success());
+    assert!(stacknet(&["key", "new", "--out", "k"], dir.path())
+        .status
+        .success());
     let path = dir.path().join("k");
-    let tampered = std::fs::read_to_string(&path).unwrap().replace("\"version\": 1", "\"version\": 9");
+    let tampered = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("\"version\": 1", "\"version\": 9");
     std::fs::write(&path, tampered).unwrap();
     let out = stacknet(&["key", "show", "k"], dir.path());
-    assert!(text(&out.stderr).contains("key file version 9 is not supported"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("key file version 9 is not supported"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
 fn key_show_warns_when_others_can_read_the_key() {
     let dir = tempfile::tempdir().unwrap();
-    assert!(stacknet(&["key", "new", "--out", "k"], dir.path()).status.success());
+    assert!(stacknet(&["key", "new", "--out", "k"], dir.path())
+        .status
+        .success());
     std::fs::set_permissions(dir.path().join("k"), std::fs::Permissions::from_mode(0o644)).unwrap();
     let out = stacknet(&["key", "show", "k"], dir.path());
     assert!(out.status.success());
@@ -90,7 +115,10 @@ fn key_show_warns_when_others_can_read_the_key() {
 fn version_and_help_read_well() {
     let dir = tempfile::tempdir().unwrap();
     let v = stacknet(&["--version"], dir.path());
-    assert_eq!(text(&v.stdout).trim(), format!("stacknet {} (protocol v1)", env!("CARGO_PKG_VERSION")));
+    assert_eq!(
+        text(&v.stdout).trim(),
+        format!("stacknet {} (protocol v1)", env!("CARGO_PKG_VERSION"))
+    );
     let help = text(&stacknet(&["--help"], dir.path()).stdout);
     assert!(help.contains("Manage Node Keys"), "{help}");
     let bad = stacknet(&["frobnicate"], dir.path());
