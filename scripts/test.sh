@@ -23,4 +23,8 @@ echo "== fuzz targets build"
 cargo build --manifest-path fuzz/Cargo.toml --locked --bins
 
 echo "== cargo test"
-cargo test --workspace --locked
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+cargo test --workspace --locked 2>&1 | tee "$log"
+# One closing line for the whole run: cargo's own last line is that of the (empty) doc-test binary.
+awk '/^test result:/ { p += $4; f += $6; s += $8 } END { printf "tests: %d passed, %d failed, %d skipped\n", p, f, s }' "$log"
