@@ -63,7 +63,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Key(KeyCommand::New { out }) => {
             let path = out.unwrap_or_else(|| keystore::default_data_dir().join("node.key"));
             let key = SecretKey::generate();
-            keystore::write_new(&path, &key)?;
+            stacknet_protocol::keystore::write_new(&path, &key)?;
             let public = key.public_key();
             println!("created Node Key {}", public.node_key_id());
             println!("public key: {}", public.to_hex());
@@ -73,7 +73,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             );
         }
         Command::Key(KeyCommand::Show { file, json }) => {
-            let public = keystore::read(&file)?.public_key();
+            let (key, warning) = stacknet_protocol::keystore::read(&file)?;
+            if let Some(w) = warning {
+                eprintln!("warning: {w}");
+            }
+            let public = key.public_key();
             if json {
                 let v = serde_json::json!({
                     "node_key": public.node_key_id().to_string(),

@@ -1,7 +1,8 @@
 //! Stacknet protocol: pure types and crypto, no I/O.
 //!
 //! Layout, bottom up:
-//! - [`keys`]: Ed25519 keys (strict verification, weak keys refused) and [`keyfile`], their file format.
+//! - [`keys`]: Ed25519 keys (strict verification, weak keys refused), [`keyfile`], their file format,
+//!   and `keystore` (feature `fs`), key files on disk.
 //! - [`ids`]: typed ids (`stk_`, `nk_`, `pw_`, ...); [`values`]: timestamps, amounts, digests, nonces.
 //! - [`jcs`]: RFC 8785 canonical JSON; [`signing`]: the signing rule `<domain tag>\n<JCS>` and `Signed<T>`.
 //! - The signed objects: [`contract`] (Prompt Contract), [`fingerprint`] (Fingerprint and Attribution),
@@ -21,6 +22,8 @@ pub mod ids;
 pub mod jcs;
 pub mod keyfile;
 pub mod keys;
+#[cfg(feature = "fs")]
+pub mod keystore;
 pub mod merkle;
 pub mod paperwork;
 pub mod signing;

@@ -81,7 +81,7 @@ fn key_show_explains_unreadable_and_malformed_files() {
     std::fs::set_permissions(dir.path().join("bad.key"), std::fs::Permissions::from_mode(0o600)).unwrap();
     let bad = stacknet(&["key", "show", "bad.key"], dir.path());
     assert_eq!(bad.status.code(), Some(1));
-    assert!(text(&bad.stderr).contains("bad.key is not a valid Node Key file: key file is not valid JSON"));
+    assert!(text(&bad.stderr).contains("bad.key is not a valid key file: key file is not valid JSON"));
 
     assert!(stacknet(&["key", "new", "--out", "k"], dir.path())
         .status
