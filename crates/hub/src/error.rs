@@ -1,0 +1,123 @@
+//! The hub's one HTTP error type: every failure a client can see maps here, with an exhaustive match,
+//! to a status code and an OpenAI-style body `{"error": {"message", "type", "param", "code"}}`. The same
+//! body is sent as an SSE event when a stream fails after its first chunk.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Value};
+use stacknet_protocol::wire::ErrorCode;
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum ApiError {
+    #[error("You didn't provide an API key. Send it as 'Authorization: Bearer sk_...'.")]
+    MissingKey,
+    #[error("Incorrect API key provided.")]
+    InvalidKey,
+    #[error("Invalid admin token.")]
+    InvalidAdminToken,
+    #[error("We could not parse the JSON body of your request: {0}")]
+    MalformedJson(String),
+    #[error("{message}")]
+    InvalidField { param: String, message: String },
+    #[error("The model `{0}` does not exist or no node serves it.")]
+    UnknownModel(String),
+    #[error("Request body exceeds the limit of {limit} bytes.")]
+    BodyTooLarge { limit: usize },
+    #[error("The hub is at capacity ({limit} requests in flight). Retry shortly.")]
+    AtCapacity { limit: usize },
+    #[error("No node is available to serve `{0}` right now. Retry shortly.")]
+    NoNode(String),
+    #[error("The node's model server failed: {0}")]
+    Upstream(String),
+    #[error("The node failed: {0}")]
+    NodeFailed(String),
+    #[error("The request timed out after {0} ms.")]
+    Timeout(u64),
+    #[error("Not found: {0}")]
+    NotFound(String),
+    #[error("Internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn invalid(param: &str, message: impl Into<String>) -> Self {
+        ApiError::InvalidField { param: param.to_owned(), message: message.into() }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::MissingKey | ApiError::InvalidKey | ApiError::InvalidAdminToken => {
+                StatusCode::UNAUTHORIZED
+            }
+            ApiError::MalformedJson(_) | ApiError::InvalidField { .. } => StatusCode::BAD_REQUEST,
+            ApiError::UnknownModel(_) | ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::AtCapacity { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::NoNode(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Upstream(_) | ApiError::NodeFailed(_) => StatusCode::BAD_GATEWAY,
+            ApiError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// OpenAI's `type` and `code` fields.
+    fn kind(&self) -> (&'static str, Option<&'static str>) {
+        match self {
+            ApiError::MissingKey => ("invalid_request_error", Some("missing_api_key")),
+            ApiError::InvalidKey => ("invalid_request_error", Some("invalid_api_key")),
+            ApiError::InvalidAdminToken => ("invalid_request_error", Some("invalid_admin_token")),
+            ApiError::MalformedJson(_) => ("invalid_request_error", Some("invalid_json")),
+            ApiError::InvalidField { .. } => ("invalid_request_error", Some("invalid_value")),
+            ApiError::UnknownModel(_) => ("invalid_request_error", Some("model_not_found")),
+            ApiError::NotFound(_) => ("invalid_request_error", Some("not_found")),
+            ApiError::BodyTooLarge { .. } => ("invalid_request_error", Some("request_too_large")),
+            ApiError::AtCapacity { .. } => ("rate_limit_error", Some("rate_limit_exceeded")),
+            ApiError::NoNode(_) => ("service_unavailable_error", Some("no_node_available")),
+            ApiError::Upstream(_) => ("api_error", Some("upstream_error")),
+            ApiError::NodeFailed(_) => ("api_error", Some("node_error")),
+            ApiError::Timeout(_) => ("timeout_error", Some("timeout")),
+            ApiError::Internal(_) => ("api_error", Some("internal_error")),
+        }
+    }
+
+    fn param(&self) -> Option<&str> {
+        match self {
+            ApiError::InvalidField { param, .. } => Some(param),
+            ApiError::UnknownModel(_) => Some("model"),
+            _ => None,
+        }
+    }
+
+    /// The OpenAI-style error body.
+    pub fn body(&self) -> Value {
+        let (kind, code) = self.kind();
+        json!({"error": {"message": self.to_string(), "type": kind, "param": self.param(), "code": code}})
+    }
+
+    /// The error a node reported for a task, as the client sees it.
+    pub fn from_node(code: ErrorCode, message: String, model: &str, timeout_ms: u64) -> Self {
+        match code {
+            ErrorCode::InvalidRequest => ApiError::invalid("messages", message),
+            ErrorCode::ContextLengthExceeded => ApiError::InvalidField {
+                param: "messages".to_owned(),
+                message: format!("context_length_exceeded: {message}"),
+            },
+            ErrorCode::UnknownModel => ApiError::UnknownModel(model.to_owned()),
+            ErrorCode::UpstreamFailed => ApiError::Upstream(message),
+            ErrorCode::Timeout => ApiError::Timeout(timeout_ms),
+            ErrorCode::Overloaded => ApiError::NoNode(model.to_owned()),
+            ErrorCode::UnsupportedVersion
+            | ErrorCode::MalformedFrame
+            | ErrorCode::Unauthenticated
+            | ErrorCode::BadContract
+            | ErrorCode::Cancelled
+            | ErrorCode::Internal => ApiError::NodeFailed(format!("{code:?}: {message}")),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status(), axum::Json(self.body())).into_response()
+    }
+}

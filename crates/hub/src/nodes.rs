@@ -1,0 +1,211 @@
+//! Connected nodes and the scheduler that picks one for a task.
+//!
+//! A node is registered by the gateway after it proved its key; each holds an outbox (to its
+//! WebSocket writer) and the event channels of the tasks running on it. The scheduler chooses among
+//! nodes that serve the model and have free capacity by "power of two choices" on load, which spreads
+//! tasks fairly without a global queue and never makes one node everyone's favourite.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use serde_json::Value;
+use stacknet_protocol::paperwork::Paperwork;
+use stacknet_protocol::wire::{ErrorCode, HubMessage, ModelOffer};
+use stacknet_protocol::{ContractId, NodeKeyId, PublicKey, Signed};
+use tokio::sync::mpsc;
+
+/// Events of one task, from the gateway to the request handler.
+#[derive(Debug)]
+pub enum TaskEvent {
+    Chunk(Value),
+    Done(Box<Signed<Paperwork>>),
+    Error(ErrorCode, String),
+    /// The node's connection ended before the task did.
+    Gone,
+}
+
+/// Chunks buffered per task before the node's connection waits for the client.
+pub const TASK_EVENT_QUEUE_LEN: usize = 256;
+
+#[derive(Debug)]
+pub struct NodeHandle {
+    pub id: NodeKeyId,
+    pub key: PublicKey,
+    pub models: Vec<ModelOffer>,
+    pub max_concurrency: u32,
+    /// Distinguishes this connection from an earlier or later one of the same key.
+    pub conn_id: u64,
+    in_flight: AtomicU32,
+    pub outbox: mpsc::Sender<HubMessage>,
+    tasks: Mutex<HashMap<ContractId, mpsc::Sender<TaskEvent>>>,
+}
+
+impl NodeHandle {
+    pub fn new(
+        key: PublicKey,
+        models: Vec<ModelOffer>,
+        max_concurrency: u32,
+        conn_id: u64,
+        outbox: mpsc::Sender<HubMessage>,
+    ) -> Self {
+        Self {
+            id: key.node_key_id(),
+            key,
+            models,
+            max_concurrency,
+            conn_id,
+            in_flight: AtomicU32::new(0),
+            outbox,
+            tasks: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn serves(&self, model: &str) -> bool {
+        self.models.iter().any(|m| m.name == model)
+    }
+
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Claims one slot of capacity, if there is one.
+    fn try_reserve(&self) -> bool {
+        self.in_flight
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < self.max_concurrency).then_some(n + 1))
+            .is_ok()
+    }
+
+    /// The event channel of a task, for the gateway's reader.
+    pub fn task(&self, contract: &ContractId) -> Option<mpsc::Sender<TaskEvent>> {
+        self.tasks.lock().ok()?.get(contract).cloned()
+    }
+
+    /// Tells every running task that the connection is gone.
+    pub fn fail_all(&self) {
+        let tasks: Vec<_> = match self.tasks.lock() {
+            Ok(mut t) => t.drain().map(|(_, tx)| tx).collect(),
+            Err(_) => return,
+        };
+        for tx in tasks {
+            let _ = tx.try_send(TaskEvent::Gone);
+        }
+    }
+}
+
+/// A claimed slot on a node for one task; releases the slot and the task's channel when dropped.
+#[derive(Debug)]
+pub struct Lease {
+    pub node: Arc<NodeHandle>,
+    contract: Option<ContractId>,
+}
+
+impl Lease {
+    /// Registers the task's event channel under its contract id.
+    pub fn open_task(&mut self, contract: ContractId) -> mpsc::Receiver<TaskEvent> {
+        let (tx, rx) = mpsc::channel(TASK_EVENT_QUEUE_LEN);
+        if let Ok(mut tasks) = self.node.tasks.lock() {
+            tasks.insert(contract, tx);
+        }
+        self.contract = Some(contract);
+        rx
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if let Some(c) = self.contract.take() {
+            if let Ok(mut tasks) = self.node.tasks.lock() {
+                tasks.remove(&c);
+            }
+        }
+        self.node.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Why no node could be leased.
+#[derive(Debug, PartialEq, Eq)]
+pub enum PickError {
+    /// No connected node has ever offered this model.
+    UnknownModel,
+    /// Nodes serve it, but none is connected with free capacity now.
+    NoCapacity,
+}
+
+#[derive(Debug, Default)]
+pub struct Nodes {
+    by_id: RwLock<HashMap<NodeKeyId, Arc<NodeHandle>>>,
+    /// Every model a node has offered since the hub started: asking for one that no node serves
+    /// at the moment is 503 (try again), asking for one never seen is 404.
+    known_models: RwLock<BTreeSet<String>>,
+    next_conn: AtomicU64,
+    rng: AtomicU64,
+}
+
+impl Nodes {
+    pub fn next_conn_id(&self) -> u64 {
+        self.next_conn.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Registers a node; an earlier connection of the same key is replaced (and told so by its
+    /// outbox closing).
+    pub fn register(&self, node: Arc<NodeHandle>) -> Option<Arc<NodeHandle>> {
+        if let Ok(mut known) = self.known_models.write() {
+            known.extend(node.models.iter().map(|m| m.name.clone()));
+        }
+        self.by_id.write().ok()?.insert(node.id, node)
+    }
+
+    /// Removes the node if this connection is still the registered one.
+    pub fn unregister(&self, id: &NodeKeyId, conn_id: u64) {
+        if let Ok(mut map) = self.by_id.write() {
+            if map.get(id).is_some_and(|n| n.conn_id == conn_id) {
+                map.remove(id);
+            }
+        }
+    }
+
+    pub fn connected(&self) -> Vec<Arc<NodeHandle>> {
+        self.by_id.read().map(|m| m.values().cloned().collect()).unwrap_or_default()
+    }
+
+    /// Models that connected nodes serve now, sorted.
+    pub fn served_models(&self) -> BTreeSet<String> {
+        self.connected().iter().flat_map(|n| n.models.iter().map(|m| m.name.clone())).collect()
+    }
+
+    fn random(&self) -> u64 {
+        // splitmix64 over a counter: cheap, lock-free, good enough to break ties.
+        let mut z = self.rng.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Leases a slot on a node that serves `model`, avoiding `exclude` (a node that just failed).
+    pub fn pick(&self, model: &str, exclude: Option<NodeKeyId>) -> Result<Lease, PickError> {
+        let candidates: Vec<Arc<NodeHandle>> = self
+            .connected()
+            .into_iter()
+            .filter(|n| n.serves(model) && Some(n.id) != exclude && n.in_flight() < n.max_concurrency)
+            .collect();
+        if candidates.is_empty() {
+            let known = self.known_models.read().map(|k| k.contains(model)).unwrap_or(false);
+            return Err(if known { PickError::NoCapacity } else { PickError::UnknownModel });
+        }
+        let load = |n: &NodeHandle| u64::from(n.in_flight()) * 1_000 / u64::from(n.max_concurrency.max(1));
+        // Try the better of two random candidates, then everyone in order, until a slot is claimed.
+        let len = candidates.len() as u64;
+        let a = (self.random() % len) as usize;
+        let b = (self.random() % len) as usize;
+        let first = if load(&candidates[b]) < load(&candidates[a]) { b } else { a };
+        let order = std::iter::once(first).chain((0..candidates.len()).filter(|&i| i != first));
+        for i in order {
+            let node = &candidates[i];
+            if node.try_reserve() {
+                return Ok(Lease { node: node.clone(), contract: None });
+            }
+        }
+        Err(PickError::NoCapacity)
+    }
+}
