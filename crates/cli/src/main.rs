@@ -1,11 +1,15 @@
 //! `stacknet`: one binary for every role. `main` parses arguments and dispatches; the work lives in
-//! the libraries.
+//! the libraries (protocol, hub, node).
 
+mod admin;
 mod keystore;
+mod serve;
+mod verify;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use stacknet_protocol::SecretKey;
 
@@ -24,9 +28,25 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run a whole local network in one process: a hub and a node, on SQLite; prints OPENAI_BASE_URL/OPENAI_API_KEY.
+    Up(serve::UpArgs),
+    /// Run a hub: the OpenAI-compatible API, the node gateway, the paperwork store.
+    Hub(serve::HubArgs),
+    /// Run a node: connect to a hub and serve its tasks from your model server.
+    Node(serve::NodeArgs),
     /// Manage Node Keys (Ed25519): the identity your paperwork and earnings accrue to.
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Administer a hub: Stacks and API keys (needs the admin token).
+    Admin(AdminArgs),
+    /// Check a response's fingerprint and attribution, or a paperwork, offline.
+    Verify {
+        /// A JSON response, an SSE transcript, or a paperwork; `-` or nothing for stdin.
+        file: Option<PathBuf>,
+        /// Require paperwork contracts to be signed by this hub key (hex).
+        #[arg(long)]
+        hub_key: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -47,10 +67,38 @@ enum KeyCommand {
     },
 }
 
+#[derive(clap::Args)]
+struct AdminArgs {
+    /// The hub's URL.
+    #[arg(long, env = "STACKNET_HUB", default_value = "http://127.0.0.1:8080")]
+    hub: String,
+    /// The admin token [default: <data-dir>/hub/admin.token on this machine]
+    #[arg(long, env = "STACKNET_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+    #[command(subcommand)]
+    command: AdminCommand,
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Create a Stack (an app with its own API keys).
+    CreateStack { name: String },
+    /// List Stacks.
+    Stacks,
+    /// Create an API key for a Stack; it is shown once.
+    CreateKey { stack: String },
+}
+
 fn main() -> ExitCode {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("STACKNET_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
     let cli = Cli::parse();
     match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
@@ -58,9 +106,39 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Key(KeyCommand::New { out }) => {
+        Command::Up(args) => runtime()?.block_on(serve::up(args))?,
+        Command::Hub(args) => runtime()?.block_on(serve::hub(args))?,
+        Command::Node(args) => runtime()?.block_on(serve::node(args))?,
+        Command::Key(cmd) => key(cmd)?,
+        Command::Admin(args) => runtime()?.block_on(admin(args))?,
+        Command::Verify { file, hub_key } => {
+            return match verify::verify(file, hub_key.as_deref()) {
+                Ok(verdict) => {
+                    println!("{verdict}");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    println!("invalid: {e:#}");
+                    Ok(ExitCode::FAILURE)
+                }
+            };
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn key(cmd: KeyCommand) -> anyhow::Result<()> {
+    match cmd {
+        KeyCommand::New { out } => {
             let path = out.unwrap_or_else(|| keystore::default_data_dir().join("node.key"));
             let key = SecretKey::generate();
             stacknet_protocol::keystore::write_new(&path, &key)?;
@@ -72,7 +150,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 path.display()
             );
         }
-        Command::Key(KeyCommand::Show { file, json }) => {
+        KeyCommand::Show { file, json } => {
             let (key, warning) = stacknet_protocol::keystore::read(&file)?;
             if let Some(w) = warning {
                 eprintln!("warning: {w}");
@@ -90,5 +168,26 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+async fn admin(args: AdminArgs) -> anyhow::Result<()> {
+    let token = match args.admin_token {
+        Some(t) => t,
+        None => {
+            let path = keystore::default_data_dir().join("hub/admin.token");
+            std::fs::read_to_string(&path)
+                .with_context(|| format!("no --admin-token given and cannot read {}", path.display()))?
+                .trim()
+                .to_owned()
+        }
+    };
+    let client = admin::AdminClient::new(&args.hub, token);
+    let out = match args.command {
+        AdminCommand::CreateStack { name } => client.create_stack(&name).await?,
+        AdminCommand::Stacks => client.list_stacks().await?,
+        AdminCommand::CreateKey { stack } => client.create_key(&stack).await?,
+    };
+    println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())
 }

@@ -42,19 +42,27 @@ pub async fn create_stack(
     if name.is_empty() || name.chars().count() > MAX_STACK_NAME_CHARS {
         return Err(ApiError::invalid("name", "name must be 1 to 200 characters"));
     }
-    let stack = StackRecord { id: StackId::random(), name, created_at: Timestamp::now() };
+    let stack = StackRecord {
+        id: StackId::random(),
+        name,
+        created_at: Timestamp::now(),
+    };
     let store = state.store.clone();
     let rec = stack.clone();
     blocking(move || store.create_stack(&rec)).await?;
-    Ok(Json(json!({"id": stack.id, "name": stack.name, "created_at": stack.created_at})))
+    Ok(Json(
+        json!({"id": stack.id, "name": stack.name, "created_at": stack.created_at}),
+    ))
 }
 
 pub async fn list_stacks(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
     check_admin(&state, &headers)?;
     let store = state.store.clone();
     let stacks = blocking(move || store.stacks()).await?;
-    let data: Vec<Value> =
-        stacks.iter().map(|s| json!({"id": s.id, "name": s.name, "created_at": s.created_at})).collect();
+    let data: Vec<Value> = stacks
+        .iter()
+        .map(|s| json!({"id": s.id, "name": s.name, "created_at": s.created_at}))
+        .collect();
     Ok(Json(json!({"object": "list", "data": data})))
 }
 
@@ -65,15 +73,22 @@ pub async fn create_key(
     Path(stack): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     check_admin(&state, &headers)?;
-    let stack: StackId = stack.parse().map_err(|e: stacknet_protocol::IdError| ApiError::invalid("stack", e.to_string()))?;
+    let stack: StackId = stack
+        .parse()
+        .map_err(|e: stacknet_protocol::IdError| ApiError::invalid("stack", e.to_string()))?;
     let (key, record) = issue_key(&state, stack).await?;
-    Ok(Json(json!({"stack": stack, "api_key": key, "prefix": record.prefix, "created_at": record.created_at})))
+    Ok(Json(
+        json!({"stack": stack, "api_key": key, "prefix": record.prefix, "created_at": record.created_at}),
+    ))
 }
 
 /// Creates and stores a key, and makes it usable at once.
 pub async fn issue_key(state: &AppState, stack: StackId) -> Result<(String, ApiKeyRecord), ApiError> {
     let store = state.store.clone();
-    let known = blocking(move || store.stacks()).await?.iter().any(|s| s.id == stack);
+    let known = blocking(move || store.stacks())
+        .await?
+        .iter()
+        .any(|s| s.id == stack);
     if !known {
         return Err(ApiError::NotFound(format!("stack {stack}")));
     }

@@ -42,14 +42,21 @@ impl ApiKeys {
     /// The Stack a request's `Authorization: Bearer sk_...` belongs to.
     pub fn authenticate(&self, headers: &HeaderMap) -> Result<StackId, ApiError> {
         let key = bearer(headers).ok_or(ApiError::MissingKey)?;
-        let map = self.by_hash.read().map_err(|_| ApiError::Internal("key map poisoned".to_owned()))?;
-        map.get(&hash_key(key)).copied().ok_or(ApiError::InvalidKey)
+        self.stack_of(key).ok_or(ApiError::InvalidKey)
+    }
+
+    /// The Stack an API key belongs to, if it is a live key.
+    pub fn stack_of(&self, key: &str) -> Option<StackId> {
+        self.by_hash.read().ok()?.get(&hash_key(key)).copied()
     }
 }
 
 /// The token of an `Authorization: Bearer <token>` header, if any.
 pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
-    let token = value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer "))?.trim();
+    let token = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))?
+        .trim();
     (!token.is_empty()).then_some(token)
 }

@@ -41,7 +41,10 @@ pub enum ApiError {
 
 impl ApiError {
     pub fn invalid(param: &str, message: impl Into<String>) -> Self {
-        ApiError::InvalidField { param: param.to_owned(), message: message.into() }
+        ApiError::InvalidField {
+            param: param.to_owned(),
+            message: message.into(),
+        }
     }
 
     pub fn status(&self) -> StatusCode {

@@ -39,7 +39,11 @@ pub async fn connect(ws: WebSocketUpgrade, State(state): State<AppState>) -> Res
 }
 
 fn error_frame(code: ErrorCode, message: impl Into<String>) -> Message {
-    let frame = HubMessage::Error(ErrorFrame { contract: None, code, message: message.into() });
+    let frame = HubMessage::Error(ErrorFrame {
+        contract: None,
+        code,
+        message: message.into(),
+    });
     Message::Text(wire::encode(&frame).unwrap_or_default().into())
 }
 
@@ -56,14 +60,17 @@ where
     let nonce = Nonce::random();
     let hub = state.hub_key.public_key();
     let challenge = HubMessage::Challenge { nonce, hub };
-    let Ok(text) = wire::encode(&challenge) else { return };
+    let Ok(text) = wire::encode(&challenge) else {
+        return;
+    };
     if sink.send(Message::Text(text.into())).await.is_err() {
         return;
     }
-    let hello = match tokio::time::timeout(Duration::from_millis(HELLO_TIMEOUT_MS), next_text(&mut stream)).await {
-        Ok(Some(frame)) => frame,
-        _ => return,
-    };
+    let hello =
+        match tokio::time::timeout(Duration::from_millis(HELLO_TIMEOUT_MS), next_text(&mut stream)).await {
+            Ok(Some(frame)) => frame,
+            _ => return,
+        };
     let hello = match check_hello(&hello, &nonce, &state) {
         Ok(h) => h,
         Err(reply) => {
@@ -81,8 +88,10 @@ where
         conn_id,
         outbox,
     ));
-    let welcome =
-        HubMessage::Welcome { node_key: node.id, heartbeat_interval_ms: state.config.heartbeat_interval_ms };
+    let welcome = HubMessage::Welcome {
+        node_key: node.id,
+        heartbeat_interval_ms: state.config.heartbeat_interval_ms,
+    };
     let Ok(text) = wire::encode(&welcome) else { return };
     if sink.send(Message::Text(text.into())).await.is_err() {
         return;
@@ -92,7 +101,12 @@ where
     }
     tracing::info!(node = %node.id, models = node.models.len(), "node connected");
     let (close_tx, close_rx) = mpsc::channel(1);
-    let writer = tokio::spawn(write_loop(sink, inbox, close_rx, state.config.heartbeat_interval_ms));
+    let writer = tokio::spawn(write_loop(
+        sink,
+        inbox,
+        close_rx,
+        state.config.heartbeat_interval_ms,
+    ));
     read_loop(&mut stream, &node, &state, &close_tx).await;
     state.nodes.unregister(&node.id, conn_id);
     node.fail_all();
@@ -110,7 +124,10 @@ where
         match stream.next().await? {
             Ok(Message::Text(t)) => return Some(Ok(t.to_string())),
             Ok(Message::Binary(_)) => {
-                return Some(Err(error_frame(ErrorCode::MalformedFrame, "binary frames are not part of protocol v1")))
+                return Some(Err(error_frame(
+                    ErrorCode::MalformedFrame,
+                    "binary frames are not part of protocol v1",
+                )))
             }
             Ok(Message::Ping(_) | Message::Pong(_)) => continue,
             Ok(Message::Close(_)) | Err(_) => return None,
@@ -130,32 +147,57 @@ fn check_hello(frame: &Result<String, Message>, nonce: &Nonce, state: &AppState)
         return Err(unauthenticated("hello is addressed to another hub key"));
     }
     if hello.body.challenge != *nonce {
-        return Err(unauthenticated("hello does not answer this connection's challenge"));
+        return Err(unauthenticated(
+            "hello does not answer this connection's challenge",
+        ));
     }
     if hello.verify(&hello.body.node_key).is_err() {
-        return Err(unauthenticated("hello signature does not verify with its node_key"));
+        return Err(unauthenticated(
+            "hello signature does not verify with its node_key",
+        ));
     }
     let body = hello.body;
     if body.max_concurrency == 0 || body.max_concurrency > MAX_NODE_CONCURRENCY {
-        return Err(error_frame(ErrorCode::MalformedFrame, "max_concurrency must be 1..=4096"));
+        return Err(error_frame(
+            ErrorCode::MalformedFrame,
+            "max_concurrency must be 1..=4096",
+        ));
     }
     if body.models.is_empty()
         || body.models.len() > MAX_MODELS_PER_NODE
-        || body.models.iter().any(|m| m.name.is_empty() || m.name.len() > MAX_MODEL_NAME_BYTES)
+        || body
+            .models
+            .iter()
+            .any(|m| m.name.is_empty() || m.name.len() > MAX_MODEL_NAME_BYTES)
     {
-        return Err(error_frame(ErrorCode::MalformedFrame, "models: 1 to 256 names of 1 to 256 bytes"));
+        return Err(error_frame(
+            ErrorCode::MalformedFrame,
+            "models: 1 to 256 names of 1 to 256 bytes",
+        ));
     }
     Ok(body)
 }
 
-async fn read_loop<R, E>(stream: &mut R, node: &Arc<NodeHandle>, state: &AppState, close: &mpsc::Sender<Message>)
-where
+async fn read_loop<R, E>(
+    stream: &mut R,
+    node: &Arc<NodeHandle>,
+    state: &AppState,
+    close: &mpsc::Sender<Message>,
+) where
     R: Stream<Item = Result<Message, E>> + Unpin,
 {
     // A node that says nothing for three heartbeats is gone, whatever TCP thinks.
     let silence = Duration::from_millis(state.config.heartbeat_interval_ms.saturating_mul(3).max(1));
+    let mut shutting_down = state.shutting_down.clone();
     loop {
-        let frame = match tokio::time::timeout(silence, next_text(stream)).await {
+        let next = tokio::select! {
+            n = tokio::time::timeout(silence, next_text(stream)) => n,
+            _ = until_true(&mut shutting_down) => {
+                let _ = close.send(Message::Close(None)).await;
+                return;
+            }
+        };
+        let frame = match next {
             Ok(Some(Ok(text))) => text,
             Ok(Some(Err(reply))) => {
                 let _ = close.send(reply).await;
@@ -178,16 +220,24 @@ where
         let (contract, event) = match msg {
             NodeMessage::Chunk { contract, data, .. } => (contract, TaskEvent::Chunk(data)),
             NodeMessage::Done { contract, paperwork } => (contract, TaskEvent::Done(paperwork)),
-            NodeMessage::Error(ErrorFrame { contract: Some(contract), code, message }) => {
-                (contract, TaskEvent::Error(code, message))
-            }
-            NodeMessage::Error(ErrorFrame { contract: None, code, message }) => {
+            NodeMessage::Error(ErrorFrame {
+                contract: Some(contract),
+                code,
+                message,
+            }) => (contract, TaskEvent::Error(code, message)),
+            NodeMessage::Error(ErrorFrame {
+                contract: None,
+                code,
+                message,
+            }) => {
                 tracing::warn!(node = %node.id, ?code, %message, "node reported an error");
                 continue;
             }
             NodeMessage::Heartbeat { .. } => continue,
             NodeMessage::Hello(_) => {
-                let _ = close.send(error_frame(ErrorCode::MalformedFrame, "hello after welcome")).await;
+                let _ = close
+                    .send(error_frame(ErrorCode::MalformedFrame, "hello after welcome"))
+                    .await;
                 return;
             }
         };
@@ -196,6 +246,11 @@ where
             let _ = tx.send(event).await;
         }
     }
+}
+
+/// Resolves once the flag is true (or its sender is gone), holding no borrow across an await.
+async fn until_true(flag: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = flag.wait_for(|s| *s).await.map(|_| ());
 }
 
 async fn write_loop<S>(

@@ -115,11 +115,16 @@ pub struct AppState {
     pub nodes: Arc<Nodes>,
     pub writer: PaperworkWriter,
     pub inflight: Arc<Semaphore>,
+    /// Turns true when the hub shuts down, so long-lived node connections close instead of
+    /// holding the graceful shutdown open forever.
+    pub shutting_down: tokio::sync::watch::Receiver<bool>,
 }
 
 impl std::fmt::Debug for AppState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AppState").field("hub_key", &self.hub_key.public_key()).finish_non_exhaustive()
+        f.debug_struct("AppState")
+            .field("hub_key", &self.hub_key.public_key())
+            .finish_non_exhaustive()
     }
 }
 
@@ -127,6 +132,7 @@ impl std::fmt::Debug for AppState {
 #[derive(Clone)]
 pub struct Hub {
     pub state: AppState,
+    shutdown: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl std::fmt::Debug for Hub {
@@ -138,14 +144,18 @@ impl std::fmt::Debug for Hub {
 impl Hub {
     /// Loads or creates `hub.key`, opens `hub.db`, loads API keys into memory.
     pub fn open(config: HubConfig) -> Result<Self, HubError> {
-        std::fs::create_dir_all(&config.data_dir)
-            .map_err(|source| HubError::DataDir { path: config.data_dir.clone(), source })?;
-        let (hub_key, warning) = stacknet_protocol::keystore::load_or_create(&config.data_dir.join("hub.key"))?;
+        std::fs::create_dir_all(&config.data_dir).map_err(|source| HubError::DataDir {
+            path: config.data_dir.clone(),
+            source,
+        })?;
+        let (hub_key, warning) =
+            stacknet_protocol::keystore::load_or_create(&config.data_dir.join("hub.key"))?;
         if let Some(w) = warning {
             tracing::warn!("{w}");
         }
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.data_dir.join("hub.db"))?);
         let api_keys = Arc::new(ApiKeys::default());
+        let (shutdown, shutting_down) = tokio::sync::watch::channel(false);
         for k in store.api_keys()? {
             api_keys.insert(k.hash, k.stack);
         }
@@ -157,8 +167,12 @@ impl Hub {
             store,
             api_keys,
             nodes: Arc::new(Nodes::default()),
+            shutting_down,
         };
-        Ok(Self { state })
+        Ok(Self {
+            state,
+            shutdown: Arc::new(shutdown),
+        })
     }
 
     pub fn router(&self) -> Router {
@@ -171,7 +185,10 @@ impl Hub {
             .route("/stacknet/v1/hub", get(hub_info))
             .route("/stacknet/v1/nodes/connect", get(gateway::connect))
             .route("/stacknet/v1/paperwork/{id}", get(paperwork))
-            .route("/stacknet/v1/admin/stacks", post(admin::create_stack).get(admin::list_stacks))
+            .route(
+                "/stacknet/v1/admin/stacks",
+                post(admin::create_stack).get(admin::list_stacks),
+            )
             .route("/stacknet/v1/admin/stacks/{id}/keys", post(admin::create_key))
             .fallback(|| async { ApiError::NotFound("no such endpoint".to_owned()) })
             .layer(DefaultBodyLimit::max(limit))
@@ -190,7 +207,15 @@ pub async fn serve(
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    axum::serve(listener, hub.router()).with_graceful_shutdown(shutdown).await?;
+    let closing = hub.shutdown.clone();
+    let shutdown = async move {
+        shutdown.await;
+        // Node connections close first, so the graceful shutdown does not wait on them forever.
+        let _ = closing.send(true);
+    };
+    axum::serve(listener, hub.router())
+        .with_graceful_shutdown(shutdown)
+        .await?;
     hub.state.writer.flush().await;
     Ok(())
 }
@@ -208,7 +233,10 @@ async fn hub_info(State(state): State<AppState>) -> Json<Value> {
 }
 
 /// `GET /v1/models`: the models connected nodes serve now.
-async fn models(State(state): State<AppState>, headers: axum::http::HeaderMap) -> Result<Json<Value>, ApiError> {
+async fn models(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+) -> Result<Json<Value>, ApiError> {
     state.api_keys.authenticate(&headers)?;
     let data: Vec<Value> = state
         .nodes
@@ -220,10 +248,14 @@ async fn models(State(state): State<AppState>, headers: axum::http::HeaderMap) -
 }
 
 async fn paperwork(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
-    let id: PaperworkId = id.parse().map_err(|e: stacknet_protocol::IdError| ApiError::invalid("id", e.to_string()))?;
+    let id: PaperworkId = id
+        .parse()
+        .map_err(|e: stacknet_protocol::IdError| ApiError::invalid("id", e.to_string()))?;
     let store = state.store.clone();
     let json = admin::blocking(move || store.paperwork(&id))
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("paperwork {id}")))?;
-    serde_json::from_str(&json).map(Json).map_err(|e| ApiError::Internal(e.to_string()))
+    serde_json::from_str(&json)
+        .map(Json)
+        .map_err(|e| ApiError::Internal(e.to_string()))
 }

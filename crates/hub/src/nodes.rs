@@ -72,7 +72,9 @@ impl NodeHandle {
     /// Claims one slot of capacity, if there is one.
     fn try_reserve(&self) -> bool {
         self.in_flight
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < self.max_concurrency).then_some(n + 1))
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max_concurrency).then_some(n + 1)
+            })
             .is_ok()
     }
 
@@ -166,12 +168,18 @@ impl Nodes {
     }
 
     pub fn connected(&self) -> Vec<Arc<NodeHandle>> {
-        self.by_id.read().map(|m| m.values().cloned().collect()).unwrap_or_default()
+        self.by_id
+            .read()
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// Models that connected nodes serve now, sorted.
     pub fn served_models(&self) -> BTreeSet<String> {
-        self.connected().iter().flat_map(|n| n.models.iter().map(|m| m.name.clone())).collect()
+        self.connected()
+            .iter()
+            .flat_map(|n| n.models.iter().map(|m| m.name.clone()))
+            .collect()
     }
 
     fn random(&self) -> u64 {
@@ -190,20 +198,35 @@ impl Nodes {
             .filter(|n| n.serves(model) && Some(n.id) != exclude && n.in_flight() < n.max_concurrency)
             .collect();
         if candidates.is_empty() {
-            let known = self.known_models.read().map(|k| k.contains(model)).unwrap_or(false);
-            return Err(if known { PickError::NoCapacity } else { PickError::UnknownModel });
+            let known = self
+                .known_models
+                .read()
+                .map(|k| k.contains(model))
+                .unwrap_or(false);
+            return Err(if known {
+                PickError::NoCapacity
+            } else {
+                PickError::UnknownModel
+            });
         }
         let load = |n: &NodeHandle| u64::from(n.in_flight()) * 1_000 / u64::from(n.max_concurrency.max(1));
         // Try the better of two random candidates, then everyone in order, until a slot is claimed.
         let len = candidates.len() as u64;
         let a = (self.random() % len) as usize;
         let b = (self.random() % len) as usize;
-        let first = if load(&candidates[b]) < load(&candidates[a]) { b } else { a };
+        let first = if load(&candidates[b]) < load(&candidates[a]) {
+            b
+        } else {
+            a
+        };
         let order = std::iter::once(first).chain((0..candidates.len()).filter(|&i| i != first));
         for i in order {
             let node = &candidates[i];
             if node.try_reserve() {
-                return Ok(Lease { node: node.clone(), contract: None });
+                return Ok(Lease {
+                    node: node.clone(),
+                    contract: None,
+                });
             }
         }
         Err(PickError::NoCapacity)

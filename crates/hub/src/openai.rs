@@ -27,7 +27,9 @@ pub struct ApiRequest {
 
 pub fn parse_request(bytes: &[u8], workload: Workload) -> Result<ApiRequest, ApiError> {
     let body: Value = serde_json::from_slice(bytes).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
-    let obj = body.as_object().ok_or_else(|| ApiError::MalformedJson("the body must be a JSON object".into()))?;
+    let obj = body
+        .as_object()
+        .ok_or_else(|| ApiError::MalformedJson("the body must be a JSON object".into()))?;
     let model = match obj.get("model") {
         Some(Value::String(m)) if !m.is_empty() && m.len() <= MAX_MODEL_NAME_BYTES => m.clone(),
         Some(Value::String(_)) => return Err(ApiError::invalid("model", "model must be 1 to 256 bytes")),
@@ -56,7 +58,14 @@ pub fn parse_request(bytes: &[u8], workload: Workload) -> Result<ApiRequest, Api
         Some(Value::String(u)) => Some(u.clone()),
         Some(_) => return Err(ApiError::invalid("user", "user must be a string")),
     };
-    Ok(ApiRequest { workload, body, model, stream, include_usage, user })
+    Ok(ApiRequest {
+        workload,
+        body,
+        model,
+        stream,
+        include_usage,
+        user,
+    })
 }
 
 fn check_messages(obj: &Map<String, Value>) -> Result<(), ApiError> {
@@ -64,7 +73,12 @@ fn check_messages(obj: &Map<String, Value>) -> Result<(), ApiError> {
         Some(Value::Array(m)) if !m.is_empty() => m,
         Some(Value::Array(_)) => return Err(ApiError::invalid("messages", "messages must not be empty")),
         Some(_) => return Err(ApiError::invalid("messages", "messages must be an array")),
-        None => return Err(ApiError::invalid("messages", "you must provide a messages parameter")),
+        None => {
+            return Err(ApiError::invalid(
+                "messages",
+                "you must provide a messages parameter",
+            ))
+        }
     };
     for (i, m) in messages.iter().enumerate() {
         let role = m.get("role").and_then(Value::as_str);
@@ -91,7 +105,10 @@ fn check_prompt(obj: &Map<String, Value>) -> Result<(), ApiError> {
     match obj.get("prompt") {
         Some(Value::String(_)) => Ok(()),
         Some(Value::Array(a)) if !a.is_empty() && a.iter().all(Value::is_string) => Ok(()),
-        Some(_) => Err(ApiError::invalid("prompt", "prompt must be a string or an array of strings")),
+        Some(_) => Err(ApiError::invalid(
+            "prompt",
+            "prompt must be a string or an array of strings",
+        )),
         None => Err(ApiError::invalid("prompt", "you must provide a prompt parameter")),
     }
 }
@@ -108,7 +125,10 @@ fn check_number(obj: &Map<String, Value>, field: &str, min: f64, max: f64) -> Re
     match obj.get(field) {
         None | Some(Value::Null) => Ok(()),
         Some(Value::Number(n)) if n.as_f64().is_some_and(|f| (min..=max).contains(&f)) => Ok(()),
-        Some(_) => Err(ApiError::invalid(field, format!("{field} must be a number from {min} to {max}"))),
+        Some(_) => Err(ApiError::invalid(
+            field,
+            format!("{field} must be a number from {min} to {max}"),
+        )),
     }
 }
 
@@ -116,7 +136,10 @@ fn check_integer(obj: &Map<String, Value>, field: &str, min: u64, max: u64) -> R
     match obj.get(field) {
         None | Some(Value::Null) => Ok(()),
         Some(Value::Number(n)) if n.as_u64().is_some_and(|v| (min..=max).contains(&v)) => Ok(()),
-        Some(_) => Err(ApiError::invalid(field, format!("{field} must be an integer from {min} to {max}"))),
+        Some(_) => Err(ApiError::invalid(
+            field,
+            format!("{field} must be an integer from {min} to {max}"),
+        )),
     }
 }
 
@@ -150,7 +173,10 @@ impl Stamp {
     /// by its own final chunk (usage from the signed paperwork, fingerprint, attribution).
     pub fn client_chunk(&self, mut chunk: Value) -> Option<Value> {
         let obj = chunk.as_object_mut()?;
-        let choices_empty = obj.get("choices").and_then(Value::as_array).is_none_or(|c| c.is_empty());
+        let choices_empty = obj
+            .get("choices")
+            .and_then(Value::as_array)
+            .is_none_or(|c| c.is_empty());
         if choices_empty {
             return None;
         }
@@ -192,7 +218,9 @@ pub struct Assembler {
 
 impl Assembler {
     pub fn add(&mut self, chunk: &Value) {
-        let Some(choices) = chunk.get("choices").and_then(Value::as_array) else { return };
+        let Some(choices) = chunk.get("choices").and_then(Value::as_array) else {
+            return;
+        };
         for c in choices {
             let index = c.get("index").and_then(Value::as_u64).unwrap_or(0);
             let acc = self.choices.entry(index).or_default();
@@ -211,7 +239,12 @@ impl Assembler {
                 acc.content.push_str(text);
                 acc.saw_content = true;
             }
-            for call in delta.get("tool_calls").and_then(Value::as_array).into_iter().flatten() {
+            for call in delta
+                .get("tool_calls")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
                 merge_tool_call(&mut acc.tool_calls, call);
             }
         }

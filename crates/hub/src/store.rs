@@ -89,7 +89,9 @@ impl SqliteStore {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
-        Ok(Self { conn: Mutex::new(conn) })
+        Ok(Self {
+            conn: Mutex::new(conn),
+        })
     }
 
     fn conn(&self) -> Result<std::sync::MutexGuard<'_, Connection>, StoreError> {
@@ -101,7 +103,10 @@ fn parse<T: std::str::FromStr>(table: &'static str, s: &str) -> Result<T, StoreE
 where
     T::Err: std::fmt::Display,
 {
-    s.parse().map_err(|e: T::Err| StoreError::Corrupt { table, detail: format!("{s:?}: {e}") })
+    s.parse().map_err(|e: T::Err| StoreError::Corrupt {
+        table,
+        detail: format!("{s:?}: {e}"),
+    })
 }
 
 impl Store for SqliteStore {
@@ -116,10 +121,16 @@ impl Store for SqliteStore {
     fn stacks(&self) -> Result<Vec<StackRecord>, StoreError> {
         let conn = self.conn()?;
         let mut stmt = conn.prepare("SELECT id, name, created_at FROM stacks ORDER BY created_at, id")?;
-        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get(1)?, r.get::<_, String>(2)?)))?;
+        let rows = stmt.query_map([], |r| {
+            Ok((r.get::<_, String>(0)?, r.get(1)?, r.get::<_, String>(2)?))
+        })?;
         rows.map(|row| {
             let (id, name, at) = row?;
-            Ok(StackRecord { id: parse("stacks", &id)?, name, created_at: parse("stacks", &at)? })
+            Ok(StackRecord {
+                id: parse("stacks", &id)?,
+                name,
+                created_at: parse("stacks", &at)?,
+            })
         })
         .collect()
     }
@@ -127,7 +138,12 @@ impl Store for SqliteStore {
     fn create_api_key(&self, key: &ApiKeyRecord) -> Result<(), StoreError> {
         self.conn()?.execute(
             "INSERT INTO api_keys (hash, prefix, stack, created_at) VALUES (?1, ?2, ?3, ?4)",
-            params![key.hash.as_slice(), key.prefix, key.stack.to_string(), key.created_at.to_string()],
+            params![
+                key.hash.as_slice(),
+                key.prefix,
+                key.stack.to_string(),
+                key.created_at.to_string()
+            ],
         )?;
         Ok(())
     }
@@ -136,13 +152,25 @@ impl Store for SqliteStore {
         let conn = self.conn()?;
         let mut stmt = conn.prepare("SELECT hash, prefix, stack, created_at FROM api_keys")?;
         let rows = stmt.query_map([], |r| {
-            Ok((r.get::<_, Vec<u8>>(0)?, r.get(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?))
+            Ok((
+                r.get::<_, Vec<u8>>(0)?,
+                r.get(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+            ))
         })?;
         rows.map(|row| {
             let (hash, prefix, stack, at) = row?;
-            let hash = <[u8; 32]>::try_from(hash.as_slice())
-                .map_err(|_| StoreError::Corrupt { table: "api_keys", detail: "hash length".to_owned() })?;
-            Ok(ApiKeyRecord { hash, prefix, stack: parse("api_keys", &stack)?, created_at: parse("api_keys", &at)? })
+            let hash = <[u8; 32]>::try_from(hash.as_slice()).map_err(|_| StoreError::Corrupt {
+                table: "api_keys",
+                detail: "hash length".to_owned(),
+            })?;
+            Ok(ApiKeyRecord {
+                hash,
+                prefix,
+                stack: parse("api_keys", &stack)?,
+                created_at: parse("api_keys", &at)?,
+            })
         })
         .collect()
     }
@@ -172,12 +200,18 @@ impl Store for SqliteStore {
     fn paperwork(&self, id: &PaperworkId) -> Result<Option<String>, StoreError> {
         Ok(self
             .conn()?
-            .query_row("SELECT json FROM paperwork WHERE id = ?1", [id.to_string()], |r| r.get(0))
+            .query_row(
+                "SELECT json FROM paperwork WHERE id = ?1",
+                [id.to_string()],
+                |r| r.get(0),
+            )
             .optional()?)
     }
 
     fn paperwork_count(&self) -> Result<u64, StoreError> {
-        let n: i64 = self.conn()?.query_row("SELECT COUNT(*) FROM paperwork", [], |r| r.get(0))?;
+        let n: i64 = self
+            .conn()?
+            .query_row("SELECT COUNT(*) FROM paperwork", [], |r| r.get(0))?;
         Ok(u64::try_from(n).unwrap_or(0))
     }
 }
@@ -202,30 +236,36 @@ impl PaperworkWriter {
     /// Starts the writer thread; it ends when every handle is dropped, after writing what it holds.
     pub fn start(store: std::sync::Arc<dyn Store>) -> Self {
         let (tx, mut rx) = mpsc::channel(PAPERWORK_QUEUE_LEN);
-        let spawned = std::thread::Builder::new().name("paperwork-writer".to_owned()).spawn(move || {
-            let mut batch = Vec::with_capacity(MAX_PAPERWORK_BATCH);
-            let mut flushes = Vec::new();
-            while let Some(first) = rx.blocking_recv() {
-                let mut next = Some(first);
-                while let Some(cmd) = next {
-                    match cmd {
-                        WriterCommand::Append(p) => batch.push(p),
-                        WriterCommand::Flush(done) => flushes.push(done),
+        let spawned = std::thread::Builder::new()
+            .name("paperwork-writer".to_owned())
+            .spawn(move || {
+                let mut batch = Vec::with_capacity(MAX_PAPERWORK_BATCH);
+                let mut flushes = Vec::new();
+                while let Some(first) = rx.blocking_recv() {
+                    let mut next = Some(first);
+                    while let Some(cmd) = next {
+                        match cmd {
+                            WriterCommand::Append(p) => batch.push(p),
+                            WriterCommand::Flush(done) => flushes.push(done),
+                        }
+                        next = if batch.len() < MAX_PAPERWORK_BATCH {
+                            rx.try_recv().ok()
+                        } else {
+                            None
+                        };
                     }
-                    next = if batch.len() < MAX_PAPERWORK_BATCH { rx.try_recv().ok() } else { None };
-                }
-                if !batch.is_empty() {
-                    if let Err(e) = store.append_paperwork(&batch) {
-                        // The node keeps its own copy in its wallet and files it later; nothing is lost.
-                        tracing::error!(error = %e, count = batch.len(), "could not store paperwork");
+                    if !batch.is_empty() {
+                        if let Err(e) = store.append_paperwork(&batch) {
+                            // The node keeps its own copy in its wallet and files it later; nothing is lost.
+                            tracing::error!(error = %e, count = batch.len(), "could not store paperwork");
+                        }
+                        batch.clear();
                     }
-                    batch.clear();
+                    for done in flushes.drain(..) {
+                        let _ = done.send(());
+                    }
                 }
-                for done in flushes.drain(..) {
-                    let _ = done.send(());
-                }
-            }
-        });
+            });
         if let Err(e) = spawned {
             tracing::error!(error = %e, "cannot start the paperwork writer thread");
         }

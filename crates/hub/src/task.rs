@@ -68,7 +68,9 @@ async fn run(
         .inflight
         .clone()
         .try_acquire_owned()
-        .map_err(|_| ApiError::AtCapacity { limit: state.config.max_concurrent_requests })?;
+        .map_err(|_| ApiError::AtCapacity {
+            limit: state.config.max_concurrent_requests,
+        })?;
     let deadline = Instant::now() + Duration::from_millis(state.config.request_timeout_ms);
     let user = user_id(stack, req.user.as_deref());
     let mut exclude = None;
@@ -80,7 +82,10 @@ async fn run(
         })?;
         let contract = sign_contract(&state, stack, user, &lease, &req)?;
         let mut rx = lease.open_task(contract.body.id);
-        let task = HubMessage::Task(Box::new(Task { contract: contract.clone(), request: req.body.clone() }));
+        let task = HubMessage::Task(Box::new(Task {
+            contract: contract.clone(),
+            request: req.body.clone(),
+        }));
         if lease.node.outbox.send(task).await.is_err() {
             exclude = Some(lease.node.id);
             continue;
@@ -95,12 +100,30 @@ async fn run(
                 continue;
             }
             Ok(Some(TaskEvent::Error(code, message))) => {
-                return Err(ApiError::from_node(code, message, &req.model, state.config.request_timeout_ms));
+                return Err(ApiError::from_node(
+                    code,
+                    message,
+                    &req.model,
+                    state.config.request_timeout_ms,
+                ));
             }
             Ok(Some(event)) => event,
         };
-        let running = Running { state, lease, rx, contract, req, deadline, stamp_time: Timestamp::now(), permit };
-        return if running.req.stream { Ok(running.stream(first)) } else { running.collect(first).await };
+        let running = Running {
+            state,
+            lease,
+            rx,
+            contract,
+            req,
+            deadline,
+            stamp_time: Timestamp::now(),
+            permit,
+        };
+        return if running.req.stream {
+            Ok(running.stream(first))
+        } else {
+            running.collect(first).await
+        };
     }
     Err(ApiError::NoNode(req.model))
 }
@@ -187,9 +210,12 @@ impl Running {
 
     fn fail(&self, event: TaskEvent) -> ApiError {
         match event {
-            TaskEvent::Error(code, message) => {
-                ApiError::from_node(code, message, &self.req.model, self.state.config.request_timeout_ms)
-            }
+            TaskEvent::Error(code, message) => ApiError::from_node(
+                code,
+                message,
+                &self.req.model,
+                self.state.config.request_timeout_ms,
+            ),
             _ => ApiError::NodeFailed("the node disconnected before finishing the task".to_owned()),
         }
     }
@@ -207,7 +233,11 @@ impl Running {
                 TaskEvent::Done(pw) => {
                     let accepted = self.accept(&chunks, *pw).await?;
                     let stamp = self.stamp();
-                    let object = if self.req.workload == Workload::Completion { "text_completion" } else { "chat.completion" };
+                    let object = if self.req.workload == Workload::Completion {
+                        "text_completion"
+                    } else {
+                        "chat.completion"
+                    };
                     let body = json!({
                         "id": stamp.id, "object": object, "created": stamp.created, "model": stamp.model,
                         "choices": assembler.choices(self.req.workload),
@@ -257,7 +287,8 @@ impl Running {
                     let last = match self.accept(&chunks, *pw).await {
                         Ok(a) => {
                             let usage = self.req.include_usage.then_some(&a.usage);
-                            let mut s = sse(&stamp.final_chunk(usage, &a.fingerprint, &a.attribution)).to_vec();
+                            let mut s =
+                                sse(&stamp.final_chunk(usage, &a.fingerprint, &a.attribution)).to_vec();
                             s.extend_from_slice(b"data: [DONE]\n\n");
                             Bytes::from(s)
                         }
@@ -313,7 +344,11 @@ impl Running {
             })
             .await;
         let _ = &self.permit;
-        Ok(Accepted { usage: pw.body.usage, fingerprint: fingerprint.to_string(), attribution })
+        Ok(Accepted {
+            usage: pw.body.usage,
+            fingerprint: fingerprint.to_string(),
+            attribution,
+        })
     }
 }
 

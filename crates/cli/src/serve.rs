@@ -1,0 +1,331 @@
+//! `stacknet hub`, `stacknet node` and `stacknet up`: argument handling and wiring; the work is in
+//! the hub and node libraries.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use clap::Args;
+use rand_core::RngCore;
+use stacknet_hub::{Hub, HubConfig};
+use stacknet_node::config::{ApiKey, NodeConfig, UpstreamConfig};
+use stacknet_protocol::{StackId, Timestamp};
+
+use crate::keystore::default_data_dir;
+
+#[derive(Args, Debug, Clone)]
+pub struct HubArgs {
+    /// Address to listen on.
+    #[arg(long, env = "STACKNET_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Holds hub.key, hub.db and admin.token [default: ~/.local/share/stacknet/hub]
+    #[arg(long, env = "STACKNET_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Token for the admin API [default: read from, or created in, <data-dir>/admin.token]
+    #[arg(long, env = "STACKNET_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// Largest request body accepted, in bytes.
+    #[arg(long, env = "STACKNET_MAX_BODY_BYTES", default_value_t = stacknet_hub::DEFAULT_MAX_BODY_BYTES)]
+    pub max_body_bytes: usize,
+    /// Requests in flight at once; more get 429.
+    #[arg(long, env = "STACKNET_MAX_CONCURRENT_REQUESTS", default_value_t = stacknet_hub::DEFAULT_MAX_CONCURRENT_REQUESTS)]
+    pub max_concurrent_requests: usize,
+    /// Time a request may take in all, in milliseconds; then 504.
+    #[arg(long, env = "STACKNET_REQUEST_TIMEOUT_MS", default_value_t = stacknet_hub::DEFAULT_REQUEST_TIMEOUT_MS)]
+    pub request_timeout_ms: u64,
+}
+
+impl HubArgs {
+    fn config(&self, data_dir: PathBuf) -> Result<HubConfig> {
+        let admin_token = match &self.admin_token {
+            Some(t) => t.clone(),
+            None => load_or_create_token(&data_dir.join("admin.token"))?,
+        };
+        let mut config = HubConfig::new(data_dir, admin_token);
+        config.max_body_bytes = self.max_body_bytes;
+        config.max_concurrent_requests = self.max_concurrent_requests;
+        config.request_timeout_ms = self.request_timeout_ms;
+        Ok(config)
+    }
+}
+
+/// A random admin token kept in a 0600 file, so the operator's CLI on the same machine finds it.
+pub fn load_or_create_token(path: &Path) -> Result<String> {
+    if let Ok(t) = std::fs::read_to_string(path) {
+        return Ok(t.trim().to_owned());
+    }
+    let mut bytes = [0u8; 32];
+    rand_core::OsRng.fill_bytes(&mut bytes);
+    let token = hex::encode(bytes);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    use std::io::Write;
+    match opts.open(path) {
+        Ok(mut f) => f.write_all(format!("{token}\n").as_bytes())?,
+        // Created by a concurrent start: theirs wins.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            return Ok(std::fs::read_to_string(path)?.trim().to_owned())
+        }
+        Err(e) => return Err(e).with_context(|| format!("cannot write {}", path.display())),
+    }
+    Ok(token)
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct UpstreamArgs {
+    /// OpenAI-compatible server to forward tasks to, e.g. http://127.0.0.1:11434/v1 (Ollama).
+    #[arg(long, env = "STACKNET_UPSTREAM")]
+    pub upstream: Option<String>,
+    /// API key for the upstream, if it needs one.
+    #[arg(long, env = "STACKNET_UPSTREAM_API_KEY", hide_env_values = true)]
+    pub upstream_api_key: Option<String>,
+    /// Model names the upstream serves (repeat, or comma-separate).
+    #[arg(long = "model", env = "STACKNET_MODELS", value_delimiter = ',')]
+    pub models: Vec<String>,
+    /// Tasks run at once.
+    #[arg(long, env = "STACKNET_MAX_CONCURRENCY")]
+    pub max_concurrency: Option<u32>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct NodeArgs {
+    /// A TOML file with the node's settings; flags and environment override it.
+    #[arg(long, env = "STACKNET_NODE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// The hub's URL, e.g. https://hub.example or http://127.0.0.1:8080.
+    #[arg(long, env = "STACKNET_HUB")]
+    pub hub: Option<String>,
+    /// The Node Key file [default: <data-dir>/node.key, created on first start]
+    #[arg(long, env = "STACKNET_KEY")]
+    pub key: Option<PathBuf>,
+    /// Holds the wallet (and the key by default) [default: ~/.local/share/stacknet/node]
+    #[arg(long, env = "STACKNET_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Refuse any hub whose key is not this (hex).
+    #[arg(long, env = "STACKNET_HUB_KEY")]
+    pub hub_key: Option<String>,
+    #[command(flatten)]
+    pub upstream: UpstreamArgs,
+}
+
+impl NodeArgs {
+    pub fn config(&self) -> Result<NodeConfig> {
+        let mut config = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read {}", path.display()))?;
+                NodeConfig::from_toml(&text)
+                    .with_context(|| format!("{} is not a valid node config", path.display()))?
+            }
+            None => {
+                let hub = self
+                    .hub
+                    .clone()
+                    .context("--hub is required (or a --config file with `hub`)")?;
+                let upstream = self.upstream.upstream.clone().context("--upstream is required")?;
+                let data_dir = self
+                    .data_dir
+                    .clone()
+                    .unwrap_or_else(|| default_data_dir().join("node"));
+                NodeConfig::new(hub, data_dir, UpstreamConfig::new(upstream, Vec::new()))
+            }
+        };
+        if let Some(h) = &self.hub {
+            config.hub = h.clone();
+        }
+        if let Some(d) = &self.data_dir {
+            config.data_dir = d.clone();
+        }
+        if self.key.is_some() {
+            config.key_file = self.key.clone();
+        }
+        if let Some(k) = &self.hub_key {
+            config.hub_key = Some(
+                stacknet_protocol::PublicKey::from_hex(k).map_err(|e| anyhow::anyhow!("--hub-key: {e}"))?,
+            );
+        }
+        self.upstream
+            .apply(&mut config.upstream, &mut config.max_concurrency);
+        anyhow::ensure!(
+            !config.upstream.models.is_empty(),
+            "name at least one --model the upstream serves"
+        );
+        Ok(config)
+    }
+}
+
+impl UpstreamArgs {
+    fn apply(&self, upstream: &mut UpstreamConfig, max_concurrency: &mut u32) {
+        if let Some(u) = &self.upstream {
+            upstream.base_url = u.clone();
+        }
+        if let Some(k) = &self.upstream_api_key {
+            upstream.api_key = Some(ApiKey::new(k.clone()));
+        }
+        if !self.models.is_empty() {
+            upstream.models = self.models.clone();
+        }
+        if let Some(c) = self.max_concurrency {
+            *max_concurrency = c;
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+pub async fn hub(args: HubArgs) -> Result<()> {
+    let data_dir = args
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| default_data_dir().join("hub"));
+    let hub = Hub::open(args.config(data_dir.clone())?)?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    println!(
+        "hub listening on http://{addr}  (hub key {})",
+        hub.state.hub_key.public_key()
+    );
+    println!("admin token in {}", data_dir.join("admin.token").display());
+    stacknet_hub::serve(listener, hub, shutdown_signal()).await?;
+    Ok(())
+}
+
+pub async fn node(args: NodeArgs) -> Result<()> {
+    let config = args.config()?;
+    stacknet_node::run(config, shutdown_signal()).await?;
+    Ok(())
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct UpArgs {
+    /// Address the hub listens on.
+    #[arg(long, env = "STACKNET_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Holds everything: hub/, node/, up.env [default: ~/.local/share/stacknet]
+    #[arg(long, env = "STACKNET_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub upstream: UpstreamArgs,
+}
+
+/// A whole network in one process: a hub and one node on SQLite, with a Stack and an API key.
+pub async fn up(args: UpArgs) -> Result<()> {
+    let data_dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
+    let upstream_url = args.upstream.upstream.clone().context(
+        "--upstream URL is required for now: an OpenAI-compatible server such as Ollama (http://127.0.0.1:11434/v1)",
+    )?;
+    let hub_args = HubArgs {
+        listen: args.listen,
+        data_dir: Some(data_dir.join("hub")),
+        admin_token: None,
+        max_body_bytes: stacknet_hub::DEFAULT_MAX_BODY_BYTES,
+        max_concurrent_requests: stacknet_hub::DEFAULT_MAX_CONCURRENT_REQUESTS,
+        request_timeout_ms: stacknet_hub::DEFAULT_REQUEST_TIMEOUT_MS,
+    };
+    let hub = Hub::open(hub_args.config(data_dir.join("hub"))?)?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    let api_key = first_start_key(&hub, &data_dir).await?;
+
+    let mut node_config = NodeConfig::new(
+        format!("http://{addr}"),
+        data_dir.join("node"),
+        UpstreamConfig::new(upstream_url, Vec::new()),
+    );
+    node_config.hub_key = Some(hub.state.hub_key.public_key());
+    args.upstream
+        .apply(&mut node_config.upstream, &mut node_config.max_concurrency);
+    anyhow::ensure!(
+        !node_config.upstream.models.is_empty(),
+        "name at least one --model the upstream serves"
+    );
+
+    let env = format!("OPENAI_BASE_URL=http://{addr}/v1\nOPENAI_API_KEY={api_key}\n");
+    write_private(&data_dir.join("up.env"), &env)?;
+    print!("{env}");
+    println!("# also written to {}", data_dir.join("up.env").display());
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut node_stop = stop_rx.clone();
+    let node = tokio::spawn(stacknet_node::run(node_config, async move {
+        let _ = node_stop.wait_for(|s| *s).await;
+    }));
+    let mut hub_stop = stop_rx;
+    let hub_task = tokio::spawn(stacknet_hub::serve(listener, hub, async move {
+        let _ = hub_stop.wait_for(|s| *s).await;
+    }));
+    shutdown_signal().await;
+    let _ = stop_tx.send(true);
+    node.await??;
+    hub_task.await??;
+    Ok(())
+}
+
+/// On first start: a Stack named "default" and an API key; later starts reuse the key in up.env.
+async fn first_start_key(hub: &Hub, data_dir: &Path) -> Result<String> {
+    if let Ok(env) = std::fs::read_to_string(data_dir.join("up.env")) {
+        if let Some(key) = env.lines().find_map(|l| l.strip_prefix("OPENAI_API_KEY=")) {
+            if hub.state.api_keys.stack_of(key).is_some() {
+                return Ok(key.to_owned());
+            }
+        }
+    }
+    let stack = stacknet_hub::store::StackRecord {
+        id: StackId::random(),
+        name: "default".to_owned(),
+        created_at: Timestamp::now(),
+    };
+    let store = hub.state.store.clone();
+    let rec = stack.clone();
+    tokio::task::spawn_blocking(move || store.create_stack(&rec)).await??;
+    let (key, _) = stacknet_hub::admin::issue_key(&hub.state, stack.id)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(key)
+}
+
+fn write_private(path: &Path, text: &str) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("tmp");
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    use std::io::Write;
+    opts.open(&tmp)?.write_all(text.as_bytes())?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}

@@ -1,0 +1,104 @@
+//! `stacknet verify`: offline checks of what the network hands out.
+//!
+//! Accepts a chat/completion response (JSON), a streamed response (the SSE text, whose last data
+//! chunk carries the fingerprint), or a paperwork (signed JSON). Nothing is fetched: every check
+//! uses only the document and, optionally, the hub key you trust.
+
+use std::io::Read;
+use std::path::PathBuf;
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde_json::Value;
+use stacknet_protocol::fingerprint::Attribution;
+use stacknet_protocol::paperwork::{check_paperwork, Paperwork};
+use stacknet_protocol::{FingerprintId, PublicKey, Signed};
+
+/// The largest document read: responses with long answers are still far below this.
+pub const MAX_VERIFY_INPUT_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Returns the one-line verdict for a valid document; an error says why it is not.
+pub fn verify(input: Option<PathBuf>, hub_key: Option<&str>) -> Result<String> {
+    let mut text = String::new();
+    match input.as_deref() {
+        None => std::io::stdin()
+            .take(MAX_VERIFY_INPUT_BYTES)
+            .read_to_string(&mut text)
+            .context("reading stdin")?,
+        Some(p) if p.as_os_str() == "-" => std::io::stdin()
+            .take(MAX_VERIFY_INPUT_BYTES)
+            .read_to_string(&mut text)
+            .context("reading stdin")?,
+        Some(p) => std::fs::File::open(p)
+            .with_context(|| format!("cannot read {}", p.display()))?
+            .take(MAX_VERIFY_INPUT_BYTES)
+            .read_to_string(&mut text)
+            .with_context(|| format!("cannot read {}", p.display()))?,
+    };
+    let hub_key = hub_key
+        .map(PublicKey::from_hex)
+        .transpose()
+        .map_err(|e| anyhow!("--hub-key: {e}"))?;
+    let doc = document(&text)?;
+    if doc.get("attribution").is_some() {
+        verify_response(&doc)
+    } else if doc.get("contract").is_some() && doc.get("node_key").is_some() {
+        verify_paperwork(&doc, hub_key)
+    } else {
+        bail!("not a response with a fingerprint and attribution, nor a paperwork")
+    }
+}
+
+/// The JSON document, or from an SSE transcript the last `data:` chunk that has an attribution.
+fn document(text: &str) -> Result<Value> {
+    if let Ok(v) = serde_json::from_str::<Value>(text) {
+        return Ok(v);
+    }
+    let mut chunks = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .map(str::trim)
+        .filter(|d| *d != "[DONE]")
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok());
+    chunks
+        .rfind(|c| c.get("attribution").is_some())
+        .ok_or_else(|| anyhow!("input is neither JSON nor an event stream with an attribution chunk"))
+}
+
+fn verify_response(doc: &Value) -> Result<String> {
+    let claimed: FingerprintId = doc
+        .get("fingerprint")
+        .and_then(Value::as_str)
+        .ok_or_else(|| anyhow!("the response has no \"fingerprint\""))?
+        .parse()
+        .map_err(|e| anyhow!("fingerprint: {e}"))?;
+    let attribution: Attribution =
+        serde_json::from_value(doc["attribution"].clone()).map_err(|e| anyhow!("attribution: {e}"))?;
+    attribution.verify_claim(claimed).map_err(|e| anyhow!("{e}"))?;
+    let f = &attribution.fingerprint;
+    Ok(format!(
+        "valid: {claimed} signed by node {} ({}) for stack {}, contract {}, at {}",
+        f.node_key,
+        attribution.signed_by.0.to_tagged(),
+        f.stack,
+        f.contract,
+        f.timestamp
+    ))
+}
+
+fn verify_paperwork(doc: &Value, hub_key: Option<PublicKey>) -> Result<String> {
+    let pw: Signed<Paperwork> = serde_json::from_value(doc.clone()).map_err(|e| anyhow!("paperwork: {e}"))?;
+    let hub = hub_key.unwrap_or(pw.body.contract.body.hub);
+    let (id, _) = check_paperwork(&pw, &hub).map_err(|e| anyhow!("{e}"))?;
+    let trust = if hub_key.is_some() {
+        "the hub key you gave"
+    } else {
+        "the hub key it names (pass --hub-key to pin one)"
+    };
+    Ok(format!(
+        "valid: paperwork {id} by node {} for contract {}, {} in / {} out tokens, contract signed by {trust}",
+        pw.body.contract.body.node_key,
+        pw.body.contract.body.id,
+        pw.body.usage.input_tokens,
+        pw.body.usage.output_tokens
+    ))
+}

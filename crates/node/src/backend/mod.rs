@@ -1,0 +1,105 @@
+//! The seam between the node runtime and whatever actually does the work.
+//!
+//! A [`Backend`] advertises the models it serves and runs one task at a time per call; the runtime
+//! calls it concurrently. It streams output as OpenAI streaming chunks (JSON values) into a bounded
+//! channel as soon as they exist, and returns what paperwork needs to know about the run. One module
+//! per implementation: [`upstream`] (an OpenAI-compatible server) now; built-in models, sandboxes and
+//! fetchers later.
+
+pub mod sse;
+pub mod upstream;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use serde_json::Value;
+use stacknet_protocol::contract::{Usage, Workload};
+use stacknet_protocol::paperwork::BackendInfo;
+use stacknet_protocol::wire::{ErrorCode, ModelOffer};
+use stacknet_protocol::ContractId;
+use tokio::sync::mpsc;
+
+/// One task as a backend sees it: the contract has already been checked.
+#[derive(Clone, Debug)]
+pub struct BackendTask {
+    pub contract: ContractId,
+    pub workload: Workload,
+    /// The model named by the contract (a served model: checked before the backend is called).
+    pub model: String,
+    /// The OpenAI request as the hub forwarded it. Shared, because the runtime still needs it after
+    /// the backend has finished (usage estimates); a backend that must change it copies what it needs.
+    pub request: Arc<Value>,
+}
+
+/// What a backend reports when a task has finished.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackendOutcome {
+    /// Usage as the engine counted it; `None` when it did not say, and the runtime estimates
+    /// (see [`crate::usage`]).
+    pub usage: Option<Usage>,
+    /// The exact software and model, for paperwork.
+    pub info: BackendInfo,
+    /// The model was already loaded when the task arrived.
+    pub warm: bool,
+}
+
+/// Why a task failed in the backend. Each maps to the error code the hub sees ([`Self::code`]).
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum BackendError {
+    #[error("cannot reach the upstream: {0}")]
+    Connect(String),
+    #[error("upstream answered HTTP {status}: {message}")]
+    Status { status: u16, message: String },
+    #[error("the upstream stream broke off: {0}")]
+    Stream(String),
+    #[error("malformed upstream output: {0}")]
+    Malformed(String),
+    /// The upstream refused the request as invalid; its message passes through.
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// The prompt does not fit the model; the upstream's message passes through.
+    #[error("{0}")]
+    ContextLengthExceeded(String),
+    #[error("the upstream did not finish within {0:?}")]
+    Timeout(Duration),
+    #[error("this backend does not serve {workload:?} for model {model:?}")]
+    Unsupported { model: String, workload: Workload },
+    /// The runtime stopped reading the output (the task was cancelled or the hub went away).
+    #[error("nobody is reading the output any more")]
+    Abandoned,
+    #[error("backend setup failed: {0}")]
+    Setup(String),
+}
+
+impl BackendError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            BackendError::Connect(_)
+            | BackendError::Status { .. }
+            | BackendError::Stream(_)
+            | BackendError::Malformed(_) => ErrorCode::UpstreamFailed,
+            BackendError::InvalidRequest(_) => ErrorCode::InvalidRequest,
+            BackendError::ContextLengthExceeded(_) => ErrorCode::ContextLengthExceeded,
+            BackendError::Timeout(_) => ErrorCode::Timeout,
+            BackendError::Unsupported { .. } => ErrorCode::UnknownModel,
+            BackendError::Abandoned => ErrorCode::Cancelled,
+            BackendError::Setup(_) => ErrorCode::Internal,
+        }
+    }
+}
+
+/// A way to run tasks. Implementations are cheap to share (`Arc<dyn Backend>`); `execute` returns a
+/// `'static` future so the runtime can run many at once on its own tasks.
+pub trait Backend: Send + Sync + 'static {
+    /// The models and workloads this backend serves, as the node advertises them in its Hello.
+    fn models(&self) -> Vec<ModelOffer>;
+
+    /// Runs one task, sending each output chunk into `chunks` as soon as it exists, in order.
+    /// Returns when the output is complete. Dropping the future abandons the task.
+    fn execute(
+        &self,
+        task: BackendTask,
+        chunks: mpsc::Sender<Value>,
+    ) -> BoxFuture<'static, Result<BackendOutcome, BackendError>>;
+}

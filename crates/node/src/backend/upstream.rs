@@ -1,0 +1,376 @@
+//! A backend that forwards tasks to an OpenAI-compatible server the operator already runs (Ollama,
+//! vLLM, llama.cpp server, OpenAI itself).
+//!
+//! The node always streams from the upstream, whatever the client asked: the hub assembles a
+//! non-streaming answer from the chunks itself, and streaming lets output reach the client as soon as
+//! it exists. So every request goes out with `"stream": true` and
+//! `"stream_options": {"include_usage": true}` (for exact token counts in paperwork), and each SSE
+//! event is forwarded the moment it is parsed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use futures_util::StreamExt;
+use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use serde::ser::{Serialize, SerializeMap, Serializer};
+use serde_json::Value;
+use stacknet_protocol::contract::{Usage, Workload};
+use stacknet_protocol::paperwork::BackendInfo;
+use stacknet_protocol::wire::ModelOffer;
+use tokio::sync::mpsc;
+
+use super::sse::SseParser;
+use super::{Backend, BackendError, BackendOutcome, BackendTask};
+use crate::config::UpstreamConfig;
+use crate::usage::reported_usage;
+
+/// The backend id in Hello and paperwork.
+pub const BACKEND_ID: &str = "openai-upstream";
+/// The most of an upstream error body that is read.
+pub const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
+/// The most of an upstream error message passed on to the hub.
+pub const MAX_ERROR_MESSAGE_CHARS: usize = 2_000;
+/// How long opening a connection to the upstream may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Idle pooled connections are kept this long, so back-to-back tasks skip the TCP handshake.
+pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// An OpenAI-compatible upstream: `/chat/completions` for chat, `/completions` for completion.
+#[derive(Clone, Debug)]
+pub struct OpenAiUpstream {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    client: reqwest::Client,
+    chat_url: String,
+    completions_url: String,
+    /// `Bearer <key>`, marked sensitive so it never shows in debug output.
+    auth: Option<HeaderValue>,
+    models: Vec<String>,
+    timeout: Duration,
+}
+
+impl OpenAiUpstream {
+    pub fn new(config: &UpstreamConfig) -> Result<Self, BackendError> {
+        let client = reqwest::Client::builder()
+            .tcp_nodelay(true)
+            .connect_timeout(CONNECT_TIMEOUT)
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .build()
+            .map_err(|e| BackendError::Setup(error_chain(&e)))?;
+        let auth = match &config.api_key {
+            Some(key) => {
+                let mut value = HeaderValue::from_str(&format!("Bearer {}", key.expose())).map_err(|_| {
+                    BackendError::Setup("the upstream API key is not a valid header value".to_owned())
+                })?;
+                value.set_sensitive(true);
+                Some(value)
+            }
+            None => None,
+        };
+        let base = config.base_url.trim_end_matches('/');
+        Ok(Self {
+            inner: Arc::new(Inner {
+                client,
+                chat_url: format!("{base}/chat/completions"),
+                completions_url: format!("{base}/completions"),
+                auth,
+                models: config.models.clone(),
+                timeout: config.timeout(),
+            }),
+        })
+    }
+}
+
+impl Backend for OpenAiUpstream {
+    fn models(&self) -> Vec<ModelOffer> {
+        self.inner
+            .models
+            .iter()
+            .map(|name| ModelOffer {
+                name: name.clone(),
+                workloads: vec![Workload::Chat, Workload::Completion],
+                backend: BACKEND_ID.to_owned(),
+                model_sha256: None,
+            })
+            .collect()
+    }
+
+    fn execute(
+        &self,
+        task: BackendTask,
+        chunks: mpsc::Sender<Value>,
+    ) -> BoxFuture<'static, Result<BackendOutcome, BackendError>> {
+        let inner = Arc::clone(&self.inner);
+        Box::pin(async move { inner.run(task, chunks).await })
+    }
+}
+
+impl Inner {
+    async fn run(
+        &self,
+        task: BackendTask,
+        chunks: mpsc::Sender<Value>,
+    ) -> Result<BackendOutcome, BackendError> {
+        let url = match task.workload {
+            Workload::Chat => &self.chat_url,
+            Workload::Completion => &self.completions_url,
+            workload => {
+                return Err(BackendError::Unsupported {
+                    model: task.model,
+                    workload,
+                })
+            }
+        };
+        let body = streaming_body(&task.request, &task.model)?;
+        let mut request = self
+            .client
+            .post(url)
+            .header(CONTENT_TYPE, "application/json")
+            .timeout(self.timeout)
+            .body(body);
+        if let Some(auth) = &self.auth {
+            request = request.header(AUTHORIZATION, auth.clone());
+        }
+        let response = request.send().await.map_err(|e| self.map_err(e))?;
+        if !response.status().is_success() {
+            return Err(refusal(response).await);
+        }
+        let usage = self.forward_stream(response, &chunks).await?;
+        Ok(BackendOutcome {
+            usage,
+            info: BackendInfo {
+                id: BACKEND_ID.to_owned(),
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+                model: task.model,
+                model_sha256: None,
+            },
+            // An upstream server keeps its model loaded between requests; the node cannot see its
+            // cold starts, so it reports what is true of a serving process: warm.
+            warm: true,
+        })
+    }
+
+    /// Parses the SSE body and forwards each chunk; returns the usage the upstream reported.
+    async fn forward_stream(
+        &self,
+        response: reqwest::Response,
+        chunks: &mpsc::Sender<Value>,
+    ) -> Result<Option<Usage>, BackendError> {
+        let mut body = response.bytes_stream();
+        let mut parser = SseParser::new();
+        let mut state = StreamState::default();
+        while let Some(bytes) = body.next().await {
+            let bytes = bytes.map_err(|e| self.map_err(e))?;
+            parser.push(&bytes);
+            while let Some(data) = parser
+                .next_event()
+                .map_err(|e| BackendError::Malformed(e.to_string()))?
+            {
+                if state.event(&data, chunks).await? {
+                    return Ok(state.usage);
+                }
+            }
+        }
+        if let Some(data) = parser
+            .finish()
+            .map_err(|e| BackendError::Malformed(e.to_string()))?
+        {
+            if state.event(&data, chunks).await? {
+                return Ok(state.usage);
+            }
+        }
+        // Some servers close without `[DONE]`; a stream that reached a finish reason is complete.
+        if state.finished {
+            Ok(state.usage)
+        } else {
+            Err(BackendError::Stream("the stream ended before [DONE]".to_owned()))
+        }
+    }
+
+    fn map_err(&self, e: reqwest::Error) -> BackendError {
+        // Without the URL: these messages travel to the hub, and an upstream URL is the operator's
+        // business (it may even carry credentials).
+        let e = e.without_url();
+        if e.is_timeout() {
+            BackendError::Timeout(self.timeout)
+        } else if e.is_body() || e.is_decode() {
+            BackendError::Stream(error_chain(&e))
+        } else {
+            BackendError::Connect(error_chain(&e))
+        }
+    }
+}
+
+#[derive(Default)]
+struct StreamState {
+    usage: Option<Usage>,
+    finished: bool,
+}
+
+impl StreamState {
+    /// Handles one SSE event; true at `[DONE]`.
+    async fn event(&mut self, data: &[u8], chunks: &mpsc::Sender<Value>) -> Result<bool, BackendError> {
+        if data == b"[DONE]" {
+            return Ok(true);
+        }
+        let chunk: Value = serde_json::from_slice(data)
+            .map_err(|e| BackendError::Malformed(format!("an event is not JSON: {e}")))?;
+        if !chunk.is_object() {
+            return Err(BackendError::Malformed(
+                "an event is not a JSON object".to_owned(),
+            ));
+        }
+        // Servers report failures after the headers as an event `{"error": {...}}`.
+        if let Some(error) = chunk.get("error") {
+            return Err(BackendError::Stream(error_message(error)));
+        }
+        if let Some(usage) = reported_usage(&chunk) {
+            self.usage = Some(usage);
+        }
+        if let Some(choices) = chunk.get("choices").and_then(Value::as_array) {
+            self.finished |= choices
+                .iter()
+                .any(|c| c.get("finish_reason").is_some_and(|r| !r.is_null()));
+        }
+        chunks.send(chunk).await.map_err(|_| BackendError::Abandoned)?;
+        Ok(false)
+    }
+}
+
+/// The request as the upstream gets it: the client's fields, except that `model` is the contract's
+/// and streaming with usage is forced. Written straight from the shared request, without copying it.
+struct StreamingRequest<'a> {
+    fields: &'a serde_json::Map<String, Value>,
+    model: &'a str,
+}
+
+const OVERRIDDEN: [&str; 3] = ["model", "stream", "stream_options"];
+
+impl Serialize for StreamingRequest<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(None)?;
+        for (name, value) in self.fields {
+            if !OVERRIDDEN.contains(&name.as_str()) {
+                map.serialize_entry(name, value)?;
+            }
+        }
+        map.serialize_entry("model", self.model)?;
+        map.serialize_entry("stream", &true)?;
+        map.serialize_entry("stream_options", &StreamOptions)?;
+        map.end()
+    }
+}
+
+struct StreamOptions;
+
+impl Serialize for StreamOptions {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(1))?;
+        map.serialize_entry("include_usage", &true)?;
+        map.end()
+    }
+}
+
+fn streaming_body(request: &Value, model: &str) -> Result<Vec<u8>, BackendError> {
+    let fields = request
+        .as_object()
+        .ok_or_else(|| BackendError::InvalidRequest("the request must be a JSON object".to_owned()))?;
+    serde_json::to_vec(&StreamingRequest { fields, model })
+        .map_err(|e| BackendError::InvalidRequest(format!("cannot encode the request: {e}")))
+}
+
+/// Turns a non-2xx answer into the error the hub will see, passing the upstream's message through.
+async fn refusal(mut response: reqwest::Response) -> BackendError {
+    let status = response.status().as_u16();
+    let mut body = Vec::new();
+    while let Ok(Some(piece)) = response.chunk().await {
+        let room = MAX_ERROR_BODY_BYTES - body.len();
+        body.extend_from_slice(&piece[..piece.len().min(room)]);
+        if body.len() >= MAX_ERROR_BODY_BYTES {
+            break;
+        }
+    }
+    let (message, code) = match serde_json::from_slice::<Value>(&body) {
+        Ok(json) => match json.get("error") {
+            Some(error) => (
+                error_message(error),
+                error.get("code").and_then(Value::as_str).map(str::to_owned),
+            ),
+            None => (String::from_utf8_lossy(&body).into_owned(), None),
+        },
+        Err(_) => (String::from_utf8_lossy(&body).trim().to_owned(), None),
+    };
+    let message: String = message.chars().take(MAX_ERROR_MESSAGE_CHARS).collect();
+    // 400 is OpenAI's "your request is wrong"; some servers (FastAPI-based ones) say 422.
+    if status == 400 || status == 422 {
+        if code.as_deref() == Some("context_length_exceeded") || mentions_context_length(&message) {
+            return BackendError::ContextLengthExceeded(message);
+        }
+        return BackendError::InvalidRequest(message);
+    }
+    BackendError::Status { status, message }
+}
+
+/// vLLM and llama.cpp do not set OpenAI's error code; their messages say it in words.
+fn mentions_context_length(message: &str) -> bool {
+    let lower = message.to_ascii_lowercase();
+    lower.contains("context length") || lower.contains("context window") || lower.contains("context_length")
+}
+
+/// The message of an OpenAI error object (`{"message": ...}`) or of a bare string (Ollama).
+fn error_message(error: &Value) -> String {
+    match error {
+        Value::String(s) => s.clone(),
+        other => other
+            .get("message")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .unwrap_or_else(|| other.to_string()),
+    }
+}
+
+/// An error with its causes, since reqwest's own message rarely says what went wrong.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    out
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn streaming_is_forced_and_the_model_is_the_contracts() {
+        let request = json!({"model": "client-name", "stream": false, "stream_options": {"include_usage": false},
+            "messages": [{"role": "user", "content": "Hi"}], "temperature": 0});
+        let body: Value = serde_json::from_slice(&streaming_body(&request, "served").unwrap()).unwrap();
+        assert_eq!(
+            body,
+            json!({"model": "served", "stream": true, "stream_options": {"include_usage": true},
+                "messages": [{"role": "user", "content": "Hi"}], "temperature": 0})
+        );
+        assert!(streaming_body(&json!([1]), "m").is_err());
+    }
+
+    #[test]
+    fn error_messages_of_several_servers() {
+        assert_eq!(error_message(&json!({"message": "bad", "type": "x"})), "bad");
+        assert_eq!(error_message(&json!("model not found")), "model not found");
+        assert!(mentions_context_length(
+            "This model's maximum context length is 2048 tokens"
+        ));
+    }
+}

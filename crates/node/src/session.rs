@@ -1,0 +1,350 @@
+//! One connection to the hub, from handshake to its end.
+//!
+//! A single loop owns the socket: it reads hub frames, writes frames that running tasks queue on a
+//! bounded channel (batched: everything queued goes out with one flush), reaps finished tasks, and
+//! watches the hub's liveness and the shutdown signal. Tasks run on their own tokio tasks in a
+//! `JoinSet`, so when the connection ends they are aborted together (their output could not be
+//! delivered), and on shutdown the loop stops taking tasks and waits for the running ones.
+//! Written over `Sink`/`Stream` of WebSocket messages, so tests can drive it with channels.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use stacknet_protocol::wire::{self, ErrorCode, ErrorFrame, HubMessage, NodeMessage, Task};
+use stacknet_protocol::{ContractId, PublicKey, Timestamp};
+use tokio::sync::{mpsc, watch};
+use tokio::task::{AbortHandle, JoinError, JoinSet};
+use tokio::time::{sleep_until, Instant};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tracing::{debug, error, info, warn};
+
+use crate::handshake::{handshake, kind};
+use crate::node::{shutdown_requested, Shared};
+use crate::task::{self, Refusal};
+
+/// Frames tasks may queue ahead of the socket before they wait.
+pub const OUTBOUND_QUEUE_LEN: usize = 1024;
+/// The most queued frames written before one flush.
+pub const MAX_WRITE_BATCH: usize = 64;
+/// Stands in for "never" in timers that are switched off.
+const FAR_FUTURE: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// How a session ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SessionEnd {
+    /// Shutdown was requested; in-flight tasks were drained.
+    Shutdown,
+    /// The connection failed or ended; `welcomed` says whether the handshake had succeeded.
+    Lost { welcomed: bool },
+}
+
+/// Runs one connection: handshake, then serve until the connection ends or shutdown completes.
+pub(crate) async fn run<S>(
+    shared: &Arc<Shared>,
+    mut ws: S,
+    shutdown: &mut watch::Receiver<bool>,
+) -> SessionEnd
+where
+    S: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + Unpin,
+{
+    let welcomed = tokio::select! {
+        result = handshake(&mut ws, shared) => result,
+        () = shutdown_requested(shutdown) => {
+            let _ = ws.send(Message::Close(None)).await;
+            return SessionEnd::Shutdown;
+        }
+    };
+    let welcomed = match welcomed {
+        Ok(w) => w,
+        Err(e) if e.needs_operator() => {
+            error!(error = %e, "the hub refused this node; retrying in case it changes (check the key, pin and version)");
+            return SessionEnd::Lost { welcomed: false };
+        }
+        Err(e) => {
+            warn!(error = %e, "handshake failed");
+            return SessionEnd::Lost { welcomed: false };
+        }
+    };
+    info!(hub = %welcomed.hub, node_key = %shared.id, "connected to the hub");
+    let liveness = (!welcomed.heartbeat_interval.is_zero())
+        .then(|| welcomed.heartbeat_interval * shared.options.heartbeat_misses.max(1));
+    let mut session = Session::new(Arc::clone(shared), welcomed.hub, liveness);
+    let end = session.serve(&mut ws, shutdown).await;
+    session.stop().await;
+    end
+}
+
+struct Session {
+    shared: Arc<Shared>,
+    hub: PublicKey,
+    /// Silence from the hub longer than this means the connection is dead.
+    liveness: Option<Duration>,
+    tasks: JoinSet<()>,
+    running: HashMap<ContractId, AbortHandle>,
+    contracts: HashMap<tokio::task::Id, ContractId>,
+    out_tx: mpsc::Sender<String>,
+    out_rx: mpsc::Receiver<String>,
+    draining: bool,
+}
+
+impl Session {
+    fn new(shared: Arc<Shared>, hub: PublicKey, liveness: Option<Duration>) -> Self {
+        let (out_tx, out_rx) = mpsc::channel(OUTBOUND_QUEUE_LEN);
+        Self {
+            shared,
+            hub,
+            liveness,
+            tasks: JoinSet::new(),
+            running: HashMap::new(),
+            contracts: HashMap::new(),
+            out_tx,
+            out_rx,
+            draining: false,
+        }
+    }
+
+    async fn serve<S>(&mut self, ws: &mut S, shutdown: &mut watch::Receiver<bool>) -> SessionEnd
+    where
+        S: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + Unpin,
+    {
+        let lost = SessionEnd::Lost { welcomed: true };
+        let limit = self.liveness.unwrap_or(FAR_FUTURE);
+        // Frames only note the time they arrived; the timer checks it when it fires, so the hot path
+        // touches no timer.
+        let mut last_heard = Instant::now();
+        let liveness = sleep_until(last_heard + limit);
+        let drain = sleep_until(last_heard + FAR_FUTURE);
+        tokio::pin!(liveness, drain);
+        loop {
+            if self.draining && self.tasks.is_empty() {
+                return self.finish_drain(ws).await;
+            }
+            tokio::select! {
+                frame = ws.next() => {
+                    last_heard = Instant::now();
+                    if let Err(reason) = self.on_frame(frame, ws).await {
+                        warn!(%reason, "hub connection ended");
+                        return lost;
+                    }
+                }
+                Some(frame) = self.out_rx.recv() => {
+                    if let Err(e) = self.write_queued(ws, frame).await {
+                        warn!(error = %e, "cannot write to the hub");
+                        return lost;
+                    }
+                }
+                Some(joined) = self.tasks.join_next_with_id() => self.reap(joined),
+                () = &mut liveness, if self.liveness.is_some() => {
+                    let due = last_heard + limit;
+                    if Instant::now() >= due {
+                        warn!(silent_for = ?limit, "the hub went silent; reconnecting");
+                        return lost;
+                    }
+                    liveness.as_mut().reset(due);
+                }
+                () = shutdown_requested(shutdown), if !self.draining => {
+                    info!(running = self.running.len(), "shutting down: finishing in-flight tasks");
+                    self.draining = true;
+                    drain.as_mut().reset(Instant::now() + self.shared.options.drain_timeout);
+                }
+                () = &mut drain, if self.draining => {
+                    warn!(running = self.running.len(), "shutdown drain timed out; aborting the rest");
+                    self.tasks.abort_all();
+                    drain.as_mut().reset(Instant::now() + FAR_FUTURE);
+                }
+            }
+        }
+    }
+
+    /// Handles what the socket gave; `Err` ends the connection.
+    async fn on_frame<S>(&mut self, frame: Option<Result<Message, WsError>>, ws: &mut S) -> Result<(), String>
+    where
+        S: Sink<Message, Error = WsError> + Unpin,
+    {
+        match frame {
+            Some(Ok(message)) => self.on_message(message, ws).await,
+            Some(Err(e)) => Err(format!("the connection failed: {e}")),
+            None => Err("the hub closed the connection".to_owned()),
+        }
+    }
+
+    /// Handles one WebSocket message; `Err` ends the connection.
+    async fn on_message<S>(&mut self, message: Message, ws: &mut S) -> Result<(), String>
+    where
+        S: Sink<Message, Error = WsError> + Unpin,
+    {
+        match message {
+            Message::Text(text) => match wire::decode::<HubMessage>(text.as_bytes()) {
+                Ok(message) => self.on_hub_message(message, ws).await,
+                Err(e) => {
+                    warn!(error = %e, "ignoring a malformed frame from the hub");
+                    Ok(())
+                }
+            },
+            // tungstenite queued the pong while reading; flush so it leaves now.
+            Message::Ping(_) => ws.flush().await.map_err(|e| e.to_string()),
+            Message::Close(frame) => Err(format!("the hub closed the connection: {frame:?}")),
+            Message::Binary(_) => {
+                warn!("ignoring a binary frame from the hub");
+                Ok(())
+            }
+            Message::Pong(_) | Message::Frame(_) => Ok(()),
+        }
+    }
+
+    async fn on_hub_message<S>(&mut self, message: HubMessage, ws: &mut S) -> Result<(), String>
+    where
+        S: Sink<Message, Error = WsError> + Unpin,
+    {
+        match message {
+            HubMessage::Task(task) => self.on_task(*task, ws).await,
+            HubMessage::Cancel { contract } => {
+                match self.running.remove(&contract) {
+                    Some(handle) => {
+                        debug!(%contract, "task cancelled by the hub");
+                        handle.abort();
+                    }
+                    None => debug!(%contract, "cancel for a task that is not running"),
+                }
+                Ok(())
+            }
+            HubMessage::Heartbeat { .. } => {
+                let reply = NodeMessage::Heartbeat {
+                    at: Timestamp::now(),
+                    active: self.shared.active_tasks(),
+                };
+                send(ws, &reply).await
+            }
+            HubMessage::Error(frame) => {
+                warn!(code = ?frame.code, message = %frame.message, contract = ?frame.contract, "the hub reported an error");
+                Ok(())
+            }
+            other @ (HubMessage::Challenge { .. } | HubMessage::Welcome { .. }) => {
+                warn!(
+                    kind = kind(&other),
+                    "ignoring a handshake message after the handshake"
+                );
+                Ok(())
+            }
+        }
+    }
+
+    async fn on_task<S>(&mut self, task: Task, ws: &mut S) -> Result<(), String>
+    where
+        S: Sink<Message, Error = WsError> + Unpin,
+    {
+        let contract = task.contract.body.id;
+        match self.admit(&task) {
+            Ok(permit) => {
+                let run = task::run(Arc::clone(&self.shared), task, self.out_tx.clone());
+                let handle = self.tasks.spawn(async move {
+                    run.await;
+                    drop(permit);
+                });
+                self.contracts.insert(handle.id(), contract);
+                self.running.insert(contract, handle);
+                Ok(())
+            }
+            Err(refusal) => {
+                debug!(%contract, code = ?refusal.code, message = %refusal.message, "task refused");
+                let frame = ErrorFrame {
+                    contract: Some(contract),
+                    code: refusal.code,
+                    message: refusal.message,
+                };
+                send(ws, &NodeMessage::Error(frame)).await
+            }
+        }
+    }
+
+    /// The checks before a task runs; on success, the capacity slot it holds while it runs.
+    fn admit(&self, task: &Task) -> Result<tokio::sync::OwnedSemaphorePermit, Refusal> {
+        if self.draining {
+            return Err(Refusal::new(ErrorCode::Overloaded, "the node is shutting down"));
+        }
+        task::check(task, &self.hub, self.shared.id, &self.shared.offers)?;
+        if self.running.contains_key(&task.contract.body.id) {
+            return Err(Refusal::new(
+                ErrorCode::BadContract,
+                "this contract is already running",
+            ));
+        }
+        Arc::clone(&self.shared.permits).try_acquire_owned().map_err(|_| {
+            Refusal::new(
+                ErrorCode::Overloaded,
+                format!("all {} task slots are busy", self.shared.options.max_concurrency),
+            )
+        })
+    }
+
+    fn reap(&mut self, joined: Result<(tokio::task::Id, ()), JoinError>) {
+        let id = match joined {
+            Ok((id, ())) => id,
+            Err(e) => {
+                if e.is_panic() {
+                    error!(error = %e, "a task panicked");
+                }
+                e.id()
+            }
+        };
+        if let Some(contract) = self.contracts.remove(&id) {
+            // A cancelled task was already removed; only forget the entry if it is this very task.
+            if self.running.get(&contract).is_some_and(|h| h.id() == id) {
+                self.running.remove(&contract);
+            }
+        }
+    }
+
+    /// Writes `first` and whatever else is queued, then flushes once.
+    async fn write_queued<S>(&mut self, ws: &mut S, first: String) -> Result<(), WsError>
+    where
+        S: Sink<Message, Error = WsError> + Unpin,
+    {
+        ws.feed(Message::text(first)).await?;
+        for _ in 1..MAX_WRITE_BATCH {
+            match self.out_rx.try_recv() {
+                Ok(frame) => ws.feed(Message::text(frame)).await?,
+                Err(_) => break,
+            }
+        }
+        ws.flush().await
+    }
+
+    /// Every task has ended: deliver what they queued, then close.
+    async fn finish_drain<S>(&mut self, ws: &mut S) -> SessionEnd
+    where
+        S: Sink<Message, Error = WsError> + Unpin,
+    {
+        while let Ok(frame) = self.out_rx.try_recv() {
+            if let Err(e) = self.write_queued(ws, frame).await {
+                warn!(error = %e, "cannot deliver the last frames");
+                return SessionEnd::Shutdown;
+            }
+        }
+        let _ = ws.send(Message::Close(None)).await;
+        info!("drained; disconnected from the hub");
+        SessionEnd::Shutdown
+    }
+
+    /// Aborts whatever still runs and waits until it has stopped, so capacity is free again before
+    /// the next connection.
+    async fn stop(&mut self) {
+        if !self.tasks.is_empty() {
+            debug!(aborted = self.tasks.len(), "aborting tasks of a lost connection");
+        }
+        self.tasks.abort_all();
+        while self.tasks.join_next().await.is_some() {}
+        self.running.clear();
+        self.contracts.clear();
+    }
+}
+
+async fn send<S>(ws: &mut S, message: &NodeMessage) -> Result<(), String>
+where
+    S: Sink<Message, Error = WsError> + Unpin,
+{
+    let frame = wire::encode(message).map_err(|e| e.to_string())?;
+    ws.send(Message::text(frame)).await.map_err(|e| e.to_string())
+}

@@ -1,0 +1,274 @@
+//! The node's paperwork wallet: every signed paperwork, durable on disk before the hub hears the task
+//! is done, so a node never loses proof of work it may be paid for.
+//!
+//! One SQLite file (WAL, `synchronous=FULL`: a committed paperwork survives power loss). A dedicated
+//! writer thread owns the connection and serves commands from a bounded channel, so the async runtime
+//! never blocks on disk; it commits every store waiting in the queue in one transaction (group
+//! commit), so concurrent tasks share one fsync instead of queueing behind each other's.
+
+use std::path::{Path, PathBuf};
+
+use rusqlite::{params, Connection, OptionalExtension};
+use stacknet_protocol::paperwork::Paperwork;
+use stacknet_protocol::{PaperworkId, Signed, Timestamp};
+use tokio::sync::{mpsc, oneshot};
+
+/// Commands waiting for the writer thread.
+pub const WALLET_QUEUE_LEN: usize = 256;
+/// The most stores committed in one transaction.
+pub const MAX_BATCH: usize = 128;
+/// How long SQLite waits for a lock held by another process (e.g. `stacknet paperwork list`).
+const BUSY_TIMEOUT_MS: u64 = 5_000;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS paperwork (
+    id TEXT PRIMARY KEY,
+    contract TEXT NOT NULL,
+    created_at_ms INTEGER NOT NULL,
+    filed INTEGER NOT NULL DEFAULT 0,
+    json TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS paperwork_unfiled ON paperwork (filed, created_at_ms);
+";
+
+#[derive(Debug, thiserror::Error)]
+pub enum WalletError {
+    #[error("cannot open the wallet at {path}: {message}")]
+    Open { path: PathBuf, message: String },
+    #[error("wallet database error: {0}")]
+    Sqlite(String),
+    #[error("cannot encode paperwork: {0}")]
+    Encode(String),
+    #[error("stored paperwork {id} is unreadable: {message}")]
+    Corrupt { id: String, message: String },
+    #[error("the wallet writer has stopped")]
+    Closed,
+}
+
+impl From<rusqlite::Error> for WalletError {
+    fn from(e: rusqlite::Error) -> Self {
+        WalletError::Sqlite(e.to_string())
+    }
+}
+
+struct StoreRow {
+    id: String,
+    contract: String,
+    created_at_ms: i64,
+    json: String,
+}
+
+enum Command {
+    Store(StoreRow, oneshot::Sender<Result<(), WalletError>>),
+    Get(String, oneshot::Sender<Result<Option<String>, WalletError>>),
+    List(oneshot::Sender<Result<Vec<String>, WalletError>>),
+}
+
+/// A handle to the wallet; clones share the writer thread, which stops when the last handle is dropped.
+#[derive(Clone, Debug)]
+pub struct Wallet {
+    commands: mpsc::Sender<Command>,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Command::Store(..) => "Store",
+            Command::Get(..) => "Get",
+            Command::List(..) => "List",
+        })
+    }
+}
+
+impl Wallet {
+    /// Opens (creating when needed) the wallet file and starts its writer thread. Blocking: call it at
+    /// startup, or from `spawn_blocking`.
+    pub fn open(path: impl AsRef<Path>) -> Result<Wallet, WalletError> {
+        let path = path.as_ref().to_path_buf();
+        let open_err = |message: String| WalletError::Open {
+            path: path.clone(),
+            message,
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| open_err(e.to_string()))?;
+        }
+        let conn = Connection::open(&path).map_err(|e| open_err(e.to_string()))?;
+        conn.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS))
+            .map_err(|e| open_err(e.to_string()))?;
+        conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;")
+            .and_then(|()| conn.execute_batch(SCHEMA))
+            .map_err(|e| open_err(e.to_string()))?;
+        let (commands, rx) = mpsc::channel(WALLET_QUEUE_LEN);
+        std::thread::Builder::new()
+            .name("stacknet-wallet".to_owned())
+            .spawn(move || writer(conn, rx))
+            .map_err(|e| open_err(format!("cannot start the writer thread: {e}")))?;
+        Ok(Wallet { commands, path })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Stores a paperwork durably (committed with `synchronous=FULL`) and returns its id. Storing the
+    /// same paperwork twice is harmless: the id is its content hash.
+    pub async fn store(&self, paperwork: &Signed<Paperwork>) -> Result<PaperworkId, WalletError> {
+        let id = paperwork.id().map_err(|e| WalletError::Encode(e.to_string()))?;
+        let row = StoreRow {
+            id: id.to_string(),
+            contract: paperwork.body.contract.body.id.to_string(),
+            created_at_ms: Timestamp::now().unix_ms(),
+            json: serde_json::to_string(paperwork).map_err(|e| WalletError::Encode(e.to_string()))?,
+        };
+        self.ask(|reply| Command::Store(row, reply)).await?;
+        Ok(id)
+    }
+
+    pub async fn get(&self, id: &PaperworkId) -> Result<Option<Signed<Paperwork>>, WalletError> {
+        let id = id.to_string();
+        match self.ask(|reply| Command::Get(id.clone(), reply)).await? {
+            Some(json) => decode(&id, &json).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Every stored paperwork, oldest first.
+    pub async fn list(&self) -> Result<Vec<Signed<Paperwork>>, WalletError> {
+        let rows = self.ask(Command::List).await?;
+        rows.iter().map(|json| decode("?", json)).collect()
+    }
+
+    async fn ask<T>(
+        &self,
+        command: impl FnOnce(oneshot::Sender<Result<T, WalletError>>) -> Command,
+    ) -> Result<T, WalletError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(command(reply))
+            .await
+            .map_err(|_| WalletError::Closed)?;
+        answer.await.map_err(|_| WalletError::Closed)?
+    }
+}
+
+fn decode(id: &str, json: &str) -> Result<Signed<Paperwork>, WalletError> {
+    serde_json::from_str(json).map_err(|e| WalletError::Corrupt {
+        id: id.to_owned(),
+        message: e.to_string(),
+    })
+}
+
+/// The writer thread: takes whatever is queued, commits all stores in one transaction, then replies.
+fn writer(mut conn: Connection, mut rx: mpsc::Receiver<Command>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = rx.blocking_recv() {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(cmd) => batch.push(cmd),
+                Err(_) => break,
+            }
+        }
+        let mut stores = Vec::new();
+        for cmd in batch.drain(..) {
+            match cmd {
+                Command::Store(row, reply) => stores.push((row, reply)),
+                Command::Get(id, reply) => {
+                    let _ = reply.send(get_row(&conn, &id));
+                }
+                Command::List(reply) => {
+                    let _ = reply.send(list_rows(&conn));
+                }
+            }
+        }
+        if stores.is_empty() {
+            continue;
+        }
+        let result = commit(&mut conn, stores.iter().map(|(row, _)| row));
+        for (_, reply) in stores {
+            let _ = reply.send(result.clone().map_err(WalletError::Sqlite));
+        }
+    }
+}
+
+fn commit<'a>(conn: &mut Connection, rows: impl Iterator<Item = &'a StoreRow>) -> Result<(), String> {
+    let tx = conn.transaction().map_err(|e| e.to_string())?;
+    {
+        let mut insert = tx
+            .prepare_cached(
+                "INSERT OR IGNORE INTO paperwork (id, contract, created_at_ms, json) VALUES (?1, ?2, ?3, ?4)",
+            )
+            .map_err(|e| e.to_string())?;
+        for row in rows {
+            insert
+                .execute(params![row.id, row.contract, row.created_at_ms, row.json])
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    tx.commit().map_err(|e| e.to_string())
+}
+
+fn get_row(conn: &Connection, id: &str) -> Result<Option<String>, WalletError> {
+    Ok(conn
+        .prepare_cached("SELECT json FROM paperwork WHERE id = ?1")?
+        .query_row([id], |row| row.get(0))
+        .optional()?)
+}
+
+fn list_rows(conn: &Connection) -> Result<Vec<String>, WalletError> {
+    let mut stmt = conn.prepare_cached("SELECT json FROM paperwork ORDER BY rowid")?;
+    let rows = stmt.query_map([], |row| row.get(0))?;
+    Ok(rows.collect::<Result<Vec<String>, _>>()?)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use stacknet_protocol::examples;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn stores_survive_reopening_and_are_idempotent() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub").join("wallet.sqlite");
+        let pw = examples::paperwork().unwrap();
+        {
+            let wallet = Wallet::open(&path).unwrap();
+            let id = wallet.store(&pw).await.unwrap();
+            assert_eq!(wallet.store(&pw).await.unwrap(), id);
+            assert_eq!(wallet.get(&id).await.unwrap(), Some(pw.clone()));
+        }
+        let wallet = Wallet::open(&path).unwrap();
+        assert_eq!(wallet.list().await.unwrap(), vec![pw.clone()]);
+        let missing = PaperworkId::from_digest([0; 16]);
+        assert_eq!(wallet.get(&missing).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn concurrent_stores_all_land() {
+        let dir = tempfile::tempdir().unwrap();
+        let wallet = Wallet::open(dir.path().join("w.sqlite")).unwrap();
+        let papers: Vec<_> = (0..20)
+            .map(|i| {
+                let mut body = examples::paperwork().unwrap().body;
+                body.finished_at = Timestamp::from_unix_ms(i).unwrap();
+                Signed::sign(body, &examples::node_key()).unwrap()
+            })
+            .collect();
+        let stores: Vec<_> = papers
+            .iter()
+            .map(|pw| {
+                let (wallet, pw) = (wallet.clone(), pw.clone());
+                tokio::spawn(async move { wallet.store(&pw).await })
+            })
+            .collect();
+        for store in stores {
+            store.await.unwrap().unwrap();
+        }
+        let mut listed = wallet.list().await.unwrap();
+        listed.sort_by_key(|pw| pw.body.finished_at);
+        assert_eq!(listed, papers);
+    }
+}

@@ -1,0 +1,9 @@
+//! Test support for Stacknet, kept as product code so every integration test and benchmark shares one
+//! setup instead of re-inventing it.
+//!
+//! - [`mock_upstream`]: a scripted OpenAI-compatible server (streaming and not), the upstream a node
+//!   forwards to in tests and the "upstream direct" baseline in benchmarks.
+//! - [`network`]: a hub, nodes and a mock upstream in one process, on loopback ports.
+
+pub mod mock_upstream;
+pub mod network;

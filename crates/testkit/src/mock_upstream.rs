@@ -1,0 +1,366 @@
+//! A scripted OpenAI-compatible server on `127.0.0.1:0`: what a node's upstream backend talks to in
+//! tests, and the "upstream direct" baseline in benchmarks (so it is lean: Nagle off, bodies written
+//! straight into strings, no logging on the request path).
+//!
+//! It serves `POST /v1/chat/completions` and `POST /v1/completions`, streaming (SSE, with a final
+//! usage chunk when `stream_options.include_usage` asks) or not, and `GET /v1/models`. What it answers
+//! is a [`Script`], changeable between requests: the reply (by default `You said: <last user
+//! message>`), how many chunks, a delay per chunk, or a failure: an HTTP error with an OpenAI error
+//! body, a connection dropped after some chunks, a request that never answers. It counts requests and
+//! keeps the last request body so tests can see what the node sent.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::serve::ListenerExt;
+use axum::Router;
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use format::{events, full_response, Endpoint, Reply};
+
+mod format;
+
+/// The model the mock lists unless told otherwise.
+pub const MOCK_MODEL: &str = "mock-model";
+/// How long [`MockUpstream::shutdown`] waits for open requests before it stops the server anyway.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// What the mock does with the next requests.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Script {
+    /// The reply text; `None` echoes: `You said: <last user message or prompt>`.
+    pub reply: Option<String>,
+    /// The reply is split into this many content chunks (fewer if it has fewer characters).
+    pub chunks: usize,
+    /// Whether usage is reported (the streaming usage chunk also needs `include_usage` in the request).
+    pub usage: bool,
+    /// Pause before each streamed chunk.
+    pub chunk_delay: Duration,
+    pub failure: Option<Failure>,
+}
+
+/// Ways the mock misbehaves.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// Answer with this HTTP status and an OpenAI error body.
+    Status {
+        status: u16,
+        message: String,
+        code: Option<String>,
+    },
+    /// Stream this many events, then break the connection (no `[DONE]`).
+    DropAfter(usize),
+    /// Never answer (until the mock shuts down).
+    Hang,
+}
+
+impl Default for Script {
+    fn default() -> Self {
+        Self {
+            reply: None,
+            chunks: 4,
+            usage: true,
+            chunk_delay: Duration::ZERO,
+            failure: None,
+        }
+    }
+}
+
+impl Script {
+    /// The default: an echo in 4 chunks with usage.
+    pub fn echo() -> Self {
+        Self::default()
+    }
+
+    pub fn text(reply: impl Into<String>) -> Self {
+        Self {
+            reply: Some(reply.into()),
+            ..Self::default()
+        }
+    }
+
+    pub fn chunks(mut self, n: usize) -> Self {
+        self.chunks = n.max(1);
+        self
+    }
+
+    pub fn usage(mut self, report: bool) -> Self {
+        self.usage = report;
+        self
+    }
+
+    pub fn chunk_delay(mut self, delay: Duration) -> Self {
+        self.chunk_delay = delay;
+        self
+    }
+
+    pub fn fail(mut self, status: u16, message: impl Into<String>) -> Self {
+        self.failure = Some(Failure::Status {
+            status,
+            message: message.into(),
+            code: None,
+        });
+        self
+    }
+
+    pub fn fail_with_code(
+        mut self,
+        status: u16,
+        message: impl Into<String>,
+        code: impl Into<String>,
+    ) -> Self {
+        self.failure = Some(Failure::Status {
+            status,
+            message: message.into(),
+            code: Some(code.into()),
+        });
+        self
+    }
+
+    pub fn drop_after(mut self, events: usize) -> Self {
+        self.failure = Some(Failure::DropAfter(events));
+        self
+    }
+
+    pub fn hang(mut self) -> Self {
+        self.failure = Some(Failure::Hang);
+        self
+    }
+}
+
+struct Shared {
+    script: Mutex<Arc<Script>>,
+    models: Vec<String>,
+    requests: AtomicU64,
+    last_request: Mutex<Option<Value>>,
+    /// Flips to true at shutdown, releasing hanging and delayed requests.
+    closed: watch::Receiver<bool>,
+}
+
+/// A running mock; shuts down on [`MockUpstream::shutdown`] or when dropped.
+#[derive(Debug)]
+pub struct MockUpstream {
+    base_url: String,
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    close: watch::Sender<bool>,
+    server: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MockUpstream")
+            .field("requests", &self.requests)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MockUpstream {
+    /// Starts a mock serving [`MOCK_MODEL`] with `script`.
+    pub async fn start(script: Script) -> std::io::Result<Self> {
+        Self::start_serving(&[MOCK_MODEL], script).await
+    }
+
+    /// Starts a mock that lists `models` (it answers for any model name).
+    pub async fn start_serving(models: &[&str], script: Script) -> std::io::Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let (close, closed) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            script: Mutex::new(Arc::new(script)),
+            models: models.iter().map(|m| (*m).to_owned()).collect(),
+            requests: AtomicU64::new(0),
+            last_request: Mutex::new(None),
+            closed: closed.clone(),
+        });
+        let app = Router::new()
+            .route("/v1/chat/completions", post(chat))
+            .route("/v1/completions", post(completions))
+            .route("/v1/models", get(models_list))
+            .with_state(Arc::clone(&shared));
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        let mut stop = closed;
+        let server = tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stop.wait_for(|c| *c).await;
+            };
+            let _ = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
+        });
+        Ok(Self {
+            base_url: format!("http://{addr}/v1"),
+            addr,
+            shared,
+            close,
+            server: Some(server),
+        })
+    }
+
+    /// `http://127.0.0.1:PORT/v1`.
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Replaces the script for the requests that arrive from now on.
+    pub fn set_script(&self, script: Script) {
+        *lock(&self.shared.script) = Arc::new(script);
+    }
+
+    /// Completion requests received (chat and legacy), including failed ones.
+    pub fn requests(&self) -> u64 {
+        self.shared.requests.load(Ordering::SeqCst)
+    }
+
+    /// The body of the last completion request, as JSON.
+    pub fn last_request(&self) -> Option<Value> {
+        lock(&self.shared.last_request).clone()
+    }
+
+    /// Stops accepting, releases hanging requests and waits (a little) for open ones to finish.
+    pub async fn shutdown(mut self) {
+        let _ = self.close.send(true);
+        if let Some(server) = self.server.take() {
+            let abort = server.abort_handle();
+            if tokio::time::timeout(SHUTDOWN_GRACE, server).await.is_err() {
+                abort.abort();
+            }
+        }
+    }
+}
+
+impl Drop for MockUpstream {
+    fn drop(&mut self) {
+        let _ = self.close.send(true);
+    }
+}
+
+/// A poisoned lock only means a test panicked elsewhere; the data is still fine to read.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+async fn chat(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    answer(&shared, Endpoint::Chat, &body).await
+}
+
+async fn completions(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    answer(&shared, Endpoint::Completion, &body).await
+}
+
+async fn models_list(State(shared): State<Arc<Shared>>) -> Response {
+    let data: Vec<Value> = shared
+        .models
+        .iter()
+        .map(|id| json!({"id": id, "object": "model", "created": 0, "owned_by": "stacknet-mock"}))
+        .collect();
+    axum::Json(json!({"object": "list", "data": data})).into_response()
+}
+
+async fn answer(shared: &Arc<Shared>, endpoint: Endpoint, body: &[u8]) -> Response {
+    let n = shared.requests.fetch_add(1, Ordering::SeqCst);
+    let script = Arc::clone(&lock(&shared.script));
+    let request: Value = match serde_json::from_slice(body) {
+        Ok(v @ Value::Object(_)) => v,
+        _ => return error_response(400, "the request body must be a JSON object", None),
+    };
+    let stream = request.get("stream").and_then(Value::as_bool) == Some(true);
+    let include_usage = request
+        .pointer("/stream_options/include_usage")
+        .and_then(Value::as_bool)
+        == Some(true);
+    let reply = Reply::new(endpoint, &request, &script, n);
+    *lock(&shared.last_request) = Some(request);
+    match &script.failure {
+        Some(Failure::Status {
+            status,
+            message,
+            code,
+        }) => {
+            return error_response(*status, message, code.as_deref());
+        }
+        Some(Failure::Hang) => {
+            let mut closed = shared.closed.clone();
+            let _ = closed.wait_for(|c| *c).await;
+            return error_response(503, "the mock upstream shut down", None);
+        }
+        _ => {}
+    }
+    if !stream {
+        let body = full_response(&reply, script.usage);
+        return ([(header::CONTENT_TYPE, "application/json")], body).into_response();
+    }
+    let events = events(&reply, script.usage && include_usage);
+    let drop_after = match script.failure {
+        Some(Failure::DropAfter(k)) => Some(k),
+        _ => None,
+    };
+    let body = if script.chunk_delay.is_zero() && drop_after.is_none() {
+        // The fast path: the whole stream in one write.
+        Body::from(events.concat())
+    } else {
+        paced_body(events, script.chunk_delay, drop_after, shared.closed.clone())
+    };
+    (
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// Streams events one by one with `delay` before each, breaking the connection after `drop_after`.
+fn paced_body(
+    events: Vec<String>,
+    delay: Duration,
+    drop_after: Option<usize>,
+    closed: watch::Receiver<bool>,
+) -> Body {
+    let state = (events.into_iter().enumerate(), closed);
+    let stream = futures_util::stream::unfold(state, move |(mut events, mut closed)| async move {
+        let (i, event) = events.next()?;
+        if drop_after.is_some_and(|k| i >= k) {
+            // Not ready once: hyper flushes what it holds (headers, the first k events) whenever the
+            // body is pending, so the client sees them before the connection breaks.
+            tokio::task::yield_now().await;
+            let broken = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "scripted drop");
+            return Some((Err(broken), (events, closed)));
+        }
+        if !delay.is_zero() {
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                _ = closed.wait_for(|c| *c) => return None,
+            }
+        }
+        Some((Ok(Bytes::from(event)), (events, closed)))
+    });
+    Body::from_stream(stream)
+}
+
+/// An OpenAI error answer: `{"error": {"message", "type", "param", "code"}}`.
+pub fn error_response(status: u16, message: &str, code: Option<&str>) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let kind = if status.is_client_error() {
+        "invalid_request_error"
+    } else {
+        "server_error"
+    };
+    let body = json!({"error": {"message": message, "type": kind, "param": null, "code": code}});
+    (status, axum::Json(body)).into_response()
+}

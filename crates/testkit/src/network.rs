@@ -1,0 +1,228 @@
+//! A whole network in one test process: a scripted mock upstream, a hub on `127.0.0.1:0` with a
+//! temporary SQLite store, and nodes, each a real WebSocket client of the hub. Tests and benchmarks
+//! talk to it over loopback exactly as users would.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use stacknet_hub::store::StackRecord;
+use stacknet_hub::{Hub, HubConfig};
+use stacknet_node::{Node, NodeOptions, OpenAiUpstream, UpstreamConfig, Wallet};
+use stacknet_protocol::{SecretKey, StackId, Timestamp};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::mock_upstream::{MockUpstream, Script, MOCK_MODEL};
+
+/// How long helpers wait for a condition before failing the test.
+pub const WAIT_DEADLINE: Duration = Duration::from_secs(20);
+
+/// Polls `cond` until it holds or the deadline passes; returns whether it held.
+pub async fn wait_for(mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + WAIT_DEADLINE;
+    while tokio::time::Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    cond()
+}
+
+/// A running hub that can be stopped and started again on the same port and data.
+#[derive(Debug)]
+pub struct TestHub {
+    pub hub: Hub,
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl TestHub {
+    pub async fn start(config: HubConfig, addr: SocketAddr) -> std::io::Result<Self> {
+        let hub = Hub::open(config).map_err(std::io::Error::other)?;
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let served = hub.clone();
+        let task = tokio::spawn(async move {
+            let _ = stacknet_hub::serve(listener, served, async move {
+                let _ = stopped.await;
+            })
+            .await;
+        });
+        Ok(Self {
+            hub,
+            addr,
+            stop: Some(stop),
+            task: Some(task),
+        })
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops serving: open connections (nodes included) are closed.
+    pub async fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(mut task) = self.task.take() {
+            if tokio::time::timeout(WAIT_DEADLINE, &mut task).await.is_err() {
+                task.abort();
+            }
+        }
+    }
+}
+
+/// A running node; dropping or killing it closes its connection like a crashed process would.
+#[derive(Debug)]
+pub struct TestNode {
+    pub node: Node,
+    task: JoinHandle<()>,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl TestNode {
+    pub async fn start(hub_url: &str, upstream: &str, models: &[&str], data: &std::path::Path) -> Self {
+        let mut options = NodeOptions::new(hub_url);
+        options.max_concurrency = 64;
+        Self::start_with(options, upstream, models, data).await
+    }
+
+    pub async fn start_with(
+        options: NodeOptions,
+        upstream: &str,
+        models: &[&str],
+        data: &std::path::Path,
+    ) -> Self {
+        let wallet =
+            Wallet::open(data.join(format!("wallet-{}.sqlite", rand_suffix()))).expect("wallet opens");
+        let config = UpstreamConfig::new(upstream, models.iter().map(|m| (*m).to_owned()).collect());
+        let backend = OpenAiUpstream::new(&config).expect("upstream config is valid");
+        let node =
+            Node::new(SecretKey::generate(), wallet, Arc::new(backend), options).expect("node options valid");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let running = node.clone();
+        let task = tokio::spawn(async move {
+            running
+                .run(async move {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+        Self {
+            node,
+            task,
+            stop: Some(stop),
+        }
+    }
+
+    /// Kills the node at once: no drain, its socket just closes.
+    pub async fn kill(self) {
+        self.task.abort();
+        let _ = self.task.await;
+    }
+
+    /// Stops the node gracefully.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = self.task.await;
+    }
+}
+
+fn rand_suffix() -> String {
+    stacknet_protocol::Nonce::random()
+        .0
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Hub, node and mock upstream, with a Stack and an API key.
+#[derive(Debug)]
+pub struct TestNetwork {
+    pub dir: tempfile::TempDir,
+    pub upstream: MockUpstream,
+    pub hub: TestHub,
+    pub nodes: Vec<TestNode>,
+    pub stack: StackId,
+    pub api_key: String,
+    pub admin_token: String,
+}
+
+impl TestNetwork {
+    /// One node serving [`MOCK_MODEL`] through a mock upstream playing `script`.
+    pub async fn start(script: Script) -> Self {
+        Self::start_with(script, |_| {}).await
+    }
+
+    /// As [`TestNetwork::start`], with the hub's configuration adjusted first.
+    pub async fn start_with(script: Script, adjust: impl FnOnce(&mut HubConfig)) -> Self {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let upstream = MockUpstream::start(script).await.expect("mock upstream starts");
+        let admin_token = "test-admin-token".to_owned();
+        let mut config = HubConfig::new(dir.path().join("hub"), admin_token.clone());
+        config.heartbeat_interval_ms = 1_000;
+        adjust(&mut config);
+        let hub = TestHub::start(config, "127.0.0.1:0".parse().expect("address"))
+            .await
+            .expect("hub starts");
+        let stack = StackRecord {
+            id: StackId::random(),
+            name: "test".into(),
+            created_at: Timestamp::now(),
+        };
+        hub.hub.state.store.create_stack(&stack).expect("stack stored");
+        let (api_key, _) = stacknet_hub::admin::issue_key(&hub.hub.state, stack.id)
+            .await
+            .expect("key issued");
+        let mut net = Self {
+            dir,
+            upstream,
+            hub,
+            nodes: Vec::new(),
+            stack: stack.id,
+            api_key,
+            admin_token,
+        };
+        net.add_node().await;
+        net
+    }
+
+    /// Starts one more node on the shared upstream and waits until the hub has it.
+    pub async fn add_node(&mut self) -> usize {
+        let base = self.upstream.base_url().to_owned();
+        let node = TestNode::start(&self.hub.url(), &base, &[MOCK_MODEL], self.dir.path()).await;
+        self.wait_connected(&node).await;
+        self.nodes.push(node);
+        self.nodes.len() - 1
+    }
+
+    pub async fn wait_connected(&self, node: &TestNode) {
+        let id = node.node.node_key_id();
+        let nodes = self.hub.hub.state.nodes.clone();
+        assert!(
+            wait_for(|| nodes.connected().iter().any(|n| n.id == id)).await,
+            "node {id} connected to the hub"
+        );
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("{}/v1", self.hub.url())
+    }
+
+    /// Restarts the hub on the same port and data directory.
+    pub async fn restart_hub(&mut self) {
+        let config = (*self.hub.hub.state.config).clone();
+        let addr = self.hub.addr;
+        self.hub.stop().await;
+        self.hub = TestHub::start(config, addr)
+            .await
+            .expect("hub restarts on the same port");
+    }
+}

@@ -1,0 +1,27 @@
+//! The hub end to end: hub + node + mock upstream on loopback ports, called as an OpenAI client would.
+
+mod chat;
+mod errors;
+mod gateway;
+
+use serde_json::Value;
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder().tcp_nodelay(true).build().unwrap()
+}
+
+pub fn chat_body(stream: bool) -> Value {
+    serde_json::json!({
+        "model": stacknet_testkit::mock_upstream::MOCK_MODEL,
+        "messages": [{"role": "user", "content": "hello there"}],
+        "stream": stream,
+    })
+}
+
+/// The `data:` payloads of an SSE body, in order (`[DONE]` included as a string).
+pub fn sse_events(body: &str) -> Vec<Value> {
+    body.split("\n\n")
+        .filter_map(|event| event.strip_prefix("data: "))
+        .map(|data| serde_json::from_str(data).unwrap_or_else(|_| Value::String(data.to_owned())))
+        .collect()
+}

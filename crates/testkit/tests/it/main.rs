@@ -1,0 +1,6 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! Integration tests of the Stacknet crates, in one binary to keep link times down.
+
+mod hub;
+mod mock_upstream;
+mod node;
