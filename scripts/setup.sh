@@ -3,14 +3,23 @@
 # installs what is missing.
 set -euo pipefail
 
-need_apt=()
-command -v g++ >/dev/null 2>&1 || need_apt+=(g++)
-if ((${#need_apt[@]})); then
-    echo "== installing ${need_apt[*]}"
-    SUDO=""
+apt_install() {
+    local SUDO=""
     [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    echo "== installing $*"
     $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}"
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "$@"
+}
+
+command -v g++ >/dev/null 2>&1 || apt_install g++
+python3 -c "import venv, ensurepip" >/dev/null 2>&1 || apt_install python3-venv
+
+# The official OpenAI Python SDK, which a test drives against `stacknet up` to prove compatibility.
+venv="${STACKNET_VENV:-$HOME/.cache/stacknet/venv}"
+if ! "$venv/bin/python" -c "import openai" >/dev/null 2>&1; then
+    echo "== installing the OpenAI Python SDK into $venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check openai
 fi
 
 # The toolchain pinned in rust-toolchain.toml, with rustfmt and clippy.

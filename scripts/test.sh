@@ -11,6 +11,7 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 export STACKNET_TEST_DATABASE_URL="${STACKNET_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}"
 
 scripts/setup.sh
+export STACKNET_SDK_PYTHON="${STACKNET_SDK_PYTHON:-${STACKNET_VENV:-$HOME/.cache/stacknet/venv}/bin/python}"
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

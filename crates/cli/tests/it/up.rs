@@ -1,0 +1,216 @@
+//! `stacknet up` as a user runs it, and `stacknet verify` on what it answers.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Stdio};
+
+use serde_json::Value;
+use stacknet_testkit::mock_upstream::{MockUpstream, Script};
+
+use crate::{stacknet, text};
+
+struct Up {
+    child: Child,
+    base_url: String,
+    api_key: String,
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_up(data: &std::path::Path, upstream: &str) -> Up {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_stacknet"))
+        .args([
+            "up",
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream",
+            upstream,
+            "--model",
+            "mock-model",
+        ])
+        .arg("--data-dir")
+        .arg(data)
+        .env("STACKNET_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut base_url, mut api_key) = (String::new(), String::new());
+    while base_url.is_empty() || api_key.is_empty() {
+        let line = lines.next().expect("up prints its settings").unwrap();
+        if let Some(v) = line.strip_prefix("OPENAI_BASE_URL=") {
+            base_url = v.to_owned();
+        } else if let Some(v) = line.strip_prefix("OPENAI_API_KEY=") {
+            api_key = v.to_owned();
+        }
+    }
+    Up {
+        child,
+        base_url,
+        api_key,
+    }
+}
+
+async fn chat(up: &Up, stream: bool) -> String {
+    let client = reqwest::Client::new();
+    // The node connects just after the hub starts listening: retry the 503 of that first instant.
+    for _ in 0..200 {
+        let resp = client
+            .post(format!("{}/chat/completions", up.base_url))
+            .bearer_auth(&up.api_key)
+            .json(&serde_json::json!({
+                "model": "mock-model", "stream": stream,
+                "messages": [{"role": "user", "content": "What is the capital of France?"}]
+            }))
+            .send()
+            .await
+            .unwrap();
+        if resp.status() == 503 || resp.status() == 404 {
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+            continue;
+        }
+        assert_eq!(resp.status(), 200);
+        return resp.text().await.unwrap();
+    }
+    panic!("the node never connected");
+}
+
+fn verify(dir: &std::path::Path, input: &str) -> std::process::Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_stacknet"))
+        .args(["verify", "-"])
+        .current_dir(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn up_serves_chat_and_verify_checks_the_fingerprint_offline() {
+    let upstream = MockUpstream::start(Script::text("The capital of France is Paris."))
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let up = start_up(dir.path(), upstream.base_url());
+    assert!(up.base_url.starts_with("http://127.0.0.1:") && up.base_url.ends_with("/v1"));
+    assert!(up.api_key.starts_with("sk_"));
+    let env = std::fs::read_to_string(dir.path().join("up.env")).unwrap();
+    assert_eq!(
+        env,
+        format!("OPENAI_BASE_URL={}\nOPENAI_API_KEY={}\n", up.base_url, up.api_key)
+    );
+
+    let answer = chat(&up, false).await;
+    let v: Value = serde_json::from_str(&answer).unwrap();
+    assert_eq!(
+        v["choices"][0]["message"]["content"],
+        "The capital of France is Paris."
+    );
+    let ok = verify(dir.path(), &answer);
+    assert_eq!(ok.status.code(), Some(0), "{}", text(&ok.stdout));
+    let verdict = text(&ok.stdout);
+    assert!(
+        verdict.starts_with(&format!(
+            "valid: {} signed by node nk_",
+            v["fingerprint"].as_str().unwrap()
+        )),
+        "{verdict}"
+    );
+
+    // One byte changed anywhere in the attribution: refused, with the reason.
+    let stack = v["attribution"]["stack"].as_str().unwrap();
+    let flipped = if stack.ends_with('0') {
+        format!("{}1", &stack[..stack.len() - 1])
+    } else {
+        format!("{}0", &stack[..stack.len() - 1])
+    };
+    let tampered = answer.replace(stack, &flipped);
+    let bad = verify(dir.path(), &tampered);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(
+        text(&bad.stdout).starts_with("invalid: stacknet/fingerprint/v1 signature does not verify with key "),
+        "{}",
+        text(&bad.stdout)
+    );
+    let other_fp = answer.replace(
+        v["fingerprint"].as_str().unwrap(),
+        "fp_00000000000000000000000000000000",
+    );
+    let bad = verify(dir.path(), &other_fp);
+    assert!(
+        text(&bad.stdout).starts_with("invalid: fingerprint id is fp_"),
+        "{}",
+        text(&bad.stdout)
+    );
+
+    // A streamed answer verifies from its SSE transcript.
+    let stream = chat(&up, true).await;
+    let ok = verify(dir.path(), &stream);
+    assert_eq!(ok.status.code(), Some(0), "{}", text(&ok.stdout));
+    let garbage = verify(dir.path(), "hello");
+    assert_eq!(garbage.status.code(), Some(1));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn up_keeps_its_key_across_restarts() {
+    let upstream = MockUpstream::start(Script::echo()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let first = start_up(dir.path(), upstream.base_url());
+    let key = first.api_key.clone();
+    drop(first);
+    let second = start_up(dir.path(), upstream.base_url());
+    assert_eq!(second.api_key, key);
+    chat(&second, false).await;
+}
+
+#[test]
+fn up_without_an_upstream_says_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = stacknet(&["up", "--listen", "127.0.0.1:0"], dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("--upstream URL is required"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+/// The official OpenAI Python SDK, unmodified, against `stacknet up` (tests/openai_sdk_check.py).
+/// `scripts/test.sh` provides the SDK and sets STACKNET_SDK_PYTHON; a bare `cargo test` skips it.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_official_openai_python_sdk_works_unmodified() {
+    let Some(python) = std::env::var_os("STACKNET_SDK_PYTHON") else {
+        eprintln!("skipped: STACKNET_SDK_PYTHON is not set (scripts/test.sh sets it)");
+        return;
+    };
+    let upstream = MockUpstream::start(Script::text("The capital of France is Paris."))
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let up = start_up(dir.path(), upstream.base_url());
+    chat(&up, false).await; // waits until the node is connected
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/openai_sdk_check.py");
+    let out = tokio::process::Command::new(python)
+        .arg(script)
+        .env("OPENAI_BASE_URL", &up.base_url)
+        .env("OPENAI_API_KEY", &up.api_key)
+        .env("MODEL", "mock-model")
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert!(text(&out.stdout).contains("\"text\": \"The capital of France is Paris.\""));
+}
