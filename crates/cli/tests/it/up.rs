@@ -127,11 +127,8 @@ async fn up_serves_chat_and_verify_checks_the_fingerprint_offline() {
 
     // One byte changed anywhere in the attribution: refused, with the reason.
     let stack = v["attribution"]["stack"].as_str().unwrap();
-    let flipped = if stack.ends_with('0') {
-        format!("{}1", &stack[..stack.len() - 1])
-    } else {
-        format!("{}0", &stack[..stack.len() - 1])
-    };
+    let (head, last) = stack.split_at(stack.len() - 1);
+    let flipped = format!("{head}{}", if last == "0" { "1" } else { "0" });
     let tampered = answer.replace(stack, &flipped);
     let bad = verify(dir.path(), &tampered);
     assert_eq!(bad.status.code(), Some(1));
