@@ -2,6 +2,7 @@
 //! the libraries (protocol, hub, node).
 
 mod admin;
+mod bench;
 mod keystore;
 mod serve;
 mod verify;
@@ -39,6 +40,12 @@ enum Command {
     Key(KeyCommand),
     /// Administer a hub: Stacks and API keys (needs the admin token).
     Admin(AdminArgs),
+    /// Measure the hub + node path against calling the upstream directly, side by side.
+    Bench {
+        /// Requests per closed-loop measurement.
+        #[arg(long, default_value_t = 2000)]
+        requests: usize,
+    },
     /// Check a response's fingerprint and attribution, or a paperwork, offline.
     Verify {
         /// A JSON response, an SSE transcript, or a paperwork; `-` or nothing for stdin.
@@ -119,6 +126,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Hub(args) => runtime()?.block_on(serve::hub(args))?,
         Command::Node(args) => runtime()?.block_on(serve::node(args))?,
         Command::Key(cmd) => key(cmd)?,
+        Command::Bench { requests } => runtime()?.block_on(bench::run(requests))?,
         Command::Admin(args) => runtime()?.block_on(admin(args))?,
         Command::Verify { file, hub_key } => {
             return match verify::verify(file, hub_key.as_deref()) {

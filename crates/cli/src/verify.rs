@@ -88,7 +88,7 @@ fn verify_response(doc: &Value) -> Result<String> {
 fn verify_paperwork(doc: &Value, hub_key: Option<PublicKey>) -> Result<String> {
     let pw: Signed<Paperwork> = serde_json::from_value(doc.clone()).map_err(|e| anyhow!("paperwork: {e}"))?;
     let hub = hub_key.unwrap_or(pw.body.contract.body.hub);
-    let (id, _) = check_paperwork(&pw, &hub).map_err(|e| anyhow!("{e}"))?;
+    let id = check_paperwork(&pw, &hub).map_err(|e| anyhow!("{e}"))?.id;
     let trust = if hub_key.is_some() {
         "the hub key you gave"
     } else {

@@ -11,7 +11,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 use stacknet_protocol::contract::{Parties, PromptContract, Usage, Workload};
-use stacknet_protocol::paperwork::{check_paperwork, output_digest, request_digest, Paperwork};
+use stacknet_protocol::paperwork::{check_paperwork_for, output_digest, request_digest, Paperwork};
 use stacknet_protocol::wire::{ErrorCode, HubMessage, Task};
 use stacknet_protocol::{ContractId, Nonce, Signed, StackId, Timestamp, UserId};
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
@@ -317,11 +317,7 @@ impl Running {
     /// Checks the node's paperwork against what the hub issued and received, then stores it.
     async fn accept(&mut self, chunks: &[Value], pw: Signed<Paperwork>) -> Result<Accepted, ApiError> {
         let invalid = |why: String| ApiError::NodeFailed(format!("the node's paperwork was refused: {why}"));
-        let hub = self.state.hub_key.public_key();
-        let (id, _) = check_paperwork(&pw, &hub).map_err(|e| invalid(e.to_string()))?;
-        if pw.body.contract != self.contract {
-            return Err(invalid("it is for another contract".into()));
-        }
+        let checked = check_paperwork_for(&pw, &self.contract).map_err(|e| invalid(e.to_string()))?;
         let req_digest = request_digest(&self.req.body).map_err(|e| invalid(e.to_string()))?;
         if pw.body.request_sha256 != req_digest {
             return Err(invalid("request_sha256 does not match the request".into()));
@@ -330,13 +326,12 @@ impl Running {
         if pw.body.output_sha256 != out_digest {
             return Err(invalid("output_sha256 does not match the output received".into()));
         }
-        let fingerprint = pw.body.fingerprint.verify().map_err(|e| invalid(e.to_string()))?;
         let attribution = serde_json::to_value(&pw.body.fingerprint).map_err(|e| invalid(e.to_string()))?;
         let json = serde_json::to_string(&pw).map_err(|e| invalid(e.to_string()))?;
         self.state
             .writer
             .append(PaperworkRecord {
-                id,
+                id: checked.id,
                 contract: self.contract.body.id.to_string(),
                 node_key: pw.body.contract.body.node_key.to_string(),
                 json,
@@ -346,7 +341,7 @@ impl Running {
         let _ = &self.permit;
         Ok(Accepted {
             usage: pw.body.usage,
-            fingerprint: fingerprint.to_string(),
+            fingerprint: checked.fingerprint.to_string(),
             attribution,
         })
     }

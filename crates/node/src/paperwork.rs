@@ -80,7 +80,9 @@ mod tests {
             hardware: "upstream".to_owned(),
         };
         let pw = sign_paperwork(&examples::node_key(), task).unwrap();
-        let (id, _) = check_paperwork(&pw, &examples::hub_key().public_key()).unwrap();
+        let id = check_paperwork(&pw, &examples::hub_key().public_key())
+            .unwrap()
+            .id;
         assert_eq!(id, pw.id().unwrap());
         // Signed by another key, the same paperwork is not the assigned node's.
         let other = SecretKey::from_seed(&[9; 32]);

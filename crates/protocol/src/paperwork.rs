@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::contract::{PromptContract, Usage};
 use crate::fingerprint::{Attribution, FingerprintError};
-use crate::ids::{NodeKeyId, PaperworkId};
+use crate::ids::{FingerprintId, NodeKeyId, PaperworkId};
 use crate::keys::PublicKey;
 use crate::signing::{Domain, SignError, Signed, SignedBody};
 use crate::values::{Sha256Digest, Timestamp};
@@ -74,6 +74,8 @@ pub enum PaperworkError {
     Signature(SignError),
     #[error("fingerprint invalid: {0}")]
     Fingerprint(FingerprintError),
+    #[error("the paperwork's contract is not the one this hub issued for the task")]
+    NotIssuedContract,
     #[error("fingerprint field {field} does not match the contract")]
     FingerprintMismatch { field: &'static str },
 }
@@ -91,11 +93,38 @@ fn first_half(d: &Sha256Digest) -> [u8; 16] {
     out
 }
 
-/// Checks every signature and binding of a paperwork against the hub's key; returns its id and hash.
-pub fn check_paperwork(
+/// What a successful check proves: the paperwork's id and content hash, and the fingerprint id its
+/// attribution proves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Checked {
+    pub id: PaperworkId,
+    pub digest: Sha256Digest,
+    pub fingerprint: FingerprintId,
+}
+
+/// Checks every signature and binding of a paperwork against the hub's key.
+pub fn check_paperwork(pw: &Signed<Paperwork>, hub: &PublicKey) -> Result<Checked, PaperworkError> {
+    check(pw, hub, None)
+}
+
+/// As [`check_paperwork`], for the hub that issued the contract and still holds it: when the
+/// embedded contract is exactly `issued` (signature included), re-verifying the hub's own signature
+/// proves nothing new and is skipped; any other contract is refused.
+pub fn check_paperwork_for(
+    pw: &Signed<Paperwork>,
+    issued: &Signed<PromptContract>,
+) -> Result<Checked, PaperworkError> {
+    if pw.body.contract != *issued {
+        return Err(PaperworkError::NotIssuedContract);
+    }
+    check(pw, &issued.body.hub, Some(issued))
+}
+
+fn check(
     pw: &Signed<Paperwork>,
     hub: &PublicKey,
-) -> Result<(PaperworkId, Sha256Digest), PaperworkError> {
+    issued: Option<&Signed<PromptContract>>,
+) -> Result<Checked, PaperworkError> {
     let body = &pw.body;
     let contract = &body.contract.body;
     if contract.hub != *hub {
@@ -104,7 +133,9 @@ pub fn check_paperwork(
             got: contract.hub.to_hex(),
         });
     }
-    body.contract.verify(hub).map_err(PaperworkError::Contract)?;
+    if issued.is_none() {
+        body.contract.verify(hub).map_err(PaperworkError::Contract)?;
+    }
     let signer = body.node_key.node_key_id();
     if signer != contract.node_key {
         return Err(PaperworkError::NotAssignedNode {
@@ -114,7 +145,7 @@ pub fn check_paperwork(
     }
     pw.verify(&body.node_key).map_err(PaperworkError::Signature)?;
     let f = &body.fingerprint;
-    f.verify().map_err(PaperworkError::Fingerprint)?;
+    let fingerprint = f.verify().map_err(PaperworkError::Fingerprint)?;
     let fp = &f.fingerprint;
     let mismatch = |field| Err(PaperworkError::FingerprintMismatch { field });
     if f.signed_by.0 != body.node_key {
@@ -133,7 +164,11 @@ pub fn check_paperwork(
         return mismatch("injections");
     }
     let digest = pw.digest().map_err(PaperworkError::Signature)?;
-    Ok((PaperworkId::from_digest(first_half(&digest)), digest))
+    Ok(Checked {
+        id: PaperworkId::from_digest(first_half(&digest)),
+        digest,
+        fingerprint,
+    })
 }
 
 /// `request_sha256`: SHA-256 of the RFC 8785 canonical JSON of the request as the task carried it.

@@ -86,12 +86,6 @@ pub struct TestNode {
 }
 
 impl TestNode {
-    pub async fn start(hub_url: &str, upstream: &str, models: &[&str], data: &std::path::Path) -> Self {
-        let mut options = NodeOptions::new(hub_url);
-        options.max_concurrency = 64;
-        Self::start_with(options, upstream, models, data).await
-    }
-
     pub async fn start_with(
         options: NodeOptions,
         upstream: &str,
@@ -163,6 +157,13 @@ impl TestNetwork {
 
     /// As [`TestNetwork::start`], with the hub's configuration adjusted first.
     pub async fn start_with(script: Script, adjust: impl FnOnce(&mut HubConfig)) -> Self {
+        let mut net = Self::start_without_nodes(script, adjust).await;
+        net.add_node().await;
+        net
+    }
+
+    /// Hub and upstream only; add nodes with [`TestNetwork::add_node_with`].
+    pub async fn start_without_nodes(script: Script, adjust: impl FnOnce(&mut HubConfig)) -> Self {
         let dir = tempfile::tempdir().expect("temporary directory");
         let upstream = MockUpstream::start(script).await.expect("mock upstream starts");
         let admin_token = "test-admin-token".to_owned();
@@ -181,7 +182,7 @@ impl TestNetwork {
         let (api_key, _) = stacknet_hub::admin::issue_key(&hub.hub.state, stack.id)
             .await
             .expect("key issued");
-        let mut net = Self {
+        Self {
             dir,
             upstream,
             hub,
@@ -189,15 +190,21 @@ impl TestNetwork {
             stack: stack.id,
             api_key,
             admin_token,
-        };
-        net.add_node().await;
-        net
+        }
     }
 
     /// Starts one more node on the shared upstream and waits until the hub has it.
     pub async fn add_node(&mut self) -> usize {
+        let mut options = NodeOptions::new(self.hub.url());
+        options.max_concurrency = 64;
+        self.add_node_with(options).await
+    }
+
+    /// As [`TestNetwork::add_node`], with the node's options given (its hub URL is set here).
+    pub async fn add_node_with(&mut self, mut options: NodeOptions) -> usize {
+        options.hub_url = self.hub.url();
         let base = self.upstream.base_url().to_owned();
-        let node = TestNode::start(&self.hub.url(), &base, &[MOCK_MODEL], self.dir.path()).await;
+        let node = TestNode::start_with(options, &base, &[MOCK_MODEL], self.dir.path()).await;
         self.wait_connected(&node).await;
         self.nodes.push(node);
         self.nodes.len() - 1

@@ -57,11 +57,30 @@ fn golden_signatures_verify_from_the_pinned_hex_alone() {
 #[test]
 fn the_golden_paperwork_passes_every_check() {
     let pw = examples::paperwork().unwrap();
-    let (id, digest) = check_paperwork(&pw, &examples::hub_key().public_key()).unwrap();
+    let checked = check_paperwork(&pw, &examples::hub_key().public_key()).unwrap();
+    let (id, digest) = (checked.id, checked.digest);
     assert_eq!(id, pw.id().unwrap());
     assert_eq!(&digest.0[..16], id.as_bytes());
     let json = serde_json::to_string(&pw).unwrap();
     let back: stacknet_protocol::Signed<stacknet_protocol::paperwork::Paperwork> =
         serde_json::from_str(&json).unwrap();
     assert_eq!(back, pw);
+}
+
+#[test]
+fn the_issuing_hub_may_skip_its_own_signature_but_only_for_the_exact_contract() {
+    use stacknet_protocol::paperwork::{check_paperwork_for, PaperworkError};
+    let pw = examples::paperwork().unwrap();
+    let issued = examples::signed_contract().unwrap();
+    let checked = check_paperwork_for(&pw, &issued).unwrap();
+    assert_eq!(
+        checked,
+        check_paperwork(&pw, &examples::hub_key().public_key()).unwrap()
+    );
+    let mut other = issued.clone();
+    other.body.max_cost = stacknet_protocol::Amount::from_micros(1);
+    assert_eq!(
+        check_paperwork_for(&pw, &other),
+        Err(PaperworkError::NotIssuedContract)
+    );
 }

@@ -169,7 +169,7 @@ async fn a_task_streams_its_chunks_in_order_and_ends_with_paperwork_already_in_t
     assert_eq!(data.len(), 7);
     assert_eq!(data[6]["choices"], json!([]));
 
-    let (pw_id, _) = check_paperwork(&pw, &hub.key.public_key()).unwrap();
+    let pw_id = check_paperwork(&pw, &hub.key.public_key()).unwrap().id;
     assert_eq!(pw.body.contract, contract);
     assert_eq!(
         pw.body.output_sha256,
