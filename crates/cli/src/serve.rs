@@ -179,6 +179,15 @@ impl UpstreamArgs {
     }
 }
 
+/// Prints a line for the operator. A server keeps running when nobody reads its stdout any more
+/// (a closed pipe makes `println!` panic), so write errors are ignored here.
+fn say(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{text}");
+    let _ = out.flush();
+}
+
 async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
@@ -270,8 +279,10 @@ pub async fn up(args: UpArgs) -> Result<()> {
 
     let env = format!("OPENAI_BASE_URL=http://{addr}/v1\nOPENAI_API_KEY={api_key}\n");
     write_private(&data_dir.join("up.env"), &env)?;
-    print!("{env}");
-    println!("# also written to {}", data_dir.join("up.env").display());
+    say(&format!(
+        "{env}# also written to {}",
+        data_dir.join("up.env").display()
+    ));
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut node_stop = stop_rx.clone();

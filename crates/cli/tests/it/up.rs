@@ -168,6 +168,45 @@ async fn up_keeps_its_key_across_restarts() {
     chat(&second, false).await;
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn up_keeps_serving_when_nobody_reads_its_output() {
+    let upstream = MockUpstream::start(Script::echo()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_stacknet"))
+        .args([
+            "up",
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream",
+            upstream.base_url(),
+            "--model",
+            "mock-model",
+        ])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .env("STACKNET_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take()); // the reader goes away before `up` prints anything
+    let env_file = dir.path().join("up.env");
+    let mut env = String::new();
+    for _ in 0..400 {
+        env = std::fs::read_to_string(&env_file).unwrap_or_default();
+        if env.contains("OPENAI_API_KEY=") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    let field = |name: &str| env.lines().find_map(|l| l.strip_prefix(name)).unwrap().to_owned();
+    let up = Up {
+        child,
+        base_url: field("OPENAI_BASE_URL="),
+        api_key: field("OPENAI_API_KEY="),
+    };
+    chat(&up, false).await;
+}
+
 #[test]
 fn up_without_an_upstream_says_what_to_do() {
     let dir = tempfile::tempdir().unwrap();
