@@ -21,8 +21,9 @@ impl Drop for Up {
     }
 }
 
-fn start_up(data: &std::path::Path, upstream: &str) -> Up {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_stacknet"))
+/// `stacknet up` on a free loopback port, its stdout piped.
+fn spawn_up(data: &std::path::Path, upstream: &str) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_stacknet"))
         .args([
             "up",
             "--listen",
@@ -38,7 +39,11 @@ fn start_up(data: &std::path::Path, upstream: &str) -> Up {
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
-        .unwrap();
+        .unwrap()
+}
+
+fn start_up(data: &std::path::Path, upstream: &str) -> Up {
+    let mut child = spawn_up(data, upstream);
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let (mut base_url, mut api_key) = (String::new(), String::new());
     while base_url.is_empty() || api_key.is_empty() {
@@ -172,22 +177,7 @@ async fn up_keeps_its_key_across_restarts() {
 async fn up_keeps_serving_when_nobody_reads_its_output() {
     let upstream = MockUpstream::start(Script::echo()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_stacknet"))
-        .args([
-            "up",
-            "--listen",
-            "127.0.0.1:0",
-            "--upstream",
-            upstream.base_url(),
-            "--model",
-            "mock-model",
-        ])
-        .arg("--data-dir")
-        .arg(dir.path())
-        .env("STACKNET_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_up(dir.path(), upstream.base_url());
     drop(child.stdout.take()); // the reader goes away before `up` prints anything
     let env_file = dir.path().join("up.env");
     let mut env = String::new();

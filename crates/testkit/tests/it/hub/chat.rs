@@ -7,22 +7,12 @@ use stacknet_protocol::{FingerprintId, PaperworkId, Signed};
 use stacknet_testkit::mock_upstream::Script;
 use stacknet_testkit::network::{wait_for, TestNetwork};
 
-use super::{chat_body, client, sse_events};
-
-async fn post(net: &TestNetwork, body: &Value) -> reqwest::Response {
-    client()
-        .post(format!("{}/chat/completions", net.base_url()))
-        .bearer_auth(&net.api_key)
-        .json(body)
-        .send()
-        .await
-        .unwrap()
-}
+use super::{chat_body, client, post_chat, sse_events};
 
 #[tokio::test]
 async fn a_chat_completion_arrives_intact_with_a_verifiable_fingerprint() {
     let net = TestNetwork::start(Script::text("The capital of France is Paris.").chunks(5)).await;
-    let resp = post(&net, &chat_body(false)).await;
+    let resp = post_chat(&net, &chat_body(false)).await;
     assert_eq!(resp.status(), 200);
     let v: Value = resp.json().await.unwrap();
     assert_eq!(v["object"], "chat.completion");
@@ -53,11 +43,11 @@ async fn a_chat_completion_arrives_intact_with_a_verifiable_fingerprint() {
 #[tokio::test]
 async fn streaming_gives_the_same_text_and_ends_with_fingerprint_usage_and_done() {
     let net = TestNetwork::start(Script::text("one two three four five six").chunks(6)).await;
-    let whole: Value = post(&net, &chat_body(false)).await.json().await.unwrap();
+    let whole: Value = post_chat(&net, &chat_body(false)).await.json().await.unwrap();
 
     let mut body = chat_body(true);
     body["stream_options"] = serde_json::json!({"include_usage": true});
-    let resp = post(&net, &body).await;
+    let resp = post_chat(&net, &body).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["content-type"], "text/event-stream");
     let events = sse_events(&resp.text().await.unwrap());
@@ -86,14 +76,14 @@ async fn streaming_gives_the_same_text_and_ends_with_fingerprint_usage_and_done(
         .verify_claim(last["fingerprint"].as_str().unwrap().parse().unwrap())
         .unwrap();
     // Without include_usage no chunk carries usage.
-    let plain = sse_events(&post(&net, &chat_body(true)).await.text().await.unwrap());
+    let plain = sse_events(&post_chat(&net, &chat_body(true)).await.text().await.unwrap());
     assert!(plain.iter().all(|c| c.get("usage").is_none()));
 }
 
 #[tokio::test]
 async fn the_paperwork_in_the_node_wallet_and_in_the_hub_store_agree() {
     let net = TestNetwork::start(Script::echo()).await;
-    let v: Value = post(&net, &chat_body(false)).await.json().await.unwrap();
+    let v: Value = post_chat(&net, &chat_body(false)).await.json().await.unwrap();
     net.hub.hub.state.writer.flush().await;
     let wallet = net.nodes[0].node.wallet().list().await.unwrap();
     assert_eq!(wallet.len(), 1);
@@ -133,7 +123,7 @@ async fn a_node_killed_mid_stream_gives_an_error_event_and_no_paperwork() {
             .chunk_delay(std::time::Duration::from_millis(300)),
     )
     .await;
-    let resp = post(&net, &chat_body(true)).await;
+    let resp = post_chat(&net, &chat_body(true)).await;
     assert_eq!(resp.status(), 200);
     let mut stream = resp;
     // Wait for the first content chunk, then kill the node.
@@ -158,7 +148,7 @@ async fn a_node_killed_mid_stream_gives_an_error_event_and_no_paperwork() {
 #[tokio::test]
 async fn after_a_hub_restart_the_node_reconnects_and_serves_again() {
     let mut net = TestNetwork::start(Script::echo()).await;
-    assert_eq!(post(&net, &chat_body(false)).await.status(), 200);
+    assert_eq!(post_chat(&net, &chat_body(false)).await.status(), 200);
     net.restart_hub().await;
     let nodes = net.hub.hub.state.nodes.clone();
     assert!(
@@ -166,7 +156,7 @@ async fn after_a_hub_restart_the_node_reconnects_and_serves_again() {
         "the node came back"
     );
     // The API key survived the restart (stored hashed, loaded at start).
-    let resp = post(&net, &chat_body(false)).await;
+    let resp = post_chat(&net, &chat_body(false)).await;
     assert_eq!(resp.status(), 200);
     net.hub.hub.state.writer.flush().await;
     assert_eq!(net.hub.hub.state.store.paperwork_count().unwrap(), 2);

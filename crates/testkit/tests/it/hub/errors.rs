@@ -4,7 +4,7 @@ use serde_json::{json, Value};
 use stacknet_testkit::mock_upstream::Script;
 use stacknet_testkit::network::{wait_for, TestNetwork};
 
-use super::{chat_body, client, sse_events};
+use super::{chat_body, client, post_chat, sse_events};
 
 async fn call(net: &TestNetwork, key: Option<&str>, body: reqwest::Body) -> (u16, Value) {
     let mut req = client()
@@ -244,13 +244,7 @@ async fn a_known_model_with_no_node_connected_gets_503() {
 #[tokio::test]
 async fn a_stream_that_fails_after_its_first_chunk_ends_with_an_error_event() {
     let net = TestNetwork::start(Script::text("a b c d e f").chunks(6).drop_after(2)).await;
-    let resp = client()
-        .post(format!("{}/chat/completions", net.base_url()))
-        .bearer_auth(&net.api_key)
-        .json(&chat_body(true))
-        .send()
-        .await
-        .unwrap();
+    let resp = post_chat(&net, &chat_body(true)).await;
     assert_eq!(resp.status(), 200);
     let events = sse_events(&resp.text().await.unwrap());
     let last = events.last().unwrap();

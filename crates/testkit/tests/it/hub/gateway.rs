@@ -7,7 +7,7 @@ use stacknet_testkit::mock_upstream::Script;
 use stacknet_testkit::network::TestNetwork;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::{chat_body, client};
+use super::{chat_body, post_chat};
 
 type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
@@ -163,13 +163,7 @@ async fn a_flood_of_malformed_frames_does_not_disturb_other_nodes() {
         }));
     }
     for _ in 0..20 {
-        let resp = client()
-            .post(format!("{}/chat/completions", net.base_url()))
-            .bearer_auth(&net.api_key)
-            .json(&chat_body(false))
-            .send()
-            .await
-            .unwrap();
+        let resp = post_chat(&net, &chat_body(false)).await;
         assert_eq!(resp.status(), 200);
     }
     for f in floods {

@@ -10,6 +10,17 @@ pub fn client() -> reqwest::Client {
     reqwest::Client::builder().tcp_nodelay(true).build().unwrap()
 }
 
+/// `POST /v1/chat/completions` with the network's API key.
+pub async fn post_chat(net: &stacknet_testkit::network::TestNetwork, body: &Value) -> reqwest::Response {
+    client()
+        .post(format!("{}/chat/completions", net.base_url()))
+        .bearer_auth(&net.api_key)
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
 pub fn chat_body(stream: bool) -> Value {
     serde_json::json!({
         "model": stacknet_testkit::mock_upstream::MOCK_MODEL,
