@@ -117,7 +117,7 @@ async fn run(
             req,
             deadline,
             stamp_time: Timestamp::now(),
-            permit,
+            _permit: permit,
         };
         return if running.req.stream {
             Ok(running.stream(first))
@@ -177,7 +177,8 @@ struct Running {
     req: ApiRequest,
     deadline: Instant,
     stamp_time: Timestamp,
-    permit: OwnedSemaphorePermit,
+    /// Holds this request's slot of the hub's concurrency limit until the answer is done.
+    _permit: OwnedSemaphorePermit,
 }
 
 /// What the hub answers with once the paperwork checks out.
@@ -338,7 +339,6 @@ impl Running {
                 accepted_at: Timestamp::now(),
             })
             .await;
-        let _ = &self.permit;
         Ok(Accepted {
             usage: pw.body.usage,
             fingerprint: checked.fingerprint.to_string(),
