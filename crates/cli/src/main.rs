@@ -4,6 +4,7 @@
 mod admin;
 mod bench;
 mod keystore;
+mod models;
 mod serve;
 mod verify;
 
@@ -40,6 +41,8 @@ enum Command {
     Key(KeyCommand),
     /// Administer a hub: Stacks and API keys (needs the admin token).
     Admin(AdminArgs),
+    /// The catalog of pinned real models: list, pull (verified, resumable), rm.
+    Models(models::ModelsArgs),
     /// Measure the hub + node path against calling the upstream directly, side by side.
     Bench {
         /// Requests per closed-loop measurement.
@@ -128,6 +131,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Key(cmd) => key(cmd)?,
         Command::Bench { requests } => runtime()?.block_on(bench::run(requests))?,
         Command::Admin(args) => runtime()?.block_on(admin(args))?,
+        Command::Models(args) => runtime()?.block_on(models::run(args, keystore::default_data_dir()))?,
         Command::Verify { file, hub_key } => {
             return match verify::verify(file, hub_key.as_deref()) {
                 Ok(verdict) => {

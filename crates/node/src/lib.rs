@@ -22,6 +22,7 @@ pub mod backoff;
 pub mod config;
 pub mod digest;
 mod handshake;
+pub mod models;
 pub mod node;
 pub mod paperwork;
 mod session;

