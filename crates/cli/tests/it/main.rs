@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod key;
+mod models;
 mod up;
 
 use std::process::{Command, Output};
