@@ -1,0 +1,71 @@
+//! `stacknet hub` and `stacknet admin` as an operator runs them.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+use crate::{stacknet, text};
+
+#[test]
+fn an_operator_starts_a_hub_and_creates_a_stack_and_a_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut hub = Command::new(env!("CARGO_BIN_EXE_stacknet"))
+        .args(["hub", "--listen", "127.0.0.1:0", "--admin-token", "t0ken"])
+        .arg("--data-dir")
+        .arg(dir.path().join("hub"))
+        .env("STACKNET_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(hub.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    std::thread::spawn(move || lines.for_each(drop));
+    let url = first
+        .strip_prefix("hub listening on ")
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
+
+    let created = stacknet(
+        &[
+            "admin",
+            "--hub",
+            &url,
+            "--admin-token",
+            "t0ken",
+            "create-stack",
+            "my app",
+        ],
+        dir.path(),
+    );
+    assert!(created.status.success(), "{}", text(&created.stderr));
+    let stack: serde_json::Value = serde_json::from_slice(&created.stdout).unwrap();
+    assert_eq!(stack["name"], "my app");
+    let id = stack["id"].as_str().unwrap();
+
+    let key = stacknet(
+        &["admin", "--hub", &url, "--admin-token", "t0ken", "create-key", id],
+        dir.path(),
+    );
+    let key: serde_json::Value = serde_json::from_slice(&key.stdout).unwrap();
+    assert!(key["api_key"].as_str().unwrap().starts_with("sk_"));
+
+    let listed = stacknet(
+        &["admin", "--hub", &url, "--admin-token", "t0ken", "stacks"],
+        dir.path(),
+    );
+    assert!(text(&listed.stdout).contains(id));
+
+    let denied = stacknet(
+        &["admin", "--hub", &url, "--admin-token", "wrong", "stacks"],
+        dir.path(),
+    );
+    assert_eq!(denied.status.code(), Some(1));
+    assert_eq!(
+        text(&denied.stderr).trim(),
+        "error: the hub refused (401 Unauthorized): Invalid admin token."
+    );
+    let _ = hub.kill();
+    let _ = hub.wait();
+}
