@@ -13,6 +13,14 @@ export STACKNET_TEST_DATABASE_URL="${STACKNET_TEST_DATABASE_URL:-postgres://post
 scripts/setup.sh
 export STACKNET_SDK_PYTHON="${STACKNET_SDK_PYTHON:-${STACKNET_VENV:-$HOME/.cache/stacknet/venv}/bin/python}"
 
+# The real models the tests run, pulled once into a cache: `models pull` is a no-op once a model is
+# present and verified against its pinned sha256, so later runs are offline and fast.
+export STACKNET_MODELS_DIR="${STACKNET_MODELS_DIR:-$HOME/.cache/stacknet/models}"
+echo "== models (cached in $STACKNET_MODELS_DIR)"
+for model in smollm2-135m-instruct all-minilm-l6-v2; do
+    cargo run --quiet --locked -p stacknet-cli -- models pull "$model" --models-dir "$STACKNET_MODELS_DIR"
+done
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 (cd fuzz && cargo fmt -- --check)

@@ -58,7 +58,7 @@ pub async fn run(args: ModelsArgs, data_dir: PathBuf) -> anyhow::Result<()> {
                 options.pypi_index_url = url;
             }
             options.force = force;
-            pull(&store, lookup(&name)?, &options).await
+            pull(&store, lookup(&name)?, &options).await.map(drop)
         }
         ModelsCommand::Rm { name } => {
             let spec = lookup(&name)?;
@@ -128,26 +128,28 @@ fn write_list(store: &ModelStore) -> std::io::Result<()> {
     Ok(())
 }
 
-async fn pull(store: &ModelStore, spec: &ModelSpec, options: &PullOptions) -> anyhow::Result<()> {
+/// Pulls a model unless it is present and verified; says what it did on stderr, so that stdout
+/// stays for what scripts read (`up` prints its settings there).
+pub async fn pull(store: &ModelStore, spec: &ModelSpec, options: &PullOptions) -> anyhow::Result<PathBuf> {
     let started = Instant::now();
     if !options.force {
         if let Some(path) = store.path_of(spec) {
-            println!("{} is present and verified: {}", spec.name, path.display());
-            return Ok(());
+            eprintln!("{} is present and verified: {}", spec.name, path.display());
+            return Ok(path);
         }
     }
     let mut display = ProgressDisplay::new(std::io::stderr().is_terminal());
     let result = store.pull(spec, options, |p| display.show(&p)).await;
     display.finish();
     let path = result.with_context(|| format!("cannot pull {}", spec.name))?;
-    println!(
+    eprintln!(
         "{} ({}) verified and installed in {:.1} s: {}",
         spec.name,
         megabytes(spec.size_bytes()),
         started.elapsed().as_secs_f64(),
         path.display()
     );
-    Ok(())
+    Ok(path)
 }
 
 fn megabytes(bytes: u64) -> String {

@@ -236,19 +236,17 @@ pub struct UpArgs {
     /// Address the hub listens on.
     #[arg(long, env = "STACKNET_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
-    /// Holds everything: hub/, node/, up.env [default: ~/.local/share/stacknet]
+    /// Holds everything: hub/, node/, models/, up.env [default: ~/.local/share/stacknet]
     #[arg(long, env = "STACKNET_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
     #[command(flatten)]
     pub upstream: UpstreamArgs,
 }
 
-/// A whole network in one process: a hub and one node on SQLite, with a Stack and an API key.
+/// A whole network in one process: a hub and one node on SQLite, with a Stack and an API key. The
+/// node serves the built-in models (pulled on first run) unless `--upstream` names a model server.
 pub async fn up(args: UpArgs) -> Result<()> {
     let data_dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
-    let upstream_url = args.upstream.upstream.clone().context(
-        "--upstream URL is required for now: an OpenAI-compatible server such as Ollama (http://127.0.0.1:11434/v1)",
-    )?;
     let hub_args = HubArgs {
         listen: args.listen,
         data_dir: Some(data_dir.join("hub")),
@@ -257,6 +255,7 @@ pub async fn up(args: UpArgs) -> Result<()> {
         max_concurrent_requests: stacknet_hub::DEFAULT_MAX_CONCURRENT_REQUESTS,
         request_timeout_ms: stacknet_hub::DEFAULT_REQUEST_TIMEOUT_MS,
     };
+    let backend = up_backend(&args, &data_dir).await?;
     let hub = Hub::open(hub_args.config(data_dir.join("hub"))?)?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -264,18 +263,18 @@ pub async fn up(args: UpArgs) -> Result<()> {
     let addr = listener.local_addr()?;
     let api_key = first_start_key(&hub, &data_dir).await?;
 
-    let mut node_config = NodeConfig::new(
-        format!("http://{addr}"),
-        data_dir.join("node"),
-        UpstreamConfig::new(upstream_url, Vec::new()),
-    );
-    node_config.hub_key = Some(hub.state.hub_key.public_key());
-    args.upstream
-        .apply(&mut node_config.upstream, &mut node_config.max_concurrency);
-    anyhow::ensure!(
-        !node_config.upstream.models.is_empty(),
-        "name at least one --model the upstream serves"
-    );
+    let node_dir = data_dir.join("node");
+    let (key, warning) = stacknet_protocol::keystore::load_or_create(&node_dir.join("node.key"))?;
+    if let Some(w) = warning {
+        tracing::warn!("{w}");
+    }
+    let wallet = stacknet_node::Wallet::open(stacknet_node::config::wallet_path(&node_dir))?;
+    let mut options = stacknet_node::NodeOptions::new(format!("http://{addr}"));
+    options.hub_key = Some(hub.state.hub_key.public_key());
+    if let Some(c) = args.upstream.max_concurrency {
+        options.max_concurrency = c;
+    }
+    let node = stacknet_node::Node::new(key, wallet, backend, options)?;
 
     let env = format!("OPENAI_BASE_URL=http://{addr}/v1\nOPENAI_API_KEY={api_key}\n");
     write_private(&data_dir.join("up.env"), &env)?;
@@ -286,19 +285,66 @@ pub async fn up(args: UpArgs) -> Result<()> {
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut node_stop = stop_rx.clone();
-    let node = tokio::spawn(stacknet_node::run(node_config, async move {
-        let _ = node_stop.wait_for(|s| *s).await;
-    }));
+    let node_task = tokio::spawn(async move {
+        node.run(async move {
+            let _ = node_stop.wait_for(|s| *s).await;
+        })
+        .await
+    });
     let mut hub_stop = stop_rx;
     let hub_task = tokio::spawn(stacknet_hub::serve(listener, hub, async move {
         let _ = hub_stop.wait_for(|s| *s).await;
     }));
     shutdown_signal().await;
     let _ = stop_tx.send(true);
-    node.await??;
+    node_task.await?;
     hub_task.await??;
     Ok(())
 }
+
+/// The model server `up`'s node forwards to, or the built-in models: SmolLM2 for chat and
+/// completions on llama.cpp, all-MiniLM-L6-v2 for embeddings on candle.
+async fn up_backend(args: &UpArgs, data_dir: &Path) -> Result<std::sync::Arc<dyn stacknet_node::Backend>> {
+    use stacknet_node::backend::{embed::CandleEmbeddings, llama, multi::MultiBackend};
+    if let Some(url) = &args.upstream.upstream {
+        let mut upstream = UpstreamConfig::new(url.clone(), Vec::new());
+        let mut unused = 0;
+        args.upstream.apply(&mut upstream, &mut unused);
+        anyhow::ensure!(
+            !upstream.models.is_empty(),
+            "name at least one --model the upstream serves"
+        );
+        return Ok(std::sync::Arc::new(stacknet_node::OpenAiUpstream::new(
+            &upstream,
+        )?));
+    }
+    let models_dir =
+        std::env::var_os("STACKNET_MODELS_DIR").map_or_else(|| data_dir.join("models"), PathBuf::from);
+    let store = stacknet_node::models::ModelStore::new(models_dir);
+    let options = stacknet_node::models::PullOptions::from_env();
+    let find = |name: &str| {
+        stacknet_node::models::find(name).with_context(|| format!("{name} is not in the catalog"))
+    };
+    let chat = find(UP_CHAT_MODEL)?;
+    let path = crate::models::pull(&store, chat, &options).await?;
+    let sha = chat.files[0].sha256.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let chat = tokio::task::spawn_blocking(move || {
+        llama::LlamaChat::load(llama::LlamaConfig::new(UP_CHAT_MODEL, path, sha))
+    })
+    .await??;
+    let embed = find(UP_EMBEDDING_MODEL)?;
+    crate::models::pull(&store, embed, &options).await?;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let embed = CandleEmbeddings::from_store(&store, embed, threads)?;
+    Ok(std::sync::Arc::new(MultiBackend::new(vec![
+        std::sync::Arc::new(chat),
+        std::sync::Arc::new(embed),
+    ])?))
+}
+
+/// The built-in models `stacknet up` serves when no upstream is given.
+pub const UP_CHAT_MODEL: &str = "smollm2-135m-instruct";
+pub const UP_EMBEDDING_MODEL: &str = "all-minilm-l6-v2";
 
 /// On first start: a Stack named "default" and an API key; later starts reuse the key in up.env.
 async fn first_start_key(hub: &Hub, data_dir: &Path) -> Result<String> {

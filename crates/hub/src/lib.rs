@@ -182,6 +182,7 @@ impl Hub {
             .route("/v1/models", get(models))
             .route("/v1/chat/completions", post(task::chat_completions))
             .route("/v1/completions", post(task::completions))
+            .route("/v1/embeddings", post(task::embeddings))
             .route("/stacknet/v1/hub", get(hub_info))
             .route("/stacknet/v1/nodes/connect", get(gateway::connect))
             .route("/stacknet/v1/paperwork/{id}", get(paperwork))

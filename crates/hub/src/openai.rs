@@ -38,6 +38,7 @@ pub fn parse_request(bytes: &[u8], workload: Workload) -> Result<ApiRequest, Api
     };
     match workload {
         Workload::Completion => check_prompt(obj)?,
+        Workload::Embedding => check_input(obj)?,
         _ => check_messages(obj)?,
     }
     let stream = optional_bool(obj, "stream")?.unwrap_or(false);
@@ -110,6 +111,16 @@ fn check_prompt(obj: &Map<String, Value>) -> Result<(), ApiError> {
             "prompt must be a string or an array of strings",
         )),
         None => Err(ApiError::invalid("prompt", "you must provide a prompt parameter")),
+    }
+}
+
+fn check_input(obj: &Map<String, Value>) -> Result<(), ApiError> {
+    match obj.get("input") {
+        Some(Value::String(_)) => Ok(()),
+        Some(Value::Array(a)) if !a.is_empty() => Ok(()),
+        Some(Value::Array(_)) => Err(ApiError::invalid("input", "input must not be empty")),
+        Some(_) => Err(ApiError::invalid("input", "input must be a string or an array")),
+        None => Err(ApiError::invalid("input", "you must provide an input parameter")),
     }
 }
 

@@ -31,6 +31,14 @@ pub async fn chat_completions(
     respond(state.0, headers, body, Workload::Chat).await
 }
 
+pub async fn embeddings(
+    state: State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    respond(state.0, headers, body, Workload::Embedding).await
+}
+
 pub async fn completions(
     state: State<AppState>,
     headers: HeaderMap,
@@ -119,7 +127,7 @@ async fn run(
             stamp_time: Timestamp::now(),
             _permit: permit,
         };
-        return if running.req.stream {
+        return if running.req.stream && running.req.workload != Workload::Embedding {
             Ok(running.stream(first))
         } else {
             running.collect(first).await
@@ -233,6 +241,9 @@ impl Running {
                 }
                 TaskEvent::Done(pw) => {
                     let accepted = self.accept(&chunks, *pw).await?;
+                    if self.req.workload == Workload::Embedding {
+                        return Ok(axum::Json(self.embeddings_body(&chunks, accepted)?).into_response());
+                    }
                     let stamp = self.stamp();
                     let object = if self.req.workload == Workload::Completion {
                         "text_completion"
@@ -251,6 +262,31 @@ impl Running {
             }
             event = self.next().await?;
         }
+    }
+
+    /// Embeddings come whole, in one chunk: the OpenAI response, which the hub stamps with the
+    /// requested model, the usage from the signed paperwork, and the fingerprint.
+    fn embeddings_body(&self, chunks: &[Value], accepted: Accepted) -> Result<Value, ApiError> {
+        let [data] = chunks else {
+            return Err(ApiError::NodeFailed(format!(
+                "expected one embeddings chunk, got {}",
+                chunks.len()
+            )));
+        };
+        let mut body = data.clone();
+        let obj = body
+            .as_object_mut()
+            .ok_or_else(|| ApiError::NodeFailed("embeddings are not an object".into()))?;
+        obj.insert("object".into(), Value::String("list".into()));
+        obj.insert("model".into(), Value::String(self.req.model.clone()));
+        let u = &accepted.usage;
+        obj.insert(
+            "usage".into(),
+            json!({"prompt_tokens": u.input_tokens, "total_tokens": u.input_tokens}),
+        );
+        obj.insert("fingerprint".into(), Value::String(accepted.fingerprint));
+        obj.insert("attribution".into(), accepted.attribution);
+        Ok(body)
     }
 
     fn stream(self, first: TaskEvent) -> Response {

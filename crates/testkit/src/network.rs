@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use stacknet_hub::store::StackRecord;
 use stacknet_hub::{Hub, HubConfig};
-use stacknet_node::{Node, NodeOptions, OpenAiUpstream, UpstreamConfig, Wallet};
+use stacknet_node::{Backend, Node, NodeOptions, OpenAiUpstream, UpstreamConfig, Wallet};
 use stacknet_protocol::{SecretKey, StackId, Timestamp};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -92,12 +92,20 @@ impl TestNode {
         models: &[&str],
         data: &std::path::Path,
     ) -> Self {
-        let wallet =
-            Wallet::open(data.join(format!("wallet-{}.sqlite", rand_suffix()))).expect("wallet opens");
         let config = UpstreamConfig::new(upstream, models.iter().map(|m| (*m).to_owned()).collect());
         let backend = OpenAiUpstream::new(&config).expect("upstream config is valid");
-        let node =
-            Node::new(SecretKey::generate(), wallet, Arc::new(backend), options).expect("node options valid");
+        Self::start_backend(options, Arc::new(backend), data).await
+    }
+
+    /// A node running any backend (built-in models, a combination of backends).
+    pub async fn start_backend(
+        options: NodeOptions,
+        backend: Arc<dyn Backend>,
+        data: &std::path::Path,
+    ) -> Self {
+        let wallet =
+            Wallet::open(data.join(format!("wallet-{}.sqlite", rand_suffix()))).expect("wallet opens");
+        let node = Node::new(SecretKey::generate(), wallet, backend, options).expect("node options valid");
         let (stop, stopped) = oneshot::channel::<()>();
         let running = node.clone();
         let task = tokio::spawn(async move {
@@ -205,6 +213,16 @@ impl TestNetwork {
         options.hub_url = self.hub.url();
         let base = self.upstream.base_url().to_owned();
         let node = TestNode::start_with(options, &base, &[MOCK_MODEL], self.dir.path()).await;
+        self.wait_connected(&node).await;
+        self.nodes.push(node);
+        self.nodes.len() - 1
+    }
+
+    /// Starts a node on `backend` instead of the mock upstream, and waits until the hub has it.
+    pub async fn add_backend_node(&mut self, backend: Arc<dyn Backend>) -> usize {
+        let mut options = NodeOptions::new(self.hub.url());
+        options.max_concurrency = 64;
+        let node = TestNode::start_backend(options, backend, self.dir.path()).await;
         self.wait_connected(&node).await;
         self.nodes.push(node);
         self.nodes.len() - 1

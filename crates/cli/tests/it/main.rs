@@ -14,6 +14,7 @@ pub fn stacknet(args: &[&str], dir: &std::path::Path) -> Output {
         .args(args)
         .current_dir(dir)
         .env("STACKNET_DATA_DIR", dir.join("data"))
+        .env_remove("STACKNET_MODELS_DIR")
         .output()
         .expect("the binary runs")
 }

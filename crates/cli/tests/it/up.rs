@@ -6,7 +6,7 @@ use std::process::{Child, Command, Stdio};
 use serde_json::Value;
 use stacknet_testkit::mock_upstream::{MockUpstream, Script};
 
-use crate::{stacknet, text};
+use crate::text;
 
 struct Up {
     child: Child,
@@ -197,16 +197,81 @@ async fn up_keeps_serving_when_nobody_reads_its_output() {
     chat(&up, false).await;
 }
 
-#[test]
-fn up_without_an_upstream_says_what_to_do() {
+/// `stacknet up` with no upstream serves the built-in models (pulled from STACKNET_MODELS_DIR's cache,
+/// which scripts/test.sh fills; without it the test says it is skipped).
+#[tokio::test(flavor = "multi_thread")]
+async fn up_serves_the_builtin_models_by_default() {
+    let Some(models) = std::env::var_os("STACKNET_MODELS_DIR") else {
+        eprintln!("skipped: STACKNET_MODELS_DIR is not set (scripts/test.sh sets it)");
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
-    let out = stacknet(&["up", "--listen", "127.0.0.1:0"], dir.path());
-    assert_eq!(out.status.code(), Some(1));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_stacknet"))
+        .args(["up", "--listen", "127.0.0.1:0"])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .env("STACKNET_MODELS_DIR", models)
+        .env("STACKNET_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut field = |name: &str| loop {
+        let line = lines.next().expect("up prints its settings").unwrap();
+        if let Some(v) = line.strip_prefix(name) {
+            return v.to_owned();
+        }
+    };
+    let base_url = field("OPENAI_BASE_URL=");
+    let api_key = field("OPENAI_API_KEY=");
+    std::thread::spawn(move || lines.for_each(drop));
+    let up = Up {
+        child,
+        base_url,
+        api_key,
+    };
+    let client = reqwest::Client::new();
+    let mut answer = Value::Null;
+    for _ in 0..400 {
+        let resp = client
+            .post(format!("{}/chat/completions", up.base_url))
+            .bearer_auth(&up.api_key)
+            .json(
+                &serde_json::json!({"model": "smollm2-135m-instruct", "temperature": 0,
+                "messages": [{"role": "user", "content": "What is the capital of France?"}]}),
+            )
+            .send()
+            .await
+            .unwrap();
+        if resp.status() == 200 {
+            answer = resp.json().await.unwrap();
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     assert!(
-        text(&out.stderr).contains("--upstream URL is required"),
-        "{}",
-        text(&out.stderr)
+        answer["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .contains("Paris"),
+        "{answer}"
     );
+    let embedded: Value = client
+        .post(format!("{}/embeddings", up.base_url))
+        .bearer_auth(&up.api_key)
+        .json(&serde_json::json!({"model": "all-minilm-l6-v2", "input": ["The cat sits on the mat."]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        embedded["data"][0]["embedding"].as_array().unwrap().len(),
+        384,
+        "{embedded}"
+    );
+    assert!(embedded["fingerprint"].as_str().unwrap().starts_with("fp_"));
 }
 
 /// The official OpenAI Python SDK, unmodified, against `stacknet up` (tests/openai_sdk_check.py).

@@ -6,6 +6,9 @@
 //! per implementation: [`upstream`] (an OpenAI-compatible server) now; built-in models, sandboxes and
 //! fetchers later.
 
+pub mod embed;
+pub mod llama;
+pub mod multi;
 pub mod sse;
 pub mod upstream;
 
@@ -70,6 +73,9 @@ pub enum BackendError {
     Abandoned,
     #[error("backend setup failed: {0}")]
     Setup(String),
+    /// The backend's queue is full; the hub should try another node.
+    #[error("the model is busy; its queue is full")]
+    Busy,
 }
 
 impl BackendError {
@@ -85,6 +91,7 @@ impl BackendError {
             BackendError::Unsupported { .. } => ErrorCode::UnknownModel,
             BackendError::Abandoned => ErrorCode::Cancelled,
             BackendError::Setup(_) => ErrorCode::Internal,
+            BackendError::Busy => ErrorCode::Overloaded,
         }
     }
 }

@@ -1,7 +1,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! Integration tests of the Stacknet crates, in one binary to keep link times down.
 
+mod embed;
 mod hub;
+mod local;
 mod mock_upstream;
 mod models;
 mod node;

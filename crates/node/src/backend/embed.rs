@@ -1,0 +1,254 @@
+//! A built-in embeddings backend: all-MiniLM-L6-v2 (BERT) on the CPU with candle.
+//!
+//! The model loads once, at construction, and stays loaded (every task is warm). Inference runs on
+//! one dedicated thread fed by a bounded queue: a task parses its request on the async side, queues
+//! a job and awaits the reply, so the runtime's workers never run a forward pass. The worker runs
+//! one request at a time on a rayon pool of `threads` threads (see [`model`]): requests queue rather
+//! than fight for cores, which on a CPU gives every request a shorter wait than running them side by
+//! side. All inputs of a request go through together, padded per pass, as one (or, for large
+//! requests, a few) forward passes.
+//!
+//! Inputs longer than [`MAX_INPUT_TOKENS`] are truncated, not refused; the response's usage counts
+//! the tokens the model actually read. The output is one chunk: the whole OpenAI embeddings
+//! response.
+//!
+//! - `request`: the OpenAI request (`input`, `encoding_format`, `dimensions`) and the response.
+//! - `model`: tokenizer, BERT forward pass, mean pooling and L2 normalisation.
+
+mod model;
+mod request;
+
+use std::panic::AssertUnwindSafe;
+use std::path::Path;
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+use serde_json::Value;
+use stacknet_protocol::contract::{Usage, Workload};
+use stacknet_protocol::paperwork::BackendInfo;
+use stacknet_protocol::values::Sha256Digest;
+use stacknet_protocol::wire::ModelOffer;
+use tokio::sync::{mpsc, oneshot};
+
+pub use model::{Embedded, MAX_BATCH_POSITIONS, MAX_INPUT_TOKENS};
+pub use request::{response_body, EmbeddingRequest, EncodingFormat, MAX_INPUTS};
+
+use super::{Backend, BackendError, BackendOutcome, BackendTask};
+use crate::models::{ModelSpec, ModelStore};
+use model::Encoder;
+
+/// The backend id in Hello and paperwork.
+pub const BACKEND_ID: &str = "candle";
+/// The candle release this backend runs, as paperwork records it. The workspace pins candle to
+/// exactly this version (a unit test checks `Cargo.lock` agrees), because a validator re-running a
+/// task must run the same numerics.
+pub const CANDLE_VERSION: &str = "0.11.1";
+/// The file whose SHA-256 identifies the model in offers and paperwork.
+pub const WEIGHTS_FILE: &str = "model.safetensors";
+/// Requests that may wait for the worker; a task beyond this is refused as [`BackendError::Busy`].
+pub const QUEUE_CAPACITY: usize = 64;
+
+/// An embeddings model served from this machine's CPU. Cheap to clone; the worker thread stops
+/// once every clone has been dropped and the queue has drained.
+#[derive(Clone, Debug)]
+pub struct CandleEmbeddings {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    model_name: String,
+    model_sha256: Sha256Digest,
+    dimensions: usize,
+    threads: usize,
+    jobs: mpsc::Sender<Job>,
+}
+
+/// One request for the worker: the texts, and where the vectors go.
+struct Job {
+    inputs: Vec<String>,
+    reply: oneshot::Sender<Result<Embedded, BackendError>>,
+}
+
+impl CandleEmbeddings {
+    /// Loads the model in `dir` (`config.json`, `model.safetensors`, `tokenizer.json`) to serve as
+    /// `model_name`, and starts its worker. `model_sha256` is the pinned hash of the weights (the
+    /// store verified the file against it). Inference uses at most `threads` threads (at least 1);
+    /// give it the cores left over by other backends. Blocking (reads 90 MB): call it from
+    /// `spawn_blocking` in async code.
+    pub fn load(
+        dir: &Path,
+        model_name: &str,
+        model_sha256: Sha256Digest,
+        threads: usize,
+    ) -> Result<Self, BackendError> {
+        let encoder = Encoder::load(dir, threads)?;
+        let dimensions = encoder.dimensions();
+        let threads = encoder.threads();
+        let (jobs, queue) = mpsc::channel(QUEUE_CAPACITY);
+        std::thread::Builder::new()
+            .name("stacknet-embed".to_owned())
+            .spawn(move || serve(encoder, queue))
+            .map_err(|e| BackendError::Setup(format!("cannot start the embeddings worker: {e}")))?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                model_name: model_name.to_owned(),
+                model_sha256,
+                dimensions,
+                threads,
+                jobs,
+            }),
+        })
+    }
+
+    /// Loads a catalog model that `store` holds, verified, named and pinned as the catalog says.
+    pub fn from_store(store: &ModelStore, spec: &ModelSpec, threads: usize) -> Result<Self, BackendError> {
+        let dir = store.path_of(spec).ok_or_else(|| {
+            BackendError::Setup(format!(
+                "model {} is not in {} (run `stacknet models pull {}`)",
+                spec.name,
+                store.dir().display(),
+                spec.name
+            ))
+        })?;
+        Self::load(&dir, &spec.name, weights_sha256(spec)?, threads)
+    }
+
+    /// The length of every vector (384 for all-MiniLM-L6-v2).
+    pub fn dimensions(&self) -> usize {
+        self.inner.dimensions
+    }
+
+    /// The most threads inference runs on.
+    pub fn threads(&self) -> usize {
+        self.inner.threads
+    }
+}
+
+/// The pinned SHA-256 of a model's [`WEIGHTS_FILE`], from its catalog entry.
+pub fn weights_sha256(spec: &ModelSpec) -> Result<Sha256Digest, BackendError> {
+    let file = spec
+        .files
+        .iter()
+        .find(|f| f.path == WEIGHTS_FILE)
+        .ok_or_else(|| BackendError::Setup(format!("model {} has no {WEIGHTS_FILE}", spec.name)))?;
+    file.sha256
+        .parse()
+        .map_err(|_| BackendError::Setup(format!("model {}: bad pinned sha256", spec.name)))
+}
+
+/// The worker loop: one request at a time until every sender is gone.
+fn serve(encoder: Encoder, mut queue: mpsc::Receiver<Job>) {
+    while let Some(job) = queue.blocking_recv() {
+        // The task was abandoned while it waited: spare the forward pass.
+        if job.reply.is_closed() {
+            continue;
+        }
+        // A panic inside candle or the tokenizer must fail this request, not kill the worker and
+        // with it every later request.
+        let result = std::panic::catch_unwind(AssertUnwindSafe(|| encoder.embed(&job.inputs)))
+            .unwrap_or_else(|_| Err(BackendError::Setup("the embedding model panicked".to_owned())));
+        // The task may have gone away meanwhile; nobody is left to tell.
+        let _ = job.reply.send(result);
+    }
+}
+
+impl Backend for CandleEmbeddings {
+    fn models(&self) -> Vec<ModelOffer> {
+        vec![ModelOffer {
+            name: self.inner.model_name.clone(),
+            workloads: vec![Workload::Embedding],
+            backend: BACKEND_ID.to_owned(),
+            model_sha256: Some(self.inner.model_sha256),
+        }]
+    }
+
+    fn execute(
+        &self,
+        task: BackendTask,
+        chunks: mpsc::Sender<Value>,
+    ) -> BoxFuture<'static, Result<BackendOutcome, BackendError>> {
+        let inner = Arc::clone(&self.inner);
+        Box::pin(async move { inner.run(task, chunks).await })
+    }
+}
+
+impl Inner {
+    async fn run(
+        &self,
+        task: BackendTask,
+        chunks: mpsc::Sender<Value>,
+    ) -> Result<BackendOutcome, BackendError> {
+        if task.workload != Workload::Embedding || task.model != self.model_name {
+            return Err(BackendError::Unsupported {
+                model: task.model,
+                workload: task.workload,
+            });
+        }
+        let request = EmbeddingRequest::parse(&task.request, self.dimensions)?;
+        let (reply, answer) = oneshot::channel();
+        let job = Job {
+            inputs: request.inputs,
+            reply,
+        };
+        let stopped = || BackendError::Setup("the embeddings worker has stopped".to_owned());
+        // A full queue means this node is already [`QUEUE_CAPACITY`] requests behind: failing fast
+        // lets the hub place the task on a node that can start it now.
+        self.jobs.try_send(job).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => BackendError::Busy,
+            mpsc::error::TrySendError::Closed(_) => stopped(),
+        })?;
+        let embedded = answer.await.map_err(|_| stopped())??;
+        let body = response_body(&task.model, &embedded.vectors, request.encoding, embedded.tokens);
+        chunks.send(body).await.map_err(|_| BackendError::Abandoned)?;
+        Ok(BackendOutcome {
+            usage: Some(Usage {
+                input_tokens: embedded.tokens,
+                output_tokens: 0,
+                units: 0,
+            }),
+            info: BackendInfo {
+                id: BACKEND_ID.to_owned(),
+                version: CANDLE_VERSION.to_owned(),
+                model: task.model,
+                model_sha256: Some(self.model_sha256),
+            },
+            warm: true,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Paperwork names [`CANDLE_VERSION`]; it must be the candle that is actually linked.
+    #[test]
+    fn candle_version_matches_the_lock_file() {
+        let lock = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../Cargo.lock")).unwrap();
+        let entry = format!("name = \"candle-core\"\nversion = \"{CANDLE_VERSION}\"\n");
+        assert!(
+            lock.contains(&entry),
+            "Cargo.lock does not lock candle-core {CANDLE_VERSION}"
+        );
+    }
+
+    #[test]
+    fn the_catalog_pins_the_weights() {
+        let spec = crate::models::find("all-minilm-l6-v2").unwrap();
+        assert_eq!(
+            weights_sha256(spec).unwrap().to_hex(),
+            "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
+        );
+    }
+
+    #[test]
+    fn a_missing_model_is_a_setup_error_that_says_what_to_do() {
+        let dir = std::env::temp_dir().join("stacknet-embed-no-such-store");
+        let spec = crate::models::find("all-minilm-l6-v2").unwrap();
+        let err = CandleEmbeddings::from_store(&ModelStore::new(&dir), spec, 1).unwrap_err();
+        assert!(
+            matches!(&err, BackendError::Setup(m) if m.contains("stacknet models pull all-minilm-l6-v2"))
+        );
+    }
+}

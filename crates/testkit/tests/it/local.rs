@@ -1,0 +1,170 @@
+//! The built-in llama.cpp backend with the real SmolLM2 model, through a hub and a node.
+//! The model comes from STACKNET_MODELS_DIR (scripts/test.sh pulls it there once); without it these
+//! tests say they are skipped.
+
+use std::sync::{Arc, OnceLock};
+
+use serde_json::{json, Value};
+use stacknet_node::backend::llama::{LlamaChat, LlamaConfig};
+use stacknet_node::models::{self, ModelStore};
+use stacknet_protocol::paperwork::Paperwork;
+use stacknet_protocol::Signed;
+use stacknet_testkit::mock_upstream::Script;
+use stacknet_testkit::network::TestNetwork;
+
+use crate::hub::{post_chat, sse_events};
+
+const MODEL: &str = "smollm2-135m-instruct";
+
+fn model_config(context_tokens: u32) -> Option<LlamaConfig> {
+    let Some(dir) = std::env::var_os("STACKNET_MODELS_DIR") else {
+        eprintln!("skipped: STACKNET_MODELS_DIR is not set (scripts/test.sh pulls the models and sets it)");
+        return None;
+    };
+    let spec = models::find(MODEL).unwrap();
+    let path = ModelStore::new(dir)
+        .path_of(spec)
+        .expect("the model is pulled into STACKNET_MODELS_DIR");
+    let sha = spec.files[0].sha256.parse().unwrap();
+    let mut config = LlamaConfig::new(MODEL, path, sha);
+    config.context_tokens = context_tokens;
+    Some(config)
+}
+
+/// One loaded model for the whole test binary: loading takes time and memory.
+fn shared_model() -> Option<Arc<LlamaChat>> {
+    static MODEL_BACKEND: OnceLock<Option<Arc<LlamaChat>>> = OnceLock::new();
+    MODEL_BACKEND
+        .get_or_init(|| model_config(512).map(|c| Arc::new(LlamaChat::load(c).unwrap())))
+        .clone()
+}
+
+async fn network() -> Option<TestNetwork> {
+    let backend = shared_model()?;
+    let mut net = TestNetwork::start_without_nodes(Script::echo(), |_| {}).await;
+    net.add_backend_node(backend).await;
+    Some(net)
+}
+
+fn question(extra: Value) -> Value {
+    let mut body = json!({
+        "model": MODEL, "temperature": 0,
+        "messages": [{"role": "user", "content": "What is the capital of France?"}],
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        body[k] = v.clone();
+    }
+    body
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_real_model_answers_paris_deterministically_streamed_or_not() {
+    let Some(net) = network().await else { return };
+    let first: Value = post_chat(&net, &question(json!({}))).await.json().await.unwrap();
+    let text = first["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(text.contains("Paris"), "{text}");
+    assert_eq!(first["choices"][0]["finish_reason"], "stop");
+    let second: Value = post_chat(&net, &question(json!({}))).await.json().await.unwrap();
+    assert_eq!(
+        second["choices"][0]["message"]["content"],
+        text.as_str(),
+        "greedy decoding is byte-identical"
+    );
+    let usage = &first["usage"];
+    assert!(usage["prompt_tokens"].as_u64().unwrap() > 5);
+    assert!(usage["completion_tokens"].as_u64().unwrap() > 0);
+
+    let events = sse_events(
+        &post_chat(&net, &question(json!({"stream": true})))
+            .await
+            .text()
+            .await
+            .unwrap(),
+    );
+    let streamed: String = events
+        .iter()
+        .filter_map(|c| {
+            c.get("choices")?.get(0)?["delta"]["content"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect();
+    assert_eq!(streamed, text);
+
+    net.hub.hub.state.writer.flush().await;
+    let wallet: Vec<Signed<Paperwork>> = net.nodes[0].node.wallet().list().await.unwrap();
+    let backend = &wallet[0].body.backend;
+    assert_eq!(
+        (backend.id.as_str(), backend.version.as_str()),
+        ("llama.cpp", "0.1.160")
+    );
+    assert_eq!(
+        backend.model_sha256.unwrap().to_hex(),
+        models::find(MODEL).unwrap().files[0].sha256
+    );
+    assert_eq!(
+        wallet[0].body.usage.output_tokens,
+        usage["completion_tokens"].as_u64().unwrap()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn max_tokens_stop_sequences_and_completions_behave_as_openai_says() {
+    let Some(net) = network().await else { return };
+    let short: Value = post_chat(&net, &question(json!({"max_tokens": 2})))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(short["choices"][0]["finish_reason"], "length");
+    assert_eq!(short["usage"]["completion_tokens"], 2);
+
+    let stopped: Value = post_chat(&net, &question(json!({"stop": ["Paris"]})))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let text = stopped["choices"][0]["message"]["content"].as_str().unwrap();
+    assert!(!text.contains("Paris"), "{text}");
+    assert_eq!(stopped["choices"][0]["finish_reason"], "stop");
+
+    let resp = crate::hub::client()
+        .post(format!("{}/completions", net.base_url()))
+        .bearer_auth(&net.api_key)
+        .json(
+            &json!({"model": MODEL, "prompt": "The capital of France is", "max_tokens": 8, "temperature": 0}),
+        )
+        .send()
+        .await
+        .unwrap();
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["object"], "text_completion");
+    assert!(!v["choices"][0]["text"].as_str().unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_prompt_longer_than_the_context_is_a_clear_400() {
+    let Some(config) = model_config(64) else { return };
+    let mut config = config;
+    config.model_name = "smollm2-tiny-context".into();
+    let backend = Arc::new(LlamaChat::load(config).unwrap());
+    let mut net = TestNetwork::start_without_nodes(Script::echo(), |_| {}).await;
+    net.add_backend_node(backend).await;
+    let long = "Tell me about Paris. ".repeat(40);
+    let body = json!({"model": "smollm2-tiny-context", "messages": [{"role": "user", "content": long}]});
+    let resp = post_chat(&net, &body).await;
+    assert_eq!(resp.status(), 400);
+    let v: Value = resp.json().await.unwrap();
+    let message = v["error"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("context_length_exceeded: the prompt is "),
+        "{message}"
+    );
+    assert!(
+        message.contains("this model's context holds 64 tokens"),
+        "{message}"
+    );
+}
