@@ -7,6 +7,7 @@
 //! `"stream_options": {"include_usage": true}` (for exact token counts in paperwork), and each SSE
 //! event is forwarded the moment it is parsed.
 
+use super::error_chain;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -331,18 +332,6 @@ fn error_message(error: &Value) -> String {
             .map(str::to_owned)
             .unwrap_or_else(|| other.to_string()),
     }
-}
-
-/// An error with its causes, since reqwest's own message rarely says what went wrong.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        out.push_str(": ");
-        out.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    out
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 //! fails may owe it to a bad prefix, so it is downloaded once more from scratch before the mismatch
 //! is reported.
 
+use crate::backend::error_chain;
 use std::path::Path;
 use std::time::Duration;
 
@@ -267,18 +268,6 @@ pub(crate) fn redact_url(url: &str) -> String {
         }
         _ => url.to_owned(),
     }
-}
-
-/// reqwest's top-level message ("error decoding response body") hides the cause; spell it out.
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        out.push_str(": ");
-        out.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    out
 }
 
 /// The SHA-256 state and length of a file's current contents, read off the runtime's threads.

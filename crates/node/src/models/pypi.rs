@@ -6,8 +6,9 @@ use futures_util::StreamExt;
 use reqwest::header::ACCEPT;
 use reqwest::Url;
 
-use super::fetch::{error_chain, redact_url};
+use super::fetch::redact_url;
 use super::PullError;
+use crate::backend::error_chain;
 
 /// The public index, as pip spells it.
 pub const DEFAULT_INDEX_URL: &str = "https://pypi.org/simple";
