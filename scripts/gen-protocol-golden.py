@@ -10,7 +10,7 @@ import pathlib
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "PROTOCOL.md"
 BEGIN, END = "<!-- golden:begin -->", "<!-- golden:end -->"
-NAMES = ["contract", "fingerprint", "paperwork", "attestation", "telemetry", "filing", "hello"]
+NAMES = ["contract", "fingerprint", "paperwork", "attestation", "telemetry", "filing", "hello", "node-request"]
 
 parts = []
 for name in NAMES:

@@ -14,7 +14,8 @@ apt_install() {
 command -v g++ >/dev/null 2>&1 || apt_install g++
 # llama.cpp (built by llama-cpp-sys-2) needs cmake, and its bindings need libclang.
 command -v cmake >/dev/null 2>&1 || apt_install cmake
-ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || apt_install libclang-dev
+# (libclang-cpp alone, which other packages pull in, is not enough: bindgen loads libclang.so.)
+dpkg -s libclang-dev >/dev/null 2>&1 || apt_install libclang-dev
 python3 -c "import venv, ensurepip" >/dev/null 2>&1 || apt_install python3-venv
 
 # The official OpenAI Python SDK, which a test drives against `stacknet up` to prove compatibility.

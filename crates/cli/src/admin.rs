@@ -1,4 +1,4 @@
-//! `stacknet admin`: Stacks and API keys, through the hub's admin API.
+//! `stacknet admin`: Stacks, API keys, top-ups and prices, through the hub's admin API.
 
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
@@ -52,5 +52,26 @@ impl AdminClient {
     pub async fn create_key(&self, stack: &str) -> Result<Value> {
         self.call(reqwest::Method::POST, &format!("/stacks/{stack}/keys"), None)
             .await
+    }
+
+    /// Credits a Stack's balance (`stack`), or the treasury (`None`); `id` makes it idempotent.
+    pub async fn topup(&self, stack: Option<&str>, amount: &str, id: Option<&str>) -> Result<Value> {
+        let path = match stack {
+            Some(stack) => format!("/stacks/{stack}/topup"),
+            None => "/treasury/topup".to_owned(),
+        };
+        let mut body = json!({"amount": amount});
+        if let Some(id) = id {
+            body["id"] = json!(id);
+        }
+        self.call(reqwest::Method::POST, &path, Some(body)).await
+    }
+
+    pub async fn set_price(&self, price: Value) -> Result<Value> {
+        self.call(reqwest::Method::POST, "/prices", Some(price)).await
+    }
+
+    pub async fn prices(&self) -> Result<Value> {
+        self.call(reqwest::Method::GET, "/prices", None).await
     }
 }

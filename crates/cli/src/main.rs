@@ -5,6 +5,7 @@ mod admin;
 mod bench;
 mod keystore;
 mod models;
+mod paperwork;
 mod serve;
 mod verify;
 
@@ -43,12 +44,10 @@ enum Command {
     Admin(AdminArgs),
     /// The catalog of pinned real models: list, pull (verified, resumable), rm.
     Models(models::ModelsArgs),
-    /// Measure the hub + node path against calling the upstream directly, side by side.
-    Bench {
-        /// Requests per closed-loop measurement.
-        #[arg(long, default_value_t = 2000)]
-        requests: usize,
-    },
+    /// Measure the hub + node path against its baseline: a mock upstream (`core`) or the built-in models.
+    Bench(bench::BenchArgs),
+    /// Your Node Key's paperwork and earnings: list the wallet, file with the hub, statement, redeem.
+    Paperwork(paperwork::PaperworkArgs),
     /// Check a response's fingerprint and attribution, or a paperwork, offline.
     Verify {
         /// A JSON response, an SSE transcript, or a paperwork; `-` or nothing for stdin.
@@ -56,6 +55,12 @@ enum Command {
         /// Require paperwork contracts to be signed by this hub key (hex).
         #[arg(long)]
         hub_key: Option<String>,
+        /// For a paperwork: its inclusion proof (JSON from /stacknet/v1/log/proof/inclusion).
+        #[arg(long, requires = "checkpoint")]
+        inclusion: Option<PathBuf>,
+        /// The signed checkpoint the proof is checked against (JSON from /stacknet/v1/log/checkpoint, or its note).
+        #[arg(long, requires = "inclusion")]
+        checkpoint: Option<PathBuf>,
     },
 }
 
@@ -97,6 +102,34 @@ enum AdminCommand {
     Stacks,
     /// Create an API key for a Stack; it is shown once.
     CreateKey { stack: String },
+    /// Credit a Stack's balance (or, with --treasury, the protocol treasury) in micro-credits.
+    Topup {
+        /// The Stack (stk_...); leave out with --treasury.
+        stack: Option<String>,
+        /// Micro-credits (1 credit = 1000000).
+        #[arg(long)]
+        amount: String,
+        /// Idempotency id: the same id is credited once.
+        #[arg(long)]
+        id: Option<String>,
+        /// Fund the protocol treasury, which pays warm-pool bonuses.
+        #[arg(long, conflicts_with = "stack")]
+        treasury: bool,
+    },
+    /// Set a model's price (micro-credits per million tokens, or per request).
+    SetPrice {
+        model: String,
+        #[arg(long, default_value = "0")]
+        input_per_mtok: String,
+        #[arg(long, default_value = "0")]
+        output_per_mtok: String,
+        #[arg(long, default_value = "0")]
+        per_request: String,
+        #[arg(long, default_value = "0")]
+        per_unit: String,
+    },
+    /// List model prices.
+    Prices,
 }
 
 fn main() -> ExitCode {
@@ -129,11 +162,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Hub(args) => runtime()?.block_on(serve::hub(args))?,
         Command::Node(args) => runtime()?.block_on(serve::node(args))?,
         Command::Key(cmd) => key(cmd)?,
-        Command::Bench { requests } => runtime()?.block_on(bench::run(requests))?,
+        Command::Bench(args) => runtime()?.block_on(bench::run(args))?,
         Command::Admin(args) => runtime()?.block_on(admin(args))?,
+        Command::Paperwork(args) => runtime()?.block_on(paperwork::run(args))?,
         Command::Models(args) => runtime()?.block_on(models::run(args, keystore::default_data_dir()))?,
-        Command::Verify { file, hub_key } => {
-            return match verify::verify(file, hub_key.as_deref()) {
+        Command::Verify {
+            file,
+            hub_key,
+            inclusion,
+            checkpoint,
+        } => {
+            let proof = verify::LogProof { inclusion, checkpoint };
+            return match verify::verify(file, hub_key.as_deref(), &proof) {
                 Ok(verdict) => {
                     println!("{verdict}");
                     Ok(ExitCode::SUCCESS)
@@ -199,6 +239,31 @@ async fn admin(args: AdminArgs) -> anyhow::Result<()> {
         AdminCommand::CreateStack { name } => client.create_stack(&name).await?,
         AdminCommand::Stacks => client.list_stacks().await?,
         AdminCommand::CreateKey { stack } => client.create_key(&stack).await?,
+        AdminCommand::Topup {
+            stack,
+            amount,
+            id,
+            treasury,
+        } => {
+            if stack.is_none() && !treasury {
+                anyhow::bail!("name a Stack (stk_...) or pass --treasury");
+            }
+            client.topup(stack.as_deref(), &amount, id.as_deref()).await?
+        }
+        AdminCommand::SetPrice {
+            model,
+            input_per_mtok,
+            output_per_mtok,
+            per_request,
+            per_unit,
+        } => {
+            let price = serde_json::json!({
+                "model": model, "input_per_mtok": input_per_mtok, "output_per_mtok": output_per_mtok,
+                "per_request": per_request, "per_unit": per_unit,
+            });
+            client.set_price(price).await?
+        }
+        AdminCommand::Prices => client.prices().await?,
     };
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())

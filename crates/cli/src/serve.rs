@@ -33,6 +33,42 @@ pub struct HubArgs {
     /// Time a request may take in all, in milliseconds; then 504.
     #[arg(long, env = "STACKNET_REQUEST_TIMEOUT_MS", default_value_t = stacknet_hub::DEFAULT_REQUEST_TIMEOUT_MS)]
     pub request_timeout_ms: u64,
+    #[command(flatten)]
+    pub money: MoneyArgs,
+}
+
+/// The hub's database and money settings (shared by `stacknet hub` and `stacknet up`).
+#[derive(Args, Debug, Clone)]
+pub struct MoneyArgs {
+    /// Where the registry, the paperwork log and the ledger live: sqlite://PATH or
+    /// postgres://USER@HOST:PORT/DB[?schema=NAME] [default: sqlite://<data-dir>/hub.db]
+    #[arg(long, env = "STACKNET_DATABASE", hide_env_values = true)]
+    pub database: Option<String>,
+    /// Time after a task's acceptance before its paperwork may be filed, in milliseconds.
+    #[arg(long, env = "STACKNET_CHALLENGE_WINDOW_MS", default_value_t = stacknet_hub::DEFAULT_CHALLENGE_WINDOW_MS)]
+    pub challenge_window_ms: u64,
+    /// How long after a request's time-out its escrow hold expires if nothing released it (after a
+    /// crash), in milliseconds.
+    #[arg(long, env = "STACKNET_HOLD_GRACE_MS", default_value_t = stacknet_hub::money::DEFAULT_HOLD_GRACE_MS)]
+    pub hold_grace_ms: u64,
+    /// Output tokens assumed for a request without max_tokens when its maximum cost is held.
+    #[arg(long, env = "STACKNET_DEFAULT_MAX_OUTPUT_TOKENS", default_value_t = stacknet_hub::DEFAULT_MAX_OUTPUT_TOKENS)]
+    pub default_max_output_tokens: u64,
+    /// HMAC secret of the payment provider's top-up webhook (POST /stacknet/v1/webhooks/payments).
+    #[arg(long, env = "STACKNET_PAYMENTS_WEBHOOK_SECRET", hide_env_values = true)]
+    pub payments_webhook_secret: Option<String>,
+    /// The payout rail: URL that receives HMAC-signed payout requests.
+    #[arg(long, env = "STACKNET_PAYOUT_WEBHOOK_URL")]
+    pub payout_webhook_url: Option<String>,
+    /// HMAC secret shared with the payout endpoint (signs requests and its confirmations).
+    #[arg(long, env = "STACKNET_PAYOUT_WEBHOOK_SECRET", hide_env_values = true)]
+    pub payout_webhook_secret: Option<String>,
+    /// Delivery attempts of a payout webhook before the payout fails and its money returns.
+    #[arg(long, env = "STACKNET_PAYOUT_MAX_ATTEMPTS", default_value_t = 6)]
+    pub payout_max_attempts: u32,
+    /// Wait before the second delivery attempt, in milliseconds; doubled each time.
+    #[arg(long, env = "STACKNET_PAYOUT_BACKOFF_MS", default_value_t = 1_000)]
+    pub payout_backoff_ms: u64,
 }
 
 impl HubArgs {
@@ -45,6 +81,21 @@ impl HubArgs {
         config.max_body_bytes = self.max_body_bytes;
         config.max_concurrent_requests = self.max_concurrent_requests;
         config.request_timeout_ms = self.request_timeout_ms;
+        config.database = self.money.database.clone();
+        config.challenge_window_ms = self.money.challenge_window_ms;
+        config.hold_grace_ms = self.money.hold_grace_ms;
+        config.default_max_output_tokens = self.money.default_max_output_tokens;
+        config.payments_webhook_secret = self.money.payments_webhook_secret.clone();
+        config.payout_rail = match (&self.money.payout_webhook_url, &self.money.payout_webhook_secret) {
+            (Some(url), Some(secret)) => Some(stacknet_hub::PayoutRail {
+                url: url.clone(),
+                secret: secret.clone(),
+                max_attempts: self.money.payout_max_attempts.max(1),
+                first_backoff_ms: self.money.payout_backoff_ms,
+            }),
+            (None, None) => None,
+            _ => anyhow::bail!("--payout-webhook-url and --payout-webhook-secret go together"),
+        };
         Ok(config)
     }
 }
@@ -211,7 +262,7 @@ pub async fn hub(args: HubArgs) -> Result<()> {
         .data_dir
         .clone()
         .unwrap_or_else(|| default_data_dir().join("hub"));
-    let hub = Hub::open(args.config(data_dir.clone())?)?;
+    let hub = Hub::open(args.config(data_dir.clone())?).await?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -241,6 +292,8 @@ pub struct UpArgs {
     pub data_dir: Option<PathBuf>,
     #[command(flatten)]
     pub upstream: UpstreamArgs,
+    #[command(flatten)]
+    pub money: MoneyArgs,
 }
 
 /// A whole network in one process: a hub and one node on SQLite, with a Stack and an API key. The
@@ -254,9 +307,10 @@ pub async fn up(args: UpArgs) -> Result<()> {
         max_body_bytes: stacknet_hub::DEFAULT_MAX_BODY_BYTES,
         max_concurrent_requests: stacknet_hub::DEFAULT_MAX_CONCURRENT_REQUESTS,
         request_timeout_ms: stacknet_hub::DEFAULT_REQUEST_TIMEOUT_MS,
+        money: args.money.clone(),
     };
     let backend = up_backend(&args, &data_dir).await?;
-    let hub = Hub::open(hub_args.config(data_dir.join("hub"))?)?;
+    let hub = Hub::open(hub_args.config(data_dir.join("hub"))?).await?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -360,9 +414,7 @@ async fn first_start_key(hub: &Hub, data_dir: &Path) -> Result<String> {
         name: "default".to_owned(),
         created_at: Timestamp::now(),
     };
-    let store = hub.state.store.clone();
-    let rec = stack.clone();
-    tokio::task::spawn_blocking(move || store.create_stack(&rec)).await??;
+    hub.state.store.create_stack(stack.clone()).await?;
     let (key, _) = stacknet_hub::admin::issue_key(&hub.state, stack.id)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;

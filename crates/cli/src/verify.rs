@@ -1,8 +1,9 @@
 //! `stacknet verify`: offline checks of what the network hands out.
 //!
 //! Accepts a chat/completion response (JSON), a streamed response (the SSE text, whose last data
-//! chunk carries the fingerprint), or a paperwork (signed JSON). Nothing is fetched: every check
-//! uses only the document and, optionally, the hub key you trust.
+//! chunk carries the fingerprint), or a paperwork (signed JSON), and for a paperwork, its inclusion
+//! proof against a signed checkpoint of the hub's log. Nothing is fetched: every check uses only the
+//! files given and, optionally, the hub key you trust.
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -11,13 +12,32 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value;
 use stacknet_protocol::fingerprint::Attribution;
 use stacknet_protocol::paperwork::{check_paperwork, Paperwork};
+use stacknet_hub::log::{log_origin, paperwork_leaf, verify_inclusion_response};
 use stacknet_protocol::{FingerprintId, PublicKey, Signed};
 
 /// The largest document read: responses with long answers are still far below this.
 pub const MAX_VERIFY_INPUT_BYTES: u64 = 64 * 1024 * 1024;
 
+/// A paperwork's inclusion proof (`GET /stacknet/v1/log/proof/inclusion`) and the checkpoint
+/// (`GET /stacknet/v1/log/checkpoint`, or its signed note alone) it is checked against.
+#[derive(Debug, Clone, Default)]
+pub struct LogProof {
+    pub inclusion: Option<PathBuf>,
+    pub checkpoint: Option<PathBuf>,
+}
+
+fn read_small(path: &std::path::Path) -> Result<String> {
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .with_context(|| format!("cannot read {}", path.display()))?
+        .take(MAX_VERIFY_INPUT_BYTES)
+        .read_to_string(&mut text)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(text)
+}
+
 /// Returns the one-line verdict for a valid document; an error says why it is not.
-pub fn verify(input: Option<PathBuf>, hub_key: Option<&str>) -> Result<String> {
+pub fn verify(input: Option<PathBuf>, hub_key: Option<&str>, proof: &LogProof) -> Result<String> {
     let mut text = String::new();
     match input.as_deref() {
         None => std::io::stdin()
@@ -42,7 +62,7 @@ pub fn verify(input: Option<PathBuf>, hub_key: Option<&str>) -> Result<String> {
     if doc.get("attribution").is_some() {
         verify_response(&doc)
     } else if doc.get("contract").is_some() && doc.get("node_key").is_some() {
-        verify_paperwork(&doc, hub_key)
+        verify_paperwork(&doc, hub_key, proof)
     } else {
         bail!("not a response with a fingerprint and attribution, nor a paperwork")
     }
@@ -85,7 +105,7 @@ fn verify_response(doc: &Value) -> Result<String> {
     ))
 }
 
-fn verify_paperwork(doc: &Value, hub_key: Option<PublicKey>) -> Result<String> {
+fn verify_paperwork(doc: &Value, hub_key: Option<PublicKey>, proof: &LogProof) -> Result<String> {
     let pw: Signed<Paperwork> = serde_json::from_value(doc.clone()).map_err(|e| anyhow!("paperwork: {e}"))?;
     let hub = hub_key.unwrap_or(pw.body.contract.body.hub);
     let id = check_paperwork(&pw, &hub).map_err(|e| anyhow!("{e}"))?.id;
@@ -94,8 +114,32 @@ fn verify_paperwork(doc: &Value, hub_key: Option<PublicKey>) -> Result<String> {
     } else {
         "the hub key it names (pass --hub-key to pin one)"
     };
+    let included = match (&proof.inclusion, &proof.checkpoint) {
+        (None, None) => String::new(),
+        (Some(inclusion), Some(checkpoint)) => {
+            let leaf = paperwork_leaf(&pw).map_err(|e| anyhow!("{e}"))?;
+            let response: Value = serde_json::from_str(&read_small(inclusion)?)
+                .map_err(|e| anyhow!("{}: {e}", inclusion.display()))?;
+            let text = read_small(checkpoint)?;
+            // The endpoint's JSON, or the signed note on its own.
+            let note = match serde_json::from_str::<Value>(&text) {
+                Ok(v) => v["note"]
+                    .as_str()
+                    .ok_or_else(|| anyhow!("{}: no \"note\"", checkpoint.display()))?
+                    .to_owned(),
+                Err(_) => text,
+            };
+            let v = verify_inclusion_response(&leaf, &response, &note, &log_origin(&hub), &hub)
+                .map_err(|e| anyhow!("inclusion proof: {e}"))?;
+            format!(
+                "; in the hub's paperwork log at index {} of the signed checkpoint of size {}",
+                v.leaf_index, v.checkpoint.size
+            )
+        }
+        _ => bail!("--inclusion and --checkpoint go together"),
+    };
     Ok(format!(
-        "valid: paperwork {id} by node {} for contract {}, {} in / {} out tokens, contract signed by {trust}",
+        "valid: paperwork {id} by node {} for contract {}, {} in / {} out tokens, contract signed by {trust}{included}",
         pw.body.contract.body.node_key,
         pw.body.contract.body.id,
         pw.body.usage.input_tokens,

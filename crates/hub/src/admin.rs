@@ -1,15 +1,18 @@
-//! The admin API (`/stacknet/v1/admin/...`, admin token as bearer): Stacks and their API keys.
+//! The admin API (`/stacknet/v1/admin/...`, admin token as bearer): Stacks and their API keys,
+//! model prices, top-ups.
 
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use stacknet_protocol::{StackId, Timestamp};
+use stacknet_ledger::{AccountId, LedgerError, Reason, Transfer, TransferId};
+use stacknet_protocol::contract::PriceTerms;
+use stacknet_protocol::{Amount, StackId, Timestamp};
 
 use crate::auth::{self, bearer, hash_key};
 use crate::error::ApiError;
-use crate::store::{ApiKeyRecord, StackRecord};
+use crate::store::{ApiKeyRecord, ModelPrice, StackRecord};
 use crate::AppState;
 
 /// The longest Stack name.
@@ -47,9 +50,7 @@ pub async fn create_stack(
         name,
         created_at: Timestamp::now(),
     };
-    let store = state.store.clone();
-    let rec = stack.clone();
-    blocking(move || store.create_stack(&rec)).await?;
+    state.store.create_stack(stack.clone()).await.map_err(internal)?;
     Ok(Json(
         json!({"id": stack.id, "name": stack.name, "created_at": stack.created_at}),
     ))
@@ -57,8 +58,7 @@ pub async fn create_stack(
 
 pub async fn list_stacks(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
     check_admin(&state, &headers)?;
-    let store = state.store.clone();
-    let stacks = blocking(move || store.stacks()).await?;
+    let stacks = state.store.stacks().await.map_err(internal)?;
     let data: Vec<Value> = stacks
         .iter()
         .map(|s| json!({"id": s.id, "name": s.name, "created_at": s.created_at}))
@@ -84,14 +84,7 @@ pub async fn create_key(
 
 /// Creates and stores a key, and makes it usable at once.
 pub async fn issue_key(state: &AppState, stack: StackId) -> Result<(String, ApiKeyRecord), ApiError> {
-    let store = state.store.clone();
-    let known = blocking(move || store.stacks())
-        .await?
-        .iter()
-        .any(|s| s.id == stack);
-    if !known {
-        return Err(ApiError::NotFound(format!("stack {stack}")));
-    }
+    known_stack(state, stack).await?;
     let key = auth::new_api_key();
     let record = ApiKeyRecord {
         hash: hash_key(&key),
@@ -99,19 +92,178 @@ pub async fn issue_key(state: &AppState, stack: StackId) -> Result<(String, ApiK
         stack,
         created_at: Timestamp::now(),
     };
-    let store = state.store.clone();
-    let rec = record.clone();
-    blocking(move || store.create_api_key(&rec)).await?;
+    state.store.create_api_key(record.clone()).await.map_err(internal)?;
     state.api_keys.insert(record.hash, stack);
     Ok((key, record))
 }
 
-/// Runs a store call off the async threads.
-pub async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, crate::store::StoreError> + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
+pub(crate) fn internal(e: impl std::fmt::Display) -> ApiError {
+    ApiError::Internal(e.to_string())
+}
+
+async fn known_stack(state: &AppState, stack: StackId) -> Result<(), ApiError> {
+    let known = state
+        .store
+        .stacks()
         .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?
-        .map_err(|e| ApiError::Internal(e.to_string()))
+        .map_err(internal)?
+        .iter()
+        .any(|s| s.id == stack);
+    if known {
+        Ok(())
+    } else {
+        Err(ApiError::NotFound(format!("stack {stack}")))
+    }
+}
+
+fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::MalformedJson(e.to_string()))
+}
+
+/// A top-up as the admin API takes it. `id` makes it idempotent: the same id with the same amount
+/// is applied once; with another amount it is refused. Without one, each call is a new top-up.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopUp {
+    pub amount: Amount,
+    #[serde(default)]
+    pub id: Option<String>,
+}
+
+/// `POST /stacknet/v1/admin/stacks/{id}/topup`: credits a Stack's balance from `external:topup`.
+pub async fn topup(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(stack): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    check_admin(&state, &headers)?;
+    let stack: StackId = stack
+        .parse()
+        .map_err(|e: stacknet_protocol::IdError| ApiError::invalid("stack", e.to_string()))?;
+    let req: TopUp = json_body(&body)?;
+    known_stack(&state, stack).await?;
+    credit(&state, AccountId::stack(stack), req, "admin").await
+}
+
+/// `POST /stacknet/v1/admin/treasury/topup`: funds the protocol treasury (which pays warm bonuses).
+pub async fn topup_treasury(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    check_admin(&state, &headers)?;
+    let req: TopUp = json_body(&body)?;
+    credit(&state, AccountId::treasury(), req, "admin").await
+}
+
+/// Moves `req.amount` from the outside world into `account`, idempotently by id.
+pub(crate) async fn credit(
+    state: &AppState,
+    account: AccountId,
+    req: TopUp,
+    source: &str,
+) -> Result<Json<Value>, ApiError> {
+    if req.amount.micros() <= 0 {
+        return Err(ApiError::invalid("amount", "amount must be more than zero micro-credits"));
+    }
+    let event = match req.id {
+        Some(id) => id,
+        None => stacknet_protocol::ContractId::random().to_string(),
+    };
+    let transfer_id = TransferId::new(&format!("topup:{source}:{event}"))
+        .map_err(|_| ApiError::invalid("id", "id must be 1 to 100 characters of A-Z a-z 0-9 _ - . :"))?;
+    let transfer = Transfer::posted(
+        transfer_id.clone(),
+        AccountId::external("topup").map_err(internal)?,
+        account.clone(),
+        req.amount,
+        Reason::Topup,
+    );
+    let outcome = state
+        .ledger
+        .create_transfers(vec![transfer.into()])
+        .await
+        .map_err(|e| match e {
+            LedgerError::IdReused { field, .. } => ApiError::Conflict(format!(
+                "top-up {event} was applied before with a different {field}"
+            )),
+            e => internal(e),
+        })?;
+    let replayed = outcome.first().is_some_and(|o| o.replayed);
+    let balance = state.ledger.balance(account.clone()).await.map_err(internal)?;
+    Ok(Json(json!({
+        "account": account.to_string(), "transfer": transfer_id.to_string(), "amount": req.amount,
+        "replayed": replayed, "balance": balance_json(&balance),
+    })))
+}
+
+pub(crate) fn balance_json(b: &stacknet_ledger::Balance) -> Value {
+    json!({"posted": b.posted, "held": b.debits_pending, "available": b.available()})
+}
+
+/// A model's price as the admin API takes it; fields left out are zero.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetPrice {
+    pub model: String,
+    #[serde(default)]
+    pub input_per_mtok: Option<Amount>,
+    #[serde(default)]
+    pub output_per_mtok: Option<Amount>,
+    #[serde(default)]
+    pub per_request: Option<Amount>,
+    #[serde(default)]
+    pub per_unit: Option<Amount>,
+}
+
+/// `POST /stacknet/v1/admin/prices`: sets a model's price; contracts signed from now on carry it.
+pub async fn set_price(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    check_admin(&state, &headers)?;
+    let req: SetPrice = json_body(&body)?;
+    if req.model.is_empty() || req.model.len() > crate::openai::MAX_MODEL_NAME_BYTES {
+        return Err(ApiError::invalid("model", "model must be 1 to 256 bytes"));
+    }
+    let amounts = [
+        ("input_per_mtok", req.input_per_mtok),
+        ("output_per_mtok", req.output_per_mtok),
+        ("per_request", req.per_request),
+        ("per_unit", req.per_unit),
+    ];
+    if let Some((field, _)) = amounts.iter().find(|(_, a)| a.is_some_and(|a| a.micros() < 0)) {
+        return Err(ApiError::invalid(field, format!("{field} must not be negative")));
+    }
+    let price = PriceTerms {
+        input_per_mtok: req.input_per_mtok.unwrap_or(Amount::ZERO),
+        output_per_mtok: req.output_per_mtok.unwrap_or(Amount::ZERO),
+        per_request: req.per_request.unwrap_or(Amount::ZERO),
+        per_unit: req.per_unit.unwrap_or(Amount::ZERO),
+    };
+    let record = ModelPrice {
+        model: req.model.clone(),
+        price: price.clone(),
+        updated_at: Timestamp::now(),
+    };
+    state.store.set_price(record.clone()).await.map_err(internal)?;
+    state.prices.set(req.model, price);
+    Ok(Json(price_json(&record)))
+}
+
+fn price_json(p: &ModelPrice) -> Value {
+    json!({"model": p.model, "price": p.price, "updated_at": p.updated_at})
+}
+
+/// `GET /stacknet/v1/admin/prices`: every priced model, and the default for the others.
+pub async fn list_prices(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+    check_admin(&state, &headers)?;
+    let prices = state.store.prices().await.map_err(internal)?;
+    Ok(Json(json!({
+        "object": "list",
+        "data": prices.iter().map(price_json).collect::<Vec<_>>(),
+        "default": state.prices.default_price(),
+    })))
 }

@@ -35,6 +35,15 @@ pub enum ApiError {
     Timeout(u64),
     #[error("Not found: {0}")]
     NotFound(String),
+    #[error("Insufficient balance: {available} micro-credits available, this request may cost up to {needed}. Top up the Stack's balance.")]
+    InsufficientBalance {
+        available: stacknet_protocol::Amount,
+        needed: stacknet_protocol::Amount,
+    },
+    #[error("Invalid signature: {0}")]
+    BadSignature(String),
+    #[error("Conflict: {0}")]
+    Conflict(String),
     #[error("Internal error: {0}")]
     Internal(String),
 }
@@ -54,6 +63,9 @@ impl ApiError {
             }
             ApiError::MalformedJson(_) | ApiError::InvalidField { .. } => StatusCode::BAD_REQUEST,
             ApiError::UnknownModel(_) | ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::InsufficientBalance { .. } => StatusCode::PAYMENT_REQUIRED,
+            ApiError::BadSignature(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::AtCapacity { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::NoNode(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -73,6 +85,9 @@ impl ApiError {
             ApiError::InvalidField { .. } => ("invalid_request_error", Some("invalid_value")),
             ApiError::UnknownModel(_) => ("invalid_request_error", Some("model_not_found")),
             ApiError::NotFound(_) => ("invalid_request_error", Some("not_found")),
+            ApiError::InsufficientBalance { .. } => ("billing_error", Some("insufficient_balance")),
+            ApiError::BadSignature(_) => ("invalid_request_error", Some("invalid_signature")),
+            ApiError::Conflict(_) => ("invalid_request_error", Some("conflict")),
             ApiError::BodyTooLarge { .. } => ("invalid_request_error", Some("request_too_large")),
             ApiError::AtCapacity { .. } => ("rate_limit_error", Some("rate_limit_exceeded")),
             ApiError::NoNode(_) => ("service_unavailable_error", Some("no_node_available")),

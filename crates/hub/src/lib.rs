@@ -5,8 +5,13 @@
 //!   admission (API key, limits), a hub-signed Prompt Contract, a node from [`nodes`] (the registry
 //!   and scheduler), the task's events from the node, verified paperwork, the answer.
 //! - [`gateway`] is the node side: the WebSocket on which nodes prove their key and run tasks.
-//! - [`store`] keeps Stacks, API keys and paperwork (SQLite now, one trait for PostgreSQL later);
-//!   [`auth`] serves API-key checks from memory; [`admin`] creates Stacks and keys.
+//! - [`store`] keeps the registry (Stacks, API keys, prices), the paperwork log, seen events and
+//!   payouts, on SQLite or PostgreSQL ([`pg_store`]); the ledger (`stacknet-ledger`) keeps balances.
+//!   [`auth`] serves API-key checks from memory; [`admin`] creates Stacks and keys, sets prices, tops up.
+//! - [`money`] is the request path's money: prices, the escrow hold, the writer that logs accepted
+//!   paperwork and captures its cost; [`log`] is the paperwork Merkle log; [`settle`] is filing,
+//!   statements and redemption; [`payout`] delivers payout webhooks; [`webhook`] checks HMAC-signed
+//!   webhooks from the payment provider.
 //! - [`error::ApiError`] is the one error type every client-visible failure maps to.
 //!
 //! [`Hub::open`] loads (or creates) the hub key and the store; [`Hub::router`] gives the axum app;
@@ -16,10 +21,16 @@ pub mod admin;
 pub mod auth;
 pub mod error;
 pub mod gateway;
+pub mod log;
+pub mod money;
 pub mod nodes;
 pub mod openai;
+pub mod payout;
+pub mod pg_store;
+pub mod settle;
 pub mod store;
 pub mod task;
+pub mod webhook;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -29,35 +40,75 @@ use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
-use stacknet_protocol::contract::{AttributionSplit, PriceTerms};
+use stacknet_ledger::LedgerStore;
+use stacknet_protocol::contract::{AttributionSplit, PriceTerms, Workload};
 use stacknet_protocol::{Amount, PaperworkId, SecretKey};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use crate::auth::ApiKeys;
 use crate::error::ApiError;
+use crate::log::MerkleLog;
+use crate::money::{Prices, SettleWriter};
 use crate::nodes::Nodes;
-use crate::store::{PaperworkWriter, SqliteStore, Store};
+use crate::store::Store;
 
 /// Defaults for the configurable limits.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 pub const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 1024;
 pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 300_000;
 pub const DEFAULT_HEARTBEAT_INTERVAL_MS: u64 = 5_000;
+/// Output tokens assumed for a request without `max_tokens` when its maximum cost is held.
+pub const DEFAULT_MAX_OUTPUT_TOKENS: u64 = 4_096;
+/// How long after acceptance paperwork may be filed: validators can object first.
+pub const DEFAULT_CHALLENGE_WINDOW_MS: u64 = 600_000;
+
+/// Where payout requests go: the operator's payment system, called with an HMAC-signed webhook.
+#[derive(Clone)]
+pub struct PayoutRail {
+    pub url: String,
+    pub secret: String,
+    /// Delivery attempts before a payout fails (and its money goes back to the node).
+    pub max_attempts: u32,
+    /// Wait before the second attempt; doubled each time.
+    pub first_backoff_ms: u64,
+}
+
+impl std::fmt::Debug for PayoutRail {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PayoutRail")
+            .field("url", &self.url)
+            .field("secret", &"<redacted>")
+            .field("max_attempts", &self.max_attempts)
+            .field("first_backoff_ms", &self.first_backoff_ms)
+            .finish()
+    }
+}
 
 #[derive(Clone)]
 pub struct HubConfig {
-    /// Holds `hub.key` and `hub.db`.
+    /// Holds `hub.key` and, by default, the SQLite database `hub.db`.
     pub data_dir: PathBuf,
+    /// `sqlite://PATH` or `postgres://...`; `None`: `sqlite://<data_dir>/hub.db`. The registry, the
+    /// paperwork log and the ledger all live there.
+    pub database: Option<String>,
     pub admin_token: String,
     pub max_body_bytes: usize,
     pub max_concurrent_requests: usize,
     pub request_timeout_ms: u64,
     pub heartbeat_interval_ms: u64,
-    /// Prices and split written into every contract (per-model prices come with the ledger).
-    pub price: PriceTerms,
-    pub max_cost: Amount,
+    /// The price of a model the admin has not priced.
+    pub default_price: PriceTerms,
+    pub default_max_output_tokens: u64,
+    /// The network's attribution split, written into every contract.
     pub split: AttributionSplit,
+    pub challenge_window_ms: u64,
+    /// How long after a request's deadline its escrow hold expires if nothing resolved it (a hub
+    /// that crashed mid-request).
+    pub hold_grace_ms: u64,
+    /// The shared secret of the payment provider's top-up webhook; `None` turns the webhook off.
+    pub payments_webhook_secret: Option<String>,
+    pub payout_rail: Option<PayoutRail>,
 }
 
 impl std::fmt::Debug for HubConfig {
@@ -68,6 +119,7 @@ impl std::fmt::Debug for HubConfig {
             .field("max_body_bytes", &self.max_body_bytes)
             .field("max_concurrent_requests", &self.max_concurrent_requests)
             .field("request_timeout_ms", &self.request_timeout_ms)
+            .field("challenge_window_ms", &self.challenge_window_ms)
             .finish_non_exhaustive()
     }
 }
@@ -76,19 +128,24 @@ impl HubConfig {
     pub fn new(data_dir: PathBuf, admin_token: String) -> Self {
         Self {
             data_dir,
+            database: None,
             admin_token,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             max_concurrent_requests: DEFAULT_MAX_CONCURRENT_REQUESTS,
             request_timeout_ms: DEFAULT_REQUEST_TIMEOUT_MS,
             heartbeat_interval_ms: DEFAULT_HEARTBEAT_INTERVAL_MS,
-            price: PriceTerms {
+            default_price: PriceTerms {
                 input_per_mtok: Amount::ZERO,
                 output_per_mtok: Amount::ZERO,
                 per_request: Amount::ZERO,
                 per_unit: Amount::ZERO,
             },
-            max_cost: Amount::ZERO,
+            default_max_output_tokens: DEFAULT_MAX_OUTPUT_TOKENS,
             split: stacknet_protocol::examples::default_split(),
+            challenge_window_ms: DEFAULT_CHALLENGE_WINDOW_MS,
+            hold_grace_ms: money::DEFAULT_HOLD_GRACE_MS,
+            payments_webhook_secret: None,
+            payout_rail: None,
         }
     }
 }
@@ -99,6 +156,12 @@ pub enum HubError {
     Key(#[from] stacknet_protocol::keystore::KeyStoreError),
     #[error(transparent)]
     Store(#[from] store::StoreError),
+    #[error("ledger: {0}")]
+    Ledger(#[from] stacknet_ledger::LedgerError),
+    #[error("the attribution split's shares add up to more or less than 100%")]
+    IncompleteSplit,
+    #[error("recovery at start failed: {0}")]
+    Recover(String),
     #[error("cannot create the data directory {path}: {source}")]
     DataDir { path: PathBuf, source: std::io::Error },
     #[error("server error: {0}")]
@@ -111,9 +174,12 @@ pub struct AppState {
     pub config: Arc<HubConfig>,
     pub hub_key: Arc<SecretKey>,
     pub store: Arc<dyn Store>,
+    pub ledger: Arc<dyn LedgerStore>,
+    pub prices: Arc<Prices>,
+    pub log: Arc<MerkleLog>,
     pub api_keys: Arc<ApiKeys>,
     pub nodes: Arc<Nodes>,
-    pub writer: PaperworkWriter,
+    pub writer: SettleWriter,
     pub inflight: Arc<Semaphore>,
     /// Turns true when the hub shuts down, so long-lived node connections close instead of
     /// holding the graceful shutdown open forever.
@@ -142,8 +208,13 @@ impl std::fmt::Debug for Hub {
 }
 
 impl Hub {
-    /// Loads or creates `hub.key`, opens `hub.db`, loads API keys into memory.
-    pub fn open(config: HubConfig) -> Result<Self, HubError> {
+    /// Loads or creates `hub.key`, opens the database, loads API keys, prices and the Merkle tree
+    /// into memory, and mends what a crash left half-done (see [`money::recover`]). Must run inside
+    /// a tokio runtime: it starts the writer and the hold-expiry sweeper.
+    pub async fn open(config: HubConfig) -> Result<Self, HubError> {
+        if !config.split.is_complete() {
+            return Err(HubError::IncompleteSplit);
+        }
         std::fs::create_dir_all(&config.data_dir).map_err(|source| HubError::DataDir {
             path: config.data_dir.clone(),
             source,
@@ -153,22 +224,49 @@ impl Hub {
         if let Some(w) = warning {
             tracing::warn!("{w}");
         }
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.data_dir.join("hub.db"))?);
+        let database = config
+            .database
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", config.data_dir.join("hub.db").display()));
+        let store = store::open(&database).await?;
+        let ledger: Arc<dyn LedgerStore> = if database.starts_with("sqlite://") {
+            stacknet_ledger::open(&database).await?
+        } else {
+            let (url, schema) = store::pg_schema(&database);
+            let options = stacknet_ledger::PgOptions {
+                schema,
+                ..Default::default()
+            };
+            Arc::new(stacknet_ledger::PgLedger::connect(&url, options).await?)
+        };
         let api_keys = Arc::new(ApiKeys::default());
-        let (shutdown, shutting_down) = tokio::sync::watch::channel(false);
-        for k in store.api_keys()? {
+        for k in store.api_keys().await? {
             api_keys.insert(k.hash, k.stack);
         }
+        let prices = Arc::new(Prices::new(config.default_price.clone(), store.prices().await?));
+        let log = Arc::new(MerkleLog::new());
+        money::recover(&store, &ledger, &log)
+            .await
+            .map_err(HubError::Recover)?;
+        settle::recover(&store, &ledger)
+            .await
+            .map_err(HubError::Recover)?;
+        let (shutdown, shutting_down) = tokio::sync::watch::channel(false);
+        money::start_expiry(ledger.clone(), shutting_down.clone());
         let state = AppState {
             inflight: Arc::new(Semaphore::new(config.max_concurrent_requests)),
             config: Arc::new(config),
             hub_key: Arc::new(hub_key),
-            writer: PaperworkWriter::start(store.clone()),
+            writer: SettleWriter::start(store.clone(), ledger.clone(), log.clone()),
             store,
+            ledger,
+            prices,
+            log,
             api_keys,
             nodes: Arc::new(Nodes::default()),
             shutting_down,
         };
+        payout::resume(&state);
         Ok(Self {
             state,
             shutdown: Arc::new(shutdown),
@@ -180,9 +278,9 @@ impl Hub {
         Router::new()
             .route("/healthz", get(healthz))
             .route("/v1/models", get(models))
-            .route("/v1/chat/completions", post(task::chat_completions))
-            .route("/v1/completions", post(task::completions))
-            .route("/v1/embeddings", post(task::embeddings))
+            .route("/v1/chat/completions", post(by_workload(Workload::Chat)))
+            .route("/v1/completions", post(by_workload(Workload::Completion)))
+            .route("/v1/embeddings", post(by_workload(Workload::Embedding)))
             .route("/stacknet/v1/hub", get(hub_info))
             .route("/stacknet/v1/nodes/connect", get(gateway::connect))
             .route("/stacknet/v1/paperwork/{id}", get(paperwork))
@@ -191,10 +289,37 @@ impl Hub {
                 post(admin::create_stack).get(admin::list_stacks),
             )
             .route("/stacknet/v1/admin/stacks/{id}/keys", post(admin::create_key))
+            .route("/stacknet/v1/admin/stacks/{id}/topup", post(admin::topup))
+            .route("/stacknet/v1/admin/treasury/topup", post(admin::topup_treasury))
+            .route("/stacknet/v1/admin/prices", get(admin::list_prices).post(admin::set_price))
+            .route("/stacknet/v1/webhooks/payments", post(webhook::payments))
+            .route("/stacknet/v1/webhooks/payouts", post(payout::callback))
+            .route("/stacknet/v1/statement", get(settle::stack_statement))
+            .route("/stacknet/v1/nodes/statement", post(settle::node_statement))
+            .route("/stacknet/v1/nodes/file", post(settle::file))
+            .route("/stacknet/v1/nodes/redeem", post(settle::redeem))
+            .route("/stacknet/v1/log/checkpoint", get(settle::checkpoint))
+            .route("/stacknet/v1/log/proof/inclusion", get(settle::inclusion))
+            .route("/stacknet/v1/log/proof/consistency", get(settle::consistency))
             .fallback(|| async { ApiError::NotFound("no such endpoint".to_owned()) })
             .layer(DefaultBodyLimit::max(limit))
             .with_state(self.state.clone())
     }
+}
+
+/// The OpenAI endpoints share one handler, told which workload it serves.
+fn by_workload(
+    workload: Workload,
+) -> impl Fn(
+    State<AppState>,
+    axum::http::HeaderMap,
+    Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+) -> std::pin::Pin<Box<dyn Future<Output = axum::response::Response> + Send>>
+       + Clone
+       + Send
+       + Sync
+       + 'static {
+    move |State(state), headers, body| Box::pin(task::respond(state, headers, body, workload))
 }
 
 /// Serves the hub on `listener` until `shutdown` completes, then drains open requests.
@@ -252,11 +377,13 @@ async fn paperwork(State(state): State<AppState>, Path(id): Path<String>) -> Res
     let id: PaperworkId = id
         .parse()
         .map_err(|e: stacknet_protocol::IdError| ApiError::invalid("id", e.to_string()))?;
-    let store = state.store.clone();
-    let json = admin::blocking(move || store.paperwork(&id))
-        .await?
+    let logged = state
+        .store
+        .paperwork(id)
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
         .ok_or_else(|| ApiError::NotFound(format!("paperwork {id}")))?;
-    serde_json::from_str(&json)
+    serde_json::from_str(&logged.record.json)
         .map(Json)
         .map_err(|e| ApiError::Internal(e.to_string()))
 }

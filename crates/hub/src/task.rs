@@ -6,48 +6,26 @@ use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
-use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
-use stacknet_protocol::contract::{Parties, PromptContract, Usage, Workload};
+use stacknet_protocol::contract::{Parties, PriceTerms, PromptContract, Usage, Workload};
 use stacknet_protocol::paperwork::{check_paperwork_for, output_digest, request_digest, Paperwork};
 use stacknet_protocol::wire::{ErrorCode, HubMessage, Task};
-use stacknet_protocol::{ContractId, Nonce, Signed, StackId, Timestamp, UserId};
+use stacknet_protocol::{Amount, ContractId, Nonce, Signed, StackId, Timestamp, UserId};
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio::time::Instant;
 
 use crate::error::ApiError;
+use crate::log::paperwork_leaf;
+use crate::money::{self, Escrow};
 use crate::nodes::{Lease, PickError, TaskEvent};
 use crate::openai::{parse_request, usage_json, ApiRequest, Assembler, Stamp};
 use crate::store::PaperworkRecord;
 use crate::AppState;
 
-pub async fn chat_completions(
-    state: State<AppState>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    respond(state.0, headers, body, Workload::Chat).await
-}
-
-pub async fn embeddings(
-    state: State<AppState>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    respond(state.0, headers, body, Workload::Embedding).await
-}
-
-pub async fn completions(
-    state: State<AppState>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    respond(state.0, headers, body, Workload::Completion).await
-}
-
-async fn respond(
+/// `POST /v1/chat/completions`, `/v1/completions` and `/v1/embeddings`: one handler, by workload.
+pub async fn respond(
     state: AppState,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -80,6 +58,22 @@ async fn run(
             limit: state.config.max_concurrent_requests,
         })?;
     let deadline = Instant::now() + Duration::from_millis(state.config.request_timeout_ms);
+    let price = state.prices.get(&req.model);
+    let max_cost = money::max_cost(&price, &req, bytes.len(), state.config.default_max_output_tokens);
+    // Held before any node is asked: a request the balance cannot cover costs nobody any work.
+    let escrow = Escrow::hold(
+        state.ledger.clone(),
+        stack,
+        max_cost,
+        i64::try_from(
+            state
+                .config
+                .request_timeout_ms
+                .saturating_add(state.config.hold_grace_ms),
+        )
+        .unwrap_or(i64::MAX),
+    )
+    .await?;
     let user = user_id(stack, req.user.as_deref());
     let mut exclude = None;
     // A node that drops (or is full) before its first chunk costs the client nothing: one retry elsewhere.
@@ -88,7 +82,7 @@ async fn run(
             PickError::UnknownModel => ApiError::UnknownModel(req.model.clone()),
             PickError::NoCapacity => ApiError::NoNode(req.model.clone()),
         })?;
-        let contract = sign_contract(&state, stack, user, &lease, &req)?;
+        let contract = sign_contract(&state, stack, user, &lease, &req, &price, escrow.max_cost)?;
         let mut rx = lease.open_task(contract.body.id);
         let task = HubMessage::Task(Box::new(Task {
             contract: contract.clone(),
@@ -125,6 +119,7 @@ async fn run(
             req,
             deadline,
             stamp_time: Timestamp::now(),
+            escrow: Some(escrow),
             _permit: permit,
         };
         return if running.req.stream && running.req.workload != Workload::Embedding {
@@ -149,6 +144,8 @@ fn sign_contract(
     user: UserId,
     lease: &Lease,
     req: &ApiRequest,
+    price: &PriceTerms,
+    max_cost: Amount,
 ) -> Result<Signed<PromptContract>, ApiError> {
     let now = Timestamp::now();
     let body = PromptContract {
@@ -159,8 +156,8 @@ fn sign_contract(
         node_key: lease.node.id,
         workload: req.workload,
         model: req.model.clone(),
-        price: state.config.price.clone(),
-        max_cost: state.config.max_cost,
+        price: price.clone(),
+        max_cost,
         split: state.config.split.clone(),
         parties: Parties::default(),
         skills: Vec::new(),
@@ -185,6 +182,8 @@ struct Running {
     req: ApiRequest,
     deadline: Instant,
     stamp_time: Timestamp,
+    /// The request's hold; released when this is dropped before the writer took it over.
+    escrow: Option<Escrow>,
     /// Holds this request's slot of the hub's concurrency limit until the answer is done.
     _permit: OwnedSemaphorePermit,
 }
@@ -365,16 +364,34 @@ impl Running {
         }
         let attribution = serde_json::to_value(&pw.body.fingerprint).map_err(|e| invalid(e.to_string()))?;
         let json = serde_json::to_string(&pw).map_err(|e| invalid(e.to_string()))?;
+        let leaf_hash = paperwork_leaf(&pw).map_err(|e| invalid(e.to_string()))?;
+        let contract = &self.contract.body;
+        let cost = contract
+            .price
+            .cost(&pw.body.usage, contract.max_cost)
+            .ok_or_else(|| invalid("the usage overflows the price".into()))?;
+        let escrow = self.escrow.take();
+        let record = PaperworkRecord {
+            id: checked.id,
+            contract: contract.id.to_string(),
+            node_key: contract.node_key,
+            json,
+            leaf_hash,
+            accepted_at: Timestamp::now(),
+            hold: escrow.as_ref().and_then(|e| e.hold_id()).map(ToString::to_string),
+            cost,
+        };
+        // From here the writer owns the hold: it captures it, or releases it if the log write
+        // fails, even if this request is dropped (a client gone) while it waits.
+        if let Some(escrow) = escrow {
+            escrow.handed_over();
+        }
+        // Answered only once the paperwork is logged and its cost captured.
         self.state
             .writer
-            .append(PaperworkRecord {
-                id: checked.id,
-                contract: self.contract.body.id.to_string(),
-                node_key: pw.body.contract.body.node_key.to_string(),
-                json,
-                accepted_at: Timestamp::now(),
-            })
-            .await;
+            .accept(record)
+            .await
+            .map_err(ApiError::Internal)?;
         Ok(Accepted {
             usage: pw.body.usage,
             fingerprint: checked.fingerprint.to_string(),

@@ -28,6 +28,7 @@ pub mod paperwork;
 mod session;
 mod task;
 pub mod usage;
+pub mod settlement;
 pub mod wallet;
 
 use std::future::Future;
@@ -42,7 +43,7 @@ pub use config::{ApiKey, NodeConfig, NodeOptions, UpstreamConfig};
 pub use digest::{output_digest, request_digest, OutputHasher};
 pub use handshake::SOFTWARE;
 pub use node::Node;
-pub use wallet::{Wallet, WalletError};
+pub use wallet::{Wallet, WalletEntry, WalletError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {

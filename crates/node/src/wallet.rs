@@ -62,6 +62,16 @@ enum Command {
     Store(StoreRow, oneshot::Sender<Result<(), WalletError>>),
     Get(String, oneshot::Sender<Result<Option<String>, WalletError>>),
     List(oneshot::Sender<Result<Vec<String>, WalletError>>),
+    Entries(oneshot::Sender<Result<Vec<(String, bool)>, WalletError>>),
+    MarkFiled(Vec<String>, oneshot::Sender<Result<(), WalletError>>),
+}
+
+/// A paperwork in the wallet and whether the hub has settled it.
+#[derive(Clone, Debug)]
+pub struct WalletEntry {
+    pub paperwork: Signed<Paperwork>,
+    /// The hub answered `settled` or `already_filed` for it.
+    pub filed: bool,
 }
 
 /// A handle to the wallet; clones share the writer thread, which stops when the last handle is dropped.
@@ -77,6 +87,8 @@ impl std::fmt::Debug for Command {
             Command::Store(..) => "Store",
             Command::Get(..) => "Get",
             Command::List(..) => "List",
+            Command::Entries(..) => "Entries",
+            Command::MarkFiled(..) => "MarkFiled",
         })
     }
 }
@@ -139,6 +151,25 @@ impl Wallet {
         rows.iter().map(|json| decode("?", json)).collect()
     }
 
+    /// Every stored paperwork with its filed flag, oldest first.
+    pub async fn entries(&self) -> Result<Vec<WalletEntry>, WalletError> {
+        let rows = self.ask(Command::Entries).await?;
+        rows.iter()
+            .map(|(json, filed)| {
+                Ok(WalletEntry {
+                    paperwork: decode("?", json)?,
+                    filed: *filed,
+                })
+            })
+            .collect()
+    }
+
+    /// Records that the hub settled these paperwork (or had before), so they are not filed again.
+    pub async fn mark_filed(&self, ids: &[PaperworkId]) -> Result<(), WalletError> {
+        let ids = ids.iter().map(ToString::to_string).collect();
+        self.ask(|reply| Command::MarkFiled(ids, reply)).await
+    }
+
     async fn ask<T>(
         &self,
         command: impl FnOnce(oneshot::Sender<Result<T, WalletError>>) -> Command,
@@ -180,6 +211,12 @@ fn writer(mut conn: Connection, mut rx: mpsc::Receiver<Command>) {
                 Command::List(reply) => {
                     let _ = reply.send(list_rows(&conn));
                 }
+                Command::Entries(reply) => {
+                    let _ = reply.send(entry_rows(&conn));
+                }
+                Command::MarkFiled(ids, reply) => {
+                    let _ = reply.send(mark_filed(&mut conn, &ids));
+                }
             }
         }
         if stores.is_empty() {
@@ -220,6 +257,24 @@ fn list_rows(conn: &Connection) -> Result<Vec<String>, WalletError> {
     let mut stmt = conn.prepare_cached("SELECT json FROM paperwork ORDER BY rowid")?;
     let rows = stmt.query_map([], |row| row.get(0))?;
     Ok(rows.collect::<Result<Vec<String>, _>>()?)
+}
+
+fn entry_rows(conn: &Connection) -> Result<Vec<(String, bool)>, WalletError> {
+    let mut stmt = conn.prepare_cached("SELECT json, filed FROM paperwork ORDER BY rowid")?;
+    let rows = stmt.query_map([], |row| Ok((row.get(0)?, row.get::<_, i64>(1)? != 0)))?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+fn mark_filed(conn: &mut Connection, ids: &[String]) -> Result<(), WalletError> {
+    let tx = conn.transaction()?;
+    {
+        let mut stmt = tx.prepare_cached("UPDATE paperwork SET filed = 1 WHERE id = ?1")?;
+        for id in ids {
+            stmt.execute([id])?;
+        }
+    }
+    tx.commit()?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use crate::attestation::{Attestation, CheckResult, Telemetry, Verdict};
 use crate::contract::{AttributionSplit, Parties, PriceTerms, PromptContract, Usage, Workload};
-use crate::filing::Filing;
+use crate::filing::{Filing, NodeAction, NodeRequest};
 use crate::fingerprint::{Attribution, Fingerprint};
 use crate::ids::{ContractId, InjectionId, PaperworkId, SkillId, StackId, UserId};
 use crate::keys::SecretKey;
@@ -179,6 +179,20 @@ pub fn filing() -> Result<Signed<Filing>, SignError> {
     Signed::sign(body, &node_key())
 }
 
+pub fn node_request() -> Result<Signed<NodeRequest>, SignError> {
+    let body = NodeRequest {
+        node_key: node_key().public_key(),
+        hub: hub_key().public_key(),
+        action: NodeAction::Redeem {
+            amount: Some(Amount::from_micros(12_500_000)),
+            destination: "acct_operator_42".to_owned(),
+        },
+        created_at: at(7_300_000),
+        nonce: Nonce([0x5a; 16]),
+    };
+    Signed::sign(body, &node_key())
+}
+
 pub fn hello() -> Result<Signed<Hello>, SignError> {
     let body = Hello {
         node_key: node_key().public_key(),
@@ -239,5 +253,6 @@ pub fn all() -> Result<Vec<Golden>, SignError> {
         golden("telemetry", &telemetry()?, &guardian_key())?,
         golden("filing", &filing()?, &node_key())?,
         golden("hello", &hello()?, &node_key())?,
+        golden("node-request", &node_request()?, &node_key())?,
     ])
 }

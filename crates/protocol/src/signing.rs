@@ -27,10 +27,11 @@ pub enum Domain {
     Filing,
     Checkpoint,
     Hello,
+    NodeRequest,
 }
 
 impl Domain {
-    pub const ALL: [Domain; 8] = [
+    pub const ALL: [Domain; 9] = [
         Domain::Contract,
         Domain::Paperwork,
         Domain::Fingerprint,
@@ -39,6 +40,7 @@ impl Domain {
         Domain::Filing,
         Domain::Checkpoint,
         Domain::Hello,
+        Domain::NodeRequest,
     ];
 
     pub fn tag(&self) -> &'static str {
@@ -51,6 +53,7 @@ impl Domain {
             Domain::Filing => "stacknet/filing/v1",
             Domain::Checkpoint => "stacknet/checkpoint/v1",
             Domain::Hello => "stacknet/hello/v1",
+            Domain::NodeRequest => "stacknet/node-request/v1",
         }
     }
 }

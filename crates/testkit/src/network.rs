@@ -41,7 +41,7 @@ pub struct TestHub {
 
 impl TestHub {
     pub async fn start(config: HubConfig, addr: SocketAddr) -> std::io::Result<Self> {
-        let hub = Hub::open(config).map_err(std::io::Error::other)?;
+        let hub = Hub::open(config).await.map_err(std::io::Error::other)?;
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel::<()>();
@@ -81,6 +81,8 @@ impl TestHub {
 #[derive(Debug)]
 pub struct TestNode {
     pub node: Node,
+    /// The node's key (a test files paperwork and signs requests with it).
+    pub key: SecretKey,
     task: JoinHandle<()>,
     stop: Option<oneshot::Sender<()>>,
 }
@@ -105,7 +107,8 @@ impl TestNode {
     ) -> Self {
         let wallet =
             Wallet::open(data.join(format!("wallet-{}.sqlite", rand_suffix()))).expect("wallet opens");
-        let node = Node::new(SecretKey::generate(), wallet, backend, options).expect("node options valid");
+        let key = SecretKey::generate();
+        let node = Node::new(key.clone(), wallet, backend, options).expect("node options valid");
         let (stop, stopped) = oneshot::channel::<()>();
         let running = node.clone();
         let task = tokio::spawn(async move {
@@ -117,6 +120,7 @@ impl TestNode {
         });
         Self {
             node,
+            key,
             task,
             stop: Some(stop),
         }
@@ -186,7 +190,7 @@ impl TestNetwork {
             name: "test".into(),
             created_at: Timestamp::now(),
         };
-        hub.hub.state.store.create_stack(&stack).expect("stack stored");
+        hub.hub.state.store.create_stack(stack.clone()).await.expect("stack stored");
         let (api_key, _) = stacknet_hub::admin::issue_key(&hub.hub.state, stack.id)
             .await
             .expect("key issued");

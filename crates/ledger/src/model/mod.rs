@@ -5,10 +5,12 @@ mod account;
 mod balance;
 pub(crate) mod books;
 mod checks;
+pub mod split;
 mod transfer;
 
 pub use account::{AccountId, AccountKind, Floor, MAX_EXTERNAL_NAME_CHARS};
 pub use balance::{Balance, Totals};
+pub use split::{bonus_entry, settlement_entries, shares, warm_bonus, Share, SplitError};
 pub use transfer::{
     Entry, EntryKind, Post, Reason, StatementLine, Transfer, TransferId, TransferOutcome, TransferRecord,
     TransferState, Void, MAX_TRANSFER_ID_BYTES,

@@ -4,7 +4,9 @@
 
 mod behaviour;
 mod concurrency;
+mod filing;
 mod model;
+mod payout;
 mod property;
 mod rules;
 mod sequence;

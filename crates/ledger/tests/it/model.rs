@@ -76,6 +76,18 @@ impl Model {
         (open.len() as u64, open.iter().sum())
     }
 
+    /// Whether a transfer with this id was applied.
+    pub fn contains(&self, id: &TransferId) -> bool {
+        self.transfers.contains_key(id)
+    }
+
+    /// Whether `id` is a hold still open.
+    pub fn is_open(&self, id: &TransferId) -> bool {
+        self.transfers
+            .get(id)
+            .is_some_and(|s| s.state == TransferState::Pending)
+    }
+
     pub fn hold_amount(&self, id: &TransferId) -> Option<i64> {
         match self.transfers.get(id).map(|s| &s.entry) {
             Some(Entry::Transfer(t)) if t.pending => Some(t.amount.micros()),

@@ -1,60 +1,61 @@
-//! Random sequences of what the hub does with money (top-up, hold, capture, void, expire, split,
-//! payout, failed payout, replays and reused ids), each from empty books. After every step: the books
-//! balance, nothing is below its floor, the open holds equal the escrow's pending credits, and the
-//! store agrees with the naive model in `model.rs`, outcome for outcome, refusal for refusal, balance
-//! for balance.
+//! Random sequences of what the hub does with money (top-up, hold, capture, void, expire, filing with
+//! its split and warm bonus, payout, confirmed and failed payout, replays and reused ids), each from
+//! empty books. After every batch: the books balance, nothing is below its floor, the open holds equal
+//! the escrow's pending credits, the escrow holds exactly the captured cost not yet filed, each
+//! payout-pending account holds exactly its open payouts, and the store agrees with the naive model in
+//! `model.rs`, outcome for outcome, refusal for refusal, balance for balance.
 //!
-//! Size: `CASES` sequences per backend, one per proptest case, each of 1 to `MAX_STEPS` steps, on one
-//! database wiped between cases (a fresh file or schema per case would cost more than the case).
+//! Size: `CASES` sequences per backend, one per proptest case, each of 1 to `MAX_STEPS` operations, on
+//! one database wiped between cases (a fresh file or schema per case would cost more than the case).
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
-use stacknet_ledger::{AccountId, Entry, LedgerError, LedgerStore, Reason, TransferOutcome};
+use stacknet_ledger::{AccountId, LedgerError, LedgerStore, TransferOutcome};
 
 use crate::model::Model;
-use crate::sequence::{op, Op, World};
+use crate::sequence::{op, Batch, Op, World};
 use crate::support::*;
 
 pub const CASES: u32 = 10_000;
-const MAX_STEPS: usize = 12;
+const MAX_STEPS: usize = 16;
 
 async fn run_sequence(store: &dyn LedgerStore, tally: &Tally, ops: Vec<Op>) -> Result<(), TestCaseError> {
     let mut state = World::new();
     let mut model = Model::default();
-    // Every sequence starts with its users funded, so that most of what follows can succeed.
-    let funding = state
-        .users
-        .clone()
-        .into_iter()
-        .map(|user| state.posted(world(), user, 1_000, Reason::Topup))
-        .collect();
+    let funding = state.funding();
     step(store, tally, &mut state, &mut model, funding).await?;
+    check(store, &state, &model).await?;
     for op in &ops {
         if let Op::Expire { advance } = op {
             state.clock += i64::from(*advance);
             let now = at(state.clock);
             let expected = model.expire_due(now);
-            prop_assert_eq!(
-                store.expire_due(now).await.unwrap(),
-                expected,
-                "expire at {}",
-                now
-            );
-        } else if let Some(batch) = state.batch(op, &model) {
-            step(store, tally, &mut state, &mut model, batch).await?;
+            let got = store.expire_due(now).await.unwrap();
+            let key = if got.is_empty() { "none" } else { "released" };
+            *tally.lock().unwrap().entry(format!("expire:{key}")).or_default() += 1;
+            prop_assert_eq!(got, expected, "expire at {}", now);
+            check(store, &state, &model).await?;
+            continue;
         }
-        check(store, &state, &model).await?;
+        // A refused batch ends its operation, as the hub stops a filing whose settlement failed.
+        for sent in state.plan(op, &model)? {
+            let applied = step(store, tally, &mut state, &mut model, sent).await?;
+            check(store, &state, &model).await?;
+            if !applied {
+                break;
+            }
+        }
     }
     Ok(())
 }
 
-/// How often each result occurred, so a run shows it exercised refusals as well as successes.
+/// How often each operation had each result, so a run shows it exercised refusals as well as successes.
 type Tally = Mutex<BTreeMap<String, u64>>;
 
-fn count(tally: &Tally, result: &Result<Vec<TransferOutcome>, LedgerError>) {
+fn count(tally: &Tally, label: &str, result: &Result<Vec<TransferOutcome>, LedgerError>) {
     let key = match result {
         Ok(outcomes) if outcomes.iter().all(|o| o.replayed) => "replayed".to_owned(),
         Ok(_) => "applied".to_owned(),
@@ -64,35 +65,43 @@ fn count(tally: &Tally, result: &Result<Vec<TransferOutcome>, LedgerError>) {
             .unwrap_or("?")
             .to_owned(),
     };
-    *tally.lock().unwrap().entry(key).or_default() += 1;
+    *tally.lock().unwrap().entry(format!("{label}:{key}")).or_default() += 1;
 }
 
+/// Sends one batch to the model and the store; true when it was applied.
 async fn step(
     store: &dyn LedgerStore,
     tally: &Tally,
     state: &mut World,
     model: &mut Model,
-    batch: Vec<Entry>,
-) -> Result<(), TestCaseError> {
-    let expected = model.apply(&batch);
-    let got = store.create_transfers(batch.clone()).await;
-    count(tally, &got);
+    sent: Batch,
+) -> Result<bool, TestCaseError> {
+    let expected = model.apply(&sent.entries);
+    let got = store.create_transfers(sent.entries.clone()).await;
+    count(tally, sent.label, &got);
     match (&expected, &got) {
         (Ok(want), Ok(have)) => prop_assert_eq!(want, have),
         (Err(want), Err(have)) => prop_assert_eq!(want.to_string(), have.to_string()),
-        _ => prop_assert!(false, "{batch:?}: model {expected:?}, store {got:?}"),
+        _ => prop_assert!(false, "{:?}: model {:?}, store {:?}", sent.entries, expected, got),
     }
-    if let Ok(outcomes) = got {
-        let fresh = |o: &TransferOutcome| !o.replayed && o.state == stacknet_ledger::TransferState::Pending;
-        state
-            .holds
-            .extend(outcomes.iter().filter(|o| fresh(o)).map(|o| o.id.clone()));
-        state.applied.push(batch);
+    prop_assert!(
+        sent.expect.met_by(&got),
+        "{} {:?}: expected {:?}, got {:?}",
+        sent.label,
+        sent.entries,
+        sent.expect,
+        got
+    );
+    match got {
+        Ok(outcomes) => {
+            state.record(sent, &outcomes);
+            Ok(true)
+        }
+        Err(_) => Ok(false),
     }
-    Ok(())
 }
 
-/// The invariants, and store and model agreeing on every balance.
+/// The invariants, the hub's records against the books, and store and model agreeing on every balance.
 async fn check(store: &dyn LedgerStore, state: &World, model: &Model) -> Result<(), TestCaseError> {
     let accounts = state.accounts();
     let (totals, balances) = tokio::join!(store.sum_check(), store.balances(accounts.clone()));
@@ -123,9 +132,25 @@ async fn check(store: &dyn LedgerStore, state: &World, model: &Model) -> Result<
             );
         }
     }
+    let of = |account: &AccountId| balances[accounts.iter().position(|a| a == account).unwrap()];
     // Every hold in this test is in favour of the escrow: its pending credits are exactly the open holds.
-    let escrow = &balances[accounts.iter().position(|a| *a == AccountId::escrow()).unwrap()];
+    let escrow = of(&AccountId::escrow());
     prop_assert_eq!(i128::from(escrow.credits_pending.micros()), open_amount);
+    // What was captured stays in escrow until it is filed, and filing takes exactly that out.
+    prop_assert_eq!(
+        i128::from(escrow.posted.micros()),
+        state.awaiting_filing(),
+        "escrow against captured, unfiled paperwork"
+    );
+    for nk in &state.nodes {
+        let pending = of(&AccountId::payout_pending(*nk));
+        prop_assert_eq!(
+            i128::from(pending.posted.micros()),
+            state.open_payouts(*nk),
+            "payout-pending of {} against its open payouts",
+            nk
+        );
+    }
     Ok(())
 }
 

@@ -123,6 +123,12 @@ impl CandleEmbeddings {
     pub fn threads(&self) -> usize {
         self.inner.threads
     }
+
+    /// Embeds `inputs` as one request, on the same worker and queue that tasks use, without the
+    /// OpenAI request and response around it (the baseline of `stacknet bench models`).
+    pub async fn embed(&self, inputs: Vec<String>) -> Result<Embedded, BackendError> {
+        self.inner.embed(inputs).await
+    }
 }
 
 /// The pinned SHA-256 of a model's [`WEIGHTS_FILE`], from its catalog entry.
@@ -174,6 +180,18 @@ impl Backend for CandleEmbeddings {
 }
 
 impl Inner {
+    async fn embed(&self, inputs: Vec<String>) -> Result<Embedded, BackendError> {
+        let (reply, answer) = oneshot::channel();
+        let stopped = || BackendError::Setup("the embeddings worker has stopped".to_owned());
+        // A full queue means this node is already [`QUEUE_CAPACITY`] requests behind: failing fast
+        // lets the hub place the task on a node that can start it now.
+        self.jobs.try_send(Job { inputs, reply }).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => BackendError::Busy,
+            mpsc::error::TrySendError::Closed(_) => stopped(),
+        })?;
+        answer.await.map_err(|_| stopped())?
+    }
+
     async fn run(
         &self,
         task: BackendTask,
@@ -186,19 +204,7 @@ impl Inner {
             });
         }
         let request = EmbeddingRequest::parse(&task.request, self.dimensions)?;
-        let (reply, answer) = oneshot::channel();
-        let job = Job {
-            inputs: request.inputs,
-            reply,
-        };
-        let stopped = || BackendError::Setup("the embeddings worker has stopped".to_owned());
-        // A full queue means this node is already [`QUEUE_CAPACITY`] requests behind: failing fast
-        // lets the hub place the task on a node that can start it now.
-        self.jobs.try_send(job).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => BackendError::Busy,
-            mpsc::error::TrySendError::Closed(_) => stopped(),
-        })?;
-        let embedded = answer.await.map_err(|_| stopped())??;
+        let embedded = self.embed(request.inputs).await?;
         let body = response_body(&task.model, &embedded.vectors, request.encoding, embedded.tokens);
         chunks.send(body).await.map_err(|_| BackendError::Abandoned)?;
         Ok(BackendOutcome {

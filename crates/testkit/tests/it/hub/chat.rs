@@ -94,10 +94,11 @@ async fn the_paperwork_in_the_node_wallet_and_in_the_hub_store_agree() {
         .hub
         .state
         .store
-        .paperwork(&id)
+        .paperwork(id)
+        .await
         .unwrap()
         .expect("the hub stored it");
-    let stored: Signed<Paperwork> = serde_json::from_str(&stored).unwrap();
+    let stored: Signed<Paperwork> = serde_json::from_str(&stored.record.json).unwrap();
     assert_eq!(&stored, pw);
     assert_eq!(
         pw.body.fingerprint.fingerprint.contract.to_string(),
@@ -141,7 +142,7 @@ async fn a_node_killed_mid_stream_gives_an_error_event_and_no_paperwork() {
     assert_eq!(last["error"]["code"], "node_error", "{rest}");
     assert!(!rest.contains("[DONE]"));
     net.hub.hub.state.writer.flush().await;
-    assert_eq!(net.hub.hub.state.store.paperwork_count().unwrap(), 0);
+    assert_eq!(net.hub.hub.state.log.size(), 0);
     assert!(wallet.list().await.unwrap().is_empty());
 }
 
@@ -159,7 +160,7 @@ async fn after_a_hub_restart_the_node_reconnects_and_serves_again() {
     let resp = post_chat(&net, &chat_body(false)).await;
     assert_eq!(resp.status(), 200);
     net.hub.hub.state.writer.flush().await;
-    assert_eq!(net.hub.hub.state.store.paperwork_count().unwrap(), 2);
+    assert_eq!(net.hub.hub.state.log.size(), 2);
 }
 
 #[tokio::test]

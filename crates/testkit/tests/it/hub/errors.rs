@@ -169,7 +169,7 @@ async fn upstream_failure_is_502_with_the_upstreams_reason_and_no_paperwork() {
         "{v}"
     );
     net.hub.hub.state.writer.flush().await;
-    assert_eq!(net.hub.hub.state.store.paperwork_count().unwrap(), 0);
+    assert_eq!(net.hub.hub.state.log.size(), 0);
 }
 
 #[tokio::test]

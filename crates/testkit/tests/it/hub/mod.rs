@@ -3,6 +3,7 @@
 mod chat;
 mod errors;
 mod gateway;
+mod money;
 
 use serde_json::Value;
 

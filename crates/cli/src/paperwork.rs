@@ -1,0 +1,153 @@
+//! `stacknet paperwork list | file | statement | redeem`: the operator's view of what the Node Key
+//! did and earned, and getting paid for it. The work is in `stacknet_node::settlement`.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
+use serde_json::json;
+use stacknet_node::settlement::{file_wallet, HubClient};
+use stacknet_node::Wallet;
+use stacknet_protocol::{Amount, SecretKey};
+
+use crate::keystore::default_data_dir;
+
+#[derive(Args, Debug)]
+pub struct PaperworkArgs {
+    /// The node's data directory (wallet and key) [default: ~/.local/share/stacknet/node]
+    #[arg(long, env = "STACKNET_NODE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// The Node Key file [default: <data-dir>/node.key]
+    #[arg(long, env = "STACKNET_KEY")]
+    pub key: Option<PathBuf>,
+    /// The hub's URL.
+    #[arg(long, env = "STACKNET_HUB", default_value = "http://127.0.0.1:8080")]
+    pub hub: String,
+    #[command(subcommand)]
+    pub command: PaperworkCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PaperworkCommand {
+    /// The wallet's paperwork: id, model, usage, cost, filed or not.
+    List {
+        /// Only what has not been filed yet.
+        #[arg(long)]
+        unfiled: bool,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// File every unfiled paperwork with the hub, signed with the Node Key; paperwork still in its
+    /// challenge window is refused and stays unfiled for the next run.
+    File,
+    /// The Node Key's earnings, transfers and payouts, from the hub.
+    Statement,
+    /// Send earnings to your payment account through the hub's payout rail.
+    Redeem {
+        /// Micro-credits to redeem [default: everything available].
+        #[arg(long)]
+        amount: Option<String>,
+        /// Your account at the payment provider.
+        #[arg(long)]
+        destination: String,
+    },
+}
+
+pub async fn run(args: PaperworkArgs) -> Result<()> {
+    let data_dir = args.data_dir.unwrap_or_else(|| default_data_dir().join("node"));
+    let key_path = args
+        .key
+        .unwrap_or_else(|| data_dir.join(stacknet_node::config::KEY_FILE_NAME));
+    let load_key = || -> Result<SecretKey> {
+        let (key, warning) = stacknet_protocol::keystore::read(&key_path)
+            .with_context(|| format!("cannot read the Node Key at {}", key_path.display()))?;
+        if let Some(w) = warning {
+            eprintln!("warning: {w}");
+        }
+        Ok(key)
+    };
+    let open_wallet = || -> Result<Wallet> {
+        let path = stacknet_node::config::wallet_path(&data_dir);
+        anyhow::ensure!(path.exists(), "no wallet at {}", path.display());
+        Ok(Wallet::open(&path)?)
+    };
+    match args.command {
+        PaperworkCommand::List { unfiled, json } => {
+            let wallet = open_wallet()?;
+            for e in wallet.entries().await? {
+                if unfiled && e.filed {
+                    continue;
+                }
+                let pw = &e.paperwork.body;
+                let c = &pw.contract.body;
+                let cost = c.price.cost(&pw.usage, c.max_cost).unwrap_or(Amount::ZERO);
+                let id = e.paperwork.id()?;
+                if json {
+                    let line = json!({
+                        "paperwork": id, "contract": c.id, "model": c.model, "finished_at": pw.finished_at,
+                        "input_tokens": pw.usage.input_tokens, "output_tokens": pw.usage.output_tokens,
+                        "cost": cost, "warm": pw.resources.warm, "filed": e.filed,
+                    });
+                    println!("{line}");
+                } else {
+                    println!(
+                        "{id}  {}  {}  in {} out {}  cost {cost}  {}",
+                        pw.finished_at,
+                        c.model,
+                        pw.usage.input_tokens,
+                        pw.usage.output_tokens,
+                        if e.filed { "filed" } else { "unfiled" }
+                    );
+                }
+            }
+        }
+        PaperworkCommand::File => {
+            let key = load_key()?;
+            let wallet = open_wallet()?;
+            let hub = HubClient::connect(&args.hub).await?;
+            let verdicts = file_wallet(&hub, &key, &wallet).await?;
+            let (mut settled, mut total, mut before, mut refused) = (0, 0i64, 0, 0);
+            for v in &verdicts {
+                match v.status.as_str() {
+                    "settled" => {
+                        settled += 1;
+                        total += v.amount.map_or(0, |a| a.micros());
+                    }
+                    "already_filed" => before += 1,
+                    _ => {
+                        refused += 1;
+                        println!(
+                            "refused {}: {}",
+                            v.paperwork,
+                            v.reason.as_deref().unwrap_or("no reason given")
+                        );
+                    }
+                }
+            }
+            println!(
+                "filed {} paperwork: {settled} settled ({} micro-credits shared out), {before} filed before, {refused} refused",
+                verdicts.len(),
+                Amount::from_micros(total)
+            );
+        }
+        PaperworkCommand::Statement => {
+            let key = load_key()?;
+            let hub = HubClient::connect(&args.hub).await?;
+            println!("{}", serde_json::to_string_pretty(&hub.statement(&key).await?)?);
+        }
+        PaperworkCommand::Redeem { amount, destination } => {
+            let key = load_key()?;
+            let amount = amount
+                .map(|a| a.parse::<Amount>())
+                .transpose()
+                .map_err(|e| anyhow::anyhow!("--amount: {e}"))?;
+            let hub = HubClient::connect(&args.hub).await?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&hub.redeem(&key, amount, &destination).await?)?
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,182 @@
+//! The hub killed with SIGKILL while requests are being settled, again and again: after every restart
+//! the books balance, every answered request's paperwork is logged and its cost captured exactly
+//! once, and in the end every accepted paperwork files and settles once.
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use stacknet_ledger::{AccountId, LedgerStore, TransferId};
+use stacknet_node::settlement::{file_wallet, HubClient};
+use stacknet_node::NodeOptions;
+use stacknet_testkit::mock_upstream::{MockUpstream, Script, MOCK_MODEL};
+use stacknet_testkit::network::TestNode;
+
+const ADMIN: &str = "crash-admin";
+const ROUNDS: usize = 6;
+
+fn start_hub(dir: &std::path::Path, listen: &str) -> (Child, String) {
+    let mut hub = Command::new(env!("CARGO_BIN_EXE_stacknet"))
+        .args(["hub", "--listen", listen, "--admin-token", ADMIN])
+        .args(["--challenge-window-ms", "0", "--request-timeout-ms", "3000", "--hold-grace-ms", "200"])
+        .arg("--data-dir")
+        .arg(dir)
+        .env("STACKNET_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(hub.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    std::thread::spawn(move || lines.for_each(drop));
+    let url = first
+        .strip_prefix("hub listening on ")
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
+    (hub, url)
+}
+
+async fn admin(http: &reqwest::Client, url: &str, path: &str, body: Value) -> Value {
+    let resp = http
+        .post(format!("{url}/stacknet/v1/admin{path}"))
+        .bearer_auth(ADMIN)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{path}: {}", resp.status());
+    resp.json().await.unwrap()
+}
+
+/// The invariants that must hold whenever the hub is down or idle.
+async fn check_books(ledger: &dyn LedgerStore) {
+    let totals = ledger.sum_check().await.unwrap();
+    assert!(totals.is_balanced(), "books out of balance: {totals:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hub_killed_mid_batch_loses_and_doubles_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("hub");
+    let upstream = MockUpstream::start(Script::text("crash test answer words").chunks(3))
+        .await
+        .unwrap();
+    let (mut hub, url) = start_hub(&data, "127.0.0.1:0");
+    let listen = url.strip_prefix("http://").unwrap().to_owned();
+    let http = reqwest::Client::new();
+    let stack = admin(&http, &url, "/stacks", json!({"name": "crash"})).await;
+    let stack = stack["id"].as_str().unwrap().to_owned();
+    let key = admin(&http, &url, &format!("/stacks/{stack}/keys"), json!({})).await;
+    let key = key["api_key"].as_str().unwrap().to_owned();
+    admin(
+        &http,
+        &url,
+        "/prices",
+        json!({"model": MOCK_MODEL, "input_per_mtok": "1000000", "output_per_mtok": "3000000", "per_request": "7"}),
+    )
+    .await;
+    admin(&http, &url, &format!("/stacks/{stack}/topup"), json!({"amount": "100000000000"})).await;
+
+    let mut options = NodeOptions::new(url.clone());
+    options.max_concurrency = 64;
+    let node = TestNode::start_with(options, upstream.base_url(), &[MOCK_MODEL], dir.path()).await;
+
+    let database = format!("sqlite://{}", data.join("hub.db").display());
+    let accepted: Arc<Mutex<BTreeSet<String>>> = Arc::default();
+    for round in 0..ROUNDS {
+        // Load from several clients until the hub dies under them.
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut clients = Vec::new();
+        for _ in 0..8 {
+            let (http, url, key, accepted, stop) =
+                (http.clone(), url.clone(), key.clone(), accepted.clone(), stop.clone());
+            clients.push(tokio::spawn(async move {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let body = json!({"model": MOCK_MODEL, "messages": [{"role": "user", "content": "go"}], "max_tokens": 50});
+                    let Ok(resp) = http
+                        .post(format!("{url}/v1/chat/completions"))
+                        .bearer_auth(&key)
+                        .json(&body)
+                        .send()
+                        .await
+                    else {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        continue;
+                    };
+                    if resp.status() == 200 {
+                        if let Ok(v) = resp.json::<Value>().await {
+                            let id = v["id"].as_str().unwrap().strip_prefix("chatcmpl-").unwrap();
+                            accepted.lock().unwrap().insert(format!("ct_{id}"));
+                        }
+                    }
+                }
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(300 + 150 * (round as u64 % 4))).await;
+        hub.kill().unwrap();
+        hub.wait().unwrap();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for c in clients {
+            c.await.unwrap();
+        }
+        {
+            let ledger = stacknet_ledger::open(&database).await.unwrap();
+            check_books(&*ledger).await;
+        }
+        let (restarted, _) = start_hub(&data, &listen);
+        hub = restarted;
+        // Recovery has run once the hub listens: every answered request is logged and captured once.
+        let store = stacknet_hub::store::open(&database).await.unwrap();
+        let ledger = stacknet_ledger::open(&database).await.unwrap();
+        let ids: Vec<String> = accepted.lock().unwrap().iter().cloned().collect();
+        assert!(!ids.is_empty(), "round {round}: some requests were answered");
+        for contract in &ids {
+            let capture = ledger
+                .transfer(TransferId::new(&format!("capture:{contract}")).unwrap())
+                .await
+                .unwrap();
+            assert!(capture.is_some(), "round {round}: {contract} was answered but its cost not captured");
+        }
+        let uncaptured = store.uncaptured().await.unwrap();
+        assert!(uncaptured.is_empty(), "round {round}: {} logged but uncaptured", uncaptured.len());
+        check_books(&*ledger).await;
+    }
+
+    // Holds of requests the crashes cut short expire; then everything accepted files once.
+    tokio::time::sleep(Duration::from_millis(3_200 + 2_500)).await;
+    let ledger = stacknet_ledger::open(&database).await.unwrap();
+    let hub_client = HubClient::connect(&url).await.unwrap();
+    let verdicts = file_wallet(&hub_client, &node.key, node.node.wallet()).await.unwrap();
+    let settled: BTreeSet<String> = verdicts
+        .iter()
+        .filter(|v| v.status == "settled")
+        .map(|v| v.paperwork.to_string())
+        .collect();
+    let store = stacknet_hub::store::open(&database).await.unwrap();
+    let logged_accepted = accepted.lock().unwrap().len();
+    assert!(settled.len() >= logged_accepted, "{} settled, {logged_accepted} answered", settled.len());
+    for v in verdicts.iter().filter(|v| v.status != "settled") {
+        // Paperwork the hub never logged (killed before its batch committed) is refused, nothing else.
+        let reason = v.reason.clone().unwrap_or_default();
+        assert!(reason.contains("not in the paperwork log"), "{v:?}");
+        assert!(store.paperwork(v.paperwork).await.unwrap().is_none());
+    }
+    let escrow = ledger.balance(AccountId::escrow()).await.unwrap();
+    assert_eq!(escrow.posted.micros(), 0, "every captured cost was shared out: {escrow:?}");
+    assert_eq!(escrow.credits_pending.micros(), 0, "no hold is left open: {escrow:?}");
+    check_books(&*ledger).await;
+    // Filing again pays nothing more.
+    let before = ledger.balance(AccountId::node(node.node.node_key_id())).await.unwrap();
+    let docs = node.node.wallet().list().await.unwrap();
+    let again = hub_client.file(&node.key, docs).await.unwrap();
+    assert!(again.iter().all(|v| v.status != "settled"), "nothing settles twice");
+    let after = ledger.balance(AccountId::node(node.node.node_key_id())).await.unwrap();
+    assert_eq!(before, after);
+    let _ = hub.kill();
+    let _ = hub.wait();
+}

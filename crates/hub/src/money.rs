@@ -1,0 +1,419 @@
+//! Money on the request path: prices, the escrow hold taken at admission, and the writer that logs
+//! accepted paperwork and captures its cost.
+//!
+//! A request's life in the ledger (account ids in `stacknet_ledger::AccountId`):
+//! 1. Admission holds the contract's maximum cost: a pending transfer `hold:<ref>` from the Stack's
+//!    balance to escrow, expiring a grace period after the request's deadline. The ledger refuses
+//!    it if the balance cannot cover it, so N concurrent requests never spend more than the balance:
+//!    the client gets 402 `insufficient_balance` before any node is asked.
+//! 2. A task that fails, times out or is cancelled voids the hold (`release:<ref>`); a hub that
+//!    crashes leaves it to expire, which releases it the same way.
+//! 3. Accepted paperwork goes to the [`SettleWriter`]: one transaction appends a batch to the
+//!    paperwork log, then one ledger batch posts each task's actual cost (`capture:<contract>`,
+//!    at most the hold; the rest is released) and the batch is marked captured. The client is
+//!    answered after that. A crash between the two steps is mended at start by [`recover`], which
+//!    captures what the log holds and the ledger does not (the ids make it exactly once).
+//! 4. Filing later shares the captured cost out of escrow (`crate::settle`).
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use stacknet_ledger::{AccountId, Entry, LedgerError, LedgerStore, Post, TransferId, Void};
+use stacknet_protocol::contract::{PriceTerms, Usage, Workload};
+use stacknet_protocol::{Amount, PaperworkId, StackId, Timestamp};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::ApiError;
+use crate::log::MerkleLog;
+use crate::openai::ApiRequest;
+use crate::store::{ModelPrice, PaperworkRecord, Store};
+
+/// Input tokens assumed beyond the body's bytes (chat template, special tokens) when bounding cost.
+pub const TEMPLATE_TOKENS_BOUND: u64 = 1024;
+/// How long after a request's deadline its hold expires if nothing resolved it (a crashed hub).
+pub const DEFAULT_HOLD_GRACE_MS: u64 = 60_000;
+/// How often expired holds are released.
+pub const EXPIRY_SWEEP_MS: u64 = 1_000;
+
+/// Per-model prices, served from memory; models without a price of their own use the default.
+#[derive(Debug)]
+pub struct Prices {
+    default: PriceTerms,
+    by_model: RwLock<HashMap<String, PriceTerms>>,
+}
+
+impl Prices {
+    pub fn new(default: PriceTerms, stored: Vec<ModelPrice>) -> Self {
+        Self {
+            default,
+            by_model: RwLock::new(stored.into_iter().map(|p| (p.model, p.price)).collect()),
+        }
+    }
+
+    pub fn get(&self, model: &str) -> PriceTerms {
+        self.by_model
+            .read()
+            .ok()
+            .and_then(|m| m.get(model).cloned())
+            .unwrap_or_else(|| self.default.clone())
+    }
+
+    pub fn set(&self, model: String, price: PriceTerms) {
+        if let Ok(mut m) = self.by_model.write() {
+            m.insert(model, price);
+        }
+    }
+
+    pub fn default_price(&self) -> &PriceTerms {
+        &self.default
+    }
+}
+
+/// An upper bound of what `req` can cost under `price`: every byte of the body counted as an input
+/// token (a token is never shorter than a byte), plus the template's tokens, and the request's
+/// `max_tokens` (or the hub's default bound) of output. The node's charge is capped at this.
+pub fn max_cost(price: &PriceTerms, req: &ApiRequest, body_len: usize, default_max_output: u64) -> Amount {
+    let input_tokens = u64::try_from(body_len)
+        .unwrap_or(u64::MAX)
+        .saturating_add(TEMPLATE_TOKENS_BOUND);
+    let output_tokens = match req.workload {
+        Workload::Embedding => 0,
+        _ => ["max_completion_tokens", "max_tokens"]
+            .iter()
+            .find_map(|f| req.body.get(*f).and_then(serde_json::Value::as_u64))
+            .unwrap_or(default_max_output),
+    };
+    let usage = Usage {
+        input_tokens,
+        output_tokens,
+        units: 0,
+    };
+    price
+        .cost(&usage, Amount::from_micros(i64::MAX))
+        .unwrap_or(Amount::from_micros(i64::MAX))
+}
+
+fn id(text: &str) -> Result<TransferId, ApiError> {
+    TransferId::new(text).map_err(|e| ApiError::Internal(e.to_string()))
+}
+
+/// The escrow of one request: the hold taken at admission. Dropped without being handed to the
+/// writer, it releases the hold (in the background: a drop cannot wait).
+#[derive(Debug)]
+pub struct Escrow {
+    ledger: Arc<dyn LedgerStore>,
+    hold: Option<TransferId>,
+    release: Option<TransferId>,
+    pub max_cost: Amount,
+}
+
+impl Escrow {
+    /// Holds `max_cost` of `stack`'s balance for `expires_in_ms` (the request's time-out plus a
+    /// grace period); nothing for a free request. `insufficient_balance` when the balance cannot
+    /// cover it.
+    pub async fn hold(
+        ledger: Arc<dyn LedgerStore>,
+        stack: StackId,
+        max_cost: Amount,
+        expires_in_ms: i64,
+    ) -> Result<Self, ApiError> {
+        if max_cost.micros() <= 0 {
+            return Ok(Self {
+                ledger,
+                hold: None,
+                release: None,
+                max_cost: Amount::ZERO,
+            });
+        }
+        let reference = stacknet_protocol::ContractId::random();
+        let hold = id(&format!("hold:{reference}"))?;
+        let release = id(&format!("release:{reference}"))?;
+        let expires = Timestamp::now().plus_ms(expires_in_ms);
+        let transfer = stacknet_ledger::Transfer::hold(
+            hold.clone(),
+            AccountId::stack(stack),
+            AccountId::escrow(),
+            max_cost,
+            Some(expires),
+        );
+        match ledger.create_transfers(vec![transfer.into()]).await {
+            Ok(_) => Ok(Self {
+                ledger,
+                hold: Some(hold),
+                release: Some(release),
+                max_cost,
+            }),
+            Err(LedgerError::InsufficientFunds { available, .. }) => Err(ApiError::InsufficientBalance {
+                available,
+                needed: max_cost,
+            }),
+            Err(e) => Err(ApiError::Internal(format!("cannot hold the maximum cost: {e}"))),
+        }
+    }
+
+    pub fn hold_id(&self) -> Option<&TransferId> {
+        self.hold.as_ref()
+    }
+
+    /// The hold now belongs to the settle writer, which captures or releases it.
+    pub fn handed_over(mut self) {
+        self.hold = None;
+    }
+}
+
+impl Drop for Escrow {
+    fn drop(&mut self) {
+        let (Some(hold), Some(release)) = (self.hold.take(), self.release.take()) else {
+            return;
+        };
+        let ledger = self.ledger.clone();
+        let task = async move {
+            if let Err(e) = ledger.void(release, hold.clone()).await {
+                // An expired hold was released already; anything else is logged, and expiry is the backstop.
+                tracing::warn!(error = %e, hold = %hold, "could not release a hold; it will expire");
+            }
+        };
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(task);
+        }
+    }
+}
+
+/// The ledger entry that settles a logged task's escrow: capture its cost, or release a hold whose
+/// task cost nothing (or, with `release`, whose paperwork could not be logged).
+fn capture_entry(record: &PaperworkRecord, release: bool) -> Result<Option<Entry>, String> {
+    let Some(hold) = &record.hold else {
+        return Ok(None);
+    };
+    let tid = |t: &str| TransferId::new(t).map_err(|e| e.to_string());
+    let pending = tid(hold)?;
+    let reference = hold.strip_prefix("hold:").unwrap_or(hold);
+    Ok(Some(if record.cost.micros() > 0 && !release {
+        Post::new(tid(&format!("capture:{}", record.contract))?, pending, record.cost).into()
+    } else {
+        Void::new(tid(&format!("release:{reference}"))?, pending).into()
+    }))
+}
+
+/// Most paperwork logged and captured in one batch.
+pub const MAX_SETTLE_BATCH: usize = 512;
+/// Acceptances waiting for the writer before senders wait (back-pressure, bounded memory).
+pub const SETTLE_QUEUE_LEN: usize = 8192;
+
+enum Command {
+    Accept(Box<PaperworkRecord>, oneshot::Sender<Result<(), String>>),
+    Flush(oneshot::Sender<()>),
+}
+
+/// The one task that appends accepted paperwork to the log and captures its cost, a batch per
+/// transaction, and answers each request once both are written.
+#[derive(Clone, Debug)]
+pub struct SettleWriter {
+    tx: mpsc::Sender<Command>,
+}
+
+impl SettleWriter {
+    pub fn start(store: Arc<dyn Store>, ledger: Arc<dyn LedgerStore>, log: Arc<MerkleLog>) -> Self {
+        let (tx, rx) = mpsc::channel(SETTLE_QUEUE_LEN);
+        tokio::spawn(run_writer(rx, store, ledger, log));
+        Self { tx }
+    }
+
+    /// Logs `record` and captures its cost; returns once both are durable.
+    pub async fn accept(&self, record: PaperworkRecord) -> Result<(), String> {
+        let (done, wait) = oneshot::channel();
+        self.tx
+            .send(Command::Accept(Box::new(record), done))
+            .await
+            .map_err(|_| "the settle writer has stopped".to_owned())?;
+        wait.await
+            .map_err(|_| "the settle writer has stopped".to_owned())?
+    }
+
+    /// Waits until everything accepted before this call is written.
+    pub async fn flush(&self) {
+        let (done, wait) = oneshot::channel();
+        if self.tx.send(Command::Flush(done)).await.is_ok() {
+            let _ = wait.await;
+        }
+    }
+}
+
+async fn run_writer(
+    mut rx: mpsc::Receiver<Command>,
+    store: Arc<dyn Store>,
+    ledger: Arc<dyn LedgerStore>,
+    log: Arc<MerkleLog>,
+) {
+    let mut batch = Vec::with_capacity(MAX_SETTLE_BATCH);
+    let mut waiters = Vec::with_capacity(MAX_SETTLE_BATCH);
+    let mut flushes = Vec::new();
+    while let Some(first) = rx.recv().await {
+        let mut next = Some(first);
+        while let Some(cmd) = next {
+            match cmd {
+                Command::Accept(record, done) => {
+                    batch.push(*record);
+                    waiters.push(done);
+                }
+                Command::Flush(done) => flushes.push(done),
+            }
+            next = if batch.len() < MAX_SETTLE_BATCH {
+                rx.try_recv().ok()
+            } else {
+                None
+            };
+        }
+        if !batch.is_empty() {
+            let outcome = write_batch(&store, &ledger, &log, std::mem::take(&mut batch)).await;
+            for done in waiters.drain(..) {
+                let _ = done.send(outcome.clone());
+            }
+        }
+        for done in flushes.drain(..) {
+            let _ = done.send(());
+        }
+    }
+}
+
+async fn write_batch(
+    store: &Arc<dyn Store>,
+    ledger: &Arc<dyn LedgerStore>,
+    log: &MerkleLog,
+    batch: Vec<PaperworkRecord>,
+) -> Result<(), String> {
+    if let Err(e) = store.append_paperwork(batch.clone()).await {
+        // Not logged, so never payable: give the holds back (the requests get an error).
+        let releases = batch
+            .iter()
+            .filter_map(|r| capture_entry(r, true).transpose())
+            .collect::<Result<Vec<_>, _>>()?;
+        apply_each(ledger, releases).await;
+        return Err(format!("cannot append to the paperwork log: {e}"));
+    }
+    catch_up(store, log).await.map_err(|e| e.to_string())?;
+    // From here on the paperwork is logged: a failure below is mended by `recover` at the next start.
+    if let Some(captured) = capture(ledger, &batch).await? {
+        if let Err(e) = store.mark_captured(captured).await {
+            tracing::warn!(error = %e, "captured but could not mark it; recovery will replay (idempotent)");
+        }
+    }
+    Ok(())
+}
+
+/// Brings the in-memory Merkle tree level with the stored log (another replica may have appended).
+pub async fn catch_up(store: &Arc<dyn Store>, log: &MerkleLog) -> Result<(), crate::store::StoreError> {
+    let leaves = store.leaf_hashes(log.size()).await?;
+    if !leaves.is_empty() {
+        log.append(&leaves);
+    }
+    Ok(())
+}
+
+/// Captures the cost of every logged record, as one ledger batch; if the batch is refused (one
+/// hold expired, say), entry by entry, so one bad hold never blocks the rest. Returns what each
+/// record really captured (zero where its capture was refused for good), or `None` when the
+/// ledger failed and the captures are left to the next start.
+async fn capture(
+    ledger: &Arc<dyn LedgerStore>,
+    records: &[PaperworkRecord],
+) -> Result<Option<Vec<(PaperworkId, Amount)>>, String> {
+    let mut entries = Vec::new();
+    let mut owners = Vec::new();
+    for r in records {
+        if let Some(e) = capture_entry(r, false)? {
+            entries.push(e);
+            owners.push(r.id);
+        }
+    }
+    let mut captured: Vec<(PaperworkId, Amount)> = records.iter().map(|r| (r.id, r.cost)).collect();
+    match ledger.create_transfers(entries.clone()).await {
+        Ok(_) => return Ok(Some(captured)),
+        Err(e) if !e.is_refusal() => {
+            tracing::error!(error = %e, "capture failed; it is retried at the next start");
+            return Ok(None);
+        }
+        Err(_) => {}
+    }
+    for (entry, owner) in entries.into_iter().zip(owners) {
+        match ledger.create_transfers(vec![entry]).await {
+            Ok(_) => {}
+            Err(e) if e.is_refusal() => {
+                tracing::error!(error = %e, paperwork = %owner, "a capture was refused; its task is settled at zero");
+                if let Some(c) = captured.iter_mut().find(|(id, _)| *id == owner) {
+                    c.1 = Amount::ZERO;
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "capture failed; it is retried at the next start");
+                return Ok(None);
+            }
+        }
+    }
+    Ok(Some(captured))
+}
+
+/// Applies entries one by one, logging (not failing on) refusals: releases are best effort, and
+/// expiry is their backstop.
+async fn apply_each(ledger: &Arc<dyn LedgerStore>, entries: Vec<Entry>) {
+    for entry in entries {
+        if let Err(e) = ledger.create_transfers(vec![entry]).await {
+            tracing::warn!(error = %e, "could not release a hold; it will expire");
+        }
+    }
+}
+
+/// At start: loads the Merkle tree and captures what the log holds and the ledger missed (a crash
+/// between the two writes), then releases holds that expired while the hub was down.
+pub async fn recover(
+    store: &Arc<dyn Store>,
+    ledger: &Arc<dyn LedgerStore>,
+    log: &MerkleLog,
+) -> Result<(), String> {
+    catch_up(store, log).await.map_err(|e| e.to_string())?;
+    let pending = store.uncaptured().await.map_err(|e| e.to_string())?;
+    if !pending.is_empty() {
+        tracing::info!(count = pending.len(), "capturing paperwork logged before a crash");
+        for chunk in pending.chunks(MAX_SETTLE_BATCH) {
+            let records: Vec<PaperworkRecord> = chunk.iter().map(|p| p.record.clone()).collect();
+            match capture(ledger, &records).await? {
+                Some(captured) => store.mark_captured(captured).await.map_err(|e| e.to_string())?,
+                None => return Err("the ledger failed while capturing logged paperwork".into()),
+            }
+        }
+    }
+    expire_due(ledger).await;
+    Ok(())
+}
+
+async fn expire_due(ledger: &Arc<dyn LedgerStore>) {
+    loop {
+        match ledger.expire_due(Timestamp::now()).await {
+            Ok(ids) if ids.len() >= stacknet_ledger::MAX_EXPIRED_PER_CALL => continue,
+            Ok(ids) => {
+                if !ids.is_empty() {
+                    tracing::info!(count = ids.len(), "released expired holds");
+                }
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not release expired holds");
+                return;
+            }
+        }
+    }
+}
+
+/// Releases expired holds every few seconds, for as long as the hub runs.
+pub fn start_expiry(ledger: Arc<dyn LedgerStore>, mut shutting_down: tokio::sync::watch::Receiver<bool>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(EXPIRY_SWEEP_MS));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => expire_due(&ledger).await,
+                _ = shutting_down.changed() => return,
+            }
+        }
+    });
+}

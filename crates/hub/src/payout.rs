@@ -1,0 +1,334 @@
+//! Redemption through the payout rail: an HMAC-signed webhook to the operator's payment system.
+//!
+//! States: `pending` (earnings moved to payout-pending, webhook not delivered yet) -> `sent` (the
+//! endpoint answered 2xx) -> `confirmed` (paid: the money leaves the books to `external:payout`),
+//! or `failed` (every delivery attempt failed, or the payment system said so: the money goes back
+//! to the node's earnings). A delivery answered `{"status": "confirmed"}` is confirmed at once;
+//! otherwise the payment system confirms or fails it later on `POST /stacknet/v1/webhooks/payouts`.
+//!
+//! Each state change is a compare-and-set in the store followed by an idempotent ledger transfer
+//! (`payout:<id>`, `payout-confirm:<id>`, `payout-return:<id>`), so a retry and a callback never both
+//! act, and [`resume`] re-applies after a crash whatever transfer a state change did not reach.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use stacknet_ledger::{AccountId, LedgerError, Reason, Transfer, TransferId};
+use stacknet_protocol::{Amount, NodeKeyId, Timestamp};
+
+use crate::admin::internal;
+use crate::error::ApiError;
+use crate::store::{PayoutRecord, PayoutState};
+use crate::webhook;
+use crate::AppState;
+
+/// Longest destination (the operator's account reference at the payment provider).
+pub const MAX_DESTINATION_CHARS: usize = 200;
+/// How long one delivery attempt may take.
+pub const DELIVERY_TIMEOUT_MS: u64 = 10_000;
+
+fn tid(text: String) -> Result<TransferId, ApiError> {
+    TransferId::new(&text).map_err(internal)
+}
+
+/// The transfer that moves a payout's money into payout-pending.
+fn reserve(p: &PayoutRecord) -> Result<Transfer, ApiError> {
+    Ok(Transfer::posted(
+        tid(format!("payout:{}", p.id))?,
+        AccountId::node(p.node_key),
+        AccountId::payout_pending(p.node_key),
+        p.amount,
+        Reason::Payout,
+    ))
+}
+
+/// The transfer a final state calls for.
+fn settle_transfer(p: &PayoutRecord, state: PayoutState) -> Result<Option<Transfer>, ApiError> {
+    Ok(match state {
+        PayoutState::Confirmed => Some(Transfer::posted(
+            tid(format!("payout-confirm:{}", p.id))?,
+            AccountId::payout_pending(p.node_key),
+            AccountId::external("payout").map_err(internal)?,
+            p.amount,
+            Reason::Payout,
+        )),
+        PayoutState::Failed => Some(Transfer::posted(
+            tid(format!("payout-return:{}", p.id))?,
+            AccountId::payout_pending(p.node_key),
+            AccountId::node(p.node_key),
+            p.amount,
+            Reason::Refund,
+        )),
+        PayoutState::Pending | PayoutState::Sent => None,
+    })
+}
+
+/// Starts a payout of `amount` (all available earnings when `None`) to `destination`.
+pub async fn start(
+    state: &AppState,
+    node: NodeKeyId,
+    amount: Option<Amount>,
+    destination: String,
+) -> Result<PayoutRecord, ApiError> {
+    if state.config.payout_rail.is_none() {
+        return Err(ApiError::NotFound("no payout rail is configured on this hub".into()));
+    }
+    if destination.is_empty() || destination.chars().count() > MAX_DESTINATION_CHARS {
+        return Err(ApiError::invalid("destination", "destination must be 1 to 200 characters"));
+    }
+    let earnings = state
+        .ledger
+        .balance(AccountId::node(node))
+        .await
+        .map_err(internal)?
+        .available();
+    let amount = amount.unwrap_or(earnings);
+    if amount.micros() <= 0 {
+        return Err(ApiError::invalid("amount", format!("nothing to redeem: {earnings} available")));
+    }
+    let now = Timestamp::now();
+    let mut payout = PayoutRecord {
+        id: format!("po_{}", hex::encode(stacknet_protocol::Nonce::random().0)),
+        node_key: node,
+        amount,
+        destination,
+        state: PayoutState::Pending,
+        attempts: 0,
+        last_error: None,
+        created_at: now,
+        updated_at: now,
+    };
+    // The record first: a crash before the ledger transfer leaves a pending payout that `resume`
+    // completes or fails, never money in payout-pending without a record.
+    state.store.create_payout(payout.clone()).await.map_err(internal)?;
+    match state.ledger.create_transfers(vec![reserve(&payout)?.into()]).await {
+        Ok(_) => {}
+        Err(LedgerError::InsufficientFunds { available, .. }) => {
+            finish(state, &payout, PayoutState::Failed, Some("insufficient earnings".into())).await?;
+            return Err(ApiError::InsufficientBalance {
+                available,
+                needed: amount,
+            });
+        }
+        Err(e) => return Err(internal(e)),
+    }
+    spawn_delivery(state.clone(), payout.clone());
+    payout.updated_at = Timestamp::now();
+    Ok(payout)
+}
+
+/// Moves `payout` to a final state (only from pending or sent) and applies its transfer. False when
+/// it was already final (nothing done).
+async fn finish(
+    state: &AppState,
+    payout: &PayoutRecord,
+    to: PayoutState,
+    error: Option<String>,
+) -> Result<bool, ApiError> {
+    let changed = state
+        .store
+        .update_payout(
+            payout.id.clone(),
+            &[PayoutState::Pending, PayoutState::Sent],
+            to,
+            payout.attempts,
+            error,
+            Timestamp::now(),
+        )
+        .await
+        .map_err(internal)?;
+    if changed {
+        apply_final(state, payout, to).await?;
+    }
+    Ok(changed)
+}
+
+async fn apply_final(state: &AppState, payout: &PayoutRecord, to: PayoutState) -> Result<(), ApiError> {
+    let reserved = state
+        .ledger
+        .transfer(tid(format!("payout:{}", payout.id))?)
+        .await
+        .map_err(internal)?;
+    // A payout that failed before its money moved has nothing to return.
+    if reserved.is_none() {
+        return Ok(());
+    }
+    if let Some(t) = settle_transfer(payout, to)? {
+        state
+            .ledger
+            .create_transfers(vec![t.into()])
+            .await
+            .map_err(internal)?;
+    }
+    Ok(())
+}
+
+fn spawn_delivery(state: AppState, payout: PayoutRecord) {
+    tokio::spawn(async move {
+        if let Err(e) = deliver(&state, payout).await {
+            tracing::error!(error = %e, "payout delivery stopped");
+        }
+    });
+}
+
+/// Delivers the webhook with retries and backoff; records the outcome.
+async fn deliver(state: &AppState, mut payout: PayoutRecord) -> Result<(), ApiError> {
+    let Some(rail) = state.config.payout_rail.clone() else {
+        return Ok(());
+    };
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_millis(DELIVERY_TIMEOUT_MS))
+        .build()
+        .map_err(internal)?;
+    let body = serde_json::to_vec(&json!({
+        "id": payout.id, "node_key": payout.node_key, "amount": payout.amount,
+        "destination": payout.destination, "created_at": payout.created_at,
+    }))
+    .map_err(internal)?;
+    let mut backoff = rail.first_backoff_ms;
+    while payout.attempts < rail.max_attempts {
+        payout.attempts += 1;
+        let signature = webhook::sign(&rail.secret, webhook::now_secs(), &body).map_err(internal)?;
+        let sent = client
+            .post(&rail.url)
+            .header(webhook::SIGNATURE_HEADER, signature)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body.clone())
+            .send()
+            .await;
+        let error = match sent {
+            Ok(resp) if resp.status().is_success() => {
+                let answer: Value = resp.json().await.unwrap_or(Value::Null);
+                if answer.get("status").and_then(Value::as_str) == Some("confirmed") {
+                    finish(state, &payout, PayoutState::Confirmed, None).await?;
+                } else {
+                    state
+                        .store
+                        .update_payout(
+                            payout.id.clone(),
+                            &[PayoutState::Pending],
+                            PayoutState::Sent,
+                            payout.attempts,
+                            None,
+                            Timestamp::now(),
+                        )
+                        .await
+                        .map_err(internal)?;
+                }
+                return Ok(());
+            }
+            Ok(resp) => format!("the payment endpoint answered {}", resp.status()),
+            Err(e) => format!("cannot reach the payment endpoint: {e}"),
+        };
+        tracing::warn!(payout = %payout.id, attempt = payout.attempts, %error, "payout delivery failed");
+        if payout.attempts >= rail.max_attempts {
+            finish(state, &payout, PayoutState::Failed, Some(error)).await?;
+            return Ok(());
+        }
+        state
+            .store
+            .update_payout(
+                payout.id.clone(),
+                &[PayoutState::Pending],
+                PayoutState::Pending,
+                payout.attempts,
+                Some(error),
+                Timestamp::now(),
+            )
+            .await
+            .map_err(internal)?;
+        tokio::time::sleep(Duration::from_millis(backoff)).await;
+        backoff = backoff.saturating_mul(2);
+    }
+    finish(state, &payout, PayoutState::Failed, Some("no delivery attempts left".into())).await?;
+    Ok(())
+}
+
+/// At start: completes what a crash interrupted. Pending payouts get their money reserved (the
+/// same transfer id) and their delivery restarted; final ones get their final transfer re-applied
+/// (a no-op where it was written).
+pub fn resume(state: &AppState) {
+    let state = state.clone();
+    tokio::spawn(async move {
+        for s in [PayoutState::Confirmed, PayoutState::Failed, PayoutState::Pending] {
+            let payouts = match state.store.payouts_in(s).await {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read payouts to resume");
+                    return;
+                }
+            };
+            for p in payouts {
+                let outcome = match s {
+                    PayoutState::Pending => resume_pending(&state, p).await,
+                    _ => apply_final(&state, &p, s).await,
+                };
+                if let Err(e) = outcome {
+                    tracing::error!(error = %e, "cannot resume a payout");
+                }
+            }
+        }
+    });
+}
+
+async fn resume_pending(state: &AppState, p: PayoutRecord) -> Result<(), ApiError> {
+    match state.ledger.create_transfers(vec![reserve(&p)?.into()]).await {
+        Ok(_) => {
+            spawn_delivery(state.clone(), p);
+            Ok(())
+        }
+        Err(LedgerError::InsufficientFunds { .. }) => {
+            finish(state, &p, PayoutState::Failed, Some("insufficient earnings".into())).await?;
+            Ok(())
+        }
+        Err(e) => Err(internal(e)),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Callback {
+    pub id: String,
+    pub status: String,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// `POST /stacknet/v1/webhooks/payouts`: the payment system confirms or fails a payout (signed
+/// with the rail's secret).
+pub async fn callback(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let secret = state.config.payout_rail.as_ref().map(|r| r.secret.as_str());
+    webhook::check(secret, &headers, &body)?;
+    let cb: Callback = serde_json::from_slice(&body).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
+    let to = match cb.status.as_str() {
+        "confirmed" => PayoutState::Confirmed,
+        "failed" => PayoutState::Failed,
+        other => {
+            return Err(ApiError::invalid(
+                "status",
+                format!("status must be `confirmed` or `failed`, not {other:?}"),
+            ))
+        }
+    };
+    let payout = state
+        .store
+        .payout(cb.id.clone())
+        .await
+        .map_err(internal)?
+        .ok_or_else(|| ApiError::NotFound(format!("payout {}", cb.id)))?;
+    let changed = finish(&state, &payout, to, cb.reason).await?;
+    let now = state
+        .store
+        .payout(cb.id)
+        .await
+        .map_err(internal)?
+        .map_or(payout.state, |p| p.state);
+    Ok(Json(json!({"id": payout.id, "state": now, "changed": changed})))
+}

@@ -1,0 +1,560 @@
+//! After the task: the paperwork log's public endpoints, filing (settlement of the attribution
+//! split), statements, and redemption.
+//!
+//! Filing (`POST /stacknet/v1/nodes/file`): a node sends a Filing signed by its Node Key and the
+//! paperwork documents it lists. Each paperwork is checked on its own (every signature, the contract,
+//! that it is this node's, that the log holds exactly this document, that its challenge window has
+//! passed, that it was not filed before) and gets its own verdict; the valid ones settle together:
+//! 1. write-ahead: the store marks them filed under a settlement id in one transaction, which
+//!    also settles races (two filings of one paperwork: one claims it, the other hears
+//!    `already_filed`);
+//! 2. the ledger moves each party's share out of escrow, summed per account, as one batch whose
+//!    transfer ids derive from the settlement id (`settle:<id>:<n>`), plus the warm bonus from the
+//!    treasury (`bonus:<id>`);
+//! 3. the settlement is closed. A crash between 1 and 3 is finished at start by [`recover`] with
+//!    the same ids, so nothing is paid twice or lost.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use stacknet_ledger::{shares, warm_bonus, AccountId, Entry, LedgerError, LedgerStore, Reason, Transfer, TransferId};
+use stacknet_protocol::filing::{Filing, NodeAction, NodeRequest, MAX_FILING_PAPERWORK};
+use stacknet_protocol::paperwork::{check_paperwork, Paperwork};
+use stacknet_protocol::{Amount, NodeKeyId, PaperworkId, Signed, Timestamp};
+
+use crate::admin::{balance_json, internal};
+use crate::error::ApiError;
+use crate::log::{checkpoint_json, consistency_json, inclusion_json, log_origin, paperwork_leaf};
+use crate::store::{LoggedPaperwork, Store};
+use crate::AppState;
+
+/// How far a signed request's `created_at` may be from the hub's clock.
+pub const REQUEST_CLOCK_TOLERANCE_MS: i64 = 300_000;
+/// Most lines in one statement page.
+pub const STATEMENT_LINES: u32 = 100;
+
+// ---------------------------------------------------------------------------------------------
+// The paperwork log.
+
+/// `GET /stacknet/v1/log/checkpoint`: the log's size and root, signed by the hub key.
+pub async fn checkpoint(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    crate::money::catch_up(&state.store, &state.log)
+        .await
+        .map_err(internal)?;
+    let cp = state
+        .log
+        .checkpoint(&log_origin(&state.hub_key.public_key()), &state.hub_key)
+        .map_err(internal)?;
+    Ok(Json(checkpoint_json(&cp)))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct InclusionQuery {
+    pub paperwork: String,
+    /// The tree size to prove against; the log's current size when absent.
+    #[serde(default)]
+    pub tree_size: Option<u64>,
+}
+
+/// `GET /stacknet/v1/log/proof/inclusion?paperwork=pw_...[&tree_size=N]`.
+pub async fn inclusion(
+    State(state): State<AppState>,
+    Query(q): Query<InclusionQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let id: PaperworkId = q
+        .paperwork
+        .parse()
+        .map_err(|e: stacknet_protocol::IdError| ApiError::invalid("paperwork", e.to_string()))?;
+    crate::money::catch_up(&state.store, &state.log)
+        .await
+        .map_err(internal)?;
+    let logged = state
+        .store
+        .paperwork(id)
+        .await
+        .map_err(internal)?
+        .ok_or_else(|| ApiError::NotFound(format!("paperwork {id} is not in the log")))?;
+    let size = q.tree_size.unwrap_or_else(|| state.log.size());
+    let proof = state
+        .log
+        .inclusion(logged.index, size)
+        .map_err(|e| ApiError::invalid("tree_size", e.to_string()))?;
+    Ok(Json(inclusion_json(logged.index, size, &logged.record.leaf_hash, &proof)))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ConsistencyQuery {
+    pub from: u64,
+    #[serde(default)]
+    pub to: Option<u64>,
+}
+
+/// `GET /stacknet/v1/log/proof/consistency?from=N[&to=M]`.
+pub async fn consistency(
+    State(state): State<AppState>,
+    Query(q): Query<ConsistencyQuery>,
+) -> Result<Json<Value>, ApiError> {
+    crate::money::catch_up(&state.store, &state.log)
+        .await
+        .map_err(internal)?;
+    let to = q.to.unwrap_or_else(|| state.log.size());
+    let proof = state
+        .log
+        .consistency(q.from, to)
+        .map_err(|e| ApiError::invalid("from", e.to_string()))?;
+    Ok(Json(consistency_json(q.from, to, &proof)))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Statements.
+
+#[derive(Debug, Deserialize)]
+pub struct StatementQuery {
+    #[serde(default)]
+    pub after: Option<u64>,
+    #[serde(default)]
+    pub limit: Option<u32>,
+}
+
+async fn statement_json(
+    ledger: &dyn LedgerStore,
+    account: AccountId,
+    after: Option<u64>,
+    limit: Option<u32>,
+) -> Result<Value, ApiError> {
+    let balance = ledger.balance(account.clone()).await.map_err(internal)?;
+    let lines = ledger
+        .transfers_of(account.clone(), limit.unwrap_or(STATEMENT_LINES), after)
+        .await
+        .map_err(internal)?;
+    let transfers: Vec<Value> = lines
+        .iter()
+        .map(|l| {
+            let t = &l.transfer;
+            let sign = if t.credit == account { "+" } else { "-" };
+            json!({
+                "seq": l.seq, "id": t.id.to_string(), "reason": t.reason.as_str(),
+                "state": t.state.as_str(), "debit": t.debit.to_string(), "credit": t.credit.to_string(),
+                "amount": t.amount, "released": t.released, "direction": sign,
+            })
+        })
+        .collect();
+    Ok(json!({
+        "account": account.to_string(),
+        "balance": balance_json(&balance),
+        "transfers": transfers,
+        "next_after": lines.last().map(|l| l.seq),
+    }))
+}
+
+/// `GET /stacknet/v1/statement`: the balance and transfers of the Stack whose API key is used.
+pub async fn stack_statement(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<StatementQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let stack = state.api_keys.authenticate(&headers)?;
+    let mut body = statement_json(&*state.ledger, AccountId::stack(stack), q.after, q.limit).await?;
+    body["stack"] = json!(stack);
+    Ok(Json(body))
+}
+
+/// Checks a Node Key request: its signature, that it is addressed to this hub, its time, and that
+/// its nonce was never used (a replayed request is refused).
+async fn check_node_request(state: &AppState, req: &Signed<NodeRequest>) -> Result<NodeKeyId, ApiError> {
+    req.verify(&req.body.node_key)
+        .map_err(|e| ApiError::BadSignature(e.to_string()))?;
+    fresh(state, &req.body.hub, req.body.created_at, "node_request", &req.body.nonce).await?;
+    Ok(req.body.node_key.node_key_id())
+}
+
+/// The checks every signed node message shares: the right hub, a time near ours, a new nonce.
+async fn fresh(
+    state: &AppState,
+    hub: &stacknet_protocol::PublicKey,
+    created_at: Timestamp,
+    kind: &'static str,
+    nonce: &stacknet_protocol::Nonce,
+) -> Result<(), ApiError> {
+    let ours = state.hub_key.public_key();
+    if *hub != ours {
+        return Err(ApiError::invalid(
+            "hub",
+            format!("addressed to hub {}, this hub is {}", hub.to_hex(), ours.to_hex()),
+        ));
+    }
+    let skew = (Timestamp::now().unix_ms() - created_at.unix_ms()).abs();
+    if skew > REQUEST_CLOCK_TOLERANCE_MS {
+        return Err(ApiError::invalid(
+            "created_at",
+            format!("created_at {created_at} is more than {REQUEST_CLOCK_TOLERANCE_MS} ms from the hub's clock"),
+        ));
+    }
+    let new = state
+        .store
+        .claim_event(kind, hex::encode(nonce.0), Timestamp::now())
+        .await
+        .map_err(internal)?;
+    if !new {
+        return Err(ApiError::Conflict(format!("this {kind} was used before (replay)")));
+    }
+    Ok(())
+}
+
+fn signed_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::MalformedJson(e.to_string()))
+}
+
+/// `POST /stacknet/v1/nodes/statement` (body: a signed `statement` NodeRequest): the Node Key's
+/// earnings, payout-pending balance, transfers and payouts.
+pub async fn node_statement(State(state): State<AppState>, body: axum::body::Bytes) -> Result<Json<Value>, ApiError> {
+    let req: Signed<NodeRequest> = signed_body(&body)?;
+    let node = check_node_request(&state, &req).await?;
+    if req.body.action != NodeAction::Statement {
+        return Err(ApiError::invalid("action", "this endpoint takes a `statement` request"));
+    }
+    let mut out = statement_json(&*state.ledger, AccountId::node(node), None, None).await?;
+    let pending = state
+        .ledger
+        .balance(AccountId::payout_pending(node))
+        .await
+        .map_err(internal)?;
+    let payouts = state.store.payouts_of(node).await.map_err(internal)?;
+    out["node_key"] = json!(node);
+    out["payout_pending"] = balance_json(&pending);
+    out["payouts"] = json!(payouts);
+    Ok(Json(out))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Filing.
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilingRequest {
+    pub filing: Signed<Filing>,
+    /// The documents the filing lists, in any order.
+    pub paperwork: Vec<Signed<Paperwork>>,
+}
+
+/// One paperwork's verdict in a filing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum Verdict {
+    /// Settled now: the shares were paid.
+    Settled { amount: Amount },
+    /// Filed before: nothing was paid this time.
+    AlreadyFiled,
+    /// Refused, for `reason`; nothing was paid.
+    Refused { reason: String },
+}
+
+/// `POST /stacknet/v1/nodes/file`.
+pub async fn file(State(state): State<AppState>, body: axum::body::Bytes) -> Result<Json<Value>, ApiError> {
+    let FilingRequest {
+        filing: signed,
+        paperwork: docs,
+    } = signed_body(&body)?;
+    let filing = &signed.body;
+    signed
+        .verify(&filing.node_key)
+        .map_err(|e| ApiError::BadSignature(format!("filing: {e}")))?;
+    if filing.paperwork.is_empty() || filing.paperwork.len() > MAX_FILING_PAPERWORK {
+        return Err(ApiError::invalid(
+            "paperwork",
+            format!("a filing lists 1 to {MAX_FILING_PAPERWORK} paperwork"),
+        ));
+    }
+    if !stacknet_protocol::contract::is_sorted_unique(&filing.paperwork) {
+        return Err(ApiError::invalid("paperwork", "the filing's paperwork ids must be sorted, without duplicates"));
+    }
+    fresh(&state, &filing.hub, filing.created_at, "filing", &filing.nonce).await?;
+    let node = filing.node_key.node_key_id();
+    let hub = state.hub_key.public_key();
+    let window = i64::try_from(state.config.challenge_window_ms).unwrap_or(i64::MAX);
+    // The documents: checked in parallel on the blocking pool (three signatures each).
+    let checked = check_documents(docs, hub, node).await?;
+    let mut by_id: BTreeMap<PaperworkId, Result<Signed<Paperwork>, String>> = BTreeMap::new();
+    for (id, result) in checked {
+        by_id.insert(id, result);
+    }
+    let listed: Vec<PaperworkId> = filing.paperwork.clone();
+    if by_id.keys().copied().collect::<Vec<_>>() != listed {
+        return Err(ApiError::invalid(
+            "paperwork",
+            "the documents sent are not exactly the paperwork the filing lists",
+        ));
+    }
+    let logged = state
+        .store
+        .paperwork_many(listed.clone())
+        .await
+        .map_err(internal)?;
+    let now = Timestamp::now();
+    let mut verdicts: BTreeMap<PaperworkId, Verdict> = BTreeMap::new();
+    let mut to_settle = Vec::new();
+    for (id, logged) in listed.iter().zip(logged) {
+        let verdict = match (by_id.remove(id), logged) {
+            (Some(Err(reason)), _) => Some(refused(reason)),
+            (_, None) => Some(refused("not in the paperwork log: this hub never accepted it".into())),
+            (Some(Ok(doc)), Some(l)) => judge(&doc, &l, now, window),
+            (None, Some(_)) => Some(refused("missing document".into())),
+        };
+        match verdict {
+            Some(v) => {
+                verdicts.insert(*id, v);
+            }
+            None => to_settle.push(*id),
+        }
+    }
+    if !to_settle.is_empty() {
+        let settled = settle(&state.store, &state.ledger, to_settle, now).await?;
+        for (id, verdict) in settled {
+            verdicts.insert(id, verdict);
+        }
+    }
+    let settled_total: i64 = verdicts
+        .values()
+        .map(|v| match v {
+            Verdict::Settled { amount } => amount.micros(),
+            _ => 0,
+        })
+        .sum();
+    let results: Vec<Value> = verdicts
+        .iter()
+        .map(|(id, v)| {
+            let mut o = json!(v);
+            o["paperwork"] = json!(id);
+            o
+        })
+        .collect();
+    Ok(Json(json!({
+        "node_key": node,
+        "settled": Amount::from_micros(settled_total),
+        "results": results,
+    })))
+}
+
+fn refused(reason: String) -> Verdict {
+    Verdict::Refused { reason }
+}
+
+/// Checks every document's signatures against this hub and that it is `node`'s, spread over the
+/// cores. Each comes back with its id (as computed) and the document or why it was refused.
+async fn check_documents(
+    docs: Vec<Signed<Paperwork>>,
+    hub: stacknet_protocol::PublicKey,
+    node: NodeKeyId,
+) -> Result<Vec<(PaperworkId, Result<Signed<Paperwork>, String>)>, ApiError> {
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).max(1);
+    let per = docs.len().div_ceil(workers).max(1);
+    let mut chunks = Vec::new();
+    let mut docs = docs;
+    while !docs.is_empty() {
+        let rest = docs.split_off(per.min(docs.len()));
+        chunks.push(std::mem::replace(&mut docs, rest));
+    }
+    let tasks: Vec<_> = chunks
+        .into_iter()
+        .map(|chunk| {
+            tokio::task::spawn_blocking(move || {
+                chunk
+                    .into_iter()
+                    .map(|doc| check_document(doc, &hub, node))
+                    .collect::<Result<Vec<_>, ApiError>>()
+            })
+        })
+        .collect();
+    let mut out = Vec::new();
+    for t in tasks {
+        out.extend(t.await.map_err(internal)??);
+    }
+    Ok(out)
+}
+
+fn check_document(
+    doc: Signed<Paperwork>,
+    hub: &stacknet_protocol::PublicKey,
+    node: NodeKeyId,
+) -> Result<(PaperworkId, Result<Signed<Paperwork>, String>), ApiError> {
+    let id = doc
+        .id()
+        .map_err(|e| ApiError::invalid("paperwork", format!("cannot encode a paperwork: {e}")))?;
+    let signer = doc.body.node_key.node_key_id();
+    if signer != node {
+        return Ok((id, Err(format!("paperwork of another node ({signer}), not of the filing key {node}"))));
+    }
+    Ok(match check_paperwork(&doc, hub) {
+        Ok(_) => (id, Ok(doc)),
+        Err(e) => (id, Err(e.to_string())),
+    })
+}
+
+/// The verdict on one checked document against its log entry; `None`: it may be settled.
+fn judge(doc: &Signed<Paperwork>, logged: &LoggedPaperwork, now: Timestamp, window_ms: i64) -> Option<Verdict> {
+    match paperwork_leaf(doc) {
+        Ok(leaf) if leaf == logged.record.leaf_hash => {}
+        Ok(_) => return Some(refused("differs from the paperwork logged when the task was accepted".into())),
+        Err(e) => return Some(refused(e.to_string())),
+    }
+    if logged.filed_at.is_some() {
+        return Some(Verdict::AlreadyFiled);
+    }
+    let open_at = logged.record.accepted_at.plus_ms(window_ms);
+    if now.unix_ms() < open_at.unix_ms() {
+        return Some(refused(format!(
+            "still in its challenge window: it can be filed from {open_at}"
+        )));
+    }
+    if !logged.captured {
+        return Some(refused("its cost is not captured yet; file it again shortly".into()));
+    }
+    None
+}
+
+/// Settles `ids` (checked, logged, captured, unfiled) as one settlement; verdicts per id.
+async fn settle(
+    store: &std::sync::Arc<dyn Store>,
+    ledger: &std::sync::Arc<dyn LedgerStore>,
+    ids: Vec<PaperworkId>,
+    now: Timestamp,
+) -> Result<Vec<(PaperworkId, Verdict)>, ApiError> {
+    let settlement = settlement_id(&ids);
+    let claimed = store
+        .begin_settlement(settlement.clone(), ids.clone(), now)
+        .await
+        .map_err(internal)?;
+    let logged = store.paperwork_many(claimed.clone()).await.map_err(internal)?;
+    let logged: Vec<LoggedPaperwork> = logged.into_iter().flatten().collect();
+    let amounts = pay(ledger, &settlement, &logged).await?;
+    store.finish_settlement(settlement).await.map_err(internal)?;
+    Ok(ids
+        .into_iter()
+        .map(|id| {
+            let verdict = match amounts.get(&id) {
+                Some(amount) => Verdict::Settled { amount: *amount },
+                None => Verdict::AlreadyFiled,
+            };
+            (id, verdict)
+        })
+        .collect())
+}
+
+/// `stl_` + 32 hex characters of the SHA-256 of the ids and a random nonce: unique per settlement.
+fn settlement_id(ids: &[PaperworkId]) -> String {
+    let mut h = Sha256::new();
+    for id in ids {
+        h.update(id.as_bytes());
+    }
+    h.update(stacknet_protocol::Nonce::random().0);
+    format!("stl_{}", hex::encode(&h.finalize()[..16]))
+}
+
+/// The ledger side of a settlement: each paperwork's captured cost split per its contract, summed
+/// per account, paid out of escrow; then the warm bonus. Idempotent by the settlement id. Returns
+/// what each paperwork's cost was.
+async fn pay(
+    ledger: &std::sync::Arc<dyn LedgerStore>,
+    settlement: &str,
+    logged: &[LoggedPaperwork],
+) -> Result<BTreeMap<PaperworkId, Amount>, ApiError> {
+    let mut per_account: BTreeMap<AccountId, i64> = BTreeMap::new();
+    let mut bonus: BTreeMap<AccountId, i64> = BTreeMap::new();
+    let mut amounts = BTreeMap::new();
+    for l in logged {
+        let doc: Signed<Paperwork> = serde_json::from_str(&l.record.json).map_err(internal)?;
+        let contract = &doc.body.contract.body;
+        let cost = l.record.cost;
+        amounts.insert(l.record.id, cost);
+        let parts = shares(cost, contract).map_err(internal)?;
+        for s in &parts {
+            *per_account.entry(s.account.clone()).or_default() += s.amount.micros();
+        }
+        if doc.body.resources.warm {
+            let node_share = parts
+                .iter()
+                .find(|s| s.role == "node")
+                .map_or(Amount::ZERO, |s| s.amount);
+            let b = warm_bonus(node_share, &contract.split).micros();
+            if b > 0 {
+                *bonus.entry(AccountId::node(contract.node_key)).or_default() += b;
+            }
+        }
+    }
+    let id = |suffix: &str| TransferId::new(&format!("{settlement}:{suffix}")).map_err(internal);
+    let entries: Vec<Entry> = per_account
+        .iter()
+        .filter(|(_, &amount)| amount > 0)
+        .enumerate()
+        .map(|(n, (account, &amount))| {
+            Ok(Transfer::posted(
+                id(&format!("share{n}"))?,
+                AccountId::escrow(),
+                account.clone(),
+                Amount::from_micros(amount),
+                Reason::SplitShare,
+            )
+            .into())
+        })
+        .collect::<Result<_, ApiError>>()?;
+    for chunk in entries.chunks(stacknet_ledger::MAX_BATCH_ENTRIES) {
+        ledger
+            .create_transfers(chunk.to_vec())
+            .await
+            .map_err(|e| ApiError::Internal(format!("settlement {settlement}: {e}")))?;
+    }
+    for (n, (account, amount)) in bonus.iter().enumerate() {
+        let transfer = Transfer::posted(
+            id(&format!("bonus{n}"))?,
+            AccountId::treasury(),
+            account.clone(),
+            Amount::from_micros(*amount),
+            Reason::WarmBonus,
+        );
+        match ledger.create_transfers(vec![transfer.into()]).await {
+            Ok(_) => {}
+            Err(LedgerError::InsufficientFunds { available, .. }) => {
+                tracing::warn!(%available, bonus = amount, "the treasury cannot pay a warm bonus; it is skipped");
+            }
+            Err(e) => return Err(ApiError::Internal(format!("settlement {settlement}: {e}"))),
+        }
+    }
+    Ok(amounts)
+}
+
+/// At start: finishes settlements a crash interrupted, with the same transfer ids.
+pub async fn recover(
+    store: &std::sync::Arc<dyn Store>,
+    ledger: &std::sync::Arc<dyn LedgerStore>,
+) -> Result<(), String> {
+    let open = store.open_settlements().await.map_err(|e| e.to_string())?;
+    for (settlement, logged) in open {
+        tracing::info!(%settlement, count = logged.len(), "finishing a settlement interrupted by a crash");
+        pay(ledger, &settlement, &logged).await.map_err(|e| e.to_string())?;
+        store
+            .finish_settlement(settlement)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Redemption.
+
+/// `POST /stacknet/v1/nodes/redeem` (body: a signed `redeem` NodeRequest): moves earnings to
+/// payout-pending and starts the payout webhook.
+pub async fn redeem(State(state): State<AppState>, body: axum::body::Bytes) -> Result<Json<Value>, ApiError> {
+    let req: Signed<NodeRequest> = signed_body(&body)?;
+    let node = check_node_request(&state, &req).await?;
+    let NodeAction::Redeem { amount, destination } = &req.body.action else {
+        return Err(ApiError::invalid("action", "this endpoint takes a `redeem` request"));
+    };
+    let payout = crate::payout::start(&state, node, *amount, destination.clone()).await?;
+    Ok(Json(json!(payout)))
+}

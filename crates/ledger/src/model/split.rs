@@ -1,0 +1,229 @@
+//! Settlement of one paperwork: the captured cost of its contract, held in escrow, shared among the
+//! parties of the contract's attribution split, plus the warm-pool bonus from the treasury.
+//!
+//! Rounding rule (never creates or loses a micro-credit): every share is `floor(cost * bps / 10_000)`;
+//! the skills' share is divided equally among the contract's skills, each part rounded down; a share
+//! whose party the contract does not name (no referrer, no skills, no provider) goes to the treasury;
+//! whatever the rounding left over (less than one micro-credit per share) goes to the executing node.
+//! So the shares always add up to exactly the captured cost. The warm bonus is
+//! `floor(node share * warm_bonus_bps / 10_000)`, paid by the treasury in its own transfer.
+
+use stacknet_protocol::contract::{AttributionSplit, PromptContract, BPS_TOTAL};
+use stacknet_protocol::{Amount, PaperworkId};
+
+use crate::error::ParseError;
+use crate::model::account::AccountId;
+use crate::model::transfer::{Entry, Reason, Transfer, TransferId};
+
+/// One party's part of a settlement.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Share {
+    /// Who the share is for: `node`, `stack`, `node_referrer`, `skill:<id>`, `model_provider`,
+    /// `data_provider`, `protocol` (a share of an unnamed party is listed under its role, credited
+    /// to the treasury).
+    pub role: String,
+    pub account: AccountId,
+    pub amount: Amount,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SplitError {
+    #[error("the split's shares add up to {0} basis points, not 10000")]
+    Incomplete(u64),
+    #[error("the captured amount {0} is negative")]
+    Negative(Amount),
+    #[error(transparent)]
+    Id(#[from] ParseError),
+}
+
+fn part(amount: i64, bps: u32) -> i64 {
+    // amount <= i64::MAX and bps <= 10_000 (checked): the product fits in i128 and the result in i64.
+    let v = i128::from(amount) * i128::from(bps) / i128::from(BPS_TOTAL);
+    i64::try_from(v).unwrap_or(0)
+}
+
+fn total_bps(split: &AttributionSplit) -> u64 {
+    [
+        split.node_bps,
+        split.stack_bps,
+        split.node_referrer_bps,
+        split.skills_bps,
+        split.model_provider_bps,
+        split.data_provider_bps,
+        split.protocol_bps,
+    ]
+    .iter()
+    .map(|&b| u64::from(b))
+    .sum()
+}
+
+/// The shares of `captured` under `contract`'s split, node first. Zero shares are left out.
+pub fn shares(captured: Amount, contract: &PromptContract) -> Result<Vec<Share>, SplitError> {
+    let split = &contract.split;
+    let total = total_bps(split);
+    if total != u64::from(BPS_TOTAL) {
+        return Err(SplitError::Incomplete(total));
+    }
+    let amount = captured.micros();
+    if amount < 0 {
+        return Err(SplitError::Negative(captured));
+    }
+    let named = |party: Option<stacknet_protocol::StackId>| {
+        party.map_or_else(AccountId::treasury, AccountId::stack)
+    };
+    let mut out = vec![
+        Share {
+            role: "node".into(),
+            account: AccountId::node(contract.node_key),
+            amount: Amount::from_micros(part(amount, split.node_bps)),
+        },
+        Share {
+            role: "stack".into(),
+            account: AccountId::stack(contract.stack),
+            amount: Amount::from_micros(part(amount, split.stack_bps)),
+        },
+        Share {
+            role: "node_referrer".into(),
+            account: named(contract.parties.node_referrer),
+            amount: Amount::from_micros(part(amount, split.node_referrer_bps)),
+        },
+    ];
+    let skills_total = part(amount, split.skills_bps);
+    if contract.skills.is_empty() {
+        out.push(Share {
+            role: "skills".into(),
+            account: AccountId::treasury(),
+            amount: Amount::from_micros(skills_total),
+        });
+    } else {
+        let n = i64::try_from(contract.skills.len()).unwrap_or(i64::MAX);
+        for skill in &contract.skills {
+            out.push(Share {
+                role: format!("skill:{skill}"),
+                account: AccountId::creator(*skill),
+                amount: Amount::from_micros(skills_total / n),
+            });
+        }
+    }
+    out.push(Share {
+        role: "model_provider".into(),
+        account: named(contract.parties.model_provider),
+        amount: Amount::from_micros(part(amount, split.model_provider_bps)),
+    });
+    out.push(Share {
+        role: "data_provider".into(),
+        account: named(contract.parties.data_provider),
+        amount: Amount::from_micros(part(amount, split.data_provider_bps)),
+    });
+    out.push(Share {
+        role: "protocol".into(),
+        account: AccountId::treasury(),
+        amount: Amount::from_micros(part(amount, split.protocol_bps)),
+    });
+    let given: i64 = out.iter().map(|s| s.amount.micros()).sum();
+    // The remainder rule: what rounding down left over goes to the executing node.
+    if let Some(node) = out.first_mut() {
+        node.amount = Amount::from_micros(node.amount.micros() + (amount - given));
+    }
+    out.retain(|s| s.amount.micros() > 0);
+    Ok(out)
+}
+
+/// The warm-pool bonus on a node share: `floor(node_share * warm_bonus_bps / 10_000)`.
+pub fn warm_bonus(node_share: Amount, split: &AttributionSplit) -> Amount {
+    Amount::from_micros(part(node_share.micros(), split.warm_bonus_bps.min(BPS_TOTAL)))
+}
+
+/// The transfers that settle one paperwork: one per share, out of escrow, ids
+/// `share:<paperwork>:<role>`. Apply them as one batch.
+pub fn settlement_entries(paperwork: PaperworkId, shares: &[Share]) -> Result<Vec<Entry>, SplitError> {
+    shares
+        .iter()
+        .map(|s| {
+            let role = s.role.replace(|c: char| !c.is_ascii_alphanumeric() && c != '_', "_");
+            Ok(Transfer::posted(
+                TransferId::new(&format!("share:{paperwork}:{role}"))?,
+                AccountId::escrow(),
+                s.account.clone(),
+                s.amount,
+                Reason::SplitShare,
+            )
+            .into())
+        })
+        .collect()
+}
+
+/// The transfer paying a warm bonus for one paperwork, id `bonus:<paperwork>`; `None` when it is zero.
+pub fn bonus_entry(paperwork: PaperworkId, node: AccountId, bonus: Amount) -> Result<Option<Entry>, SplitError> {
+    if bonus.micros() <= 0 {
+        return Ok(None);
+    }
+    Ok(Some(
+        Transfer::posted(
+            TransferId::new(&format!("bonus:{paperwork}"))?,
+            AccountId::treasury(),
+            node,
+            bonus,
+            Reason::WarmBonus,
+        )
+        .into(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use stacknet_protocol::examples;
+    use stacknet_protocol::SkillId;
+
+    fn contract_with(skills: usize, named: bool) -> PromptContract {
+        let mut c = examples::contract();
+        c.skills = (0..skills)
+            .map(|i| SkillId::from_digest([u8::try_from(i + 1).unwrap(); 16]))
+            .collect();
+        c.skills.sort();
+        if !named {
+            c.parties = Default::default();
+        }
+        c
+    }
+
+    #[test]
+    fn shares_follow_the_split_and_the_remainder_goes_to_the_node() {
+        let c = contract_with(0, false);
+        let s = shares(Amount::from_micros(1_000_003), &c).unwrap();
+        let node = s.iter().find(|s| s.role == "node").unwrap();
+        // 70% of 1_000_003 is 700_002.1 -> 700_002, plus the remainder of all the roundings.
+        let sum: i64 = s.iter().map(|s| s.amount.micros()).sum();
+        assert_eq!(sum, 1_000_003);
+        assert!(node.amount.micros() >= 700_002);
+        let to_treasury: i64 = s
+            .iter()
+            .filter(|s| s.account == AccountId::treasury())
+            .map(|s| s.amount.micros())
+            .sum();
+        // referrer 5% + skills 5% + model 4% + data 1% + protocol 5% = 20%, unnamed, to the treasury.
+        assert_eq!(to_treasury, 200_000);
+    }
+
+    #[test]
+    fn an_incomplete_split_is_refused() {
+        let mut c = contract_with(0, true);
+        c.split.node_bps -= 1;
+        assert_eq!(shares(Amount::from_micros(10), &c), Err(SplitError::Incomplete(9_999)));
+    }
+
+    proptest! {
+        #[test]
+        fn shares_always_sum_to_the_captured_cost(amount in 0i64..=i64::MAX / 2, skills in 0usize..7, named: bool) {
+            let c = contract_with(skills, named);
+            let s = shares(Amount::from_micros(amount), &c).unwrap();
+            let sum: i128 = s.iter().map(|s| i128::from(s.amount.micros())).sum();
+            prop_assert_eq!(sum, i128::from(amount));
+            prop_assert!(s.iter().all(|s| s.amount.micros() > 0));
+            let pw = PaperworkId::from_digest([7; 16]);
+            prop_assert_eq!(settlement_entries(pw, &s).unwrap().len(), s.len());
+        }
+    }
+}

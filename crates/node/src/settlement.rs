@@ -1,0 +1,216 @@
+//! The operator's side of getting paid: filing the wallet's paperwork with the hub, statements and
+//! redemption, each a request signed with the Node Key. Used by `stacknet paperwork`.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+use stacknet_protocol::filing::{Filing, NodeAction, NodeRequest};
+use stacknet_protocol::paperwork::Paperwork;
+use stacknet_protocol::{Amount, Nonce, PaperworkId, PublicKey, SecretKey, Signed, Timestamp};
+
+use crate::wallet::{Wallet, WalletError};
+
+/// The most bytes of paperwork sent in one filing request (the hub's default body limit is 4 MiB).
+pub const FILING_BODY_BUDGET_BYTES: usize = 3 * 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SettlementError {
+    #[error("cannot reach the hub at {url}: {message}")]
+    Unreachable { url: String, message: String },
+    #[error("the hub refused the request ({status}): {message}")]
+    Refused { status: u16, message: String },
+    #[error("the hub's answer is malformed: {0}")]
+    Malformed(String),
+    #[error(transparent)]
+    Wallet(#[from] WalletError),
+    #[error("cannot sign: {0}")]
+    Sign(String),
+}
+
+/// A hub reached over HTTP, with the key it answered with.
+#[derive(Debug, Clone)]
+pub struct HubClient {
+    url: String,
+    http: reqwest::Client,
+    pub hub_key: PublicKey,
+}
+
+impl HubClient {
+    /// Asks `url` for its hub key (`GET /stacknet/v1/hub`).
+    pub async fn connect(url: &str) -> Result<Self, SettlementError> {
+        let url = url.trim_end_matches('/').to_owned();
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(120))
+            .build()
+            .map_err(|e| SettlementError::Unreachable {
+                url: url.clone(),
+                message: e.to_string(),
+            })?;
+        let info = call(&http, &url, reqwest::Method::GET, "/stacknet/v1/hub", None).await?;
+        let hex = info["hub_key"]
+            .as_str()
+            .ok_or_else(|| SettlementError::Malformed("no hub_key".into()))?;
+        let hub_key = PublicKey::from_hex(hex).map_err(|e| SettlementError::Malformed(e.to_string()))?;
+        Ok(Self { url, http, hub_key })
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Vec<u8>>) -> Result<Value, SettlementError> {
+        call(&self.http, &self.url, method, path, body).await
+    }
+
+    async fn node_request(&self, key: &SecretKey, path: &str, action: NodeAction) -> Result<Value, SettlementError> {
+        let req = NodeRequest {
+            node_key: key.public_key(),
+            hub: self.hub_key,
+            action,
+            created_at: Timestamp::now(),
+            nonce: Nonce::random(),
+        };
+        let signed = Signed::sign(req, key).map_err(|e| SettlementError::Sign(e.to_string()))?;
+        let body = serde_json::to_vec(&signed).map_err(|e| SettlementError::Sign(e.to_string()))?;
+        self.call(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    /// The Node Key's earnings, transfers and payouts.
+    pub async fn statement(&self, key: &SecretKey) -> Result<Value, SettlementError> {
+        self.node_request(key, "/stacknet/v1/nodes/statement", NodeAction::Statement)
+            .await
+    }
+
+    /// Redeems `amount` of earnings (all when `None`) to `destination`.
+    pub async fn redeem(&self, key: &SecretKey, amount: Option<Amount>, destination: &str) -> Result<Value, SettlementError> {
+        let action = NodeAction::Redeem {
+            amount,
+            destination: destination.to_owned(),
+        };
+        self.node_request(key, "/stacknet/v1/nodes/redeem", action).await
+    }
+
+    /// Files `paperwork` (one signed filing per request, split to stay under the body limit) and
+    /// returns every per-paperwork verdict the hub gave.
+    pub async fn file(&self, key: &SecretKey, paperwork: Vec<Signed<Paperwork>>) -> Result<Vec<Verdict>, SettlementError> {
+        let mut verdicts = Vec::new();
+        for batch in batches(paperwork)? {
+            let mut ids: Vec<PaperworkId> = batch.iter().map(|(id, _)| *id).collect();
+            ids.sort();
+            let filing = Filing {
+                node_key: key.public_key(),
+                hub: self.hub_key,
+                paperwork: ids,
+                created_at: Timestamp::now(),
+                nonce: Nonce::random(),
+            };
+            let filing = Signed::sign(filing, key).map_err(|e| SettlementError::Sign(e.to_string()))?;
+            let docs: Vec<Signed<Paperwork>> = batch.into_iter().map(|(_, p)| p).collect();
+            let body = serde_json::to_vec(&json!({"filing": filing, "paperwork": docs}))
+                .map_err(|e| SettlementError::Sign(e.to_string()))?;
+            let answer = self
+                .call(reqwest::Method::POST, "/stacknet/v1/nodes/file", Some(body))
+                .await?;
+            let results: Vec<Verdict> = serde_json::from_value(answer["results"].clone())
+                .map_err(|e| SettlementError::Malformed(e.to_string()))?;
+            verdicts.extend(results);
+        }
+        Ok(verdicts)
+    }
+}
+
+async fn call(
+    http: &reqwest::Client,
+    base: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Vec<u8>>,
+) -> Result<Value, SettlementError> {
+    let url = format!("{base}{path}");
+    let mut req = http.request(method, &url);
+    if let Some(body) = body {
+        req = req.header(reqwest::header::CONTENT_TYPE, "application/json").body(body);
+    }
+    let resp = req.send().await.map_err(|e| SettlementError::Unreachable {
+        url: url.clone(),
+        message: e.to_string(),
+    })?;
+    let status = resp.status();
+    let value: Value = resp
+        .json()
+        .await
+        .map_err(|e| SettlementError::Malformed(e.to_string()))?;
+    if !status.is_success() {
+        let message = value["error"]["message"]
+            .as_str()
+            .map_or_else(|| value.to_string(), str::to_owned);
+        return Err(SettlementError::Refused {
+            status: status.as_u16(),
+            message,
+        });
+    }
+    Ok(value)
+}
+
+/// Paperwork split into filings that stay under [`FILING_BODY_BUDGET_BYTES`] and the protocol's
+/// per-filing maximum.
+fn batches(paperwork: Vec<Signed<Paperwork>>) -> Result<Vec<Vec<(PaperworkId, Signed<Paperwork>)>>, SettlementError> {
+    let mut out = Vec::new();
+    let mut current = Vec::new();
+    let mut bytes = 0;
+    for p in paperwork {
+        let id = p.id().map_err(|e| SettlementError::Sign(e.to_string()))?;
+        let size = serde_json::to_vec(&p).map(|v| v.len()).unwrap_or(0) + 64;
+        if !current.is_empty()
+            && (bytes + size > FILING_BODY_BUDGET_BYTES
+                || current.len() >= stacknet_protocol::filing::MAX_FILING_PAPERWORK)
+        {
+            out.push(std::mem::take(&mut current));
+            bytes = 0;
+        }
+        bytes += size;
+        current.push((id, p));
+    }
+    if !current.is_empty() {
+        out.push(current);
+    }
+    Ok(out)
+}
+
+/// The hub's verdict on one filed paperwork.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct Verdict {
+    pub paperwork: PaperworkId,
+    /// `settled`, `already_filed` or `refused`.
+    pub status: String,
+    #[serde(default)]
+    pub amount: Option<Amount>,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+impl Verdict {
+    /// The hub holds it as filed: never file it again.
+    pub fn is_filed(&self) -> bool {
+        self.status == "settled" || self.status == "already_filed"
+    }
+}
+
+/// Files every unfiled paperwork in `wallet` and marks in the wallet what the hub settled.
+pub async fn file_wallet(hub: &HubClient, key: &SecretKey, wallet: &Wallet) -> Result<Vec<Verdict>, SettlementError> {
+    let unfiled: Vec<Signed<Paperwork>> = wallet
+        .entries()
+        .await?
+        .into_iter()
+        .filter(|e| !e.filed)
+        .map(|e| e.paperwork)
+        .collect();
+    if unfiled.is_empty() {
+        return Ok(Vec::new());
+    }
+    let verdicts = hub.file(key, unfiled).await?;
+    let filed: Vec<PaperworkId> = verdicts
+        .iter()
+        .filter(|v| v.is_filed())
+        .map(|v| v.paperwork)
+        .collect();
+    wallet.mark_filed(&filed).await?;
+    Ok(verdicts)
+}

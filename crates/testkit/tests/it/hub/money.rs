@@ -1,0 +1,511 @@
+//! Money through the whole path: prices, top-ups, escrow at admission, capture, 402s, filing and the
+//! attribution split, the paperwork log's proofs, redemption through a payout webhook.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::response::IntoResponse;
+use serde_json::{json, Value};
+use stacknet_hub::log::{log_origin, paperwork_leaf, verify_consistency_response, verify_inclusion_response};
+use stacknet_ledger::{AccountId, LedgerStore};
+use stacknet_node::settlement::{file_wallet, HubClient};
+use stacknet_protocol::paperwork::Paperwork;
+use stacknet_protocol::{Amount, SecretKey, Signed};
+use stacknet_testkit::mock_upstream::{Script, MOCK_MODEL};
+use stacknet_testkit::network::TestNetwork;
+
+use super::{chat_body, client, post_chat};
+
+/// 1 micro-credit per input token, 2 per output token, 100 per request.
+const PRICE: (i64, i64, i64) = (1_000_000, 2_000_000, 100);
+
+async fn admin(net: &TestNetwork, path: &str, body: Value) -> reqwest::Response {
+    client()
+        .post(format!("{}/stacknet/v1/admin{path}", net.hub.url()))
+        .bearer_auth(&net.admin_token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn priced(script: Script, adjust: impl FnOnce(&mut stacknet_hub::HubConfig)) -> TestNetwork {
+    let net = TestNetwork::start_with(script, adjust).await;
+    let resp = admin(
+        &net,
+        "/prices",
+        json!({"model": MOCK_MODEL, "input_per_mtok": PRICE.0.to_string(),
+               "output_per_mtok": PRICE.1.to_string(), "per_request": PRICE.2.to_string()}),
+    )
+    .await;
+    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    net
+}
+
+async fn topup(net: &TestNetwork, micros: i64) {
+    let resp = admin(
+        net,
+        &format!("/stacks/{}/topup", net.stack),
+        json!({"amount": micros.to_string()}),
+    )
+    .await;
+    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+}
+
+fn ledger(net: &TestNetwork) -> Arc<dyn LedgerStore> {
+    net.hub.hub.state.ledger.clone()
+}
+
+async fn posted(net: &TestNetwork, account: AccountId) -> i64 {
+    ledger(net).balance(account).await.unwrap().posted.micros()
+}
+
+async fn statement(net: &TestNetwork) -> Value {
+    client()
+        .get(format!("{}/stacknet/v1/statement", net.hub.url()))
+        .bearer_auth(&net.api_key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+fn cost_of(usage: &Value) -> i64 {
+    let input = usage["prompt_tokens"].as_i64().unwrap();
+    let output = usage["completion_tokens"].as_i64().unwrap();
+    // Rounded up to the micro-credit, as PriceTerms::cost does.
+    (input * PRICE.0 + output * PRICE.1 + 999_999) / 1_000_000 + PRICE.2
+}
+
+async fn books_balance(net: &TestNetwork) {
+    let totals = ledger(net).sum_check().await.unwrap();
+    assert!(totals.is_balanced(), "books out of balance: {totals:?}");
+}
+
+#[tokio::test]
+async fn a_paid_request_holds_the_maximum_then_captures_the_actual_cost() {
+    let net = priced(Script::text("four words of answer").chunks(2), |_| {}).await;
+    topup(&net, 1_000_000).await;
+    let resp = post_chat(&net, &chat_body(false)).await;
+    assert_eq!(resp.status(), 200);
+    let v: Value = resp.json().await.unwrap();
+    let cost = cost_of(&v["usage"]);
+    let s = statement(&net).await;
+    assert_eq!(s["balance"]["available"], (1_000_000 - cost).to_string(), "{s}");
+    assert_eq!(s["balance"]["held"], "0");
+    let reasons: Vec<&str> = s["transfers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["reason"].as_str().unwrap())
+        .collect();
+    assert_eq!(reasons, ["topup", "hold", "capture"], "{s}");
+    assert_eq!(s["transfers"][2]["amount"], cost.to_string(), "{s}");
+    // The captured cost waits in escrow until the node files its paperwork.
+    assert_eq!(posted(&net, AccountId::escrow()).await, cost);
+    books_balance(&net).await;
+}
+
+#[tokio::test]
+async fn a_request_the_balance_cannot_cover_gets_402_before_any_node_is_used() {
+    let net = priced(Script::text("never sent"), |_| {}).await;
+    topup(&net, 50).await;
+    let resp = post_chat(&net, &chat_body(false)).await;
+    assert_eq!(resp.status(), 402);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "insufficient_balance");
+    assert!(v["error"]["message"].as_str().unwrap().contains("50 micro-credits available"));
+    assert_eq!(net.upstream.requests(), 0, "no node was asked");
+    assert_eq!(statement(&net).await["balance"]["available"], "50");
+}
+
+#[tokio::test]
+async fn fifty_simultaneous_requests_against_a_balance_for_one_admit_exactly_one() {
+    // Slow enough that the first is still running when the other 49 ask.
+    let net = priced(
+        Script::text("a b c d").chunks(4).chunk_delay(Duration::from_millis(150)),
+        |_| {},
+    )
+    .await;
+    let mut body = chat_body(false);
+    body["max_tokens"] = json!(100);
+    // Cover one request's maximum cost and not two.
+    let bytes = serde_json::to_vec(&body).unwrap().len() as i64;
+    let max = (bytes + 1024) * PRICE.0 / 1_000_000 + 100 * PRICE.1 / 1_000_000 + PRICE.2;
+    topup(&net, max + max / 2).await;
+    let calls = (0..50).map(|_| {
+        let body = body.clone();
+        let net = &net;
+        async move { post_chat(net, &body).await.status().as_u16() }
+    });
+    let statuses = futures_util::future::join_all(calls).await;
+    let ok = statuses.iter().filter(|&&s| s == 200).count();
+    let refused = statuses.iter().filter(|&&s| s == 402).count();
+    assert_eq!((ok, refused), (1, 49), "{statuses:?}");
+    books_balance(&net).await;
+}
+
+#[tokio::test]
+async fn a_failed_task_releases_its_whole_hold() {
+    let net = priced(Script::text("x").fail(500, "model server broke"), |_| {}).await;
+    topup(&net, 1_000_000).await;
+    let resp = post_chat(&net, &chat_body(false)).await;
+    assert_eq!(resp.status(), 502);
+    let held_is_zero = || async { statement(&net).await["balance"]["held"] == "0" };
+    let mut released = false;
+    for _ in 0..50 {
+        if held_is_zero().await {
+            released = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(released, "the hold was released");
+    assert_eq!(statement(&net).await["balance"]["available"], "1000000");
+    assert_eq!(posted(&net, AccountId::escrow()).await, 0);
+    books_balance(&net).await;
+}
+
+/// Makes `n` paid requests and returns their total cost.
+async fn spend(net: &TestNetwork, n: usize) -> i64 {
+    let mut total = 0;
+    for _ in 0..n {
+        let v: Value = post_chat(net, &chat_body(false)).await.json().await.unwrap();
+        total += cost_of(&v["usage"]);
+    }
+    net.hub.hub.state.writer.flush().await;
+    total
+}
+
+async fn wallet_docs(net: &TestNetwork) -> Vec<Signed<Paperwork>> {
+    net.nodes[0].node.wallet().list().await.unwrap()
+}
+
+#[tokio::test]
+async fn filing_pays_the_split_once_and_refuses_forged_altered_and_replayed_paperwork() {
+    let net = priced(Script::text("paid work here").chunks(3), |c| c.challenge_window_ms = 0).await;
+    topup(&net, 1_000_000).await;
+    let total = spend(&net, 3).await;
+    let node = &net.nodes[0];
+    let node_account = AccountId::node(node.node.node_key_id());
+    let hub = HubClient::connect(&net.hub.url()).await.unwrap();
+    let docs = wallet_docs(&net).await;
+    assert_eq!(docs.len(), 3);
+
+    // Forgeries first: none of them may move money.
+    let before = (posted(&net, node_account.clone()).await, posted(&net, AccountId::escrow()).await);
+    let mut altered_usage = docs[0].clone();
+    altered_usage.body.usage.output_tokens += 1000;
+    let mut resigned = docs[0].body.clone();
+    resigned.output_sha256 = stacknet_protocol::Sha256Digest::of(b"something else");
+    let resigned = Signed::sign(resigned, &node.key).unwrap();
+    let thief = SecretKey::generate();
+    let mut stolen = docs[1].body.clone();
+    stolen.node_key = thief.public_key();
+    let stolen = Signed::sign(stolen, &thief).unwrap();
+    let verdicts = hub.file(&node.key, vec![altered_usage, resigned]).await.unwrap();
+    assert!(verdicts.iter().all(|v| v.status == "refused"), "{verdicts:?}");
+    assert!(verdicts.iter().any(|v| v.reason.as_deref().unwrap().contains("signature")), "{verdicts:?}");
+    assert!(verdicts.iter().any(|v| v.reason.as_deref().unwrap().contains("not in the paperwork log")), "{verdicts:?}");
+    // Someone else's paperwork, filed with the thief's key: refused (and the contract names the node).
+    let verdicts = hub.file(&thief, vec![stolen, docs[2].clone()]).await.unwrap();
+    assert!(verdicts.iter().all(|v| v.status == "refused"), "{verdicts:?}");
+    let reasons: Vec<&str> = verdicts.iter().map(|v| v.reason.as_deref().unwrap()).collect();
+    assert!(reasons.iter().any(|r| r.contains("assigned to")), "{reasons:?}");
+    assert!(reasons.iter().any(|r| r.contains("another node")), "{reasons:?}");
+    assert_eq!(
+        before,
+        (posted(&net, node_account.clone()).await, posted(&net, AccountId::escrow()).await),
+        "no money moved"
+    );
+
+    // The real filing settles everything once.
+    let verdicts = file_wallet(&hub, &node.key, node.node.wallet()).await.unwrap();
+    assert_eq!(verdicts.len(), 3);
+    assert!(verdicts.iter().all(|v| v.status == "settled"), "{verdicts:?}");
+    let settled: i64 = verdicts.iter().map(|v| v.amount.unwrap().micros()).sum();
+    assert_eq!(settled, total);
+    assert_eq!(posted(&net, AccountId::escrow()).await, 0, "escrow emptied");
+    let node_share = posted(&net, node_account.clone()).await;
+    // 70% to the node (plus the rounding remainder), +10% warm bonus from the treasury's 20%.
+    let expected_share: i64 = verdicts
+        .iter()
+        .map(|v| {
+            let c = v.amount.unwrap().micros();
+            let parts = [1_000, 500, 500, 400, 100, 500].iter().map(|bps| c * bps / 10_000).sum::<i64>();
+            c - parts
+        })
+        .sum();
+    // The mock upstream's node serves warm: the treasury pays +10% of the node's share on top,
+    // out of the 20% of shares it received (no referrer, skills or providers named).
+    let bonus = node_share - expected_share;
+    assert!(bonus > 0 && bonus <= expected_share / 10, "node got {node_share}, share {expected_share}");
+    let stack_shares: i64 = verdicts.iter().map(|v| v.amount.unwrap().micros() * 1_000 / 10_000).sum();
+    let treasury = posted(&net, AccountId::treasury()).await;
+    assert_eq!(treasury + node_share + stack_shares, total, "every micro-credit of the cost is accounted for");
+    books_balance(&net).await;
+
+    // A replay is idempotent: nothing moves, each paperwork says it was filed before.
+    let again = hub.file(&node.key, docs.clone()).await.unwrap();
+    assert!(again.iter().all(|v| v.status == "already_filed"), "{again:?}");
+    assert_eq!(posted(&net, node_account).await, node_share);
+    // The wallet knows: a second `file` has nothing to send.
+    assert!(file_wallet(&hub, &node.key, node.node.wallet()).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn paperwork_cannot_be_filed_inside_its_challenge_window() {
+    let net = priced(Script::text("early"), |c| c.challenge_window_ms = 3_600_000).await;
+    topup(&net, 1_000_000).await;
+    spend(&net, 1).await;
+    let node = &net.nodes[0];
+    let hub = HubClient::connect(&net.hub.url()).await.unwrap();
+    let verdicts = file_wallet(&hub, &node.key, node.node.wallet()).await.unwrap();
+    assert_eq!(verdicts.len(), 1);
+    assert_eq!(verdicts[0].status, "refused");
+    assert!(verdicts[0].reason.as_deref().unwrap().contains("challenge window"), "{verdicts:?}");
+    assert_eq!(posted(&net, AccountId::node(node.node.node_key_id())).await, 0);
+    // Still unfiled in the wallet, for the next run.
+    assert_eq!(file_wallet(&hub, &node.key, node.node.wallet()).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_replayed_filing_request_is_refused() {
+    let net = priced(Script::text("once"), |c| c.challenge_window_ms = 0).await;
+    topup(&net, 1_000_000).await;
+    spend(&net, 1).await;
+    let node = &net.nodes[0];
+    let docs = wallet_docs(&net).await;
+    let hub_key = HubClient::connect(&net.hub.url()).await.unwrap().hub_key;
+    let filing = stacknet_protocol::filing::Filing {
+        node_key: node.key.public_key(),
+        hub: hub_key,
+        paperwork: vec![docs[0].id().unwrap()],
+        created_at: stacknet_protocol::Timestamp::now(),
+        nonce: stacknet_protocol::Nonce::random(),
+    };
+    let body = json!({"filing": Signed::sign(filing, &node.key).unwrap(), "paperwork": docs});
+    let url = format!("{}/stacknet/v1/nodes/file", net.hub.url());
+    let first = client().post(&url).json(&body).send().await.unwrap();
+    assert_eq!(first.status(), 200);
+    let second = client().post(&url).json(&body).send().await.unwrap();
+    assert_eq!(second.status(), 409);
+    let v: Value = second.json().await.unwrap();
+    assert!(v["error"]["message"].as_str().unwrap().contains("replay"), "{v}");
+}
+
+#[tokio::test]
+async fn inclusion_and_consistency_proofs_from_the_hub_verify() {
+    let net = TestNetwork::start(Script::text("logged")).await;
+    spend(&net, 2).await;
+    let get = |path: String| {
+        let url = format!("{}{path}", net.hub.url());
+        async move { client().get(url).send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+    let old = get("/stacknet/v1/log/checkpoint".into()).await;
+    assert_eq!(old["size"], 2);
+    spend(&net, 3).await;
+    let new = get("/stacknet/v1/log/checkpoint".into()).await;
+    assert_eq!(new["size"], 5);
+    let hub_key = net.hub.hub.state.hub_key.public_key();
+    let origin = log_origin(&hub_key);
+    for doc in wallet_docs(&net).await {
+        let id = doc.id().unwrap();
+        let proof = get(format!("/stacknet/v1/log/proof/inclusion?paperwork={id}")).await;
+        let leaf = paperwork_leaf(&doc).unwrap();
+        verify_inclusion_response(&leaf, &proof, new["note"].as_str().unwrap(), &origin, &hub_key).unwrap();
+        // The proof for one paperwork does not prove another.
+        let other = stacknet_protocol::merkle::leaf_hash(b"not a paperwork");
+        assert!(verify_inclusion_response(&other, &proof, new["note"].as_str().unwrap(), &origin, &hub_key).is_err());
+    }
+    let consistency = get("/stacknet/v1/log/proof/consistency?from=2&to=5".into()).await;
+    verify_consistency_response(
+        &consistency,
+        old["note"].as_str().unwrap(),
+        new["note"].as_str().unwrap(),
+        &origin,
+        &hub_key,
+    )
+    .unwrap();
+    let missing = client()
+        .get(format!(
+            "{}/stacknet/v1/log/proof/inclusion?paperwork=pw_00000000000000000000000000000000",
+            net.hub.url()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+}
+
+/// A payment system that records what it is sent and answers with `status` (or fails `fail_first` times).
+async fn payment_endpoint(secret: &'static str, answer: Value, fail_first: usize) -> (String, Arc<Mutex<Vec<Value>>>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let failures = Arc::new(Mutex::new(fail_first));
+    let recorder = seen.clone();
+    let app = axum::Router::new().route(
+        "/payouts",
+        axum::routing::post(move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+            let recorder = recorder.clone();
+            let failures = failures.clone();
+            let answer = answer.clone();
+            async move {
+                let signature = headers.get("stacknet-signature").and_then(|v| v.to_str().ok());
+                let now = stacknet_hub::webhook::now_secs();
+                if stacknet_hub::webhook::verify(secret, signature, &body, now).is_err() {
+                    return (axum::http::StatusCode::UNAUTHORIZED, axum::Json(json!({}))).into_response();
+                }
+                recorder.lock().unwrap().push(serde_json::from_slice::<Value>(&body).unwrap());
+                let mut left = failures.lock().unwrap();
+                if *left > 0 {
+                    *left -= 1;
+                    return (axum::http::StatusCode::SERVICE_UNAVAILABLE, axum::Json(json!({}))).into_response();
+                }
+                axum::Json(answer).into_response()
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/payouts", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, seen)
+}
+
+async fn earned(secret: &'static str, url: String, attempts: u32) -> TestNetwork {
+    let net = priced(Script::text("earn it"), |c| {
+        c.challenge_window_ms = 0;
+        c.payout_rail = Some(stacknet_hub::PayoutRail {
+            url,
+            secret: secret.into(),
+            max_attempts: attempts,
+            first_backoff_ms: 10,
+        });
+    })
+    .await;
+    topup(&net, 1_000_000).await;
+    spend(&net, 2).await;
+    let node = &net.nodes[0];
+    let hub = HubClient::connect(&net.hub.url()).await.unwrap();
+    file_wallet(&hub, &node.key, node.node.wallet()).await.unwrap();
+    net
+}
+
+async fn payout_state(net: &TestNetwork) -> Value {
+    let hub = HubClient::connect(&net.hub.url()).await.unwrap();
+    hub.statement(&net.nodes[0].key).await.unwrap()
+}
+
+#[tokio::test]
+async fn redemption_pays_out_through_the_webhook_after_a_retry() {
+    let (url, seen) = payment_endpoint("rail-secret", json!({"status": "confirmed"}), 1).await;
+    let net = earned("rail-secret", url, 4).await;
+    let node = &net.nodes[0];
+    let earnings = posted(&net, AccountId::node(node.node.node_key_id())).await;
+    assert!(earnings > 0);
+    let hub = HubClient::connect(&net.hub.url()).await.unwrap();
+    let payout = hub.redeem(&node.key, None, "acct_123").await.unwrap();
+    assert_eq!(payout["amount"], earnings.to_string());
+    let paid = AccountId::external("payout").unwrap();
+    for _ in 0..200 {
+        if posted(&net, paid.clone()).await == earnings {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(posted(&net, paid).await, earnings, "the payout left the books");
+    let s = payout_state(&net).await;
+    assert_eq!(s["payouts"][0]["state"], "confirmed", "{s}");
+    assert_eq!(s["payouts"][0]["attempts"], 2, "{s}");
+    assert_eq!(s["balance"]["available"], "0");
+    assert_eq!(s["payout_pending"]["posted"], "0");
+    let requests = seen.lock().unwrap().clone();
+    assert_eq!(requests.len(), 2);
+    assert_eq!(requests[0]["destination"], "acct_123");
+    books_balance(&net).await;
+}
+
+#[tokio::test]
+async fn a_payout_that_cannot_be_delivered_fails_and_returns_the_money() {
+    let (url, _) = payment_endpoint("rail-secret", json!({}), usize::MAX).await;
+    let net = earned("rail-secret", url, 3).await;
+    let node = &net.nodes[0];
+    let account = AccountId::node(node.node.node_key_id());
+    let earnings = posted(&net, account.clone()).await;
+    let hub = HubClient::connect(&net.hub.url()).await.unwrap();
+    hub.redeem(&node.key, Some(Amount::from_micros(earnings)), "acct_9").await.unwrap();
+    let mut state = Value::Null;
+    for _ in 0..100 {
+        state = payout_state(&net).await;
+        if state["payouts"][0]["state"] == "failed" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(state["payouts"][0]["state"], "failed", "{state}");
+    assert_eq!(state["payouts"][0]["attempts"], 3);
+    assert_eq!(posted(&net, account).await, earnings, "the money went back to the node");
+    books_balance(&net).await;
+}
+
+#[tokio::test]
+async fn a_sent_payout_is_confirmed_or_failed_by_the_signed_callback_once() {
+    let (url, _) = payment_endpoint("rail-secret", json!({"status": "accepted"}), 0).await;
+    let net = earned("rail-secret", url, 2).await;
+    let node = &net.nodes[0];
+    let account = AccountId::node(node.node.node_key_id());
+    let earnings = posted(&net, account.clone()).await;
+    let hub = HubClient::connect(&net.hub.url()).await.unwrap();
+    let payout = hub.redeem(&node.key, None, "acct_7").await.unwrap();
+    let id = payout["id"].as_str().unwrap().to_owned();
+    for _ in 0..100 {
+        if payout_state(&net).await["payouts"][0]["state"] == "sent" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let callback = |status: &str, secret: &str| {
+        let body = serde_json::to_vec(&json!({"id": id, "status": status})).unwrap();
+        let signature = stacknet_hub::webhook::sign(secret, stacknet_hub::webhook::now_secs(), &body).unwrap();
+        client()
+            .post(format!("{}/stacknet/v1/webhooks/payouts", net.hub.url()))
+            .header("stacknet-signature", signature)
+            .body(body)
+            .send()
+    };
+    assert_eq!(callback("failed", "wrong-secret").await.unwrap().status(), 401);
+    let r: Value = callback("failed", "rail-secret").await.unwrap().json().await.unwrap();
+    assert_eq!((r["state"].as_str(), r["changed"].as_bool()), (Some("failed"), Some(true)), "{r}");
+    // A late confirmation cannot pay out money that went back.
+    let r: Value = callback("confirmed", "rail-secret").await.unwrap().json().await.unwrap();
+    assert_eq!((r["state"].as_str(), r["changed"].as_bool()), (Some("failed"), Some(false)), "{r}");
+    assert_eq!(posted(&net, account).await, earnings);
+    books_balance(&net).await;
+}
+
+#[tokio::test]
+async fn the_payments_webhook_tops_up_once_per_event_and_refuses_bad_signatures() {
+    let net = TestNetwork::start_with(Script::text("x"), |c| {
+        c.payments_webhook_secret = Some("pay-secret".into());
+    })
+    .await;
+    let send = |body: Value, secret: &str| {
+        let bytes = serde_json::to_vec(&body).unwrap();
+        let signature = stacknet_hub::webhook::sign(secret, stacknet_hub::webhook::now_secs(), &bytes).unwrap();
+        client()
+            .post(format!("{}/stacknet/v1/webhooks/payments", net.hub.url()))
+            .header("stacknet-signature", signature)
+            .body(bytes)
+            .send()
+    };
+    let event = json!({"id": "evt_1", "type": "topup", "stack": net.stack, "amount": "5000"});
+    let first: Value = send(event.clone(), "pay-secret").await.unwrap().json().await.unwrap();
+    assert_eq!(first["replayed"], false);
+    let again: Value = send(event.clone(), "pay-secret").await.unwrap().json().await.unwrap();
+    assert_eq!(again["replayed"], true);
+    let changed = json!({"id": "evt_1", "type": "topup", "stack": net.stack, "amount": "9000"});
+    assert_eq!(send(changed, "pay-secret").await.unwrap().status(), 409);
+    assert_eq!(send(event, "forged").await.unwrap().status(), 401);
+    assert_eq!(statement(&net).await["balance"]["available"], "5000");
+}
