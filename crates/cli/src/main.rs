@@ -172,7 +172,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             inclusion,
             checkpoint,
         } => {
-            let proof = verify::LogProof { inclusion, checkpoint };
+            let proof = verify::LogProof {
+                inclusion,
+                checkpoint,
+            };
             return match verify::verify(file, hub_key.as_deref(), &proof) {
                 Ok(verdict) => {
                     println!("{verdict}");

@@ -10,9 +10,9 @@ use std::path::PathBuf;
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value;
+use stacknet_hub::log::{log_origin, paperwork_leaf, verify_inclusion_response};
 use stacknet_protocol::fingerprint::Attribution;
 use stacknet_protocol::paperwork::{check_paperwork, Paperwork};
-use stacknet_hub::log::{log_origin, paperwork_leaf, verify_inclusion_response};
 use stacknet_protocol::{FingerprintId, PublicKey, Signed};
 
 /// The largest document read: responses with long answers are still far below this.

@@ -92,7 +92,11 @@ pub async fn issue_key(state: &AppState, stack: StackId) -> Result<(String, ApiK
         stack,
         created_at: Timestamp::now(),
     };
-    state.store.create_api_key(record.clone()).await.map_err(internal)?;
+    state
+        .store
+        .create_api_key(record.clone())
+        .await
+        .map_err(internal)?;
     state.api_keys.insert(record.hash, stack);
     Ok((key, record))
 }
@@ -165,7 +169,10 @@ pub(crate) async fn credit(
     source: &str,
 ) -> Result<Json<Value>, ApiError> {
     if req.amount.micros() <= 0 {
-        return Err(ApiError::invalid("amount", "amount must be more than zero micro-credits"));
+        return Err(ApiError::invalid(
+            "amount",
+            "amount must be more than zero micro-credits",
+        ));
     }
     let event = match req.id {
         Some(id) => id,

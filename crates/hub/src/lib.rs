@@ -278,9 +278,9 @@ impl Hub {
         Router::new()
             .route("/healthz", get(healthz))
             .route("/v1/models", get(models))
-            .route("/v1/chat/completions", post(by_workload(Workload::Chat)))
-            .route("/v1/completions", post(by_workload(Workload::Completion)))
-            .route("/v1/embeddings", post(by_workload(Workload::Embedding)))
+            .route("/v1/chat/completions", by_workload(Workload::Chat))
+            .route("/v1/completions", by_workload(Workload::Completion))
+            .route("/v1/embeddings", by_workload(Workload::Embedding))
             .route("/stacknet/v1/hub", get(hub_info))
             .route("/stacknet/v1/nodes/connect", get(gateway::connect))
             .route("/stacknet/v1/paperwork/{id}", get(paperwork))
@@ -291,7 +291,10 @@ impl Hub {
             .route("/stacknet/v1/admin/stacks/{id}/keys", post(admin::create_key))
             .route("/stacknet/v1/admin/stacks/{id}/topup", post(admin::topup))
             .route("/stacknet/v1/admin/treasury/topup", post(admin::topup_treasury))
-            .route("/stacknet/v1/admin/prices", get(admin::list_prices).post(admin::set_price))
+            .route(
+                "/stacknet/v1/admin/prices",
+                get(admin::list_prices).post(admin::set_price),
+            )
             .route("/stacknet/v1/webhooks/payments", post(webhook::payments))
             .route("/stacknet/v1/webhooks/payouts", post(payout::callback))
             .route("/stacknet/v1/statement", get(settle::stack_statement))
@@ -307,19 +310,16 @@ impl Hub {
     }
 }
 
+/// The body of an OpenAI endpoint, or why axum could not read it (too large, say).
+type Body = Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>;
+
 /// The OpenAI endpoints share one handler, told which workload it serves.
-fn by_workload(
-    workload: Workload,
-) -> impl Fn(
-    State<AppState>,
-    axum::http::HeaderMap,
-    Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
-) -> std::pin::Pin<Box<dyn Future<Output = axum::response::Response> + Send>>
-       + Clone
-       + Send
-       + Sync
-       + 'static {
-    move |State(state), headers, body| Box::pin(task::respond(state, headers, body, workload))
+fn by_workload(workload: Workload) -> axum::routing::MethodRouter<AppState> {
+    post(
+        move |State(state): State<AppState>, headers: axum::http::HeaderMap, body: Body| {
+            task::respond(state, headers, body, workload)
+        },
+    )
 }
 
 /// Serves the hub on `listener` until `shutdown` completes, then drains open requests.

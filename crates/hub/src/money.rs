@@ -190,7 +190,12 @@ fn capture_entry(record: &PaperworkRecord, release: bool) -> Result<Option<Entry
     let pending = tid(hold)?;
     let reference = hold.strip_prefix("hold:").unwrap_or(hold);
     Ok(Some(if record.cost.micros() > 0 && !release {
-        Post::new(tid(&format!("capture:{}", record.contract))?, pending, record.cost).into()
+        Post::new(
+            tid(&format!("capture:{}", record.contract))?,
+            pending,
+            record.cost,
+        )
+        .into()
     } else {
         Void::new(tid(&format!("release:{reference}"))?, pending).into()
     }))

@@ -75,10 +75,15 @@ pub async fn start(
     destination: String,
 ) -> Result<PayoutRecord, ApiError> {
     if state.config.payout_rail.is_none() {
-        return Err(ApiError::NotFound("no payout rail is configured on this hub".into()));
+        return Err(ApiError::NotFound(
+            "no payout rail is configured on this hub".into(),
+        ));
     }
     if destination.is_empty() || destination.chars().count() > MAX_DESTINATION_CHARS {
-        return Err(ApiError::invalid("destination", "destination must be 1 to 200 characters"));
+        return Err(ApiError::invalid(
+            "destination",
+            "destination must be 1 to 200 characters",
+        ));
     }
     let earnings = state
         .ledger
@@ -88,7 +93,10 @@ pub async fn start(
         .available();
     let amount = amount.unwrap_or(earnings);
     if amount.micros() <= 0 {
-        return Err(ApiError::invalid("amount", format!("nothing to redeem: {earnings} available")));
+        return Err(ApiError::invalid(
+            "amount",
+            format!("nothing to redeem: {earnings} available"),
+        ));
     }
     let now = Timestamp::now();
     let mut payout = PayoutRecord {
@@ -104,11 +112,25 @@ pub async fn start(
     };
     // The record first: a crash before the ledger transfer leaves a pending payout that `resume`
     // completes or fails, never money in payout-pending without a record.
-    state.store.create_payout(payout.clone()).await.map_err(internal)?;
-    match state.ledger.create_transfers(vec![reserve(&payout)?.into()]).await {
+    state
+        .store
+        .create_payout(payout.clone())
+        .await
+        .map_err(internal)?;
+    match state
+        .ledger
+        .create_transfers(vec![reserve(&payout)?.into()])
+        .await
+    {
         Ok(_) => {}
         Err(LedgerError::InsufficientFunds { available, .. }) => {
-            finish(state, &payout, PayoutState::Failed, Some("insufficient earnings".into())).await?;
+            finish(
+                state,
+                &payout,
+                PayoutState::Failed,
+                Some("insufficient earnings".into()),
+            )
+            .await?;
             return Err(ApiError::InsufficientBalance {
                 available,
                 needed: amount,
@@ -244,7 +266,13 @@ async fn deliver(state: &AppState, mut payout: PayoutRecord) -> Result<(), ApiEr
         tokio::time::sleep(Duration::from_millis(backoff)).await;
         backoff = backoff.saturating_mul(2);
     }
-    finish(state, &payout, PayoutState::Failed, Some("no delivery attempts left".into())).await?;
+    finish(
+        state,
+        &payout,
+        PayoutState::Failed,
+        Some("no delivery attempts left".into()),
+    )
+    .await?;
     Ok(())
 }
 
@@ -282,7 +310,13 @@ async fn resume_pending(state: &AppState, p: PayoutRecord) -> Result<(), ApiErro
             Ok(())
         }
         Err(LedgerError::InsufficientFunds { .. }) => {
-            finish(state, &p, PayoutState::Failed, Some("insufficient earnings".into())).await?;
+            finish(
+                state,
+                &p,
+                PayoutState::Failed,
+                Some("insufficient earnings".into()),
+            )
+            .await?;
             Ok(())
         }
         Err(e) => Err(internal(e)),

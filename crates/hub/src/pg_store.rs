@@ -131,7 +131,7 @@ impl PgStore {
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_');
         if !valid {
             let shown: String = schema.chars().take(64).collect();
-            return Err(StoreError::BadUrl(format!("schema={shown}")));
+            return Err(StoreError::BadSchemaName(shown));
         }
         let config: Config = url.parse()?;
         let pool = Pool::new(config, schema, POOL_SIZE);
@@ -510,11 +510,9 @@ impl Store for PgStore {
     fn paperwork_many(&self, ids: Vec<PaperworkId>) -> StoreFuture<'_, Vec<Option<LoggedPaperwork>>> {
         Box::pin(async move {
             let texts: Vec<String> = ids.iter().map(ToString::to_string).collect();
-            let sql = concat!(
-                "SELECT ",
-                log_columns!(),
-                " FROM paperwork_log WHERE id = ANY($1)"
-            );
+            // The state only: the documents stay on disk (TOAST), as `Store::paperwork_many` says.
+            let sql = "SELECT idx, id, contract, node_key, '' AS json, leaf_hash, accepted_at, hold, cost, \
+                       captured, filed_at FROM paperwork_log WHERE id = ANY($1)";
             let found = self
                 .query(sql, &[&texts])
                 .await?

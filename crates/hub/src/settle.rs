@@ -2,14 +2,16 @@
 //! split), statements, and redemption.
 //!
 //! Filing (`POST /stacknet/v1/nodes/file`): a node sends a Filing signed by its Node Key and the
-//! paperwork documents it lists. Each paperwork is checked on its own (every signature, the contract,
-//! that it is this node's, that the log holds exactly this document, that its challenge window has
-//! passed, that it was not filed before) and gets its own verdict; the valid ones settle together:
+//! paperwork documents it lists. Each paperwork is checked on its own and gets its own verdict: that
+//! it is this node's and its contract this hub's and assigned to it, its node signature, that the
+//! log holds exactly this document (same leaf hash: so its contract's and fingerprint's signatures
+//! are the ones the hub checked at acceptance, and need no second check), that its challenge window
+//! has passed, that it was not filed before. The valid ones settle together:
 //! 1. write-ahead: the store marks them filed under a settlement id in one transaction, which
 //!    also settles races (two filings of one paperwork: one claims it, the other hears
 //!    `already_filed`);
 //! 2. the ledger moves each party's share out of escrow, summed per account, as one batch whose
-//!    transfer ids derive from the settlement id (`settle:<id>:<n>`), plus the warm bonus from the
+//!    transfer ids derive from the settlement id (`<id>:share<n>`), plus the warm bonus from the
 //!    treasury (`bonus:<id>`);
 //! 3. the settlement is closed. A crash between 1 and 3 is finished at start by [`recover`] with
 //!    the same ids, so nothing is paid twice or lost.
@@ -22,9 +24,12 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-use stacknet_ledger::{shares, warm_bonus, AccountId, Entry, LedgerError, LedgerStore, Reason, Transfer, TransferId};
+use stacknet_ledger::{
+    shares, warm_bonus, AccountId, Entry, LedgerError, LedgerStore, Reason, Transfer, TransferId,
+};
+use stacknet_protocol::contract::PromptContract;
 use stacknet_protocol::filing::{Filing, NodeAction, NodeRequest, MAX_FILING_PAPERWORK};
-use stacknet_protocol::paperwork::{check_paperwork, Paperwork};
+use stacknet_protocol::paperwork::Paperwork;
 use stacknet_protocol::{Amount, NodeKeyId, PaperworkId, Signed, Timestamp};
 
 use crate::admin::{balance_json, internal};
@@ -84,7 +89,12 @@ pub async fn inclusion(
         .log
         .inclusion(logged.index, size)
         .map_err(|e| ApiError::invalid("tree_size", e.to_string()))?;
-    Ok(Json(inclusion_json(logged.index, size, &logged.record.leaf_hash, &proof)))
+    Ok(Json(inclusion_json(
+        logged.index,
+        size,
+        &logged.record.leaf_hash,
+        &proof,
+    )))
 }
 
 #[derive(Debug, Deserialize)]
@@ -169,7 +179,14 @@ pub async fn stack_statement(
 async fn check_node_request(state: &AppState, req: &Signed<NodeRequest>) -> Result<NodeKeyId, ApiError> {
     req.verify(&req.body.node_key)
         .map_err(|e| ApiError::BadSignature(e.to_string()))?;
-    fresh(state, &req.body.hub, req.body.created_at, "node_request", &req.body.nonce).await?;
+    fresh(
+        state,
+        &req.body.hub,
+        req.body.created_at,
+        "node_request",
+        &req.body.nonce,
+    )
+    .await?;
     Ok(req.body.node_key.node_key_id())
 }
 
@@ -192,7 +209,9 @@ async fn fresh(
     if skew > REQUEST_CLOCK_TOLERANCE_MS {
         return Err(ApiError::invalid(
             "created_at",
-            format!("created_at {created_at} is more than {REQUEST_CLOCK_TOLERANCE_MS} ms from the hub's clock"),
+            format!(
+                "created_at {created_at} is more than {REQUEST_CLOCK_TOLERANCE_MS} ms from the hub's clock"
+            ),
         ));
     }
     let new = state
@@ -201,7 +220,9 @@ async fn fresh(
         .await
         .map_err(internal)?;
     if !new {
-        return Err(ApiError::Conflict(format!("this {kind} was used before (replay)")));
+        return Err(ApiError::Conflict(format!(
+            "this {kind} was used before (replay)"
+        )));
     }
     Ok(())
 }
@@ -212,11 +233,17 @@ fn signed_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiErro
 
 /// `POST /stacknet/v1/nodes/statement` (body: a signed `statement` NodeRequest): the Node Key's
 /// earnings, payout-pending balance, transfers and payouts.
-pub async fn node_statement(State(state): State<AppState>, body: axum::body::Bytes) -> Result<Json<Value>, ApiError> {
+pub async fn node_statement(
+    State(state): State<AppState>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
     let req: Signed<NodeRequest> = signed_body(&body)?;
     let node = check_node_request(&state, &req).await?;
     if req.body.action != NodeAction::Statement {
-        return Err(ApiError::invalid("action", "this endpoint takes a `statement` request"));
+        return Err(ApiError::invalid(
+            "action",
+            "this endpoint takes a `statement` request",
+        ));
     }
     let mut out = statement_json(&*state.ledger, AccountId::node(node), None, None).await?;
     let pending = state
@@ -271,7 +298,10 @@ pub async fn file(State(state): State<AppState>, body: axum::body::Bytes) -> Res
         ));
     }
     if !stacknet_protocol::contract::is_sorted_unique(&filing.paperwork) {
-        return Err(ApiError::invalid("paperwork", "the filing's paperwork ids must be sorted, without duplicates"));
+        return Err(ApiError::invalid(
+            "paperwork",
+            "the filing's paperwork ids must be sorted, without duplicates",
+        ));
     }
     fresh(&state, &filing.hub, filing.created_at, "filing", &filing.nonce).await?;
     let node = filing.node_key.node_key_id();
@@ -279,7 +309,7 @@ pub async fn file(State(state): State<AppState>, body: axum::body::Bytes) -> Res
     let window = i64::try_from(state.config.challenge_window_ms).unwrap_or(i64::MAX);
     // The documents: checked in parallel on the blocking pool (three signatures each).
     let checked = check_documents(docs, hub, node).await?;
-    let mut by_id: BTreeMap<PaperworkId, Result<Signed<Paperwork>, String>> = BTreeMap::new();
+    let mut by_id: BTreeMap<PaperworkId, Result<Checked, String>> = BTreeMap::new();
     for (id, result) in checked {
         by_id.insert(id, result);
     }
@@ -301,15 +331,20 @@ pub async fn file(State(state): State<AppState>, body: axum::body::Bytes) -> Res
     for (id, logged) in listed.iter().zip(logged) {
         let verdict = match (by_id.remove(id), logged) {
             (Some(Err(reason)), _) => Some(refused(reason)),
-            (_, None) => Some(refused("not in the paperwork log: this hub never accepted it".into())),
-            (Some(Ok(doc)), Some(l)) => judge(&doc, &l, now, window),
+            (_, None) => Some(refused(
+                "not in the paperwork log: this hub never accepted it".into(),
+            )),
+            (Some(Ok(checked)), Some(l)) => match judge(&checked, &l, now, window) {
+                Some(v) => Some(v),
+                None => {
+                    to_settle.push(Due::of(*id, &checked.doc, l.record.cost));
+                    None
+                }
+            },
             (None, Some(_)) => Some(refused("missing document".into())),
         };
-        match verdict {
-            Some(v) => {
-                verdicts.insert(*id, v);
-            }
-            None => to_settle.push(*id),
+        if let Some(v) = verdict {
+            verdicts.insert(*id, v);
         }
     }
     if !to_settle.is_empty() {
@@ -350,7 +385,7 @@ async fn check_documents(
     docs: Vec<Signed<Paperwork>>,
     hub: stacknet_protocol::PublicKey,
     node: NodeKeyId,
-) -> Result<Vec<(PaperworkId, Result<Signed<Paperwork>, String>)>, ApiError> {
+) -> Result<Vec<(PaperworkId, Result<Checked, String>)>, ApiError> {
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).max(1);
     let per = docs.len().div_ceil(workers).max(1);
     let mut chunks = Vec::new();
@@ -381,26 +416,63 @@ fn check_document(
     doc: Signed<Paperwork>,
     hub: &stacknet_protocol::PublicKey,
     node: NodeKeyId,
-) -> Result<(PaperworkId, Result<Signed<Paperwork>, String>), ApiError> {
-    let id = doc
-        .id()
+) -> Result<(PaperworkId, Result<Checked, String>), ApiError> {
+    let signing = doc
+        .signing_bytes()
         .map_err(|e| ApiError::invalid("paperwork", format!("cannot encode a paperwork: {e}")))?;
-    let signer = doc.body.node_key.node_key_id();
-    if signer != node {
-        return Ok((id, Err(format!("paperwork of another node ({signer}), not of the filing key {node}"))));
+    let digest = stacknet_protocol::Sha256Digest::of(&signing);
+    let mut half = [0u8; 16];
+    half.copy_from_slice(&digest.0[..16]);
+    // The same id as `Signed::<Paperwork>::id`, from the bytes computed once here.
+    let id = PaperworkId::from_digest(half);
+    let body = &doc.body;
+    let contract = &body.contract.body;
+    let signer = body.node_key.node_key_id();
+    let refusal = if signer != node {
+        Some(format!(
+            "paperwork of another node ({signer}), not of the filing key {node}"
+        ))
+    } else if contract.hub != *hub {
+        Some(format!(
+            "the contract was signed by hub key {}, not by this hub ({})",
+            contract.hub.to_hex(),
+            hub.to_hex()
+        ))
+    } else if contract.node_key != signer {
+        Some(format!(
+            "the contract is assigned to {}, but the paperwork is from {signer}",
+            contract.node_key
+        ))
+    } else if let Err(e) = body.node_key.verify(&signing, &doc.signature) {
+        Some(format!("paperwork signature invalid: {e}"))
+    } else {
+        None
+    };
+    if let Some(reason) = refusal {
+        return Ok((id, Err(reason)));
     }
-    Ok(match check_paperwork(&doc, hub) {
-        Ok(_) => (id, Ok(doc)),
-        Err(e) => (id, Err(e.to_string())),
-    })
+    match paperwork_leaf(&doc) {
+        Ok(leaf) => Ok((id, Ok(Checked { doc, leaf }))),
+        Err(e) => Ok((id, Err(e.to_string()))),
+    }
+}
+
+/// A document whose node signature holds, with its log leaf (both computed off the async threads).
+/// Its contract's and fingerprint's signatures are not checked again here: [`judge`] only lets it
+/// settle when its leaf is exactly that of the logged document, whose every signature the hub
+/// checked when it accepted the task.
+#[derive(Debug)]
+struct Checked {
+    doc: Signed<Paperwork>,
+    leaf: stacknet_protocol::merkle::Hash,
 }
 
 /// The verdict on one checked document against its log entry; `None`: it may be settled.
-fn judge(doc: &Signed<Paperwork>, logged: &LoggedPaperwork, now: Timestamp, window_ms: i64) -> Option<Verdict> {
-    match paperwork_leaf(doc) {
-        Ok(leaf) if leaf == logged.record.leaf_hash => {}
-        Ok(_) => return Some(refused("differs from the paperwork logged when the task was accepted".into())),
-        Err(e) => return Some(refused(e.to_string())),
+fn judge(checked: &Checked, logged: &LoggedPaperwork, now: Timestamp, window_ms: i64) -> Option<Verdict> {
+    if checked.leaf != logged.record.leaf_hash {
+        return Some(refused(
+            "differs from the paperwork logged when the task was accepted".into(),
+        ));
     }
     if logged.filed_at.is_some() {
         return Some(Verdict::AlreadyFiled);
@@ -412,26 +484,56 @@ fn judge(doc: &Signed<Paperwork>, logged: &LoggedPaperwork, now: Timestamp, wind
         )));
     }
     if !logged.captured {
-        return Some(refused("its cost is not captured yet; file it again shortly".into()));
+        return Some(refused(
+            "its cost is not captured yet; file it again shortly".into(),
+        ));
     }
     None
 }
 
-/// Settles `ids` (checked, logged, captured, unfiled) as one settlement; verdicts per id.
+/// What settling one paperwork needs: its captured cost and the terms of its contract.
+#[derive(Debug, Clone)]
+struct Due {
+    id: PaperworkId,
+    cost: Amount,
+    contract: PromptContract,
+    warm: bool,
+}
+
+impl Due {
+    /// `id` is the document's id, computed when it was checked.
+    fn of(id: PaperworkId, doc: &Signed<Paperwork>, cost: Amount) -> Self {
+        Self {
+            id,
+            cost,
+            contract: doc.body.contract.body.clone(),
+            warm: doc.body.resources.warm,
+        }
+    }
+
+    fn from_log(l: &LoggedPaperwork) -> Result<Self, String> {
+        let doc: Signed<Paperwork> = serde_json::from_str(&l.record.json).map_err(|e| e.to_string())?;
+        Ok(Self::of(l.record.id, &doc, l.record.cost))
+    }
+}
+
+/// Settles `due` (checked, logged, captured, unfiled) as one settlement; verdicts per id.
 async fn settle(
     store: &std::sync::Arc<dyn Store>,
     ledger: &std::sync::Arc<dyn LedgerStore>,
-    ids: Vec<PaperworkId>,
+    due: Vec<Due>,
     now: Timestamp,
 ) -> Result<Vec<(PaperworkId, Verdict)>, ApiError> {
+    let ids: Vec<PaperworkId> = due.iter().map(|d| d.id).collect();
     let settlement = settlement_id(&ids);
-    let claimed = store
+    let claimed: std::collections::BTreeSet<PaperworkId> = store
         .begin_settlement(settlement.clone(), ids.clone(), now)
         .await
-        .map_err(internal)?;
-    let logged = store.paperwork_many(claimed.clone()).await.map_err(internal)?;
-    let logged: Vec<LoggedPaperwork> = logged.into_iter().flatten().collect();
-    let amounts = pay(ledger, &settlement, &logged).await?;
+        .map_err(internal)?
+        .into_iter()
+        .collect();
+    let due: Vec<Due> = due.into_iter().filter(|d| claimed.contains(&d.id)).collect();
+    let amounts = pay(ledger, &settlement, &due).await?;
     store.finish_settlement(settlement).await.map_err(internal)?;
     Ok(ids
         .into_iter()
@@ -461,21 +563,20 @@ fn settlement_id(ids: &[PaperworkId]) -> String {
 async fn pay(
     ledger: &std::sync::Arc<dyn LedgerStore>,
     settlement: &str,
-    logged: &[LoggedPaperwork],
+    due: &[Due],
 ) -> Result<BTreeMap<PaperworkId, Amount>, ApiError> {
     let mut per_account: BTreeMap<AccountId, i64> = BTreeMap::new();
     let mut bonus: BTreeMap<AccountId, i64> = BTreeMap::new();
     let mut amounts = BTreeMap::new();
-    for l in logged {
-        let doc: Signed<Paperwork> = serde_json::from_str(&l.record.json).map_err(internal)?;
-        let contract = &doc.body.contract.body;
-        let cost = l.record.cost;
-        amounts.insert(l.record.id, cost);
+    for d in due {
+        let contract = &d.contract;
+        let cost = d.cost;
+        amounts.insert(d.id, cost);
         let parts = shares(cost, contract).map_err(internal)?;
         for s in &parts {
             *per_account.entry(s.account.clone()).or_default() += s.amount.micros();
         }
-        if doc.body.resources.warm {
+        if d.warm {
             let node_share = parts
                 .iter()
                 .find(|s| s.role == "node")
@@ -519,7 +620,7 @@ async fn pay(
         match ledger.create_transfers(vec![transfer.into()]).await {
             Ok(_) => {}
             Err(LedgerError::InsufficientFunds { available, .. }) => {
-                tracing::warn!(%available, bonus = amount, "the treasury cannot pay a warm bonus; it is skipped");
+                tracing::warn!(%available, bonus = amount, %settlement, "the treasury cannot pay a warm bonus (fund it with `stacknet admin topup --treasury`); it is skipped");
             }
             Err(e) => return Err(ApiError::Internal(format!("settlement {settlement}: {e}"))),
         }
@@ -535,7 +636,8 @@ pub async fn recover(
     let open = store.open_settlements().await.map_err(|e| e.to_string())?;
     for (settlement, logged) in open {
         tracing::info!(%settlement, count = logged.len(), "finishing a settlement interrupted by a crash");
-        pay(ledger, &settlement, &logged).await.map_err(|e| e.to_string())?;
+        let due = logged.iter().map(Due::from_log).collect::<Result<Vec<_>, _>>()?;
+        pay(ledger, &settlement, &due).await.map_err(|e| e.to_string())?;
         store
             .finish_settlement(settlement)
             .await
@@ -553,7 +655,10 @@ pub async fn redeem(State(state): State<AppState>, body: axum::body::Bytes) -> R
     let req: Signed<NodeRequest> = signed_body(&body)?;
     let node = check_node_request(&state, &req).await?;
     let NodeAction::Redeem { amount, destination } = &req.body.action else {
-        return Err(ApiError::invalid("action", "this endpoint takes a `redeem` request"));
+        return Err(ApiError::invalid(
+            "action",
+            "this endpoint takes a `redeem` request",
+        ));
     };
     let payout = crate::payout::start(&state, node, *amount, destination.clone()).await?;
     Ok(Json(json!(payout)))

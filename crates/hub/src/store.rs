@@ -32,6 +32,8 @@ pub enum StoreError {
     Worker(String),
     #[error("database url with scheme {0:?} is neither sqlite://PATH nor postgres://...")]
     BadUrl(String),
+    #[error("schema name {0:?} must be 1 to 63 characters of a-z, 0-9 and `_`, not starting with a digit")]
+    BadSchemaName(String),
 }
 
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
@@ -160,7 +162,8 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// Records each paperwork's cost as captured: the amount the ledger really moved (zero where
     /// the capture was refused, e.g. its hold had expired), which is what filing shares out.
     fn mark_captured(&self, captured: Vec<(PaperworkId, Amount)>) -> StoreFuture<'_, ()>;
-    /// Several paperwork at once, in the order asked (`None` for ids not in the log).
+    /// The state of several paperwork at once, in the order asked (`None` for ids not in the log),
+    /// without the documents themselves (`record.json` is empty): filing has them already.
     fn paperwork_many(&self, ids: Vec<PaperworkId>) -> StoreFuture<'_, Vec<Option<LoggedPaperwork>>>;
     /// Write-ahead of a settlement: in one transaction, marks as filed at `at` under `settlement`
     /// those of `ids` not filed before, records the settlement as open, and returns the ids it
@@ -254,8 +257,11 @@ CREATE TABLE IF NOT EXISTS api_keys (
 CREATE TABLE IF NOT EXISTS prices (model TEXT PRIMARY KEY, terms TEXT NOT NULL, updated_at TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS paperwork_log (
     idx INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, contract TEXT NOT NULL UNIQUE, node_key TEXT NOT NULL,
-    json TEXT NOT NULL, leaf_hash BLOB NOT NULL, accepted_at TEXT NOT NULL, hold TEXT, cost INTEGER NOT NULL,
+    leaf_hash BLOB NOT NULL, accepted_at TEXT NOT NULL, hold TEXT, cost INTEGER NOT NULL,
     captured INTEGER NOT NULL DEFAULT 0, filed_at TEXT, settlement TEXT);
+-- The documents apart from their small, often-updated state: SQLite rewrites a whole row (a
+-- paperwork is ~3 KB) on every update, so capture and filing would otherwise rewrite them all.
+CREATE TABLE IF NOT EXISTS paperwork_json (idx INTEGER PRIMARY KEY, json TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS paperwork_by_settlement ON paperwork_log (settlement) WHERE settlement IS NOT NULL;
 CREATE TABLE IF NOT EXISTS settlements (id TEXT PRIMARY KEY, created_at TEXT NOT NULL, done INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS paperwork_uncaptured ON paperwork_log (captured) WHERE captured = 0;
@@ -343,8 +349,12 @@ pub(crate) fn price_json(price: &ModelPrice) -> String {
     serde_json::to_string(&price.price).unwrap_or_default()
 }
 
-const LOG_COLUMNS: &str =
-    "idx, id, contract, node_key, json, leaf_hash, accepted_at, hold, cost, captured, filed_at";
+const LOG_COLUMNS: &str = "l.idx, l.id, l.contract, l.node_key, j.json, l.leaf_hash, l.accepted_at, \
+    l.hold, l.cost, l.captured, l.filed_at";
+const LOG_FROM: &str = "paperwork_log l JOIN paperwork_json j ON j.idx = l.idx";
+/// The columns of `LOG_COLUMNS` without the document (`json` comes back empty).
+const LOG_STATE_COLUMNS: &str = "l.idx, l.id, l.contract, l.node_key, '' AS json, l.leaf_hash, \
+    l.accepted_at, l.hold, l.cost, l.captured, l.filed_at";
 
 /// A `paperwork_log` row in `LOG_COLUMNS` order, as both stores read it.
 pub(crate) struct LogRow {
@@ -409,7 +419,17 @@ pub(crate) fn logged(row: LogRow) -> Result<LoggedPaperwork, StoreError> {
     })
 }
 
-type PayoutRow = (String, String, i64, String, String, i64, Option<String>, String, String);
+type PayoutRow = (
+    String,
+    String,
+    i64,
+    String,
+    String,
+    i64,
+    Option<String>,
+    String,
+    String,
+);
 
 pub(crate) fn payout_from(
     (id, node, amount, destination, state, attempts, last_error, created, updated): PayoutRow,
@@ -539,7 +559,11 @@ impl Store for SqliteStore {
         self.with(|conn| {
             let mut stmt = conn.prepare("SELECT model, terms, updated_at FROM prices ORDER BY model")?;
             let rows = stmt.query_map([], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
             })?;
             rows.map(|row| {
                 let (model, terms, at) = row?;
@@ -555,13 +579,17 @@ impl Store for SqliteStore {
             let mut indexes = Vec::with_capacity(batch.len());
             {
                 let mut next: i64 =
-                    tx.query_row("SELECT COALESCE(MAX(idx) + 1, 0) FROM paperwork_log", [], |r| r.get(0))?;
+                    tx.query_row("SELECT COALESCE(MAX(idx) + 1, 0) FROM paperwork_log", [], |r| {
+                        r.get(0)
+                    })?;
                 let mut existing = tx.prepare_cached("SELECT idx FROM paperwork_log WHERE id = ?1")?;
                 let mut insert = tx.prepare_cached(
                     "INSERT INTO paperwork_log
-                     (idx, id, contract, node_key, json, leaf_hash, accepted_at, hold, cost)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                     (idx, id, contract, node_key, leaf_hash, accepted_at, hold, cost)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 )?;
+                let mut insert_json =
+                    tx.prepare_cached("INSERT INTO paperwork_json (idx, json) VALUES (?1, ?2)")?;
                 for p in &batch {
                     let id = p.id.to_string();
                     let found: Option<i64> = existing.query_row([&id], |r| r.get(0)).optional()?;
@@ -573,12 +601,12 @@ impl Store for SqliteStore {
                                 id,
                                 p.contract,
                                 p.node_key.to_string(),
-                                p.json,
                                 p.leaf_hash.as_slice(),
                                 p.accepted_at.to_string(),
                                 p.hold,
                                 p.cost.micros()
                             ])?;
+                            insert_json.execute(params![next, p.json])?;
                             next += 1;
                             next - 1
                         }
@@ -595,7 +623,7 @@ impl Store for SqliteStore {
         self.with(move |conn| {
             let row = conn
                 .query_row(
-                    &format!("SELECT {LOG_COLUMNS} FROM paperwork_log WHERE id = ?1"),
+                    &format!("SELECT {LOG_COLUMNS} FROM {LOG_FROM} WHERE l.id = ?1"),
                     [id.to_string()],
                     log_row,
                 )
@@ -606,7 +634,8 @@ impl Store for SqliteStore {
 
     fn leaf_hashes(&self, from: u64) -> StoreFuture<'_, Vec<[u8; 32]>> {
         self.with(move |conn| {
-            let mut stmt = conn.prepare("SELECT leaf_hash FROM paperwork_log WHERE idx >= ?1 ORDER BY idx")?;
+            let mut stmt =
+                conn.prepare("SELECT leaf_hash FROM paperwork_log WHERE idx >= ?1 ORDER BY idx")?;
             let rows = stmt.query_map([to_i64(from)], |r| r.get::<_, Vec<u8>>(0))?;
             rows.map(|r| hash32("paperwork_log", &r?)).collect()
         })
@@ -615,7 +644,7 @@ impl Store for SqliteStore {
     fn uncaptured(&self) -> StoreFuture<'_, Vec<LoggedPaperwork>> {
         self.with(|conn| {
             let mut stmt = conn.prepare(&format!(
-                "SELECT {LOG_COLUMNS} FROM paperwork_log WHERE captured = 0 ORDER BY idx"
+                "SELECT {LOG_COLUMNS} FROM {LOG_FROM} WHERE l.captured = 0 ORDER BY l.idx"
             ))?;
             let rows = stmt.query_map([], log_row)?;
             rows.map(|r| logged(r?)).collect()
@@ -639,7 +668,9 @@ impl Store for SqliteStore {
 
     fn paperwork_many(&self, ids: Vec<PaperworkId>) -> StoreFuture<'_, Vec<Option<LoggedPaperwork>>> {
         self.with(move |conn| {
-            let mut stmt = conn.prepare_cached(&format!("SELECT {LOG_COLUMNS} FROM paperwork_log WHERE id = ?1"))?;
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {LOG_STATE_COLUMNS} FROM paperwork_log l WHERE l.id = ?1"
+            ))?;
             ids.iter()
                 .map(|id| {
                     stmt.query_row([id.to_string()], log_row)
@@ -691,12 +722,13 @@ impl Store for SqliteStore {
     fn open_settlements(&self) -> StoreFuture<'_, Vec<(String, Vec<LoggedPaperwork>)>> {
         self.with(|conn| {
             let open: Vec<String> = {
-                let mut stmt = conn.prepare("SELECT id FROM settlements WHERE done = 0 ORDER BY created_at, id")?;
+                let mut stmt =
+                    conn.prepare("SELECT id FROM settlements WHERE done = 0 ORDER BY created_at, id")?;
                 let rows = stmt.query_map([], |r| r.get(0))?;
                 rows.collect::<Result<_, _>>()?
             };
             let mut stmt = conn.prepare(&format!(
-                "SELECT {LOG_COLUMNS} FROM paperwork_log WHERE settlement = ?1 ORDER BY idx"
+                "SELECT {LOG_COLUMNS} FROM {LOG_FROM} WHERE l.settlement = ?1 ORDER BY l.idx"
             ))?;
             open.into_iter()
                 .map(|id| {
@@ -721,7 +753,9 @@ impl Store for SqliteStore {
     fn create_payout(&self, p: PayoutRecord) -> StoreFuture<'_, ()> {
         self.with(move |conn| {
             conn.execute(
-                &format!("INSERT INTO payouts ({PAYOUT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"),
+                &format!(
+                    "INSERT INTO payouts ({PAYOUT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+                ),
                 params![
                     p.id,
                     p.node_key.to_string(),

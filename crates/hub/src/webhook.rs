@@ -39,7 +39,10 @@ fn mac(secret: &str, t: i64, body: &[u8]) -> Result<HmacSha256, SignatureError> 
 
 /// The header value signing `body` at unix time `t`.
 pub fn sign(secret: &str, t: i64, body: &[u8]) -> Result<String, SignatureError> {
-    Ok(format!("t={t},v1={}", hex::encode(mac(secret, t, body)?.finalize().into_bytes())))
+    Ok(format!(
+        "t={t},v1={}",
+        hex::encode(mac(secret, t, body)?.finalize().into_bytes())
+    ))
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -85,7 +88,8 @@ pub fn now_secs() -> i64 {
 
 /// Checks the signature of an incoming webhook with `secret` (`None`: the webhook is off).
 pub fn check(secret: Option<&str>, headers: &HeaderMap, body: &[u8]) -> Result<(), ApiError> {
-    let secret = secret.ok_or_else(|| ApiError::NotFound("this webhook is not configured on this hub".into()))?;
+    let secret =
+        secret.ok_or_else(|| ApiError::NotFound("this webhook is not configured on this hub".into()))?;
     let header = headers.get(SIGNATURE_HEADER).and_then(|v| v.to_str().ok());
     verify(secret, header, body, now_secs()).map_err(|e| ApiError::BadSignature(e.to_string()))
 }
@@ -154,10 +158,22 @@ mod tests {
         let body = br#"{"id":"evt_1"}"#;
         let h = sign("s3cret", 1_000, body).unwrap();
         assert_eq!(verify("s3cret", Some(&h), body, 1_100), Ok(()));
-        assert_eq!(verify("other", Some(&h), body, 1_100), Err(SignatureError::Mismatch));
-        assert_eq!(verify("s3cret", Some(&h), b"{}", 1_100), Err(SignatureError::Mismatch));
-        assert!(matches!(verify("s3cret", Some(&h), body, 2_000), Err(SignatureError::Stale { .. })));
+        assert_eq!(
+            verify("other", Some(&h), body, 1_100),
+            Err(SignatureError::Mismatch)
+        );
+        assert_eq!(
+            verify("s3cret", Some(&h), b"{}", 1_100),
+            Err(SignatureError::Mismatch)
+        );
+        assert!(matches!(
+            verify("s3cret", Some(&h), body, 2_000),
+            Err(SignatureError::Stale { .. })
+        ));
         assert_eq!(verify("s3cret", None, body, 1_000), Err(SignatureError::Missing));
-        assert_eq!(verify("s3cret", Some("v1=zz"), body, 1_000), Err(SignatureError::Malformed));
+        assert_eq!(
+            verify("s3cret", Some("v1=zz"), body, 1_000),
+            Err(SignatureError::Malformed)
+        );
     }
 }

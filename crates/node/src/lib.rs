@@ -26,9 +26,9 @@ pub mod models;
 pub mod node;
 pub mod paperwork;
 mod session;
+pub mod settlement;
 mod task;
 pub mod usage;
-pub mod settlement;
 pub mod wallet;
 
 use std::future::Future;

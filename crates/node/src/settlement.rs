@@ -55,11 +55,21 @@ impl HubClient {
         Ok(Self { url, http, hub_key })
     }
 
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Vec<u8>>) -> Result<Value, SettlementError> {
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<Value, SettlementError> {
         call(&self.http, &self.url, method, path, body).await
     }
 
-    async fn node_request(&self, key: &SecretKey, path: &str, action: NodeAction) -> Result<Value, SettlementError> {
+    async fn node_request(
+        &self,
+        key: &SecretKey,
+        path: &str,
+        action: NodeAction,
+    ) -> Result<Value, SettlementError> {
         let req = NodeRequest {
             node_key: key.public_key(),
             hub: self.hub_key,
@@ -79,7 +89,12 @@ impl HubClient {
     }
 
     /// Redeems `amount` of earnings (all when `None`) to `destination`.
-    pub async fn redeem(&self, key: &SecretKey, amount: Option<Amount>, destination: &str) -> Result<Value, SettlementError> {
+    pub async fn redeem(
+        &self,
+        key: &SecretKey,
+        amount: Option<Amount>,
+        destination: &str,
+    ) -> Result<Value, SettlementError> {
         let action = NodeAction::Redeem {
             amount,
             destination: destination.to_owned(),
@@ -89,7 +104,11 @@ impl HubClient {
 
     /// Files `paperwork` (one signed filing per request, split to stay under the body limit) and
     /// returns every per-paperwork verdict the hub gave.
-    pub async fn file(&self, key: &SecretKey, paperwork: Vec<Signed<Paperwork>>) -> Result<Vec<Verdict>, SettlementError> {
+    pub async fn file(
+        &self,
+        key: &SecretKey,
+        paperwork: Vec<Signed<Paperwork>>,
+    ) -> Result<Vec<Verdict>, SettlementError> {
         let mut verdicts = Vec::new();
         for batch in batches(paperwork)? {
             let mut ids: Vec<PaperworkId> = batch.iter().map(|(id, _)| *id).collect();
@@ -126,7 +145,9 @@ async fn call(
     let url = format!("{base}{path}");
     let mut req = http.request(method, &url);
     if let Some(body) = body {
-        req = req.header(reqwest::header::CONTENT_TYPE, "application/json").body(body);
+        req = req
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body);
     }
     let resp = req.send().await.map_err(|e| SettlementError::Unreachable {
         url: url.clone(),
@@ -151,7 +172,9 @@ async fn call(
 
 /// Paperwork split into filings that stay under [`FILING_BODY_BUDGET_BYTES`] and the protocol's
 /// per-filing maximum.
-fn batches(paperwork: Vec<Signed<Paperwork>>) -> Result<Vec<Vec<(PaperworkId, Signed<Paperwork>)>>, SettlementError> {
+fn batches(
+    paperwork: Vec<Signed<Paperwork>>,
+) -> Result<Vec<Vec<(PaperworkId, Signed<Paperwork>)>>, SettlementError> {
     let mut out = Vec::new();
     let mut current = Vec::new();
     let mut bytes = 0;
@@ -194,7 +217,11 @@ impl Verdict {
 }
 
 /// Files every unfiled paperwork in `wallet` and marks in the wallet what the hub settled.
-pub async fn file_wallet(hub: &HubClient, key: &SecretKey, wallet: &Wallet) -> Result<Vec<Verdict>, SettlementError> {
+pub async fn file_wallet(
+    hub: &HubClient,
+    key: &SecretKey,
+    wallet: &Wallet,
+) -> Result<Vec<Verdict>, SettlementError> {
     let unfiled: Vec<Signed<Paperwork>> = wallet
         .entries()
         .await?

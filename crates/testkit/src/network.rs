@@ -190,7 +190,12 @@ impl TestNetwork {
             name: "test".into(),
             created_at: Timestamp::now(),
         };
-        hub.hub.state.store.create_stack(stack.clone()).await.expect("stack stored");
+        hub.hub
+            .state
+            .store
+            .create_stack(stack.clone())
+            .await
+            .expect("stack stored");
         let (api_key, _) = stacknet_hub::admin::issue_key(&hub.hub.state, stack.id)
             .await
             .expect("key issued");

@@ -22,7 +22,9 @@ use stacknet_node::settlement::HubClient;
 use stacknet_protocol::contract::{Parties, PromptContract, Usage, Workload};
 use stacknet_protocol::fingerprint::Fingerprint;
 use stacknet_protocol::paperwork::{BackendInfo, Paperwork, Resources};
-use stacknet_protocol::{Amount, ContractId, Nonce, SecretKey, Sha256Digest, Signed, StackId, Timestamp, UserId};
+use stacknet_protocol::{
+    Amount, ContractId, Nonce, SecretKey, Sha256Digest, Signed, StackId, Timestamp, UserId,
+};
 
 #[derive(clap::Args, Debug)]
 pub struct MoneyArgs {
@@ -59,8 +61,15 @@ pub async fn run(args: MoneyArgs) -> Result<()> {
 }
 
 async fn measure(hub: &Hub, args: &MoneyArgs) -> Result<()> {
-    let backend = if args.database == "sqlite" { "SQLite" } else { "PostgreSQL" };
-    println!("stacknet bench money on {backend}, {} paperwork\n", args.paperwork);
+    let backend = if args.database == "sqlite" {
+        "SQLite"
+    } else {
+        "PostgreSQL"
+    };
+    println!(
+        "stacknet bench money on {backend}, {} paperwork\n",
+        args.paperwork
+    );
 
     let plan = stacknet_ledger::bench::BenchPlan {
         batch_size: 100,
@@ -122,7 +131,9 @@ async fn measure(hub: &Hub, args: &MoneyArgs) -> Result<()> {
         workers.push(tokio::spawn(async move {
             loop {
                 let next = records.lock().ok().and_then(|mut r| r.pop());
-                let Some(record) = next else { return Ok::<_, String>(()) };
+                let Some(record) = next else {
+                    return Ok::<_, String>(());
+                };
                 writer.accept(record).await?;
             }
         }));
@@ -131,7 +142,10 @@ async fn measure(hub: &Hub, args: &MoneyArgs) -> Result<()> {
         w.await?.map_err(anyhow::Error::msg)?;
     }
     let elapsed = started.elapsed();
-    ensure!(hub.state.log.size() == u64::try_from(docs.len())?, "every paperwork is logged");
+    ensure!(
+        hub.state.log.size() == u64::try_from(docs.len())?,
+        "every paperwork is logged"
+    );
     println!(
         "paperwork appends, {} concurrent:               {:>9.0} appends/s ({} in {:.2} s; target >= 20,000/s on SQLite)",
         args.concurrency,
@@ -155,7 +169,11 @@ async fn measure(hub: &Hub, args: &MoneyArgs) -> Result<()> {
     let verdicts = client.file(&node, docs).await?;
     let elapsed = started.elapsed();
     let settled = verdicts.iter().filter(|v| v.status == "settled").count();
-    ensure!(settled == verdicts.len(), "every paperwork settles ({settled} of {})", verdicts.len());
+    ensure!(
+        settled == verdicts.len(),
+        "every paperwork settles ({settled} of {})",
+        verdicts.len()
+    );
     let earned = hub
         .state
         .ledger

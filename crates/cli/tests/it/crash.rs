@@ -18,10 +18,25 @@ use stacknet_testkit::network::TestNode;
 const ADMIN: &str = "crash-admin";
 const ROUNDS: usize = 6;
 
-fn start_hub(dir: &std::path::Path, listen: &str) -> (Child, String) {
+fn start_hub(dir: &std::path::Path, listen: &str, database: &str) -> (Child, String) {
     let mut hub = Command::new(env!("CARGO_BIN_EXE_stacknet"))
-        .args(["hub", "--listen", listen, "--admin-token", ADMIN])
-        .args(["--challenge-window-ms", "0", "--request-timeout-ms", "3000", "--hold-grace-ms", "200"])
+        .args([
+            "hub",
+            "--listen",
+            listen,
+            "--admin-token",
+            ADMIN,
+            "--database",
+            database,
+        ])
+        .args([
+            "--challenge-window-ms",
+            "0",
+            "--request-timeout-ms",
+            "3000",
+            "--hold-grace-ms",
+            "200",
+        ])
         .arg("--data-dir")
         .arg(dir)
         .env("STACKNET_LOG", "warn")
@@ -53,6 +68,20 @@ async fn admin(http: &reqwest::Client, url: &str, path: &str, body: Value) -> Va
     resp.json().await.unwrap()
 }
 
+/// The ledger the hub at `database` keeps (PostgreSQL: in the URL's `schema`).
+async fn open_ledger(
+    database: &str,
+) -> Result<std::sync::Arc<dyn LedgerStore>, stacknet_ledger::LedgerError> {
+    if database.starts_with("sqlite://") {
+        return stacknet_ledger::open(database).await;
+    }
+    let (url, schema) = stacknet_hub::store::pg_schema(database);
+    let options = stacknet_ledger::PgOptions { schema, pool_size: 2 };
+    Ok(std::sync::Arc::new(
+        stacknet_ledger::PgLedger::connect(&url, options).await?,
+    ))
+}
+
 /// The invariants that must hold whenever the hub is down or idle.
 async fn check_books(ledger: &dyn LedgerStore) {
     let totals = ledger.sum_check().await.unwrap();
@@ -60,13 +89,40 @@ async fn check_books(ledger: &dyn LedgerStore) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_hub_killed_mid_batch_loses_and_doubles_nothing() {
+async fn a_hub_killed_mid_batch_loses_and_doubles_nothing_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("hub");
+    let database = format!("sqlite://{}", dir.path().join("hub.db").display());
+    killed_again_and_again(dir.path(), &database).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hub_killed_mid_batch_loses_and_doubles_nothing_on_postgres() {
+    let Ok(url) = std::env::var("STACKNET_TEST_DATABASE_URL") else {
+        eprintln!("skipped: STACKNET_TEST_DATABASE_URL is not set");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let schema = format!(
+        "crash_{}",
+        hex::encode(&stacknet_protocol::Nonce::random().0[..6])
+    );
+    killed_again_and_again(dir.path(), &format!("{url}?schema={schema}")).await;
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client
+        .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
+        .await
+        .unwrap();
+}
+
+async fn killed_again_and_again(dir: &std::path::Path, database: &str) {
+    let data = dir.join("hub");
     let upstream = MockUpstream::start(Script::text("crash test answer words").chunks(3))
         .await
         .unwrap();
-    let (mut hub, url) = start_hub(&data, "127.0.0.1:0");
+    let (mut hub, url) = start_hub(&data, "127.0.0.1:0", database);
     let listen = url.strip_prefix("http://").unwrap().to_owned();
     let http = reqwest::Client::new();
     let stack = admin(&http, &url, "/stacks", json!({"name": "crash"})).await;
@@ -80,21 +136,31 @@ async fn a_hub_killed_mid_batch_loses_and_doubles_nothing() {
         json!({"model": MOCK_MODEL, "input_per_mtok": "1000000", "output_per_mtok": "3000000", "per_request": "7"}),
     )
     .await;
-    admin(&http, &url, &format!("/stacks/{stack}/topup"), json!({"amount": "100000000000"})).await;
+    admin(
+        &http,
+        &url,
+        &format!("/stacks/{stack}/topup"),
+        json!({"amount": "100000000000"}),
+    )
+    .await;
 
     let mut options = NodeOptions::new(url.clone());
     options.max_concurrency = 64;
-    let node = TestNode::start_with(options, upstream.base_url(), &[MOCK_MODEL], dir.path()).await;
+    let node = TestNode::start_with(options, upstream.base_url(), &[MOCK_MODEL], dir).await;
 
-    let database = format!("sqlite://{}", data.join("hub.db").display());
     let accepted: Arc<Mutex<BTreeSet<String>>> = Arc::default();
     for round in 0..ROUNDS {
         // Load from several clients until the hub dies under them.
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let mut clients = Vec::new();
         for _ in 0..8 {
-            let (http, url, key, accepted, stop) =
-                (http.clone(), url.clone(), key.clone(), accepted.clone(), stop.clone());
+            let (http, url, key, accepted, stop) = (
+                http.clone(),
+                url.clone(),
+                key.clone(),
+                accepted.clone(),
+                stop.clone(),
+            );
             clients.push(tokio::spawn(async move {
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                     let body = json!({"model": MOCK_MODEL, "messages": [{"role": "user", "content": "go"}], "max_tokens": 50});
@@ -125,14 +191,14 @@ async fn a_hub_killed_mid_batch_loses_and_doubles_nothing() {
             c.await.unwrap();
         }
         {
-            let ledger = stacknet_ledger::open(&database).await.unwrap();
+            let ledger = open_ledger(database).await.unwrap();
             check_books(&*ledger).await;
         }
-        let (restarted, _) = start_hub(&data, &listen);
+        let (restarted, _) = start_hub(&data, &listen, database);
         hub = restarted;
         // Recovery has run once the hub listens: every answered request is logged and captured once.
-        let store = stacknet_hub::store::open(&database).await.unwrap();
-        let ledger = stacknet_ledger::open(&database).await.unwrap();
+        let store = stacknet_hub::store::open(database).await.unwrap();
+        let ledger = open_ledger(database).await.unwrap();
         let ids: Vec<String> = accepted.lock().unwrap().iter().cloned().collect();
         assert!(!ids.is_empty(), "round {round}: some requests were answered");
         for contract in &ids {
@@ -140,26 +206,39 @@ async fn a_hub_killed_mid_batch_loses_and_doubles_nothing() {
                 .transfer(TransferId::new(&format!("capture:{contract}")).unwrap())
                 .await
                 .unwrap();
-            assert!(capture.is_some(), "round {round}: {contract} was answered but its cost not captured");
+            assert!(
+                capture.is_some(),
+                "round {round}: {contract} was answered but its cost not captured"
+            );
         }
         let uncaptured = store.uncaptured().await.unwrap();
-        assert!(uncaptured.is_empty(), "round {round}: {} logged but uncaptured", uncaptured.len());
+        assert!(
+            uncaptured.is_empty(),
+            "round {round}: {} logged but uncaptured",
+            uncaptured.len()
+        );
         check_books(&*ledger).await;
     }
 
     // Holds of requests the crashes cut short expire; then everything accepted files once.
     tokio::time::sleep(Duration::from_millis(3_200 + 2_500)).await;
-    let ledger = stacknet_ledger::open(&database).await.unwrap();
+    let ledger = open_ledger(database).await.unwrap();
     let hub_client = HubClient::connect(&url).await.unwrap();
-    let verdicts = file_wallet(&hub_client, &node.key, node.node.wallet()).await.unwrap();
+    let verdicts = file_wallet(&hub_client, &node.key, node.node.wallet())
+        .await
+        .unwrap();
     let settled: BTreeSet<String> = verdicts
         .iter()
         .filter(|v| v.status == "settled")
         .map(|v| v.paperwork.to_string())
         .collect();
-    let store = stacknet_hub::store::open(&database).await.unwrap();
+    let store = stacknet_hub::store::open(database).await.unwrap();
     let logged_accepted = accepted.lock().unwrap().len();
-    assert!(settled.len() >= logged_accepted, "{} settled, {logged_accepted} answered", settled.len());
+    assert!(
+        settled.len() >= logged_accepted,
+        "{} settled, {logged_accepted} answered",
+        settled.len()
+    );
     for v in verdicts.iter().filter(|v| v.status != "settled") {
         // Paperwork the hub never logged (killed before its batch committed) is refused, nothing else.
         let reason = v.reason.clone().unwrap_or_default();
@@ -167,15 +246,32 @@ async fn a_hub_killed_mid_batch_loses_and_doubles_nothing() {
         assert!(store.paperwork(v.paperwork).await.unwrap().is_none());
     }
     let escrow = ledger.balance(AccountId::escrow()).await.unwrap();
-    assert_eq!(escrow.posted.micros(), 0, "every captured cost was shared out: {escrow:?}");
-    assert_eq!(escrow.credits_pending.micros(), 0, "no hold is left open: {escrow:?}");
+    assert_eq!(
+        escrow.posted.micros(),
+        0,
+        "every captured cost was shared out: {escrow:?}"
+    );
+    assert_eq!(
+        escrow.credits_pending.micros(),
+        0,
+        "no hold is left open: {escrow:?}"
+    );
     check_books(&*ledger).await;
     // Filing again pays nothing more.
-    let before = ledger.balance(AccountId::node(node.node.node_key_id())).await.unwrap();
+    let before = ledger
+        .balance(AccountId::node(node.node.node_key_id()))
+        .await
+        .unwrap();
     let docs = node.node.wallet().list().await.unwrap();
     let again = hub_client.file(&node.key, docs).await.unwrap();
-    assert!(again.iter().all(|v| v.status != "settled"), "nothing settles twice");
-    let after = ledger.balance(AccountId::node(node.node.node_key_id())).await.unwrap();
+    assert!(
+        again.iter().all(|v| v.status != "settled"),
+        "nothing settles twice"
+    );
+    let after = ledger
+        .balance(AccountId::node(node.node.node_key_id()))
+        .await
+        .unwrap();
     assert_eq!(before, after);
     let _ = hub.kill();
     let _ = hub.wait();

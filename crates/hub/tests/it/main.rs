@@ -53,6 +53,7 @@ on_every_backend! {
     store::payout_updates_only_from_the_states_named,
     store::payouts_by_state_and_by_node_oldest_first,
     store::concurrent_appends_from_two_replicas_fill_the_log_without_gaps,
+    store::a_broken_connection_is_replaced,
 }
 
 /// A test's database: SQLite in a temporary directory, or PostgreSQL in a schema of its own, dropped
@@ -67,17 +68,6 @@ pub struct TestDb {
 enum Place {
     Sqlite { _dir: TempDir },
     Postgres { url: String, schema: String },
-}
-
-impl TestDb {
-    /// A second handle on the same data, as another hub replica would have: another `PgStore` on
-    /// PostgreSQL; the same store on SQLite, which serves one hub process.
-    pub async fn replica(&self) -> Arc<dyn Store> {
-        match &self.place {
-            Place::Sqlite { .. } => self.store.clone(),
-            Place::Postgres { url, schema } => PgStore::connect(url, schema).await.unwrap(),
-        }
-    }
 }
 
 /// Runs `test` on a fresh database of `backend` on a runtime of its own; for PostgreSQL without
@@ -119,6 +109,9 @@ impl TestDb {
             }
             Some(url) => {
                 let schema = format!("hub_test_{}", &StackId::random().to_string()[4..20]);
+                // Named after the schema, so that a test can find its own connections.
+                let separator = if url.contains('?') { '&' } else { '?' };
+                let url = format!("{url}{separator}application_name={schema}");
                 let store = PgStore::connect(&url, &schema).await.unwrap();
                 Self {
                     store,
@@ -127,6 +120,52 @@ impl TestDb {
             }
         }
     }
+
+    /// A second handle on the same data, as another hub replica would have: another `PgStore` on
+    /// PostgreSQL; the same store on SQLite, which serves one hub process.
+    pub async fn replica(&self) -> Arc<dyn Store> {
+        match &self.place {
+            Place::Sqlite { .. } => self.store.clone(),
+            Place::Postgres { url, schema } => PgStore::connect(url, schema).await.unwrap(),
+        }
+    }
+
+    /// Has the server close every connection the test's stores hold (a restart, a failover), and
+    /// waits until they are gone; nothing to break on SQLite.
+    pub async fn break_connections(&self) {
+        let Place::Postgres { url, schema } = &self.place else {
+            return;
+        };
+        let admin = connect_admin(url).await;
+        let ours = "FROM pg_stat_activity WHERE application_name = $1 AND pid <> pg_backend_pid()";
+        let killed = admin
+            .query(&format!("SELECT pg_terminate_backend(pid) {ours}"), &[schema])
+            .await
+            .unwrap();
+        assert!(!killed.is_empty(), "the store had no connection open");
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let left: i64 = admin
+                .query_one(&format!("SELECT COUNT(*) {ours}"), &[schema])
+                .await
+                .unwrap()
+                .get(0);
+            if left == 0 {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{left} connections outlived termination"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+}
+
+async fn connect_admin(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    client
 }
 
 impl Drop for TestDb {
@@ -143,11 +182,8 @@ impl Drop for TestDb {
                 .build()
                 .unwrap();
             rt.block_on(async {
-                let (admin, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                connect_admin(&url)
                     .await
-                    .unwrap();
-                tokio::spawn(connection);
-                admin
                     .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
                     .await
                     .unwrap();

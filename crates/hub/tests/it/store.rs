@@ -501,3 +501,57 @@ pub async fn concurrent_appends_from_two_replicas_fill_the_log_without_gaps(db: 
         assert_eq!(leaves[usize::try_from(*index).unwrap()], record.leaf_hash);
     }
 }
+
+pub async fn a_broken_connection_is_replaced(db: &TestDb) {
+    let store = &db.store;
+    let stack = StackRecord {
+        id: StackId::random(),
+        name: "survivor".into(),
+        created_at: at(1),
+    };
+    store.create_stack(stack.clone()).await.unwrap();
+    db.break_connections().await;
+    // A call may still draw a connection that died while idle and fail; the pool then drops it and
+    // opens a fresh one, so at most one failure per pooled connection.
+    let mut failures = 0;
+    let stacks = loop {
+        match store.stacks().await {
+            Ok(stacks) => break stacks,
+            Err(e) if failures < stacknet_hub::pg_store::POOL_SIZE => {
+                eprintln!("after the break: {e}");
+                failures += 1;
+            }
+            Err(e) => panic!("the store did not reconnect: {e}"),
+        }
+    };
+    assert_eq!(stacks, [stack]);
+    assert!(store
+        .claim_event("webhook", "evt_after".into(), at(2))
+        .await
+        .unwrap());
+}
+
+/// Schema names go into SQL unquoted by the driver: anything but `[a-z_][a-z0-9_]{0,62}` is refused
+/// before a connection is tried.
+#[test]
+fn pg_store_refuses_a_schema_name_it_cannot_quote() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let nowhere = "postgres://nobody@127.0.0.1:1/none";
+    for bad in [
+        "",
+        "Hub",
+        "hub-1",
+        "1hub",
+        "hub\"; DROP SCHEMA public; --",
+        &"h".repeat(64),
+    ] {
+        let refused = rt.block_on(stacknet_hub::pg_store::PgStore::connect(nowhere, bad));
+        assert!(
+            matches!(refused, Err(stacknet_hub::store::StoreError::BadSchemaName(_))),
+            "{bad:?}: {refused:?}"
+        );
+    }
+}

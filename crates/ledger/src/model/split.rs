@@ -32,6 +32,8 @@ pub enum SplitError {
     Incomplete(u64),
     #[error("the captured amount {0} is negative")]
     Negative(Amount),
+    #[error("the contract's skills are not sorted and unique")]
+    Skills,
     #[error(transparent)]
     Id(#[from] ParseError),
 }
@@ -68,9 +70,13 @@ pub fn shares(captured: Amount, contract: &PromptContract) -> Result<Vec<Share>,
     if amount < 0 {
         return Err(SplitError::Negative(captured));
     }
-    let named = |party: Option<stacknet_protocol::StackId>| {
-        party.map_or_else(AccountId::treasury, AccountId::stack)
-    };
+    // A repeated skill would get two shares under one transfer id: the second would replay the
+    // first and its money would stay in escrow.
+    if !stacknet_protocol::contract::is_sorted_unique(&contract.skills) {
+        return Err(SplitError::Skills);
+    }
+    let named =
+        |party: Option<stacknet_protocol::StackId>| party.map_or_else(AccountId::treasury, AccountId::stack);
     let mut out = vec![
         Share {
             role: "node".into(),
@@ -140,7 +146,9 @@ pub fn settlement_entries(paperwork: PaperworkId, shares: &[Share]) -> Result<Ve
     shares
         .iter()
         .map(|s| {
-            let role = s.role.replace(|c: char| !c.is_ascii_alphanumeric() && c != '_', "_");
+            let role = s
+                .role
+                .replace(|c: char| !c.is_ascii_alphanumeric() && c != '_', "_");
             Ok(Transfer::posted(
                 TransferId::new(&format!("share:{paperwork}:{role}"))?,
                 AccountId::escrow(),
@@ -154,7 +162,11 @@ pub fn settlement_entries(paperwork: PaperworkId, shares: &[Share]) -> Result<Ve
 }
 
 /// The transfer paying a warm bonus for one paperwork, id `bonus:<paperwork>`; `None` when it is zero.
-pub fn bonus_entry(paperwork: PaperworkId, node: AccountId, bonus: Amount) -> Result<Option<Entry>, SplitError> {
+pub fn bonus_entry(
+    paperwork: PaperworkId,
+    node: AccountId,
+    bonus: Amount,
+) -> Result<Option<Entry>, SplitError> {
     if bonus.micros() <= 0 {
         return Ok(None);
     }
@@ -211,7 +223,17 @@ mod tests {
     fn an_incomplete_split_is_refused() {
         let mut c = contract_with(0, true);
         c.split.node_bps -= 1;
-        assert_eq!(shares(Amount::from_micros(10), &c), Err(SplitError::Incomplete(9_999)));
+        assert_eq!(
+            shares(Amount::from_micros(10), &c),
+            Err(SplitError::Incomplete(9_999))
+        );
+    }
+
+    #[test]
+    fn repeated_skills_are_refused() {
+        let mut c = contract_with(1, true);
+        c.skills.push(c.skills[0]);
+        assert_eq!(shares(Amount::from_micros(1_000), &c), Err(SplitError::Skills));
     }
 
     proptest! {

@@ -1,7 +1,7 @@
 //! Filing, as the hub settles paperwork: the captured cost, which waits in escrow, shared out per the
 //! contract's attribution split in one batch (`settlement_entries`), then the warm bonus from the
 //! treasury in a batch of its own (`bonus_entry`), which a short treasury refuses without harm. A
-//! paperwork filed again (the hub's recovery after a crash) sends the very same batches, which must
+//! paperwork filed again (the hub's recovery after a crash) batches the very same batches, which must
 //! replay and move nothing.
 
 use std::sync::OnceLock;
@@ -112,7 +112,8 @@ fn attribution_split(split: &Split) -> AttributionSplit {
 }
 
 impl World {
-    /// Files paperwork: `again` picks one filed before (sent again), otherwise one waiting for it.
+    /// Files paperwork: one waiting for it, or (`again`, or when none waits) one filed before, whose
+    /// batches are sent again.
     pub fn file(&mut self, index: usize, again: bool, terms: &Terms) -> Result<Vec<Batch>, TestCaseError> {
         let (filed, waiting): (Vec<usize>, Vec<usize>) =
             (0..self.captures.len()).partition(|&i| self.captures[i].filing.is_some());
@@ -122,15 +123,15 @@ impl World {
             (_, None, None) => return Ok(vec![]),
         };
         if let Some(filing) = &self.captures[chosen].filing {
-            let mut sends = vec![batch("refile", filing.settlement.clone(), Expect::Replayed)];
+            let mut batches = vec![batch("refile", filing.settlement.clone(), Expect::Replayed)];
             // A bonus the treasury could not pay the first time may be paid now.
-            sends.extend(
+            batches.extend(
                 filing
                     .bonus
                     .clone()
                     .map(|b| batch("bonus", vec![b], Expect::BonusOrShort)),
             );
-            return Ok(sends);
+            return Ok(batches);
         }
         self.settle(chosen, terms)
     }
@@ -194,13 +195,13 @@ impl World {
             settlement: settlement.clone(),
             bonus: bonus.clone(),
         };
-        let mut sends = vec![Batch {
+        let mut batches = vec![Batch {
             label: "file",
             entries: settlement,
             expect: Expect::Applied,
             effect: Effect::Filed(index, filing),
         }];
-        sends.extend(bonus.map(|b| batch("bonus", vec![b], Expect::BonusOrShort)));
-        Ok(sends)
+        batches.extend(bonus.map(|b| batch("bonus", vec![b], Expect::BonusOrShort)));
+        Ok(batches)
     }
 }

@@ -62,15 +62,16 @@ impl World {
 
     /// An open payout's end: paid out of the books (`ok`), or failed and returned to the node's
     /// earnings. `retry`: the ending of a payout that ended before, sent again, which moves nothing.
+    /// Either falls back on the other when there is nothing to act on.
     pub fn end_payout(&self, index: usize, ok: bool, retry: bool) -> Option<Batch> {
-        if retry {
-            let ended: Vec<&Entry> = self.payouts.iter().filter_map(|p| p.ended.as_ref()).collect();
-            let entry = (*pick(&ended, index)?).clone();
-            return Some(batch("payout-retry", vec![entry], Expect::Replayed));
-        }
         let open: Vec<usize> = (0..self.payouts.len())
             .filter(|&i| self.payouts[i].ended.is_none())
             .collect();
+        let ended: Vec<&Entry> = self.payouts.iter().filter_map(|p| p.ended.as_ref()).collect();
+        if (retry && !ended.is_empty()) || open.is_empty() {
+            let entry = (*pick(&ended, index)?).clone();
+            return Some(batch("payout-retry", vec![entry], Expect::Replayed));
+        }
         let &index = pick(&open, index)?;
         let p = &self.payouts[index];
         let pending = AccountId::payout_pending(p.node);

@@ -16,6 +16,81 @@ use stacknet_testkit::network::TestNetwork;
 
 use super::{chat_body, client, post_chat};
 
+/// Where a test's hub keeps its books: every test here runs on both.
+#[derive(Clone, Debug)]
+pub enum Db {
+    Sqlite,
+    /// A fresh schema in the database `STACKNET_TEST_DATABASE_URL` names, dropped after the test.
+    Postgres {
+        url: String,
+        schema: String,
+    },
+}
+
+impl Db {
+    fn postgres() -> Option<Self> {
+        let url = std::env::var("STACKNET_TEST_DATABASE_URL").ok()?;
+        let schema = format!(
+            "money_{}",
+            hex::encode(&stacknet_protocol::Nonce::random().0[..6])
+        );
+        Some(Db::Postgres { url, schema })
+    }
+
+    fn apply(&self, config: &mut stacknet_hub::HubConfig) {
+        if let Db::Postgres { url, schema } = self {
+            config.database = Some(format!("{url}?schema={schema}"));
+        }
+    }
+
+    async fn drop_schema(&self) {
+        if let Db::Postgres { url, schema } = self {
+            let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap();
+            tokio::spawn(conn);
+            client
+                .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
+                .await
+                .unwrap();
+        }
+    }
+}
+
+/// `name` on SQLite and on PostgreSQL (skipped, saying so, when `STACKNET_TEST_DATABASE_URL` is unset).
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test]
+            async fn sqlite() {
+                super::$name(super::Db::Sqlite).await;
+            }
+            #[tokio::test]
+            async fn postgres() {
+                let Some(db) = super::Db::postgres() else {
+                    eprintln!("skipped: STACKNET_TEST_DATABASE_URL is not set");
+                    return;
+                };
+                super::$name(db.clone()).await;
+                db.drop_schema().await;
+            }
+        }
+    )*};
+}
+
+on_both_stores!(
+    a_paid_request_holds_the_maximum_then_captures_the_actual_cost,
+    a_request_the_balance_cannot_cover_gets_402_before_any_node_is_used,
+    fifty_simultaneous_requests_against_a_balance_for_one_admit_exactly_one,
+    a_failed_task_releases_its_whole_hold,
+    filing_pays_the_split_once_and_refuses_forged_altered_and_replayed_paperwork,
+    paperwork_cannot_be_filed_inside_its_challenge_window,
+    a_replayed_filing_request_is_refused,
+    inclusion_and_consistency_proofs_from_the_hub_verify,
+    redemption_pays_out_through_the_webhook_after_a_retry,
+    a_payout_that_cannot_be_delivered_fails_and_returns_the_money,
+    a_sent_payout_is_confirmed_or_failed_by_the_signed_callback_once,
+    the_payments_webhook_tops_up_once_per_event_and_refuses_bad_signatures
+);
+
 /// 1 micro-credit per input token, 2 per output token, 100 per request.
 const PRICE: (i64, i64, i64) = (1_000_000, 2_000_000, 100);
 
@@ -29,8 +104,16 @@ async fn admin(net: &TestNetwork, path: &str, body: Value) -> reqwest::Response 
         .unwrap()
 }
 
-async fn priced(script: Script, adjust: impl FnOnce(&mut stacknet_hub::HubConfig)) -> TestNetwork {
-    let net = TestNetwork::start_with(script, adjust).await;
+async fn start(db: &Db, script: Script, adjust: impl FnOnce(&mut stacknet_hub::HubConfig)) -> TestNetwork {
+    TestNetwork::start_with(script, |c| {
+        db.apply(c);
+        adjust(c);
+    })
+    .await
+}
+
+async fn priced(db: &Db, script: Script, adjust: impl FnOnce(&mut stacknet_hub::HubConfig)) -> TestNetwork {
+    let net = start(db, script, adjust).await;
     let resp = admin(
         &net,
         "/prices",
@@ -84,9 +167,8 @@ async fn books_balance(net: &TestNetwork) {
     assert!(totals.is_balanced(), "books out of balance: {totals:?}");
 }
 
-#[tokio::test]
-async fn a_paid_request_holds_the_maximum_then_captures_the_actual_cost() {
-    let net = priced(Script::text("four words of answer").chunks(2), |_| {}).await;
+async fn a_paid_request_holds_the_maximum_then_captures_the_actual_cost(db: Db) {
+    let net = priced(&db, Script::text("four words of answer").chunks(2), |_| {}).await;
     topup(&net, 1_000_000).await;
     let resp = post_chat(&net, &chat_body(false)).await;
     assert_eq!(resp.status(), 200);
@@ -108,24 +190,28 @@ async fn a_paid_request_holds_the_maximum_then_captures_the_actual_cost() {
     books_balance(&net).await;
 }
 
-#[tokio::test]
-async fn a_request_the_balance_cannot_cover_gets_402_before_any_node_is_used() {
-    let net = priced(Script::text("never sent"), |_| {}).await;
+async fn a_request_the_balance_cannot_cover_gets_402_before_any_node_is_used(db: Db) {
+    let net = priced(&db, Script::text("never sent"), |_| {}).await;
     topup(&net, 50).await;
     let resp = post_chat(&net, &chat_body(false)).await;
     assert_eq!(resp.status(), 402);
     let v: Value = resp.json().await.unwrap();
     assert_eq!(v["error"]["code"], "insufficient_balance");
-    assert!(v["error"]["message"].as_str().unwrap().contains("50 micro-credits available"));
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("50 micro-credits available"));
     assert_eq!(net.upstream.requests(), 0, "no node was asked");
     assert_eq!(statement(&net).await["balance"]["available"], "50");
 }
 
-#[tokio::test]
-async fn fifty_simultaneous_requests_against_a_balance_for_one_admit_exactly_one() {
+async fn fifty_simultaneous_requests_against_a_balance_for_one_admit_exactly_one(db: Db) {
     // Slow enough that the first is still running when the other 49 ask.
     let net = priced(
-        Script::text("a b c d").chunks(4).chunk_delay(Duration::from_millis(150)),
+        &db,
+        Script::text("a b c d")
+            .chunks(4)
+            .chunk_delay(Duration::from_millis(150)),
         |_| {},
     )
     .await;
@@ -147,9 +233,8 @@ async fn fifty_simultaneous_requests_against_a_balance_for_one_admit_exactly_one
     books_balance(&net).await;
 }
 
-#[tokio::test]
-async fn a_failed_task_releases_its_whole_hold() {
-    let net = priced(Script::text("x").fail(500, "model server broke"), |_| {}).await;
+async fn a_failed_task_releases_its_whole_hold(db: Db) {
+    let net = priced(&db, Script::text("x").fail(500, "model server broke"), |_| {}).await;
     topup(&net, 1_000_000).await;
     let resp = post_chat(&net, &chat_body(false)).await;
     assert_eq!(resp.status(), 502);
@@ -183,9 +268,11 @@ async fn wallet_docs(net: &TestNetwork) -> Vec<Signed<Paperwork>> {
     net.nodes[0].node.wallet().list().await.unwrap()
 }
 
-#[tokio::test]
-async fn filing_pays_the_split_once_and_refuses_forged_altered_and_replayed_paperwork() {
-    let net = priced(Script::text("paid work here").chunks(3), |c| c.challenge_window_ms = 0).await;
+async fn filing_pays_the_split_once_and_refuses_forged_altered_and_replayed_paperwork(db: Db) {
+    let net = priced(&db, Script::text("paid work here").chunks(3), |c| {
+        c.challenge_window_ms = 0
+    })
+    .await;
     topup(&net, 1_000_000).await;
     let total = spend(&net, 3).await;
     let node = &net.nodes[0];
@@ -195,7 +282,10 @@ async fn filing_pays_the_split_once_and_refuses_forged_altered_and_replayed_pape
     assert_eq!(docs.len(), 3);
 
     // Forgeries first: none of them may move money.
-    let before = (posted(&net, node_account.clone()).await, posted(&net, AccountId::escrow()).await);
+    let before = (
+        posted(&net, node_account.clone()).await,
+        posted(&net, AccountId::escrow()).await,
+    );
     let mut altered_usage = docs[0].clone();
     altered_usage.body.usage.output_tokens += 1000;
     let mut resigned = docs[0].body.clone();
@@ -207,8 +297,18 @@ async fn filing_pays_the_split_once_and_refuses_forged_altered_and_replayed_pape
     let stolen = Signed::sign(stolen, &thief).unwrap();
     let verdicts = hub.file(&node.key, vec![altered_usage, resigned]).await.unwrap();
     assert!(verdicts.iter().all(|v| v.status == "refused"), "{verdicts:?}");
-    assert!(verdicts.iter().any(|v| v.reason.as_deref().unwrap().contains("signature")), "{verdicts:?}");
-    assert!(verdicts.iter().any(|v| v.reason.as_deref().unwrap().contains("not in the paperwork log")), "{verdicts:?}");
+    assert!(
+        verdicts
+            .iter()
+            .any(|v| v.reason.as_deref().unwrap().contains("signature")),
+        "{verdicts:?}"
+    );
+    assert!(
+        verdicts
+            .iter()
+            .any(|v| v.reason.as_deref().unwrap().contains("not in the paperwork log")),
+        "{verdicts:?}"
+    );
     // Someone else's paperwork, filed with the thief's key: refused (and the contract names the node).
     let verdicts = hub.file(&thief, vec![stolen, docs[2].clone()]).await.unwrap();
     assert!(verdicts.iter().all(|v| v.status == "refused"), "{verdicts:?}");
@@ -217,7 +317,10 @@ async fn filing_pays_the_split_once_and_refuses_forged_altered_and_replayed_pape
     assert!(reasons.iter().any(|r| r.contains("another node")), "{reasons:?}");
     assert_eq!(
         before,
-        (posted(&net, node_account.clone()).await, posted(&net, AccountId::escrow()).await),
+        (
+            posted(&net, node_account.clone()).await,
+            posted(&net, AccountId::escrow()).await
+        ),
         "no money moved"
     );
 
@@ -234,17 +337,30 @@ async fn filing_pays_the_split_once_and_refuses_forged_altered_and_replayed_pape
         .iter()
         .map(|v| {
             let c = v.amount.unwrap().micros();
-            let parts = [1_000, 500, 500, 400, 100, 500].iter().map(|bps| c * bps / 10_000).sum::<i64>();
+            let parts = [1_000, 500, 500, 400, 100, 500]
+                .iter()
+                .map(|bps| c * bps / 10_000)
+                .sum::<i64>();
             c - parts
         })
         .sum();
     // The mock upstream's node serves warm: the treasury pays +10% of the node's share on top,
     // out of the 20% of shares it received (no referrer, skills or providers named).
     let bonus = node_share - expected_share;
-    assert!(bonus > 0 && bonus <= expected_share / 10, "node got {node_share}, share {expected_share}");
-    let stack_shares: i64 = verdicts.iter().map(|v| v.amount.unwrap().micros() * 1_000 / 10_000).sum();
+    assert!(
+        bonus > 0 && bonus <= expected_share / 10,
+        "node got {node_share}, share {expected_share}"
+    );
+    let stack_shares: i64 = verdicts
+        .iter()
+        .map(|v| v.amount.unwrap().micros() * 1_000 / 10_000)
+        .sum();
     let treasury = posted(&net, AccountId::treasury()).await;
-    assert_eq!(treasury + node_share + stack_shares, total, "every micro-credit of the cost is accounted for");
+    assert_eq!(
+        treasury + node_share + stack_shares,
+        total,
+        "every micro-credit of the cost is accounted for"
+    );
     books_balance(&net).await;
 
     // A replay is idempotent: nothing moves, each paperwork says it was filed before.
@@ -252,12 +368,14 @@ async fn filing_pays_the_split_once_and_refuses_forged_altered_and_replayed_pape
     assert!(again.iter().all(|v| v.status == "already_filed"), "{again:?}");
     assert_eq!(posted(&net, node_account).await, node_share);
     // The wallet knows: a second `file` has nothing to send.
-    assert!(file_wallet(&hub, &node.key, node.node.wallet()).await.unwrap().is_empty());
+    assert!(file_wallet(&hub, &node.key, node.node.wallet())
+        .await
+        .unwrap()
+        .is_empty());
 }
 
-#[tokio::test]
-async fn paperwork_cannot_be_filed_inside_its_challenge_window() {
-    let net = priced(Script::text("early"), |c| c.challenge_window_ms = 3_600_000).await;
+async fn paperwork_cannot_be_filed_inside_its_challenge_window(db: Db) {
+    let net = priced(&db, Script::text("early"), |c| c.challenge_window_ms = 3_600_000).await;
     topup(&net, 1_000_000).await;
     spend(&net, 1).await;
     let node = &net.nodes[0];
@@ -265,15 +383,27 @@ async fn paperwork_cannot_be_filed_inside_its_challenge_window() {
     let verdicts = file_wallet(&hub, &node.key, node.node.wallet()).await.unwrap();
     assert_eq!(verdicts.len(), 1);
     assert_eq!(verdicts[0].status, "refused");
-    assert!(verdicts[0].reason.as_deref().unwrap().contains("challenge window"), "{verdicts:?}");
+    assert!(
+        verdicts[0]
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("challenge window"),
+        "{verdicts:?}"
+    );
     assert_eq!(posted(&net, AccountId::node(node.node.node_key_id())).await, 0);
     // Still unfiled in the wallet, for the next run.
-    assert_eq!(file_wallet(&hub, &node.key, node.node.wallet()).await.unwrap().len(), 1);
+    assert_eq!(
+        file_wallet(&hub, &node.key, node.node.wallet())
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
 }
 
-#[tokio::test]
-async fn a_replayed_filing_request_is_refused() {
-    let net = priced(Script::text("once"), |c| c.challenge_window_ms = 0).await;
+async fn a_replayed_filing_request_is_refused(db: Db) {
+    let net = priced(&db, Script::text("once"), |c| c.challenge_window_ms = 0).await;
     topup(&net, 1_000_000).await;
     spend(&net, 1).await;
     let node = &net.nodes[0];
@@ -296,13 +426,21 @@ async fn a_replayed_filing_request_is_refused() {
     assert!(v["error"]["message"].as_str().unwrap().contains("replay"), "{v}");
 }
 
-#[tokio::test]
-async fn inclusion_and_consistency_proofs_from_the_hub_verify() {
-    let net = TestNetwork::start(Script::text("logged")).await;
+async fn inclusion_and_consistency_proofs_from_the_hub_verify(db: Db) {
+    let net = start(&db, Script::text("logged"), |_| {}).await;
     spend(&net, 2).await;
     let get = |path: String| {
         let url = format!("{}{path}", net.hub.url());
-        async move { client().get(url).send().await.unwrap().json::<Value>().await.unwrap() }
+        async move {
+            client()
+                .get(url)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
     };
     let old = get("/stacknet/v1/log/checkpoint".into()).await;
     assert_eq!(old["size"], 2);
@@ -318,7 +456,10 @@ async fn inclusion_and_consistency_proofs_from_the_hub_verify() {
         verify_inclusion_response(&leaf, &proof, new["note"].as_str().unwrap(), &origin, &hub_key).unwrap();
         // The proof for one paperwork does not prove another.
         let other = stacknet_protocol::merkle::leaf_hash(b"not a paperwork");
-        assert!(verify_inclusion_response(&other, &proof, new["note"].as_str().unwrap(), &origin, &hub_key).is_err());
+        assert!(
+            verify_inclusion_response(&other, &proof, new["note"].as_str().unwrap(), &origin, &hub_key)
+                .is_err()
+        );
     }
     let consistency = get("/stacknet/v1/log/proof/consistency?from=2&to=5".into()).await;
     verify_consistency_response(
@@ -341,7 +482,11 @@ async fn inclusion_and_consistency_proofs_from_the_hub_verify() {
 }
 
 /// A payment system that records what it is sent and answers with `status` (or fails `fail_first` times).
-async fn payment_endpoint(secret: &'static str, answer: Value, fail_first: usize) -> (String, Arc<Mutex<Vec<Value>>>) {
+async fn payment_endpoint(
+    secret: &'static str,
+    answer: Value,
+    fail_first: usize,
+) -> (String, Arc<Mutex<Vec<Value>>>) {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let failures = Arc::new(Mutex::new(fail_first));
     let recorder = seen.clone();
@@ -357,11 +502,15 @@ async fn payment_endpoint(secret: &'static str, answer: Value, fail_first: usize
                 if stacknet_hub::webhook::verify(secret, signature, &body, now).is_err() {
                     return (axum::http::StatusCode::UNAUTHORIZED, axum::Json(json!({}))).into_response();
                 }
-                recorder.lock().unwrap().push(serde_json::from_slice::<Value>(&body).unwrap());
+                recorder
+                    .lock()
+                    .unwrap()
+                    .push(serde_json::from_slice::<Value>(&body).unwrap());
                 let mut left = failures.lock().unwrap();
                 if *left > 0 {
                     *left -= 1;
-                    return (axum::http::StatusCode::SERVICE_UNAVAILABLE, axum::Json(json!({}))).into_response();
+                    return (axum::http::StatusCode::SERVICE_UNAVAILABLE, axum::Json(json!({})))
+                        .into_response();
                 }
                 axum::Json(answer).into_response()
             }
@@ -373,8 +522,8 @@ async fn payment_endpoint(secret: &'static str, answer: Value, fail_first: usize
     (url, seen)
 }
 
-async fn earned(secret: &'static str, url: String, attempts: u32) -> TestNetwork {
-    let net = priced(Script::text("earn it"), |c| {
+async fn earned(db: &Db, secret: &'static str, url: String, attempts: u32) -> TestNetwork {
+    let net = priced(db, Script::text("earn it"), |c| {
         c.challenge_window_ms = 0;
         c.payout_rail = Some(stacknet_hub::PayoutRail {
             url,
@@ -397,10 +546,9 @@ async fn payout_state(net: &TestNetwork) -> Value {
     hub.statement(&net.nodes[0].key).await.unwrap()
 }
 
-#[tokio::test]
-async fn redemption_pays_out_through_the_webhook_after_a_retry() {
+async fn redemption_pays_out_through_the_webhook_after_a_retry(db: Db) {
     let (url, seen) = payment_endpoint("rail-secret", json!({"status": "confirmed"}), 1).await;
-    let net = earned("rail-secret", url, 4).await;
+    let net = earned(&db, "rail-secret", url, 4).await;
     let node = &net.nodes[0];
     let earnings = posted(&net, AccountId::node(node.node.node_key_id())).await;
     assert!(earnings > 0);
@@ -426,15 +574,16 @@ async fn redemption_pays_out_through_the_webhook_after_a_retry() {
     books_balance(&net).await;
 }
 
-#[tokio::test]
-async fn a_payout_that_cannot_be_delivered_fails_and_returns_the_money() {
+async fn a_payout_that_cannot_be_delivered_fails_and_returns_the_money(db: Db) {
     let (url, _) = payment_endpoint("rail-secret", json!({}), usize::MAX).await;
-    let net = earned("rail-secret", url, 3).await;
+    let net = earned(&db, "rail-secret", url, 3).await;
     let node = &net.nodes[0];
     let account = AccountId::node(node.node.node_key_id());
     let earnings = posted(&net, account.clone()).await;
     let hub = HubClient::connect(&net.hub.url()).await.unwrap();
-    hub.redeem(&node.key, Some(Amount::from_micros(earnings)), "acct_9").await.unwrap();
+    hub.redeem(&node.key, Some(Amount::from_micros(earnings)), "acct_9")
+        .await
+        .unwrap();
     let mut state = Value::Null;
     for _ in 0..100 {
         state = payout_state(&net).await;
@@ -445,14 +594,17 @@ async fn a_payout_that_cannot_be_delivered_fails_and_returns_the_money() {
     }
     assert_eq!(state["payouts"][0]["state"], "failed", "{state}");
     assert_eq!(state["payouts"][0]["attempts"], 3);
-    assert_eq!(posted(&net, account).await, earnings, "the money went back to the node");
+    assert_eq!(
+        posted(&net, account).await,
+        earnings,
+        "the money went back to the node"
+    );
     books_balance(&net).await;
 }
 
-#[tokio::test]
-async fn a_sent_payout_is_confirmed_or_failed_by_the_signed_callback_once() {
+async fn a_sent_payout_is_confirmed_or_failed_by_the_signed_callback_once(db: Db) {
     let (url, _) = payment_endpoint("rail-secret", json!({"status": "accepted"}), 0).await;
-    let net = earned("rail-secret", url, 2).await;
+    let net = earned(&db, "rail-secret", url, 2).await;
     let node = &net.nodes[0];
     let account = AccountId::node(node.node.node_key_id());
     let earnings = posted(&net, account.clone()).await;
@@ -467,7 +619,8 @@ async fn a_sent_payout_is_confirmed_or_failed_by_the_signed_callback_once() {
     }
     let callback = |status: &str, secret: &str| {
         let body = serde_json::to_vec(&json!({"id": id, "status": status})).unwrap();
-        let signature = stacknet_hub::webhook::sign(secret, stacknet_hub::webhook::now_secs(), &body).unwrap();
+        let signature =
+            stacknet_hub::webhook::sign(secret, stacknet_hub::webhook::now_secs(), &body).unwrap();
         client()
             .post(format!("{}/stacknet/v1/webhooks/payouts", net.hub.url()))
             .header("stacknet-signature", signature)
@@ -475,24 +628,42 @@ async fn a_sent_payout_is_confirmed_or_failed_by_the_signed_callback_once() {
             .send()
     };
     assert_eq!(callback("failed", "wrong-secret").await.unwrap().status(), 401);
-    let r: Value = callback("failed", "rail-secret").await.unwrap().json().await.unwrap();
-    assert_eq!((r["state"].as_str(), r["changed"].as_bool()), (Some("failed"), Some(true)), "{r}");
+    let r: Value = callback("failed", "rail-secret")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (r["state"].as_str(), r["changed"].as_bool()),
+        (Some("failed"), Some(true)),
+        "{r}"
+    );
     // A late confirmation cannot pay out money that went back.
-    let r: Value = callback("confirmed", "rail-secret").await.unwrap().json().await.unwrap();
-    assert_eq!((r["state"].as_str(), r["changed"].as_bool()), (Some("failed"), Some(false)), "{r}");
+    let r: Value = callback("confirmed", "rail-secret")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (r["state"].as_str(), r["changed"].as_bool()),
+        (Some("failed"), Some(false)),
+        "{r}"
+    );
     assert_eq!(posted(&net, account).await, earnings);
     books_balance(&net).await;
 }
 
-#[tokio::test]
-async fn the_payments_webhook_tops_up_once_per_event_and_refuses_bad_signatures() {
-    let net = TestNetwork::start_with(Script::text("x"), |c| {
+async fn the_payments_webhook_tops_up_once_per_event_and_refuses_bad_signatures(db: Db) {
+    let net = start(&db, Script::text("x"), |c| {
         c.payments_webhook_secret = Some("pay-secret".into());
     })
     .await;
     let send = |body: Value, secret: &str| {
         let bytes = serde_json::to_vec(&body).unwrap();
-        let signature = stacknet_hub::webhook::sign(secret, stacknet_hub::webhook::now_secs(), &bytes).unwrap();
+        let signature =
+            stacknet_hub::webhook::sign(secret, stacknet_hub::webhook::now_secs(), &bytes).unwrap();
         client()
             .post(format!("{}/stacknet/v1/webhooks/payments", net.hub.url()))
             .header("stacknet-signature", signature)
@@ -500,9 +671,19 @@ async fn the_payments_webhook_tops_up_once_per_event_and_refuses_bad_signatures(
             .send()
     };
     let event = json!({"id": "evt_1", "type": "topup", "stack": net.stack, "amount": "5000"});
-    let first: Value = send(event.clone(), "pay-secret").await.unwrap().json().await.unwrap();
+    let first: Value = send(event.clone(), "pay-secret")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(first["replayed"], false);
-    let again: Value = send(event.clone(), "pay-secret").await.unwrap().json().await.unwrap();
+    let again: Value = send(event.clone(), "pay-secret")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(again["replayed"], true);
     let changed = json!({"id": "evt_1", "type": "topup", "stack": net.stack, "amount": "9000"});
     assert_eq!(send(changed, "pay-secret").await.unwrap().status(), 409);
