@@ -170,11 +170,12 @@ async fn call(
     Ok(value)
 }
 
+/// One filing's paperwork, each with its id.
+type Batch = Vec<(PaperworkId, Signed<Paperwork>)>;
+
 /// Paperwork split into filings that stay under [`FILING_BODY_BUDGET_BYTES`] and the protocol's
 /// per-filing maximum.
-fn batches(
-    paperwork: Vec<Signed<Paperwork>>,
-) -> Result<Vec<Vec<(PaperworkId, Signed<Paperwork>)>>, SettlementError> {
+fn batches(paperwork: Vec<Signed<Paperwork>>) -> Result<Vec<Batch>, SettlementError> {
     let mut out = Vec::new();
     let mut current = Vec::new();
     let mut bytes = 0;
