@@ -13,7 +13,7 @@ use std::path::Path;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use serde::{Deserialize, Serialize};
 use stacknet_protocol::contract::PriceTerms;
 use stacknet_protocol::{Amount, NodeKeyId, PaperworkId, StackId, Timestamp};
@@ -288,7 +288,9 @@ impl SqliteStore {
         })
     }
 
-    /// Runs `f` on the connection on tokio's blocking pool.
+    /// Runs `f` on the connection on tokio's blocking pool. Write transactions begin IMMEDIATE:
+    /// the ledger writes to the same file, and a deferred transaction that read before the ledger
+    /// committed could not upgrade to a write (SQLite answers BUSY at once, without waiting).
     fn with<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
@@ -575,7 +577,7 @@ impl Store for SqliteStore {
 
     fn append_paperwork(&self, batch: Vec<PaperworkRecord>) -> StoreFuture<'_, Vec<u64>> {
         self.with(move |conn| {
-            let tx = conn.transaction()?;
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let mut indexes = Vec::with_capacity(batch.len());
             {
                 let mut next: i64 =
@@ -653,7 +655,7 @@ impl Store for SqliteStore {
 
     fn mark_captured(&self, captured: Vec<(PaperworkId, Amount)>) -> StoreFuture<'_, ()> {
         self.with(move |conn| {
-            let tx = conn.transaction()?;
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             {
                 let mut stmt =
                     tx.prepare_cached("UPDATE paperwork_log SET captured = 1, cost = ?2 WHERE id = ?1")?;
@@ -689,7 +691,7 @@ impl Store for SqliteStore {
         at: Timestamp,
     ) -> StoreFuture<'_, Vec<PaperworkId>> {
         self.with(move |conn| {
-            let tx = conn.transaction()?;
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let mut claimed = Vec::with_capacity(ids.len());
             {
                 let mut stmt = tx.prepare_cached(
@@ -782,7 +784,7 @@ impl Store for SqliteStore {
         at: Timestamp,
     ) -> StoreFuture<'_, bool> {
         self.with(move |conn| {
-            let tx = conn.transaction()?;
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let current: Option<String> = tx
                 .query_row("SELECT state FROM payouts WHERE id = ?1", [&id], |r| r.get(0))
                 .optional()?;
