@@ -46,6 +46,15 @@ enum Command {
     Models(models::ModelsArgs),
     /// Measure the hub + node path against its baseline: a mock upstream (`core`) or the built-in models.
     Bench(bench::BenchArgs),
+    /// A Stack's balance and transfers (holds, captures, top-ups), read with one of its API keys.
+    Statement {
+        /// The hub's URL.
+        #[arg(long, env = "STACKNET_HUB", default_value = "http://127.0.0.1:8080")]
+        hub: String,
+        /// The Stack's API key (sk_...).
+        #[arg(long, env = "OPENAI_API_KEY", hide_env_values = true)]
+        api_key: String,
+    },
     /// Your Node Key's paperwork and earnings: list the wallet, file with the hub, statement, redeem.
     Paperwork(paperwork::PaperworkArgs),
     /// Check a response's fingerprint and attribution, or a paperwork, offline.
@@ -164,6 +173,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Key(cmd) => key(cmd)?,
         Command::Bench(args) => runtime()?.block_on(bench::run(args))?,
         Command::Admin(args) => runtime()?.block_on(admin(args))?,
+        Command::Statement { hub, api_key } => runtime()?.block_on(stack_statement(&hub, &api_key))?,
         Command::Paperwork(args) => runtime()?.block_on(paperwork::run(args))?,
         Command::Models(args) => runtime()?.block_on(models::run(args, keystore::default_data_dir()))?,
         Command::Verify {
@@ -223,6 +233,29 @@ fn key(cmd: KeyCommand) -> anyhow::Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+async fn stack_statement(hub: &str, api_key: &str) -> anyhow::Result<()> {
+    let url = format!("{}/stacknet/v1/statement", hub.trim_end_matches('/'));
+    let resp = reqwest::Client::new()
+        .get(&url)
+        .bearer_auth(api_key)
+        .send()
+        .await
+        .with_context(|| format!("cannot reach the hub at {hub}"))?;
+    let status = resp.status();
+    let v: serde_json::Value = resp
+        .json()
+        .await
+        .with_context(|| format!("the hub answered {status} without JSON"))?;
+    if !status.is_success() {
+        anyhow::bail!(
+            "the hub refused ({status}): {}",
+            v["error"]["message"].as_str().unwrap_or("unknown error")
+        );
+    }
+    println!("{}", serde_json::to_string_pretty(&v)?);
     Ok(())
 }
 
