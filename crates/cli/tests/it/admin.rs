@@ -1,31 +1,14 @@
 //! `stacknet hub` and `stacknet admin` as an operator runs them.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-
-use crate::{stacknet, text};
+use crate::{spawn_hub, stacknet, text};
 
 #[test]
 fn an_operator_starts_a_hub_and_creates_a_stack_and_a_key() {
     let dir = tempfile::tempdir().unwrap();
-    let mut hub = Command::new(env!("CARGO_BIN_EXE_stacknet"))
-        .args(["hub", "--listen", "127.0.0.1:0", "--admin-token", "t0ken"])
-        .arg("--data-dir")
-        .arg(dir.path().join("hub"))
-        .env("STACKNET_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(hub.stdout.take().unwrap()).lines();
-    let first = lines.next().unwrap().unwrap();
-    std::thread::spawn(move || lines.for_each(drop));
-    let url = first
-        .strip_prefix("hub listening on ")
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_owned();
+    let (mut hub, url) = spawn_hub(
+        &["--listen", "127.0.0.1:0", "--admin-token", "t0ken"],
+        &dir.path().join("hub"),
+    );
 
     let created = stacknet(
         &[

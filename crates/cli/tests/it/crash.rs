@@ -3,8 +3,7 @@
 //! once, and in the end every accepted paperwork files and settles once.
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,41 +18,21 @@ const ADMIN: &str = "crash-admin";
 const ROUNDS: usize = 6;
 
 fn start_hub(dir: &std::path::Path, listen: &str, database: &str) -> (Child, String) {
-    let mut hub = Command::new(env!("CARGO_BIN_EXE_stacknet"))
-        .args([
-            "hub",
-            "--listen",
-            listen,
-            "--admin-token",
-            ADMIN,
-            "--database",
-            database,
-        ])
-        .args([
-            "--challenge-window-ms",
-            "0",
-            "--request-timeout-ms",
-            "3000",
-            "--hold-grace-ms",
-            "200",
-        ])
-        .arg("--data-dir")
-        .arg(dir)
-        .env("STACKNET_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(hub.stdout.take().unwrap()).lines();
-    let first = lines.next().unwrap().unwrap();
-    std::thread::spawn(move || lines.for_each(drop));
-    let url = first
-        .strip_prefix("hub listening on ")
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_owned();
-    (hub, url)
+    let args = [
+        "--listen",
+        listen,
+        "--admin-token",
+        ADMIN,
+        "--database",
+        database,
+        "--challenge-window-ms",
+        "0",
+        "--request-timeout-ms",
+        "3000",
+        "--hold-grace-ms",
+        "200",
+    ];
+    crate::spawn_hub(&args, dir)
 }
 
 async fn admin(http: &reqwest::Client, url: &str, path: &str, body: Value) -> Value {

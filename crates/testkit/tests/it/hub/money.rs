@@ -541,6 +541,22 @@ async fn earned(db: &Db, secret: &'static str, url: String, attempts: u32) -> Te
     net
 }
 
+/// `POST /stacknet/v1/webhooks/{hook}` with `body`, signed (HMAC) with `secret`.
+fn webhook(
+    net: &TestNetwork,
+    hook: &str,
+    body: Value,
+    secret: &str,
+) -> impl std::future::Future<Output = reqwest::Result<reqwest::Response>> {
+    let bytes = serde_json::to_vec(&body).unwrap();
+    let signature = stacknet_hub::webhook::sign(secret, stacknet_hub::webhook::now_secs(), &bytes).unwrap();
+    client()
+        .post(format!("{}/stacknet/v1/webhooks/{hook}", net.hub.url()))
+        .header("stacknet-signature", signature)
+        .body(bytes)
+        .send()
+}
+
 async fn payout_state(net: &TestNetwork) -> Value {
     let hub = HubClient::connect(&net.hub.url()).await.unwrap();
     hub.statement(&net.nodes[0].key).await.unwrap()
@@ -618,15 +634,8 @@ async fn a_sent_payout_is_confirmed_or_failed_by_the_signed_callback_once(db: Db
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let callback = |status: &str, secret: &str| {
-        let body = serde_json::to_vec(&json!({"id": id, "status": status})).unwrap();
-        let signature =
-            stacknet_hub::webhook::sign(secret, stacknet_hub::webhook::now_secs(), &body).unwrap();
-        client()
-            .post(format!("{}/stacknet/v1/webhooks/payouts", net.hub.url()))
-            .header("stacknet-signature", signature)
-            .body(body)
-            .send()
+    let callback = |status: &str, secret: &'static str| {
+        webhook(&net, "payouts", json!({"id": id, "status": status}), secret)
     };
     assert_eq!(callback("failed", "wrong-secret").await.unwrap().status(), 401);
     let r: Value = callback("failed", "rail-secret")
@@ -661,16 +670,7 @@ async fn the_payments_webhook_tops_up_once_per_event_and_refuses_bad_signatures(
         c.payments_webhook_secret = Some("pay-secret".into());
     })
     .await;
-    let send = |body: Value, secret: &str| {
-        let bytes = serde_json::to_vec(&body).unwrap();
-        let signature =
-            stacknet_hub::webhook::sign(secret, stacknet_hub::webhook::now_secs(), &bytes).unwrap();
-        client()
-            .post(format!("{}/stacknet/v1/webhooks/payments", net.hub.url()))
-            .header("stacknet-signature", signature)
-            .body(bytes)
-            .send()
-    };
+    let send = |body: Value, secret: &'static str| webhook(&net, "payments", body, secret);
     let event = json!({"id": "evt_1", "type": "topup", "stack": net.stack, "amount": "5000"});
     let first: Value = send(event.clone(), "pay-secret")
         .await
