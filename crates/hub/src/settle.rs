@@ -24,9 +24,7 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-use stacknet_ledger::{
-    shares, warm_bonus, AccountId, Entry, LedgerError, LedgerStore, Reason, Transfer, TransferId,
-};
+use stacknet_ledger::{AccountId, LedgerError, LedgerStore};
 use stacknet_protocol::contract::PromptContract;
 use stacknet_protocol::filing::{Filing, NodeAction, NodeRequest, MAX_FILING_PAPERWORK};
 use stacknet_protocol::paperwork::Paperwork;
@@ -557,75 +555,41 @@ fn settlement_id(ids: &[PaperworkId]) -> String {
     format!("stl_{}", hex::encode(&h.finalize()[..16]))
 }
 
-/// The ledger side of a settlement: each paperwork's captured cost split per its contract, summed
-/// per account, paid out of escrow; then the warm bonus. Idempotent by the settlement id. Returns
-/// what each paperwork's cost was.
+/// The ledger side of a settlement ([`stacknet_ledger::settlement`]): each paperwork's captured
+/// cost split per its contract, summed per account, paid out of escrow; then the warm bonuses.
+/// Idempotent by the settlement id. Returns what each paperwork's cost was.
 async fn pay(
     ledger: &std::sync::Arc<dyn LedgerStore>,
     settlement: &str,
     due: &[Due],
 ) -> Result<BTreeMap<PaperworkId, Amount>, ApiError> {
-    let mut per_account: BTreeMap<AccountId, i64> = BTreeMap::new();
-    let mut bonus: BTreeMap<AccountId, i64> = BTreeMap::new();
-    let mut amounts = BTreeMap::new();
-    for d in due {
-        let contract = &d.contract;
-        let cost = d.cost;
-        amounts.insert(d.id, cost);
-        let parts = shares(cost, contract).map_err(internal)?;
-        for s in &parts {
-            *per_account.entry(s.account.clone()).or_default() += s.amount.micros();
-        }
-        if d.warm {
-            let node_share = parts
-                .iter()
-                .find(|s| s.role == "node")
-                .map_or(Amount::ZERO, |s| s.amount);
-            let b = warm_bonus(node_share, &contract.split).micros();
-            if b > 0 {
-                *bonus.entry(AccountId::node(contract.node_key)).or_default() += b;
-            }
-        }
-    }
-    let id = |suffix: &str| TransferId::new(&format!("{settlement}:{suffix}")).map_err(internal);
-    let entries: Vec<Entry> = per_account
+    let terms: Vec<stacknet_ledger::Due<'_>> = due
         .iter()
-        .filter(|(_, &amount)| amount > 0)
-        .enumerate()
-        .map(|(n, (account, &amount))| {
-            Ok(Transfer::posted(
-                id(&format!("share{n}"))?,
-                AccountId::escrow(),
-                account.clone(),
-                Amount::from_micros(amount),
-                Reason::SplitShare,
-            )
-            .into())
+        .map(|d| stacknet_ledger::Due {
+            cost: d.cost,
+            contract: &d.contract,
+            warm: d.warm,
         })
-        .collect::<Result<_, ApiError>>()?;
-    for chunk in entries.chunks(stacknet_ledger::MAX_BATCH_ENTRIES) {
+        .collect();
+    let transfers = stacknet_ledger::settlement(settlement, &terms).map_err(internal)?;
+    for chunk in transfers.shares.chunks(stacknet_ledger::MAX_BATCH_ENTRIES) {
         ledger
             .create_transfers(chunk.to_vec())
             .await
             .map_err(|e| ApiError::Internal(format!("settlement {settlement}: {e}")))?;
     }
-    for (n, (account, amount)) in bonus.iter().enumerate() {
-        let transfer = Transfer::posted(
-            id(&format!("bonus{n}"))?,
-            AccountId::treasury(),
-            account.clone(),
-            Amount::from_micros(*amount),
-            Reason::WarmBonus,
-        );
-        match ledger.create_transfers(vec![transfer.into()]).await {
+    for bonus in transfers.bonuses {
+        match ledger.create_transfers(vec![bonus]).await {
             Ok(_) => {}
-            Err(LedgerError::InsufficientFunds { available, .. }) => {
-                tracing::warn!(%available, bonus = amount, %settlement, "the treasury cannot pay a warm bonus (fund it with `stacknet admin topup --treasury`); it is skipped");
+            Err(LedgerError::InsufficientFunds {
+                available, amount, ..
+            }) => {
+                tracing::warn!(%available, bonus = %amount, %settlement, "the treasury cannot pay a warm bonus (fund it with `stacknet admin topup --treasury`); it is skipped");
             }
             Err(e) => return Err(ApiError::Internal(format!("settlement {settlement}: {e}"))),
         }
     }
-    Ok(amounts)
+    Ok(due.iter().map(|d| (d.id, d.cost)).collect())
 }
 
 /// At start: finishes settlements a crash interrupted, with the same transfer ids.

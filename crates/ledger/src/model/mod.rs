@@ -10,7 +10,7 @@ mod transfer;
 
 pub use account::{AccountId, AccountKind, Floor, MAX_EXTERNAL_NAME_CHARS};
 pub use balance::{Balance, Totals};
-pub use split::{bonus_entry, settlement_entries, shares, warm_bonus, Share, SplitError};
+pub use split::{settlement, shares, warm_bonus, Due, Settlement, Share, SplitError};
 pub use transfer::{
     Entry, EntryKind, Post, Reason, StatementLine, Transfer, TransferId, TransferOutcome, TransferRecord,
     TransferState, Void, MAX_TRANSFER_ID_BYTES,

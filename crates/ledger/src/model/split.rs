@@ -7,9 +7,12 @@
 //! whatever the rounding left over (less than one micro-credit per share) goes to the executing node.
 //! So the shares always add up to exactly the captured cost. The warm bonus is
 //! `floor(node share * warm_bonus_bps / 10_000)`, paid by the treasury in its own transfer.
+//! [`settlement`] turns the shares of any number of paperwork into the transfers that pay them.
 
 use stacknet_protocol::contract::{AttributionSplit, PromptContract, BPS_TOTAL};
-use stacknet_protocol::{Amount, PaperworkId};
+use std::collections::BTreeMap;
+
+use stacknet_protocol::Amount;
 
 use crate::error::ParseError;
 use crate::model::account::AccountId;
@@ -140,46 +143,65 @@ pub fn warm_bonus(node_share: Amount, split: &AttributionSplit) -> Amount {
     Amount::from_micros(part(node_share.micros(), split.warm_bonus_bps.min(BPS_TOTAL)))
 }
 
-/// The transfers that settle one paperwork: one per share, out of escrow, ids
-/// `share:<paperwork>:<role>`. Apply them as one batch.
-pub fn settlement_entries(paperwork: PaperworkId, shares: &[Share]) -> Result<Vec<Entry>, SplitError> {
-    shares
-        .iter()
-        .map(|s| {
-            let role = s
-                .role
-                .replace(|c: char| !c.is_ascii_alphanumeric() && c != '_', "_");
-            Ok(Transfer::posted(
-                TransferId::new(&format!("share:{paperwork}:{role}"))?,
-                AccountId::escrow(),
-                s.account.clone(),
-                s.amount,
-                Reason::SplitShare,
-            )
-            .into())
-        })
-        .collect()
+/// One paperwork to settle: its captured cost, its contract, and whether the node served warm.
+#[derive(Clone, Copy, Debug)]
+pub struct Due<'a> {
+    pub cost: Amount,
+    pub contract: &'a PromptContract,
+    pub warm: bool,
 }
 
-/// The transfer paying a warm bonus for one paperwork, id `bonus:<paperwork>`; `None` when it is zero.
-pub fn bonus_entry(
-    paperwork: PaperworkId,
-    node: AccountId,
-    bonus: Amount,
-) -> Result<Option<Entry>, SplitError> {
-    if bonus.micros() <= 0 {
-        return Ok(None);
+/// The transfers of one settlement (any number of paperwork settled together).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settlement {
+    /// Every party's shares, summed per account, out of escrow: ids `<id>:share<n>`, in account
+    /// order. Apply them as one batch.
+    pub shares: Vec<Entry>,
+    /// The warm bonuses, summed per node, from the treasury: ids `<id>:bonus<n>`. Each is its own
+    /// batch, which a short treasury may refuse without touching the shares.
+    pub bonuses: Vec<Entry>,
+}
+
+/// The transfers that settle `due` under the settlement id `id`. The ids derive from `id` alone, so
+/// building them again after a crash gives the same transfers (replays, never double payments).
+pub fn settlement(id: &str, due: &[Due<'_>]) -> Result<Settlement, SplitError> {
+    let mut per_account: BTreeMap<AccountId, i64> = BTreeMap::new();
+    let mut bonus: BTreeMap<AccountId, i64> = BTreeMap::new();
+    for d in due {
+        let parts = shares(d.cost, d.contract)?;
+        for s in &parts {
+            *per_account.entry(s.account.clone()).or_default() += s.amount.micros();
+        }
+        if d.warm {
+            let node_share = parts
+                .iter()
+                .find(|s| s.role == "node")
+                .map_or(Amount::ZERO, |s| s.amount);
+            let b = warm_bonus(node_share, &d.contract.split).micros();
+            if b > 0 {
+                *bonus.entry(AccountId::node(d.contract.node_key)).or_default() += b;
+            }
+        }
     }
-    Ok(Some(
-        Transfer::posted(
-            TransferId::new(&format!("bonus:{paperwork}"))?,
-            AccountId::treasury(),
-            node,
-            bonus,
-            Reason::WarmBonus,
-        )
-        .into(),
-    ))
+    let entries = |sums: BTreeMap<AccountId, i64>, kind: &str, from: AccountId, reason: Reason| {
+        sums.into_iter()
+            .enumerate()
+            .map(|(n, (account, amount))| {
+                Ok(Transfer::posted(
+                    TransferId::new(&format!("{id}:{kind}{n}"))?,
+                    from.clone(),
+                    account,
+                    Amount::from_micros(amount),
+                    reason,
+                )
+                .into())
+            })
+            .collect::<Result<Vec<Entry>, SplitError>>()
+    };
+    Ok(Settlement {
+        shares: entries(per_account, "share", AccountId::escrow(), Reason::SplitShare)?,
+        bonuses: entries(bonus, "bonus", AccountId::treasury(), Reason::WarmBonus)?,
+    })
 }
 
 #[cfg(test)]
@@ -244,8 +266,13 @@ mod tests {
             let sum: i128 = s.iter().map(|s| i128::from(s.amount.micros())).sum();
             prop_assert_eq!(sum, i128::from(amount));
             prop_assert!(s.iter().all(|s| s.amount.micros() > 0));
-            let pw = PaperworkId::from_digest([7; 16]);
-            prop_assert_eq!(settlement_entries(pw, &s).unwrap().len(), s.len());
+            let due = [Due { cost: Amount::from_micros(amount), contract: &c, warm: true }];
+            let paid = settlement("stl_x", &due).unwrap();
+            let moved: i128 = paid.shares.iter().map(|e| match e {
+                Entry::Transfer(t) => i128::from(t.amount.micros()),
+                _ => 0,
+            }).sum();
+            prop_assert_eq!(moved, i128::from(amount));
         }
     }
 }

@@ -1,16 +1,16 @@
 //! Filing, as the hub settles paperwork: the captured cost, which waits in escrow, shared out per the
-//! contract's attribution split in one batch (`settlement_entries`), then the warm bonus from the
-//! treasury in a batch of its own (`bonus_entry`), which a short treasury refuses without harm. A
+//! contract's attribution split in one batch of shares summed per account, then the warm bonus from
+//! the treasury in a batch of its own, which a short treasury refuses without harm: the very
+//! transfers the hub builds with `stacknet_ledger::settlement`. A
 //! paperwork filed again (the hub's recovery after a crash) batches the very same batches, which must
 //! replay and move nothing.
 
+use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
-use stacknet_ledger::{
-    bonus_entry, settlement_entries, shares, warm_bonus, AccountId, Amount, Entry, SplitError,
-};
+use stacknet_ledger::{settlement, shares, warm_bonus, AccountId, Amount, Due, Entry, SplitError};
 use stacknet_protocol::contract::{AttributionSplit, Parties, PromptContract, BPS_TOTAL};
 use stacknet_protocol::{examples, PaperworkId, StackId};
 
@@ -169,28 +169,53 @@ impl World {
         let sum: i128 = shares.iter().map(|s| i128::from(s.amount.micros())).sum();
         prop_assert_eq!(sum, i128::from(captured.amount), "shares of {:?}", terms);
         prop_assert!(shares.iter().all(|s| s.amount.micros() > 0), "{:?}", shares);
-        let settlement = settlement_entries(captured.paperwork, &shares).unwrap();
+        // What the hub sends: the shares summed per account, and the warm bonus on its own.
+        let due = [Due {
+            cost,
+            contract: &contract,
+            warm: terms.warm,
+        }];
+        let paid = settlement(&format!("stl_{}", captured.paperwork), &due).unwrap();
+        let mut expected: BTreeMap<&AccountId, i64> = BTreeMap::new();
+        for share in &shares {
+            *expected.entry(&share.account).or_default() += share.amount.micros();
+        }
         let escrow = AccountId::escrow();
-        for (entry, share) in settlement.iter().zip(&shares) {
+        let mut sent: BTreeMap<&AccountId, i64> = BTreeMap::new();
+        for entry in &paid.shares {
             let Entry::Transfer(t) = entry else {
                 return Err(TestCaseError::fail(format!("not a transfer: {entry:?}")));
             };
-            prop_assert_eq!(
-                (&t.debit, &t.credit, t.amount),
-                (&escrow, &share.account, share.amount)
-            );
+            prop_assert_eq!(&t.debit, &escrow);
             prop_assert!(!t.pending);
+            prop_assert!(
+                sent.insert(&t.credit, t.amount.micros()).is_none(),
+                "one transfer per account"
+            );
         }
+        prop_assert_eq!(sent, expected);
         let node = shares
             .iter()
             .find(|s| s.role == "node")
             .map_or(Amount::ZERO, |s| s.amount);
-        let bonus = warm_bonus(node, &contract.split);
-        let bonus = if terms.warm {
-            bonus_entry(captured.paperwork, AccountId::node(contract.node_key), bonus).unwrap()
+        let owed = if terms.warm {
+            warm_bonus(node, &contract.split)
         } else {
-            None
+            Amount::ZERO
         };
+        prop_assert!(paid.bonuses.len() <= 1, "{:?}", paid.bonuses);
+        let bonus = paid.bonuses.first().cloned();
+        match &bonus {
+            Some(Entry::Transfer(t)) => {
+                prop_assert_eq!(
+                    (&t.debit, &t.credit, t.amount),
+                    (&AccountId::treasury(), &AccountId::node(contract.node_key), owed)
+                );
+            }
+            Some(other) => return Err(TestCaseError::fail(format!("not a transfer: {other:?}"))),
+            None => prop_assert_eq!(owed, Amount::ZERO),
+        }
+        let settlement = paid.shares;
         let filing = Filing {
             settlement: settlement.clone(),
             bonus: bonus.clone(),
