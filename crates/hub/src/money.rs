@@ -288,18 +288,16 @@ async fn write_batch(
     log: &MerkleLog,
     batch: Vec<PaperworkRecord>,
 ) -> Result<(), String> {
-    if let Err(e) = store.append_paperwork(batch.clone()).await {
+    // Planned before the records (with their documents) move into the store.
+    let plan = CapturePlan::of(batch.iter())?;
+    if let Err(e) = store.append_paperwork(batch).await {
         // Not logged, so never payable: give the holds back (the requests get an error).
-        let releases = batch
-            .iter()
-            .filter_map(|r| capture_entry(r, true).transpose())
-            .collect::<Result<Vec<_>, _>>()?;
-        apply_each(ledger, releases).await;
+        apply_each(ledger, plan.releases).await;
         return Err(format!("cannot append to the paperwork log: {e}"));
     }
     catch_up(store, log).await.map_err(|e| e.to_string())?;
     // From here on the paperwork is logged: a failure below is mended by `recover` at the next start.
-    if let Some(captured) = capture(ledger, &batch).await? {
+    if let Some(captured) = capture(ledger, plan).await? {
         if let Err(e) = store.mark_captured(captured).await {
             tracing::warn!(error = %e, "captured but could not mark it; recovery will replay (idempotent)");
         }
@@ -322,17 +320,14 @@ pub async fn catch_up(store: &Arc<dyn Store>, log: &MerkleLog) -> Result<(), cra
 /// ledger failed and the captures are left to the next start.
 async fn capture(
     ledger: &Arc<dyn LedgerStore>,
-    records: &[PaperworkRecord],
+    plan: CapturePlan,
 ) -> Result<Option<Vec<(PaperworkId, Amount)>>, String> {
-    let mut entries = Vec::new();
-    let mut owners = Vec::new();
-    for r in records {
-        if let Some(e) = capture_entry(r, false)? {
-            entries.push(e);
-            owners.push(r.id);
-        }
-    }
-    let mut captured: Vec<(PaperworkId, Amount)> = records.iter().map(|r| (r.id, r.cost)).collect();
+    let CapturePlan {
+        mut captured,
+        entries,
+        owners,
+        ..
+    } = plan;
     match ledger.create_transfers(entries.clone()).await {
         Ok(_) => return Ok(Some(captured)),
         Err(e) if !e.is_refusal() => {
@@ -359,6 +354,39 @@ async fn capture(
     Ok(Some(captured))
 }
 
+/// What settling a batch's escrow takes, computed from the records alone.
+struct CapturePlan {
+    /// Each record's cost: what it captures if its capture goes through.
+    captured: Vec<(PaperworkId, Amount)>,
+    /// The captures (or releases of holds whose task cost nothing), and whose each is.
+    entries: Vec<Entry>,
+    owners: Vec<PaperworkId>,
+    /// Releases of every hold, should the batch not be logged.
+    releases: Vec<Entry>,
+}
+
+impl CapturePlan {
+    fn of<'a>(records: impl Iterator<Item = &'a PaperworkRecord>) -> Result<Self, String> {
+        let mut plan = Self {
+            captured: Vec::new(),
+            entries: Vec::new(),
+            owners: Vec::new(),
+            releases: Vec::new(),
+        };
+        for r in records {
+            plan.captured.push((r.id, r.cost));
+            if let Some(e) = capture_entry(r, false)? {
+                plan.entries.push(e);
+                plan.owners.push(r.id);
+            }
+            if let Some(e) = capture_entry(r, true)? {
+                plan.releases.push(e);
+            }
+        }
+        Ok(plan)
+    }
+}
+
 /// Applies entries one by one, logging (not failing on) refusals: releases are best effort, and
 /// expiry is their backstop.
 async fn apply_each(ledger: &Arc<dyn LedgerStore>, entries: Vec<Entry>) {
@@ -381,8 +409,8 @@ pub async fn recover(
     if !pending.is_empty() {
         tracing::info!(count = pending.len(), "capturing paperwork logged before a crash");
         for chunk in pending.chunks(MAX_SETTLE_BATCH) {
-            let records: Vec<PaperworkRecord> = chunk.iter().map(|p| p.record.clone()).collect();
-            match capture(ledger, &records).await? {
+            let plan = CapturePlan::of(chunk.iter().map(|p| &p.record))?;
+            match capture(ledger, plan).await? {
                 Some(captured) => store.mark_captured(captured).await.map_err(|e| e.to_string())?,
                 None => return Err("the ledger failed while capturing logged paperwork".into()),
             }

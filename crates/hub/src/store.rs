@@ -783,24 +783,20 @@ impl Store for SqliteStore {
         last_error: Option<String>,
         at: Timestamp,
     ) -> StoreFuture<'_, bool> {
+        // The state test and the write are one statement, as on PostgreSQL. The states come from
+        // the enum's own names, so they are inlined safely.
+        let allowed: Vec<String> = from.iter().map(|s| format!("'{}'", s.as_str())).collect();
+        let sql = format!(
+            "UPDATE payouts SET state = ?2, attempts = ?3, last_error = ?4, updated_at = ?5
+             WHERE id = ?1 AND state IN ({})",
+            allowed.join(", ")
+        );
         self.with(move |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let current: Option<String> = tx
-                .query_row("SELECT state FROM payouts WHERE id = ?1", [&id], |r| r.get(0))
-                .optional()?;
-            let allowed = current
-                .as_deref()
-                .and_then(PayoutState::parse)
-                .is_some_and(|s| from.contains(&s));
-            if allowed {
-                tx.execute(
-                    "UPDATE payouts SET state = ?2, attempts = ?3, last_error = ?4, updated_at = ?5
-                     WHERE id = ?1",
-                    params![id, state.as_str(), attempts, last_error, at.to_string()],
-                )?;
-            }
-            tx.commit()?;
-            Ok(allowed)
+            let changed = conn.execute(
+                &sql,
+                params![id, state.as_str(), attempts, last_error, at.to_string()],
+            )?;
+            Ok(changed == 1)
         })
     }
 
