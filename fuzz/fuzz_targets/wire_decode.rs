@@ -1,5 +1,5 @@
-//! Any bytes a peer may send as a WebSocket frame: decoding must never panic, and what decodes must
-//! encode again and decode to the same message.
+//! Any bytes a peer may send as a WebSocket frame, text or binary: decoding must never panic, and
+//! what decodes must encode again and decode to the same message.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -13,5 +13,8 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(msg) = wire::decode::<HubMessage>(data) {
         let again = wire::encode(&msg).expect("a decoded message encodes");
         assert_eq!(wire::decode::<HubMessage>(again.as_bytes()).ok(), Some(msg));
+    }
+    if let Ok(part) = wire::decode_file_part(data) {
+        assert_eq!(part.encode(), data);
     }
 });

@@ -50,7 +50,7 @@ pub async fn create_stack(
         name,
         created_at: Timestamp::now(),
     };
-    state.store.create_stack(stack.clone()).await.map_err(internal)?;
+    state.store.create_stack(stack.clone()).await.map_err(ApiError::internal)?;
     Ok(Json(
         json!({"id": stack.id, "name": stack.name, "created_at": stack.created_at}),
     ))
@@ -58,7 +58,7 @@ pub async fn create_stack(
 
 pub async fn list_stacks(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
     check_admin(&state, &headers)?;
-    let stacks = state.store.stacks().await.map_err(internal)?;
+    let stacks = state.store.stacks().await.map_err(ApiError::internal)?;
     let data: Vec<Value> = stacks
         .iter()
         .map(|s| json!({"id": s.id, "name": s.name, "created_at": s.created_at}))
@@ -96,21 +96,18 @@ pub async fn issue_key(state: &AppState, stack: StackId) -> Result<(String, ApiK
         .store
         .create_api_key(record.clone())
         .await
-        .map_err(internal)?;
+        .map_err(ApiError::internal)?;
     state.api_keys.insert(record.hash, stack);
     Ok((key, record))
 }
 
-pub(crate) fn internal(e: impl std::fmt::Display) -> ApiError {
-    ApiError::Internal(e.to_string())
-}
 
 async fn known_stack(state: &AppState, stack: StackId) -> Result<(), ApiError> {
     let known = state
         .store
         .stacks()
         .await
-        .map_err(internal)?
+        .map_err(ApiError::internal)?
         .iter()
         .any(|s| s.id == stack);
     if known {
@@ -182,7 +179,7 @@ pub(crate) async fn credit(
         .map_err(|_| ApiError::invalid("id", "id must be 1 to 100 characters of A-Z a-z 0-9 _ - . :"))?;
     let transfer = Transfer::posted(
         transfer_id.clone(),
-        AccountId::external("topup").map_err(internal)?,
+        AccountId::external("topup").map_err(ApiError::internal)?,
         account.clone(),
         req.amount,
         Reason::Topup,
@@ -195,10 +192,10 @@ pub(crate) async fn credit(
             LedgerError::IdReused { field, .. } => ApiError::Conflict(format!(
                 "top-up {event} was applied before with a different {field}"
             )),
-            e => internal(e),
+            e => ApiError::internal(e),
         })?;
     let replayed = outcome.first().is_some_and(|o| o.replayed);
-    let balance = state.ledger.balance(account.clone()).await.map_err(internal)?;
+    let balance = state.ledger.balance(account.clone()).await.map_err(ApiError::internal)?;
     Ok(Json(json!({
         "account": account.to_string(), "transfer": transfer_id.to_string(), "amount": req.amount,
         "replayed": replayed, "balance": balance_json(&balance),
@@ -232,7 +229,7 @@ pub async fn set_price(
 ) -> Result<Json<Value>, ApiError> {
     check_admin(&state, &headers)?;
     let req: SetPrice = json_body(&body)?;
-    if req.model.is_empty() || req.model.len() > crate::openai::MAX_MODEL_NAME_BYTES {
+    if req.model.is_empty() || req.model.len() > stacknet_api::request::MAX_MODEL_NAME_BYTES {
         return Err(ApiError::invalid("model", "model must be 1 to 256 bytes"));
     }
     let amounts = [
@@ -255,7 +252,7 @@ pub async fn set_price(
         price: price.clone(),
         updated_at: Timestamp::now(),
     };
-    state.store.set_price(record.clone()).await.map_err(internal)?;
+    state.store.set_price(record.clone()).await.map_err(ApiError::internal)?;
     state.prices.set(req.model, price);
     Ok(Json(price_json(&record)))
 }
@@ -267,7 +264,7 @@ fn price_json(p: &ModelPrice) -> Value {
 /// `GET /stacknet/v1/admin/prices`: every priced model, and the default for the others.
 pub async fn list_prices(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
     check_admin(&state, &headers)?;
-    let prices = state.store.prices().await.map_err(internal)?;
+    let prices = state.store.prices().await.map_err(ApiError::internal)?;
     Ok(Json(json!({
         "object": "list",
         "data": prices.iter().map(price_json).collect::<Vec<_>>(),

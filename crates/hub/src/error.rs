@@ -1,6 +1,13 @@
 //! The hub's one HTTP error type: every failure a client can see maps here, with an exhaustive match,
 //! to a status code and an OpenAI-style body `{"error": {"message", "type", "param", "code"}}`. The same
 //! body is sent as an SSE event when a stream fails after its first chunk.
+//!
+//! A failure on the hub's side ([`Internal`]) keeps its source, is logged once with a fresh
+//! request id (`req_...`) when it is made, and reaches the client as a generic message naming
+//! that id: no database or ledger text leaves the hub.
+
+use std::error::Error as StdError;
+use std::sync::Arc;
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -44,11 +51,82 @@ pub enum ApiError {
     BadSignature(String),
     #[error("Conflict: {0}")]
     Conflict(String),
-    #[error("Internal error: {0}")]
-    Internal(String),
+    #[error("{0}")]
+    Internal(Internal),
+}
+
+type BoxError = Box<dyn StdError + Send + Sync>;
+
+/// A failure on the hub's side: its cause, kept for the log, and the id the client is given.
+#[derive(Clone)]
+pub struct Internal {
+    pub request_id: String,
+    source: Arc<BoxError>,
+}
+
+impl Internal {
+    /// Wraps `source`, giving it a fresh request id, and logs it with its whole chain of causes.
+    pub fn new(source: impl Into<BoxError>) -> Self {
+        let source: BoxError = source.into();
+        let mut id = [0u8; 8];
+        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut id);
+        let request_id = format!("req_{}", hex::encode(id));
+        let mut chain = source.to_string();
+        let mut cause = source.source();
+        while let Some(c) = cause {
+            chain.push_str(": ");
+            chain.push_str(&c.to_string());
+            cause = c.source();
+        }
+        tracing::error!(request_id = %request_id, error = %chain, "internal error");
+        Self {
+            request_id,
+            source: Arc::new(source),
+        }
+    }
+
+    /// The cause, for the log and for tests; never shown to clients.
+    pub fn source(&self) -> &(dyn StdError + Send + Sync + 'static) {
+        self.source.as_ref().as_ref()
+    }
+}
+
+impl std::fmt::Display for Internal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "The hub failed to handle the request. It logged the cause under {}; quote it when you report this.",
+            self.request_id
+        )
+    }
+}
+
+impl std::fmt::Debug for Internal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Internal({}: {})", self.request_id, self.source)
+    }
+}
+
+impl PartialEq for Internal {
+    fn eq(&self, other: &Self) -> bool {
+        self.request_id == other.request_id
+    }
+}
+
+impl Eq for Internal {}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        ApiError::internal(e)
+    }
 }
 
 impl ApiError {
+    /// A failure on the hub's side (logged now; see [`Internal`]).
+    pub fn internal(source: impl Into<BoxError>) -> Self {
+        ApiError::Internal(Internal::new(source))
+    }
+
     pub fn invalid(param: &str, message: impl Into<String>) -> Self {
         ApiError::InvalidField {
             param: param.to_owned(),
@@ -130,6 +208,16 @@ impl ApiError {
             | ErrorCode::BadContract
             | ErrorCode::Cancelled
             | ErrorCode::Internal => ApiError::NodeFailed(format!("{code:?}: {message}")),
+        }
+    }
+}
+
+impl From<stacknet_api::RequestError> for ApiError {
+    fn from(e: stacknet_api::RequestError) -> Self {
+        match e {
+            stacknet_api::RequestError::MalformedJson(m) => ApiError::MalformedJson(m),
+            stacknet_api::RequestError::Invalid { param, message } => ApiError::InvalidField { param, message },
+            stacknet_api::RequestError::Unsupported(w) => ApiError::NotFound(format!("no API for the workload {w:?}")),
         }
     }
 }

@@ -2,9 +2,12 @@
 //! its key (challenge, signed hello), then receives tasks and streams results back.
 //!
 //! The loop is written over `Sink`/`Stream` of WebSocket messages so tests can drive it through
-//! channels. Anything malformed (wrong version, bad JSON, binary frames, a bad signature) gets an
-//! error frame and a closed connection; it never touches other nodes.
+//! channels. Anything malformed (wrong version, bad JSON, a bad signature) gets an error frame and
+//! a closed connection; it never touches other nodes. Binary frames carry output files: a node
+//! announces each with an `output` message, sends its pieces in order, and the gateway hands the
+//! task the whole file once its size and sha256 check out (see `Incoming`).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,11 +15,14 @@ use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::response::Response;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
-use stacknet_protocol::wire::{self, ErrorCode, ErrorFrame, Hello, HubMessage, NodeMessage, WireError};
-use stacknet_protocol::{Nonce, Signed, Timestamp};
+use sha2::{Digest, Sha256};
+use stacknet_protocol::wire::{
+    self, Attachment, ErrorCode, ErrorFrame, Hello, HubMessage, Limits, NodeMessage, WireError,
+};
+use stacknet_protocol::{ContractId, Nonce, Sha256Digest, Signed, Timestamp};
 use tokio::sync::mpsc;
 
-use crate::nodes::{NodeHandle, TaskEvent};
+use crate::nodes::{NodeHandle, Outbound, TaskEvent};
 use crate::AppState;
 
 /// How long a node has to answer the challenge.
@@ -25,9 +31,13 @@ pub const HELLO_TIMEOUT_MS: u64 = 10_000;
 pub const OUTBOX_LEN: usize = 1024;
 /// Most models one node may advertise, and the longest model name.
 pub const MAX_MODELS_PER_NODE: usize = 256;
-pub const MAX_MODEL_NAME_BYTES: usize = 256;
+pub use stacknet_api::request::MAX_MODEL_NAME_BYTES;
 /// Most tasks one node may take at once.
 pub const MAX_NODE_CONCURRENCY: u32 = 4096;
+/// Output files being received at once on one connection.
+pub const MAX_INCOMING_FILES: usize = 64;
+/// What the hub accepts from nodes, announced in every Welcome.
+pub const HUB_LIMITS: Limits = Limits::OURS;
 
 pub async fn connect(ws: WebSocketUpgrade, State(state): State<AppState>) -> Response {
     ws.max_message_size(wire::MAX_FRAME_BYTES)
@@ -85,12 +95,14 @@ where
         hello.node_key,
         hello.models,
         hello.max_concurrency,
+        hello.limits.unwrap_or(Limits::LEGACY),
         conn_id,
         outbox,
     ));
     let welcome = HubMessage::Welcome {
         node_key: node.id,
         heartbeat_interval_ms: state.config.heartbeat_interval_ms,
+        limits: Some(HUB_LIMITS),
     };
     let Ok(text) = wire::encode(&welcome) else { return };
     if sink.send(Message::Text(text.into())).await.is_err() {
@@ -115,23 +127,110 @@ where
     tracing::info!(node = %node.id, "node disconnected");
 }
 
-/// The next text frame; `None` when the stream ends or sends something that is not text.
-async fn next_text<R, E>(stream: &mut R) -> Option<Result<String, Message>>
+/// A frame from a node: a message, or a piece of a file.
+enum Frame {
+    Text(String),
+    Binary(axum::body::Bytes),
+}
+
+/// The next data frame; `None` when the stream ends.
+async fn next_frame<R, E>(stream: &mut R) -> Option<Frame>
 where
     R: Stream<Item = Result<Message, E>> + Unpin,
 {
     loop {
         match stream.next().await? {
-            Ok(Message::Text(t)) => return Some(Ok(t.to_string())),
-            Ok(Message::Binary(_)) => {
-                return Some(Err(error_frame(
-                    ErrorCode::MalformedFrame,
-                    "binary frames are not part of protocol v1",
-                )))
-            }
+            Ok(Message::Text(t)) => return Some(Frame::Text(t.to_string())),
+            Ok(Message::Binary(b)) => return Some(Frame::Binary(b)),
             Ok(Message::Ping(_) | Message::Pong(_)) => continue,
             Ok(Message::Close(_)) | Err(_) => return None,
         }
+    }
+}
+
+/// The hello: the first frame, which must be text.
+async fn next_text<R, E>(stream: &mut R) -> Option<Result<String, Message>>
+where
+    R: Stream<Item = Result<Message, E>> + Unpin,
+{
+    match next_frame(stream).await? {
+        Frame::Text(t) => Some(Ok(t)),
+        Frame::Binary(_) => Some(Err(error_frame(
+            ErrorCode::MalformedFrame,
+            "expected a hello, got a binary frame",
+        ))),
+    }
+}
+
+/// An output file being received: announced by an `output` message, filled by binary frames.
+struct Incoming {
+    meta: Attachment,
+    bytes: Vec<u8>,
+    sha: Sha256,
+}
+
+/// The output files of one connection's tasks that are still arriving.
+#[derive(Default)]
+struct IncomingFiles {
+    files: HashMap<(ContractId, Sha256Digest), Incoming>,
+}
+
+impl IncomingFiles {
+    fn announce(&mut self, contract: ContractId, meta: Attachment) -> Result<(), String> {
+        if meta.size == 0 || meta.size > HUB_LIMITS.max_file_bytes {
+            return Err(format!(
+                "an output file must be 1 to {} bytes, not {}",
+                HUB_LIMITS.max_file_bytes, meta.size
+            ));
+        }
+        if self.files.len() >= MAX_INCOMING_FILES {
+            return Err(format!("more than {MAX_INCOMING_FILES} output files in flight"));
+        }
+        let capacity = usize::try_from(meta.size).map_err(|e| e.to_string())?;
+        self.files.insert(
+            (contract, meta.sha256),
+            Incoming {
+                meta,
+                bytes: Vec::with_capacity(capacity),
+                sha: Sha256::new(),
+            },
+        );
+        Ok(())
+    }
+
+    /// Adds a piece; the whole file once it is complete and its hash checks out.
+    fn piece(&mut self, frame: &[u8]) -> Result<Option<(ContractId, TaskEvent)>, (Option<ContractId>, String)> {
+        let part = wire::decode_file_part(frame).map_err(|e| (None, e.to_string()))?;
+        let key = (part.contract, part.sha256);
+        let fail = |why: &str| (Some(part.contract), why.to_owned());
+        let file = self.files.get_mut(&key).ok_or_else(|| fail("a binary frame for a file that was not announced"))?;
+        if part.offset != file.bytes.len() as u64 {
+            self.files.remove(&key);
+            return Err(fail("a binary frame out of order"));
+        }
+        if file.bytes.len() as u64 + part.data.len() as u64 > file.meta.size {
+            self.files.remove(&key);
+            return Err(fail("a file longer than announced"));
+        }
+        file.bytes.extend_from_slice(part.data);
+        file.sha.update(part.data);
+        if (file.bytes.len() as u64) < file.meta.size {
+            return Ok(None);
+        }
+        let Some(done) = self.files.remove(&key) else {
+            return Ok(None);
+        };
+        if Sha256Digest(done.sha.finalize().into()) != done.meta.sha256 {
+            return Err(fail("a file whose bytes do not match its sha256"));
+        }
+        Ok(Some((
+            part.contract,
+            TaskEvent::File(done.meta, axum::body::Bytes::from(done.bytes)),
+        )))
+    }
+
+    fn forget(&mut self, contract: &ContractId) {
+        self.files.retain(|(c, _), _| c != contract);
     }
 }
 
@@ -189,19 +288,30 @@ async fn read_loop<R, E>(
     // A node that says nothing for three heartbeats is gone, whatever TCP thinks.
     let silence = Duration::from_millis(state.config.heartbeat_interval_ms.saturating_mul(3).max(1));
     let mut shutting_down = state.shutting_down.clone();
+    let mut incoming = IncomingFiles::default();
     loop {
         let next = tokio::select! {
-            n = tokio::time::timeout(silence, next_text(stream)) => n,
+            n = tokio::time::timeout(silence, next_frame(stream)) => n,
             _ = until_true(&mut shutting_down) => {
                 let _ = close.send(Message::Close(None)).await;
                 return;
             }
         };
         let frame = match next {
-            Ok(Some(Ok(text))) => text,
-            Ok(Some(Err(reply))) => {
-                let _ = close.send(reply).await;
-                return;
+            Ok(Some(Frame::Text(text))) => text,
+            Ok(Some(Frame::Binary(bytes))) => {
+                match incoming.piece(&bytes) {
+                    Ok(None) => {}
+                    Ok(Some((contract, event))) => deliver(node, contract, event).await,
+                    Err((contract, why)) => {
+                        tracing::warn!(node = %node.id, %why, "bad file from node");
+                        if let Some(contract) = contract {
+                            incoming.forget(&contract);
+                            deliver(node, contract, TaskEvent::Error(ErrorCode::MalformedFrame, why)).await;
+                        }
+                    }
+                }
+                continue;
             }
             Ok(None) => return,
             Err(_) => {
@@ -219,7 +329,18 @@ async fn read_loop<R, E>(
         };
         let (contract, event) = match msg {
             NodeMessage::Chunk { contract, data, .. } => (contract, TaskEvent::Chunk(data)),
-            NodeMessage::Done { contract, paperwork } => (contract, TaskEvent::Done(paperwork)),
+            NodeMessage::Output { contract, file } => {
+                if node.task(&contract).is_some() {
+                    if let Err(why) = incoming.announce(contract, file) {
+                        deliver(node, contract, TaskEvent::Error(ErrorCode::MalformedFrame, why)).await;
+                    }
+                }
+                continue;
+            }
+            NodeMessage::Done { contract, paperwork } => {
+                incoming.forget(&contract);
+                (contract, TaskEvent::Done(paperwork))
+            }
             NodeMessage::Error(ErrorFrame {
                 contract: Some(contract),
                 code,
@@ -241,10 +362,15 @@ async fn read_loop<R, E>(
                 return;
             }
         };
-        // A task the hub no longer waits for (time-out, client gone) is dropped silently.
-        if let Some(tx) = node.task(&contract) {
-            let _ = tx.send(event).await;
-        }
+        deliver(node, contract, event).await;
+    }
+}
+
+/// Hands an event to its task; a task the hub no longer waits for (time-out, client gone) is
+/// dropped silently.
+async fn deliver(node: &NodeHandle, contract: ContractId, event: TaskEvent) {
+    if let Some(tx) = node.task(&contract) {
+        let _ = tx.send(event).await;
     }
 }
 
@@ -255,7 +381,7 @@ async fn until_true(flag: &mut tokio::sync::watch::Receiver<bool>) {
 
 async fn write_loop<S>(
     mut sink: S,
-    mut inbox: mpsc::Receiver<HubMessage>,
+    mut inbox: mpsc::Receiver<Outbound>,
     mut close: mpsc::Receiver<Message>,
     heartbeat_ms: u64,
 ) where
@@ -275,10 +401,16 @@ async fn write_loop<S>(
                 }
                 break;
             }
-            _ = beat.tick() => HubMessage::Heartbeat { at: Timestamp::now() },
+            _ = beat.tick() => Outbound::Message(HubMessage::Heartbeat { at: Timestamp::now() }),
         };
-        let Ok(text) = wire::encode(&msg) else { continue };
-        if sink.send(Message::Text(text.into())).await.is_err() {
+        let frame = match msg {
+            Outbound::Message(m) => {
+                let Ok(text) = wire::encode(&m) else { continue };
+                Message::Text(text.into())
+            }
+            Outbound::FilePart(bytes) => Message::Binary(bytes.into()),
+        };
+        if sink.send(frame).await.is_err() {
             break;
         }
     }

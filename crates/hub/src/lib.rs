@@ -1,9 +1,12 @@
 //! The Stacknet hub: an axum service.
 //!
 //! Layout and flow:
-//! - [`openai`] validates requests and builds OpenAI-format responses; [`task`] runs one request:
+//! - [`workload`]: one module per OpenAI-style API (chat, completions, embeddings, image edits), each
+//!   a `WorkloadApi`: validate (with `stacknet_api`'s validators, which the node runs too), bound
+//!   the usage, stream or not, build the answer. [`task`] runs one request of any workload:
 //!   admission (API key, limits), a hub-signed Prompt Contract, a node from [`nodes`] (the registry
-//!   and scheduler), the task's events from the node, verified paperwork, the answer.
+//!   and scheduler), the task's events from the node (chunks, and files in binary frames), verified
+//!   paperwork whose output digest is recomputed from what the client gets, the answer.
 //! - [`gateway`] is the node side: the WebSocket on which nodes prove their key and run tasks.
 //! - [`store`] keeps the registry (Stacks, API keys, prices), the paperwork log, seen events and
 //!   payouts, on SQLite or PostgreSQL ([`pg_store`]); the ledger (`stacknet-ledger`) keeps balances.
@@ -24,13 +27,13 @@ pub mod gateway;
 pub mod log;
 pub mod money;
 pub mod nodes;
-pub mod openai;
 pub mod payout;
 pub mod pg_store;
 pub mod settle;
 pub mod store;
 pub mod task;
 pub mod webhook;
+pub mod workload;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -39,7 +42,9 @@ use std::sync::Arc;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde_json::{json, Value};
+use serde_json::Value;
+use stacknet_api::paths;
+use stacknet_api::types::{Health, HubInfo, ModelList};
 use stacknet_ledger::LedgerStore;
 use stacknet_protocol::contract::{AttributionSplit, PriceTerms, Workload};
 use stacknet_protocol::{Amount, PaperworkId, SecretKey};
@@ -275,35 +280,38 @@ impl Hub {
 
     pub fn router(&self) -> Router {
         let limit = self.state.config.max_body_bytes;
-        Router::new()
-            .route("/healthz", get(healthz))
-            .route("/v1/models", get(models))
-            .route("/v1/chat/completions", by_workload(Workload::Chat))
-            .route("/v1/completions", by_workload(Workload::Completion))
-            .route("/v1/embeddings", by_workload(Workload::Embedding))
-            .route("/stacknet/v1/hub", get(hub_info))
-            .route("/stacknet/v1/nodes/connect", get(gateway::connect))
-            .route("/stacknet/v1/paperwork/{id}", get(paperwork))
+        let mut router = Router::new();
+        for w in workload::SERVED {
+            if let Some(api) = workload::api(w) {
+                router = router.route(api.path(), by_workload(w));
+            }
+        }
+        router
+            .route(paths::HEALTHZ, get(healthz))
+            .route(paths::MODELS, get(models))
+            .route(paths::HUB_INFO, get(hub_info))
+            .route(paths::NODE_GATEWAY, get(gateway::connect))
+            .route(paths::PAPERWORK, get(paperwork))
             .route(
-                "/stacknet/v1/admin/stacks",
+                paths::ADMIN_STACKS,
                 post(admin::create_stack).get(admin::list_stacks),
             )
-            .route("/stacknet/v1/admin/stacks/{id}/keys", post(admin::create_key))
-            .route("/stacknet/v1/admin/stacks/{id}/topup", post(admin::topup))
-            .route("/stacknet/v1/admin/treasury/topup", post(admin::topup_treasury))
+            .route(paths::ADMIN_STACK_KEYS, post(admin::create_key))
+            .route(paths::ADMIN_STACK_TOPUP, post(admin::topup))
+            .route(paths::ADMIN_TREASURY_TOPUP, post(admin::topup_treasury))
             .route(
-                "/stacknet/v1/admin/prices",
+                paths::ADMIN_PRICES,
                 get(admin::list_prices).post(admin::set_price),
             )
-            .route("/stacknet/v1/webhooks/payments", post(webhook::payments))
-            .route("/stacknet/v1/webhooks/payouts", post(payout::callback))
-            .route("/stacknet/v1/statement", get(settle::stack_statement))
-            .route("/stacknet/v1/nodes/statement", post(settle::node_statement))
-            .route("/stacknet/v1/nodes/file", post(settle::file))
-            .route("/stacknet/v1/nodes/redeem", post(settle::redeem))
-            .route("/stacknet/v1/log/checkpoint", get(settle::checkpoint))
-            .route("/stacknet/v1/log/proof/inclusion", get(settle::inclusion))
-            .route("/stacknet/v1/log/proof/consistency", get(settle::consistency))
+            .route(paths::WEBHOOK_PAYMENTS, post(webhook::payments))
+            .route(paths::WEBHOOK_PAYOUTS, post(payout::callback))
+            .route(paths::STACK_STATEMENT, get(settle::stack_statement))
+            .route(paths::NODE_STATEMENT, post(settle::node_statement))
+            .route(paths::NODE_FILE, post(settle::file))
+            .route(paths::NODE_REDEEM, post(settle::redeem))
+            .route(paths::LOG_CHECKPOINT, get(settle::checkpoint))
+            .route(paths::LOG_INCLUSION, get(settle::inclusion))
+            .route(paths::LOG_CONSISTENCY, get(settle::consistency))
             .fallback(|| async { ApiError::NotFound("no such endpoint".to_owned()) })
             .layer(DefaultBodyLimit::max(limit))
             .with_state(self.state.clone())
@@ -346,31 +354,28 @@ pub async fn serve(
     Ok(())
 }
 
-async fn healthz(State(state): State<AppState>) -> Json<Value> {
-    Json(json!({"status": "ok", "nodes": state.nodes.connected().len()}))
+async fn healthz(State(state): State<AppState>) -> Json<Health> {
+    Json(Health {
+        status: "ok".to_owned(),
+        nodes: state.nodes.connected().len() as u64,
+    })
 }
 
-async fn hub_info(State(state): State<AppState>) -> Json<Value> {
-    Json(json!({
-        "hub_key": state.hub_key.public_key().to_hex(),
-        "protocol_version": stacknet_protocol::wire::PROTOCOL_VERSION,
-        "software": format!("stacknet/{}", env!("CARGO_PKG_VERSION")),
-    }))
+async fn hub_info(State(state): State<AppState>) -> Json<HubInfo> {
+    Json(HubInfo {
+        hub_key: state.hub_key.public_key(),
+        protocol_version: stacknet_protocol::wire::PROTOCOL_VERSION,
+        software: format!("stacknet/{}", env!("CARGO_PKG_VERSION")),
+    })
 }
 
 /// `GET /v1/models`: the models connected nodes serve now.
 async fn models(
     State(state): State<AppState>,
     headers: axum::http::HeaderMap,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ModelList>, ApiError> {
     state.api_keys.authenticate(&headers)?;
-    let data: Vec<Value> = state
-        .nodes
-        .served_models()
-        .into_iter()
-        .map(|m| json!({"id": m, "object": "model", "created": 0, "owned_by": "stacknet"}))
-        .collect();
-    Ok(Json(json!({"object": "list", "data": data})))
+    Ok(Json(ModelList::new(state.nodes.served_models())))
 }
 
 async fn paperwork(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
@@ -381,9 +386,9 @@ async fn paperwork(State(state): State<AppState>, Path(id): Path<String>) -> Res
         .store
         .paperwork(id)
         .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(ApiError::internal)?
         .ok_or_else(|| ApiError::NotFound(format!("paperwork {id}")))?;
     serde_json::from_str(&logged.record.json)
         .map(Json)
-        .map_err(|e| ApiError::Internal(e.to_string()))
+        .map_err(ApiError::internal)
 }

@@ -20,17 +20,14 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use stacknet_ledger::{AccountId, Entry, LedgerError, LedgerStore, Post, TransferId, Void};
-use stacknet_protocol::contract::{PriceTerms, Usage, Workload};
+use stacknet_protocol::contract::{PriceTerms, Usage};
 use stacknet_protocol::{Amount, PaperworkId, StackId, Timestamp};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::ApiError;
 use crate::log::MerkleLog;
-use crate::openai::ApiRequest;
 use crate::store::{ModelPrice, PaperworkRecord, Store};
 
-/// Input tokens assumed beyond the body's bytes (chat template, special tokens) when bounding cost.
-pub const TEMPLATE_TOKENS_BOUND: u64 = 1024;
 /// How long after a request's deadline its hold expires if nothing resolved it (a crashed hub).
 pub const DEFAULT_HOLD_GRACE_MS: u64 = 60_000;
 /// How often expired holds are released.
@@ -70,32 +67,16 @@ impl Prices {
     }
 }
 
-/// An upper bound of what `req` can cost under `price`: every byte of the body counted as an input
-/// token (a token is never shorter than a byte), plus the template's tokens, and the request's
-/// `max_tokens` (or the hub's default bound) of output. The node's charge is capped at this.
-pub fn max_cost(price: &PriceTerms, req: &ApiRequest, body_len: usize, default_max_output: u64) -> Amount {
-    let input_tokens = u64::try_from(body_len)
-        .unwrap_or(u64::MAX)
-        .saturating_add(TEMPLATE_TOKENS_BOUND);
-    let output_tokens = match req.workload {
-        Workload::Embedding => 0,
-        _ => ["max_completion_tokens", "max_tokens"]
-            .iter()
-            .find_map(|f| req.body.get(*f).and_then(serde_json::Value::as_u64))
-            .unwrap_or(default_max_output),
-    };
-    let usage = Usage {
-        input_tokens,
-        output_tokens,
-        units: 0,
-    };
+/// The most a request whose usage is bounded by `bound` can cost under `price` (the workload's
+/// module bounds the usage). The node's charge is capped at this.
+pub fn max_cost(price: &PriceTerms, bound: &Usage) -> Amount {
     price
-        .cost(&usage, Amount::from_micros(i64::MAX))
+        .cost(bound, Amount::from_micros(i64::MAX))
         .unwrap_or(Amount::from_micros(i64::MAX))
 }
 
 fn id(text: &str) -> Result<TransferId, ApiError> {
-    TransferId::new(text).map_err(|e| ApiError::Internal(e.to_string()))
+    TransferId::new(text).map_err(ApiError::internal)
 }
 
 /// The escrow of one request: the hold taken at admission. Dropped without being handed to the
@@ -148,7 +129,7 @@ impl Escrow {
                 available,
                 needed: max_cost,
             }),
-            Err(e) => Err(ApiError::Internal(format!("cannot hold the maximum cost: {e}"))),
+            Err(e) => Err(ApiError::internal(format!("cannot hold the maximum cost: {e}"))),
         }
     }
 

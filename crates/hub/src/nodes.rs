@@ -9,9 +9,11 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
+use bytes::Bytes;
 use serde_json::Value;
+use stacknet_protocol::contract::Workload;
 use stacknet_protocol::paperwork::Paperwork;
-use stacknet_protocol::wire::{ErrorCode, HubMessage, ModelOffer};
+use stacknet_protocol::wire::{Attachment, ErrorCode, FilePart, HubMessage, Limits, ModelOffer};
 use stacknet_protocol::{ContractId, NodeKeyId, PublicKey, Signed};
 use tokio::sync::mpsc;
 
@@ -19,6 +21,8 @@ use tokio::sync::mpsc;
 #[derive(Debug)]
 pub enum TaskEvent {
     Chunk(Value),
+    /// An output file, whole and checked against its sha256.
+    File(Attachment, Bytes),
     Done(Box<Signed<Paperwork>>),
     Error(ErrorCode, String),
     /// The node's connection ended before the task did.
@@ -28,16 +32,31 @@ pub enum TaskEvent {
 /// Chunks buffered per task before the node's connection waits for the client.
 pub const TASK_EVENT_QUEUE_LEN: usize = 256;
 
+/// What the gateway's writer sends to a node: a message, or a binary frame of a file.
+#[derive(Debug)]
+pub enum Outbound {
+    Message(HubMessage),
+    FilePart(Vec<u8>),
+}
+
+impl From<HubMessage> for Outbound {
+    fn from(m: HubMessage) -> Self {
+        Outbound::Message(m)
+    }
+}
+
 #[derive(Debug)]
 pub struct NodeHandle {
     pub id: NodeKeyId,
     pub key: PublicKey,
     pub models: Vec<ModelOffer>,
     pub max_concurrency: u32,
+    /// What the node accepts (from its Hello).
+    pub limits: Limits,
     /// Distinguishes this connection from an earlier or later one of the same key.
     pub conn_id: u64,
     in_flight: AtomicU32,
-    pub outbox: mpsc::Sender<HubMessage>,
+    pub outbox: mpsc::Sender<Outbound>,
     tasks: Mutex<HashMap<ContractId, mpsc::Sender<TaskEvent>>>,
 }
 
@@ -46,14 +65,16 @@ impl NodeHandle {
         key: PublicKey,
         models: Vec<ModelOffer>,
         max_concurrency: u32,
+        limits: Limits,
         conn_id: u64,
-        outbox: mpsc::Sender<HubMessage>,
+        outbox: mpsc::Sender<Outbound>,
     ) -> Self {
         Self {
             id: key.node_key_id(),
             key,
             models,
             max_concurrency,
+            limits,
             conn_id,
             in_flight: AtomicU32::new(0),
             outbox,
@@ -63,6 +84,42 @@ impl NodeHandle {
 
     pub fn serves(&self, model: &str) -> bool {
         self.models.iter().any(|m| m.name == model)
+    }
+
+    /// Serves `model` for `workload` and takes files of `file_bytes`.
+    pub fn can_run(&self, need: &Need<'_>) -> bool {
+        self.models
+            .iter()
+            .any(|m| m.name == need.model && m.workloads.contains(&need.workload))
+            && need.file_bytes <= self.limits.max_file_bytes
+    }
+
+    /// Sends a message, then the files that follow it in binary frames of the node's size.
+    pub async fn send_with_files(
+        &self,
+        message: HubMessage,
+        contract: ContractId,
+        files: &[(Attachment, Bytes)],
+    ) -> Result<(), ()> {
+        self.outbox.send(message.into()).await.map_err(|_| ())?;
+        let part = self.limits.part_bytes();
+        for (meta, bytes) in files {
+            let mut offset = 0usize;
+            for data in bytes.chunks(part) {
+                let frame = FilePart {
+                    contract,
+                    sha256: meta.sha256,
+                    offset: offset as u64,
+                    data,
+                };
+                self.outbox
+                    .send(Outbound::FilePart(frame.encode()))
+                    .await
+                    .map_err(|_| ())?;
+                offset += data.len();
+            }
+        }
+        Ok(())
     }
 
     pub fn in_flight(&self) -> u32 {
@@ -123,6 +180,15 @@ impl Drop for Lease {
         }
         self.node.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
+}
+
+/// What a task needs of a node.
+#[derive(Debug, Clone, Copy)]
+pub struct Need<'a> {
+    pub model: &'a str,
+    pub workload: Workload,
+    /// The largest input file the node must accept (0: none).
+    pub file_bytes: u64,
 }
 
 /// Why no node could be leased.
@@ -190,12 +256,13 @@ impl Nodes {
         z ^ (z >> 31)
     }
 
-    /// Leases a slot on a node that serves `model`, avoiding `exclude` (a node that just failed).
-    pub fn pick(&self, model: &str, exclude: Option<NodeKeyId>) -> Result<Lease, PickError> {
+    /// Leases a slot on a node that can run `need`, avoiding `exclude` (a node that just failed).
+    pub fn pick(&self, need: &Need<'_>, exclude: Option<NodeKeyId>) -> Result<Lease, PickError> {
+        let model = need.model;
         let candidates: Vec<Arc<NodeHandle>> = self
             .connected()
             .into_iter()
-            .filter(|n| n.serves(model) && Some(n.id) != exclude && n.in_flight() < n.max_concurrency)
+            .filter(|n| n.can_run(need) && Some(n.id) != exclude && n.in_flight() < n.max_concurrency)
             .collect();
         if candidates.is_empty() {
             let known = self

@@ -20,7 +20,6 @@ use serde_json::{json, Value};
 use stacknet_ledger::{AccountId, LedgerError, Reason, Transfer, TransferId};
 use stacknet_protocol::{Amount, NodeKeyId, Timestamp};
 
-use crate::admin::internal;
 use crate::error::ApiError;
 use crate::store::{PayoutRecord, PayoutState};
 use crate::webhook;
@@ -32,7 +31,7 @@ pub const MAX_DESTINATION_CHARS: usize = 200;
 pub const DELIVERY_TIMEOUT_MS: u64 = 10_000;
 
 fn tid(text: String) -> Result<TransferId, ApiError> {
-    TransferId::new(&text).map_err(internal)
+    TransferId::new(&text).map_err(ApiError::internal)
 }
 
 /// The transfer that moves a payout's money into payout-pending.
@@ -52,7 +51,7 @@ fn settle_transfer(p: &PayoutRecord, state: PayoutState) -> Result<Option<Transf
         PayoutState::Confirmed => Some(Transfer::posted(
             tid(format!("payout-confirm:{}", p.id))?,
             AccountId::payout_pending(p.node_key),
-            AccountId::external("payout").map_err(internal)?,
+            AccountId::external("payout").map_err(ApiError::internal)?,
             p.amount,
             Reason::Payout,
         )),
@@ -89,7 +88,7 @@ pub async fn start(
         .ledger
         .balance(AccountId::node(node))
         .await
-        .map_err(internal)?
+        .map_err(ApiError::internal)?
         .available();
     let amount = amount.unwrap_or(earnings);
     if amount.micros() <= 0 {
@@ -116,7 +115,7 @@ pub async fn start(
         .store
         .create_payout(payout.clone())
         .await
-        .map_err(internal)?;
+        .map_err(ApiError::internal)?;
     match state
         .ledger
         .create_transfers(vec![reserve(&payout)?.into()])
@@ -136,7 +135,7 @@ pub async fn start(
                 needed: amount,
             });
         }
-        Err(e) => return Err(internal(e)),
+        Err(e) => return Err(ApiError::internal(e)),
     }
     spawn_delivery(state.clone(), payout.clone());
     payout.updated_at = Timestamp::now();
@@ -162,7 +161,7 @@ async fn finish(
             Timestamp::now(),
         )
         .await
-        .map_err(internal)?;
+        .map_err(ApiError::internal)?;
     if changed {
         apply_final(state, payout, to).await?;
     }
@@ -174,7 +173,7 @@ async fn apply_final(state: &AppState, payout: &PayoutRecord, to: PayoutState) -
         .ledger
         .transfer(tid(format!("payout:{}", payout.id))?)
         .await
-        .map_err(internal)?;
+        .map_err(ApiError::internal)?;
     // A payout that failed before its money moved has nothing to return.
     if reserved.is_none() {
         return Ok(());
@@ -184,7 +183,7 @@ async fn apply_final(state: &AppState, payout: &PayoutRecord, to: PayoutState) -
             .ledger
             .create_transfers(vec![t.into()])
             .await
-            .map_err(internal)?;
+            .map_err(ApiError::internal)?;
     }
     Ok(())
 }
@@ -205,16 +204,16 @@ async fn deliver(state: &AppState, mut payout: PayoutRecord) -> Result<(), ApiEr
     let client = reqwest::Client::builder()
         .timeout(Duration::from_millis(DELIVERY_TIMEOUT_MS))
         .build()
-        .map_err(internal)?;
+        .map_err(ApiError::internal)?;
     let body = serde_json::to_vec(&json!({
         "id": payout.id, "node_key": payout.node_key, "amount": payout.amount,
         "destination": payout.destination, "created_at": payout.created_at,
     }))
-    .map_err(internal)?;
+    .map_err(ApiError::internal)?;
     let mut backoff = rail.first_backoff_ms;
     while payout.attempts < rail.max_attempts {
         payout.attempts += 1;
-        let signature = webhook::sign(&rail.secret, webhook::now_secs(), &body).map_err(internal)?;
+        let signature = webhook::sign(&rail.secret, webhook::now_secs(), &body).map_err(ApiError::internal)?;
         let sent = client
             .post(&rail.url)
             .header(webhook::SIGNATURE_HEADER, signature)
@@ -239,7 +238,7 @@ async fn deliver(state: &AppState, mut payout: PayoutRecord) -> Result<(), ApiEr
                             Timestamp::now(),
                         )
                         .await
-                        .map_err(internal)?;
+                        .map_err(ApiError::internal)?;
                 }
                 return Ok(());
             }
@@ -262,7 +261,7 @@ async fn deliver(state: &AppState, mut payout: PayoutRecord) -> Result<(), ApiEr
                 Timestamp::now(),
             )
             .await
-            .map_err(internal)?;
+            .map_err(ApiError::internal)?;
         tokio::time::sleep(Duration::from_millis(backoff)).await;
         backoff = backoff.saturating_mul(2);
     }
@@ -319,7 +318,7 @@ async fn resume_pending(state: &AppState, p: PayoutRecord) -> Result<(), ApiErro
             .await?;
             Ok(())
         }
-        Err(e) => Err(internal(e)),
+        Err(e) => Err(ApiError::internal(e)),
     }
 }
 
@@ -355,14 +354,14 @@ pub async fn callback(
         .store
         .payout(cb.id.clone())
         .await
-        .map_err(internal)?
+        .map_err(ApiError::internal)?
         .ok_or_else(|| ApiError::NotFound(format!("payout {}", cb.id)))?;
     let changed = finish(&state, &payout, to, cb.reason).await?;
     let now = state
         .store
         .payout(cb.id)
         .await
-        .map_err(internal)?
+        .map_err(ApiError::internal)?
         .map_or(payout.state, |p| p.state);
     Ok(Json(json!({"id": payout.id, "state": now, "changed": changed})))
 }

@@ -21,16 +21,17 @@ use std::collections::BTreeMap;
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::Json;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
+use stacknet_api::types::{FiledPaperwork, FilingAnswer, FilingRequest, Verdict};
 use stacknet_ledger::{AccountId, LedgerError, LedgerStore};
 use stacknet_protocol::contract::PromptContract;
-use stacknet_protocol::filing::{Filing, NodeAction, NodeRequest, MAX_FILING_PAPERWORK};
+use stacknet_protocol::filing::{NodeAction, NodeRequest, MAX_FILING_PAPERWORK};
 use stacknet_protocol::paperwork::Paperwork;
 use stacknet_protocol::{Amount, NodeKeyId, PaperworkId, Signed, Timestamp};
 
-use crate::admin::{balance_json, internal};
+use crate::admin::balance_json;
 use crate::error::ApiError;
 use crate::log::{checkpoint_json, consistency_json, inclusion_json, log_origin, paperwork_leaf};
 use crate::store::{LoggedPaperwork, Store};
@@ -48,11 +49,11 @@ pub const STATEMENT_LINES: u32 = 100;
 pub async fn checkpoint(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     crate::money::catch_up(&state.store, &state.log)
         .await
-        .map_err(internal)?;
+        .map_err(ApiError::internal)?;
     let cp = state
         .log
         .checkpoint(&log_origin(&state.hub_key.public_key()), &state.hub_key)
-        .map_err(internal)?;
+        .map_err(ApiError::internal)?;
     Ok(Json(checkpoint_json(&cp)))
 }
 
@@ -75,12 +76,12 @@ pub async fn inclusion(
         .map_err(|e: stacknet_protocol::IdError| ApiError::invalid("paperwork", e.to_string()))?;
     crate::money::catch_up(&state.store, &state.log)
         .await
-        .map_err(internal)?;
+        .map_err(ApiError::internal)?;
     let logged = state
         .store
         .paperwork(id)
         .await
-        .map_err(internal)?
+        .map_err(ApiError::internal)?
         .ok_or_else(|| ApiError::NotFound(format!("paperwork {id} is not in the log")))?;
     let size = q.tree_size.unwrap_or_else(|| state.log.size());
     let proof = state
@@ -109,7 +110,7 @@ pub async fn consistency(
 ) -> Result<Json<Value>, ApiError> {
     crate::money::catch_up(&state.store, &state.log)
         .await
-        .map_err(internal)?;
+        .map_err(ApiError::internal)?;
     let to = q.to.unwrap_or_else(|| state.log.size());
     let proof = state
         .log
@@ -135,11 +136,11 @@ async fn statement_json(
     after: Option<u64>,
     limit: Option<u32>,
 ) -> Result<Value, ApiError> {
-    let balance = ledger.balance(account.clone()).await.map_err(internal)?;
+    let balance = ledger.balance(account.clone()).await.map_err(ApiError::internal)?;
     let lines = ledger
         .transfers_of(account.clone(), limit.unwrap_or(STATEMENT_LINES), after)
         .await
-        .map_err(internal)?;
+        .map_err(ApiError::internal)?;
     let transfers: Vec<Value> = lines
         .iter()
         .map(|l| {
@@ -216,7 +217,7 @@ async fn fresh(
         .store
         .claim_event(kind, hex::encode(nonce.0), Timestamp::now())
         .await
-        .map_err(internal)?;
+        .map_err(ApiError::internal)?;
     if !new {
         return Err(ApiError::Conflict(format!(
             "this {kind} was used before (replay)"
@@ -248,8 +249,8 @@ pub async fn node_statement(
         .ledger
         .balance(AccountId::payout_pending(node))
         .await
-        .map_err(internal)?;
-    let payouts = state.store.payouts_of(node).await.map_err(internal)?;
+        .map_err(ApiError::internal)?;
+    let payouts = state.store.payouts_of(node).await.map_err(ApiError::internal)?;
     out["node_key"] = json!(node);
     out["payout_pending"] = balance_json(&pending);
     out["payouts"] = json!(payouts);
@@ -259,28 +260,8 @@ pub async fn node_statement(
 // ---------------------------------------------------------------------------------------------
 // Filing.
 
-#[derive(Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct FilingRequest {
-    pub filing: Signed<Filing>,
-    /// The documents the filing lists, in any order.
-    pub paperwork: Vec<Signed<Paperwork>>,
-}
-
-/// One paperwork's verdict in a filing.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "status", rename_all = "snake_case")]
-pub enum Verdict {
-    /// Settled now: the shares were paid.
-    Settled { amount: Amount },
-    /// Filed before: nothing was paid this time.
-    AlreadyFiled,
-    /// Refused, for `reason`; nothing was paid.
-    Refused { reason: String },
-}
-
 /// `POST /stacknet/v1/nodes/file`.
-pub async fn file(State(state): State<AppState>, body: axum::body::Bytes) -> Result<Json<Value>, ApiError> {
+pub async fn file(State(state): State<AppState>, body: axum::body::Bytes) -> Result<Json<FilingAnswer>, ApiError> {
     let FilingRequest {
         filing: signed,
         paperwork: docs,
@@ -322,7 +303,7 @@ pub async fn file(State(state): State<AppState>, body: axum::body::Bytes) -> Res
         .store
         .paperwork_many(listed.clone())
         .await
-        .map_err(internal)?;
+        .map_err(ApiError::internal)?;
     let now = Timestamp::now();
     let mut verdicts: BTreeMap<PaperworkId, Verdict> = BTreeMap::new();
     let mut to_settle = Vec::new();
@@ -358,19 +339,14 @@ pub async fn file(State(state): State<AppState>, body: axum::body::Bytes) -> Res
             _ => 0,
         })
         .sum();
-    let results: Vec<Value> = verdicts
-        .iter()
-        .map(|(id, v)| {
-            let mut o = json!(v);
-            o["paperwork"] = json!(id);
-            o
-        })
-        .collect();
-    Ok(Json(json!({
-        "node_key": node,
-        "settled": Amount::from_micros(settled_total),
-        "results": results,
-    })))
+    Ok(Json(FilingAnswer {
+        node_key: node,
+        settled: Amount::from_micros(settled_total),
+        results: verdicts
+            .into_iter()
+            .map(|(paperwork, verdict)| FiledPaperwork { paperwork, verdict })
+            .collect(),
+    }))
 }
 
 fn refused(reason: String) -> Verdict {
@@ -405,7 +381,7 @@ async fn check_documents(
         .collect();
     let mut out = Vec::new();
     for t in tasks {
-        out.extend(t.await.map_err(internal)??);
+        out.extend(t.await.map_err(ApiError::internal)??);
     }
     Ok(out)
 }
@@ -527,12 +503,12 @@ async fn settle(
     let claimed: std::collections::BTreeSet<PaperworkId> = store
         .begin_settlement(settlement.clone(), ids.clone(), now)
         .await
-        .map_err(internal)?
+        .map_err(ApiError::internal)?
         .into_iter()
         .collect();
     let due: Vec<Due> = due.into_iter().filter(|d| claimed.contains(&d.id)).collect();
     let amounts = pay(ledger, &settlement, &due).await?;
-    store.finish_settlement(settlement).await.map_err(internal)?;
+    store.finish_settlement(settlement).await.map_err(ApiError::internal)?;
     Ok(ids
         .into_iter()
         .map(|id| {
@@ -571,12 +547,12 @@ async fn pay(
             warm: d.warm,
         })
         .collect();
-    let transfers = stacknet_ledger::settlement(settlement, &terms).map_err(internal)?;
+    let transfers = stacknet_ledger::settlement(settlement, &terms).map_err(ApiError::internal)?;
     for chunk in transfers.shares.chunks(stacknet_ledger::MAX_BATCH_ENTRIES) {
         ledger
             .create_transfers(chunk.to_vec())
             .await
-            .map_err(|e| ApiError::Internal(format!("settlement {settlement}: {e}")))?;
+            .map_err(|e| ApiError::internal(format!("settlement {settlement}: {e}")))?;
     }
     for bonus in transfers.bonuses {
         match ledger.create_transfers(vec![bonus]).await {
@@ -586,7 +562,7 @@ async fn pay(
             }) => {
                 tracing::warn!(%available, bonus = %amount, %settlement, "the treasury cannot pay a warm bonus (fund it with `stacknet admin topup --treasury`); it is skipped");
             }
-            Err(e) => return Err(ApiError::Internal(format!("settlement {settlement}: {e}"))),
+            Err(e) => return Err(ApiError::internal(format!("settlement {settlement}: {e}"))),
         }
     }
     Ok(due.iter().map(|d| (d.id, d.cost)).collect())

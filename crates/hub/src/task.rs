@@ -10,8 +10,9 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 use stacknet_protocol::contract::{Parties, PriceTerms, PromptContract, Usage, Workload};
-use stacknet_protocol::paperwork::{check_paperwork_for, output_digest, request_digest, Paperwork};
-use stacknet_protocol::wire::{ErrorCode, HubMessage, Task};
+use stacknet_api::output::OutputDigester;
+use stacknet_protocol::paperwork::{check_paperwork_for, request_digest, Paperwork};
+use stacknet_protocol::wire::{Attachment, ErrorCode, HubMessage, Task};
 use stacknet_protocol::{Amount, ContractId, Nonce, Signed, StackId, Timestamp, UserId};
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio::time::Instant;
@@ -19,12 +20,13 @@ use tokio::time::Instant;
 use crate::error::ApiError;
 use crate::log::paperwork_leaf;
 use crate::money::{self, Escrow};
-use crate::nodes::{Lease, PickError, TaskEvent};
-use crate::openai::{parse_request, usage_json, ApiRequest, Assembler, Stamp};
+use crate::nodes::{Lease, Need, PickError, TaskEvent};
+use crate::workload::{self, usage_json, with_proof, Accepted, Collected, Parsed, Stamp, WorkloadApi};
+use stacknet_api::ApiRequest;
 use crate::store::PaperworkRecord;
 use crate::AppState;
 
-/// `POST /v1/chat/completions`, `/v1/completions` and `/v1/embeddings`: one handler, by workload.
+/// Every workload's endpoint: one handler, told which workload it serves.
 pub async fn respond(
     state: AppState,
     headers: HeaderMap,
@@ -44,12 +46,18 @@ async fn run(
     workload: Workload,
 ) -> Result<Response, ApiError> {
     let stack = state.api_keys.authenticate(&headers)?;
+    let api = workload::api(workload).ok_or_else(|| ApiError::NotFound("no such endpoint".to_owned()))?;
     let limit = state.config.max_body_bytes;
     let bytes = body.map_err(|rejection| match rejection.status() {
         StatusCode::PAYLOAD_TOO_LARGE => ApiError::BodyTooLarge { limit },
         _ => ApiError::MalformedJson(rejection.body_text()),
     })?;
-    let req = parse_request(&bytes, workload)?;
+    let body_len = bytes.len();
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let Parsed { request: req, files } = api.parse(content_type.as_deref(), bytes)?;
     let permit = state
         .inflight
         .clone()
@@ -59,7 +67,8 @@ async fn run(
         })?;
     let deadline = Instant::now() + Duration::from_millis(state.config.request_timeout_ms);
     let price = state.prices.get(&req.model);
-    let max_cost = money::max_cost(&price, &req, bytes.len(), state.config.default_max_output_tokens);
+    let bound = api.max_usage(&req, body_len, state.config.default_max_output_tokens);
+    let max_cost = money::max_cost(&price, &bound);
     // Held before any node is asked: a request the balance cannot cover costs nobody any work.
     let escrow = Escrow::hold(
         state.ledger.clone(),
@@ -75,10 +84,16 @@ async fn run(
     )
     .await?;
     let user = user_id(stack, req.user.as_deref());
+    let need = Need {
+        model: &req.model,
+        workload,
+        file_bytes: files.iter().map(|(a, _)| a.size).max().unwrap_or(0),
+    };
+    let attachments: Vec<Attachment> = files.iter().map(|(a, _)| a.clone()).collect();
     let mut exclude = None;
-    // A node that drops (or is full) before its first chunk costs the client nothing: one retry elsewhere.
+    // A node that drops (or is full) before its first event costs the client nothing: one retry elsewhere.
     for _attempt in 0..2 {
-        let mut lease = state.nodes.pick(&req.model, exclude).map_err(|e| match e {
+        let mut lease = state.nodes.pick(&need, exclude).map_err(|e| match e {
             PickError::UnknownModel => ApiError::UnknownModel(req.model.clone()),
             PickError::NoCapacity => ApiError::NoNode(req.model.clone()),
         })?;
@@ -87,8 +102,14 @@ async fn run(
         let task = HubMessage::Task(Box::new(Task {
             contract: contract.clone(),
             request: req.body.clone(),
+            attachments: attachments.clone(),
         }));
-        if lease.node.outbox.send(task).await.is_err() {
+        if lease
+            .node
+            .send_with_files(task, contract.body.id, &files)
+            .await
+            .is_err()
+        {
             exclude = Some(lease.node.id);
             continue;
         }
@@ -111,8 +132,11 @@ async fn run(
             }
             Ok(Some(event)) => event,
         };
+        let digester = OutputDigester::new(workload)
+            .map_err(|e| ApiError::internal(format!("no output digest for {workload:?}: {e}")))?;
         let running = Running {
             state,
+            api,
             lease,
             rx,
             contract,
@@ -120,9 +144,14 @@ async fn run(
             deadline,
             stamp_time: Timestamp::now(),
             escrow: Some(escrow),
+            out: Collected {
+                digester,
+                chunks: Vec::new(),
+                files: Vec::new(),
+            },
             _permit: permit,
         };
-        return if running.req.stream && running.req.workload != Workload::Embedding {
+        return if running.api.streams(&running.req) {
             Ok(running.stream(first))
         } else {
             running.collect(first).await
@@ -166,16 +195,17 @@ fn sign_contract(
         expires_at: now.plus_ms(i64::try_from(state.config.request_timeout_ms).unwrap_or(i64::MAX)),
         nonce: Nonce::random(),
     };
-    Signed::sign(body, &state.hub_key).map_err(|e| ApiError::Internal(format!("cannot sign contract: {e}")))
+    Signed::sign(body, &state.hub_key).map_err(|e| ApiError::internal(format!("cannot sign contract: {e}")))
 }
 
 fn cancel(lease: &Lease, contract: ContractId) {
-    let _ = lease.node.outbox.try_send(HubMessage::Cancel { contract });
+    let _ = lease.node.outbox.try_send(HubMessage::Cancel { contract }.into());
 }
 
 /// A task that has produced its first event.
 struct Running {
     state: AppState,
+    api: &'static dyn WorkloadApi,
     lease: Lease,
     rx: mpsc::Receiver<TaskEvent>,
     contract: Signed<PromptContract>,
@@ -184,15 +214,10 @@ struct Running {
     stamp_time: Timestamp,
     /// The request's hold; released when this is dropped before the writer took it over.
     escrow: Option<Escrow>,
+    /// What the node sent so far.
+    out: Collected,
     /// Holds this request's slot of the hub's concurrency limit until the answer is done.
     _permit: OwnedSemaphorePermit,
-}
-
-/// What the hub answers with once the paperwork checks out.
-struct Accepted {
-    usage: Usage,
-    fingerprint: String,
-    attribution: Value,
 }
 
 impl Running {
@@ -201,7 +226,6 @@ impl Running {
             id: format!("chatcmpl-{}", hex_id(&self.contract.body.id)),
             created: u64::try_from(self.stamp_time.unix_ms() / 1000).unwrap_or(0),
             model: self.req.model.clone(),
-            workload: self.req.workload,
         }
     }
 
@@ -228,64 +252,46 @@ impl Running {
         }
     }
 
-    async fn collect(mut self, first: TaskEvent) -> Result<Response, ApiError> {
-        let mut chunks = Vec::new();
-        let mut assembler = Assembler::default();
-        let mut event = first;
-        loop {
-            match event {
-                TaskEvent::Chunk(data) => {
-                    assembler.add(&data);
-                    chunks.push(data);
+    /// Takes one event of the node's output into what the answer and the digest are made of.
+    fn take(&mut self, event: TaskEvent) -> Result<Option<Box<Signed<Paperwork>>>, ApiError> {
+        match event {
+            TaskEvent::Chunk(data) => {
+                self.out.digester.chunk(&data);
+                if self.api.keeps_chunks() {
+                    self.out.chunks.push(data);
                 }
-                TaskEvent::Done(pw) => {
-                    let accepted = self.accept(&chunks, *pw).await?;
-                    if self.req.workload == Workload::Embedding {
-                        return Ok(axum::Json(self.embeddings_body(&chunks, accepted)?).into_response());
-                    }
-                    let stamp = self.stamp();
-                    let object = if self.req.workload == Workload::Completion {
-                        "text_completion"
-                    } else {
-                        "chat.completion"
-                    };
-                    let body = json!({
-                        "id": stamp.id, "object": object, "created": stamp.created, "model": stamp.model,
-                        "choices": assembler.choices(self.req.workload),
-                        "usage": usage_json(&accepted.usage),
-                        "fingerprint": accepted.fingerprint, "attribution": accepted.attribution,
-                    });
-                    return Ok(axum::Json(body).into_response());
-                }
-                other => return Err(self.fail(other)),
+                Ok(None)
             }
-            event = self.next().await?;
+            TaskEvent::File(meta, bytes) => {
+                self.out.digester.file(meta.sha256);
+                self.out.files.push((meta, bytes));
+                Ok(None)
+            }
+            TaskEvent::Done(pw) => Ok(Some(pw)),
+            other => Err(self.fail(other)),
         }
     }
 
-    /// Embeddings come whole, in one chunk: the OpenAI response, which the hub stamps with the
-    /// requested model, the usage from the signed paperwork, and the fingerprint.
-    fn embeddings_body(&self, chunks: &[Value], accepted: Accepted) -> Result<Value, ApiError> {
-        let [data] = chunks else {
-            return Err(ApiError::NodeFailed(format!(
-                "expected one embeddings chunk, got {}",
-                chunks.len()
-            )));
-        };
-        let mut body = data.clone();
-        let obj = body
-            .as_object_mut()
-            .ok_or_else(|| ApiError::NodeFailed("embeddings are not an object".into()))?;
-        obj.insert("object".into(), Value::String("list".into()));
-        obj.insert("model".into(), Value::String(self.req.model.clone()));
-        let u = &accepted.usage;
-        obj.insert(
-            "usage".into(),
-            json!({"prompt_tokens": u.input_tokens, "total_tokens": u.input_tokens}),
-        );
-        obj.insert("fingerprint".into(), Value::String(accepted.fingerprint));
-        obj.insert("attribution".into(), accepted.attribution);
-        Ok(body)
+    async fn collect(mut self, first: TaskEvent) -> Result<Response, ApiError> {
+        let mut event = first;
+        loop {
+            if let Some(pw) = self.take(event)? {
+                let accepted = self.accept(*pw).await?;
+                let stamp = self.stamp();
+                let out = std::mem::replace(
+                    &mut self.out,
+                    Collected {
+                        digester: OutputDigester::new(self.req.workload)
+                            .map_err(ApiError::internal)?,
+                        chunks: Vec::new(),
+                        files: Vec::new(),
+                    },
+                );
+                let body = self.api.answer(&self.req, out, &stamp, accepted)?;
+                return Ok(axum::Json(body).into_response());
+            }
+            event = self.next().await?;
+        }
     }
 
     fn stream(self, first: TaskEvent) -> Response {
@@ -298,20 +304,22 @@ impl Running {
             .header(header::CONTENT_TYPE, "text/event-stream")
             .header(header::CACHE_CONTROL, "no-cache")
             .body(Body::from_stream(body))
-            .unwrap_or_else(|_| ApiError::Internal("cannot build the stream".into()).into_response())
+            .unwrap_or_else(|_| ApiError::internal("cannot build the stream").into_response())
     }
 
     /// Feeds the SSE body; stops (and cancels the task) when the client goes away.
     async fn pump(mut self, first: TaskEvent, tx: mpsc::Sender<Bytes>) {
         let stamp = self.stamp();
-        let mut chunks = Vec::new();
+        let object = match self.req.workload {
+            Workload::Completion => "text_completion",
+            _ => "chat.completion.chunk",
+        };
         let mut event = Ok(first);
         loop {
             let frame = match event {
                 Ok(TaskEvent::Chunk(data)) => {
-                    let out = stamp.client_chunk(data.clone());
-                    chunks.push(data);
-                    match out {
+                    self.out.digester.chunk(&data);
+                    match client_chunk(&stamp, object, data) {
                         Some(c) => sse(&c),
                         None => {
                             event = self.next().await;
@@ -320,11 +328,10 @@ impl Running {
                     }
                 }
                 Ok(TaskEvent::Done(pw)) => {
-                    let last = match self.accept(&chunks, *pw).await {
+                    let last = match self.accept(*pw).await {
                         Ok(a) => {
-                            let usage = self.req.include_usage.then_some(&a.usage);
-                            let mut s =
-                                sse(&stamp.final_chunk(usage, &a.fingerprint, &a.attribution)).to_vec();
+                            let usage = self.req.include_usage.then(|| a.usage.clone());
+                            let mut s = sse(&final_chunk(&stamp, object, usage.as_ref(), a)).to_vec();
                             s.extend_from_slice(b"data: [DONE]\n\n");
                             Bytes::from(s)
                         }
@@ -351,14 +358,14 @@ impl Running {
     }
 
     /// Checks the node's paperwork against what the hub issued and received, then stores it.
-    async fn accept(&mut self, chunks: &[Value], pw: Signed<Paperwork>) -> Result<Accepted, ApiError> {
+    async fn accept(&mut self, pw: Signed<Paperwork>) -> Result<Accepted, ApiError> {
         let invalid = |why: String| ApiError::NodeFailed(format!("the node's paperwork was refused: {why}"));
         let checked = check_paperwork_for(&pw, &self.contract).map_err(|e| invalid(e.to_string()))?;
         let req_digest = request_digest(&self.req.body).map_err(|e| invalid(e.to_string()))?;
         if pw.body.request_sha256 != req_digest {
             return Err(invalid("request_sha256 does not match the request".into()));
         }
-        let out_digest = output_digest(chunks).map_err(|e| invalid(e.to_string()))?;
+        let out_digest = self.out.digester.finish().map_err(|e| invalid(e.to_string()))?;
         if pw.body.output_sha256 != out_digest {
             return Err(invalid("output_sha256 does not match the output received".into()));
         }
@@ -391,13 +398,45 @@ impl Running {
             .writer
             .accept(record)
             .await
-            .map_err(ApiError::Internal)?;
+            .map_err(ApiError::internal)?;
         Ok(Accepted {
             usage: pw.body.usage,
             fingerprint: checked.fingerprint.to_string(),
             attribution,
+            paperwork: checked.id.to_string(),
         })
     }
+}
+
+/// Rewrites a node's chunk for the client; `None` for a usage-only chunk, which the hub replaces
+/// by its own final chunk (usage from the signed paperwork, and the proof). The choices are relayed
+/// untouched: the output digest is over them.
+fn client_chunk(stamp: &Stamp, object: &str, mut chunk: Value) -> Option<Value> {
+    let obj = chunk.as_object_mut()?;
+    let choices_empty = obj
+        .get("choices")
+        .and_then(Value::as_array)
+        .is_none_or(|c| c.is_empty());
+    if choices_empty {
+        return None;
+    }
+    obj.remove("usage");
+    obj.insert("id".into(), Value::String(stamp.id.clone()));
+    obj.insert("object".into(), Value::String(object.into()));
+    obj.insert("created".into(), Value::from(stamp.created));
+    obj.insert("model".into(), Value::String(stamp.model.clone()));
+    Some(chunk)
+}
+
+/// The last chunk of a stream: no choices, the usage if asked for, and the proof.
+fn final_chunk(stamp: &Stamp, object: &str, usage: Option<&Usage>, accepted: Accepted) -> Value {
+    let mut v = json!({
+        "id": stamp.id, "object": object, "created": stamp.created, "model": stamp.model, "choices": [],
+    });
+    if let (Some(u), Some(obj)) = (usage, v.as_object_mut()) {
+        obj.insert("usage".into(), usage_json(u));
+    }
+    with_proof(v, accepted)
 }
 
 fn hex_id(id: &ContractId) -> String {

@@ -131,7 +131,7 @@ pub async fn payments(
         .store
         .stacks()
         .await
-        .map_err(crate::admin::internal)?
+        .map_err(ApiError::internal)?
         .iter()
         .any(|s| s.id == stack);
     if !known {

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
-use stacknet_protocol::wire::{self, ErrorCode, ErrorFrame, Hello, HubMessage, NodeMessage, WireError};
+use stacknet_protocol::wire::{self, ErrorCode, ErrorFrame, Hello, HubMessage, Limits, NodeMessage, WireError};
 use stacknet_protocol::{PublicKey, SignError, Signed, Timestamp};
 use tokio::time::{timeout_at, Instant};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
@@ -22,6 +22,8 @@ pub const SOFTWARE: &str = concat!("stacknet/", env!("CARGO_PKG_VERSION"));
 pub(crate) struct Welcomed {
     pub hub: PublicKey,
     pub heartbeat_interval: Duration,
+    /// What the hub accepts from this node (frame size, output files).
+    pub limits: Limits,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -88,6 +90,7 @@ where
         max_concurrency: shared.options.max_concurrency,
         software: SOFTWARE.to_owned(),
         created_at: Timestamp::now(),
+        limits: Some(Limits::OURS),
     };
     let frame = wire::encode(&NodeMessage::Hello(Box::new(Signed::sign(hello, &shared.key)?)))?;
     ws.send(Message::text(frame))
@@ -97,6 +100,7 @@ where
         HubMessage::Welcome {
             node_key,
             heartbeat_interval_ms,
+            limits,
         } => {
             if node_key != shared.id {
                 warn!(welcomed_as = %node_key, node_key = %shared.id, "the hub welcomed this node under another id");
@@ -104,6 +108,7 @@ where
             Ok(Welcomed {
                 hub,
                 heartbeat_interval: Duration::from_millis(heartbeat_interval_ms),
+                limits: limits.unwrap_or(Limits::LEGACY),
             })
         }
         HubMessage::Error(frame) => Err(refused(frame)),

@@ -40,7 +40,7 @@ use tracing::{info, warn};
 pub use backend::upstream::OpenAiUpstream;
 pub use backend::{Backend, BackendError, BackendOutcome, BackendTask};
 pub use config::{ApiKey, NodeConfig, NodeOptions, UpstreamConfig};
-pub use digest::{output_digest, request_digest, OutputHasher};
+pub use digest::{digest_of_response, digest_of_stream, request_digest, OutputDigester};
 pub use handshake::SOFTWARE;
 pub use node::Node;
 pub use wallet::{Wallet, WalletEntry, WalletError};

@@ -2,7 +2,8 @@
 //!
 //! A single loop owns the socket: it reads hub frames, writes frames that running tasks queue on a
 //! bounded channel (batched: everything queued goes out with one flush), reaps finished tasks, and
-//! watches the hub's liveness and the shutdown signal. Tasks run on their own tokio tasks in a
+//! watches the hub's liveness and the shutdown signal. A task with input files waits (holding its
+//! slot) until their binary frames have arrived whole and match their sha256. Tasks run on their own tokio tasks in a
 //! `JoinSet`, so when the connection ends they are aborted together (their output could not be
 //! delivered), and on shutdown the loop stops taking tasks and waits for the running ones.
 //! Written over `Sink`/`Stream` of WebSocket messages, so tests can drive it with channels.
@@ -11,21 +12,27 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
-use stacknet_protocol::wire::{self, ErrorCode, ErrorFrame, HubMessage, NodeMessage, Task};
-use stacknet_protocol::{ContractId, PublicKey, Timestamp};
+use sha2::{Digest, Sha256};
+use stacknet_protocol::wire::{self, ErrorCode, ErrorFrame, HubMessage, Limits, NodeMessage, Task};
+use stacknet_protocol::{ContractId, PublicKey, Sha256Digest, Timestamp};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::sync::{mpsc, watch};
 use tokio::task::{AbortHandle, JoinError, JoinSet};
 use tokio::time::{sleep_until, Instant};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tracing::{debug, error, info, warn};
 
+use crate::backend::InputFile;
 use crate::handshake::{handshake, kind};
 use crate::node::{shutdown_requested, Shared};
 use crate::task::{self, Refusal};
 
 /// Frames tasks may queue ahead of the socket before they wait.
 pub const OUTBOUND_QUEUE_LEN: usize = 1024;
+/// Most input files one task may carry.
+pub const MAX_TASK_FILES: usize = 16;
 /// The most queued frames written before one flush.
 pub const MAX_WRITE_BATCH: usize = 64;
 /// Stands in for "never" in timers that are switched off.
@@ -70,31 +77,47 @@ where
     info!(hub = %welcomed.hub, node_key = %shared.id, "connected to the hub");
     let liveness = (!welcomed.heartbeat_interval.is_zero())
         .then(|| welcomed.heartbeat_interval * shared.options.heartbeat_misses.max(1));
-    let mut session = Session::new(Arc::clone(shared), welcomed.hub, liveness);
+    let mut session = Session::new(Arc::clone(shared), welcomed.hub, welcomed.limits, liveness);
     let end = session.serve(&mut ws, shutdown).await;
     session.stop().await;
     end
 }
 
+/// A task whose input files are still arriving; it holds its slot meanwhile.
+struct Pending {
+    task: Task,
+    permit: OwnedSemaphorePermit,
+    /// The files received whole, in order.
+    done: Vec<InputFile>,
+    /// The file being received: its bytes so far and their running hash.
+    current: Vec<u8>,
+    sha: Sha256,
+}
+
 struct Session {
     shared: Arc<Shared>,
     hub: PublicKey,
+    /// What the hub accepts from this node.
+    hub_limits: Limits,
+    pending: HashMap<ContractId, Pending>,
     /// Silence from the hub longer than this means the connection is dead.
     liveness: Option<Duration>,
     tasks: JoinSet<()>,
     running: HashMap<ContractId, AbortHandle>,
     contracts: HashMap<tokio::task::Id, ContractId>,
-    out_tx: mpsc::Sender<String>,
-    out_rx: mpsc::Receiver<String>,
+    out_tx: mpsc::Sender<Message>,
+    out_rx: mpsc::Receiver<Message>,
     draining: bool,
 }
 
 impl Session {
-    fn new(shared: Arc<Shared>, hub: PublicKey, liveness: Option<Duration>) -> Self {
+    fn new(shared: Arc<Shared>, hub: PublicKey, hub_limits: Limits, liveness: Option<Duration>) -> Self {
         let (out_tx, out_rx) = mpsc::channel(OUTBOUND_QUEUE_LEN);
         Self {
             shared,
             hub,
+            hub_limits,
+            pending: HashMap::new(),
             liveness,
             tasks: JoinSet::new(),
             running: HashMap::new(),
@@ -186,8 +209,8 @@ impl Session {
             // tungstenite queued the pong while reading; flush so it leaves now.
             Message::Ping(_) => ws.flush().await.map_err(|e| e.to_string()),
             Message::Close(frame) => Err(format!("the hub closed the connection: {frame:?}")),
-            Message::Binary(_) => {
-                warn!("ignoring a binary frame from the hub");
+            Message::Binary(bytes) => {
+                self.on_file_part(&bytes, ws).await;
                 Ok(())
             }
             Message::Pong(_) | Message::Frame(_) => Ok(()),
@@ -201,6 +224,9 @@ impl Session {
         match message {
             HubMessage::Task(task) => self.on_task(*task, ws).await,
             HubMessage::Cancel { contract } => {
+                if self.pending.remove(&contract).is_some() {
+                    debug!(%contract, "task cancelled while its files arrived");
+                }
                 match self.running.remove(&contract) {
                     Some(handle) => {
                         debug!(%contract, "task cancelled by the hub");
@@ -237,26 +263,110 @@ impl Session {
     {
         let contract = task.contract.body.id;
         match self.admit(&task) {
-            Ok(permit) => {
-                let run = task::run(Arc::clone(&self.shared), task, self.out_tx.clone());
-                let handle = self.tasks.spawn(async move {
-                    run.await;
-                    drop(permit);
-                });
-                self.contracts.insert(handle.id(), contract);
-                self.running.insert(contract, handle);
+            Ok(permit) if task.attachments.is_empty() => {
+                self.start(task, Vec::new(), permit);
                 Ok(())
             }
-            Err(refusal) => {
-                debug!(%contract, code = ?refusal.code, message = %refusal.message, "task refused");
-                let frame = ErrorFrame {
-                    contract: Some(contract),
-                    code: refusal.code,
-                    message: refusal.message,
-                };
-                send(ws, &NodeMessage::Error(frame)).await
+            Ok(permit) => {
+                self.pending.insert(
+                    contract,
+                    Pending {
+                        task,
+                        permit,
+                        done: Vec::new(),
+                        current: Vec::new(),
+                        sha: Sha256::new(),
+                    },
+                );
+                Ok(())
+            }
+            Err(refusal) => refuse(ws, contract, refusal).await,
+        }
+    }
+
+    fn start(&mut self, task: Task, files: Vec<InputFile>, permit: OwnedSemaphorePermit) {
+        let contract = task.contract.body.id;
+        let run = task::run(
+            Arc::clone(&self.shared),
+            task,
+            files,
+            self.out_tx.clone(),
+            self.hub_limits,
+        );
+        let handle = self.tasks.spawn(async move {
+            run.await;
+            drop(permit);
+        });
+        self.contracts.insert(handle.id(), contract);
+        self.running.insert(contract, handle);
+    }
+
+    /// A piece of a pending task's input file. A piece that does not fit (unknown task, out of
+    /// order, too long, a hash that does not match) fails that task alone.
+    async fn on_file_part<S>(&mut self, frame: &[u8], ws: &mut S)
+    where
+        S: Sink<Message, Error = WsError> + Unpin,
+    {
+        let part = match wire::decode_file_part(frame) {
+            Ok(p) => p,
+            Err(e) => {
+                warn!(error = %e, "ignoring a malformed binary frame from the hub");
+                return;
+            }
+        };
+        let contract = part.contract;
+        match self.take_part(&part) {
+            Ok(None) => {}
+            Ok(Some((task, files, permit))) => self.start(task, files, permit),
+            Err(why) => {
+                self.pending.remove(&contract);
+                let _ = refuse(ws, contract, Refusal::new(ErrorCode::MalformedFrame, why)).await;
             }
         }
+    }
+
+    /// Adds a piece; the task with all its files once the last piece arrived.
+    #[allow(clippy::type_complexity)]
+    fn take_part(
+        &mut self,
+        part: &wire::FilePart<'_>,
+    ) -> Result<Option<(Task, Vec<InputFile>, OwnedSemaphorePermit)>, String> {
+        let pending = self
+            .pending
+            .get_mut(&part.contract)
+            .ok_or_else(|| "a file for a task that is not waiting for one".to_owned())?;
+        let meta = pending
+            .task
+            .attachments
+            .get(pending.done.len())
+            .ok_or_else(|| "more files than the task lists".to_owned())?;
+        if part.sha256 != meta.sha256 || part.offset != pending.current.len() as u64 {
+            return Err("file pieces out of order".to_owned());
+        }
+        if pending.current.len() as u64 + part.data.len() as u64 > meta.size {
+            return Err("a file longer than the task says".to_owned());
+        }
+        pending.current.extend_from_slice(part.data);
+        pending.sha.update(part.data);
+        if (pending.current.len() as u64) < meta.size {
+            return Ok(None);
+        }
+        let sha = std::mem::take(&mut pending.sha);
+        if Sha256Digest(sha.finalize().into()) != meta.sha256 {
+            return Err("a file whose bytes do not match its sha256".to_owned());
+        }
+        let file = InputFile {
+            meta: meta.clone(),
+            bytes: Bytes::from(std::mem::take(&mut pending.current)),
+        };
+        pending.done.push(file);
+        if pending.done.len() < pending.task.attachments.len() {
+            return Ok(None);
+        }
+        Ok(self
+            .pending
+            .remove(&part.contract)
+            .map(|p| (p.task, p.done, p.permit)))
     }
 
     /// The checks before a task runs; on success, the capacity slot it holds while it runs.
@@ -265,7 +375,15 @@ impl Session {
             return Err(Refusal::new(ErrorCode::Overloaded, "the node is shutting down"));
         }
         task::check(task, &self.hub, self.shared.id, &self.shared.offers)?;
-        if self.running.contains_key(&task.contract.body.id) {
+        let limit = Limits::OURS.max_file_bytes;
+        if task.attachments.len() > MAX_TASK_FILES || task.attachments.iter().any(|a| a.size == 0 || a.size > limit) {
+            return Err(Refusal::new(
+                ErrorCode::InvalidRequest,
+                format!("a task carries at most {MAX_TASK_FILES} files of 1 to {limit} bytes"),
+            ));
+        }
+        let id = task.contract.body.id;
+        if self.running.contains_key(&id) || self.pending.contains_key(&id) {
             return Err(Refusal::new(
                 ErrorCode::BadContract,
                 "this contract is already running",
@@ -298,14 +416,14 @@ impl Session {
     }
 
     /// Writes `first` and whatever else is queued, then flushes once.
-    async fn write_queued<S>(&mut self, ws: &mut S, first: String) -> Result<(), WsError>
+    async fn write_queued<S>(&mut self, ws: &mut S, first: Message) -> Result<(), WsError>
     where
         S: Sink<Message, Error = WsError> + Unpin,
     {
-        ws.feed(Message::text(first)).await?;
+        ws.feed(first).await?;
         for _ in 1..MAX_WRITE_BATCH {
             match self.out_rx.try_recv() {
-                Ok(frame) => ws.feed(Message::text(frame)).await?,
+                Ok(frame) => ws.feed(frame).await?,
                 Err(_) => break,
             }
         }
@@ -338,7 +456,21 @@ impl Session {
         while self.tasks.join_next().await.is_some() {}
         self.running.clear();
         self.contracts.clear();
+        self.pending.clear();
     }
+}
+
+async fn refuse<S>(ws: &mut S, contract: ContractId, refusal: Refusal) -> Result<(), String>
+where
+    S: Sink<Message, Error = WsError> + Unpin,
+{
+    debug!(%contract, code = ?refusal.code, message = %refusal.message, "task refused");
+    let frame = ErrorFrame {
+        contract: Some(contract),
+        code: refusal.code,
+        message: refusal.message,
+    };
+    send(ws, &NodeMessage::Error(frame)).await
 }
 
 async fn send<S>(ws: &mut S, message: &NodeMessage) -> Result<(), String>

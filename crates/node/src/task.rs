@@ -1,19 +1,25 @@
-//! One task, from the hub's `task` frame to `done`: the checks before anything runs, then the backend
-//! run with its chunks forwarded as they come, then paperwork, signed and durable in the wallet before
-//! `done` goes out.
+//! One task, from the hub's `task` frame to `done`: the checks before anything runs (the contract,
+//! and the request with the workload's shared validator), then the backend run with its chunks
+//! forwarded as they come, its output files sent in binary frames, then paperwork, signed and
+//! durable in the wallet before `done` goes out. The output digest is the workload's
+//! (`stacknet_api::output`): over what the client receives, so the hub recomputes the same.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use serde_json::Value;
+use stacknet_api::output::{DigestError, OutputDigester};
 use stacknet_protocol::jcs::JcsError;
-use stacknet_protocol::wire::{self, ErrorCode, ErrorFrame, ModelOffer, NodeMessage, Task, WireError};
-use stacknet_protocol::{ContractId, NodeKeyId, PublicKey, SignError, Timestamp};
+use stacknet_protocol::wire::{
+    self, Attachment, ErrorCode, ErrorFrame, FilePart, Limits, ModelOffer, NodeMessage, Task, WireError,
+};
+use stacknet_protocol::{ContractId, NodeKeyId, PublicKey, Sha256Digest, SignError, Timestamp};
 use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
 use tracing::{debug, error};
 
-use crate::backend::{BackendError, BackendTask};
-use crate::digest::{request_digest, OutputHasher};
+use crate::backend::{BackendError, BackendTask, InputFile, OutputFile};
+use crate::digest::request_digest;
 use crate::node::Shared;
 use crate::paperwork::{sign_paperwork, FinishedTask};
 use crate::usage;
@@ -78,7 +84,10 @@ pub fn check(task: &Task, hub: &PublicKey, me: NodeKeyId, offers: &[ModelOffer])
             ErrorCode::UnknownModel,
             format!("this node serves {:?} but not for {:?}", c.model, c.workload),
         )),
-        Some(_) => Ok(()),
+        // The hub is a peer too: the request gets the same validator the hub ran at its edge.
+        Some(_) => stacknet_api::request::validate(c.workload, task.request.clone())
+            .map(|_| ())
+            .map_err(|e| Refusal::new(ErrorCode::InvalidRequest, e.to_string())),
     }
 }
 
@@ -88,6 +97,10 @@ enum TaskError {
     Backend(#[from] BackendError),
     #[error("cannot hash: {0}")]
     Hash(#[from] JcsError),
+    #[error("cannot digest the output: {0}")]
+    Digest(#[from] DigestError),
+    #[error("an output file of {size} bytes is over the hub's limit of {limit}")]
+    FileTooLarge { size: u64, limit: u64 },
     #[error("cannot sign paperwork: {0}")]
     Sign(#[from] SignError),
     #[error("cannot store paperwork: {0}")]
@@ -99,12 +112,19 @@ enum TaskError {
     Disconnected,
 }
 
-/// Runs an accepted task to its end and reports the result on `out` (the session's outgoing frames).
-pub(crate) async fn run(shared: Arc<Shared>, task: Task, out: mpsc::Sender<String>) {
+/// Runs an accepted task (its input files whole) to its end and reports the result on `out` (the
+/// session's outgoing frames); `hub` is what the hub accepts.
+pub(crate) async fn run(
+    shared: Arc<Shared>,
+    task: Task,
+    files: Vec<InputFile>,
+    out: mpsc::Sender<Message>,
+    hub: Limits,
+) {
     let contract = task.contract.body.id;
     let started = Instant::now();
     debug!(%contract, model = %task.contract.body.model, "task started");
-    match execute(&shared, task, &out, started).await {
+    match execute(&shared, task, files, &out, hub, started).await {
         Ok(()) => debug!(%contract, elapsed_ms = started.elapsed().as_millis() as u64, "task done"),
         Err(TaskError::Disconnected) => debug!(%contract, "task output dropped: the hub connection is gone"),
         Err(e) => {
@@ -132,10 +152,12 @@ pub(crate) async fn run(shared: Arc<Shared>, task: Task, out: mpsc::Sender<Strin
 async fn execute(
     shared: &Shared,
     task: Task,
-    out: &mpsc::Sender<String>,
+    files: Vec<InputFile>,
+    out: &mpsc::Sender<Message>,
+    hub: Limits,
     started: Instant,
 ) -> Result<(), TaskError> {
-    let Task { contract, request } = task;
+    let Task { contract, request, .. } = task;
     let id = contract.body.id;
     let request_sha256 = request_digest(&request)?;
     let request = Arc::new(request);
@@ -144,10 +166,11 @@ async fn execute(
         workload: contract.body.workload,
         model: contract.body.model.clone(),
         request: Arc::clone(&request),
+        files: Arc::new(files),
     };
+    let mut output = Output::new(id, OutputDigester::new(contract.body.workload)?);
     let (chunk_tx, mut chunk_rx) = mpsc::channel(CHUNK_QUEUE_LEN);
     let mut running = shared.backend.execute(backend_task, chunk_tx);
-    let mut output = Output::new(id);
     let outcome = loop {
         tokio::select! {
             biased;
@@ -160,13 +183,16 @@ async fn execute(
     while let Ok(chunk) = chunk_rx.try_recv() {
         output.forward(chunk, out).await?;
     }
+    for file in &outcome.files {
+        output.send_file(file, out, hub).await?;
+    }
     let usage = outcome
         .usage
         .unwrap_or_else(|| usage::estimate(&request, output.content_chunks));
     let finished = FinishedTask {
         contract,
         request_sha256,
-        output_sha256: output.hasher.finish(),
+        output_sha256: output.digester.finish()?,
         usage,
         backend: outcome.info,
         duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
@@ -186,26 +212,26 @@ async fn execute(
     .await
 }
 
-/// The output side of a running task: numbering, hashing and counting chunks on their way out.
+/// The output side of a running task: numbering, digesting and counting chunks on their way out.
 struct Output {
     contract: ContractId,
     seq: u64,
-    hasher: OutputHasher,
+    digester: OutputDigester,
     content_chunks: u64,
 }
 
 impl Output {
-    fn new(contract: ContractId) -> Self {
+    fn new(contract: ContractId, digester: OutputDigester) -> Self {
         Self {
             contract,
             seq: 0,
-            hasher: OutputHasher::new(),
+            digester,
             content_chunks: 0,
         }
     }
 
-    async fn forward(&mut self, data: Value, out: &mpsc::Sender<String>) -> Result<(), TaskError> {
-        self.hasher.push(&data)?;
+    async fn forward(&mut self, data: Value, out: &mpsc::Sender<Message>) -> Result<(), TaskError> {
+        self.digester.chunk(&data);
         if usage::is_content_chunk(&data) {
             self.content_chunks += 1;
         }
@@ -217,9 +243,47 @@ impl Output {
         self.seq += 1;
         send(out, &message).await
     }
+
+    /// Announces an output file, then sends its bytes in binary frames the hub accepts.
+    async fn send_file(&mut self, file: &OutputFile, out: &mpsc::Sender<Message>, hub: Limits) -> Result<(), TaskError> {
+        let size = file.bytes.len() as u64;
+        if size > hub.max_file_bytes {
+            return Err(TaskError::FileTooLarge {
+                size,
+                limit: hub.max_file_bytes,
+            });
+        }
+        let sha256 = Sha256Digest::of(&file.bytes);
+        self.digester.file(sha256);
+        let announce = NodeMessage::Output {
+            contract: self.contract,
+            file: Attachment {
+                sha256,
+                size,
+                content_type: file.content_type.clone(),
+            },
+        };
+        send(out, &announce).await?;
+        let mut offset = 0u64;
+        for data in file.bytes.chunks(hub.part_bytes()) {
+            let part = FilePart {
+                contract: self.contract,
+                sha256,
+                offset,
+                data,
+            };
+            out.send(Message::binary(part.encode()))
+                .await
+                .map_err(|_| TaskError::Disconnected)?;
+            offset += data.len() as u64;
+        }
+        Ok(())
+    }
 }
 
-async fn send(out: &mpsc::Sender<String>, message: &NodeMessage) -> Result<(), TaskError> {
+async fn send(out: &mpsc::Sender<Message>, message: &NodeMessage) -> Result<(), TaskError> {
     let frame = wire::encode(message)?;
-    out.send(frame).await.map_err(|_| TaskError::Disconnected)
+    out.send(Message::text(frame))
+        .await
+        .map_err(|_| TaskError::Disconnected)
 }

@@ -24,6 +24,8 @@ pub enum Workload {
     Completion,
     Embedding,
     ImageGeneration,
+    /// An image edited from an uploaded one (`/v1/images/edits`).
+    ImageEdit,
     VideoGeneration,
     /// Text to speech.
     Speech,

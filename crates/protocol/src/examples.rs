@@ -15,7 +15,7 @@ use crate::keys::SecretKey;
 use crate::paperwork::{BackendInfo, Paperwork, Resources};
 use crate::signing::{signing_bytes, Domain, SignError, Signed, SignedBody};
 use crate::values::{Amount, Nonce, Sha256Digest, Timestamp};
-use crate::wire::{Hello, ModelOffer};
+use crate::wire::{Hello, Limits, ModelOffer};
 
 /// The hub key of the examples: seed of 32 bytes 0x01.
 pub fn hub_key() -> SecretKey {
@@ -99,6 +99,10 @@ pub fn attribution() -> Result<Attribution, SignError> {
     Fingerprint::new(c.stack, c.node_key, c.skills, c.injections, at(1_250), c.id).sign(&node_key())
 }
 
+/// The canonical JSON (RFC 8785) of the `choices` of the golden paperwork's answer, whose SHA-256
+/// is its `output_sha256`.
+pub const GOLDEN_CHAT_CHOICES: &str = r#"[{"finish_reason":"stop","index":0,"logprobs":null,"message":{"content":"Hello! How can I help you today?","role":"assistant"}}]"#;
+
 pub fn paperwork() -> Result<Signed<Paperwork>, SignError> {
     let body = Paperwork {
         contract: signed_contract()?,
@@ -106,7 +110,8 @@ pub fn paperwork() -> Result<Signed<Paperwork>, SignError> {
         request_sha256: Sha256Digest::of(
             br#"{"messages":[{"content":"Hi","role":"user"}],"model":"smollm2-135m-instruct"}"#,
         ),
-        output_sha256: Sha256Digest::of(b"Hello! How can I help you today?"),
+        // The chat output digest: SHA-256 of the canonical JSON of the answer's `choices`.
+        output_sha256: Sha256Digest::of(GOLDEN_CHAT_CHOICES.as_bytes()),
         usage: Usage {
             input_tokens: 31,
             output_tokens: 9,
@@ -207,6 +212,7 @@ pub fn hello() -> Result<Signed<Hello>, SignError> {
         max_concurrency: 4,
         software: "stacknet/0.1.0".to_owned(),
         created_at: at(500),
+        limits: Some(Limits::OURS),
     };
     Signed::sign(body, &node_key())
 }

@@ -175,17 +175,3 @@ fn check(
 pub fn request_digest(request: &serde_json::Value) -> Result<Sha256Digest, crate::jcs::JcsError> {
     Ok(Sha256Digest::of(crate::jcs::canonicalize(request)?.as_bytes()))
 }
-
-/// `output_sha256` for streamed workloads (chat, completion): SHA-256 of the RFC 8785 canonical JSON
-/// of the array of every chunk's `data`, in `seq` order. The hub recomputes it from what it received.
-pub fn output_digest(chunks: &[serde_json::Value]) -> Result<Sha256Digest, crate::jcs::JcsError> {
-    let mut out = String::from("[");
-    for (i, chunk) in chunks.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        out.push_str(&crate::jcs::canonicalize(chunk)?);
-    }
-    out.push(']');
-    Ok(Sha256Digest::of(out.as_bytes()))
-}

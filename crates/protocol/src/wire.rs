@@ -6,6 +6,13 @@
 //! hub answers `welcome` or `error` and closes. Then `task` / `chunk` / `done` / `error` / `cancel`
 //! flow, with `heartbeat` both ways. Decoding never panics: any frame that is too large, not JSON, of
 //! another version or of an unknown shape gives a [`WireError`].
+//!
+//! Files (an uploaded image, generated audio) never travel as base64 inside JSON: a task lists its
+//! input files as [`Attachment`]s (sha256, size, content type), a node announces each output file
+//! with an `output` message, and the bytes follow in binary WebSocket frames ([`FilePart`]), each
+//! at most the receiver's `max_frame_bytes`, so no file is bounded by the frame limit. Both sides
+//! state their [`Limits`] in the handshake (the node in its Hello, the hub in its Welcome) and never
+//! send more than the other accepts.
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -22,6 +29,14 @@ use crate::values::{Nonce, Sha256Digest, Timestamp};
 pub const PROTOCOL_VERSION: u64 = 1;
 /// The largest frame either side accepts.
 pub const MAX_FRAME_BYTES: usize = 4 * 1024 * 1024;
+/// The largest file (input or output) of one task, unless the handshake says otherwise.
+pub const DEFAULT_MAX_FILE_BYTES: u64 = 64 * 1024 * 1024;
+/// File bytes per binary frame that senders use (under every receiver's `max_frame_bytes`).
+pub const FILE_PART_BYTES: usize = 1024 * 1024;
+/// The binary frame header: a version byte, the contract id, the file's sha256, the offset.
+pub const FILE_PART_HEADER_BYTES: usize = 1 + 16 + 32 + 8;
+/// The version byte that opens every binary frame.
+pub const FILE_PART_VERSION: u8 = 1;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum WireError {
@@ -35,6 +50,8 @@ pub enum WireError {
     UnsupportedVersion { got: String, supported: u64 },
     #[error("malformed message: {0}")]
     Malformed(String),
+    #[error("binary frame: {0}")]
+    BadFilePart(&'static str),
 }
 
 impl WireError {
@@ -59,6 +76,48 @@ pub struct ModelOffer {
     pub model_sha256: Option<Sha256Digest>,
 }
 
+/// What one side accepts from the other; each side sends no frame and no file larger than the
+/// other's limits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// The largest WebSocket message (text or binary) accepted.
+    pub max_frame_bytes: u64,
+    /// The largest single file of one task accepted; 0: no files at all.
+    pub max_file_bytes: u64,
+}
+
+impl Limits {
+    /// What this implementation accepts.
+    pub const OURS: Limits = Limits {
+        max_frame_bytes: MAX_FRAME_BYTES as u64,
+        max_file_bytes: DEFAULT_MAX_FILE_BYTES,
+    };
+    /// Assumed for a peer that states no limits (an older node): JSON frames only, no files.
+    pub const LEGACY: Limits = Limits {
+        max_frame_bytes: MAX_FRAME_BYTES as u64,
+        max_file_bytes: 0,
+    };
+
+    /// File bytes to put in one binary frame for a receiver with these limits.
+    pub fn part_bytes(&self) -> usize {
+        let room = usize::try_from(self.max_frame_bytes)
+            .unwrap_or(usize::MAX)
+            .saturating_sub(FILE_PART_HEADER_BYTES);
+        room.clamp(1, FILE_PART_BYTES)
+    }
+}
+
+/// A file that travels with a task (input) or as its output, in binary frames.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Attachment {
+    pub sha256: Sha256Digest,
+    pub size: u64,
+    /// A MIME type such as `image/png`.
+    pub content_type: String,
+}
+
 /// The body of a Hello, signed by the Node Key under `stacknet/hello/v1`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -74,6 +133,9 @@ pub struct Hello {
     /// The node software, e.g. `stacknet/0.1.0`.
     pub software: String,
     pub created_at: Timestamp,
+    /// What the node accepts; absent: [`Limits::LEGACY`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<Limits>,
 }
 
 impl SignedBody for Hello {
@@ -108,12 +170,16 @@ pub struct ErrorFrame {
     pub message: String,
 }
 
-/// A task: the signed contract and the request to run, as the hub forwards it (OpenAI request JSON).
+/// A task: the signed contract and the request to run, as the hub forwards it (OpenAI request JSON;
+/// for a multipart upload, its fields, with each file replaced by its [`Attachment`]).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Task {
     pub contract: Signed<PromptContract>,
     pub request: Value,
+    /// Input files, in the order their bytes follow in binary frames after this frame.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<Attachment>,
 }
 
 /// Messages the hub sends.
@@ -127,6 +193,9 @@ pub enum HubMessage {
     Welcome {
         node_key: NodeKeyId,
         heartbeat_interval_ms: u64,
+        /// What the hub accepts from this node; absent: [`Limits::LEGACY`].
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limits: Option<Limits>,
     },
     Task(Box<Task>),
     Cancel {
@@ -148,6 +217,11 @@ pub enum NodeMessage {
         contract: ContractId,
         seq: u64,
         data: Value,
+    },
+    /// An output file of the task; its bytes follow in binary frames, before `done`.
+    Output {
+        contract: ContractId,
+        file: Attachment,
     },
     /// The task finished; the paperwork is already durable in the node's wallet.
     Done {
@@ -195,4 +269,59 @@ pub fn decode<M: DeserializeOwned>(frame: &[u8]) -> Result<M, WireError> {
         }
     }
     M::deserialize(Value::Object(map)).map_err(|e| WireError::Malformed(e.to_string()))
+}
+
+/// One binary frame: a piece of a file that belongs to a task. Layout: the version byte
+/// [`FILE_PART_VERSION`], the contract id (16 bytes), the file's sha256 (32 bytes), the offset of
+/// this piece in the file (8 bytes, big-endian), then the bytes. Pieces of a file arrive in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FilePart<'a> {
+    pub contract: ContractId,
+    pub sha256: Sha256Digest,
+    pub offset: u64,
+    pub data: &'a [u8],
+}
+
+impl FilePart<'_> {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(FILE_PART_HEADER_BYTES + self.data.len());
+        out.push(FILE_PART_VERSION);
+        out.extend_from_slice(self.contract.as_bytes());
+        out.extend_from_slice(&self.sha256.0);
+        out.extend_from_slice(&self.offset.to_be_bytes());
+        out.extend_from_slice(self.data);
+        out
+    }
+}
+
+/// Splits a binary frame into its header and bytes; never panics.
+pub fn decode_file_part(frame: &[u8]) -> Result<FilePart<'_>, WireError> {
+    if frame.len() > MAX_FRAME_BYTES {
+        return Err(WireError::TooLarge {
+            len: frame.len(),
+            max: MAX_FRAME_BYTES,
+        });
+    }
+    if frame.len() < FILE_PART_HEADER_BYTES {
+        return Err(WireError::BadFilePart("shorter than its header"));
+    }
+    let (header, data) = frame.split_at(FILE_PART_HEADER_BYTES);
+    if header[0] != FILE_PART_VERSION {
+        return Err(WireError::BadFilePart("unknown version byte"));
+    }
+    let mut contract = [0u8; 16];
+    contract.copy_from_slice(&header[1..17]);
+    let mut sha = [0u8; 32];
+    sha.copy_from_slice(&header[17..49]);
+    let mut offset = [0u8; 8];
+    offset.copy_from_slice(&header[49..57]);
+    if data.is_empty() {
+        return Err(WireError::BadFilePart("no bytes"));
+    }
+    Ok(FilePart {
+        contract: ContractId::from_digest(contract),
+        sha256: Sha256Digest(sha),
+        offset: u64::from_be_bytes(offset),
+        data,
+    })
 }

@@ -4,6 +4,9 @@
 //! - [`mock_upstream`]: a scripted OpenAI-compatible server (streaming and not), the upstream a node
 //!   forwards to in tests and the "upstream direct" baseline in benchmarks.
 //! - [`network`]: a hub, nodes and a mock upstream in one process, on loopback ports.
+//! - [`fixtures`]: fixture backends (scripted stand-ins for model servers) for workloads that a
+//!   mock upstream does not cover, such as file uploads and binary outputs.
 
+pub mod fixtures;
 pub mod mock_upstream;
 pub mod network;

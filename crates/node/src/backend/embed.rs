@@ -220,6 +220,7 @@ impl Inner {
                 model_sha256: Some(self.model_sha256),
             },
             warm: true,
+            files: Vec::new(),
         })
     }
 }

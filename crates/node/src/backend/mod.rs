@@ -15,11 +15,12 @@ pub mod upstream;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use serde_json::Value;
 use stacknet_protocol::contract::{Usage, Workload};
 use stacknet_protocol::paperwork::BackendInfo;
-use stacknet_protocol::wire::{ErrorCode, ModelOffer};
+use stacknet_protocol::wire::{Attachment, ErrorCode, ModelOffer};
 use stacknet_protocol::ContractId;
 use tokio::sync::mpsc;
 
@@ -30,9 +31,27 @@ pub struct BackendTask {
     pub workload: Workload,
     /// The model named by the contract (a served model: checked before the backend is called).
     pub model: String,
-    /// The OpenAI request as the hub forwarded it. Shared, because the runtime still needs it after
-    /// the backend has finished (usage estimates); a backend that must change it copies what it needs.
+    /// The OpenAI request as the hub forwarded it, already checked by the workload's validator.
+    /// Shared, because the runtime still needs it after the backend has finished (usage
+    /// estimates); a backend that must change it copies what it needs.
     pub request: Arc<Value>,
+    /// The task's input files (uploads), whole and checked against their sha256, in the order the
+    /// task lists them; the request names each by its sha256.
+    pub files: Arc<Vec<InputFile>>,
+}
+
+/// An input file of a task.
+#[derive(Clone, Debug)]
+pub struct InputFile {
+    pub meta: Attachment,
+    pub bytes: Bytes,
+}
+
+/// An output file of a task (an image, audio): sent to the hub in binary frames, never as base64.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutputFile {
+    pub content_type: String,
+    pub bytes: Bytes,
 }
 
 /// What a backend reports when a task has finished.
@@ -45,6 +64,8 @@ pub struct BackendOutcome {
     pub info: BackendInfo,
     /// The model was already loaded when the task arrived.
     pub warm: bool,
+    /// Output files, in order (empty for text workloads).
+    pub files: Vec<OutputFile>,
 }
 
 /// Why a task failed in the backend. Each maps to the error code the hub sees ([`Self::code`]).

@@ -144,6 +144,7 @@ mod tests {
                 usage: None,
                 info,
                 warm: true,
+                files: Vec::new(),
             })))
         }
     }
@@ -162,6 +163,7 @@ mod tests {
             workload,
             model: model.to_owned(),
             request: Arc::new(json!({})),
+            files: Arc::default(),
         }
     }
 

@@ -152,6 +152,7 @@ impl Inner {
             // An upstream server keeps its model loaded between requests; the node cannot see its
             // cold starts, so it reports what is true of a serving process: warm.
             warm: true,
+            files: Vec::new(),
         })
     }
 

@@ -179,6 +179,22 @@ proptest! {
     fn decoding_arbitrary_bytes_as_a_wire_message_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
         let _ = wire::decode::<HubMessage>(&bytes);
         let _ = wire::decode::<NodeMessage>(&bytes);
+        if let Ok(part) = wire::decode_file_part(&bytes) {
+            prop_assert_eq!(part.encode(), bytes.clone());
+        }
+    }
+
+    #[test]
+    fn file_parts_round_trip(offset in any::<u64>(), data in proptest::collection::vec(any::<u8>(), 1..256)) {
+        let part = wire::FilePart {
+            contract: stacknet_protocol::ContractId::random(),
+            sha256: stacknet_protocol::Sha256Digest::of(&data),
+            offset,
+            data: &data,
+        };
+        let bytes = part.encode();
+        prop_assert_eq!(bytes.len(), wire::FILE_PART_HEADER_BYTES + data.len());
+        prop_assert_eq!(wire::decode_file_part(&bytes).unwrap(), part);
     }
 
     #[test]

@@ -44,6 +44,7 @@ fn task(model: &str, workload: Workload, request: Value) -> BackendTask {
         workload,
         model: model.to_owned(),
         request: Arc::new(request),
+        files: Arc::default(),
     }
 }
 

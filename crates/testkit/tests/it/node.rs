@@ -97,6 +97,7 @@ fn task(contract: &Signed<PromptContract>, request: &Value) -> HubMessage {
     HubMessage::Task(Box::new(Task {
         contract: contract.clone(),
         request: request.clone(),
+        attachments: Vec::new(),
     }))
 }
 
@@ -171,13 +172,16 @@ async fn a_task_streams_its_chunks_in_order_and_ends_with_paperwork_already_in_t
 
     let pw_id = check_paperwork(&pw, &hub.key.public_key()).unwrap().id;
     assert_eq!(pw.body.contract, contract);
+    // The output digest is over the answer the client gets: the assembled choices.
     assert_eq!(
         pw.body.output_sha256,
-        sha256_of_canonical(&Value::Array(data.clone()))
+        stacknet_node::digest_of_stream(Workload::Chat, &data).unwrap()
     );
+    let whole = json!({"choices": [{"index": 0, "message": {"role": "assistant", "content": "You said: Hello node"},
+        "finish_reason": "stop", "logprobs": null}]});
     assert_eq!(
         pw.body.output_sha256,
-        stacknet_node::output_digest(&data).unwrap()
+        sha256_of_canonical(&whole["choices"])
     );
     assert_eq!(pw.body.request_sha256, sha256_of_canonical(&request));
     // The upstream's own counts: 2 prompt words, one token per content chunk.

@@ -4,23 +4,12 @@
 //! request costs no inference time and gets a message that names the field at fault.
 
 use base64::Engine as _;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use crate::backend::BackendError;
 
-/// The most inputs one request may carry (OpenAI's own limit for `/v1/embeddings`).
-pub const MAX_INPUTS: usize = 2048;
-
-/// How the vectors are written in the response.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum EncodingFormat {
-    /// A JSON array of numbers.
-    #[default]
-    Float,
-    /// The little-endian `f32` bytes of the vector, base64 (standard alphabet, padded), as OpenAI
-    /// sends it: a quarter of the size of the decimal text.
-    Base64,
-}
+pub use stacknet_api::request::embeddings::{EncodingFormat, MAX_INPUTS};
+use stacknet_api::request::embeddings::{self, EmbeddingInput};
 
 /// A checked embeddings request.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -31,89 +20,37 @@ pub struct EmbeddingRequest {
 }
 
 impl EmbeddingRequest {
-    /// Reads an OpenAI embeddings body for a model of `dimensions` dimensions. `model`, `user` and
-    /// fields this backend does not know are ignored, as OpenAI-compatible servers do.
+    /// Reads an OpenAI embeddings body for a model of `dimensions` dimensions with the shared
+    /// validator (`stacknet_api`, the hub's own), then what this model adds: texts only, and a
+    /// `dimensions` that may only restate the model's.
     pub fn parse(body: &Value, dimensions: usize) -> Result<Self, BackendError> {
-        let fields = body
-            .as_object()
-            .ok_or_else(|| invalid("the request body must be a JSON object"))?;
-        check_dimensions(fields, dimensions)?;
+        let (_, checked) = embeddings::validate(body.clone()).map_err(|e| invalid(e.to_string()))?;
+        if let Some(asked) = checked.dimensions {
+            if asked != dimensions as u64 {
+                return Err(invalid(format!(
+                    "'dimensions' must be {dimensions} for this model (it cannot shorten its vectors), not {asked}"
+                )));
+            }
+        }
+        let inputs = match checked.input {
+            EmbeddingInput::Texts(texts) => texts,
+            // Token ids only make sense for the tokenizer they were made with, which a client
+            // cannot know here; refusing beats embedding someone else's ids.
+            EmbeddingInput::Tokens(_) => {
+                return Err(invalid(
+                    "'input' as token ids is not supported by this model: send strings",
+                ))
+            }
+        };
         Ok(Self {
-            inputs: parse_input(fields.get("input"))?,
-            encoding: parse_encoding(fields.get("encoding_format"))?,
+            inputs,
+            encoding: checked.encoding,
         })
     }
 }
 
 fn invalid(message: impl Into<String>) -> BackendError {
     BackendError::InvalidRequest(message.into())
-}
-
-fn parse_input(input: Option<&Value>) -> Result<Vec<String>, BackendError> {
-    let inputs = match input {
-        None | Some(Value::Null) => return Err(invalid("'input' is required")),
-        Some(Value::String(text)) => vec![text.clone()],
-        Some(Value::Array(items)) => array_input(items)?,
-        Some(_) => return Err(invalid("'input' must be a string or an array of strings")),
-    };
-    if let Some(i) = inputs.iter().position(String::is_empty) {
-        return Err(invalid(if inputs.len() == 1 {
-            "'input' must not be an empty string".to_owned()
-        } else {
-            format!("'input[{i}]' must not be an empty string")
-        }));
-    }
-    Ok(inputs)
-}
-
-fn array_input(items: &[Value]) -> Result<Vec<String>, BackendError> {
-    if items.is_empty() {
-        return Err(invalid("'input' must not be an empty array"));
-    }
-    if items.len() > MAX_INPUTS {
-        return Err(invalid(format!(
-            "'input' has {} items; at most {MAX_INPUTS} are allowed",
-            items.len()
-        )));
-    }
-    // Token arrays (`[1, 2]`, `[[1, 2], [3]]`) only make sense for the tokenizer they were made
-    // with, which a client cannot know here; refusing beats embedding someone else's ids.
-    if items.iter().any(|item| item.is_number() || item.is_array()) {
-        return Err(invalid(
-            "'input' as token ids is not supported by this model: send strings",
-        ));
-    }
-    items
-        .iter()
-        .enumerate()
-        .map(|(i, item)| {
-            item.as_str()
-                .map(str::to_owned)
-                .ok_or_else(|| invalid(format!("'input[{i}]' must be a string")))
-        })
-        .collect()
-}
-
-fn parse_encoding(format: Option<&Value>) -> Result<EncodingFormat, BackendError> {
-    match format {
-        None | Some(Value::Null) => Ok(EncodingFormat::Float),
-        Some(Value::String(s)) if s == "float" => Ok(EncodingFormat::Float),
-        Some(Value::String(s)) if s == "base64" => Ok(EncodingFormat::Base64),
-        Some(other) => Err(invalid(format!(
-            "'encoding_format' must be \"float\" or \"base64\", not {other}"
-        ))),
-    }
-}
-
-/// The model's vectors have a fixed size; `dimensions` may only restate it.
-fn check_dimensions(fields: &Map<String, Value>, dimensions: usize) -> Result<(), BackendError> {
-    match fields.get("dimensions") {
-        None | Some(Value::Null) => Ok(()),
-        Some(Value::Number(n)) if n.as_u64() == Some(dimensions as u64) => Ok(()),
-        Some(other) => Err(invalid(format!(
-            "'dimensions' must be {dimensions} for this model (it cannot shorten its vectors), not {other}"
-        ))),
-    }
 }
 
 /// The whole OpenAI embeddings response, `data` in input order.
@@ -165,7 +102,9 @@ fn float_value(x: f32) -> Value {
 mod tests {
     use super::*;
 
-    fn parse(body: Value) -> Result<EmbeddingRequest, BackendError> {
+    /// The hub always forwards the model; the tests name it once here.
+    fn parse(mut body: Value) -> Result<EmbeddingRequest, BackendError> {
+        body["model"] = json!("m");
         EmbeddingRequest::parse(&body, 384)
     }
 
@@ -178,7 +117,7 @@ mod tests {
 
     #[test]
     fn reads_a_string_an_array_and_the_encoding() {
-        let one = parse(json!({"model": "m", "input": "hello"})).unwrap();
+        let one = parse(json!({"input": "hello"})).unwrap();
         assert_eq!(one.inputs, ["hello"]);
         assert_eq!(one.encoding, EncodingFormat::Float);
         let many =
@@ -187,36 +126,31 @@ mod tests {
         assert_eq!(many.encoding, EncodingFormat::Base64);
     }
 
+    /// The shared validator's messages (the hub gives the same ones), then this model's own rules.
     #[test]
     fn refuses_what_it_cannot_serve_and_says_why() {
-        assert_eq!(refusal(json!({"model": "m"})), "'input' is required");
-        assert_eq!(
-            refusal(json!({"input": []})),
-            "'input' must not be an empty array"
-        );
+        assert_eq!(refusal(json!({})), "you must provide an input parameter");
+        assert_eq!(refusal(json!({"input": []})), "input must not be empty");
         assert_eq!(
             refusal(json!({"input": ""})),
-            "'input' must not be an empty string"
+            "input must not be an empty string"
         );
         assert_eq!(
             refusal(json!({"input": ["a", ""]})),
-            "'input[1]' must not be an empty string"
+            "input[1] must not be an empty string"
         );
         let tokens = "'input' as token ids is not supported by this model: send strings";
         assert_eq!(refusal(json!({"input": [1, 2, 3]})), tokens);
         assert_eq!(refusal(json!({"input": [[1, 2], [3]]})), tokens);
-        assert_eq!(refusal(json!({"input": ["a", 7.5]})), tokens);
-        assert_eq!(
-            refusal(json!({"input": ["a", {}]})),
-            "'input[1]' must be a string"
-        );
+        assert_eq!(refusal(json!({"input": ["a", 7.5]})), "input[1] must be a string");
+        assert_eq!(refusal(json!({"input": ["a", {}]})), "input[1] must be a string");
         assert_eq!(
             refusal(json!({"input": "a", "dimensions": 10})),
             "'dimensions' must be 384 for this model (it cannot shorten its vectors), not 10"
         );
         assert_eq!(
             refusal(json!({"input": "a", "encoding_format": "int8"})),
-            "'encoding_format' must be \"float\" or \"base64\", not \"int8\""
+            "encoding_format must be one of float, base64"
         );
         let too_many = vec!["x"; MAX_INPUTS + 1];
         assert!(refusal(json!({"input": too_many})).contains("at most 2048"));

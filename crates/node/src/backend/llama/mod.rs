@@ -171,6 +171,7 @@ impl Backend for LlamaChat {
                 usage: Some(usage),
                 info,
                 warm: true,
+                files: Vec::new(),
             })
         })
     }

@@ -37,6 +37,7 @@ fn hello(key: &SecretKey, hub: PublicKey, challenge: Nonce) -> Hello {
         max_concurrency: 1,
         software: "test".into(),
         created_at: Timestamp::now(),
+        limits: None,
     }
 }
 

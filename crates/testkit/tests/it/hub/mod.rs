@@ -2,6 +2,7 @@
 
 mod chat;
 mod errors;
+mod files;
 mod gateway;
 mod money;
 

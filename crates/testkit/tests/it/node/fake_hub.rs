@@ -126,6 +126,7 @@ impl HubConn {
         self.send(&HubMessage::Welcome {
             node_key,
             heartbeat_interval_ms,
+            limits: None,
         })
         .await;
         hello

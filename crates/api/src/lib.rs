@@ -1,0 +1,19 @@
+//! The hub's HTTP API as types, shared by the hub, the node, the CLI and the tests, so that none of
+//! them keeps its own copy of a path, a body or a rule.
+//!
+//! Layout:
+//! - [`paths`]: every endpoint's path.
+//! - [`request`]: the OpenAI-style requests, one module per workload, each with the one validator
+//!   that the hub (at the edge) and the node (before it runs anything) both apply.
+//! - [`output`]: how a workload's output is assembled from a node's chunks and files, and the
+//!   output digest (`output_sha256` in paperwork) over what the client receives.
+//! - [`types`]: the request and response bodies of the hub's own endpoints (`/stacknet/v1/...`).
+//!
+//! Depends only on the protocol crate: no I/O, no async.
+
+pub mod output;
+pub mod paths;
+pub mod request;
+pub mod types;
+
+pub use request::{ApiRequest, RequestError};

@@ -1,0 +1,272 @@
+//! A workload's output: how it is assembled from what a node sends (JSON chunks, files), and its
+//! **output digest**, the `output_sha256` that paperwork signs. The digest covers what the client
+//! receives, in a form the client can recompute from the response alone:
+//!
+//! - chat and completions: SHA-256 of the RFC 8785 canonical JSON of the `choices` array of the
+//!   non-streamed response. A streamed answer is folded into the same array by [`Assembler`] (the
+//!   same code the hub uses to answer a non-streamed request), so both digests are equal.
+//! - embeddings: SHA-256 of the canonical JSON of the response's `data` array.
+//! - files (images): for one file, SHA-256 of its bytes; for several, SHA-256 of the canonical
+//!   JSON array of their lowercase hex SHA-256s, in order.
+//!
+//! [`output_kind`] decides per workload with one exhaustive match.
+
+use std::collections::BTreeMap;
+
+use base64::Engine as _;
+use serde_json::{json, Value};
+use stacknet_protocol::contract::Workload;
+use stacknet_protocol::jcs::{self, JcsError};
+use stacknet_protocol::Sha256Digest;
+
+/// How a workload's output travels and is digested.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutputKind {
+    /// Streamed OpenAI chunks folded into `choices` (chat: messages; completion: text).
+    Choices,
+    /// One chunk holding the whole response; its `data` is digested.
+    Embeddings,
+    /// Files in binary frames.
+    Files,
+}
+
+/// The kind of output of `workload`; `None` for workloads without an API yet.
+pub fn output_kind(workload: Workload) -> Option<OutputKind> {
+    match workload {
+        Workload::Chat | Workload::Completion => Some(OutputKind::Choices),
+        Workload::Embedding => Some(OutputKind::Embeddings),
+        Workload::ImageEdit => Some(OutputKind::Files),
+        Workload::ImageGeneration
+        | Workload::VideoGeneration
+        | Workload::Speech
+        | Workload::Transcription
+        | Workload::CodeExecution
+        | Workload::WebSearch
+        | Workload::WebFetch => None,
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DigestError {
+    #[error("the workload {0:?} has no output definition yet")]
+    Unsupported(Workload),
+    #[error(transparent)]
+    Jcs(#[from] JcsError),
+    #[error("the response has no {0}")]
+    Missing(&'static str),
+    #[error("an image is not valid base64")]
+    Base64,
+}
+
+/// Folds a task's output as it arrives and gives its digest; the node and the hub run the same one.
+#[derive(Debug)]
+pub struct OutputDigester {
+    workload: Workload,
+    kind: OutputKind,
+    choices: Assembler,
+    data: Vec<Value>,
+    files: Vec<Sha256Digest>,
+}
+
+impl OutputDigester {
+    pub fn new(workload: Workload) -> Result<Self, DigestError> {
+        let kind = output_kind(workload).ok_or(DigestError::Unsupported(workload))?;
+        Ok(Self {
+            workload,
+            kind,
+            choices: Assembler::default(),
+            data: Vec::new(),
+            files: Vec::new(),
+        })
+    }
+
+    pub fn chunk(&mut self, chunk: &Value) {
+        match self.kind {
+            OutputKind::Choices => self.choices.add(chunk),
+            OutputKind::Embeddings => self.data.push(chunk.get("data").cloned().unwrap_or(Value::Null)),
+            OutputKind::Files => {}
+        }
+    }
+
+    /// The assembled `choices` (chat and completions).
+    pub fn choices(&self, workload: Workload) -> Value {
+        self.choices.choices(workload)
+    }
+
+    pub fn file(&mut self, sha256: Sha256Digest) {
+        self.files.push(sha256);
+    }
+
+    pub fn finish(&self) -> Result<Sha256Digest, DigestError> {
+        Ok(match self.kind {
+            OutputKind::Choices => canonical_digest(&self.choices.choices(self.workload))?,
+            OutputKind::Embeddings => match self.data.as_slice() {
+                [one] => canonical_digest(one)?,
+                many => canonical_digest(&Value::Array(many.to_vec()))?,
+            },
+            OutputKind::Files => files_digest(&self.files)?,
+        })
+    }
+}
+
+fn canonical_digest(v: &Value) -> Result<Sha256Digest, JcsError> {
+    Ok(Sha256Digest::of(jcs::canonicalize(v)?.as_bytes()))
+}
+
+/// The digest of a task's output files, in order.
+pub fn files_digest(files: &[Sha256Digest]) -> Result<Sha256Digest, JcsError> {
+    match files {
+        [one] => Ok(*one),
+        many => canonical_digest(&Value::Array(
+            many.iter().map(|d| Value::String(d.to_string())).collect(),
+        )),
+    }
+}
+
+/// The output digest recomputed from a whole (non-streamed) response, as a client can.
+pub fn digest_of_response(workload: Workload, body: &Value) -> Result<Sha256Digest, DigestError> {
+    match output_kind(workload).ok_or(DigestError::Unsupported(workload))? {
+        OutputKind::Choices => Ok(canonical_digest(body.get("choices").ok_or(DigestError::Missing("choices"))?)?),
+        OutputKind::Embeddings => Ok(canonical_digest(body.get("data").ok_or(DigestError::Missing("data"))?)?),
+        OutputKind::Files => {
+            let items = body
+                .get("data")
+                .and_then(Value::as_array)
+                .ok_or(DigestError::Missing("data"))?;
+            let mut files = Vec::with_capacity(items.len());
+            for item in items {
+                let b64 = item
+                    .get("b64_json")
+                    .and_then(Value::as_str)
+                    .ok_or(DigestError::Missing("b64_json"))?;
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(b64)
+                    .map_err(|_| DigestError::Base64)?;
+                files.push(Sha256Digest::of(&bytes));
+            }
+            Ok(files_digest(&files)?)
+        }
+    }
+}
+
+/// The output digest recomputed from the chunks of a streamed response (`data:` events in order).
+pub fn digest_of_stream(workload: Workload, chunks: &[Value]) -> Result<Sha256Digest, DigestError> {
+    let mut d = OutputDigester::new(workload)?;
+    for c in chunks {
+        d.chunk(c);
+    }
+    d.finish()
+}
+
+#[derive(Debug, Default)]
+struct ToolCallAcc {
+    id: String,
+    kind: Option<String>,
+    name: String,
+    arguments: String,
+}
+
+#[derive(Debug, Default)]
+struct ChoiceAcc {
+    role: Option<String>,
+    content: String,
+    saw_content: bool,
+    tool_calls: BTreeMap<u64, ToolCallAcc>,
+    finish_reason: Value,
+}
+
+/// Folds streamed chunks into the `choices` of a non-streamed response. Tool-call fragments are
+/// appended in place (linear in the output, whatever the number of fragments).
+#[derive(Debug, Default)]
+pub struct Assembler {
+    choices: BTreeMap<u64, ChoiceAcc>,
+}
+
+impl Assembler {
+    pub fn add(&mut self, chunk: &Value) {
+        let Some(choices) = chunk.get("choices").and_then(Value::as_array) else {
+            return;
+        };
+        for c in choices {
+            let index = c.get("index").and_then(Value::as_u64).unwrap_or(0);
+            let acc = self.choices.entry(index).or_default();
+            if let Some(f) = c.get("finish_reason").filter(|f| !f.is_null()) {
+                acc.finish_reason = f.clone();
+            }
+            if let Some(text) = c.get("text").and_then(Value::as_str) {
+                acc.content.push_str(text);
+                acc.saw_content = true;
+            }
+            let Some(delta) = c.get("delta") else { continue };
+            if let Some(role) = delta.get("role").and_then(Value::as_str) {
+                acc.role = Some(role.to_owned());
+            }
+            if let Some(text) = delta.get("content").and_then(Value::as_str) {
+                acc.content.push_str(text);
+                acc.saw_content = true;
+            }
+            for call in delta
+                .get("tool_calls")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                merge_tool_call(&mut acc.tool_calls, call);
+            }
+        }
+    }
+
+    /// The `choices` of the whole response.
+    pub fn choices(&self, workload: Workload) -> Value {
+        let list: Vec<Value> = self
+            .choices
+            .iter()
+            .map(|(index, c)| match workload {
+                Workload::Completion => json!({
+                    "index": index, "text": c.content, "finish_reason": c.finish_reason, "logprobs": null
+                }),
+                _ => {
+                    let mut message = json!({
+                        "role": c.role.as_deref().unwrap_or("assistant"),
+                        "content": if c.saw_content || c.tool_calls.is_empty() { Value::String(c.content.clone()) } else { Value::Null },
+                    });
+                    if !c.tool_calls.is_empty() {
+                        message["tool_calls"] = Value::Array(
+                            c.tool_calls
+                                .values()
+                                .map(|t| json!({
+                                    "id": t.id,
+                                    "type": t.kind.as_deref().unwrap_or("function"),
+                                    "function": {"name": t.name, "arguments": t.arguments},
+                                }))
+                                .collect(),
+                        );
+                    }
+                    json!({"index": index, "message": message, "finish_reason": c.finish_reason, "logprobs": null})
+                }
+            })
+            .collect();
+        Value::Array(list)
+    }
+}
+
+/// Tool-call deltas arrive in pieces keyed by `index`: the id, type and name once, the arguments
+/// as fragments to concatenate.
+fn merge_tool_call(calls: &mut BTreeMap<u64, ToolCallAcc>, delta: &Value) {
+    let index = delta.get("index").and_then(Value::as_u64).unwrap_or(0);
+    let call = calls.entry(index).or_default();
+    if let Some(id) = delta.get("id").and_then(Value::as_str) {
+        id.clone_into(&mut call.id);
+    }
+    if let Some(t) = delta.get("type").and_then(Value::as_str) {
+        call.kind = Some(t.to_owned());
+    }
+    if let Some(f) = delta.get("function") {
+        if let Some(part) = f.get("name").and_then(Value::as_str) {
+            call.name.push_str(part);
+        }
+        if let Some(part) = f.get("arguments").and_then(Value::as_str) {
+            call.arguments.push_str(part);
+        }
+    }
+}

@@ -1,0 +1,43 @@
+//! Every endpoint of the hub, by path. Axum route patterns use `{name}` for path parameters; the
+//! functions below fill them in for clients.
+
+pub const HEALTHZ: &str = "/healthz";
+pub const MODELS: &str = "/v1/models";
+pub const CHAT_COMPLETIONS: &str = "/v1/chat/completions";
+pub const COMPLETIONS: &str = "/v1/completions";
+pub const EMBEDDINGS: &str = "/v1/embeddings";
+pub const IMAGE_EDITS: &str = "/v1/images/edits";
+
+pub const HUB_INFO: &str = "/stacknet/v1/hub";
+/// The node gateway (WebSocket).
+pub const NODE_GATEWAY: &str = "/stacknet/v1/nodes/connect";
+pub const PAPERWORK: &str = "/stacknet/v1/paperwork/{id}";
+pub const ADMIN_STACKS: &str = "/stacknet/v1/admin/stacks";
+pub const ADMIN_STACK_KEYS: &str = "/stacknet/v1/admin/stacks/{id}/keys";
+pub const ADMIN_STACK_TOPUP: &str = "/stacknet/v1/admin/stacks/{id}/topup";
+pub const ADMIN_TREASURY_TOPUP: &str = "/stacknet/v1/admin/treasury/topup";
+pub const ADMIN_PRICES: &str = "/stacknet/v1/admin/prices";
+pub const WEBHOOK_PAYMENTS: &str = "/stacknet/v1/webhooks/payments";
+pub const WEBHOOK_PAYOUTS: &str = "/stacknet/v1/webhooks/payouts";
+pub const STACK_STATEMENT: &str = "/stacknet/v1/statement";
+pub const NODE_STATEMENT: &str = "/stacknet/v1/nodes/statement";
+pub const NODE_FILE: &str = "/stacknet/v1/nodes/file";
+pub const NODE_REDEEM: &str = "/stacknet/v1/nodes/redeem";
+pub const LOG_CHECKPOINT: &str = "/stacknet/v1/log/checkpoint";
+pub const LOG_INCLUSION: &str = "/stacknet/v1/log/proof/inclusion";
+pub const LOG_CONSISTENCY: &str = "/stacknet/v1/log/proof/consistency";
+
+/// `/stacknet/v1/paperwork/{id}` for one paperwork.
+pub fn paperwork(id: &impl std::fmt::Display) -> String {
+    PAPERWORK.replace("{id}", &id.to_string())
+}
+
+/// `/stacknet/v1/admin/stacks/{id}/keys` for one Stack.
+pub fn admin_stack_keys(id: &impl std::fmt::Display) -> String {
+    ADMIN_STACK_KEYS.replace("{id}", &id.to_string())
+}
+
+/// `/stacknet/v1/admin/stacks/{id}/topup` for one Stack.
+pub fn admin_stack_topup(id: &impl std::fmt::Display) -> String {
+    ADMIN_STACK_TOPUP.replace("{id}", &id.to_string())
+}

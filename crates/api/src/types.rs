@@ -1,0 +1,102 @@
+//! Bodies of the hub's own endpoints, shared by the hub's handlers and its clients (node, CLI,
+//! tests), so neither side keeps a copy.
+
+use serde::{Deserialize, Serialize};
+use stacknet_protocol::filing::Filing;
+use stacknet_protocol::paperwork::Paperwork;
+use stacknet_protocol::{Amount, NodeKeyId, PaperworkId, PublicKey, Signed};
+
+/// `GET /stacknet/v1/hub`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HubInfo {
+    /// The hub key that signs contracts, checkpoints and filing verdicts.
+    pub hub_key: PublicKey,
+    pub protocol_version: u64,
+    pub software: String,
+}
+
+/// `GET /healthz`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    pub status: String,
+    /// Nodes connected now.
+    pub nodes: u64,
+}
+
+/// One entry of `GET /v1/models`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Model {
+    pub id: String,
+    pub object: String,
+    pub created: u64,
+    pub owned_by: String,
+}
+
+/// `GET /v1/models`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelList {
+    pub object: String,
+    pub data: Vec<Model>,
+}
+
+impl ModelList {
+    pub fn new(models: impl IntoIterator<Item = String>) -> Self {
+        Self {
+            object: "list".to_owned(),
+            data: models
+                .into_iter()
+                .map(|id| Model {
+                    id,
+                    object: "model".to_owned(),
+                    created: 0,
+                    owned_by: "stacknet".to_owned(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// `POST /stacknet/v1/nodes/file`: a signed filing and the documents it lists.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilingRequest {
+    pub filing: Signed<Filing>,
+    /// The documents the filing lists, in any order.
+    pub paperwork: Vec<Signed<Paperwork>>,
+}
+
+/// What the hub decided about one filed paperwork.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum Verdict {
+    /// Settled now: the shares were paid.
+    Settled { amount: Amount },
+    /// Filed before: nothing was paid this time.
+    AlreadyFiled,
+    /// Refused, for `reason`; nothing was paid.
+    Refused { reason: String },
+}
+
+impl Verdict {
+    /// The hub holds the paperwork as filed: it is never filed again.
+    pub fn is_filed(&self) -> bool {
+        matches!(self, Verdict::Settled { .. } | Verdict::AlreadyFiled)
+    }
+}
+
+/// One paperwork's verdict in a filing answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FiledPaperwork {
+    pub paperwork: PaperworkId,
+    #[serde(flatten)]
+    pub verdict: Verdict,
+}
+
+/// The answer to a filing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FilingAnswer {
+    pub node_key: NodeKeyId,
+    /// The total settled by this filing.
+    pub settled: Amount,
+    pub results: Vec<FiledPaperwork>,
+}

@@ -1,0 +1,157 @@
+//! One module per OpenAI-style API, each implementing [`WorkloadApi`]: read and validate the
+//! request (with the validator of `stacknet_api::request`, which the node runs too), bound its
+//! usage for the escrow hold, say whether it streams, and build the answer from the task's output.
+//! [`api`] picks the module with one exhaustive `match` on [`Workload`], so a new workload does not
+//! compile until it has a module (or is listed as having none).
+//!
+//! The request path itself (admission, contract, node, paperwork) is the same for every workload
+//! and lives in `crate::task`.
+
+mod chat;
+mod completion;
+mod embeddings;
+mod image_edit;
+
+use axum::body::Bytes;
+use serde_json::{json, Value};
+use stacknet_api::output::OutputDigester;
+use stacknet_api::ApiRequest;
+use stacknet_protocol::contract::{Usage, Workload};
+use stacknet_protocol::wire::Attachment;
+
+use crate::error::ApiError;
+
+/// Input tokens assumed beyond the body's bytes (chat template, special tokens) when bounding cost.
+pub const TEMPLATE_TOKENS_BOUND: u64 = 1024;
+
+/// A request as read at the edge: validated, with its uploaded files.
+#[derive(Debug)]
+pub struct Parsed {
+    pub request: ApiRequest,
+    /// Uploaded files, in the order they travel to the node.
+    pub files: Vec<(Attachment, Bytes)>,
+}
+
+/// What a finished task produced, as the hub received it.
+#[derive(Debug)]
+pub struct Collected {
+    /// The output digest's state (for chat, the assembled choices too).
+    pub digester: OutputDigester,
+    /// JSON chunks kept for the answer (workloads that answer with a chunk's content).
+    pub chunks: Vec<Value>,
+    pub files: Vec<(Attachment, Bytes)>,
+}
+
+/// What the hub adds to every answer once the node's paperwork checked out.
+#[derive(Debug, Clone)]
+pub struct Accepted {
+    pub usage: Usage,
+    pub fingerprint: String,
+    pub attribution: Value,
+    pub paperwork: String,
+}
+
+/// The response's identity, stamped on every chunk whatever the node's upstream called it.
+#[derive(Debug, Clone)]
+pub struct Stamp {
+    pub id: String,
+    pub created: u64,
+    pub model: String,
+}
+
+/// The API of one workload.
+pub trait WorkloadApi: Send + Sync + 'static {
+    /// Where clients call it.
+    fn path(&self) -> &'static str;
+
+    /// Reads and validates the body (`content_type` is the request's header).
+    fn parse(&self, content_type: Option<&str>, body: Bytes) -> Result<Parsed, ApiError>;
+
+    /// The most the request can consume: what the escrow holds and the charge is capped at.
+    fn max_usage(&self, request: &ApiRequest, body_len: usize, default_max_output: u64) -> Usage;
+
+    /// The answer is a stream of server-sent events (chunks relayed as they come).
+    fn streams(&self, request: &ApiRequest) -> bool {
+        let _ = request;
+        false
+    }
+
+    /// Keep the JSON chunks for [`WorkloadApi::answer`] (not needed when the digester assembles).
+    fn keeps_chunks(&self) -> bool {
+        false
+    }
+
+    /// The whole answer of a non-streamed request.
+    fn answer(&self, request: &ApiRequest, out: Collected, stamp: &Stamp, accepted: Accepted) -> Result<Value, ApiError>;
+}
+
+/// The API module of `workload`; `None` for workloads that have none yet.
+pub fn api(workload: Workload) -> Option<&'static dyn WorkloadApi> {
+    match workload {
+        Workload::Chat => Some(&chat::Chat),
+        Workload::Completion => Some(&completion::Completion),
+        Workload::Embedding => Some(&embeddings::Embeddings),
+        Workload::ImageEdit => Some(&image_edit::ImageEdit),
+        Workload::ImageGeneration
+        | Workload::VideoGeneration
+        | Workload::Speech
+        | Workload::Transcription
+        | Workload::CodeExecution
+        | Workload::WebSearch
+        | Workload::WebFetch => None,
+    }
+}
+
+/// Every workload that has an API, for the router.
+pub const SERVED: [Workload; 4] = [
+    Workload::Chat,
+    Workload::Completion,
+    Workload::Embedding,
+    Workload::ImageEdit,
+];
+
+/// A JSON body, validated by the shared validator.
+pub(crate) fn parse_json(workload: Workload, body: &[u8]) -> Result<Parsed, ApiError> {
+    Ok(Parsed {
+        request: stacknet_api::request::parse_json(workload, body)?,
+        files: Vec::new(),
+    })
+}
+
+/// Text workloads' bound: every body byte an input token (a token is never shorter than a byte)
+/// plus the template's tokens; `max_tokens` (or the hub's default) of output for every choice.
+pub(crate) fn text_usage(request: &ApiRequest, body_len: usize, default_max_output: u64) -> Usage {
+    Usage {
+        input_tokens: input_bound(body_len),
+        output_tokens: request
+            .max_output_tokens
+            .unwrap_or(default_max_output)
+            .saturating_mul(request.choices.max(1)),
+        units: 0,
+    }
+}
+
+pub(crate) fn input_bound(body_len: usize) -> u64 {
+    u64::try_from(body_len)
+        .unwrap_or(u64::MAX)
+        .saturating_add(TEMPLATE_TOKENS_BOUND)
+}
+
+/// OpenAI's `usage` object.
+pub fn usage_json(u: &Usage) -> Value {
+    json!({
+        "prompt_tokens": u.input_tokens,
+        "completion_tokens": u.output_tokens,
+        "total_tokens": u.input_tokens.saturating_add(u.output_tokens),
+    })
+}
+
+/// Adds the proof fields every answer carries.
+pub(crate) fn with_proof(mut body: Value, accepted: Accepted) -> Value {
+    if let Some(obj) = body.as_object_mut() {
+        obj.insert("fingerprint".into(), Value::String(accepted.fingerprint));
+        obj.insert("attribution".into(), accepted.attribution);
+        obj.insert("paperwork".into(), Value::String(accepted.paperwork));
+    }
+    body
+}

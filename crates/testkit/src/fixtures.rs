@@ -1,0 +1,76 @@
+//! Fixture backends: scripted stand-ins for model servers that a node runs like any backend, so
+//! tests exercise the real hub, node and wire with inputs and outputs a test can predict.
+//!
+//! - [`InvertImages`]: serves `/v1/images/edits` for [`INVERT_MODEL`]: it takes the uploaded image
+//!   (any bytes) and returns `n` files, the i-th with every byte XOR `0xff - i`. It proves that
+//!   files travel between hub and node as bytes, in binary frames, both ways.
+
+use futures_util::future::BoxFuture;
+use serde_json::Value;
+use stacknet_api::request::image_edit;
+use stacknet_node::backend::{Backend, BackendError, BackendOutcome, BackendTask, OutputFile};
+use stacknet_protocol::contract::{Usage, Workload};
+use stacknet_protocol::paperwork::BackendInfo;
+use stacknet_protocol::wire::ModelOffer;
+use tokio::sync::mpsc;
+
+/// The model name [`InvertImages`] serves.
+pub const INVERT_MODEL: &str = "invert-image";
+
+/// See the module docs.
+#[derive(Debug, Default)]
+pub struct InvertImages;
+
+/// What [`InvertImages`] returns as its `i`-th image for `input`.
+pub fn inverted(input: &[u8], i: u64) -> Vec<u8> {
+    let mask = 0xffu8.wrapping_sub(u8::try_from(i % 256).unwrap_or(0));
+    input.iter().map(|b| b ^ mask).collect()
+}
+
+impl Backend for InvertImages {
+    fn models(&self) -> Vec<ModelOffer> {
+        vec![ModelOffer {
+            name: INVERT_MODEL.to_owned(),
+            workloads: vec![Workload::ImageEdit],
+            backend: "fixture-invert".to_owned(),
+            model_sha256: None,
+        }]
+    }
+
+    fn execute(
+        &self,
+        task: BackendTask,
+        _chunks: mpsc::Sender<Value>,
+    ) -> BoxFuture<'static, Result<BackendOutcome, BackendError>> {
+        Box::pin(async move {
+            let (_, edit) = image_edit::validate((*task.request).clone())
+                .map_err(|e| BackendError::InvalidRequest(e.to_string()))?;
+            let image = task
+                .files
+                .iter()
+                .find(|f| f.meta.sha256 == edit.image.sha256)
+                .ok_or_else(|| BackendError::InvalidRequest("the image file is missing".into()))?;
+            let files = (0..edit.n)
+                .map(|i| OutputFile {
+                    content_type: image.meta.content_type.clone(),
+                    bytes: inverted(&image.bytes, i).into(),
+                })
+                .collect();
+            Ok(BackendOutcome {
+                usage: Some(Usage {
+                    input_tokens: 0,
+                    output_tokens: 0,
+                    units: edit.n,
+                }),
+                info: BackendInfo {
+                    id: "fixture-invert".to_owned(),
+                    version: env!("CARGO_PKG_VERSION").to_owned(),
+                    model: task.model,
+                    model_sha256: None,
+                },
+                warm: true,
+                files,
+            })
+        })
+    }
+}
