@@ -8,9 +8,12 @@
 //! - [`output`]: how a workload's output is assembled from a node's chunks and files, and the
 //!   output digest (`output_sha256` in paperwork) over what the client receives.
 //! - [`types`]: the request and response bodies of the hub's own endpoints (`/stacknet/v1/...`).
+//! - [`catalog`](mod@catalog): the pinned real models (names, workloads, files by SHA-256, sources)
+//!   that nodes pull and serve and that the hub checks `model_sha256` against.
 //!
 //! Depends only on the protocol crate: no I/O, no async.
 
+pub mod catalog;
 pub mod output;
 pub mod paths;
 pub mod request;

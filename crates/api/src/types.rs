@@ -92,6 +92,38 @@ pub struct FiledPaperwork {
     pub verdict: Verdict,
 }
 
+impl FiledPaperwork {
+    /// `settled`, `already_filed` or `refused`, as on the wire.
+    pub fn status(&self) -> &'static str {
+        match self.verdict {
+            Verdict::Settled { .. } => "settled",
+            Verdict::AlreadyFiled => "already_filed",
+            Verdict::Refused { .. } => "refused",
+        }
+    }
+
+    /// What this filing paid for it.
+    pub fn amount(&self) -> Option<Amount> {
+        match self.verdict {
+            Verdict::Settled { amount } => Some(amount),
+            _ => None,
+        }
+    }
+
+    /// Why it was refused.
+    pub fn reason(&self) -> Option<&str> {
+        match &self.verdict {
+            Verdict::Refused { reason } => Some(reason),
+            _ => None,
+        }
+    }
+
+    /// The hub holds it as filed: never file it again.
+    pub fn is_filed(&self) -> bool {
+        self.verdict.is_filed()
+    }
+}
+
 /// The answer to a filing.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FilingAnswer {

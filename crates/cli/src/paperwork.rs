@@ -109,10 +109,10 @@ pub async fn run(args: PaperworkArgs) -> Result<()> {
             let verdicts = file_wallet(&hub, &key, &wallet).await?;
             let (mut settled, mut total, mut before, mut refused) = (0, 0i64, 0, 0);
             for v in &verdicts {
-                match v.status.as_str() {
+                match v.status() {
                     "settled" => {
                         settled += 1;
-                        total += v.amount.map_or(0, |a| a.micros());
+                        total += v.amount().map_or(0, |a| a.micros());
                     }
                     "already_filed" => before += 1,
                     _ => {
@@ -120,7 +120,7 @@ pub async fn run(args: PaperworkArgs) -> Result<()> {
                         println!(
                             "refused {}: {}",
                             v.paperwork,
-                            v.reason.as_deref().unwrap_or("no reason given")
+                            v.reason().unwrap_or("no reason given")
                         );
                     }
                 }

@@ -21,7 +21,7 @@ use crate::wallet::Wallet;
 use crate::NodeError;
 
 /// Where a hub's node gateway lives under its base URL.
-pub const GATEWAY_PATH: &str = "/stacknet/v1/nodes/connect";
+pub const GATEWAY_PATH: &str = stacknet_api::paths::NODE_GATEWAY;
 /// How long opening the WebSocket (TCP, TLS, upgrade) may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 

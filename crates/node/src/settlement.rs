@@ -3,8 +3,9 @@
 
 use std::time::Duration;
 
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
+use stacknet_api::paths;
+use stacknet_api::types::{FiledPaperwork, FilingAnswer, FilingRequest, HubInfo};
 use stacknet_protocol::filing::{Filing, NodeAction, NodeRequest};
 use stacknet_protocol::paperwork::Paperwork;
 use stacknet_protocol::{Amount, Nonce, PaperworkId, PublicKey, SecretKey, Signed, Timestamp};
@@ -47,12 +48,13 @@ impl HubClient {
                 url: url.clone(),
                 message: e.to_string(),
             })?;
-        let info = call(&http, &url, reqwest::Method::GET, "/stacknet/v1/hub", None).await?;
-        let hex = info["hub_key"]
-            .as_str()
-            .ok_or_else(|| SettlementError::Malformed("no hub_key".into()))?;
-        let hub_key = PublicKey::from_hex(hex).map_err(|e| SettlementError::Malformed(e.to_string()))?;
-        Ok(Self { url, http, hub_key })
+        let info = call(&http, &url, reqwest::Method::GET, paths::HUB_INFO, None).await?;
+        let info: HubInfo = serde_json::from_value(info).map_err(|e| SettlementError::Malformed(e.to_string()))?;
+        Ok(Self {
+            url,
+            http,
+            hub_key: info.hub_key,
+        })
     }
 
     async fn call(
@@ -84,7 +86,7 @@ impl HubClient {
 
     /// The Node Key's earnings, transfers and payouts.
     pub async fn statement(&self, key: &SecretKey) -> Result<Value, SettlementError> {
-        self.node_request(key, "/stacknet/v1/nodes/statement", NodeAction::Statement)
+        self.node_request(key, paths::NODE_STATEMENT, NodeAction::Statement)
             .await
     }
 
@@ -99,7 +101,7 @@ impl HubClient {
             amount,
             destination: destination.to_owned(),
         };
-        self.node_request(key, "/stacknet/v1/nodes/redeem", action).await
+        self.node_request(key, paths::NODE_REDEEM, action).await
     }
 
     /// Files `paperwork` (one signed filing per request, split to stay under the body limit) and
@@ -122,14 +124,17 @@ impl HubClient {
             };
             let filing = Signed::sign(filing, key).map_err(|e| SettlementError::Sign(e.to_string()))?;
             let docs: Vec<Signed<Paperwork>> = batch.into_iter().map(|(_, p)| p).collect();
-            let body = serde_json::to_vec(&json!({"filing": filing, "paperwork": docs}))
-                .map_err(|e| SettlementError::Sign(e.to_string()))?;
+            let request = FilingRequest {
+                filing,
+                paperwork: docs,
+            };
+            let body = serde_json::to_vec(&request).map_err(|e| SettlementError::Sign(e.to_string()))?;
             let answer = self
-                .call(reqwest::Method::POST, "/stacknet/v1/nodes/file", Some(body))
+                .call(reqwest::Method::POST, paths::NODE_FILE, Some(body))
                 .await?;
-            let results: Vec<Verdict> = serde_json::from_value(answer["results"].clone())
-                .map_err(|e| SettlementError::Malformed(e.to_string()))?;
-            verdicts.extend(results);
+            let answer: FilingAnswer =
+                serde_json::from_value(answer).map_err(|e| SettlementError::Malformed(e.to_string()))?;
+            verdicts.extend(answer.results);
         }
         Ok(verdicts)
     }
@@ -198,24 +203,8 @@ fn batches(paperwork: Vec<Signed<Paperwork>>) -> Result<Vec<Batch>, SettlementEr
     Ok(out)
 }
 
-/// The hub's verdict on one filed paperwork.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-pub struct Verdict {
-    pub paperwork: PaperworkId,
-    /// `settled`, `already_filed` or `refused`.
-    pub status: String,
-    #[serde(default)]
-    pub amount: Option<Amount>,
-    #[serde(default)]
-    pub reason: Option<String>,
-}
-
-impl Verdict {
-    /// The hub holds it as filed: never file it again.
-    pub fn is_filed(&self) -> bool {
-        self.status == "settled" || self.status == "already_filed"
-    }
-}
+/// The hub's verdict on one filed paperwork (the hub's own type).
+pub type Verdict = FiledPaperwork;
 
 /// Files every unfiled paperwork in `wallet` and marks in the wallet what the hub settled.
 pub async fn file_wallet(

@@ -168,7 +168,7 @@ async fn measure(hub: &Hub, args: &MoneyArgs) -> Result<()> {
     let started = Instant::now();
     let verdicts = client.file(&node, docs).await?;
     let elapsed = started.elapsed();
-    let settled = verdicts.iter().filter(|v| v.status == "settled").count();
+    let settled = verdicts.iter().filter(|v| v.status() == "settled").count();
     ensure!(
         settled == verdicts.len(),
         "every paperwork settles ({settled} of {})",

@@ -208,7 +208,7 @@ async fn killed_again_and_again(dir: &std::path::Path, database: &str) {
         .unwrap();
     let settled: BTreeSet<String> = verdicts
         .iter()
-        .filter(|v| v.status == "settled")
+        .filter(|v| v.status() == "settled")
         .map(|v| v.paperwork.to_string())
         .collect();
     let store = stacknet_hub::store::open(database).await.unwrap();
@@ -218,9 +218,9 @@ async fn killed_again_and_again(dir: &std::path::Path, database: &str) {
         "{} settled, {logged_accepted} answered",
         settled.len()
     );
-    for v in verdicts.iter().filter(|v| v.status != "settled") {
+    for v in verdicts.iter().filter(|v| v.status() != "settled") {
         // Paperwork the hub never logged (killed before its batch committed) is refused, nothing else.
-        let reason = v.reason.clone().unwrap_or_default();
+        let reason = v.reason().unwrap_or_default().to_owned();
         assert!(reason.contains("not in the paperwork log"), "{v:?}");
         assert!(store.paperwork(v.paperwork).await.unwrap().is_none());
     }
@@ -244,7 +244,7 @@ async fn killed_again_and_again(dir: &std::path::Path, database: &str) {
     let docs = node.node.wallet().list().await.unwrap();
     let again = hub_client.file(&node.key, docs).await.unwrap();
     assert!(
-        again.iter().all(|v| v.status != "settled"),
+        again.iter().all(|v| v.status() != "settled"),
         "nothing settles twice"
     );
     let after = ledger

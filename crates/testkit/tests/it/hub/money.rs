@@ -296,23 +296,23 @@ async fn filing_pays_the_split_once_and_refuses_forged_altered_and_replayed_pape
     stolen.node_key = thief.public_key();
     let stolen = Signed::sign(stolen, &thief).unwrap();
     let verdicts = hub.file(&node.key, vec![altered_usage, resigned]).await.unwrap();
-    assert!(verdicts.iter().all(|v| v.status == "refused"), "{verdicts:?}");
+    assert!(verdicts.iter().all(|v| v.status() == "refused"), "{verdicts:?}");
     assert!(
         verdicts
             .iter()
-            .any(|v| v.reason.as_deref().unwrap().contains("signature")),
+            .any(|v| v.reason().unwrap().contains("signature")),
         "{verdicts:?}"
     );
     assert!(
         verdicts
             .iter()
-            .any(|v| v.reason.as_deref().unwrap().contains("not in the paperwork log")),
+            .any(|v| v.reason().unwrap().contains("not in the paperwork log")),
         "{verdicts:?}"
     );
     // Someone else's paperwork, filed with the thief's key: refused (and the contract names the node).
     let verdicts = hub.file(&thief, vec![stolen, docs[2].clone()]).await.unwrap();
-    assert!(verdicts.iter().all(|v| v.status == "refused"), "{verdicts:?}");
-    let reasons: Vec<&str> = verdicts.iter().map(|v| v.reason.as_deref().unwrap()).collect();
+    assert!(verdicts.iter().all(|v| v.status() == "refused"), "{verdicts:?}");
+    let reasons: Vec<&str> = verdicts.iter().map(|v| v.reason().unwrap()).collect();
     assert!(reasons.iter().any(|r| r.contains("assigned to")), "{reasons:?}");
     assert!(reasons.iter().any(|r| r.contains("another node")), "{reasons:?}");
     assert_eq!(
@@ -327,8 +327,8 @@ async fn filing_pays_the_split_once_and_refuses_forged_altered_and_replayed_pape
     // The real filing settles everything once.
     let verdicts = file_wallet(&hub, &node.key, node.node.wallet()).await.unwrap();
     assert_eq!(verdicts.len(), 3);
-    assert!(verdicts.iter().all(|v| v.status == "settled"), "{verdicts:?}");
-    let settled: i64 = verdicts.iter().map(|v| v.amount.unwrap().micros()).sum();
+    assert!(verdicts.iter().all(|v| v.status() == "settled"), "{verdicts:?}");
+    let settled: i64 = verdicts.iter().map(|v| v.amount().unwrap().micros()).sum();
     assert_eq!(settled, total);
     assert_eq!(posted(&net, AccountId::escrow()).await, 0, "escrow emptied");
     let node_share = posted(&net, node_account.clone()).await;
@@ -336,7 +336,7 @@ async fn filing_pays_the_split_once_and_refuses_forged_altered_and_replayed_pape
     let expected_share: i64 = verdicts
         .iter()
         .map(|v| {
-            let c = v.amount.unwrap().micros();
+            let c = v.amount().unwrap().micros();
             let parts = [1_000, 500, 500, 400, 100, 500]
                 .iter()
                 .map(|bps| c * bps / 10_000)
@@ -353,7 +353,7 @@ async fn filing_pays_the_split_once_and_refuses_forged_altered_and_replayed_pape
     );
     let stack_shares: i64 = verdicts
         .iter()
-        .map(|v| v.amount.unwrap().micros() * 1_000 / 10_000)
+        .map(|v| v.amount().unwrap().micros() * 1_000 / 10_000)
         .sum();
     let treasury = posted(&net, AccountId::treasury()).await;
     assert_eq!(
@@ -365,7 +365,7 @@ async fn filing_pays_the_split_once_and_refuses_forged_altered_and_replayed_pape
 
     // A replay is idempotent: nothing moves, each paperwork says it was filed before.
     let again = hub.file(&node.key, docs.clone()).await.unwrap();
-    assert!(again.iter().all(|v| v.status == "already_filed"), "{again:?}");
+    assert!(again.iter().all(|v| v.status() == "already_filed"), "{again:?}");
     assert_eq!(posted(&net, node_account).await, node_share);
     // The wallet knows: a second `file` has nothing to send.
     assert!(file_wallet(&hub, &node.key, node.node.wallet())
@@ -382,13 +382,9 @@ async fn paperwork_cannot_be_filed_inside_its_challenge_window(db: Db) {
     let hub = HubClient::connect(&net.hub.url()).await.unwrap();
     let verdicts = file_wallet(&hub, &node.key, node.node.wallet()).await.unwrap();
     assert_eq!(verdicts.len(), 1);
-    assert_eq!(verdicts[0].status, "refused");
+    assert_eq!(verdicts[0].status(), "refused");
     assert!(
-        verdicts[0]
-            .reason
-            .as_deref()
-            .unwrap()
-            .contains("challenge window"),
+        verdicts[0].reason().unwrap().contains("challenge window"),
         "{verdicts:?}"
     );
     assert_eq!(posted(&net, AccountId::node(node.node.node_key_id())).await, 0);
