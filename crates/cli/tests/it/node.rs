@@ -62,7 +62,8 @@ fn a_node_config_naming_a_model_not_pulled_says_how_to_pull_it() {
     let out = stacknet(&["node", "--config", config.to_str().unwrap()], dir.path());
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
-    let models = dir.path().join("node/models");
+    // The helper's STACKNET_DATA_DIR overrides the file's data_dir, as the environment does.
+    let models = dir.path().join("data/models");
     assert!(
         err.contains(&format!(
             "model all-minilm-l6-v2 is not in {0} (run `stacknet models pull all-minilm-l6-v2 --models-dir {0}`)",
