@@ -35,7 +35,7 @@ enum Command {
     Up(serve::UpArgs),
     /// Run a hub: the OpenAI-compatible API, the node gateway, the paperwork store.
     Hub(serve::HubArgs),
-    /// Run a node: connect to a hub and serve its tasks from your model server.
+    /// Run a node: connect to a hub and serve its tasks from your model server or the built-in models.
     Node(serve::NodeArgs),
     /// Manage Node Keys (Ed25519): the identity your paperwork and earnings accrue to.
     #[command(subcommand)]

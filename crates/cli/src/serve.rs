@@ -8,7 +8,10 @@ use anyhow::{Context, Result};
 use clap::Args;
 use rand_core::RngCore;
 use stacknet_hub::{Hub, HubConfig};
-use stacknet_node::config::{ApiKey, NodeConfig, UpstreamConfig};
+use stacknet_node::config::{
+    ApiKey, BackendConfig, EmbeddingsBackendConfig, LlamaBackendConfig, NodeConfig, UpstreamConfig,
+};
+use stacknet_node::models::ModelStore;
 use stacknet_protocol::{StackId, Timestamp};
 
 use crate::keystore::default_data_dir;
@@ -163,11 +166,18 @@ pub struct NodeArgs {
     /// Refuse any hub whose key is not this (hex).
     #[arg(long, env = "STACKNET_HUB_KEY")]
     pub hub_key: Option<String>,
+    /// Where built-in models are loaded from [default: the config's models_dir, else
+    /// <data_dir>/models of the config; without --config, where `stacknet models` pulls them:
+    /// ~/.local/share/stacknet/models]
+    #[arg(long, env = "STACKNET_MODELS_DIR")]
+    pub models_dir: Option<PathBuf>,
     #[command(flatten)]
     pub upstream: UpstreamArgs,
 }
 
 impl NodeArgs {
+    /// The config file (or, without one, defaults), with flags and environment over it. With no
+    /// backend anywhere, the node serves the built-in models already pulled.
     pub fn config(&self) -> Result<NodeConfig> {
         let mut config = match &self.config {
             Some(path) => {
@@ -181,12 +191,15 @@ impl NodeArgs {
                     .hub
                     .clone()
                     .context("--hub is required (or a --config file with `hub`)")?;
-                let upstream = self.upstream.upstream.clone().context("--upstream is required")?;
                 let data_dir = self
                     .data_dir
                     .clone()
                     .unwrap_or_else(|| default_data_dir().join("node"));
-                NodeConfig::new(hub, data_dir, UpstreamConfig::new(upstream, Vec::new()))
+                let mut config = NodeConfig::new(hub, data_dir, Vec::new());
+                // The node's data directory is a subdirectory by default; its models are where
+                // `stacknet models pull` puts them.
+                config.models_dir = Some(default_data_dir().join("models"));
+                config
             }
         };
         if let Some(h) = &self.hub {
@@ -198,23 +211,44 @@ impl NodeArgs {
         if self.key.is_some() {
             config.key_file = self.key.clone();
         }
+        if let Some(d) = &self.models_dir {
+            config.models_dir = Some(d.clone());
+        }
         if let Some(k) = &self.hub_key {
             config.hub_key = Some(
                 stacknet_protocol::PublicKey::from_hex(k).map_err(|e| anyhow::anyhow!("--hub-key: {e}"))?,
             );
         }
-        self.upstream
-            .apply(&mut config.upstream, &mut config.max_concurrency);
-        anyhow::ensure!(
-            !config.upstream.models.is_empty(),
-            "name at least one --model the upstream serves"
-        );
+        if let Some(c) = self.upstream.max_concurrency {
+            config.max_concurrency = c;
+        }
+        self.upstream.apply(&mut config.backends)?;
         Ok(config)
     }
 }
 
 impl UpstreamArgs {
-    fn apply(&self, upstream: &mut UpstreamConfig, max_concurrency: &mut u32) {
+    /// The upstream flags over `backends`: they change the first upstream backend, or add one
+    /// when there is none and `--upstream` names a server.
+    fn apply(&self, backends: &mut Vec<BackendConfig>) -> Result<()> {
+        let is_upstream = |b: &BackendConfig| matches!(b, BackendConfig::Upstream(_));
+        if !backends.iter().any(is_upstream) {
+            let Some(url) = &self.upstream else {
+                anyhow::ensure!(
+                    self.models.is_empty() && self.upstream_api_key.is_none(),
+                    "--model and --upstream-api-key go with --upstream URL (built-in models are named \
+                     in [[backend]] tables of --config, or served as pulled)"
+                );
+                return Ok(());
+            };
+            backends.push(BackendConfig::Upstream(UpstreamConfig::new(
+                url.clone(),
+                Vec::new(),
+            )));
+        }
+        let Some(BackendConfig::Upstream(upstream)) = backends.iter_mut().find(|b| is_upstream(b)) else {
+            return Ok(());
+        };
         if let Some(u) = &self.upstream {
             upstream.base_url = u.clone();
         }
@@ -224,9 +258,15 @@ impl UpstreamArgs {
         if !self.models.is_empty() {
             upstream.models = self.models.clone();
         }
-        if let Some(c) = self.max_concurrency {
-            *max_concurrency = c;
+        for backend in backends.iter() {
+            if let BackendConfig::Upstream(u) = backend {
+                anyhow::ensure!(
+                    !u.models.is_empty(),
+                    "name at least one --model the upstream serves"
+                );
+            }
         }
+        Ok(())
     }
 }
 
@@ -278,6 +318,16 @@ pub async fn hub(args: HubArgs) -> Result<()> {
 
 pub async fn node(args: NodeArgs) -> Result<()> {
     let config = args.config()?;
+    if config.backends.is_empty() {
+        // Say it where the operator looks: which pulled models this node will serve.
+        let store = stacknet_node::models::ModelStore::new(config.models_dir());
+        let pulled = stacknet_node::backend::build::pulled_or_explain(&store)?;
+        say(&format!(
+            "serving the built-in models in {}: {}",
+            store.dir().display(),
+            stacknet_node::backend::build::model_names(&pulled).join(", ")
+        ));
+    }
     stacknet_node::run(config, shutdown_signal()).await?;
     Ok(())
 }
@@ -290,6 +340,9 @@ pub struct UpArgs {
     /// Holds everything: hub/, node/, models/, up.env [default: ~/.local/share/stacknet]
     #[arg(long, env = "STACKNET_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Where the built-in models are pulled to and loaded from [default: <data-dir>/models]
+    #[arg(long, env = "STACKNET_MODELS_DIR")]
+    pub models_dir: Option<PathBuf>,
     #[command(flatten)]
     pub upstream: UpstreamArgs,
     #[command(flatten)]
@@ -356,44 +409,25 @@ pub async fn up(args: UpArgs) -> Result<()> {
     Ok(())
 }
 
-/// The model server `up`'s node forwards to, or the built-in models: SmolLM2 for chat and
-/// completions on llama.cpp, all-MiniLM-L6-v2 for embeddings on candle.
+/// The model server `up`'s node forwards to, or the built-in models, pulled on first run: SmolLM2
+/// for chat and completions on llama.cpp, all-MiniLM-L6-v2 for embeddings on candle.
 async fn up_backend(args: &UpArgs, data_dir: &Path) -> Result<std::sync::Arc<dyn stacknet_node::Backend>> {
-    use stacknet_node::backend::{embed::CandleEmbeddings, llama, multi::MultiBackend};
-    if let Some(url) = &args.upstream.upstream {
-        let mut upstream = UpstreamConfig::new(url.clone(), Vec::new());
-        let mut unused = 0;
-        args.upstream.apply(&mut upstream, &mut unused);
-        anyhow::ensure!(
-            !upstream.models.is_empty(),
-            "name at least one --model the upstream serves"
-        );
-        return Ok(std::sync::Arc::new(stacknet_node::OpenAiUpstream::new(
-            &upstream,
-        )?));
+    let store = ModelStore::new(args.models_dir.clone().unwrap_or_else(|| data_dir.join("models")));
+    let mut backends = Vec::new();
+    args.upstream.apply(&mut backends)?;
+    if backends.is_empty() {
+        let options = stacknet_node::models::PullOptions::from_env();
+        for name in [UP_CHAT_MODEL, UP_EMBEDDING_MODEL] {
+            let spec =
+                stacknet_node::models::find(name).with_context(|| format!("{name} is not in the catalog"))?;
+            crate::models::pull(&store, spec, &options).await?;
+        }
+        backends = vec![
+            BackendConfig::Llama(LlamaBackendConfig::new(UP_CHAT_MODEL)),
+            BackendConfig::Embeddings(EmbeddingsBackendConfig::new(UP_EMBEDDING_MODEL)),
+        ];
     }
-    let models_dir =
-        std::env::var_os("STACKNET_MODELS_DIR").map_or_else(|| data_dir.join("models"), PathBuf::from);
-    let store = stacknet_node::models::ModelStore::new(models_dir);
-    let options = stacknet_node::models::PullOptions::from_env();
-    let find = |name: &str| {
-        stacknet_node::models::find(name).with_context(|| format!("{name} is not in the catalog"))
-    };
-    let chat = find(UP_CHAT_MODEL)?;
-    let path = crate::models::pull(&store, chat, &options).await?;
-    let sha = chat.files[0].sha256.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
-    let chat = tokio::task::spawn_blocking(move || {
-        llama::LlamaChat::load(llama::LlamaConfig::new(UP_CHAT_MODEL, path, sha))
-    })
-    .await??;
-    let embed = find(UP_EMBEDDING_MODEL)?;
-    crate::models::pull(&store, embed, &options).await?;
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let embed = CandleEmbeddings::from_store(&store, embed, threads)?;
-    Ok(std::sync::Arc::new(MultiBackend::new(vec![
-        std::sync::Arc::new(chat),
-        std::sync::Arc::new(embed),
-    ])?))
+    Ok(stacknet_node::backend::build::build(&backends, &store).await?)
 }
 
 /// The built-in models `stacknet up` serves when no upstream is given.

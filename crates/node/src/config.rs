@@ -21,6 +21,7 @@ pub const DEFAULT_DRAIN_TIMEOUT_SECS: u64 = 30;
 /// File names inside the data directory.
 pub const KEY_FILE_NAME: &str = "node.key";
 pub const WALLET_FILE_NAME: &str = "wallet.sqlite";
+pub const MODELS_DIR_NAME: &str = "models";
 
 /// An upstream API key. Never printed: `Debug` is redacted and there is no `Display`.
 #[derive(Clone, PartialEq, Eq)]
@@ -79,45 +80,183 @@ impl UpstreamConfig {
     }
 }
 
+/// One thing that runs the node's tasks, as a `[[backend]]` table: `kind` says which.
+///
+/// ```toml
+/// [[backend]]
+/// kind = "llama"                      # a built-in GGUF chat model on llama.cpp (CPU)
+/// model = "smollm2-135m-instruct"     # a catalog name (`stacknet models list`)
+/// # threads = 4
+/// # context_tokens = 2048
+///
+/// [[backend]]
+/// kind = "embeddings"                 # a built-in embeddings model on candle (CPU)
+/// model = "all-minilm-l6-v2"
+///
+/// [[backend]]
+/// kind = "upstream"                   # an OpenAI-compatible server
+/// base_url = "http://127.0.0.1:11434/v1"
+/// models = ["llama3.2"]
+/// ```
+#[derive(Clone, Debug, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum BackendConfig {
+    Upstream(UpstreamConfig),
+    Llama(LlamaBackendConfig),
+    Embeddings(EmbeddingsBackendConfig),
+}
+
+impl BackendConfig {
+    /// The `kind` it is written with in TOML, for messages.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            BackendConfig::Upstream(_) => "upstream",
+            BackendConfig::Llama(_) => "llama",
+            BackendConfig::Embeddings(_) => "embeddings",
+        }
+    }
+}
+
+/// A built-in chat and completion model, served by llama.cpp from the models directory.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LlamaBackendConfig {
+    /// A catalog name that serves chat (`smollm2-135m-instruct`); pulled with `stacknet models pull`.
+    pub model: String,
+    /// llama.cpp's threads [default: every core].
+    #[serde(default)]
+    pub threads: Option<usize>,
+    /// The context size [default: `llama::DEFAULT_CONTEXT_TOKENS`].
+    #[serde(default)]
+    pub context_tokens: Option<u32>,
+}
+
+impl LlamaBackendConfig {
+    pub fn new(model: impl Into<String>) -> Self {
+        Self {
+            model: model.into(),
+            threads: None,
+            context_tokens: None,
+        }
+    }
+}
+
+/// A built-in embeddings model, served by candle from the models directory.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmbeddingsBackendConfig {
+    /// A catalog name that serves embeddings (`all-minilm-l6-v2`).
+    pub model: String,
+    /// Inference threads [default: every core].
+    #[serde(default)]
+    pub threads: Option<usize>,
+}
+
+impl EmbeddingsBackendConfig {
+    pub fn new(model: impl Into<String>) -> Self {
+        Self {
+            model: model.into(),
+            threads: None,
+        }
+    }
+}
+
 /// Everything `stacknet node` needs, as read from TOML:
 ///
 /// ```toml
 /// hub = "https://hub.example"
 /// data_dir = "/var/lib/stacknet"
 /// # hub_key = "8a88e3dd..."   # refuse any other hub
+/// # models_dir = "/var/lib/stacknet/models"
 /// max_concurrency = 4
-/// [upstream]
+///
+/// [[backend]]
+/// kind = "llama"
+/// model = "smollm2-135m-instruct"
+///
+/// [[backend]]
+/// kind = "upstream"
 /// base_url = "http://127.0.0.1:11434/v1"
 /// models = ["llama3.2"]
 /// ```
+///
+/// An `[upstream]` table (the older form) is shorthand for one `kind = "upstream"` backend, put
+/// before any `[[backend]]`. With no backend at all, the node serves the built-in models already
+/// pulled into the models directory.
 #[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(from = "NodeConfigToml")]
 pub struct NodeConfig {
     /// The hub's base URL (`http(s)://` or `ws(s)://`); the node connects to its node gateway.
     pub hub: String,
     /// Holds the wallet and, unless `key_file` says otherwise, the Node Key.
     pub data_dir: PathBuf,
     /// Defaults to `<data_dir>/node.key`; created on first start.
-    #[serde(default)]
     pub key_file: Option<PathBuf>,
     /// When set, the node talks only to the hub holding this key.
-    #[serde(default)]
     pub hub_key: Option<PublicKey>,
-    #[serde(default = "default_max_concurrency")]
     pub max_concurrency: u32,
     /// Hardware class written into paperwork.
-    #[serde(default = "default_hardware")]
     pub hardware: String,
-    #[serde(default = "default_heartbeat_misses")]
     pub heartbeat_misses: u32,
-    #[serde(default = "default_drain_timeout_secs")]
     pub drain_timeout_secs: u64,
-    pub upstream: UpstreamConfig,
+    /// Where built-in models are pulled to and loaded from; defaults to `<data_dir>/models`.
+    pub models_dir: Option<PathBuf>,
+    /// What runs the tasks, combined into one backend; empty: the built-in models already pulled.
+    pub backends: Vec<BackendConfig>,
+}
+
+/// The TOML as written; [`NodeConfig`] is what it means (the `[upstream]` shorthand folded in).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NodeConfigToml {
+    hub: String,
+    data_dir: PathBuf,
+    #[serde(default)]
+    key_file: Option<PathBuf>,
+    #[serde(default)]
+    hub_key: Option<PublicKey>,
+    #[serde(default = "default_max_concurrency")]
+    max_concurrency: u32,
+    #[serde(default = "default_hardware")]
+    hardware: String,
+    #[serde(default = "default_heartbeat_misses")]
+    heartbeat_misses: u32,
+    #[serde(default = "default_drain_timeout_secs")]
+    drain_timeout_secs: u64,
+    #[serde(default)]
+    models_dir: Option<PathBuf>,
+    #[serde(default)]
+    upstream: Option<UpstreamConfig>,
+    #[serde(default)]
+    backend: Vec<BackendConfig>,
+}
+
+impl From<NodeConfigToml> for NodeConfig {
+    fn from(t: NodeConfigToml) -> Self {
+        let backends = t
+            .upstream
+            .map(BackendConfig::Upstream)
+            .into_iter()
+            .chain(t.backend)
+            .collect();
+        Self {
+            hub: t.hub,
+            data_dir: t.data_dir,
+            key_file: t.key_file,
+            hub_key: t.hub_key,
+            max_concurrency: t.max_concurrency,
+            hardware: t.hardware,
+            heartbeat_misses: t.heartbeat_misses,
+            drain_timeout_secs: t.drain_timeout_secs,
+            models_dir: t.models_dir,
+            backends,
+        }
+    }
 }
 
 impl NodeConfig {
-    /// Defaults for everything but the hub, the data directory and the upstream.
-    pub fn new(hub: impl Into<String>, data_dir: impl Into<PathBuf>, upstream: UpstreamConfig) -> Self {
+    /// Defaults for everything but the hub, the data directory and the backends.
+    pub fn new(hub: impl Into<String>, data_dir: impl Into<PathBuf>, backends: Vec<BackendConfig>) -> Self {
         Self {
             hub: hub.into(),
             data_dir: data_dir.into(),
@@ -127,7 +266,8 @@ impl NodeConfig {
             hardware: DEFAULT_HARDWARE.to_owned(),
             heartbeat_misses: DEFAULT_HEARTBEAT_MISSES,
             drain_timeout_secs: DEFAULT_DRAIN_TIMEOUT_SECS,
-            upstream,
+            models_dir: None,
+            backends,
         }
     }
 
@@ -143,6 +283,13 @@ impl NodeConfig {
 
     pub fn wallet_path(&self) -> PathBuf {
         wallet_path(&self.data_dir)
+    }
+
+    /// Where built-in models live: `models_dir`, else `<data_dir>/models`.
+    pub fn models_dir(&self) -> PathBuf {
+        self.models_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join(MODELS_DIR_NAME))
     }
 
     /// The runtime options of the node itself (everything but files and the backend).
@@ -210,12 +357,19 @@ fn default_upstream_timeout_secs() -> u64 {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
+#[allow(clippy::unwrap_used, clippy::panic)]
 mod tests {
     use super::*;
 
+    fn upstream(config: &NodeConfig, i: usize) -> &UpstreamConfig {
+        match &config.backends[i] {
+            BackendConfig::Upstream(u) => u,
+            other => panic!("backend {i} is {other:?}"),
+        }
+    }
+
     #[test]
-    fn toml_with_defaults_and_a_redacted_key() {
+    fn the_upstream_table_is_one_upstream_backend_with_defaults_and_a_redacted_key() {
         let config = NodeConfig::from_toml(
             r#"
             hub = "http://127.0.0.1:8080"
@@ -229,18 +383,108 @@ mod tests {
         .unwrap();
         assert_eq!(config.max_concurrency, DEFAULT_MAX_CONCURRENCY);
         assert_eq!(config.hardware, "upstream");
-        assert_eq!(config.upstream.timeout_secs, 300);
+        assert_eq!(config.backends.len(), 1);
+        assert_eq!(upstream(&config, 0).timeout_secs, 300);
+        assert_eq!(upstream(&config, 0).models, ["llama3.2"]);
         assert_eq!(config.key_path(), PathBuf::from("/tmp/node/node.key"));
+        assert_eq!(config.models_dir(), PathBuf::from("/tmp/node/models"));
         let printed = format!("{config:?}");
         assert!(!printed.contains("very-secret"), "{printed}");
-        assert_eq!(config.upstream.api_key.unwrap().expose(), "sk-very-secret");
+        assert_eq!(
+            upstream(&config, 0).api_key.as_ref().unwrap().expose(),
+            "sk-very-secret"
+        );
+    }
+
+    #[test]
+    fn a_backend_list_in_order_after_the_upstream_shorthand() {
+        let config = NodeConfig::from_toml(
+            r#"
+            hub = "http://127.0.0.1:8080"
+            data_dir = "/tmp/node"
+            models_dir = "/srv/models"
+            [upstream]
+            base_url = "http://a/v1"
+            models = ["a"]
+            [[backend]]
+            kind = "llama"
+            model = "smollm2-135m-instruct"
+            threads = 2
+            context_tokens = 1024
+            [[backend]]
+            kind = "embeddings"
+            model = "all-minilm-l6-v2"
+            [[backend]]
+            kind = "upstream"
+            base_url = "http://b/v1"
+            models = ["b"]
+            timeout_secs = 5
+            "#,
+        )
+        .unwrap();
+        assert_eq!(config.models_dir(), PathBuf::from("/srv/models"));
+        let kinds: Vec<_> = config.backends.iter().map(BackendConfig::kind).collect();
+        assert_eq!(kinds, ["upstream", "llama", "embeddings", "upstream"]);
+        assert_eq!(upstream(&config, 0).base_url, "http://a/v1");
+        let BackendConfig::Llama(llama) = &config.backends[1] else {
+            unreachable!()
+        };
+        assert_eq!(
+            *llama,
+            LlamaBackendConfig {
+                model: "smollm2-135m-instruct".to_owned(),
+                threads: Some(2),
+                context_tokens: Some(1024)
+            }
+        );
+        let BackendConfig::Embeddings(embed) = &config.backends[2] else {
+            unreachable!()
+        };
+        assert_eq!(*embed, EmbeddingsBackendConfig::new("all-minilm-l6-v2"));
+        assert_eq!(upstream(&config, 3).timeout_secs, 5);
+    }
+
+    #[test]
+    fn no_backend_at_all_is_a_valid_config() {
+        let config = NodeConfig::from_toml("hub = \"x\"\ndata_dir = \"y\"\n").unwrap();
+        assert!(config.backends.is_empty());
     }
 
     #[test]
     fn unknown_fields_are_refused() {
-        let err = NodeConfig::from_toml(
-            "hub = \"x\"\ndata_dir = \"y\"\nhubb = 1\n[upstream]\nbase_url = \"u\"\nmodels = []\n",
+        let refused = |toml: &str| NodeConfig::from_toml(toml).unwrap_err().to_string();
+        let top = "hub = \"x\"\ndata_dir = \"y\"\n";
+        let err = refused(&format!(
+            "{top}hubb = 1\n[upstream]\nbase_url = \"u\"\nmodels = []\n"
+        ));
+        assert!(err.contains("unknown field `hubb`"), "{err}");
+        let err = refused(&format!(
+            "{top}[upstream]\nbase_url = \"u\"\nmodels = []\nmodel = \"m\"\n"
+        ));
+        assert!(err.contains("unknown field `model`"), "{err}");
+        for backend in [
+            "kind = \"llama\"\nmodel = \"m\"\ngpu_layers = 3",
+            "kind = \"embeddings\"\nmodel = \"m\"\ncontext_tokens = 3",
+            "kind = \"upstream\"\nbase_url = \"u\"\nmodels = []\nthreads = 3",
+        ] {
+            let err = refused(&format!("{top}[[backend]]\n{backend}\n"));
+            assert!(err.contains("unknown field"), "{backend}: {err}");
+        }
+    }
+
+    #[test]
+    fn an_unknown_or_missing_kind_is_refused() {
+        let top = "hub = \"x\"\ndata_dir = \"y\"\n[[backend]]\n";
+        let err = NodeConfig::from_toml(&format!("{top}kind = \"whisper\"\nmodel = \"m\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("unknown variant `whisper`, expected one of `upstream`, `llama`, `embeddings`"),
+            "{err}"
         );
-        assert!(err.is_err());
+        let err = NodeConfig::from_toml(&format!("{top}model = \"m\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("missing field `kind`"), "{err}");
     }
 }

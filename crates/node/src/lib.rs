@@ -6,14 +6,18 @@
 //! the task done, and reconnects with backoff whenever the hub goes away.
 //!
 //! Layout and flow:
-//! - [`run`] is the entry point of `stacknet node`: key from disk, wallet, upstream backend, then
-//!   [`Node::run`] until shutdown. [`config`] holds [`NodeConfig`] (TOML) and [`NodeOptions`].
+//! - [`run`] is the entry point of `stacknet node`: key from disk, wallet, the configured backends
+//!   (or, with none, the built-in models already pulled), then [`Node::run`] until shutdown.
+//!   [`config`] holds [`NodeConfig`] (TOML, with its `[[backend]]` list) and [`NodeOptions`].
 //! - [`node`]: [`Node`] and the connect loop (with [`backoff`]); each connection is a session:
 //!   `handshake` (challenge, signed hello, welcome), then `session`, one loop that owns the socket.
 //! - `task`: one task's life: the checks, the backend run with chunks forwarded as they come, then
 //!   [`paperwork`] signed and stored in the [`wallet`] before `done` goes out.
 //! - [`backend`]: the [`Backend`] trait, one module per implementation ([`backend::upstream`], an
-//!   OpenAI-compatible server, with its SSE parser in [`backend::sse`]).
+//!   OpenAI-compatible server, with its SSE parser in [`backend::sse`]; [`backend::llama`], built-in
+//!   chat on llama.cpp; [`backend::embed`], built-in embeddings on candle), [`backend::multi`] to
+//!   serve several as one, and [`backend::build`](mod@backend::build) from configuration to backend.
+//! - [`models`]: the catalog of pinned built-in models and the store they are pulled into.
 //! - [`digest`]: the request and output hashes in paperwork (the hub recomputes them the same way);
 //!   [`usage`]: usage estimates for backends that report none.
 
@@ -32,14 +36,17 @@ pub mod usage;
 pub mod wallet;
 
 use std::future::Future;
-use std::sync::Arc;
 
 use stacknet_protocol::keystore::{self, KeyStoreError};
 use tracing::{info, warn};
 
+pub use backend::build::BuildError;
 pub use backend::upstream::OpenAiUpstream;
 pub use backend::{Backend, BackendError, BackendOutcome, BackendTask};
-pub use config::{ApiKey, NodeConfig, NodeOptions, UpstreamConfig};
+pub use config::{
+    ApiKey, BackendConfig, EmbeddingsBackendConfig, LlamaBackendConfig, NodeConfig, NodeOptions,
+    UpstreamConfig,
+};
 pub use digest::{digest_of_response, digest_of_stream, request_digest, OutputDigester};
 pub use handshake::SOFTWARE;
 pub use node::Node;
@@ -57,13 +64,16 @@ pub enum NodeError {
     Wallet(#[from] WalletError),
     #[error(transparent)]
     Backend(#[from] BackendError),
+    #[error(transparent)]
+    Build(#[from] BuildError),
     #[error("node startup failed: {0}")]
     Startup(String),
 }
 
 /// Runs a node as configured until `shutdown` completes: loads the Node Key (creating it on first
-/// start), opens the wallet, builds the upstream backend, then connects and serves, draining in-flight
-/// tasks on shutdown.
+/// start), opens the wallet, builds the backends (with none configured, the built-in models already
+/// pulled into the models directory), then connects and serves, draining in-flight tasks on
+/// shutdown.
 pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send) -> Result<(), NodeError> {
     let key_path = config.key_path();
     let wallet_path = config.wallet_path();
@@ -77,13 +87,29 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send) 
     })
     .await
     .map_err(|e| NodeError::Startup(e.to_string()))??;
-    let backend = OpenAiUpstream::new(&config.upstream)?;
-    let node = Node::new(key, wallet, Arc::new(backend), config.node_options())?;
+    let models = models::ModelStore::new(config.models_dir());
+    let configs = if config.backends.is_empty() {
+        let pulled = backend::build::pulled_or_explain(&models)?;
+        info!(
+            models_dir = %models.dir().display(),
+            models = ?backend::build::model_names(&pulled),
+            "no backend configured: serving the built-in models pulled here"
+        );
+        pulled
+    } else {
+        config.backends.clone()
+    };
+    let backend = backend::build::build(&configs, &models).await?;
+    let offers: Vec<String> = backend
+        .models()
+        .into_iter()
+        .map(|o| format!("{} ({})", o.name, o.backend))
+        .collect();
+    let node = Node::new(key, wallet, backend, config.node_options())?;
     info!(
         node_key = %node.node_key_id(),
         hub = %config.hub,
-        upstream = %config.upstream.base_url,
-        models = ?config.upstream.models,
+        models = ?offers,
         "node starting"
     );
     node.run(shutdown).await;

@@ -6,6 +6,7 @@ mod admin;
 mod crash;
 mod key;
 mod models;
+mod node;
 mod up;
 
 use std::io::{BufRead, BufReader};

@@ -3,9 +3,12 @@
 //! A [`Backend`] advertises the models it serves and runs one task at a time per call; the runtime
 //! calls it concurrently. It streams output as OpenAI streaming chunks (JSON values) into a bounded
 //! channel as soon as they exist, and returns what paperwork needs to know about the run. One module
-//! per implementation: [`upstream`] (an OpenAI-compatible server) now; built-in models, sandboxes and
-//! fetchers later.
+//! per implementation: [`upstream`] (an OpenAI-compatible server), [`llama`] (built-in chat on
+//! llama.cpp), [`embed`] (built-in embeddings on candle); sandboxes and fetchers later.
+//! [`multi`] puts several behind one, and [`build`](mod@build) turns the node's `[[backend]]`
+//! configuration into that one backend.
 
+pub mod build;
 pub mod embed;
 pub mod llama;
 pub mod multi;
