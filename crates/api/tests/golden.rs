@@ -25,3 +25,11 @@ fn the_golden_chat_digest_is_the_digest_of_the_answer() {
     ];
     assert_eq!(digest_of_stream(Workload::Chat, &stream).unwrap(), pw.body.output_sha256);
 }
+
+#[test]
+fn the_protocol_document_quotes_the_golden_choices_and_their_digest() {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/PROTOCOL.md")).unwrap();
+    assert!(doc.contains(examples::GOLDEN_CHAT_CHOICES), "PROTOCOL.md quotes the golden choices");
+    let digest = examples::paperwork().unwrap().body.output_sha256.to_string();
+    assert!(doc.contains(&digest), "PROTOCOL.md quotes their digest {digest}");
+}
