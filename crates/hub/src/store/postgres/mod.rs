@@ -16,7 +16,7 @@
 //!
 //! The pool, the schema-name check, the migration lock and the retry loop are the ledger's
 //! ([`stacknet_ledger::pg`]): the hub and the ledger may share a schema and take the same locks.
-//! The paperwork log and filing are in [`log`].
+//! The paperwork log and filing are in `log`.
 
 mod log;
 

@@ -1,6 +1,6 @@
 //! The hub's store on SQLite: one file beside the ledger's tables, the embedded default for a hub
 //! that runs as one process. Calls run on tokio's blocking pool over one connection; the paperwork
-//! log and filing are in [`log`].
+//! log and filing are in `log`.
 
 mod log;
 
