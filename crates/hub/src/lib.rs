@@ -8,8 +8,10 @@
 //!   and scheduler), the task's events from the node (chunks, and files in binary frames), verified
 //!   paperwork whose output digest is recomputed from what the client gets, the answer.
 //! - [`gateway`] is the node side: the WebSocket on which nodes prove their key and run tasks.
-//! - [`store`] keeps the registry (Stacks, API keys, prices), the paperwork log, seen events and
-//!   payouts, on SQLite or PostgreSQL ([`pg_store`]); the ledger (`stacknet-ledger`) keeps balances.
+//! - [`store`] keeps the registry (Stacks, API keys, prices), the paperwork log, settlements and seen
+//!   events, and payouts: one trait per domain, [`store::Store`] all of them, implemented on SQLite
+//!   ([`store::sqlite`]) and PostgreSQL ([`store::postgres`], on the ledger's `pg` pool); the ledger
+//!   (`stacknet-ledger`) keeps balances.
 //!   [`auth`] serves API-key checks from memory; [`admin`] creates Stacks and keys, sets prices, tops up.
 //! - [`money`] is the request path's money: prices, the escrow hold, the writer that logs accepted
 //!   paperwork and captures its cost; [`log`] is the paperwork Merkle log; [`settle`] is filing,
@@ -28,7 +30,6 @@ pub mod log;
 pub mod money;
 pub mod nodes;
 pub mod payout;
-pub mod pg_store;
 pub mod settle;
 pub mod store;
 pub mod task;

@@ -7,6 +7,8 @@
 //! - `store`: the `LedgerStore` trait every caller programs against.
 //! - `sqlite` (`SqliteLedger`, the embedded default) and `postgres` (`PgLedger`, for several hub
 //!   replicas): how each loads, locks and persists what `books` needs. `codec` is their shared row layout.
+//!   `pg` (`postgres::pool`) is the PostgreSQL plumbing the hub's store uses too: the connection pool,
+//!   the schema-name check, the migration lock and the retry loop.
 //! - `bench`: a throughput run for `stacknet bench` and `examples/ledger_bench.rs`.
 //!
 //! Flow of a batch: the store opens a transaction, loads (PostgreSQL: locks) the transfers the batch
@@ -33,6 +35,8 @@ mod store;
 
 pub use error::{LedgerError, ParseError};
 pub use model::*;
+/// The PostgreSQL plumbing the hub's store shares with the ledger: pool, retries, migration lock.
+pub use postgres::pool as pg;
 pub use postgres::{PgLedger, PgOptions};
 pub use sqlite::{SqliteLedger, SqliteOptions, Synchronous};
 /// The protocol's money and time types, which every ledger call takes.

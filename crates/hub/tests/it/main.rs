@@ -8,8 +8,7 @@ mod store;
 use std::future::Future;
 use std::sync::Arc;
 
-use stacknet_hub::pg_store::PgStore;
-use stacknet_hub::store::{SqliteStore, Store};
+use stacknet_hub::store::{PgStore, SqliteStore, Store};
 use stacknet_protocol::StackId;
 use tempfile::TempDir;
 

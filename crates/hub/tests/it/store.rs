@@ -517,7 +517,7 @@ pub async fn a_broken_connection_is_replaced(db: &TestDb) {
     let stacks = loop {
         match store.stacks().await {
             Ok(stacks) => break stacks,
-            Err(e) if failures < stacknet_hub::pg_store::POOL_SIZE => {
+            Err(e) if failures < stacknet_hub::store::POOL_SIZE => {
                 eprintln!("after the break: {e}");
                 failures += 1;
             }
@@ -548,7 +548,7 @@ fn pg_store_refuses_a_schema_name_it_cannot_quote() {
         "hub\"; DROP SCHEMA public; --",
         &"h".repeat(64),
     ] {
-        let refused = rt.block_on(stacknet_hub::pg_store::PgStore::connect(nowhere, bad));
+        let refused = rt.block_on(stacknet_hub::store::PgStore::connect(nowhere, bad));
         assert!(
             matches!(refused, Err(stacknet_hub::store::StoreError::BadSchemaName(_))),
             "{bad:?}: {refused:?}"

@@ -13,7 +13,7 @@
 //! a wrapper that blocks a thread on its own runtime for every call; `tokio-postgres` runs on the
 //! hub's runtime and lets one connection pipeline several statements (see `apply_once`).
 
-mod pool;
+pub mod pool;
 mod sql;
 
 use std::collections::HashMap;
@@ -30,11 +30,9 @@ use crate::model::{
     AccountId, Balance, Entry, StatementLine, Totals, TransferId, TransferOutcome, TransferRecord,
 };
 use crate::store::{check_batch_len, page, LedgerStore, StoreFuture, MAX_EXPIRED_PER_CALL};
+pub use pool::MAX_RETRIES;
 use pool::{PgConn, Pool};
 use sql::*;
-
-/// Times a batch is run again after PostgreSQL reported a retryable conflict.
-pub const MAX_RETRIES: u32 = 8;
 
 #[derive(Clone, Debug)]
 pub struct PgOptions {
@@ -65,57 +63,42 @@ impl PgLedger {
     /// ledger's tables in `options.schema` if they are missing.
     pub async fn connect(url: &str, options: PgOptions) -> Result<Self, LedgerError> {
         let schema = options.schema;
-        let valid = (1..=63).contains(&schema.len())
-            && !schema.starts_with(|c: char| c.is_ascii_digit())
-            && schema
-                .bytes()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_');
-        if !valid {
+        if !pool::is_valid_schema_name(&schema) {
             return Err(LedgerError::BadSchemaName(schema));
         }
         let config: Config = url.parse()?;
-        let pool = Pool::new(config, &schema, options.pool_size);
-        let client = pool.connect_bare().await?;
-        client
-            .batch_execute(&format!(
-                "BEGIN; SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY});
-                 CREATE SCHEMA IF NOT EXISTS \"{schema}\"; {SCHEMA} COMMIT;"
-            ))
-            .await?;
+        let pool = Pool::new(config, &schema, options.pool_size).with_statements(&STATEMENTS);
+        pool.migrate(SCHEMA).await?;
         Ok(Self { pool: Arc::new(pool) })
     }
 
     async fn apply(&self, batch: &[Entry]) -> Result<Vec<TransferOutcome>, LedgerError> {
-        let mut retries = 0;
-        loop {
-            let mut lease = self.pool.get().await?;
-            let conn = lease.conn()?;
+        let pool = &*self.pool;
+        pool::retry(is_retryable, move || async move {
+            let mut lease = pool.get().await?;
+            let conn = lease.conn();
             let result = apply_once(conn, batch).await;
-            match end_transaction(conn, result).await {
-                Err(LedgerError::Postgres(e)) if is_retryable(&e) && retries < MAX_RETRIES => retries += 1,
-                result => return result,
-            }
-        }
+            conn.end_transaction(result).await
+        })
+        .await
     }
 
     async fn expire(&self, now: Timestamp) -> Result<Vec<TransferId>, LedgerError> {
-        let mut retries = 0;
-        loop {
-            let mut lease = self.pool.get().await?;
-            let conn = lease.conn()?;
+        let pool = &*self.pool;
+        pool::retry(is_retryable, move || async move {
+            let mut lease = pool.get().await?;
+            let conn = lease.conn();
             let result = expire_once(conn, now).await;
-            match end_transaction(conn, result).await {
-                Err(LedgerError::Postgres(e)) if is_retryable(&e) && retries < MAX_RETRIES => retries += 1,
-                result => return result,
-            }
-        }
+            conn.end_transaction(result).await
+        })
+        .await
     }
 
     async fn totals(&self) -> Result<Totals, LedgerError> {
         let mut lease = self.pool.get().await?;
         let PgConn {
             client, statements, ..
-        } = lease.conn()?;
+        } = lease.conn();
         let row = client
             .query_one(&statements[TOTALS], &[&EXTERNAL_PREFIX_LIKE])
             .await?;
@@ -196,17 +179,6 @@ async fn expire_once(conn: &mut PgConn, now: Timestamp) -> Result<Vec<TransferId
     Ok(expired)
 }
 
-/// After an attempt: on success the COMMIT went through; on any failure (a refusal, or an error
-/// anywhere) roll back before the connection is reused. If the ROLLBACK itself fails, the connection
-/// stays marked as in a transaction and the pool closes it.
-async fn end_transaction<T>(conn: &mut PgConn, result: Result<T, LedgerError>) -> Result<T, LedgerError> {
-    if result.is_err() && conn.client.batch_execute("ROLLBACK").await.is_err() {
-        return result;
-    }
-    conn.in_transaction = false;
-    result
-}
-
 /// Creates the rows of new accounts, then locks every account, in lock order (one round trip).
 async fn lock_accounts(
     client: &Client,
@@ -246,13 +218,13 @@ fn with_balances(
         .collect())
 }
 
-fn is_retryable(error: &tokio_postgres::Error) -> bool {
-    let retryable = [
-        SqlState::T_R_SERIALIZATION_FAILURE,
-        SqlState::T_R_DEADLOCK_DETECTED,
-        SqlState::UNIQUE_VIOLATION,
-    ];
-    error.code().is_some_and(|code| retryable.contains(code))
+/// A conflict, or two batches inserting the same new transfer id: the second run finds the first's
+/// transfer and replays or refuses it.
+fn is_retryable(error: &LedgerError) -> bool {
+    let LedgerError::Postgres(e) = error else {
+        return false;
+    };
+    pool::is_conflict(e) || e.code() == Some(&SqlState::UNIQUE_VIOLATION)
 }
 
 impl LedgerStore for PgLedger {
@@ -275,7 +247,7 @@ impl LedgerStore for PgLedger {
             let mut lease = self.pool.get().await?;
             let PgConn {
                 client, statements, ..
-            } = lease.conn()?;
+            } = lease.conn();
             let rows = client
                 .query(&statements[READ_BALANCES], &[&account_texts(&accounts)])
                 .await?;
@@ -295,7 +267,7 @@ impl LedgerStore for PgLedger {
             let mut lease = self.pool.get().await?;
             let PgConn {
                 client, statements, ..
-            } = lease.conn()?;
+            } = lease.conn();
             let row = client
                 .query_opt(&statements[READ_TRANSFER], &[&id.as_str()])
                 .await?;
@@ -314,7 +286,7 @@ impl LedgerStore for PgLedger {
             let mut lease = self.pool.get().await?;
             let PgConn {
                 client, statements, ..
-            } = lease.conn()?;
+            } = lease.conn();
             let rows = client
                 .query(&statements[STATEMENT], &[&account.to_string(), &after, &limit])
                 .await?;

@@ -8,8 +8,8 @@ use crate::error::LedgerError;
 use crate::model::books::Changes;
 use crate::model::{AccountId, Balance, TransferId, TransferRecord};
 
-/// Schema migration, run once per `connect` under an advisory lock so that hub replicas starting
-/// together do not race on `CREATE ... IF NOT EXISTS`.
+/// Schema migration, run once per `connect` by `Pool::migrate` (under its advisory lock, so that hub
+/// replicas starting together do not race on `CREATE ... IF NOT EXISTS`).
 pub(crate) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS ledger_accounts (
     id TEXT PRIMARY KEY,
@@ -36,9 +36,6 @@ CREATE INDEX IF NOT EXISTS ledger_transfers_debit ON ledger_transfers (debit, se
 CREATE INDEX IF NOT EXISTS ledger_transfers_credit ON ledger_transfers (credit, seq);
 CREATE INDEX IF NOT EXISTS ledger_transfers_open ON ledger_transfers (expires_at) WHERE state = 'pending';
 ";
-
-/// Key of the advisory lock held while migrating (any constant that no other component uses).
-pub(crate) const MIGRATION_LOCK_KEY: i64 = 0x5354_4b4e_4c44_4752; // "STKNLDGR"
 
 // Indexes into `STATEMENTS`, prepared once per connection.
 pub(crate) const LOCK_TRANSFERS: usize = 0;

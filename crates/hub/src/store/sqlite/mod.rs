@@ -1,0 +1,269 @@
+//! The hub's store on SQLite: one file beside the ledger's tables, the embedded default for a hub
+//! that runs as one process. Calls run on tokio's blocking pool over one connection; the paperwork
+//! log and filing are in `log`.
+
+mod log;
+
+use std::fmt;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use rusqlite::{params, Connection};
+use stacknet_protocol::{NodeKeyId, Timestamp};
+
+use crate::store::codec::{hash32, parse, payout_from, price_from_json, price_json, PayoutRow};
+use crate::store::records::{ApiKeyRecord, ModelPrice, PayoutRecord, PayoutState, StackRecord};
+use crate::store::traits::{PayoutStore, RegistryStore, StoreError, StoreFuture};
+
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SqliteStore")
+    }
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS stacks (id TEXT PRIMARY KEY, name TEXT NOT NULL, created_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS api_keys (
+    hash BLOB PRIMARY KEY, prefix TEXT NOT NULL, stack TEXT NOT NULL REFERENCES stacks(id),
+    created_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS prices (model TEXT PRIMARY KEY, terms TEXT NOT NULL, updated_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS paperwork_log (
+    idx INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, contract TEXT NOT NULL UNIQUE, node_key TEXT NOT NULL,
+    leaf_hash BLOB NOT NULL, accepted_at TEXT NOT NULL, hold TEXT, cost INTEGER NOT NULL,
+    captured INTEGER NOT NULL DEFAULT 0, filed_at TEXT, settlement TEXT);
+-- The documents apart from their small, often-updated state: SQLite rewrites a whole row (a
+-- paperwork is ~3 KB) on every update, so capture and filing would otherwise rewrite them all.
+CREATE TABLE IF NOT EXISTS paperwork_json (idx INTEGER PRIMARY KEY, json TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS paperwork_by_settlement ON paperwork_log (settlement) WHERE settlement IS NOT NULL;
+CREATE TABLE IF NOT EXISTS settlements (id TEXT PRIMARY KEY, created_at TEXT NOT NULL, done INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS paperwork_uncaptured ON paperwork_log (captured) WHERE captured = 0;
+CREATE TABLE IF NOT EXISTS events (kind TEXT NOT NULL, id TEXT NOT NULL, seen_at TEXT NOT NULL,
+    PRIMARY KEY (kind, id));
+CREATE TABLE IF NOT EXISTS payouts (
+    id TEXT PRIMARY KEY, node_key TEXT NOT NULL, amount INTEGER NOT NULL, destination TEXT NOT NULL,
+    state TEXT NOT NULL, attempts INTEGER NOT NULL, last_error TEXT, created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS payouts_by_node ON payouts (node_key, created_at);
+";
+
+impl SqliteStore {
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let conn = Connection::open(path)?;
+        // WAL: readers never wait for the writer; NORMAL is durable across process crashes in WAL mode.
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    /// Runs `f` on the connection on tokio's blocking pool. Write transactions begin IMMEDIATE:
+    /// the ledger writes to the same file, and a deferred transaction that read before the ledger
+    /// committed could not upgrade to a write (SQLite answers BUSY at once, without waiting).
+    fn with<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> StoreFuture<'_, T> {
+        let conn = self.conn.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || {
+                let mut guard = conn.lock().map_err(|_| StoreError::Poisoned)?;
+                f(&mut guard)
+            })
+            .await
+            .map_err(|e| StoreError::Worker(e.to_string()))?
+        })
+    }
+}
+
+impl RegistryStore for SqliteStore {
+    fn create_stack(&self, stack: StackRecord) -> StoreFuture<'_, ()> {
+        self.with(move |conn| {
+            conn.execute(
+                "INSERT INTO stacks (id, name, created_at) VALUES (?1, ?2, ?3)",
+                params![stack.id.to_string(), stack.name, stack.created_at.to_string()],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn stacks(&self) -> StoreFuture<'_, Vec<StackRecord>> {
+        self.with(|conn| {
+            let mut stmt = conn.prepare("SELECT id, name, created_at FROM stacks ORDER BY created_at, id")?;
+            let rows = stmt.query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, r.get(1)?, r.get::<_, String>(2)?))
+            })?;
+            rows.map(|row| {
+                let (id, name, at) = row?;
+                Ok(StackRecord {
+                    id: parse("stacks", &id)?,
+                    name,
+                    created_at: parse("stacks", &at)?,
+                })
+            })
+            .collect()
+        })
+    }
+
+    fn create_api_key(&self, key: ApiKeyRecord) -> StoreFuture<'_, ()> {
+        self.with(move |conn| {
+            conn.execute(
+                "INSERT INTO api_keys (hash, prefix, stack, created_at) VALUES (?1, ?2, ?3, ?4)",
+                params![
+                    key.hash.as_slice(),
+                    key.prefix,
+                    key.stack.to_string(),
+                    key.created_at.to_string()
+                ],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn api_keys(&self) -> StoreFuture<'_, Vec<ApiKeyRecord>> {
+        self.with(|conn| {
+            let mut stmt = conn.prepare("SELECT hash, prefix, stack, created_at FROM api_keys")?;
+            let rows = stmt.query_map([], |r| {
+                Ok((
+                    r.get::<_, Vec<u8>>(0)?,
+                    r.get(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                ))
+            })?;
+            rows.map(|row| {
+                let (hash, prefix, stack, at) = row?;
+                Ok(ApiKeyRecord {
+                    hash: hash32("api_keys", &hash)?,
+                    prefix,
+                    stack: parse("api_keys", &stack)?,
+                    created_at: parse("api_keys", &at)?,
+                })
+            })
+            .collect()
+        })
+    }
+
+    fn set_price(&self, price: ModelPrice) -> StoreFuture<'_, ()> {
+        self.with(move |conn| {
+            conn.execute(
+                "INSERT INTO prices (model, terms, updated_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (model) DO UPDATE SET terms = excluded.terms, updated_at = excluded.updated_at",
+                params![price.model, price_json(&price), price.updated_at.to_string()],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn prices(&self) -> StoreFuture<'_, Vec<ModelPrice>> {
+        self.with(|conn| {
+            let mut stmt = conn.prepare("SELECT model, terms, updated_at FROM prices ORDER BY model")?;
+            let rows = stmt.query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
+            })?;
+            rows.map(|row| {
+                let (model, terms, at) = row?;
+                price_from_json(model, &terms, &at)
+            })
+            .collect()
+        })
+    }
+}
+
+const PAYOUT_COLUMNS: &str =
+    "id, node_key, amount, destination, state, attempts, last_error, created_at, updated_at";
+
+fn payout_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<PayoutRow> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+        r.get(7)?,
+        r.get(8)?,
+    ))
+}
+
+fn payouts_where(conn: &Connection, filter: &str, arg: &str) -> Result<Vec<PayoutRecord>, StoreError> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {PAYOUT_COLUMNS} FROM payouts WHERE {filter} ORDER BY created_at, id"
+    ))?;
+    let rows = stmt.query_map([arg], payout_row)?;
+    rows.map(|r| payout_from(r?)).collect()
+}
+
+impl PayoutStore for SqliteStore {
+    fn create_payout(&self, p: PayoutRecord) -> StoreFuture<'_, ()> {
+        self.with(move |conn| {
+            conn.execute(
+                &format!(
+                    "INSERT INTO payouts ({PAYOUT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+                ),
+                params![
+                    p.id,
+                    p.node_key.to_string(),
+                    p.amount.micros(),
+                    p.destination,
+                    p.state.as_str(),
+                    p.attempts,
+                    p.last_error,
+                    p.created_at.to_string(),
+                    p.updated_at.to_string()
+                ],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn update_payout(
+        &self,
+        id: String,
+        from: &'static [PayoutState],
+        state: PayoutState,
+        attempts: u32,
+        last_error: Option<String>,
+        at: Timestamp,
+    ) -> StoreFuture<'_, bool> {
+        // The state test and the write are one statement, as on PostgreSQL. The states come from
+        // the enum's own names, so they are inlined safely.
+        let allowed: Vec<String> = from.iter().map(|s| format!("'{}'", s.as_str())).collect();
+        let sql = format!(
+            "UPDATE payouts SET state = ?2, attempts = ?3, last_error = ?4, updated_at = ?5
+             WHERE id = ?1 AND state IN ({})",
+            allowed.join(", ")
+        );
+        self.with(move |conn| {
+            let changed = conn.execute(
+                &sql,
+                params![id, state.as_str(), attempts, last_error, at.to_string()],
+            )?;
+            Ok(changed == 1)
+        })
+    }
+
+    fn payout(&self, id: String) -> StoreFuture<'_, Option<PayoutRecord>> {
+        self.with(move |conn| Ok(payouts_where(conn, "id = ?1", &id)?.pop()))
+    }
+
+    fn payouts_in(&self, state: PayoutState) -> StoreFuture<'_, Vec<PayoutRecord>> {
+        self.with(move |conn| payouts_where(conn, "state = ?1", state.as_str()))
+    }
+
+    fn payouts_of(&self, node: NodeKeyId) -> StoreFuture<'_, Vec<PayoutRecord>> {
+        self.with(move |conn| payouts_where(conn, "node_key = ?1", &node.to_string()))
+    }
+}

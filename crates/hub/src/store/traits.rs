@@ -1,0 +1,110 @@
+//! The store's seam: one trait per domain, and [`Store`], all of them together, which is what the
+//! hub holds (`Arc<dyn Store>`). Every implementation gives the same results; the one test suite
+//! (`tests/it/store.rs`) checks that on SQLite and PostgreSQL.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+
+use stacknet_protocol::{Amount, NodeKeyId, PaperworkId, Timestamp};
+
+use super::records::{
+    ApiKeyRecord, LoggedPaperwork, ModelPrice, PaperworkRecord, PayoutRecord, PayoutState, StackRecord,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Db(#[from] rusqlite::Error),
+    #[error("postgres: {0}")]
+    Pg(#[from] tokio_postgres::Error),
+    #[error("corrupt row in {table}: {detail}")]
+    Corrupt { table: &'static str, detail: String },
+    #[error("the store's connection lock was poisoned by a panic")]
+    Poisoned,
+    #[error("the store's worker stopped: {0}")]
+    Worker(String),
+    #[error("database url with scheme {0:?} is neither sqlite://PATH nor postgres://...")]
+    BadUrl(String),
+    #[error("schema name {0:?} must be 1 to 63 characters of a-z, 0-9 and `_`, not starting with a digit")]
+    BadSchemaName(String),
+}
+
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
+/// The registry: Stacks, hashed API keys and model prices (served from memory, written through).
+pub trait RegistryStore: Send + Sync + fmt::Debug + 'static {
+    fn create_stack(&self, stack: StackRecord) -> StoreFuture<'_, ()>;
+    fn stacks(&self) -> StoreFuture<'_, Vec<StackRecord>>;
+    fn create_api_key(&self, key: ApiKeyRecord) -> StoreFuture<'_, ()>;
+    fn api_keys(&self) -> StoreFuture<'_, Vec<ApiKeyRecord>>;
+    /// Sets (or replaces) the price of a model.
+    fn set_price(&self, price: ModelPrice) -> StoreFuture<'_, ()>;
+    fn prices(&self) -> StoreFuture<'_, Vec<ModelPrice>>;
+}
+
+/// The paperwork log: accepted paperwork in log order, with its Merkle leaf and capture state.
+pub trait LogStore: Send + Sync + fmt::Debug + 'static {
+    /// Appends a batch to the log atomically, in order, and returns each record's log index; a
+    /// paperwork already logged keeps its first index and is not appended again.
+    fn append_paperwork(&self, batch: Vec<PaperworkRecord>) -> StoreFuture<'_, Vec<u64>>;
+    fn paperwork(&self, id: PaperworkId) -> StoreFuture<'_, Option<LoggedPaperwork>>;
+    /// The log's leaf hashes from index `from` on, in order (loading and catching up the tree).
+    fn leaf_hashes(&self, from: u64) -> StoreFuture<'_, Vec<[u8; 32]>>;
+    /// Logged paperwork whose capture is not recorded yet (after a crash), oldest first.
+    fn uncaptured(&self) -> StoreFuture<'_, Vec<LoggedPaperwork>>;
+    /// Records each paperwork's cost as captured: the amount the ledger really moved (zero where
+    /// the capture was refused, e.g. its hold had expired), which is what filing shares out.
+    fn mark_captured(&self, captured: Vec<(PaperworkId, Amount)>) -> StoreFuture<'_, ()>;
+    /// The state of several paperwork at once, in the order asked (`None` for ids not in the log),
+    /// without the documents themselves (`record.json` is empty): filing has them already.
+    fn paperwork_many(&self, ids: Vec<PaperworkId>) -> StoreFuture<'_, Vec<Option<LoggedPaperwork>>>;
+}
+
+/// Filing: settlements of logged paperwork, and the events already seen (webhook ids, signed-request
+/// nonces) that keep a request from being acted on twice.
+pub trait SettlementStore: Send + Sync + fmt::Debug + 'static {
+    /// Write-ahead of a settlement: in one transaction, marks as filed at `at` under `settlement`
+    /// those of `ids` not filed before, records the settlement as open, and returns the ids it
+    /// claimed (in the order given). Two filings racing for one paperwork: exactly one claims it.
+    fn begin_settlement(
+        &self,
+        settlement: String,
+        ids: Vec<PaperworkId>,
+        at: Timestamp,
+    ) -> StoreFuture<'_, Vec<PaperworkId>>;
+    /// The settlement's ledger transfers are written: it is closed.
+    fn finish_settlement(&self, settlement: String) -> StoreFuture<'_, ()>;
+    /// Settlements begun and not finished (a crash in between), with their paperwork.
+    fn open_settlements(&self) -> StoreFuture<'_, Vec<(String, Vec<LoggedPaperwork>)>>;
+
+    /// Records that an event (`kind`, `id`) was seen; false if it had been seen before.
+    fn claim_event(&self, kind: &'static str, id: String, at: Timestamp) -> StoreFuture<'_, bool>;
+}
+
+/// Payouts of node earnings, and where each one is.
+pub trait PayoutStore: Send + Sync + fmt::Debug + 'static {
+    fn create_payout(&self, payout: PayoutRecord) -> StoreFuture<'_, ()>;
+    /// Moves a payout to `state` only from one of `from`; false (and no change) otherwise, so two
+    /// replicas or a retry and a callback never both act on one payout.
+    fn update_payout(
+        &self,
+        id: String,
+        from: &'static [PayoutState],
+        state: PayoutState,
+        attempts: u32,
+        last_error: Option<String>,
+        at: Timestamp,
+    ) -> StoreFuture<'_, bool>;
+    fn payout(&self, id: String) -> StoreFuture<'_, Option<PayoutRecord>>;
+    /// Payouts in `state`, oldest first (resuming after a restart).
+    fn payouts_in(&self, state: PayoutState) -> StoreFuture<'_, Vec<PayoutRecord>>;
+    fn payouts_of(&self, node: NodeKeyId) -> StoreFuture<'_, Vec<PayoutRecord>>;
+}
+
+/// Everything the hub keeps outside the ledger: every store implements all four domains (one
+/// database holds them), so the hub passes one `Arc<dyn Store>` around. The methods of a trait
+/// object's supertraits need no import, so `store.stacks()` works on an `Arc<dyn Store>` as it is.
+pub trait Store: RegistryStore + LogStore + SettlementStore + PayoutStore {}
+
+impl<T: RegistryStore + LogStore + SettlementStore + PayoutStore + ?Sized> Store for T {}
