@@ -112,8 +112,6 @@ pub struct FilePart {
     pub location: String,
 }
 
-
-
 /// Every model `stacknet models` knows, in display order.
 pub fn catalog() -> &'static [ModelSpec] {
     static CATALOG: LazyLock<Vec<ModelSpec>> = LazyLock::new(built_in);

@@ -126,8 +126,12 @@ pub fn files_digest(files: &[Sha256Digest]) -> Result<Sha256Digest, JcsError> {
 /// The output digest recomputed from a whole (non-streamed) response, as a client can.
 pub fn digest_of_response(workload: Workload, body: &Value) -> Result<Sha256Digest, DigestError> {
     match output_kind(workload).ok_or(DigestError::Unsupported(workload))? {
-        OutputKind::Choices => Ok(canonical_digest(body.get("choices").ok_or(DigestError::Missing("choices"))?)?),
-        OutputKind::Embeddings => Ok(canonical_digest(body.get("data").ok_or(DigestError::Missing("data"))?)?),
+        OutputKind::Choices => Ok(canonical_digest(
+            body.get("choices").ok_or(DigestError::Missing("choices"))?,
+        )?),
+        OutputKind::Embeddings => Ok(canonical_digest(
+            body.get("data").ok_or(DigestError::Missing("data"))?,
+        )?),
         OutputKind::Files => {
             let items = body
                 .get("data")

@@ -50,7 +50,11 @@ pub async fn create_stack(
         name,
         created_at: Timestamp::now(),
     };
-    state.store.create_stack(stack.clone()).await.map_err(ApiError::internal)?;
+    state
+        .store
+        .create_stack(stack.clone())
+        .await
+        .map_err(ApiError::internal)?;
     Ok(Json(
         json!({"id": stack.id, "name": stack.name, "created_at": stack.created_at}),
     ))
@@ -100,7 +104,6 @@ pub async fn issue_key(state: &AppState, stack: StackId) -> Result<(String, ApiK
     state.api_keys.insert(record.hash, stack);
     Ok((key, record))
 }
-
 
 async fn known_stack(state: &AppState, stack: StackId) -> Result<(), ApiError> {
     let known = state
@@ -195,7 +198,11 @@ pub(crate) async fn credit(
             e => ApiError::internal(e),
         })?;
     let replayed = outcome.first().is_some_and(|o| o.replayed);
-    let balance = state.ledger.balance(account.clone()).await.map_err(ApiError::internal)?;
+    let balance = state
+        .ledger
+        .balance(account.clone())
+        .await
+        .map_err(ApiError::internal)?;
     Ok(Json(json!({
         "account": account.to_string(), "transfer": transfer_id.to_string(), "amount": req.amount,
         "replayed": replayed, "balance": balance_json(&balance),
@@ -252,7 +259,11 @@ pub async fn set_price(
         price: price.clone(),
         updated_at: Timestamp::now(),
     };
-    state.store.set_price(record.clone()).await.map_err(ApiError::internal)?;
+    state
+        .store
+        .set_price(record.clone())
+        .await
+        .map_err(ApiError::internal)?;
     state.prices.set(req.model, price);
     Ok(Json(price_json(&record)))
 }

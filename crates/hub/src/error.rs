@@ -216,8 +216,12 @@ impl From<stacknet_api::RequestError> for ApiError {
     fn from(e: stacknet_api::RequestError) -> Self {
         match e {
             stacknet_api::RequestError::MalformedJson(m) => ApiError::MalformedJson(m),
-            stacknet_api::RequestError::Invalid { param, message } => ApiError::InvalidField { param, message },
-            stacknet_api::RequestError::Unsupported(w) => ApiError::NotFound(format!("no API for the workload {w:?}")),
+            stacknet_api::RequestError::Invalid { param, message } => {
+                ApiError::InvalidField { param, message }
+            }
+            stacknet_api::RequestError::Unsupported(w) => {
+                ApiError::NotFound(format!("no API for the workload {w:?}"))
+            }
         }
     }
 }

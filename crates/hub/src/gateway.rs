@@ -169,6 +169,9 @@ struct Incoming {
     sha: Sha256,
 }
 
+/// A binary frame that does not fit: the task it names (if it could be read) and why.
+type BadPiece = (Option<ContractId>, String);
+
 /// The output files of one connection's tasks that are still arriving.
 #[derive(Default)]
 struct IncomingFiles {
@@ -198,12 +201,16 @@ impl IncomingFiles {
         Ok(())
     }
 
-    /// Adds a piece; the whole file once it is complete and its hash checks out.
-    fn piece(&mut self, frame: &[u8]) -> Result<Option<(ContractId, TaskEvent)>, (Option<ContractId>, String)> {
+    /// Adds a piece; the whole file once it is complete and its hash checks out. An error names
+    /// the task it fails, when the frame said which.
+    fn piece(&mut self, frame: &[u8]) -> Result<Option<(ContractId, TaskEvent)>, BadPiece> {
         let part = wire::decode_file_part(frame).map_err(|e| (None, e.to_string()))?;
         let key = (part.contract, part.sha256);
         let fail = |why: &str| (Some(part.contract), why.to_owned());
-        let file = self.files.get_mut(&key).ok_or_else(|| fail("a binary frame for a file that was not announced"))?;
+        let file = self
+            .files
+            .get_mut(&key)
+            .ok_or_else(|| fail("a binary frame for a file that was not announced"))?;
         if part.offset != file.bytes.len() as u64 {
             self.files.remove(&key);
             return Err(fail("a binary frame out of order"));

@@ -213,7 +213,8 @@ async fn deliver(state: &AppState, mut payout: PayoutRecord) -> Result<(), ApiEr
     let mut backoff = rail.first_backoff_ms;
     while payout.attempts < rail.max_attempts {
         payout.attempts += 1;
-        let signature = webhook::sign(&rail.secret, webhook::now_secs(), &body).map_err(ApiError::internal)?;
+        let signature =
+            webhook::sign(&rail.secret, webhook::now_secs(), &body).map_err(ApiError::internal)?;
         let sent = client
             .post(&rail.url)
             .header(webhook::SIGNATURE_HEADER, signature)

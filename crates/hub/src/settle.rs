@@ -136,7 +136,10 @@ async fn statement_json(
     after: Option<u64>,
     limit: Option<u32>,
 ) -> Result<Value, ApiError> {
-    let balance = ledger.balance(account.clone()).await.map_err(ApiError::internal)?;
+    let balance = ledger
+        .balance(account.clone())
+        .await
+        .map_err(ApiError::internal)?;
     let lines = ledger
         .transfers_of(account.clone(), limit.unwrap_or(STATEMENT_LINES), after)
         .await
@@ -261,7 +264,10 @@ pub async fn node_statement(
 // Filing.
 
 /// `POST /stacknet/v1/nodes/file`.
-pub async fn file(State(state): State<AppState>, body: axum::body::Bytes) -> Result<Json<FilingAnswer>, ApiError> {
+pub async fn file(
+    State(state): State<AppState>,
+    body: axum::body::Bytes,
+) -> Result<Json<FilingAnswer>, ApiError> {
     let FilingRequest {
         filing: signed,
         paperwork: docs,
@@ -508,7 +514,10 @@ async fn settle(
         .collect();
     let due: Vec<Due> = due.into_iter().filter(|d| claimed.contains(&d.id)).collect();
     let amounts = pay(ledger, &settlement, &due).await?;
-    store.finish_settlement(settlement).await.map_err(ApiError::internal)?;
+    store
+        .finish_settlement(settlement)
+        .await
+        .map_err(ApiError::internal)?;
     Ok(ids
         .into_iter()
         .map(|id| {

@@ -9,8 +9,8 @@ use axum::extract::rejection::BytesRejection;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
-use stacknet_protocol::contract::{Parties, PriceTerms, PromptContract, Usage, Workload};
 use stacknet_api::output::OutputDigester;
+use stacknet_protocol::contract::{Parties, PriceTerms, PromptContract, Usage, Workload};
 use stacknet_protocol::paperwork::{check_paperwork_for, request_digest, Paperwork};
 use stacknet_protocol::wire::{Attachment, ErrorCode, HubMessage, Task};
 use stacknet_protocol::{Amount, ContractId, Nonce, Signed, StackId, Timestamp, UserId};
@@ -21,10 +21,10 @@ use crate::error::ApiError;
 use crate::log::paperwork_leaf;
 use crate::money::{self, Escrow};
 use crate::nodes::{Lease, Need, PickError, TaskEvent};
-use crate::workload::{self, usage_json, with_proof, Accepted, Collected, Parsed, Stamp, WorkloadApi};
-use stacknet_api::ApiRequest;
 use crate::store::PaperworkRecord;
+use crate::workload::{self, usage_json, with_proof, Accepted, Collected, Parsed, Stamp, WorkloadApi};
 use crate::AppState;
+use stacknet_api::ApiRequest;
 
 /// Every workload's endpoint: one handler, told which workload it serves.
 pub async fn respond(
@@ -281,8 +281,7 @@ impl Running {
                 let out = std::mem::replace(
                     &mut self.out,
                     Collected {
-                        digester: OutputDigester::new(self.req.workload)
-                            .map_err(ApiError::internal)?,
+                        digester: OutputDigester::new(self.req.workload).map_err(ApiError::internal)?,
                         chunks: Vec::new(),
                         files: Vec::new(),
                     },

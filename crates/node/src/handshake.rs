@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
-use stacknet_protocol::wire::{self, ErrorCode, ErrorFrame, Hello, HubMessage, Limits, NodeMessage, WireError};
+use stacknet_protocol::wire::{
+    self, ErrorCode, ErrorFrame, Hello, HubMessage, Limits, NodeMessage, WireError,
+};
 use stacknet_protocol::{PublicKey, SignError, Signed, Timestamp};
 use tokio::time::{timeout_at, Instant};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};

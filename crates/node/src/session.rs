@@ -83,6 +83,9 @@ where
     end
 }
 
+/// A task whose files have all arrived, with its slot: ready to start.
+type Ready = (Task, Vec<InputFile>, OwnedSemaphorePermit);
+
 /// A task whose input files are still arriving; it holds its slot meanwhile.
 struct Pending {
     task: Task,
@@ -326,11 +329,7 @@ impl Session {
     }
 
     /// Adds a piece; the task with all its files once the last piece arrived.
-    #[allow(clippy::type_complexity)]
-    fn take_part(
-        &mut self,
-        part: &wire::FilePart<'_>,
-    ) -> Result<Option<(Task, Vec<InputFile>, OwnedSemaphorePermit)>, String> {
+    fn take_part(&mut self, part: &wire::FilePart<'_>) -> Result<Option<Ready>, String> {
         let pending = self
             .pending
             .get_mut(&part.contract)
@@ -376,7 +375,9 @@ impl Session {
         }
         task::check(task, &self.hub, self.shared.id, &self.shared.offers)?;
         let limit = Limits::OURS.max_file_bytes;
-        if task.attachments.len() > MAX_TASK_FILES || task.attachments.iter().any(|a| a.size == 0 || a.size > limit) {
+        if task.attachments.len() > MAX_TASK_FILES
+            || task.attachments.iter().any(|a| a.size == 0 || a.size > limit)
+        {
             return Err(Refusal::new(
                 ErrorCode::InvalidRequest,
                 format!("a task carries at most {MAX_TASK_FILES} files of 1 to {limit} bytes"),

@@ -49,7 +49,8 @@ impl HubClient {
                 message: e.to_string(),
             })?;
         let info = call(&http, &url, reqwest::Method::GET, paths::HUB_INFO, None).await?;
-        let info: HubInfo = serde_json::from_value(info).map_err(|e| SettlementError::Malformed(e.to_string()))?;
+        let info: HubInfo =
+            serde_json::from_value(info).map_err(|e| SettlementError::Malformed(e.to_string()))?;
         Ok(Self {
             url,
             http,

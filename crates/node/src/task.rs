@@ -157,7 +157,9 @@ async fn execute(
     hub: Limits,
     started: Instant,
 ) -> Result<(), TaskError> {
-    let Task { contract, request, .. } = task;
+    let Task {
+        contract, request, ..
+    } = task;
     let id = contract.body.id;
     let request_sha256 = request_digest(&request)?;
     let request = Arc::new(request);
@@ -245,7 +247,12 @@ impl Output {
     }
 
     /// Announces an output file, then sends its bytes in binary frames the hub accepts.
-    async fn send_file(&mut self, file: &OutputFile, out: &mpsc::Sender<Message>, hub: Limits) -> Result<(), TaskError> {
+    async fn send_file(
+        &mut self,
+        file: &OutputFile,
+        out: &mpsc::Sender<Message>,
+        hub: Limits,
+    ) -> Result<(), TaskError> {
         let size = file.bytes.len() as u64;
         if size > hub.max_file_bytes {
             return Err(TaskError::FileTooLarge {

@@ -17,7 +17,12 @@ pub fn validate(body: Value) -> Result<ApiRequest, RequestError> {
                 "prompt must be a string or an array of strings",
             ))
         }
-        None => return Err(RequestError::invalid("prompt", "you must provide a prompt parameter")),
+        None => {
+            return Err(RequestError::invalid(
+                "prompt",
+                "you must provide a prompt parameter",
+            ))
+        }
     }
     chat::text_request(Workload::Completion, &body)
 }

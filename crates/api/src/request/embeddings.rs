@@ -102,12 +102,20 @@ fn parse_input(input: Option<&Value>) -> Result<EmbeddingInput, RequestError> {
         )));
     }
     if items.iter().all(Value::is_u64) {
-        return Ok(EmbeddingInput::Tokens(vec![items.iter().filter_map(Value::as_u64).collect()]));
+        return Ok(EmbeddingInput::Tokens(vec![items
+            .iter()
+            .filter_map(Value::as_u64)
+            .collect()]));
     }
     if items.iter().all(Value::is_array) {
         let mut token_lists = Vec::with_capacity(items.len());
         for (i, item) in items.iter().enumerate() {
-            let ids: Vec<u64> = item.as_array().into_iter().flatten().filter_map(Value::as_u64).collect();
+            let ids: Vec<u64> = item
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_u64)
+                .collect();
             if ids.is_empty() || Some(ids.len()) != item.as_array().map(Vec::len) {
                 return Err(bad(format!("input[{i}] must be a non-empty array of token ids")));
             }

@@ -17,7 +17,10 @@ pub(crate) fn model(obj: &Map<String, Value>) -> Result<String, RequestError> {
         Some(Value::String(m)) if !m.is_empty() && m.len() <= MAX_MODEL_NAME_BYTES => Ok(m.clone()),
         Some(Value::String(_)) => Err(RequestError::invalid("model", "model must be 1 to 256 bytes")),
         Some(_) => Err(RequestError::invalid("model", "model must be a string")),
-        None => Err(RequestError::invalid("model", "you must provide a model parameter")),
+        None => Err(RequestError::invalid(
+            "model",
+            "you must provide a model parameter",
+        )),
     }
 }
 
@@ -64,7 +67,11 @@ pub(crate) fn integer(
     }
 }
 
-pub(crate) fn one_of(obj: &Map<String, Value>, field: &str, allowed: &[&str]) -> Result<Option<String>, RequestError> {
+pub(crate) fn one_of(
+    obj: &Map<String, Value>,
+    field: &str,
+    allowed: &[&str],
+) -> Result<Option<String>, RequestError> {
     match obj.get(field) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) if allowed.contains(&s.as_str()) => Ok(Some(s.clone())),

@@ -50,7 +50,12 @@ pub fn validate(body: Value) -> Result<(ApiRequest, ImageEdit), RequestError> {
                 format!("prompt must be a string of 1 to {MAX_PROMPT_BYTES} bytes"),
             ))
         }
-        None => return Err(RequestError::invalid("prompt", "you must provide a prompt parameter")),
+        None => {
+            return Err(RequestError::invalid(
+                "prompt",
+                "you must provide a prompt parameter",
+            ))
+        }
     };
     let image = file_ref(obj, "image")?
         .ok_or_else(|| RequestError::invalid("image", "you must provide an image file"))?;
@@ -59,7 +64,12 @@ pub fn validate(body: Value) -> Result<(ApiRequest, ImageEdit), RequestError> {
     let size = match obj.get("size") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) if s.len() <= 32 => Some(s.clone()),
-        Some(_) => return Err(RequestError::invalid("size", "size must be a string such as 1024x1024")),
+        Some(_) => {
+            return Err(RequestError::invalid(
+                "size",
+                "size must be a string such as 1024x1024",
+            ))
+        }
     };
     fields::one_of(obj, "response_format", &RESPONSE_FORMATS)?;
     let user = fields::user(obj)?;
@@ -86,7 +96,12 @@ pub fn validate(body: Value) -> Result<(ApiRequest, ImageEdit), RequestError> {
 }
 
 /// The descriptor of an uploaded file, as the hub writes it into the request.
-pub fn file_descriptor(sha256: &Sha256Digest, size: u64, content_type: &str, filename: Option<&str>) -> Value {
+pub fn file_descriptor(
+    sha256: &Sha256Digest,
+    size: u64,
+    content_type: &str,
+    filename: Option<&str>,
+) -> Value {
     let mut d = Map::new();
     d.insert("sha256".into(), Value::String(sha256.to_string()));
     d.insert("size".into(), Value::from(size));

@@ -55,7 +55,8 @@ pub struct ApiRequest {
 
 /// Parses and validates a JSON body for `workload`.
 pub fn parse_json(workload: Workload, bytes: &[u8]) -> Result<ApiRequest, RequestError> {
-    let body: Value = serde_json::from_slice(bytes).map_err(|e| RequestError::MalformedJson(e.to_string()))?;
+    let body: Value =
+        serde_json::from_slice(bytes).map_err(|e| RequestError::MalformedJson(e.to_string()))?;
     validate(workload, body)
 }
 

@@ -5,7 +5,9 @@ use serde_json::{json, Value};
 use stacknet_api::ApiRequest;
 use stacknet_protocol::contract::{Usage, Workload};
 
-use super::{parse_json, text_usage, usage_json, with_proof, Accepted, Collected, Parsed, Stamp, WorkloadApi};
+use super::{
+    parse_json, text_usage, usage_json, with_proof, Accepted, Collected, Parsed, Stamp, WorkloadApi,
+};
 use crate::error::ApiError;
 
 #[derive(Debug)]
@@ -28,8 +30,20 @@ impl WorkloadApi for Chat {
         request.stream
     }
 
-    fn answer(&self, request: &ApiRequest, out: Collected, stamp: &Stamp, accepted: Accepted) -> Result<Value, ApiError> {
-        Ok(text_answer(request.workload, "chat.completion", &out, stamp, accepted))
+    fn answer(
+        &self,
+        request: &ApiRequest,
+        out: Collected,
+        stamp: &Stamp,
+        accepted: Accepted,
+    ) -> Result<Value, ApiError> {
+        Ok(text_answer(
+            request.workload,
+            "chat.completion",
+            &out,
+            stamp,
+            accepted,
+        ))
     }
 }
 

@@ -29,7 +29,19 @@ impl WorkloadApi for Completion {
         request.stream
     }
 
-    fn answer(&self, request: &ApiRequest, out: Collected, stamp: &Stamp, accepted: Accepted) -> Result<Value, ApiError> {
-        Ok(text_answer(request.workload, "text_completion", &out, stamp, accepted))
+    fn answer(
+        &self,
+        request: &ApiRequest,
+        out: Collected,
+        stamp: &Stamp,
+        accepted: Accepted,
+    ) -> Result<Value, ApiError> {
+        Ok(text_answer(
+            request.workload,
+            "text_completion",
+            &out,
+            stamp,
+            accepted,
+        ))
     }
 }

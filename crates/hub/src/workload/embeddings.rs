@@ -33,7 +33,13 @@ impl WorkloadApi for Embeddings {
         true
     }
 
-    fn answer(&self, request: &ApiRequest, out: Collected, _stamp: &Stamp, accepted: Accepted) -> Result<Value, ApiError> {
+    fn answer(
+        &self,
+        request: &ApiRequest,
+        out: Collected,
+        _stamp: &Stamp,
+        accepted: Accepted,
+    ) -> Result<Value, ApiError> {
         let [data] = out.chunks.as_slice() else {
             return Err(ApiError::NodeFailed(format!(
                 "expected one embeddings chunk, got {}",

@@ -11,7 +11,7 @@ use stacknet_protocol::contract::{Usage, Workload};
 use stacknet_protocol::wire::Attachment;
 use stacknet_protocol::Sha256Digest;
 
-use super::{input_bound, with_proof, Accepted, Collected, Parsed, Stamp, WorkloadApi};
+use super::{input_bound, with_proof, Accepted, Collected, Files, Parsed, Stamp, WorkloadApi};
 use crate::error::ApiError;
 
 /// Most text bytes in one multipart text field.
@@ -33,7 +33,9 @@ impl WorkloadApi for ImageEdit {
 
     fn max_usage(&self, request: &ApiRequest, _body_len: usize, _default_max_output: u64) -> Usage {
         // The text that travels is the request without the files: its bytes bound the prompt's tokens.
-        let text_len = serde_json::to_vec(&request.body).map(|v| v.len()).unwrap_or(usize::MAX);
+        let text_len = serde_json::to_vec(&request.body)
+            .map(|v| v.len())
+            .unwrap_or(usize::MAX);
         Usage {
             input_tokens: input_bound(text_len),
             output_tokens: 0,
@@ -41,7 +43,13 @@ impl WorkloadApi for ImageEdit {
         }
     }
 
-    fn answer(&self, _request: &ApiRequest, out: Collected, stamp: &Stamp, accepted: Accepted) -> Result<Value, ApiError> {
+    fn answer(
+        &self,
+        _request: &ApiRequest,
+        out: Collected,
+        stamp: &Stamp,
+        accepted: Accepted,
+    ) -> Result<Value, ApiError> {
         if out.files.is_empty() {
             return Err(ApiError::NodeFailed("the node returned no image".into()));
         }
@@ -51,19 +59,21 @@ impl WorkloadApi for ImageEdit {
             .iter()
             .map(|(_, bytes)| json!({"b64_json": engine.encode(bytes)}))
             .collect();
-        Ok(with_proof(json!({"created": stamp.created, "data": data}), accepted))
+        Ok(with_proof(
+            json!({"created": stamp.created, "data": data}),
+            accepted,
+        ))
     }
 }
 
 /// Splits a multipart body into its text fields and its files. Each file becomes an attachment
 /// (its sha256, size and content type) and, in the fields, its descriptor.
-fn read_multipart(
-    content_type: Option<&str>,
-    body: Bytes,
-) -> Result<(Map<String, Value>, Vec<(Attachment, Bytes)>), ApiError> {
+fn read_multipart(content_type: Option<&str>, body: Bytes) -> Result<(Map<String, Value>, Files), ApiError> {
     let boundary = content_type
         .and_then(|ct| multer::parse_boundary(ct).ok())
-        .ok_or_else(|| ApiError::MalformedJson("the body must be multipart/form-data with a boundary".into()))?;
+        .ok_or_else(|| {
+            ApiError::MalformedJson("the body must be multipart/form-data with a boundary".into())
+        })?;
     let stream = futures_util::stream::once(async move { Ok::<_, std::convert::Infallible>(body) });
     let mut multipart = multer::Multipart::new(stream, boundary);
     let mut fields = Map::new();
@@ -88,7 +98,10 @@ fn read_multipart(
             None => return Err(ApiError::MalformedJson("multipart: the body ended early".into())),
         };
         if fields.contains_key(&name) {
-            return Err(ApiError::invalid(&name, format!("{name} is given more than once")));
+            return Err(ApiError::invalid(
+                &name,
+                format!("{name} is given more than once"),
+            ));
         }
         if FILE_FIELDS.contains(&name.as_str()) {
             let sha256 = Sha256Digest::of(&bytes);
@@ -107,7 +120,10 @@ fn read_multipart(
             ));
         } else {
             if bytes.len() > MAX_TEXT_FIELD_BYTES {
-                return Err(ApiError::invalid(&name, format!("{name} is over {MAX_TEXT_FIELD_BYTES} bytes")));
+                return Err(ApiError::invalid(
+                    &name,
+                    format!("{name} is over {MAX_TEXT_FIELD_BYTES} bytes"),
+                ));
             }
             let text = String::from_utf8(bytes.to_vec())
                 .map_err(|_| ApiError::invalid(&name, format!("{name} must be UTF-8 text")))?;

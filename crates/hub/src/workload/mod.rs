@@ -24,12 +24,15 @@ use crate::error::ApiError;
 /// Input tokens assumed beyond the body's bytes (chat template, special tokens) when bounding cost.
 pub const TEMPLATE_TOKENS_BOUND: u64 = 1024;
 
+/// Files with their attachment descriptors, in the order they travel.
+pub type Files = Vec<(Attachment, Bytes)>;
+
 /// A request as read at the edge: validated, with its uploaded files.
 #[derive(Debug)]
 pub struct Parsed {
     pub request: ApiRequest,
     /// Uploaded files, in the order they travel to the node.
-    pub files: Vec<(Attachment, Bytes)>,
+    pub files: Files,
 }
 
 /// What a finished task produced, as the hub received it.
@@ -39,7 +42,7 @@ pub struct Collected {
     pub digester: OutputDigester,
     /// JSON chunks kept for the answer (workloads that answer with a chunk's content).
     pub chunks: Vec<Value>,
-    pub files: Vec<(Attachment, Bytes)>,
+    pub files: Files,
 }
 
 /// What the hub adds to every answer once the node's paperwork checked out.
@@ -82,7 +85,13 @@ pub trait WorkloadApi: Send + Sync + 'static {
     }
 
     /// The whole answer of a non-streamed request.
-    fn answer(&self, request: &ApiRequest, out: Collected, stamp: &Stamp, accepted: Accepted) -> Result<Value, ApiError>;
+    fn answer(
+        &self,
+        request: &ApiRequest,
+        out: Collected,
+        stamp: &Stamp,
+        accepted: Accepted,
+    ) -> Result<Value, ApiError>;
 }
 
 /// The API module of `workload`; `None` for workloads that have none yet.

@@ -25,11 +25,13 @@ mod source;
 pub mod store;
 mod wheel;
 
-/// The catalog and its types live in `stacknet_api` (the hub needs the pins too).
-pub use stacknet_api::catalog::{self, catalog, find, find_in, FilePart, ModelFile, ModelSpec, Source, WheelPart};
 pub use error::PullError;
 pub use marker::MARKER_FILE;
 pub use pypi::DEFAULT_INDEX_URL;
+/// The catalog and its types live in `stacknet_api` (the hub needs the pins too).
+pub use stacknet_api::catalog::{
+    self, catalog, find, find_in, FilePart, ModelFile, ModelSpec, Source, WheelPart,
+};
 pub use stacknet_protocol::contract::Workload;
 pub use store::{ModelStatus, ModelStore, PullOptions};
 

@@ -179,10 +179,7 @@ async fn a_task_streams_its_chunks_in_order_and_ends_with_paperwork_already_in_t
     );
     let whole = json!({"choices": [{"index": 0, "message": {"role": "assistant", "content": "You said: Hello node"},
         "finish_reason": "stop", "logprobs": null}]});
-    assert_eq!(
-        pw.body.output_sha256,
-        sha256_of_canonical(&whole["choices"])
-    );
+    assert_eq!(pw.body.output_sha256, sha256_of_canonical(&whole["choices"]));
     assert_eq!(pw.body.request_sha256, sha256_of_canonical(&request));
     // The upstream's own counts: 2 prompt words, one token per content chunk.
     assert_eq!(

@@ -8,8 +8,8 @@ use serde_json::{json, Value};
 
 use crate::backend::BackendError;
 
-pub use stacknet_api::request::embeddings::{EncodingFormat, MAX_INPUTS};
 use stacknet_api::request::embeddings::{self, EmbeddingInput};
+pub use stacknet_api::request::embeddings::{EncodingFormat, MAX_INPUTS};
 
 /// A checked embeddings request.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -131,10 +131,7 @@ mod tests {
     fn refuses_what_it_cannot_serve_and_says_why() {
         assert_eq!(refusal(json!({})), "you must provide an input parameter");
         assert_eq!(refusal(json!({"input": []})), "input must not be empty");
-        assert_eq!(
-            refusal(json!({"input": ""})),
-            "input must not be an empty string"
-        );
+        assert_eq!(refusal(json!({"input": ""})), "input must not be an empty string");
         assert_eq!(
             refusal(json!({"input": ["a", ""]})),
             "input[1] must not be an empty string"

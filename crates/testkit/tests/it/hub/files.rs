@@ -23,7 +23,8 @@ fn multipart(fields: &[(&str, &str)], file: (&str, &str, &str, &[u8])) -> Vec<u8
     let mut out = Vec::new();
     for (name, value) in fields {
         out.extend_from_slice(
-            format!("--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n").as_bytes(),
+            format!("--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n")
+                .as_bytes(),
         );
     }
     let (name, filename, content_type, bytes) = file;
@@ -39,9 +40,15 @@ fn multipart(fields: &[(&str, &str)], file: (&str, &str, &str, &[u8])) -> Vec<u8
 }
 
 async fn paperwork_of(net: &TestNetwork, answer: &Value) -> Signed<Paperwork> {
-    let id = answer["paperwork"].as_str().expect("the answer names its paperwork");
+    let id = answer["paperwork"]
+        .as_str()
+        .expect("the answer names its paperwork");
     client()
-        .get(format!("{}{}", net.hub.url(), stacknet_api::paths::paperwork(&id)))
+        .get(format!(
+            "{}{}",
+            net.hub.url(),
+            stacknet_api::paths::paperwork(&id)
+        ))
         .send()
         .await
         .unwrap()
@@ -65,7 +72,8 @@ fn noise(len: usize) -> Vec<u8> {
 
 #[tokio::test]
 async fn a_file_larger_than_a_frame_travels_to_the_node_and_bytes_come_back() {
-    let mut net = TestNetwork::start_without_nodes(Script::echo(), |c| c.max_body_bytes = 32 * 1024 * 1024).await;
+    let mut net =
+        TestNetwork::start_without_nodes(Script::echo(), |c| c.max_body_bytes = 32 * 1024 * 1024).await;
     net.add_backend_node(Arc::new(InvertImages)).await;
     // Over the 4 MiB frame limit both ways: only binary frames in pieces can carry it.
     let image = noise(6 * 1024 * 1024 + 123);
@@ -76,7 +84,10 @@ async fn a_file_larger_than_a_frame_travels_to_the_node_and_bytes_come_back() {
     let resp = client()
         .post(format!("{}/images/edits", net.base_url()))
         .bearer_auth(&net.api_key)
-        .header("content-type", format!("multipart/form-data; boundary={BOUNDARY}"))
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={BOUNDARY}"),
+        )
         .body(body)
         .send()
         .await
@@ -95,7 +106,10 @@ async fn a_file_larger_than_a_frame_travels_to_the_node_and_bytes_come_back() {
     assert_eq!(images[1], inverted(&image, 1));
     // The paperwork binds the bytes the client got and the file the node was given.
     let pw = paperwork_of(&net, &answer).await;
-    assert_eq!(pw.body.output_sha256, digest_of_response(Workload::ImageEdit, &answer).unwrap());
+    assert_eq!(
+        pw.body.output_sha256,
+        digest_of_response(Workload::ImageEdit, &answer).unwrap()
+    );
     assert_eq!(pw.body.usage.units, 2);
     let descriptor = json!({
         "sha256": Sha256Digest::of(&image).to_string(), "size": image.len(),
@@ -113,16 +127,25 @@ async fn an_upload_without_its_file_or_with_a_bad_field_is_refused_by_name() {
         client()
             .post(format!("{}/images/edits", net.base_url()))
             .bearer_auth(&net.api_key)
-            .header("content-type", format!("multipart/form-data; boundary={BOUNDARY}"))
+            .header(
+                "content-type",
+                format!("multipart/form-data; boundary={BOUNDARY}"),
+            )
             .body(body)
             .send()
     };
-    let no_image = multipart(&[("model", INVERT_MODEL), ("prompt", "x")], ("other", "a.bin", "image/png", b"abc"));
+    let no_image = multipart(
+        &[("model", INVERT_MODEL), ("prompt", "x")],
+        ("other", "a.bin", "image/png", b"abc"),
+    );
     let resp = post(no_image).await.unwrap();
     assert_eq!(resp.status(), 400);
     let v: Value = resp.json().await.unwrap();
     assert_eq!(v["error"]["param"], "image");
-    let bad_n = multipart(&[("model", INVERT_MODEL), ("prompt", "x"), ("n", "99")], ("image", "a.png", "image/png", b"abc"));
+    let bad_n = multipart(
+        &[("model", INVERT_MODEL), ("prompt", "x"), ("n", "99")],
+        ("image", "a.png", "image/png", b"abc"),
+    );
     let v: Value = post(bad_n).await.unwrap().json().await.unwrap();
     assert_eq!(v["error"]["param"], "n");
     let resp = client()
@@ -150,7 +173,10 @@ async fn the_output_digest_is_recomputed_from_the_client_response_streamed_or_no
     let chunks: Vec<Value> = events.into_iter().filter(Value::is_object).collect();
     let last = chunks.last().unwrap().clone();
     let pw = paperwork_of(&net, &last).await;
-    assert_eq!(pw.body.output_sha256, digest_of_stream(Workload::Chat, &chunks).unwrap());
+    assert_eq!(
+        pw.body.output_sha256,
+        digest_of_stream(Workload::Chat, &chunks).unwrap()
+    );
     // The same content streamed or not: the same digest.
     assert_eq!(pw.body.output_sha256, digest);
 }

@@ -298,9 +298,7 @@ async fn filing_pays_the_split_once_and_refuses_forged_altered_and_replayed_pape
     let verdicts = hub.file(&node.key, vec![altered_usage, resigned]).await.unwrap();
     assert!(verdicts.iter().all(|v| v.status() == "refused"), "{verdicts:?}");
     assert!(
-        verdicts
-            .iter()
-            .any(|v| v.reason().unwrap().contains("signature")),
+        verdicts.iter().any(|v| v.reason().unwrap().contains("signature")),
         "{verdicts:?}"
     );
     assert!(
