@@ -4,6 +4,11 @@
 //! - [`mock_upstream`]: a scripted OpenAI-compatible server (streaming and not), the upstream a node
 //!   forwards to in tests and the "upstream direct" baseline in benchmarks.
 //! - [`network`]: a hub, nodes and a mock upstream in one process, on loopback ports.
+//! - [`wait_until`]: waiting on a condition with a deadline, the tests' one way to synchronise with
+//!   what runs in the background.
 
 pub mod mock_upstream;
 pub mod network;
+mod wait;
+
+pub use wait::{wait_until, WAIT_DEADLINE};
