@@ -7,7 +7,7 @@
 //! - `store`: the `LedgerStore` trait every caller programs against.
 //! - `sqlite` (`SqliteLedger`, the embedded default) and `postgres` (`PgLedger`, for several hub
 //!   replicas): how each loads, locks and persists what `books` needs. `codec` is their shared row layout.
-//! - `bench`: a throughput run for `stacknet bench` and `examples/ledger_bench.rs`.
+//! - `bench`: a throughput run for `stacknet-bench money` and `examples/ledger_bench.rs`.
 //!
 //! Flow of a batch: the store opens a transaction, loads (PostgreSQL: locks) the transfers the batch
 //! names and the accounts it touches, applies the batch to them in memory with `books`, writes back
