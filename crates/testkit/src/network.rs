@@ -4,7 +4,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use stacknet_hub::store::StackRecord;
 use stacknet_hub::{Hub, HubConfig};
