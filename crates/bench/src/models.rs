@@ -127,7 +127,7 @@ impl Bench {
             .threads
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
         ensure!(threads > 0, "--threads must be at least 1");
-        let dir = args.models_dir.clone().unwrap_or_else(|| default_models_dir());
+        let dir = args.models_dir.clone().unwrap_or_else(default_models_dir);
         let store = ModelStore::new(dir);
         let options = PullOptions::from_env();
         let find = |name: &str| catalog::find(name).with_context(|| format!("{name} is not in the catalog"));
