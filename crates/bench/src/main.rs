@@ -74,3 +74,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    /// clap checks the subcommands and the flattened default's flags against each other.
+    #[test]
+    fn the_command_line_is_well_formed() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
+}
