@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building and testing need on a fresh Debian machine. Safe to run again: it only
-# installs what is missing.
+# installs what is missing. `scripts/setup.sh build` installs only what building needs (scripts/up.sh).
 set -euo pipefail
+what="${1:-all}"
 
 apt_install() {
     local SUDO=""
@@ -16,6 +17,16 @@ command -v g++ >/dev/null 2>&1 || apt_install g++
 command -v cmake >/dev/null 2>&1 || apt_install cmake
 # (libclang-cpp alone, which other packages pull in, is not enough: bindgen loads libclang.so.)
 dpkg -s libclang-dev >/dev/null 2>&1 || apt_install libclang-dev
+
+# The toolchain pinned in rust-toolchain.toml, with rustfmt and clippy.
+if ! command -v rustup >/dev/null 2>&1; then
+    echo "rustup is missing: install it from https://rustup.rs, then run this again" >&2
+    exit 1
+fi
+rustup show active-toolchain >/dev/null 2>&1 || rustup toolchain install
+
+[ "$what" = build ] && exit 0
+
 python3 -c "import venv, ensurepip" >/dev/null 2>&1 || apt_install python3-venv
 
 # The official OpenAI Python SDK, which a test drives against `stacknet up` to prove compatibility.
@@ -25,6 +36,3 @@ if ! "$venv/bin/python" -c "import openai" >/dev/null 2>&1; then
     python3 -m venv "$venv"
     "$venv/bin/pip" install -q --disable-pip-version-check openai
 fi
-
-# The toolchain pinned in rust-toolchain.toml, with rustfmt and clippy.
-rustup show active-toolchain >/dev/null 2>&1 || rustup toolchain install

@@ -2,7 +2,6 @@
 //! the libraries (protocol, hub, node).
 
 mod admin;
-mod bench;
 mod keystore;
 mod models;
 mod paperwork;
@@ -44,8 +43,6 @@ enum Command {
     Admin(AdminArgs),
     /// The catalog of pinned real models: list, pull (verified, resumable), rm.
     Models(models::ModelsArgs),
-    /// Measure the hub + node path against its baseline: a mock upstream (`core`) or the built-in models.
-    Bench(bench::BenchArgs),
     /// A Stack's balance and transfers (holds, captures, top-ups), read with one of its API keys.
     Statement {
         /// The hub's URL.
@@ -171,7 +168,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Hub(args) => runtime()?.block_on(serve::hub(args))?,
         Command::Node(args) => runtime()?.block_on(serve::node(args))?,
         Command::Key(cmd) => key(cmd)?,
-        Command::Bench(args) => runtime()?.block_on(bench::run(args))?,
         Command::Admin(args) => runtime()?.block_on(admin(args))?,
         Command::Statement { hub, api_key } => runtime()?.block_on(stack_statement(&hub, &api_key))?,
         Command::Paperwork(args) => runtime()?.block_on(paperwork::run(args))?,

@@ -147,7 +147,7 @@ impl HubConfig {
                 per_unit: Amount::ZERO,
             },
             default_max_output_tokens: DEFAULT_MAX_OUTPUT_TOKENS,
-            split: stacknet_protocol::examples::default_split(),
+            split: AttributionSplit::DEFAULT,
             challenge_window_ms: DEFAULT_CHALLENGE_WINDOW_MS,
             hold_grace_ms: money::DEFAULT_HOLD_GRACE_MS,
             payments_webhook_secret: None,

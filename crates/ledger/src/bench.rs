@@ -1,4 +1,4 @@
-//! A throughput measurement any front end can run (`examples/ledger_bench.rs`, later `stacknet bench`):
+//! A throughput measurement any front end can run (`examples/ledger_bench.rs`, `stacknet-bench money`):
 //! posted transfers per second for a given batch size and number of concurrent callers.
 
 use std::sync::Arc;

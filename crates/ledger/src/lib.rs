@@ -9,7 +9,7 @@
 //!   replicas): how each loads, locks and persists what `books` needs. `codec` is their shared row layout.
 //!   `pg` (`postgres::pool`) is the PostgreSQL plumbing the hub's store uses too: the connection pool,
 //!   the schema-name check, the migration lock and the retry loop.
-//! - `bench`: a throughput run for `stacknet bench` and `examples/ledger_bench.rs`.
+//! - `bench`: a throughput run for `stacknet-bench money` and `examples/ledger_bench.rs`.
 //!
 //! Flow of a batch: the store opens a transaction, loads (PostgreSQL: locks) the transfers the batch
 //! names and the accounts it touches, applies the batch to them in memory with `books`, writes back

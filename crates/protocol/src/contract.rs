@@ -96,6 +96,20 @@ pub struct AttributionSplit {
 }
 
 impl AttributionSplit {
+    /// The network's default split, what a hub offers unless configured otherwise: 70% node, 10%
+    /// originating stack, 5% node referrer, 5% skills, 4% model provider, 1% data provider, 5%
+    /// protocol; +10% warm bonus.
+    pub const DEFAULT: Self = Self {
+        node_bps: 7_000,
+        stack_bps: 1_000,
+        node_referrer_bps: 500,
+        skills_bps: 500,
+        model_provider_bps: 400,
+        data_provider_bps: 100,
+        protocol_bps: 500,
+        warm_bonus_bps: 1_000,
+    };
+
     /// The shares (without the warm bonus) add up to exactly 100%.
     pub fn is_complete(&self) -> bool {
         let sum: u64 = [

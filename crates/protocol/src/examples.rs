@@ -46,19 +46,9 @@ fn id_bytes(b: u8) -> [u8; 16] {
     [b; 16]
 }
 
-/// The network's default split: 70% node, 10% originating stack, 5% node referrer, 5% skills,
-/// 4% model provider, 1% data provider, 5% protocol; +10% warm bonus.
+/// The network's default split, [`AttributionSplit::DEFAULT`].
 pub fn default_split() -> AttributionSplit {
-    AttributionSplit {
-        node_bps: 7_000,
-        stack_bps: 1_000,
-        node_referrer_bps: 500,
-        skills_bps: 500,
-        model_provider_bps: 400,
-        data_provider_bps: 100,
-        protocol_bps: 500,
-        warm_bonus_bps: 1_000,
-    }
+    AttributionSplit::DEFAULT
 }
 
 pub fn contract() -> PromptContract {

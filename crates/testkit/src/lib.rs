@@ -6,7 +6,12 @@
 //! - [`network`]: a hub, nodes and a mock upstream in one process, on loopback ports.
 //! - [`fixtures`]: fixture backends (scripted stand-ins for model servers) for workloads that a
 //!   mock upstream does not cover, such as file uploads and binary outputs.
+//! - [`wait_until`]: waiting on a condition with a deadline, the tests' one way to synchronise with
+//!   what runs in the background.
 
 pub mod fixtures;
 pub mod mock_upstream;
 pub mod network;
+mod wait;
+
+pub use wait::{wait_until, WAIT_DEADLINE};

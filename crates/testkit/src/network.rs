@@ -4,7 +4,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use stacknet_hub::store::StackRecord;
 use stacknet_hub::{Hub, HubConfig};
@@ -14,20 +13,16 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::mock_upstream::{MockUpstream, Script, MOCK_MODEL};
+use crate::wait_until;
 
-/// How long helpers wait for a condition before failing the test.
-pub const WAIT_DEADLINE: Duration = Duration::from_secs(20);
+pub use crate::wait::WAIT_DEADLINE;
 
-/// Polls `cond` until it holds or the deadline passes; returns whether it held.
+/// Polls `cond` until it holds or [`WAIT_DEADLINE`] passes; returns whether it held. Prefer
+/// [`crate::wait_until`], which fails the test itself and names what it waited for.
 pub async fn wait_for(mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = tokio::time::Instant::now() + WAIT_DEADLINE;
-    while tokio::time::Instant::now() < deadline {
-        if cond() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    cond()
+    crate::wait::poll(WAIT_DEADLINE, || std::future::ready(cond().then_some(())))
+        .await
+        .is_some()
 }
 
 /// A running hub that can be stopped and started again on the same port and data.
@@ -240,10 +235,13 @@ impl TestNetwork {
     pub async fn wait_connected(&self, node: &TestNode) {
         let id = node.node.node_key_id();
         let nodes = self.hub.hub.state.nodes.clone();
-        assert!(
-            wait_for(|| nodes.connected().iter().any(|n| n.id == id)).await,
-            "node {id} connected to the hub"
-        );
+        let connected = || std::future::ready(nodes.connected().iter().any(|n| n.id == id).then_some(()));
+        wait_until(
+            &format!("node {id} is connected to the hub"),
+            WAIT_DEADLINE,
+            connected,
+        )
+        .await;
     }
 
     pub fn base_url(&self) -> String {

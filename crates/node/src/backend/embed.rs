@@ -125,7 +125,7 @@ impl CandleEmbeddings {
     }
 
     /// Embeds `inputs` as one request, on the same worker and queue that tasks use, without the
-    /// OpenAI request and response around it (the baseline of `stacknet bench models`).
+    /// OpenAI request and response around it (the baseline of `stacknet-bench models`).
     pub async fn embed(&self, inputs: Vec<String>) -> Result<Embedded, BackendError> {
         self.inner.embed(inputs).await
     }

@@ -84,3 +84,12 @@ fn the_issuing_hub_may_skip_its_own_signature_but_only_for_the_exact_contract() 
         Err(PaperworkError::NotIssuedContract)
     );
 }
+
+/// The hub's default split shares out exactly the whole captured cost (the golden contracts carry it,
+/// so its values are pinned above).
+#[test]
+fn the_default_split_is_complete() {
+    use stacknet_protocol::contract::AttributionSplit;
+    assert!(AttributionSplit::DEFAULT.is_complete());
+    assert_eq!(examples::default_split(), AttributionSplit::DEFAULT);
+}

@@ -8,7 +8,7 @@
 //! at temperature 0 the same request gives the same bytes.
 //!
 //! - `local`: [`LocalModel`], the generation loop itself (prompt, sampling, decoding); the worker
-//!   runs it, and `stacknet bench models` calls it directly as the baseline.
+//!   runs it, and `stacknet-bench models` calls it directly as the baseline.
 //! - `emit`: tokens to OpenAI streaming chunks (UTF-8 reassembly, stop sequences).
 //! - `request`: what a request asks of the model, validated.
 

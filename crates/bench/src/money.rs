@@ -1,4 +1,4 @@
-//! `stacknet bench money`: the ledger and the settlement path on SQLite or PostgreSQL.
+//! `stacknet-bench money`: the ledger and the settlement path on SQLite or PostgreSQL.
 //!
 //! 1. Ledger transfers/s: `stacknet_ledger::bench::transfers`, batched by concurrent callers.
 //! 2. Paperwork appends/s: real signed paperwork (contracts signed by the hub's key) pushed through
@@ -19,7 +19,7 @@ use stacknet_hub::store::PaperworkRecord;
 use stacknet_hub::{Hub, HubConfig};
 use stacknet_ledger::{AccountId, Reason, Transfer, TransferId};
 use stacknet_node::settlement::HubClient;
-use stacknet_protocol::contract::{Parties, PromptContract, Usage, Workload};
+use stacknet_protocol::contract::{AttributionSplit, Parties, PromptContract, Usage, Workload};
 use stacknet_protocol::fingerprint::Fingerprint;
 use stacknet_protocol::paperwork::{BackendInfo, Paperwork, Resources};
 use stacknet_protocol::{
@@ -67,7 +67,7 @@ async fn measure(hub: &Hub, args: &MoneyArgs) -> Result<()> {
         "PostgreSQL"
     };
     println!(
-        "stacknet bench money on {backend}, {} paperwork\n",
+        "stacknet-bench money on {backend}, {} paperwork\n",
         args.paperwork
     );
 
@@ -197,7 +197,7 @@ async fn measure(hub: &Hub, args: &MoneyArgs) -> Result<()> {
 fn make_paperwork(hub: &SecretKey, node: &SecretKey, n: usize) -> Result<Vec<Signed<Paperwork>>> {
     let stack = StackId::random();
     let now = Timestamp::now();
-    let split = stacknet_protocol::examples::default_split();
+    let split = AttributionSplit::DEFAULT;
     (0..n)
         .map(|i| {
             let contract = PromptContract {

@@ -1,14 +1,7 @@
-//! `stacknet bench`: the hub + node path against its baseline, side by side in one run.
-//!
-//! `bench` (or `bench core`): the scripted mock upstream called directly, against the same mock
-//! called through a hub and a node on loopback (contract signed, task over WebSocket, chunks
-//! streamed, paperwork signed, written to the node's wallet and verified by the hub). Both are
-//! non-streaming chat requests with a four-chunk answer. `bench models` ([`models`]): the built-in
-//! models called directly against the same models through a hub and a node. Everything runs in
-//! this process, on this machine's cores.
-
-mod models;
-mod money;
+//! `stacknet-bench core`: the scripted mock upstream called directly, against the same mock called
+//! through a hub and a node on loopback (contract signed, task over WebSocket, chunks streamed,
+//! paperwork signed, written to the node's wallet and verified by the hub). Both are non-streaming
+//! chat requests with a four-chunk answer.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,40 +19,11 @@ const OPEN_LOOP_SECS: f64 = 2.0;
 /// Most requests outstanding in open loop; beyond this the rate counts as failed (bounded memory).
 const OPEN_LOOP_MAX_OUTSTANDING: usize = 2048;
 
-/// `stacknet bench [core|models]`; with no subcommand, `core`.
 #[derive(clap::Args)]
-pub struct BenchArgs {
-    #[command(subcommand)]
-    command: Option<BenchCommand>,
-    #[command(flatten)]
-    core: CoreArgs,
-}
-
-#[derive(clap::Subcommand)]
-enum BenchCommand {
-    /// The mock upstream, called directly and through a hub and a node (the default).
-    Core(CoreArgs),
-    /// The built-in models (SmolLM2 on llama.cpp, MiniLM on candle), called directly and through
-    /// a hub and a node: decode tokens/s, concurrent tokens/s, embeddings/s.
-    Models(models::ModelsArgs),
-    /// The ledger and settlement path: transfers/s, paperwork appends/s, filing 100,000 paperwork.
-    Money(money::MoneyArgs),
-}
-
-#[derive(clap::Args)]
-struct CoreArgs {
+pub struct CoreArgs {
     /// Requests per closed-loop measurement.
     #[arg(long, default_value_t = 2000)]
     requests: usize,
-}
-
-pub async fn run(args: BenchArgs) -> Result<()> {
-    match args.command {
-        None => core(args.core.requests).await,
-        Some(BenchCommand::Core(core_args)) => core(core_args.requests).await,
-        Some(BenchCommand::Models(models_args)) => models::run(models_args).await,
-        Some(BenchCommand::Money(money_args)) => money::run(money_args).await,
-    }
 }
 
 #[derive(Clone)]
@@ -172,7 +136,8 @@ async fn max_rate(target: &Target) -> (f64, f64) {
     best
 }
 
-async fn core(requests: usize) -> Result<()> {
+pub async fn run(args: CoreArgs) -> Result<()> {
+    let requests = args.requests;
     let mut net =
         TestNetwork::start_without_nodes(Script::text("Paris is the capital of France.").chunks(4), |c| {
             c.max_concurrent_requests = 8192;
@@ -201,7 +166,7 @@ async fn core(requests: usize) -> Result<()> {
         body,
     };
     println!(
-        "stacknet bench: mock upstream direct vs through hub + node (non-streaming chat, 4-chunk answer)"
+        "stacknet-bench core: mock upstream direct vs through hub + node (non-streaming chat, 4-chunk answer)"
     );
     println!(
         "machine: {} cores; everything in one process on loopback\n",

@@ -1,4 +1,4 @@
-//! `stacknet bench models`: the built-in models called directly, against the same models through a
+//! `stacknet-bench models`: the built-in models called directly, against the same models through a
 //! hub and a node, in one process.
 //!
 //! Chat: the baseline is [`LocalModel`], the very generation loop the node's llama.cpp worker runs
@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 use stacknet_node::backend::embed::{self, CandleEmbeddings};
 use stacknet_node::backend::llama::{self, Flow, LlamaChat, LlamaConfig, LocalModel};
 use stacknet_node::backend::multi::MultiBackend;
-use stacknet_node::models::{self as catalog, ModelStore, PullOptions};
+use stacknet_node::models::{self as catalog, ModelSpec, ModelStore, PullOptions};
 use stacknet_protocol::contract::Workload;
 use stacknet_testkit::mock_upstream::Script;
 use stacknet_testkit::network::TestNetwork;
@@ -38,7 +38,8 @@ const EMBED_BATCH_REQUESTS: usize = 4;
 
 #[derive(clap::Args)]
 pub struct ModelsArgs {
-    /// Where models are stored; pulled there first when absent [default: <data-dir>/models]
+    /// Where models are stored; pulled there first when absent [default: stacknet's, i.e.
+    /// ~/.local/share/stacknet/models]
     #[arg(long, env = "STACKNET_MODELS_DIR")]
     models_dir: Option<PathBuf>,
     /// Threads for llama.cpp and candle, the same on both sides [default: this machine's cores]
@@ -53,6 +54,32 @@ pub struct ModelsArgs {
     /// The user message of every chat request.
     #[arg(long, default_value = DEFAULT_PROMPT)]
     prompt: String,
+}
+
+/// Where `stacknet models pull` puts models by default (the rule of the CLI's `keystore.rs`), so a
+/// benchmark finds what `stacknet up` already pulled.
+fn default_models_dir() -> PathBuf {
+    let data = if let Some(dir) = std::env::var_os("STACKNET_DATA_DIR") {
+        PathBuf::from(dir)
+    } else if let Some(dir) = std::env::var_os("XDG_DATA_HOME") {
+        PathBuf::from(dir).join("stacknet")
+    } else {
+        let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from);
+        home.join(".local/share/stacknet")
+    };
+    data.join("models")
+}
+
+/// Pulls a model unless it is present and verified (no progress bar: `stacknet models pull` has one).
+async fn pull(store: &ModelStore, spec: &ModelSpec, options: &PullOptions) -> Result<PathBuf> {
+    if let Some(path) = store.path_of(spec) {
+        return Ok(path);
+    }
+    eprintln!("pulling {} into {}", spec.name, store.dir().display());
+    store
+        .pull(spec, options, |_| {})
+        .await
+        .with_context(|| format!("cannot pull {}", spec.name))
 }
 
 /// What the benchmark runs against: the raw models and a network serving the same ones.
@@ -73,7 +100,7 @@ pub async fn run(args: ModelsArgs) -> Result<()> {
     let bench = Bench::start(&args).await?;
     let config = bench.raw_chat.config();
     println!(
-        "stacknet bench models: built-in models called directly vs through hub + node ({} cores, {} threads, one process, loopback)\n",
+        "stacknet-bench models: built-in models called directly vs through hub + node ({} cores, {} threads, one process, loopback)\n",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         bench.threads
     );
@@ -100,15 +127,12 @@ impl Bench {
             .threads
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
         ensure!(threads > 0, "--threads must be at least 1");
-        let dir = args
-            .models_dir
-            .clone()
-            .unwrap_or_else(|| crate::keystore::default_data_dir().join("models"));
+        let dir = args.models_dir.clone().unwrap_or_else(default_models_dir);
         let store = ModelStore::new(dir);
         let options = PullOptions::from_env();
         let find = |name: &str| catalog::find(name).with_context(|| format!("{name} is not in the catalog"));
         let chat_spec = find(CHAT_MODEL)?;
-        let gguf = crate::models::pull(&store, chat_spec, &options).await?;
+        let gguf = pull(&store, chat_spec, &options).await?;
         let sha = chat_spec.files[0]
             .sha256
             .parse()
@@ -116,7 +140,7 @@ impl Bench {
         let mut config = LlamaConfig::new(CHAT_MODEL, gguf, sha);
         config.threads = threads;
         let embed_spec = find(EMBEDDING_MODEL)?;
-        crate::models::pull(&store, embed_spec, &options).await?;
+        pull(&store, embed_spec, &options).await?;
 
         // Two loads of one file: the raw side runs on this process's blocking threads, the node's
         // on its own worker, as in production; the weights are mapped, so they share the page cache.
