@@ -12,7 +12,7 @@ use tokio::time::{timeout_at, Instant};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tracing::warn;
 
-use crate::node::Shared;
+use crate::shared::Shared;
 
 /// How long the hub may take to send its challenge, and then its welcome.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);

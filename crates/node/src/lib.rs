@@ -10,19 +10,28 @@
 //!   (or, with none, the built-in models already pulled), then [`Node::run`] until shutdown.
 //!   [`config`] holds [`NodeConfig`] (TOML, with its `[[backend]]` list) and [`NodeOptions`].
 //! - [`node`]: [`Node`] and the connect loop (with [`backoff`]); each connection is a session:
-//!   `handshake` (challenge, signed hello, welcome), then `session`, one loop that owns the socket.
-//! - `task`: one task's life: the checks, the backend run with chunks forwarded as they come, then
-//!   [`paperwork`] signed and stored in the [`wallet`] before `done` goes out.
+//!   `handshake` (challenge, signed hello with the node's limits, welcome with the hub's), then
+//!   `session`, one loop that owns the socket (and gathers a task's input files from binary frames).
+//!   `shared` is what sessions and tasks share (key, wallet, backend, slots).
+//! - `task`: one task's life: the checks (the contract, and the request with the workload's shared
+//!   validator from `stacknet_api`), the backend run with chunks forwarded as they come and output
+//!   files sent in binary frames, then [`paperwork`] signed and stored in the [`wallet`] before
+//!   `done` goes out.
 //! - [`backend`]: the [`Backend`] trait, one module per implementation ([`backend::upstream`], an
 //!   OpenAI-compatible server, with its SSE parser in [`backend::sse`]; [`backend::llama`], built-in
 //!   chat on llama.cpp; [`backend::embed`], built-in embeddings on candle), [`backend::multi`] to
 //!   serve several as one, and [`backend::build`](mod@backend::build) from configuration to backend.
 //! - [`models`]: the catalog of pinned built-in models and the store they are pulled into.
 //! - [`digest`]: the request and output hashes in paperwork (the hub recomputes them the same way);
-//!   [`usage`]: usage estimates for backends that report none.
+//!   [`usage`]: usage estimates for backends that report none; `chain`: error messages with their
+//!   causes.
+//!
+//! Dependencies between these files point one way: `node` -> `session` -> `handshake`, `task` ->
+//! `shared`; `backend` -> `models`.
 
 pub mod backend;
 pub mod backoff;
+mod chain;
 pub mod config;
 pub mod digest;
 mod handshake;
@@ -31,6 +40,7 @@ pub mod node;
 pub mod paperwork;
 mod session;
 pub mod settlement;
+mod shared;
 mod task;
 pub mod usage;
 pub mod wallet;

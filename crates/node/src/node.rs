@@ -17,6 +17,7 @@ use crate::backend::Backend;
 use crate::backoff::Backoff;
 use crate::config::NodeOptions;
 use crate::session::{self, SessionEnd};
+use crate::shared::{shutdown_requested, Shared};
 use crate::wallet::Wallet;
 use crate::NodeError;
 
@@ -24,28 +25,6 @@ use crate::NodeError;
 pub const GATEWAY_PATH: &str = stacknet_api::paths::NODE_GATEWAY;
 /// How long opening the WebSocket (TCP, TLS, upgrade) may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// What every session and task of this node shares.
-pub(crate) struct Shared {
-    pub key: SecretKey,
-    pub id: NodeKeyId,
-    pub wallet: Wallet,
-    pub backend: Arc<dyn Backend>,
-    /// Taken once at startup: what the Hello advertises is exactly what tasks are checked against.
-    pub offers: Vec<ModelOffer>,
-    pub options: NodeOptions,
-    pub gateway_url: String,
-    /// One permit per task slot; a running task holds one until it is dropped (finished or aborted).
-    pub permits: Arc<Semaphore>,
-}
-
-impl Shared {
-    /// Tasks holding a slot right now.
-    pub fn active_tasks(&self) -> u32 {
-        let free = u32::try_from(self.permits.available_permits()).unwrap_or(u32::MAX);
-        self.options.max_concurrency.saturating_sub(free)
-    }
-}
 
 /// A node: cheap to clone (one shared inside), so tests and `stacknet up` can keep a handle while
 /// [`Node::run`] runs on a task of its own.
@@ -178,11 +157,6 @@ impl Node {
         debug!(%url, "WebSocket open");
         session::run(&self.shared, ws, shutdown).await
     }
-}
-
-/// Resolves when shutdown has been requested (or the signal is gone, which means the same).
-pub(crate) async fn shutdown_requested(shutdown: &mut watch::Receiver<bool>) {
-    let _ = shutdown.wait_for(|stop| *stop).await;
 }
 
 /// The node gateway's WebSocket URL for a hub base URL: `http` becomes `ws`, `https` becomes `wss`.

@@ -26,7 +26,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::backend::InputFile;
 use crate::handshake::{handshake, kind};
-use crate::node::{shutdown_requested, Shared};
+use crate::shared::{shutdown_requested, Shared};
 use crate::task::{self, Refusal};
 
 /// Frames tasks may queue ahead of the socket before they wait.

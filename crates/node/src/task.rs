@@ -20,8 +20,8 @@ use tracing::{debug, error};
 
 use crate::backend::{BackendError, BackendTask, InputFile, OutputFile};
 use crate::digest::request_digest;
-use crate::node::Shared;
 use crate::paperwork::{sign_paperwork, FinishedTask};
+use crate::shared::Shared;
 use crate::usage;
 use crate::wallet::WalletError;
 

@@ -8,7 +8,8 @@
 //! - The signed objects: [`contract`] (Prompt Contract), [`fingerprint`] (Fingerprint and Attribution),
 //!   [`paperwork`], [`attestation`] (Attestation and Telemetry), [`filing`].
 //! - [`merkle`]: RFC 6962/9162 tree hashing and proofs; [`checkpoint`]: C2SP signed checkpoints.
-//! - [`wire`]: hub <-> node messages and their versioned framing.
+//! - [`wire`]: hub <-> node messages and their versioned framing, the limits both sides state in the
+//!   handshake, and the binary frames that carry files.
 //!
 //! `docs/PROTOCOL.md` describes every object with a golden example; `tests/it/golden.rs` pins them.
 

@@ -7,7 +7,7 @@
 //! `"stream_options": {"include_usage": true}` (for exact token counts in paperwork), and each SSE
 //! event is forwarded the moment it is parsed.
 
-use super::error_chain;
+use crate::chain::error_chain;
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -7,7 +7,7 @@
 //! fails may owe it to a bad prefix, so it is downloaded once more from scratch before the mismatch
 //! is reported.
 
-use crate::backend::error_chain;
+use crate::chain::error_chain;
 use std::path::Path;
 use std::time::Duration;
 

@@ -8,7 +8,7 @@ use reqwest::Url;
 
 use super::fetch::redact_url;
 use super::PullError;
-use crate::backend::error_chain;
+use crate::chain::error_chain;
 
 /// The public index, as pip spells it.
 pub const DEFAULT_INDEX_URL: &str = "https://pypi.org/simple";

@@ -1,0 +1,39 @@
+//! What every session and task of a node shares, apart from the connect loop that owns it (so
+//! sessions and tasks depend on this module, not on `node`).
+
+use std::sync::Arc;
+
+use stacknet_protocol::wire::ModelOffer;
+use stacknet_protocol::{NodeKeyId, SecretKey};
+use tokio::sync::{watch, Semaphore};
+
+use crate::backend::Backend;
+use crate::config::NodeOptions;
+use crate::wallet::Wallet;
+
+/// What every session and task of this node shares.
+pub(crate) struct Shared {
+    pub key: SecretKey,
+    pub id: NodeKeyId,
+    pub wallet: Wallet,
+    pub backend: Arc<dyn Backend>,
+    /// Taken once at startup: what the Hello advertises is exactly what tasks are checked against.
+    pub offers: Vec<ModelOffer>,
+    pub options: NodeOptions,
+    pub gateway_url: String,
+    /// One permit per task slot; a running task holds one until it is dropped (finished or aborted).
+    pub permits: Arc<Semaphore>,
+}
+
+impl Shared {
+    /// Tasks holding a slot right now.
+    pub fn active_tasks(&self) -> u32 {
+        let free = u32::try_from(self.permits.available_permits()).unwrap_or(u32::MAX);
+        self.options.max_concurrency.saturating_sub(free)
+    }
+}
+
+/// Resolves when shutdown has been requested (or the signal is gone, which means the same).
+pub(crate) async fn shutdown_requested(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
