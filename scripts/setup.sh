@@ -18,10 +18,17 @@ command -v cmake >/dev/null 2>&1 || apt_install cmake
 # (libclang-cpp alone, which other packages pull in, is not enough: bindgen loads libclang.so.)
 dpkg -s libclang-dev >/dev/null 2>&1 || apt_install libclang-dev
 
-# The toolchain pinned in rust-toolchain.toml, with rustfmt and clippy.
+# The toolchain pinned in rust-toolchain.toml, with rustfmt and clippy, through rustup: Debian's own
+# package where the release has one (trixie and later), otherwise the official installer.
+export PATH="$HOME/.cargo/bin:$PATH"
 if ! command -v rustup >/dev/null 2>&1; then
-    echo "rustup is missing: install it from https://rustup.rs, then run this again" >&2
-    exit 1
+    if apt-cache policy rustup 2>/dev/null | grep -q 'Candidate: [0-9]'; then
+        apt_install rustup
+    else
+        command -v curl >/dev/null 2>&1 || apt_install curl ca-certificates
+        echo "== installing rustup from https://sh.rustup.rs"
+        curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal --default-toolchain none
+    fi
 fi
 rustup show active-toolchain >/dev/null 2>&1 || rustup toolchain install
 

@@ -6,4 +6,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/setup.sh build
+# Where rustup puts cargo when setup.sh had to install it.
+export PATH="$HOME/.cargo/bin:$PATH"
 exec cargo run --release --locked -p stacknet-cli -- up "$@"
