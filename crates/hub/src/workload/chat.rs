@@ -1,4 +1,5 @@
-//! `POST /v1/chat/completions`.
+//! `POST /v1/chat/completions`, and the text API it shares with legacy completions: a streamed or
+//! whole answer assembled from OpenAI chunks.
 
 use axum::body::Bytes;
 use serde_json::{json, Value};
@@ -10,16 +11,28 @@ use super::{
 };
 use crate::error::ApiError;
 
+/// A text API: chat or legacy completions, which differ only in their path and object names.
 #[derive(Debug)]
-pub struct Chat;
+pub struct Text {
+    pub workload: Workload,
+    pub path: &'static str,
+    /// The `object` of a whole answer.
+    pub object: &'static str,
+}
 
-impl WorkloadApi for Chat {
+pub const CHAT: Text = Text {
+    workload: Workload::Chat,
+    path: stacknet_api::paths::CHAT_COMPLETIONS,
+    object: "chat.completion",
+};
+
+impl WorkloadApi for Text {
     fn path(&self) -> &'static str {
-        stacknet_api::paths::CHAT_COMPLETIONS
+        self.path
     }
 
     fn parse(&self, _content_type: Option<&str>, body: Bytes) -> Result<Parsed, ApiError> {
-        parse_json(Workload::Chat, &body)
+        parse_json(self.workload, &body)
     }
 
     fn max_usage(&self, request: &ApiRequest, body_len: usize, default_max_output: u64) -> Usage {
@@ -32,33 +45,16 @@ impl WorkloadApi for Chat {
 
     fn answer(
         &self,
-        request: &ApiRequest,
+        _request: &ApiRequest,
         out: Collected,
         stamp: &Stamp,
         accepted: Accepted,
     ) -> Result<Value, ApiError> {
-        Ok(text_answer(
-            request.workload,
-            "chat.completion",
-            &out,
-            stamp,
-            accepted,
-        ))
+        let body = json!({
+            "id": stamp.id, "object": self.object, "created": stamp.created, "model": stamp.model,
+            "choices": out.digester.choices(self.workload),
+            "usage": usage_json(&accepted.usage),
+        });
+        Ok(with_proof(body, accepted))
     }
-}
-
-/// The whole answer of chat and legacy completions: the assembled choices, usage and proof.
-pub(super) fn text_answer(
-    workload: Workload,
-    object: &str,
-    out: &Collected,
-    stamp: &Stamp,
-    accepted: Accepted,
-) -> Value {
-    let body = json!({
-        "id": stamp.id, "object": object, "created": stamp.created, "model": stamp.model,
-        "choices": out.digester.choices(workload),
-        "usage": usage_json(&accepted.usage),
-    });
-    with_proof(body, accepted)
 }

@@ -1,47 +1,12 @@
-//! `POST /v1/completions` (legacy text completions).
+//! `POST /v1/completions` (legacy text completions): the text API of `chat`, under its own path
+//! and object name.
 
-use axum::body::Bytes;
-use serde_json::Value;
-use stacknet_api::ApiRequest;
-use stacknet_protocol::contract::{Usage, Workload};
+use stacknet_protocol::contract::Workload;
 
-use super::chat::text_answer;
-use super::{parse_json, text_usage, Accepted, Collected, Parsed, Stamp, WorkloadApi};
-use crate::error::ApiError;
+use super::chat::Text;
 
-#[derive(Debug)]
-pub struct Completion;
-
-impl WorkloadApi for Completion {
-    fn path(&self) -> &'static str {
-        stacknet_api::paths::COMPLETIONS
-    }
-
-    fn parse(&self, _content_type: Option<&str>, body: Bytes) -> Result<Parsed, ApiError> {
-        parse_json(Workload::Completion, &body)
-    }
-
-    fn max_usage(&self, request: &ApiRequest, body_len: usize, default_max_output: u64) -> Usage {
-        text_usage(request, body_len, default_max_output)
-    }
-
-    fn streams(&self, request: &ApiRequest) -> bool {
-        request.stream
-    }
-
-    fn answer(
-        &self,
-        request: &ApiRequest,
-        out: Collected,
-        stamp: &Stamp,
-        accepted: Accepted,
-    ) -> Result<Value, ApiError> {
-        Ok(text_answer(
-            request.workload,
-            "text_completion",
-            &out,
-            stamp,
-            accepted,
-        ))
-    }
-}
+pub const COMPLETION: Text = Text {
+    workload: Workload::Completion,
+    path: stacknet_api::paths::COMPLETIONS,
+    object: "text_completion",
+};

@@ -97,8 +97,8 @@ pub trait WorkloadApi: Send + Sync + 'static {
 /// The API module of `workload`; `None` for workloads that have none yet.
 pub fn api(workload: Workload) -> Option<&'static dyn WorkloadApi> {
     match workload {
-        Workload::Chat => Some(&chat::Chat),
-        Workload::Completion => Some(&completion::Completion),
+        Workload::Chat => Some(&chat::CHAT),
+        Workload::Completion => Some(&completion::COMPLETION),
         Workload::Embedding => Some(&embeddings::Embeddings),
         Workload::ImageEdit => Some(&image_edit::ImageEdit),
         Workload::ImageGeneration
