@@ -277,16 +277,7 @@ impl Running {
         loop {
             if let Some(pw) = self.take(event)? {
                 let accepted = self.accept(*pw).await?;
-                let stamp = self.stamp();
-                let out = std::mem::replace(
-                    &mut self.out,
-                    Collected {
-                        digester: OutputDigester::new(self.req.workload).map_err(ApiError::internal)?,
-                        chunks: Vec::new(),
-                        files: Vec::new(),
-                    },
-                );
-                let body = self.api.answer(&self.req, out, &stamp, accepted)?;
+                let body = self.api.answer(&self.req, &self.out, &self.stamp(), accepted)?;
                 return Ok(axum::Json(body).into_response());
             }
             event = self.next().await?;

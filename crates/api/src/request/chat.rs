@@ -11,14 +11,13 @@ pub const MAX_CHOICES: u64 = 8;
 const ROLES: [&str; 6] = ["system", "developer", "user", "assistant", "tool", "function"];
 
 pub fn validate(body: Value) -> Result<ApiRequest, RequestError> {
-    let obj = object(&body)?;
-    check_messages(obj)?;
-    text_request(Workload::Chat, &body)
+    check_messages(object(&body)?)?;
+    text_request(Workload::Chat, body)
 }
 
 /// The fields chat and legacy completions share: sampling, streaming, limits.
-pub(crate) fn text_request(workload: Workload, body: &Value) -> Result<ApiRequest, RequestError> {
-    let obj = object(body)?;
+pub(crate) fn text_request(workload: Workload, body: Value) -> Result<ApiRequest, RequestError> {
+    let obj = object(&body)?;
     let model = fields::model(obj)?;
     let stream = optional_bool(obj, "stream")?.unwrap_or(false);
     let include_usage = match obj.get("stream_options") {
@@ -42,7 +41,7 @@ pub(crate) fn text_request(workload: Workload, body: &Value) -> Result<ApiReques
         user,
         choices,
         max_output_tokens: max_completion_tokens.or(max_tokens),
-        body: body.clone(),
+        body,
     })
 }
 

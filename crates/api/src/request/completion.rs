@@ -24,5 +24,5 @@ pub fn validate(body: Value) -> Result<ApiRequest, RequestError> {
             ))
         }
     }
-    chat::text_request(Workload::Completion, &body)
+    chat::text_request(Workload::Completion, body)
 }

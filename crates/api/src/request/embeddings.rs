@@ -69,7 +69,7 @@ pub fn validate(body: Value) -> Result<(ApiRequest, Embeddings), RequestError> {
         user,
         choices: 1,
         max_output_tokens: None,
-        body: body.clone(),
+        body,
     };
     Ok((
         request,

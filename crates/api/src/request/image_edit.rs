@@ -81,7 +81,7 @@ pub fn validate(body: Value) -> Result<(ApiRequest, ImageEdit), RequestError> {
         user,
         choices: n,
         max_output_tokens: None,
-        body: body.clone(),
+        body,
     };
     Ok((
         request,

@@ -46,7 +46,7 @@ impl WorkloadApi for Text {
     fn answer(
         &self,
         _request: &ApiRequest,
-        out: Collected,
+        out: &Collected,
         stamp: &Stamp,
         accepted: Accepted,
     ) -> Result<Value, ApiError> {

@@ -36,7 +36,7 @@ impl WorkloadApi for Embeddings {
     fn answer(
         &self,
         request: &ApiRequest,
-        out: Collected,
+        out: &Collected,
         _stamp: &Stamp,
         accepted: Accepted,
     ) -> Result<Value, ApiError> {

@@ -88,7 +88,7 @@ pub trait WorkloadApi: Send + Sync + 'static {
     fn answer(
         &self,
         request: &ApiRequest,
-        out: Collected,
+        out: &Collected,
         stamp: &Stamp,
         accepted: Accepted,
     ) -> Result<Value, ApiError>;
