@@ -1,5 +1,18 @@
 //! Bodies of the hub's own endpoints, shared by the hub's handlers and its clients (node, CLI,
-//! tests), so neither side keeps a copy.
+//! tests), so neither side keeps a copy. This file holds the hub's description and filing; the
+//! admin API and money after the task have their own modules, re-exported here.
+
+mod admin;
+mod log;
+mod settle;
+
+pub use admin::{NewKey, NewStack, Price, PriceList, SetPrice, Stack, StackList, TopUp, TopUpAnswer};
+pub use log::{ConsistencyProof, ConsistencyQuery, InclusionProof, InclusionQuery, LogCheckpoint};
+pub use settle::{
+    Balance, Direction, NodeStatement, PaymentAnswer, PaymentEvent, Payout, PayoutAck, PayoutCallback,
+    PayoutCallbackAnswer, PayoutRequest, PayoutState, StackStatement, Statement, StatementLine,
+    StatementQuery,
+};
 
 use serde::{Deserialize, Serialize};
 use stacknet_protocol::filing::Filing;

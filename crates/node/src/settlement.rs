@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use stacknet_api::paths;
-use stacknet_api::types::{FiledPaperwork, FilingAnswer, FilingRequest, HubInfo};
+use stacknet_api::types::{FiledPaperwork, FilingAnswer, FilingRequest, HubInfo, NodeStatement, Payout};
 use stacknet_protocol::filing::{Filing, NodeAction, NodeRequest};
 use stacknet_protocol::paperwork::Paperwork;
 use stacknet_protocol::{Amount, Nonce, PaperworkId, PublicKey, SecretKey, Signed, Timestamp};
@@ -49,7 +49,8 @@ impl HubClient {
                 message: e.to_string(),
             })?;
         let info = call(&http, &url, reqwest::Method::GET, paths::HUB_INFO, None).await?;
-        let info: HubInfo = serde_json::from_value(info).map_err(|e| SettlementError::Malformed(e.to_string()))?;
+        let info: HubInfo =
+            serde_json::from_value(info).map_err(|e| SettlementError::Malformed(e.to_string()))?;
         Ok(Self {
             url,
             http,
@@ -66,12 +67,12 @@ impl HubClient {
         call(&self.http, &self.url, method, path, body).await
     }
 
-    async fn node_request(
+    async fn node_request<T: serde::de::DeserializeOwned>(
         &self,
         key: &SecretKey,
         path: &str,
         action: NodeAction,
-    ) -> Result<Value, SettlementError> {
+    ) -> Result<T, SettlementError> {
         let req = NodeRequest {
             node_key: key.public_key(),
             hub: self.hub_key,
@@ -81,11 +82,12 @@ impl HubClient {
         };
         let signed = Signed::sign(req, key).map_err(|e| SettlementError::Sign(e.to_string()))?;
         let body = serde_json::to_vec(&signed).map_err(|e| SettlementError::Sign(e.to_string()))?;
-        self.call(reqwest::Method::POST, path, Some(body)).await
+        let answer = self.call(reqwest::Method::POST, path, Some(body)).await?;
+        serde_json::from_value(answer).map_err(|e| SettlementError::Malformed(e.to_string()))
     }
 
     /// The Node Key's earnings, transfers and payouts.
-    pub async fn statement(&self, key: &SecretKey) -> Result<Value, SettlementError> {
+    pub async fn statement(&self, key: &SecretKey) -> Result<NodeStatement, SettlementError> {
         self.node_request(key, paths::NODE_STATEMENT, NodeAction::Statement)
             .await
     }
@@ -96,7 +98,7 @@ impl HubClient {
         key: &SecretKey,
         amount: Option<Amount>,
         destination: &str,
-    ) -> Result<Value, SettlementError> {
+    ) -> Result<Payout, SettlementError> {
         let action = NodeAction::Redeem {
             amount,
             destination: destination.to_owned(),

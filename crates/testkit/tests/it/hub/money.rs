@@ -298,9 +298,7 @@ async fn filing_pays_the_split_once_and_refuses_forged_altered_and_replayed_pape
     let verdicts = hub.file(&node.key, vec![altered_usage, resigned]).await.unwrap();
     assert!(verdicts.iter().all(|v| v.status() == "refused"), "{verdicts:?}");
     assert!(
-        verdicts
-            .iter()
-            .any(|v| v.reason().unwrap().contains("signature")),
+        verdicts.iter().any(|v| v.reason().unwrap().contains("signature")),
         "{verdicts:?}"
     );
     assert!(
@@ -553,9 +551,10 @@ fn webhook(
         .send()
 }
 
+/// The node's statement, as JSON for the assertions to index.
 async fn payout_state(net: &TestNetwork) -> Value {
     let hub = HubClient::connect(&net.hub.url()).await.unwrap();
-    hub.statement(&net.nodes[0].key).await.unwrap()
+    serde_json::to_value(hub.statement(&net.nodes[0].key).await.unwrap()).unwrap()
 }
 
 async fn redemption_pays_out_through_the_webhook_after_a_retry(db: Db) {
@@ -566,7 +565,7 @@ async fn redemption_pays_out_through_the_webhook_after_a_retry(db: Db) {
     assert!(earnings > 0);
     let hub = HubClient::connect(&net.hub.url()).await.unwrap();
     let payout = hub.redeem(&node.key, None, "acct_123").await.unwrap();
-    assert_eq!(payout["amount"], earnings.to_string());
+    assert_eq!(payout.amount, Amount::from_micros(earnings));
     let paid = AccountId::external("payout").unwrap();
     for _ in 0..200 {
         if posted(&net, paid.clone()).await == earnings {
@@ -623,7 +622,7 @@ async fn a_sent_payout_is_confirmed_or_failed_by_the_signed_callback_once(db: Db
     let earnings = posted(&net, account.clone()).await;
     let hub = HubClient::connect(&net.hub.url()).await.unwrap();
     let payout = hub.redeem(&node.key, None, "acct_7").await.unwrap();
-    let id = payout["id"].as_str().unwrap().to_owned();
+    let id = payout.id;
     for _ in 0..100 {
         if payout_state(&net).await["payouts"][0]["state"] == "sent" {
             break;
