@@ -145,3 +145,6 @@ pub struct FilingAnswer {
     pub settled: Amount,
     pub results: Vec<FiledPaperwork>,
 }
+
+#[cfg(test)]
+mod tests;

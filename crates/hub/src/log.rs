@@ -9,9 +9,10 @@
 //! from its leaves. The hashing rules stay in [`stacknet_protocol::merkle`]; the tests check that every
 //! proof here is the one `merkle::inclusion_proof` / `merkle::consistency_proof` builds.
 //!
-//! What a leaf is ([`paperwork_leaf`]), the origin line ([`log_origin`]) and the JSON of the three log
-//! endpoints ([`inclusion_json`], [`consistency_json`], [`checkpoint_json`]) are defined here once and
-//! described in docs/PROTOCOL.md ("Paperwork log"); [`verify`] is the client side, pure, for the CLI.
+//! What a leaf is ([`paperwork_leaf`]), the origin line ([`log_origin`]) and the bodies of the three
+//! log endpoints ([`inclusion_json`], [`consistency_json`], [`checkpoint_json`], typed in
+//! `stacknet_api::types`) are defined here once and described in docs/PROTOCOL.md ("Paperwork log");
+//! [`verify`] is the client side, pure, for the CLI.
 
 pub mod verify;
 
