@@ -19,6 +19,32 @@ use stacknet_protocol::filing::Filing;
 use stacknet_protocol::paperwork::Paperwork;
 use stacknet_protocol::{Amount, NodeKeyId, PaperworkId, PublicKey, Signed};
 
+/// Every refusal, on every endpoint (and as the last event of a refused stream), OpenAI's shape:
+/// `{"error": {"message", "type", "param", "code"}}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    pub message: String,
+    /// `invalid_request_error`, `billing_error`, `api_error`, ...
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The request field at fault, when there is one.
+    pub param: Option<String>,
+    /// A stable code to match on (`invalid_api_key`, `insufficient_balance`, ...).
+    pub code: Option<String>,
+}
+
+impl ErrorBody {
+    /// The message of an error body, from any JSON a server answered with.
+    pub fn message_of(v: &serde_json::Value) -> Option<String> {
+        ErrorBody::deserialize(v).ok().map(|b| b.error.message)
+    }
+}
+
 /// `GET /stacknet/v1/hub`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HubInfo {

@@ -6,7 +6,7 @@ use serde::Serialize;
 use serde_json::Value;
 use stacknet_api::paths;
 use stacknet_api::types::{
-    NewKey, NewStack, Price, PriceList, SetPrice, Stack, StackList, TopUp, TopUpAnswer,
+    ErrorBody, NewKey, NewStack, Price, PriceList, SetPrice, Stack, StackList, TopUp, TopUpAnswer,
 };
 use stacknet_protocol::{Amount, StackId};
 
@@ -46,7 +46,7 @@ impl AdminClient {
             .await
             .with_context(|| format!("the hub answered {status} without JSON"))?;
         if !status.is_success() {
-            let msg = v["error"]["message"].as_str().unwrap_or("unknown error");
+            let msg = ErrorBody::message_of(&v).unwrap_or_else(|| "unknown error".to_owned());
             bail!("the hub refused ({status}): {msg}");
         }
         serde_json::from_value(v).with_context(|| format!("the hub's answer to {path} is malformed"))

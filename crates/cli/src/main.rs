@@ -256,7 +256,7 @@ async fn stack_statement(hub: &str, api_key: &str) -> anyhow::Result<()> {
     if !status.is_success() {
         anyhow::bail!(
             "the hub refused ({status}): {}",
-            v["error"]["message"].as_str().unwrap_or("unknown error")
+            stacknet_api::types::ErrorBody::message_of(&v).unwrap_or_else(|| "unknown error".to_owned())
         );
     }
     let statement: stacknet_api::types::StackStatement =

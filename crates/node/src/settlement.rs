@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 use stacknet_api::paths;
-use stacknet_api::types::{FiledPaperwork, FilingAnswer, FilingRequest, HubInfo, NodeStatement, Payout};
+use stacknet_api::types::{
+    ErrorBody, FiledPaperwork, FilingAnswer, FilingRequest, HubInfo, NodeStatement, Payout,
+};
 use stacknet_protocol::filing::{Filing, NodeAction, NodeRequest};
 use stacknet_protocol::paperwork::Paperwork;
 use stacknet_protocol::{Amount, Nonce, PaperworkId, PublicKey, SecretKey, Signed, Timestamp};
@@ -166,9 +168,7 @@ async fn call(
         .await
         .map_err(|e| SettlementError::Malformed(e.to_string()))?;
     if !status.is_success() {
-        let message = value["error"]["message"]
-            .as_str()
-            .map_or_else(|| value.to_string(), str::to_owned);
+        let message = ErrorBody::message_of(&value).unwrap_or_else(|| value.to_string());
         return Err(SettlementError::Refused {
             status: status.as_u16(),
             message,

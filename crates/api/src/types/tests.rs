@@ -111,3 +111,15 @@ fn log_bodies_keep_their_fields() {
     );
     round_trip::<ConsistencyProof>(json!({"from": 3, "to": 6, "proof": [hash, hash]}));
 }
+
+#[test]
+fn error_bodies_keep_their_fields() {
+    let wire = json!({"error": {"message": "Invalid admin token.", "type": "invalid_request_error",
+                                "param": null, "code": "invalid_admin_token"}});
+    round_trip::<ErrorBody>(wire.clone());
+    assert_eq!(
+        ErrorBody::message_of(&wire).as_deref(),
+        Some("Invalid admin token.")
+    );
+    assert_eq!(ErrorBody::message_of(&json!({"detail": "nginx"})), None);
+}
