@@ -1,10 +1,49 @@
 //! Bodies of the hub's own endpoints, shared by the hub's handlers and its clients (node, CLI,
-//! tests), so neither side keeps a copy.
+//! tests), so neither side keeps a copy. This file holds the hub's description and filing; the
+//! admin API and money after the task have their own modules, re-exported here.
+
+mod admin;
+mod log;
+mod settle;
+
+pub use admin::{NewKey, NewStack, Price, PriceList, SetPrice, Stack, StackList, TopUp, TopUpAnswer};
+pub use log::{ConsistencyProof, ConsistencyQuery, InclusionProof, InclusionQuery, LogCheckpoint};
+pub use settle::{
+    Balance, Direction, NodeStatement, PaymentAnswer, PaymentEvent, Payout, PayoutAck, PayoutCallback,
+    PayoutCallbackAnswer, PayoutRequest, PayoutState, StackStatement, Statement, StatementLine,
+    StatementQuery,
+};
 
 use serde::{Deserialize, Serialize};
 use stacknet_protocol::filing::Filing;
 use stacknet_protocol::paperwork::Paperwork;
 use stacknet_protocol::{Amount, NodeKeyId, PaperworkId, PublicKey, Signed};
+
+/// Every refusal, on every endpoint (and as the last event of a refused stream), OpenAI's shape:
+/// `{"error": {"message", "type", "param", "code"}}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    pub message: String,
+    /// `invalid_request_error`, `billing_error`, `api_error`, ...
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The request field at fault, when there is one.
+    pub param: Option<String>,
+    /// A stable code to match on (`invalid_api_key`, `insufficient_balance`, ...).
+    pub code: Option<String>,
+}
+
+impl ErrorBody {
+    /// The message of an error body, from any JSON a server answered with.
+    pub fn message_of(v: &serde_json::Value) -> Option<String> {
+        ErrorBody::deserialize(v).ok().map(|b| b.error.message)
+    }
+}
 
 /// `GET /stacknet/v1/hub`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -132,3 +171,6 @@ pub struct FilingAnswer {
     pub settled: Amount,
     pub results: Vec<FiledPaperwork>,
 }
+
+#[cfg(test)]
+mod tests;

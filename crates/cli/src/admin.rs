@@ -1,7 +1,14 @@
 //! `stacknet admin`: Stacks, API keys, top-ups and prices, through the hub's admin API.
 
 use anyhow::{bail, Context, Result};
-use serde_json::{json, Value};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
+use stacknet_api::paths;
+use stacknet_api::types::{
+    ErrorBody, NewKey, NewStack, Price, PriceList, SetPrice, Stack, StackList, TopUp, TopUpAnswer,
+};
+use stacknet_protocol::{Amount, StackId};
 
 pub struct AdminClient {
     http: reqwest::Client,
@@ -18,11 +25,16 @@ impl AdminClient {
         }
     }
 
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<Value> {
-        let url = format!("{}/stacknet/v1/admin{path}", self.base);
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&impl Serialize>,
+    ) -> Result<T> {
+        let url = format!("{}{path}", self.base);
         let mut req = self.http.request(method, &url).bearer_auth(&self.token);
         if let Some(b) = body {
-            req = req.json(&b);
+            req = req.json(b);
         }
         let resp = req
             .send()
@@ -34,44 +46,56 @@ impl AdminClient {
             .await
             .with_context(|| format!("the hub answered {status} without JSON"))?;
         if !status.is_success() {
-            let msg = v["error"]["message"].as_str().unwrap_or("unknown error");
+            let msg = ErrorBody::message_of(&v).unwrap_or_else(|| "unknown error".to_owned());
             bail!("the hub refused ({status}): {msg}");
         }
-        Ok(v)
+        serde_json::from_value(v).with_context(|| format!("the hub's answer to {path} is malformed"))
     }
 
-    pub async fn create_stack(&self, name: &str) -> Result<Value> {
-        self.call(reqwest::Method::POST, "/stacks", Some(json!({"name": name})))
+    pub async fn create_stack(&self, name: &str) -> Result<Stack> {
+        let body = NewStack {
+            name: name.to_owned(),
+        };
+        self.call(reqwest::Method::POST, paths::ADMIN_STACKS, Some(&body))
             .await
     }
 
-    pub async fn list_stacks(&self) -> Result<Value> {
-        self.call(reqwest::Method::GET, "/stacks", None).await
+    pub async fn list_stacks(&self) -> Result<StackList> {
+        self.call(reqwest::Method::GET, paths::ADMIN_STACKS, None::<&()>)
+            .await
     }
 
-    pub async fn create_key(&self, stack: &str) -> Result<Value> {
-        self.call(reqwest::Method::POST, &format!("/stacks/{stack}/keys"), None)
-            .await
+    pub async fn create_key(&self, stack: StackId) -> Result<NewKey> {
+        self.call(
+            reqwest::Method::POST,
+            &paths::admin_stack_keys(&stack),
+            None::<&()>,
+        )
+        .await
     }
 
     /// Credits a Stack's balance (`stack`), or the treasury (`None`); `id` makes it idempotent.
-    pub async fn topup(&self, stack: Option<&str>, amount: &str, id: Option<&str>) -> Result<Value> {
+    pub async fn topup(
+        &self,
+        stack: Option<StackId>,
+        amount: Amount,
+        id: Option<String>,
+    ) -> Result<TopUpAnswer> {
         let path = match stack {
-            Some(stack) => format!("/stacks/{stack}/topup"),
-            None => "/treasury/topup".to_owned(),
+            Some(stack) => paths::admin_stack_topup(&stack),
+            None => paths::ADMIN_TREASURY_TOPUP.to_owned(),
         };
-        let mut body = json!({"amount": amount});
-        if let Some(id) = id {
-            body["id"] = json!(id);
-        }
-        self.call(reqwest::Method::POST, &path, Some(body)).await
+        self.call(reqwest::Method::POST, &path, Some(&TopUp { amount, id }))
+            .await
     }
 
-    pub async fn set_price(&self, price: Value) -> Result<Value> {
-        self.call(reqwest::Method::POST, "/prices", Some(price)).await
+    pub async fn set_price(&self, price: &SetPrice) -> Result<Price> {
+        self.call(reqwest::Method::POST, paths::ADMIN_PRICES, Some(price))
+            .await
     }
 
-    pub async fn prices(&self) -> Result<Value> {
-        self.call(reqwest::Method::GET, "/prices", None).await
+    pub async fn prices(&self) -> Result<PriceList> {
+        self.call(reqwest::Method::GET, paths::ADMIN_PRICES, None::<&()>)
+            .await
     }
 }

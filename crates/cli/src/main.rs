@@ -13,7 +13,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use stacknet_protocol::SecretKey;
+use stacknet_protocol::{Amount, SecretKey, StackId};
 
 #[derive(Parser)]
 #[command(
@@ -107,14 +107,14 @@ enum AdminCommand {
     /// List Stacks.
     Stacks,
     /// Create an API key for a Stack; it is shown once.
-    CreateKey { stack: String },
+    CreateKey { stack: StackId },
     /// Credit a Stack's balance (or, with --treasury, the protocol treasury) in micro-credits.
     Topup {
         /// The Stack (stk_...); leave out with --treasury.
-        stack: Option<String>,
+        stack: Option<StackId>,
         /// Micro-credits (1 credit = 1000000).
         #[arg(long)]
-        amount: String,
+        amount: Amount,
         /// Idempotency id: the same id is credited once.
         #[arg(long)]
         id: Option<String>,
@@ -126,13 +126,13 @@ enum AdminCommand {
     SetPrice {
         model: String,
         #[arg(long, default_value = "0")]
-        input_per_mtok: String,
+        input_per_mtok: Amount,
         #[arg(long, default_value = "0")]
-        output_per_mtok: String,
+        output_per_mtok: Amount,
         #[arg(long, default_value = "0")]
-        per_request: String,
+        per_request: Amount,
         #[arg(long, default_value = "0")]
-        per_unit: String,
+        per_unit: Amount,
     },
     /// List model prices.
     Prices,
@@ -233,7 +233,11 @@ fn key(cmd: KeyCommand) -> anyhow::Result<()> {
 }
 
 async fn stack_statement(hub: &str, api_key: &str) -> anyhow::Result<()> {
-    let url = format!("{}/stacknet/v1/statement", hub.trim_end_matches('/'));
+    let url = format!(
+        "{}{}",
+        hub.trim_end_matches('/'),
+        stacknet_api::paths::STACK_STATEMENT
+    );
     let resp = reqwest::Client::new()
         .get(&url)
         .bearer_auth(api_key)
@@ -248,10 +252,16 @@ async fn stack_statement(hub: &str, api_key: &str) -> anyhow::Result<()> {
     if !status.is_success() {
         anyhow::bail!(
             "the hub refused ({status}): {}",
-            v["error"]["message"].as_str().unwrap_or("unknown error")
+            stacknet_api::types::ErrorBody::message_of(&v).unwrap_or_else(|| "unknown error".to_owned())
         );
     }
-    println!("{}", serde_json::to_string_pretty(&v)?);
+    let statement: stacknet_api::types::StackStatement =
+        serde_json::from_value(v).context("the hub's statement is malformed")?;
+    print_json(&statement)
+}
+
+fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
 }
 
@@ -267,10 +277,10 @@ async fn admin(args: AdminArgs) -> anyhow::Result<()> {
         }
     };
     let client = admin::AdminClient::new(&args.hub, token);
-    let out = match args.command {
-        AdminCommand::CreateStack { name } => client.create_stack(&name).await?,
-        AdminCommand::Stacks => client.list_stacks().await?,
-        AdminCommand::CreateKey { stack } => client.create_key(&stack).await?,
+    match args.command {
+        AdminCommand::CreateStack { name } => print_json(&client.create_stack(&name).await?),
+        AdminCommand::Stacks => print_json(&client.list_stacks().await?),
+        AdminCommand::CreateKey { stack } => print_json(&client.create_key(stack).await?),
         AdminCommand::Topup {
             stack,
             amount,
@@ -280,7 +290,7 @@ async fn admin(args: AdminArgs) -> anyhow::Result<()> {
             if stack.is_none() && !treasury {
                 anyhow::bail!("name a Stack (stk_...) or pass --treasury");
             }
-            client.topup(stack.as_deref(), &amount, id.as_deref()).await?
+            print_json(&client.topup(stack, amount, id).await?)
         }
         AdminCommand::SetPrice {
             model,
@@ -289,14 +299,15 @@ async fn admin(args: AdminArgs) -> anyhow::Result<()> {
             per_request,
             per_unit,
         } => {
-            let price = serde_json::json!({
-                "model": model, "input_per_mtok": input_per_mtok, "output_per_mtok": output_per_mtok,
-                "per_request": per_request, "per_unit": per_unit,
-            });
-            client.set_price(price).await?
+            let price = stacknet_api::types::SetPrice {
+                model,
+                input_per_mtok: Some(input_per_mtok),
+                output_per_mtok: Some(output_per_mtok),
+                per_request: Some(per_request),
+                per_unit: Some(per_unit),
+            };
+            print_json(&client.set_price(&price).await?)
         }
-        AdminCommand::Prices => client.prices().await?,
-    };
-    println!("{}", serde_json::to_string_pretty(&out)?);
-    Ok(())
+        AdminCommand::Prices => print_json(&client.prices().await?),
+    }
 }

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value;
+use stacknet_api::types::LogCheckpoint;
 use stacknet_hub::log::{log_origin, paperwork_leaf, verify_inclusion_response};
 use stacknet_protocol::fingerprint::Attribution;
 use stacknet_protocol::paperwork::{check_paperwork, Paperwork};
@@ -123,10 +124,11 @@ fn verify_paperwork(doc: &Value, hub_key: Option<PublicKey>, proof: &LogProof) -
             let text = read_small(checkpoint)?;
             // The endpoint's JSON, or the signed note on its own.
             let note = match serde_json::from_str::<Value>(&text) {
-                Ok(v) => v["note"]
-                    .as_str()
-                    .ok_or_else(|| anyhow!("{}: no \"note\"", checkpoint.display()))?
-                    .to_owned(),
+                Ok(v) => {
+                    serde_json::from_value::<LogCheckpoint>(v)
+                        .map_err(|e| anyhow!("{}: {e}", checkpoint.display()))?
+                        .note
+                }
                 Err(_) => text,
             };
             let v = verify_inclusion_response(&leaf, &response, &note, &log_origin(&hub), &hub)

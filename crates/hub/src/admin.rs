@@ -4,8 +4,9 @@
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::Json;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use stacknet_api::types::{Balance, NewKey, Price, PriceList, Stack, StackList, TopUpAnswer};
+/// The admin API's request bodies, kept here under their old paths for the hub's own callers.
+pub use stacknet_api::types::{NewStack, SetPrice, TopUp};
 use stacknet_ledger::{AccountId, LedgerError, Reason, Transfer, TransferId};
 use stacknet_protocol::contract::PriceTerms;
 use stacknet_protocol::{Amount, StackId, Timestamp};
@@ -28,19 +29,13 @@ fn check_admin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NewStack {
-    pub name: String,
-}
-
 pub async fn create_stack(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: axum::body::Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Stack>, ApiError> {
     check_admin(&state, &headers)?;
-    let req: NewStack = serde_json::from_slice(&body).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
+    let req: NewStack = json_body(&body)?;
     let name = req.name.trim().to_owned();
     if name.is_empty() || name.chars().count() > MAX_STACK_NAME_CHARS {
         return Err(ApiError::invalid("name", "name must be 1 to 200 characters"));
@@ -55,19 +50,24 @@ pub async fn create_stack(
         .create_stack(stack.clone())
         .await
         .map_err(ApiError::internal)?;
-    Ok(Json(
-        json!({"id": stack.id, "name": stack.name, "created_at": stack.created_at}),
-    ))
+    Ok(Json(stack_json(stack)))
 }
 
-pub async fn list_stacks(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+fn stack_json(s: StackRecord) -> Stack {
+    Stack {
+        id: s.id,
+        name: s.name,
+        created_at: s.created_at,
+    }
+}
+
+pub async fn list_stacks(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<StackList>, ApiError> {
     check_admin(&state, &headers)?;
     let stacks = state.store.stacks().await.map_err(ApiError::internal)?;
-    let data: Vec<Value> = stacks
-        .iter()
-        .map(|s| json!({"id": s.id, "name": s.name, "created_at": s.created_at}))
-        .collect();
-    Ok(Json(json!({"object": "list", "data": data})))
+    Ok(Json(StackList::new(stacks.into_iter().map(stack_json).collect())))
 }
 
 /// Creates an API key for a Stack; the key is in this response and nowhere else, ever.
@@ -75,15 +75,18 @@ pub async fn create_key(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(stack): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<NewKey>, ApiError> {
     check_admin(&state, &headers)?;
     let stack: StackId = stack
         .parse()
         .map_err(|e: stacknet_protocol::IdError| ApiError::invalid("stack", e.to_string()))?;
-    let (key, record) = issue_key(&state, stack).await?;
-    Ok(Json(
-        json!({"stack": stack, "api_key": key, "prefix": record.prefix, "created_at": record.created_at}),
-    ))
+    let (api_key, record) = issue_key(&state, stack).await?;
+    Ok(Json(NewKey {
+        stack,
+        api_key,
+        prefix: record.prefix,
+        created_at: record.created_at,
+    }))
 }
 
 /// Creates and stores a key, and makes it usable at once.
@@ -124,30 +127,20 @@ fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError>
     serde_json::from_slice(body).map_err(|e| ApiError::MalformedJson(e.to_string()))
 }
 
-/// A top-up as the admin API takes it. `id` makes it idempotent: the same id with the same amount
-/// is applied once; with another amount it is refused. Without one, each call is a new top-up.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TopUp {
-    pub amount: Amount,
-    #[serde(default)]
-    pub id: Option<String>,
-}
-
 /// `POST /stacknet/v1/admin/stacks/{id}/topup`: credits a Stack's balance from `external:topup`.
 pub async fn topup(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(stack): Path<String>,
     body: axum::body::Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<TopUpAnswer>, ApiError> {
     check_admin(&state, &headers)?;
     let stack: StackId = stack
         .parse()
         .map_err(|e: stacknet_protocol::IdError| ApiError::invalid("stack", e.to_string()))?;
     let req: TopUp = json_body(&body)?;
     known_stack(&state, stack).await?;
-    credit(&state, AccountId::stack(stack), req, "admin").await
+    Ok(Json(credit(&state, AccountId::stack(stack), req, "admin").await?))
 }
 
 /// `POST /stacknet/v1/admin/treasury/topup`: funds the protocol treasury (which pays warm bonuses).
@@ -155,10 +148,10 @@ pub async fn topup_treasury(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: axum::body::Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<TopUpAnswer>, ApiError> {
     check_admin(&state, &headers)?;
     let req: TopUp = json_body(&body)?;
-    credit(&state, AccountId::treasury(), req, "admin").await
+    Ok(Json(credit(&state, AccountId::treasury(), req, "admin").await?))
 }
 
 /// Moves `req.amount` from the outside world into `account`, idempotently by id.
@@ -167,7 +160,7 @@ pub(crate) async fn credit(
     account: AccountId,
     req: TopUp,
     source: &str,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<TopUpAnswer, ApiError> {
     if req.amount.micros() <= 0 {
         return Err(ApiError::invalid(
             "amount",
@@ -203,29 +196,22 @@ pub(crate) async fn credit(
         .balance(account.clone())
         .await
         .map_err(ApiError::internal)?;
-    Ok(Json(json!({
-        "account": account.to_string(), "transfer": transfer_id.to_string(), "amount": req.amount,
-        "replayed": replayed, "balance": balance_json(&balance),
-    })))
+    Ok(TopUpAnswer {
+        account: account.to_string(),
+        transfer: transfer_id.to_string(),
+        amount: req.amount,
+        replayed,
+        balance: balance_json(&balance),
+    })
 }
 
-pub(crate) fn balance_json(b: &stacknet_ledger::Balance) -> Value {
-    json!({"posted": b.posted, "held": b.debits_pending, "available": b.available()})
-}
-
-/// A model's price as the admin API takes it; fields left out are zero.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SetPrice {
-    pub model: String,
-    #[serde(default)]
-    pub input_per_mtok: Option<Amount>,
-    #[serde(default)]
-    pub output_per_mtok: Option<Amount>,
-    #[serde(default)]
-    pub per_request: Option<Amount>,
-    #[serde(default)]
-    pub per_unit: Option<Amount>,
+/// A ledger balance as the API shows it: `held` is the open holds on the account.
+pub(crate) fn balance_json(b: &stacknet_ledger::Balance) -> Balance {
+    Balance {
+        posted: b.posted,
+        held: b.debits_pending,
+        available: b.available(),
+    }
 }
 
 /// `POST /stacknet/v1/admin/prices`: sets a model's price; contracts signed from now on carry it.
@@ -233,7 +219,7 @@ pub async fn set_price(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: axum::body::Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Price>, ApiError> {
     check_admin(&state, &headers)?;
     let req: SetPrice = json_body(&body)?;
     if req.model.is_empty() || req.model.len() > stacknet_api::request::MAX_MODEL_NAME_BYTES {
@@ -268,17 +254,23 @@ pub async fn set_price(
     Ok(Json(price_json(&record)))
 }
 
-fn price_json(p: &ModelPrice) -> Value {
-    json!({"model": p.model, "price": p.price, "updated_at": p.updated_at})
+fn price_json(p: &ModelPrice) -> Price {
+    Price {
+        model: p.model.clone(),
+        price: p.price.clone(),
+        updated_at: p.updated_at,
+    }
 }
 
 /// `GET /stacknet/v1/admin/prices`: every priced model, and the default for the others.
-pub async fn list_prices(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+pub async fn list_prices(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<PriceList>, ApiError> {
     check_admin(&state, &headers)?;
     let prices = state.store.prices().await.map_err(ApiError::internal)?;
-    Ok(Json(json!({
-        "object": "list",
-        "data": prices.iter().map(price_json).collect::<Vec<_>>(),
-        "default": state.prices.default_price(),
-    })))
+    Ok(Json(PriceList::new(
+        prices.iter().map(price_json).collect(),
+        state.prices.default_price().clone(),
+    )))
 }

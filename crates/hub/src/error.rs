@@ -11,7 +11,8 @@ use std::sync::Arc;
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::{json, Value};
+use serde_json::Value;
+use stacknet_api::types::{ErrorBody, ErrorDetail};
 use stacknet_protocol::wire::ErrorCode;
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -185,9 +186,21 @@ impl ApiError {
     }
 
     /// The OpenAI-style error body.
-    pub fn body(&self) -> Value {
+    pub fn error_body(&self) -> ErrorBody {
         let (kind, code) = self.kind();
-        json!({"error": {"message": self.to_string(), "type": kind, "param": self.param(), "code": code}})
+        ErrorBody {
+            error: ErrorDetail {
+                message: self.to_string(),
+                kind: kind.to_owned(),
+                param: self.param().map(str::to_owned),
+                code: code.map(str::to_owned),
+            },
+        }
+    }
+
+    /// [`Self::error_body`] as JSON, for the event streams.
+    pub fn body(&self) -> Value {
+        serde_json::to_value(self.error_body()).expect("an error body is strings only")
     }
 
     /// The error a node reported for a task, as the client sees it.
@@ -228,6 +241,6 @@ impl From<stacknet_api::RequestError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status(), axum::Json(self.body())).into_response()
+        (self.status(), axum::Json(self.error_body())).into_response()
     }
 }

@@ -9,16 +9,17 @@
 //! from its leaves. The hashing rules stay in [`stacknet_protocol::merkle`]; the tests check that every
 //! proof here is the one `merkle::inclusion_proof` / `merkle::consistency_proof` builds.
 //!
-//! What a leaf is ([`paperwork_leaf`]), the origin line ([`log_origin`]) and the JSON of the three log
-//! endpoints ([`inclusion_json`], [`consistency_json`], [`checkpoint_json`]) are defined here once and
-//! described in docs/PROTOCOL.md ("Paperwork log"); [`verify`] is the client side, pure, for the CLI.
+//! What a leaf is ([`paperwork_leaf`]), the origin line ([`log_origin`]) and the bodies of the three
+//! log endpoints ([`inclusion_json`], [`consistency_json`], [`checkpoint_json`], typed in
+//! `stacknet_api::types`) are defined here once and described in docs/PROTOCOL.md ("Paperwork log");
+//! [`verify`] is the client side, pure, for the CLI.
 
 pub mod verify;
 
 use std::fmt;
 use std::sync::{PoisonError, RwLock};
 
-use serde_json::{json, Value};
+use stacknet_api::types::{ConsistencyProof, InclusionProof, LogCheckpoint};
 use stacknet_protocol::checkpoint::{vkey_string, Checkpoint, CheckpointError};
 use stacknet_protocol::jcs::{self, JcsError};
 use stacknet_protocol::merkle::{self, Hash, MerkleError};
@@ -359,34 +360,39 @@ fn hex_list(hashes: &[Hash]) -> Vec<String> {
 }
 
 /// The body of `GET /stacknet/v1/log/proof/inclusion`.
-pub fn inclusion_json(leaf_index: u64, tree_size: u64, leaf_hash: &Hash, proof: &[Hash]) -> Value {
-    json!({
-        "leaf_index": leaf_index,
-        "tree_size": tree_size,
-        "leaf_hash": hex::encode(leaf_hash),
-        "proof": hex_list(proof),
-    })
+pub fn inclusion_json(leaf_index: u64, tree_size: u64, leaf_hash: &Hash, proof: &[Hash]) -> InclusionProof {
+    InclusionProof {
+        leaf_index,
+        tree_size,
+        leaf_hash: hex::encode(leaf_hash),
+        proof: hex_list(proof),
+    }
 }
 
 /// The body of `GET /stacknet/v1/log/proof/consistency`.
-pub fn consistency_json(from: u64, to: u64, proof: &[Hash]) -> Value {
-    json!({ "from": from, "to": to, "proof": hex_list(proof) })
+pub fn consistency_json(from: u64, to: u64, proof: &[Hash]) -> ConsistencyProof {
+    ConsistencyProof {
+        from,
+        to,
+        proof: hex_list(proof),
+    }
 }
 
 /// The body of `GET /stacknet/v1/log/checkpoint`.
-pub fn checkpoint_json(checkpoint: &SignedCheckpoint) -> Value {
-    json!({
-        "origin": checkpoint.origin,
-        "size": checkpoint.size,
-        "root": hex::encode(checkpoint.root),
-        "note": checkpoint.note,
-        "vkey": checkpoint.vkey,
-    })
+pub fn checkpoint_json(checkpoint: &SignedCheckpoint) -> LogCheckpoint {
+    LogCheckpoint {
+        origin: checkpoint.origin.clone(),
+        size: checkpoint.size,
+        root: hex::encode(checkpoint.root),
+        note: checkpoint.note.clone(),
+        vkey: checkpoint.vkey.clone(),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
+    use serde_json::json;
     use stacknet_protocol::checkpoint::Checkpoint;
     use stacknet_protocol::examples;
 
@@ -539,7 +545,7 @@ mod tests {
         let opened = Checkpoint::open(&checkpoint.note, origin, &key.public_key()).expect("opens");
         assert_eq!((opened.size, opened.root), (checkpoint.size, checkpoint.root));
         assert_eq!(
-            checkpoint_json(&checkpoint),
+            serde_json::to_value(checkpoint_json(&checkpoint)).expect("encodes"),
             json!({
                 "origin": "stacknet.example/log",
                 "size": 8,
@@ -594,7 +600,7 @@ mod tests {
         let log = MerkleLog::from_leaves(all.clone());
         let proof = log.inclusion(4, 6).expect("in range");
         assert_eq!(
-            inclusion_json(4, 6, &all[4], &proof),
+            serde_json::to_value(inclusion_json(4, 6, &all[4], &proof)).expect("encodes"),
             json!({
                 "leaf_index": 4,
                 "tree_size": 6,
@@ -604,7 +610,7 @@ mod tests {
         );
         let proof = log.consistency(3, 6).expect("in range");
         assert_eq!(
-            consistency_json(3, 6, &proof),
+            serde_json::to_value(consistency_json(3, 6, &proof)).expect("encodes"),
             json!({ "from": 3, "to": 6, "proof": proof.iter().map(hex::encode).collect::<Vec<_>>() })
         );
     }

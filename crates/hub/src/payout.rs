@@ -15,8 +15,8 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::Json;
-use serde::Deserialize;
-use serde_json::{json, Value};
+pub use stacknet_api::types::PayoutCallback as Callback;
+use stacknet_api::types::{PayoutAck, PayoutCallbackAnswer, PayoutRequest};
 use stacknet_ledger::{AccountId, LedgerError, Reason, Transfer, TransferId};
 use stacknet_protocol::{Amount, NodeKeyId, Timestamp};
 
@@ -205,10 +205,13 @@ async fn deliver(state: &AppState, mut payout: PayoutRecord) -> Result<(), ApiEr
         .timeout(Duration::from_millis(DELIVERY_TIMEOUT_MS))
         .build()
         .map_err(ApiError::internal)?;
-    let body = serde_json::to_vec(&json!({
-        "id": payout.id, "node_key": payout.node_key, "amount": payout.amount,
-        "destination": payout.destination, "created_at": payout.created_at,
-    }))
+    let body = serde_json::to_vec(&PayoutRequest {
+        id: payout.id.clone(),
+        node_key: payout.node_key,
+        amount: payout.amount,
+        destination: payout.destination.clone(),
+        created_at: payout.created_at,
+    })
     .map_err(ApiError::internal)?;
     let mut backoff = rail.first_backoff_ms;
     while payout.attempts < rail.max_attempts {
@@ -224,8 +227,9 @@ async fn deliver(state: &AppState, mut payout: PayoutRecord) -> Result<(), ApiEr
             .await;
         let error = match sent {
             Ok(resp) if resp.status().is_success() => {
-                let answer: Value = resp.json().await.unwrap_or(Value::Null);
-                if answer.get("status").and_then(Value::as_str) == Some("confirmed") {
+                // An answer that is not an acknowledgement is a delivery without a confirmation.
+                let answer: PayoutAck = resp.json().await.unwrap_or_default();
+                if answer.is_confirmed() {
                     finish(state, &payout, PayoutState::Confirmed, None).await?;
                 } else {
                     state
@@ -323,21 +327,13 @@ async fn resume_pending(state: &AppState, p: PayoutRecord) -> Result<(), ApiErro
     }
 }
 
-#[derive(Debug, Deserialize)]
-pub struct Callback {
-    pub id: String,
-    pub status: String,
-    #[serde(default)]
-    pub reason: Option<String>,
-}
-
 /// `POST /stacknet/v1/webhooks/payouts`: the payment system confirms or fails a payout (signed
 /// with the rail's secret).
 pub async fn callback(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: axum::body::Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<PayoutCallbackAnswer>, ApiError> {
     let secret = state.config.payout_rail.as_ref().map(|r| r.secret.as_str());
     webhook::check(secret, &headers, &body)?;
     let cb: Callback = serde_json::from_slice(&body).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
@@ -364,5 +360,9 @@ pub async fn callback(
         .await
         .map_err(ApiError::internal)?
         .map_or(payout.state, |p| p.state);
-    Ok(Json(json!({"id": payout.id, "state": now, "changed": changed})))
+    Ok(Json(PayoutCallbackAnswer {
+        id: payout.id,
+        state: now,
+        changed,
+    }))
 }

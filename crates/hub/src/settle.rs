@@ -21,10 +21,12 @@ use std::collections::BTreeMap;
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::Json;
-use serde::Deserialize;
-use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-use stacknet_api::types::{FiledPaperwork, FilingAnswer, FilingRequest, Verdict};
+use stacknet_api::types::{
+    ConsistencyProof, Direction, FiledPaperwork, FilingAnswer, FilingRequest, InclusionProof, LogCheckpoint,
+    NodeStatement, Payout, StackStatement, Statement, StatementLine, Verdict,
+};
+pub use stacknet_api::types::{ConsistencyQuery, InclusionQuery, StatementQuery};
 use stacknet_ledger::{AccountId, LedgerError, LedgerStore};
 use stacknet_protocol::contract::PromptContract;
 use stacknet_protocol::filing::{NodeAction, NodeRequest, MAX_FILING_PAPERWORK};
@@ -46,7 +48,7 @@ pub const STATEMENT_LINES: u32 = 100;
 // The paperwork log.
 
 /// `GET /stacknet/v1/log/checkpoint`: the log's size and root, signed by the hub key.
-pub async fn checkpoint(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+pub async fn checkpoint(State(state): State<AppState>) -> Result<Json<LogCheckpoint>, ApiError> {
     crate::money::catch_up(&state.store, &state.log)
         .await
         .map_err(ApiError::internal)?;
@@ -57,19 +59,11 @@ pub async fn checkpoint(State(state): State<AppState>) -> Result<Json<Value>, Ap
     Ok(Json(checkpoint_json(&cp)))
 }
 
-#[derive(Debug, Deserialize)]
-pub struct InclusionQuery {
-    pub paperwork: String,
-    /// The tree size to prove against; the log's current size when absent.
-    #[serde(default)]
-    pub tree_size: Option<u64>,
-}
-
 /// `GET /stacknet/v1/log/proof/inclusion?paperwork=pw_...[&tree_size=N]`.
 pub async fn inclusion(
     State(state): State<AppState>,
     Query(q): Query<InclusionQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<InclusionProof>, ApiError> {
     let id: PaperworkId = q
         .paperwork
         .parse()
@@ -96,18 +90,11 @@ pub async fn inclusion(
     )))
 }
 
-#[derive(Debug, Deserialize)]
-pub struct ConsistencyQuery {
-    pub from: u64,
-    #[serde(default)]
-    pub to: Option<u64>,
-}
-
 /// `GET /stacknet/v1/log/proof/consistency?from=N[&to=M]`.
 pub async fn consistency(
     State(state): State<AppState>,
     Query(q): Query<ConsistencyQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ConsistencyProof>, ApiError> {
     crate::money::catch_up(&state.store, &state.log)
         .await
         .map_err(ApiError::internal)?;
@@ -122,20 +109,12 @@ pub async fn consistency(
 // ---------------------------------------------------------------------------------------------
 // Statements.
 
-#[derive(Debug, Deserialize)]
-pub struct StatementQuery {
-    #[serde(default)]
-    pub after: Option<u64>,
-    #[serde(default)]
-    pub limit: Option<u32>,
-}
-
 async fn statement_json(
     ledger: &dyn LedgerStore,
     account: AccountId,
     after: Option<u64>,
     limit: Option<u32>,
-) -> Result<Value, ApiError> {
+) -> Result<Statement, ApiError> {
     let balance = ledger
         .balance(account.clone())
         .await
@@ -144,24 +123,33 @@ async fn statement_json(
         .transfers_of(account.clone(), limit.unwrap_or(STATEMENT_LINES), after)
         .await
         .map_err(ApiError::internal)?;
-    let transfers: Vec<Value> = lines
+    let transfers = lines
         .iter()
         .map(|l| {
             let t = &l.transfer;
-            let sign = if t.credit == account { "+" } else { "-" };
-            json!({
-                "seq": l.seq, "id": t.id.to_string(), "reason": t.reason.as_str(),
-                "state": t.state.as_str(), "debit": t.debit.to_string(), "credit": t.credit.to_string(),
-                "amount": t.amount, "released": t.released, "direction": sign,
-            })
+            StatementLine {
+                seq: l.seq,
+                id: t.id.to_string(),
+                reason: t.reason.as_str().to_owned(),
+                state: t.state.as_str().to_owned(),
+                debit: t.debit.to_string(),
+                credit: t.credit.to_string(),
+                amount: t.amount,
+                released: t.released,
+                direction: if t.credit == account {
+                    Direction::In
+                } else {
+                    Direction::Out
+                },
+            }
         })
         .collect();
-    Ok(json!({
-        "account": account.to_string(),
-        "balance": balance_json(&balance),
-        "transfers": transfers,
-        "next_after": lines.last().map(|l| l.seq),
-    }))
+    Ok(Statement {
+        account: account.to_string(),
+        balance: balance_json(&balance),
+        transfers,
+        next_after: lines.last().map(|l| l.seq),
+    })
 }
 
 /// `GET /stacknet/v1/statement`: the balance and transfers of the Stack whose API key is used.
@@ -169,11 +157,10 @@ pub async fn stack_statement(
     State(state): State<AppState>,
     headers: HeaderMap,
     Query(q): Query<StatementQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<StackStatement>, ApiError> {
     let stack = state.api_keys.authenticate(&headers)?;
-    let mut body = statement_json(&*state.ledger, AccountId::stack(stack), q.after, q.limit).await?;
-    body["stack"] = json!(stack);
-    Ok(Json(body))
+    let statement = statement_json(&*state.ledger, AccountId::stack(stack), q.after, q.limit).await?;
+    Ok(Json(StackStatement { stack, statement }))
 }
 
 /// Checks a Node Key request: its signature, that it is addressed to this hub, its time, and that
@@ -238,7 +225,7 @@ fn signed_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiErro
 pub async fn node_statement(
     State(state): State<AppState>,
     body: axum::body::Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<NodeStatement>, ApiError> {
     let req: Signed<NodeRequest> = signed_body(&body)?;
     let node = check_node_request(&state, &req).await?;
     if req.body.action != NodeAction::Statement {
@@ -247,17 +234,19 @@ pub async fn node_statement(
             "this endpoint takes a `statement` request",
         ));
     }
-    let mut out = statement_json(&*state.ledger, AccountId::node(node), None, None).await?;
+    let statement = statement_json(&*state.ledger, AccountId::node(node), None, None).await?;
     let pending = state
         .ledger
         .balance(AccountId::payout_pending(node))
         .await
         .map_err(ApiError::internal)?;
     let payouts = state.store.payouts_of(node).await.map_err(ApiError::internal)?;
-    out["node_key"] = json!(node);
-    out["payout_pending"] = balance_json(&pending);
-    out["payouts"] = json!(payouts);
-    Ok(Json(out))
+    Ok(Json(NodeStatement {
+        node_key: node,
+        statement,
+        payout_pending: balance_json(&pending),
+        payouts: payouts.into_iter().map(Payout::from).collect(),
+    }))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -600,7 +589,10 @@ pub async fn recover(
 
 /// `POST /stacknet/v1/nodes/redeem` (body: a signed `redeem` NodeRequest): moves earnings to
 /// payout-pending and starts the payout webhook.
-pub async fn redeem(State(state): State<AppState>, body: axum::body::Bytes) -> Result<Json<Value>, ApiError> {
+pub async fn redeem(
+    State(state): State<AppState>,
+    body: axum::body::Bytes,
+) -> Result<Json<Payout>, ApiError> {
     let req: Signed<NodeRequest> = signed_body(&body)?;
     let node = check_node_request(&state, &req).await?;
     let NodeAction::Redeem { amount, destination } = &req.body.action else {
@@ -610,5 +602,5 @@ pub async fn redeem(State(state): State<AppState>, body: axum::body::Bytes) -> R
         ));
     };
     let payout = crate::payout::start(&state, node, *amount, destination.clone()).await?;
-    Ok(Json(json!(payout)))
+    Ok(Json(payout.into()))
 }

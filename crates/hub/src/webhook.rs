@@ -10,13 +10,12 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::Json;
 use hmac::{Hmac, Mac};
-use serde::Deserialize;
-use serde_json::Value;
 use sha2::Sha256;
+pub use stacknet_api::types::PaymentEvent;
+use stacknet_api::types::{PaymentAnswer, TopUp};
 use stacknet_ledger::AccountId;
-use stacknet_protocol::{Amount, StackId};
 
-use crate::admin::{credit, TopUp};
+use crate::admin::credit;
 use crate::error::ApiError;
 use crate::AppState;
 
@@ -94,24 +93,12 @@ pub fn check(secret: Option<&str>, headers: &HeaderMap, body: &[u8]) -> Result<(
     verify(secret, header, body, now_secs()).map_err(|e| ApiError::BadSignature(e.to_string()))
 }
 
-/// A payment provider's event. Only `topup` moves money; other types are acknowledged and ignored.
-#[derive(Debug, Deserialize)]
-pub struct PaymentEvent {
-    pub id: String,
-    #[serde(rename = "type")]
-    pub kind: String,
-    #[serde(default)]
-    pub stack: Option<StackId>,
-    #[serde(default)]
-    pub amount: Option<Amount>,
-}
-
 /// `POST /stacknet/v1/webhooks/payments`: a top-up paid at the payment provider.
 pub async fn payments(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: axum::body::Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<PaymentAnswer>, ApiError> {
     check(state.config.payments_webhook_secret.as_deref(), &headers, &body)?;
     let event: PaymentEvent =
         serde_json::from_slice(&body).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
@@ -119,7 +106,10 @@ pub async fn payments(
         return Err(ApiError::invalid("id", "id must be 1 to 100 characters"));
     }
     if event.kind != "topup" {
-        return Ok(Json(serde_json::json!({"id": event.id, "ignored": true})));
+        return Ok(Json(PaymentAnswer::Ignored {
+            id: event.id,
+            ignored: true,
+        }));
     }
     let stack = event
         .stack
@@ -137,7 +127,7 @@ pub async fn payments(
     if !known {
         return Err(ApiError::NotFound(format!("stack {stack}")));
     }
-    credit(
+    let answer = credit(
         &state,
         AccountId::stack(stack),
         TopUp {
@@ -146,7 +136,8 @@ pub async fn payments(
         },
         "webhook",
     )
-    .await
+    .await?;
+    Ok(Json(PaymentAnswer::Credited(answer)))
 }
 
 #[cfg(test)]

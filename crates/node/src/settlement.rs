@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 use stacknet_api::paths;
-use stacknet_api::types::{FiledPaperwork, FilingAnswer, FilingRequest, HubInfo};
+use stacknet_api::types::{
+    ErrorBody, FiledPaperwork, FilingAnswer, FilingRequest, HubInfo, NodeStatement, Payout,
+};
 use stacknet_protocol::filing::{Filing, NodeAction, NodeRequest};
 use stacknet_protocol::paperwork::Paperwork;
 use stacknet_protocol::{Amount, Nonce, PaperworkId, PublicKey, SecretKey, Signed, Timestamp};
@@ -67,12 +69,12 @@ impl HubClient {
         call(&self.http, &self.url, method, path, body).await
     }
 
-    async fn node_request(
+    async fn node_request<T: serde::de::DeserializeOwned>(
         &self,
         key: &SecretKey,
         path: &str,
         action: NodeAction,
-    ) -> Result<Value, SettlementError> {
+    ) -> Result<T, SettlementError> {
         let req = NodeRequest {
             node_key: key.public_key(),
             hub: self.hub_key,
@@ -82,11 +84,12 @@ impl HubClient {
         };
         let signed = Signed::sign(req, key).map_err(|e| SettlementError::Sign(e.to_string()))?;
         let body = serde_json::to_vec(&signed).map_err(|e| SettlementError::Sign(e.to_string()))?;
-        self.call(reqwest::Method::POST, path, Some(body)).await
+        let answer = self.call(reqwest::Method::POST, path, Some(body)).await?;
+        serde_json::from_value(answer).map_err(|e| SettlementError::Malformed(e.to_string()))
     }
 
     /// The Node Key's earnings, transfers and payouts.
-    pub async fn statement(&self, key: &SecretKey) -> Result<Value, SettlementError> {
+    pub async fn statement(&self, key: &SecretKey) -> Result<NodeStatement, SettlementError> {
         self.node_request(key, paths::NODE_STATEMENT, NodeAction::Statement)
             .await
     }
@@ -97,7 +100,7 @@ impl HubClient {
         key: &SecretKey,
         amount: Option<Amount>,
         destination: &str,
-    ) -> Result<Value, SettlementError> {
+    ) -> Result<Payout, SettlementError> {
         let action = NodeAction::Redeem {
             amount,
             destination: destination.to_owned(),
@@ -165,9 +168,7 @@ async fn call(
         .await
         .map_err(|e| SettlementError::Malformed(e.to_string()))?;
     if !status.is_success() {
-        let message = value["error"]["message"]
-            .as_str()
-            .map_or_else(|| value.to_string(), str::to_owned);
+        let message = ErrorBody::message_of(&value).unwrap_or_else(|| value.to_string());
         return Err(SettlementError::Refused {
             status: status.as_u16(),
             message,

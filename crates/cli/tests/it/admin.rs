@@ -62,6 +62,44 @@ fn an_operator_starts_a_hub_and_creates_a_stack_and_a_key() {
     assert_eq!(refused.status.code(), Some(1));
     assert!(text(&refused.stderr).contains("401"), "{}", text(&refused.stderr));
 
+    // Prices and the treasury, through the same typed client.
+    let admin = |args: &[&str]| {
+        let mut all = vec!["admin", "--hub", &url, "--admin-token", "t0ken"];
+        all.extend_from_slice(args);
+        let out = stacknet(&all, dir.path());
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let set = admin(&["set-price", "m1", "--input-per-mtok", "7", "--per-request", "2"]);
+    assert_eq!(set["price"]["input_per_mtok"], "7", "{set}");
+    assert_eq!(set["price"]["output_per_mtok"], "0", "{set}");
+    let prices = admin(&["prices"]);
+    assert_eq!(prices["data"][0]["model"], "m1", "{prices}");
+    assert!(prices["default"].is_object(), "{prices}");
+    let treasury = admin(&["topup", "--treasury", "--amount", "9"]);
+    assert_eq!(treasury["account"], "treasury", "{treasury}");
+    assert_eq!(treasury["balance"]["posted"], "9", "{treasury}");
+
+    // A Node Key's statement, signed with the key: empty for a new key.
+    let key_file = dir.path().join("node.key");
+    let made = stacknet(&["key", "new", "--out", key_file.to_str().unwrap()], dir.path());
+    assert!(made.status.success(), "{}", text(&made.stderr));
+    let node = stacknet(
+        &[
+            "paperwork",
+            "--key",
+            key_file.to_str().unwrap(),
+            "--hub",
+            &url,
+            "statement",
+        ],
+        dir.path(),
+    );
+    assert!(node.status.success(), "{}", text(&node.stderr));
+    let node: serde_json::Value = serde_json::from_slice(&node.stdout).unwrap();
+    assert_eq!(node["balance"]["available"], "0", "{node}");
+    assert_eq!(node["payouts"], serde_json::json!([]), "{node}");
+
     let listed = stacknet(
         &["admin", "--hub", &url, "--admin-token", "t0ken", "stacks"],
         dir.path(),

@@ -8,6 +8,7 @@
 
 use serde::Deserialize;
 use serde_json::Value;
+use stacknet_api::types::{ConsistencyProof, InclusionProof};
 use stacknet_protocol::checkpoint::Checkpoint;
 use stacknet_protocol::merkle::{self, Hash};
 use stacknet_protocol::PublicKey;
@@ -28,21 +29,6 @@ pub struct VerifiedInclusion {
 pub struct VerifiedConsistency {
     pub old: Checkpoint,
     pub new: Checkpoint,
-}
-
-#[derive(Deserialize)]
-struct InclusionBody {
-    leaf_index: u64,
-    tree_size: u64,
-    leaf_hash: String,
-    proof: Vec<String>,
-}
-
-#[derive(Deserialize)]
-struct ConsistencyBody {
-    from: u64,
-    to: u64,
-    proof: Vec<String>,
 }
 
 /// Opens a checkpoint note signed by `hub_key` under the key name `origin`, and checks that it is the
@@ -68,7 +54,7 @@ pub fn verify_inclusion_response(
     hub_key: &PublicKey,
 ) -> Result<VerifiedInclusion, LogError> {
     let checkpoint = open_checkpoint(checkpoint_note, origin, hub_key)?;
-    let body = InclusionBody::deserialize(response).map_err(LogError::MalformedResponse)?;
+    let body = InclusionProof::deserialize(response).map_err(LogError::MalformedResponse)?;
     let claimed = parse_hash("leaf_hash", &body.leaf_hash)?;
     if claimed != *leaf_hash {
         return Err(LogError::LeafMismatch {
@@ -108,7 +94,7 @@ pub fn verify_consistency_response(
 ) -> Result<VerifiedConsistency, LogError> {
     let old = open_checkpoint(old_note, origin, hub_key)?;
     let new = open_checkpoint(new_note, origin, hub_key)?;
-    let body = ConsistencyBody::deserialize(response).map_err(LogError::MalformedResponse)?;
+    let body = ConsistencyProof::deserialize(response).map_err(LogError::MalformedResponse)?;
     if body.from != old.size || body.to != new.size {
         return Err(LogError::ConsistencySizeMismatch {
             from: body.from,
@@ -189,7 +175,7 @@ mod tests {
             let proof = self.log.inclusion(index, size).expect("in range");
             let leaf = self.log.leaf(index).expect("in range");
             // Through text, as the CLI receives it.
-            let text = inclusion_json(index, size, &leaf, &proof).to_string();
+            let text = serde_json::to_string(&inclusion_json(index, size, &leaf, &proof)).expect("encodes");
             serde_json::from_str(&text).expect("our own JSON parses")
         }
 
@@ -330,7 +316,7 @@ mod tests {
         let new_note = f.note();
         let (origin, hub) = (&f.origin, f.key.public_key());
         let proof = f.log.consistency(LOG_SIZE, LOG_SIZE + 2).expect("in range");
-        let good = consistency_json(LOG_SIZE, LOG_SIZE + 2, &proof);
+        let good = serde_json::to_value(consistency_json(LOG_SIZE, LOG_SIZE + 2, &proof)).expect("encodes");
 
         let verified =
             verify_consistency_response(&good, &old_note, &new_note, origin, &hub).expect("extends");

@@ -53,44 +53,8 @@ pub struct LoggedPaperwork {
     pub filed_at: Option<Timestamp>,
 }
 
-/// Where a payout is. `Pending` and `Sent` are open; `Confirmed` and `Failed` are final.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PayoutState {
-    /// Earnings moved to payout-pending; the webhook has not been delivered yet.
-    Pending,
-    /// The payment endpoint accepted the request; waiting for its confirmation.
-    Sent,
-    /// Paid out: the money left the books.
-    Confirmed,
-    /// Not paid: the money went back to the node's earnings.
-    Failed,
-}
-
-impl PayoutState {
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            PayoutState::Pending => "pending",
-            PayoutState::Sent => "sent",
-            PayoutState::Confirmed => "confirmed",
-            PayoutState::Failed => "failed",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "pending" => PayoutState::Pending,
-            "sent" => PayoutState::Sent,
-            "confirmed" => PayoutState::Confirmed,
-            "failed" => PayoutState::Failed,
-            _ => return None,
-        })
-    }
-
-    pub const fn is_final(self) -> bool {
-        matches!(self, PayoutState::Confirmed | PayoutState::Failed)
-    }
-}
+/// Where a payout is: the API's type, so the store and the answers cannot drift apart.
+pub use stacknet_api::types::PayoutState;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PayoutRecord {
@@ -105,4 +69,20 @@ pub struct PayoutRecord {
     pub last_error: Option<String>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
+}
+
+impl From<PayoutRecord> for stacknet_api::types::Payout {
+    fn from(p: PayoutRecord) -> Self {
+        Self {
+            id: p.id,
+            node_key: p.node_key,
+            amount: p.amount,
+            destination: p.destination,
+            state: p.state,
+            attempts: p.attempts,
+            last_error: p.last_error,
+            created_at: p.created_at,
+            updated_at: p.updated_at,
+        }
+    }
 }

@@ -546,9 +546,10 @@ fn webhook(
         .send()
 }
 
+/// The node's statement, as JSON for the assertions to index.
 async fn payout_state(net: &TestNetwork) -> Value {
     let hub = HubClient::connect(&net.hub.url()).await.unwrap();
-    hub.statement(&net.nodes[0].key).await.unwrap()
+    serde_json::to_value(hub.statement(&net.nodes[0].key).await.unwrap()).unwrap()
 }
 
 async fn redemption_pays_out_through_the_webhook_after_a_retry(db: Db) {
@@ -559,7 +560,7 @@ async fn redemption_pays_out_through_the_webhook_after_a_retry(db: Db) {
     assert!(earnings > 0);
     let hub = HubClient::connect(&net.hub.url()).await.unwrap();
     let payout = hub.redeem(&node.key, None, "acct_123").await.unwrap();
-    assert_eq!(payout["amount"], earnings.to_string());
+    assert_eq!(payout.amount, Amount::from_micros(earnings));
     let paid = AccountId::external("payout").unwrap();
     let left = || async { (posted(&net, paid.clone()).await == earnings).then_some(()) };
     wait_until("the payout left the books", WAIT_DEADLINE, left).await;
@@ -613,7 +614,7 @@ async fn a_sent_payout_is_confirmed_or_failed_by_the_signed_callback_once(db: Db
     let earnings = posted(&net, account.clone()).await;
     let hub = HubClient::connect(&net.hub.url()).await.unwrap();
     let payout = hub.redeem(&node.key, None, "acct_7").await.unwrap();
-    let id = payout["id"].as_str().unwrap().to_owned();
+    let id = payout.id;
     let sent = || async { (payout_state(&net).await["payouts"][0]["state"] == "sent").then_some(()) };
     wait_until("the payout is sent", WAIT_DEADLINE, sent).await;
     let callback = |status: &str, secret: &'static str| {

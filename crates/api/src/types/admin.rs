@@ -1,0 +1,119 @@
+//! The admin API (`/stacknet/v1/admin/...`, the admin token as bearer): Stacks and their API keys,
+//! top-ups, model prices.
+
+use serde::{Deserialize, Serialize};
+use stacknet_protocol::contract::PriceTerms;
+use stacknet_protocol::{Amount, StackId, Timestamp};
+
+use super::Balance;
+
+/// `POST /stacknet/v1/admin/stacks`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewStack {
+    pub name: String,
+}
+
+/// A Stack, as the admin API shows it (`POST` and `GET /stacknet/v1/admin/stacks`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stack {
+    pub id: StackId,
+    pub name: String,
+    pub created_at: Timestamp,
+}
+
+/// `GET /stacknet/v1/admin/stacks`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StackList {
+    /// Always `list`.
+    pub object: String,
+    pub data: Vec<Stack>,
+}
+
+impl StackList {
+    pub fn new(data: Vec<Stack>) -> Self {
+        Self {
+            object: "list".to_owned(),
+            data,
+        }
+    }
+}
+
+/// `POST /stacknet/v1/admin/stacks/{id}/keys`: the new key, shown in this answer and nowhere else.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewKey {
+    pub stack: StackId,
+    /// The secret (`sk_...`).
+    pub api_key: String,
+    /// The first characters of the key, kept by the hub to recognise it by.
+    pub prefix: String,
+    pub created_at: Timestamp,
+}
+
+/// A top-up (`POST /stacknet/v1/admin/stacks/{id}/topup` and `.../treasury/topup`). `id` makes it
+/// idempotent: the same id with the same amount is applied once; with another amount it is
+/// refused. Without one, each call is a new top-up.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopUp {
+    pub amount: Amount,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+}
+
+/// The answer to a top-up (from the admin API or the payments webhook).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopUpAnswer {
+    /// The ledger account credited (`stack:stk_...`, `treasury`).
+    pub account: String,
+    /// The ledger transfer's id.
+    pub transfer: String,
+    pub amount: Amount,
+    /// The id was applied before: nothing moved this time.
+    pub replayed: bool,
+    /// The account's balance after the top-up.
+    pub balance: Balance,
+}
+
+/// `POST /stacknet/v1/admin/prices`: a model's price; fields left out are zero.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetPrice {
+    pub model: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_per_mtok: Option<Amount>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_per_mtok: Option<Amount>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_request: Option<Amount>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_unit: Option<Amount>,
+}
+
+/// A model's price as set (the answer to `POST /stacknet/v1/admin/prices`, and each entry of the
+/// list).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Price {
+    pub model: String,
+    pub price: PriceTerms,
+    pub updated_at: Timestamp,
+}
+
+/// `GET /stacknet/v1/admin/prices`: every priced model, and the default for the others.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PriceList {
+    /// Always `list`.
+    pub object: String,
+    pub data: Vec<Price>,
+    pub default: PriceTerms,
+}
+
+impl PriceList {
+    pub fn new(data: Vec<Price>, default: PriceTerms) -> Self {
+        Self {
+            object: "list".to_owned(),
+            data,
+            default,
+        }
+    }
+}
