@@ -213,6 +213,11 @@ pub(crate) fn balance_json(b: &stacknet_ledger::Balance) -> Value {
     json!({"posted": b.posted, "held": b.debits_pending, "available": b.available()})
 }
 
+/// The highest price the admin API takes, in micro-credits (a billion credits per million tokens, per
+/// request or per unit). A larger one is a typo, not a price, and refusing it keeps every cost
+/// computed from prices far from the limits of the arithmetic.
+pub const MAX_PRICE_MICROS: i64 = 1_000_000_000_000_000;
+
 /// A model's price as the admin API takes it; fields left out are zero.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -247,6 +252,13 @@ pub async fn set_price(
     ];
     if let Some((field, _)) = amounts.iter().find(|(_, a)| a.is_some_and(|a| a.micros() < 0)) {
         return Err(ApiError::invalid(field, format!("{field} must not be negative")));
+    }
+    let too_high = |a: &Option<Amount>| a.is_some_and(|a| a.micros() > MAX_PRICE_MICROS);
+    if let Some((field, _)) = amounts.iter().find(|(_, a)| too_high(a)) {
+        return Err(ApiError::invalid(
+            field,
+            format!("{field} must be at most {MAX_PRICE_MICROS} micro-credits"),
+        ));
     }
     let price = PriceTerms {
         input_per_mtok: req.input_per_mtok.unwrap_or(Amount::ZERO),
