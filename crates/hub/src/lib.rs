@@ -80,10 +80,21 @@ pub struct PayoutRail {
     pub first_backoff_ms: u64,
 }
 
+impl PayoutRail {
+    /// The rail's URL as it may be shown: its origin only (`scheme://host:port`), since userinfo,
+    /// path and query can all carry credentials.
+    pub fn shown_url(&self) -> String {
+        match reqwest::Url::parse(&self.url) {
+            Ok(url) => url.origin().ascii_serialization(),
+            Err(_) => "<unparsable URL>".to_owned(),
+        }
+    }
+}
+
 impl std::fmt::Debug for PayoutRail {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PayoutRail")
-            .field("url", &self.url)
+            .field("url", &self.shown_url())
             .field("secret", &"<redacted>")
             .field("max_attempts", &self.max_attempts)
             .field("first_backoff_ms", &self.first_backoff_ms)

@@ -91,6 +91,7 @@ on_both_stores!(
     redemption_pays_out_through_the_webhook_after_a_retry,
     a_payout_that_cannot_be_delivered_fails_and_returns_the_money,
     a_sent_payout_is_confirmed_or_failed_by_the_signed_callback_once,
+    a_payout_url_with_credentials_never_shows_them_in_the_statement,
     the_payments_webhook_tops_up_once_per_event_and_refuses_bad_signatures
 );
 
@@ -602,6 +603,30 @@ async fn a_payout_that_cannot_be_delivered_fails_and_returns_the_money(db: Db) {
         earnings,
         "the money went back to the node"
     );
+    books_balance(&net).await;
+}
+
+async fn a_payout_url_with_credentials_never_shows_them_in_the_statement(db: Db) {
+    // A port nothing listens on: bound, then closed.
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let url = format!("http://rail-user:basic-secret@127.0.0.1:{port}/pay?token=query-secret&x=1");
+    let net = earned(&db, "rail-secret", url, 2).await;
+    let node = &net.nodes[0];
+    let hub = HubClient::connect(&net.hub.url()).await.unwrap();
+    hub.redeem(&node.key, None, "acct_5").await.unwrap();
+    let failed = || async {
+        let state = payout_state(&net).await;
+        (state["payouts"][0]["state"] == "failed").then_some(state)
+    };
+    let state = wait_until("the payout failed", WAIT_DEADLINE, failed).await;
+    let shown = state.to_string();
+    let error = state["payouts"][0]["last_error"].as_str().unwrap_or_default();
+    assert!(error.contains("cannot reach the payment endpoint"), "{state}");
+    for secret in ["rail-user", "basic-secret", "query-secret"] {
+        assert!(!shown.contains(secret), "{secret} shown: {state}");
+    }
     books_balance(&net).await;
 }
 
