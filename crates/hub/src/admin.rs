@@ -195,6 +195,11 @@ pub(crate) async fn credit(
             LedgerError::IdReused { field, .. } => ApiError::Conflict(format!(
                 "top-up {event} was applied before with a different {field}"
             )),
+            // The amount is the caller's: too much is their error, not the hub's.
+            LedgerError::Overflow { account, .. } => ApiError::invalid(
+                "amount",
+                format!("this top-up would take the balance of {account} past the largest amount"),
+            ),
             e => ApiError::internal(e),
         })?;
     let replayed = outcome.first().is_some_and(|o| o.replayed);

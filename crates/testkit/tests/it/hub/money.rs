@@ -785,3 +785,20 @@ async fn admin_prices_near_2_pow_62_are_refused_or_capped_without_overflow() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_top_up_past_the_largest_balance_is_refused_with_400_not_500() {
+    let net = start(&Db::Sqlite, Script::text("x"), |_| {}).await;
+    let path = format!("/stacks/{}/topup", net.stack);
+    let first = admin(&net, &path, json!({"amount": i64::MAX.to_string()})).await;
+    assert_eq!(first.status(), 200);
+    let again = admin(&net, &path, json!({"amount": "1"})).await;
+    assert_eq!(again.status(), 400);
+    let body: Value = again.json().await.unwrap();
+    assert_eq!(body["error"]["param"], "amount", "{body}");
+    assert_eq!(
+        statement(&net).await["balance"]["available"],
+        i64::MAX.to_string()
+    );
+    books_balance(&net).await;
+}
