@@ -12,6 +12,7 @@ use stacknet_node::config::{
     ApiKey, BackendConfig, EmbeddingsBackendConfig, LlamaBackendConfig, NodeConfig, UpstreamConfig,
 };
 use stacknet_node::models::ModelStore;
+use stacknet_protocol::keystore::restrict_to_owner;
 use stacknet_protocol::{StackId, Timestamp};
 
 use crate::keystore::default_data_dir;
@@ -106,6 +107,8 @@ impl HubArgs {
 /// A random admin token kept in a 0600 file, so the operator's CLI on the same machine finds it.
 pub fn load_or_create_token(path: &Path) -> Result<String> {
     if let Ok(t) = std::fs::read_to_string(path) {
+        // An existing token keeps working, but no longer readable by others.
+        restrict_to_owner(path).with_context(|| format!("cannot make {} private", path.display()))?;
         return Ok(t.trim().to_owned());
     }
     let mut bytes = [0u8; 32];
@@ -383,11 +386,13 @@ pub async fn up(args: UpArgs) -> Result<()> {
     }
     let node = stacknet_node::Node::new(key, wallet, backend, options)?;
 
-    let env = format!("OPENAI_BASE_URL=http://{addr}/v1\nOPENAI_API_KEY={api_key}\n");
-    write_private(&data_dir.join("up.env"), &env)?;
+    let base_url = format!("OPENAI_BASE_URL=http://{addr}/v1");
+    let env_path = data_dir.join("up.env");
+    write_private(&env_path, &format!("{base_url}\nOPENAI_API_KEY={api_key}\n"))?;
+    // The key stays in the 0600 file: stdout ends up in terminals' scrollback, logs and CI output.
     say(&format!(
-        "{env}# also written to {}",
-        data_dir.join("up.env").display()
+        "{base_url}\n# OPENAI_API_KEY is in {} (source it)",
+        env_path.display()
     ));
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -468,7 +473,11 @@ fn write_private(path: &Path, text: &str) -> Result<()> {
         opts.mode(0o600);
     }
     use std::io::Write;
-    opts.open(&tmp)?.write_all(text.as_bytes())?;
+    let mut file = opts.open(&tmp)?;
+    // `mode` applies only to a file it creates: one left over keeps its own, so set it here,
+    // before the secret is written.
+    restrict_to_owner(&tmp)?;
+    file.write_all(text.as_bytes())?;
     std::fs::rename(&tmp, path)?;
     Ok(())
 }

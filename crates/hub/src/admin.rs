@@ -188,6 +188,11 @@ pub(crate) async fn credit(
             LedgerError::IdReused { field, .. } => ApiError::Conflict(format!(
                 "top-up {event} was applied before with a different {field}"
             )),
+            // The amount is the caller's: too much is their error, not the hub's.
+            LedgerError::Overflow { account, .. } => ApiError::invalid(
+                "amount",
+                format!("this top-up would take the balance of {account} past the largest amount"),
+            ),
             e => ApiError::internal(e),
         })?;
     let replayed = outcome.first().is_some_and(|o| o.replayed);
@@ -214,6 +219,11 @@ pub(crate) fn balance_json(b: &stacknet_ledger::Balance) -> Balance {
     }
 }
 
+/// The highest price the admin API takes, in micro-credits (a billion credits per million tokens, per
+/// request or per unit). A larger one is a typo, not a price, and refusing it keeps every cost
+/// computed from prices far from the limits of the arithmetic.
+pub const MAX_PRICE_MICROS: i64 = 1_000_000_000_000_000;
+
 /// `POST /stacknet/v1/admin/prices`: sets a model's price; contracts signed from now on carry it.
 pub async fn set_price(
     State(state): State<AppState>,
@@ -233,6 +243,13 @@ pub async fn set_price(
     ];
     if let Some((field, _)) = amounts.iter().find(|(_, a)| a.is_some_and(|a| a.micros() < 0)) {
         return Err(ApiError::invalid(field, format!("{field} must not be negative")));
+    }
+    let too_high = |a: &Option<Amount>| a.is_some_and(|a| a.micros() > MAX_PRICE_MICROS);
+    if let Some((field, _)) = amounts.iter().find(|(_, a)| too_high(a)) {
+        return Err(ApiError::invalid(
+            field,
+            format!("{field} must be at most {MAX_PRICE_MICROS} micro-credits"),
+        ));
     }
     let price = PriceTerms {
         input_per_mtok: req.input_per_mtok.unwrap_or(Amount::ZERO),

@@ -80,10 +80,21 @@ pub struct PayoutRail {
     pub first_backoff_ms: u64,
 }
 
+impl PayoutRail {
+    /// The rail's URL as it may be shown: its origin only (`scheme://host:port`), since userinfo,
+    /// path and query can all carry credentials.
+    pub fn shown_url(&self) -> String {
+        match reqwest::Url::parse(&self.url) {
+            Ok(url) => url.origin().ascii_serialization(),
+            Err(_) => "<unparsable URL>".to_owned(),
+        }
+    }
+}
+
 impl std::fmt::Debug for PayoutRail {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PayoutRail")
-            .field("url", &self.url)
+            .field("url", &self.shown_url())
             .field("secret", &"<redacted>")
             .field("max_attempts", &self.max_attempts)
             .field("first_backoff_ms", &self.first_backoff_ms)
@@ -170,6 +181,8 @@ pub enum HubError {
     Recover(String),
     #[error("cannot create the data directory {path}: {source}")]
     DataDir { path: PathBuf, source: std::io::Error },
+    #[error("cannot make {path} readable by its owner only: {source}")]
+    PrivateFile { path: PathBuf, source: std::io::Error },
     #[error("server error: {0}")]
     Serve(#[from] std::io::Error),
 }
@@ -234,6 +247,15 @@ impl Hub {
             .database
             .clone()
             .unwrap_or_else(|| format!("sqlite://{}", config.data_dir.join("hub.db").display()));
+        if let Some(path) = database.strip_prefix("sqlite://").filter(|p| !p.is_empty()) {
+            // The books and the API key hashes: private before SQLite first writes them.
+            stacknet_protocol::keystore::restrict_database_to_owner(std::path::Path::new(path)).map_err(
+                |source| HubError::PrivateFile {
+                    path: PathBuf::from(path),
+                    source,
+                },
+            )?;
+        }
         let store = store::open(&database).await?;
         let ledger: Arc<dyn LedgerStore> = if database.starts_with("sqlite://") {
             stacknet_ledger::open(&database).await?

@@ -248,9 +248,10 @@ async fn deliver(state: &AppState, mut payout: PayoutRecord) -> Result<(), ApiEr
                 return Ok(());
             }
             Ok(resp) => format!("the payment endpoint answered {}", resp.status()),
-            Err(e) => format!("cannot reach the payment endpoint: {e}"),
+            Err(e) => delivery_error(e, &rail.url),
         };
-        tracing::warn!(payout = %payout.id, attempt = payout.attempts, %error, "payout delivery failed");
+        let rail_url = rail.shown_url();
+        tracing::warn!(payout = %payout.id, attempt = payout.attempts, %rail_url, %error, "payout delivery failed");
         if payout.attempts >= rail.max_attempts {
             finish(state, &payout, PayoutState::Failed, Some(error)).await?;
             return Ok(());
@@ -278,6 +279,34 @@ async fn deliver(state: &AppState, mut payout: PayoutRecord) -> Result<(), ApiEr
     )
     .await?;
     Ok(())
+}
+
+/// Why a delivery could not be sent, as stored in `last_error` and shown in the node's statement:
+/// without the rail's URL, whose userinfo, path or query may hold the payment system's credentials.
+fn delivery_error(e: reqwest::Error, url: &str) -> String {
+    let e = e.without_url();
+    let mut text = format!("cannot reach the payment endpoint: {e}");
+    let mut source = std::error::Error::source(&e);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    redact_url_secrets(text, url)
+}
+
+/// `text` with every credential-bearing part of `url` (the URL itself, its password and its query)
+/// replaced, in case a cause ever quotes them.
+fn redact_url_secrets(mut text: String, url: &str) -> String {
+    let parsed = reqwest::Url::parse(url).ok();
+    let password = parsed.as_ref().and_then(|u| u.password().map(str::to_owned));
+    let query = parsed.as_ref().and_then(|u| u.query().map(str::to_owned));
+    for secret in [Some(url.to_owned()), password, query].into_iter().flatten() {
+        if !secret.is_empty() {
+            text = text.replace(&secret, "<redacted>");
+        }
+    }
+    text
 }
 
 /// At start: completes what a crash interrupted. Pending payouts get their money reserved (the

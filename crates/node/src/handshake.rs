@@ -16,6 +16,9 @@ use crate::shared::Shared;
 
 /// How long the hub may take to send its challenge, and then its welcome.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest heartbeat interval taken from a hub's welcome; a longer one (up to `u64::MAX` ms can
+/// arrive) is clamped to this, so the liveness arithmetic built on it stays in range.
+pub const MAX_HEARTBEAT_INTERVAL_MS: u64 = 3_600_000;
 /// The software string in the Hello.
 pub const SOFTWARE: &str = concat!("stacknet/", env!("CARGO_PKG_VERSION"));
 
@@ -107,6 +110,14 @@ where
             if node_key != shared.id {
                 warn!(welcomed_as = %node_key, node_key = %shared.id, "the hub welcomed this node under another id");
             }
+            if heartbeat_interval_ms > MAX_HEARTBEAT_INTERVAL_MS {
+                warn!(
+                    heartbeat_interval_ms,
+                    used_ms = MAX_HEARTBEAT_INTERVAL_MS,
+                    "the hub asked for a heartbeat interval beyond the node's limit; using the limit"
+                );
+            }
+            let heartbeat_interval_ms = heartbeat_interval_ms.min(MAX_HEARTBEAT_INTERVAL_MS);
             Ok(Welcomed {
                 hub,
                 heartbeat_interval: Duration::from_millis(heartbeat_interval_ms),

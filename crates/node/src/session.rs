@@ -75,8 +75,14 @@ where
         }
     };
     info!(hub = %welcomed.hub, node_key = %shared.id, "connected to the hub");
-    let liveness = (!welcomed.heartbeat_interval.is_zero())
-        .then(|| welcomed.heartbeat_interval * shared.options.heartbeat_misses.max(1));
+    // Saturating and capped: the interval comes from the hub and the count from the operator, and
+    // the deadline is an `Instant` plus this.
+    let liveness = (!welcomed.heartbeat_interval.is_zero()).then(|| {
+        welcomed
+            .heartbeat_interval
+            .saturating_mul(shared.options.heartbeat_misses.max(1))
+            .min(FAR_FUTURE)
+    });
     let mut session = Session::new(Arc::clone(shared), welcomed.hub, welcomed.limits, liveness);
     let end = session.serve(&mut ws, shutdown).await;
     session.stop().await;

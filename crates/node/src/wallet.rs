@@ -105,6 +105,9 @@ impl Wallet {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| open_err(e.to_string()))?;
         }
+        // The node's earnings record: private before SQLite first writes it.
+        stacknet_protocol::keystore::restrict_database_to_owner(&path)
+            .map_err(|e| open_err(e.to_string()))?;
         let conn = Connection::open(&path).map_err(|e| open_err(e.to_string()))?;
         conn.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS))
             .map_err(|e| open_err(e.to_string()))?;

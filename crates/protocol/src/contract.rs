@@ -53,13 +53,19 @@ pub struct PriceTerms {
 impl PriceTerms {
     /// The cost of `usage`: token charges rounded up to the next micro-credit (so a task never costs
     /// nothing by rounding), plus the fixed charges, capped at `max_cost`. `None` on overflow.
+    ///
+    /// Both sides are input (prices from a contract, usage from a node), and u64 counts times i64
+    /// prices reach i128's limits when summed, so every step is checked.
     pub fn cost(&self, usage: &Usage, max_cost: Amount) -> Option<Amount> {
-        let token_micros = i128::from(usage.input_tokens) * i128::from(self.input_per_mtok.micros())
-            + i128::from(usage.output_tokens) * i128::from(self.output_per_mtok.micros());
-        let token_cost = (token_micros + TOKENS_PER_PRICE_UNIT - 1).div_euclid(TOKENS_PER_PRICE_UNIT);
+        let times = |count: u64, price: Amount| i128::from(count).checked_mul(i128::from(price.micros()));
+        let token_micros = times(usage.input_tokens, self.input_per_mtok)?
+            .checked_add(times(usage.output_tokens, self.output_per_mtok)?)?;
+        let token_cost = token_micros
+            .checked_add(TOKENS_PER_PRICE_UNIT - 1)?
+            .div_euclid(TOKENS_PER_PRICE_UNIT);
         let total = token_cost
-            + i128::from(self.per_request.micros())
-            + i128::from(usage.units) * i128::from(self.per_unit.micros());
+            .checked_add(i128::from(self.per_request.micros()))?
+            .checked_add(times(usage.units, self.per_unit)?)?;
         let total = i64::try_from(total).ok()?;
         Some(Amount::from_micros(total.min(max_cost.micros())))
     }

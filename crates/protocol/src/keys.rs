@@ -1,8 +1,8 @@
 //! Ed25519 keys: the Node Key and the hub key share these types.
 //!
 //! Verification is always `verify_strict`, and a public key of small order (a "weak" key, for which
-//! a signature can verify for many messages) is refused when it is parsed, so it can never enter the
-//! system through any edge.
+//! a signature can verify for many messages) or with a non-canonical encoding (y >= p, a second
+//! spelling of a point) is refused when it is parsed, so it can never enter the system through any edge.
 
 use std::fmt;
 
@@ -28,6 +28,8 @@ pub enum KeyError {
     NotHex,
     #[error("not a valid Ed25519 public key (not a point on the curve)")]
     InvalidPoint,
+    #[error("public key encoding is not canonical: its y-coordinate is not below the field prime")]
+    NonCanonical,
     #[error("weak public key refused: it has small order")]
     WeakKey,
     #[error("signature does not verify")]
@@ -75,8 +77,13 @@ impl fmt::Debug for SecretKey {
 pub struct PublicKey(VerifyingKey);
 
 impl PublicKey {
-    /// Parses 32 bytes, refusing invalid points and weak (small-order) keys.
+    /// Parses 32 bytes, refusing non-canonical encodings, invalid points and weak (small-order) keys.
     pub fn from_bytes(bytes: &[u8; PUBLIC_KEY_LEN_BYTES]) -> Result<Self, KeyError> {
+        // The decoder reduces y modulo p, so without this check a point with y < 19 would have a
+        // second spelling (y + p), and one key two ids.
+        if !has_canonical_y(bytes) {
+            return Err(KeyError::NonCanonical);
+        }
         let key = VerifyingKey::from_bytes(bytes).map_err(|_| KeyError::InvalidPoint)?;
         if key.is_weak() {
             return Err(KeyError::WeakKey);
@@ -148,6 +155,22 @@ impl<'de> Deserialize<'de> for PublicKey {
         let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
         Self::from_hex(&s).map_err(serde::de::Error::custom)
     }
+}
+
+/// The Ed25519 field prime p = 2^255 - 19, little-endian, as a y-coordinate is encoded.
+const FIELD_PRIME_LE: [u8; PUBLIC_KEY_LEN_BYTES] = {
+    let mut p = [0xff; PUBLIC_KEY_LEN_BYTES];
+    p[0] = 0xed;
+    p[PUBLIC_KEY_LEN_BYTES - 1] = 0x7f;
+    p
+};
+
+/// Whether the encoded y-coordinate (the top bit, x's sign, masked off) is below p (RFC 8032 5.1.3).
+fn has_canonical_y(bytes: &[u8; PUBLIC_KEY_LEN_BYTES]) -> bool {
+    let mut y = *bytes;
+    y[PUBLIC_KEY_LEN_BYTES - 1] &= 0x7f;
+    // Compare as little-endian numbers: from the most significant byte down.
+    y.iter().rev().lt(FIELD_PRIME_LE.iter().rev())
 }
 
 /// An Ed25519 signature (64 bytes), lowercase hex in JSON.

@@ -1,5 +1,6 @@
 //! Key files on disk (feature `fs`, the only I/O in this crate, opt-in): created with mode 0600,
-//! written atomically, never overwritten. Hub and node both keep their keys this way.
+//! written atomically, never overwritten. Hub and node both keep their keys this way, and make their
+//! other secret files (databases, tokens) private with [`restrict_to_owner`].
 
 use std::fs::{self, OpenOptions};
 use std::io::{ErrorKind, Read, Write};
@@ -117,4 +118,49 @@ pub fn load_or_create(path: &Path) -> Result<(SecretKey, Option<String>), KeySto
         }
         other => other,
     }
+}
+
+/// Makes the file at `path` readable and writable by its owner only (mode 0600 on Unix), creating it
+/// empty when missing, whatever mode it had: for secret files that something else writes (SQLite, a
+/// rename), which would otherwise get whatever the umask gives, and for files left wider before.
+pub fn restrict_to_owner(path: &Path) -> std::io::Result<()> {
+    let mut opts = OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    match opts.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => set_owner_only(path),
+        Err(e) => Err(e),
+    }
+}
+
+/// [`restrict_to_owner`] for an SQLite database and the journal files beside it. SQLite creates
+/// those with the database's own mode, so once the database is private they stay private; this
+/// also narrows any an earlier run left.
+pub fn restrict_database_to_owner(path: &Path) -> std::io::Result<()> {
+    restrict_to_owner(path)?;
+    for suffix in ["-wal", "-shm", "-journal"] {
+        let mut companion = path.as_os_str().to_owned();
+        companion.push(suffix);
+        match set_owner_only(Path::new(&companion)) {
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            other => other?,
+        }
+    }
+    Ok(())
+}
+
+#[cfg(unix)]
+fn set_owner_only(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o600))
+}
+
+#[cfg(not(unix))]
+fn set_owner_only(path: &Path) -> std::io::Result<()> {
+    fs::metadata(path).map(|_| ())
 }

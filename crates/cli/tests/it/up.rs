@@ -17,6 +17,8 @@ struct Up {
     child: Child,
     base_url: String,
     api_key: String,
+    /// What `up` printed on stdout, up to and including its settings.
+    printed: Vec<String>,
 }
 
 impl Drop for Up {
@@ -47,22 +49,43 @@ fn spawn_up(data: &std::path::Path, upstream: &str) -> Child {
         .unwrap()
 }
 
-fn start_up(data: &std::path::Path, upstream: &str) -> Up {
-    let mut child = spawn_up(data, upstream);
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let (mut base_url, mut api_key) = (String::new(), String::new());
-    while base_url.is_empty() || api_key.is_empty() {
+/// The API key `up` wrote to `<data>/up.env`, the only place it shows it.
+fn api_key_in(data: &std::path::Path) -> String {
+    let env = std::fs::read_to_string(data.join("up.env")).unwrap();
+    env.lines()
+        .find_map(|l| l.strip_prefix("OPENAI_API_KEY="))
+        .expect("up.env holds the API key")
+        .to_owned()
+}
+
+/// Reads `up`'s stdout through its settings (they end with a `#` comment line): the base URL, and
+/// every line read.
+fn read_settings(lines: &mut impl Iterator<Item = std::io::Result<String>>) -> (String, Vec<String>) {
+    let mut printed = Vec::new();
+    let mut base_url = String::new();
+    loop {
         let line = lines.next().expect("up prints its settings").unwrap();
         if let Some(v) = line.strip_prefix("OPENAI_BASE_URL=") {
             base_url = v.to_owned();
-        } else if let Some(v) = line.strip_prefix("OPENAI_API_KEY=") {
-            api_key = v.to_owned();
+        }
+        let done = line.starts_with('#') && !base_url.is_empty();
+        printed.push(line);
+        if done {
+            return (base_url, printed);
         }
     }
+}
+
+fn start_up(data: &std::path::Path, upstream: &str) -> Up {
+    let mut child = spawn_up(data, upstream);
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (base_url, printed) = read_settings(&mut lines);
     Up {
         child,
         base_url,
-        api_key,
+        // up.env is written before anything is printed.
+        api_key: api_key_in(data),
+        printed,
     }
 }
 
@@ -192,8 +215,76 @@ async fn up_keeps_serving_when_nobody_reads_its_output() {
         child,
         base_url: field("OPENAI_BASE_URL="),
         api_key: field("OPENAI_API_KEY="),
+        printed: Vec::new(),
     };
     chat(&up, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn up_prints_where_the_api_key_is_not_the_key() {
+    let upstream = MockUpstream::start(Script::echo()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let up = start_up(dir.path(), upstream.base_url());
+    assert!(up.api_key.starts_with("sk_"));
+    let printed = up.printed.join("\n");
+    assert!(!printed.contains(&up.api_key), "the key was printed: {printed}");
+    assert!(!printed.contains("OPENAI_API_KEY="), "{printed}");
+    let env_path = dir.path().join("up.env");
+    assert!(
+        printed.contains(&env_path.display().to_string()),
+        "stdout says where the key is: {printed}"
+    );
+    chat(&up, false).await;
+}
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread")]
+async fn secret_files_are_0600_even_when_they_existed_with_wider_modes() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let upstream = MockUpstream::start(Script::echo()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (hub_dir, node_dir) = (dir.path().join("hub"), dir.path().join("node"));
+    std::fs::create_dir_all(&hub_dir).unwrap();
+    std::fs::create_dir_all(&node_dir).unwrap();
+    // Left by an earlier version, an editor or a careless copy: readable by everyone. An empty file
+    // is an empty SQLite database.
+    let token = "11".repeat(32);
+    let existing = [
+        (hub_dir.join("admin.token"), format!("{token}\n")),
+        (hub_dir.join("hub.db"), String::new()),
+        (
+            node_dir.join(stacknet_node::config::WALLET_FILE_NAME),
+            String::new(),
+        ),
+        (dir.path().join("up.env.tmp"), "left over".to_owned()),
+    ];
+    for (path, text) in &existing {
+        std::fs::write(path, text).unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let up = start_up(dir.path(), upstream.base_url());
+    chat(&up, false).await;
+    assert_eq!(
+        std::fs::read_to_string(hub_dir.join("admin.token")).unwrap(),
+        format!("{token}\n"),
+        "the existing token is kept"
+    );
+    // Every file up keeps of the hub's and the node's (keys, token, databases and their WAL files)
+    // and up.env: only the owner may read them.
+    let mut files = vec![dir.path().join("up.env")];
+    for sub in [&hub_dir, &node_dir] {
+        for entry in std::fs::read_dir(sub).unwrap() {
+            files.push(entry.unwrap().path());
+        }
+    }
+    for name in ["admin.token", "hub.db", "hub.db-wal", "hub.key"] {
+        assert!(files.contains(&hub_dir.join(name)), "{name} in {files:?}");
+    }
+    for path in &files {
+        let mode = std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{} has mode {mode:o}", path.display());
+    }
 }
 
 /// `stacknet up` with no upstream serves the built-in models (pulled from STACKNET_MODELS_DIR's cache,
@@ -222,12 +313,12 @@ async fn up_serves_the_builtin_models_by_default() {
         }
     };
     let base_url = field("OPENAI_BASE_URL=");
-    let api_key = field("OPENAI_API_KEY=");
     std::thread::spawn(move || lines.for_each(drop));
     let up = Up {
         child,
         base_url,
-        api_key,
+        api_key: api_key_in(dir.path()),
+        printed: Vec::new(),
     };
     let client = reqwest::Client::new();
     let answered = || async {

@@ -37,6 +37,8 @@ pub enum SplitError {
     Negative(Amount),
     #[error("the contract's skills are not sorted and unique")]
     Skills,
+    #[error("the settlement's amounts for {0} add up to more than the largest amount")]
+    Overflow(AccountId),
     #[error(transparent)]
     Id(#[from] ParseError),
 }
@@ -167,10 +169,18 @@ pub struct Settlement {
 pub fn settlement(id: &str, due: &[Due<'_>]) -> Result<Settlement, SplitError> {
     let mut per_account: BTreeMap<AccountId, i64> = BTreeMap::new();
     let mut bonus: BTreeMap<AccountId, i64> = BTreeMap::new();
+    // Each cost fits in an amount, but many of them summed for one account need not.
+    let add = |sums: &mut BTreeMap<AccountId, i64>, account: &AccountId, amount: i64| {
+        let sum = sums.entry(account.clone()).or_default();
+        *sum = sum
+            .checked_add(amount)
+            .ok_or_else(|| SplitError::Overflow(account.clone()))?;
+        Ok::<(), SplitError>(())
+    };
     for d in due {
         let parts = shares(d.cost, d.contract)?;
         for s in &parts {
-            *per_account.entry(s.account.clone()).or_default() += s.amount.micros();
+            add(&mut per_account, &s.account, s.amount.micros())?;
         }
         if d.warm {
             let node_share = parts
@@ -179,7 +189,7 @@ pub fn settlement(id: &str, due: &[Due<'_>]) -> Result<Settlement, SplitError> {
                 .map_or(Amount::ZERO, |s| s.amount);
             let b = warm_bonus(node_share, &d.contract.split).micros();
             if b > 0 {
-                *bonus.entry(AccountId::node(d.contract.node_key)).or_default() += b;
+                add(&mut bonus, &AccountId::node(d.contract.node_key), b)?;
             }
         }
     }

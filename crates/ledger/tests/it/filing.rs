@@ -230,3 +230,17 @@ impl World {
         Ok(batches)
     }
 }
+
+#[test]
+fn a_settlement_whose_shares_sum_past_i64_max_is_refused_not_overflowed() {
+    // Each paperwork's cost fits; their shares summed per account do not.
+    let due = [Due {
+        cost: Amount::from_micros(i64::MAX),
+        contract: template(),
+        warm: true,
+    }; 3];
+    let node = AccountId::node(template().node_key);
+    assert_eq!(settlement("stl_big", &due), Err(SplitError::Overflow(node)));
+    // One of them settles.
+    assert!(settlement("stl_one", &due[..1]).is_ok());
+}

@@ -28,6 +28,44 @@ fn weak_small_order_public_keys_are_refused_when_parsed() {
     assert!(serde_json::from_str::<PublicKey>(&json).is_err());
 }
 
+/// The little-endian encoding of y = p + `above` (p = 2^255 - 19, the field prime), with the sign
+/// bit of x set or not. Every such y is >= p, so the encoding is not canonical: the same point
+/// (if any) has a shorter spelling, y - p.
+fn encoding_of_p_plus(above: u8, sign: bool) -> String {
+    let mut bytes = [0xffu8; 32];
+    bytes[0] = 0xed + above;
+    bytes[31] = if sign { 0xff } else { 0x7f };
+    hex::encode(bytes)
+}
+
+#[test]
+fn non_canonical_key_encodings_are_refused_at_parse() {
+    // y in p..2^255 are the only non-canonical y values: p + 0 ..= p + 18.
+    for above in 0..=18u8 {
+        for sign in [false, true] {
+            let hex = encoding_of_p_plus(above, sign);
+            assert_eq!(
+                PublicKey::from_hex(&hex),
+                Err(KeyError::NonCanonical),
+                "y = p + {above}, sign bit {sign}: {hex}"
+            );
+            let json = format!("\"{hex}\"");
+            let refused = serde_json::from_str::<PublicKey>(&json).unwrap_err();
+            assert!(
+                refused.to_string().contains("not canonical"),
+                "y = p + {above}, sign bit {sign}: {refused}"
+            );
+            let tagged = format!("ed25519:{hex}");
+            assert_eq!(PublicKey::from_tagged(&tagged), Err(KeyError::NonCanonical));
+        }
+    }
+    // The largest canonical y, p - 1, is still judged on its merits (it is a small-order point).
+    let mut below = [0xffu8; 32];
+    below[0] = 0xec;
+    below[31] = 0x7f;
+    assert_eq!(PublicKey::from_bytes(&below), Err(KeyError::WeakKey));
+}
+
 #[test]
 fn public_keys_parse_only_as_lowercase_hex_of_the_right_length() {
     let key = SecretKey::from_seed(&[9; 32]).public_key();

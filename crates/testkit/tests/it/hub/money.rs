@@ -91,6 +91,7 @@ on_both_stores!(
     redemption_pays_out_through_the_webhook_after_a_retry,
     a_payout_that_cannot_be_delivered_fails_and_returns_the_money,
     a_sent_payout_is_confirmed_or_failed_by_the_signed_callback_once,
+    a_payout_url_with_credentials_never_shows_them_in_the_statement,
     the_payments_webhook_tops_up_once_per_event_and_refuses_bad_signatures
 );
 
@@ -606,6 +607,30 @@ async fn a_payout_that_cannot_be_delivered_fails_and_returns_the_money(db: Db) {
     books_balance(&net).await;
 }
 
+async fn a_payout_url_with_credentials_never_shows_them_in_the_statement(db: Db) {
+    // A port nothing listens on: bound, then closed.
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let url = format!("http://rail-user:basic-secret@127.0.0.1:{port}/pay?token=query-secret&x=1");
+    let net = earned(&db, "rail-secret", url, 2).await;
+    let node = &net.nodes[0];
+    let hub = HubClient::connect(&net.hub.url()).await.unwrap();
+    hub.redeem(&node.key, None, "acct_5").await.unwrap();
+    let failed = || async {
+        let state = payout_state(&net).await;
+        (state["payouts"][0]["state"] == "failed").then_some(state)
+    };
+    let state = wait_until("the payout failed", WAIT_DEADLINE, failed).await;
+    let shown = state.to_string();
+    let error = state["payouts"][0]["last_error"].as_str().unwrap_or_default();
+    assert!(error.contains("cannot reach the payment endpoint"), "{state}");
+    for secret in ["rail-user", "basic-secret", "query-secret"] {
+        assert!(!shown.contains(secret), "{secret} shown: {state}");
+    }
+    books_balance(&net).await;
+}
+
 async fn a_sent_payout_is_confirmed_or_failed_by_the_signed_callback_once(db: Db) {
     let (url, _) = payment_endpoint("rail-secret", json!({"status": "accepted"}), 0).await;
     let net = earned(&db, "rail-secret", url, 2).await;
@@ -673,4 +698,108 @@ async fn the_payments_webhook_tops_up_once_per_event_and_refuses_bad_signatures(
     assert_eq!(send(changed, "pay-secret").await.unwrap().status(), 409);
     assert_eq!(send(event, "forged").await.unwrap().status(), 401);
     assert_eq!(statement(&net).await["balance"]["available"], "5000");
+}
+
+/// `POST /stacknet/v1/webhooks/payments` with a `Stacknet-Signature` header claiming time `t`,
+/// correctly signed for that time.
+async fn payments_webhook_at(net: &TestNetwork, secret: &str, t: i64, body: &Value) -> reqwest::Response {
+    let bytes = serde_json::to_vec(body).unwrap();
+    let signature = stacknet_hub::webhook::sign(secret, t, &bytes).unwrap();
+    client()
+        .post(format!("{}/stacknet/v1/webhooks/payments", net.hub.url()))
+        .header("stacknet-signature", signature)
+        .body(bytes)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_webhook_timestamp_of_i64_min_is_refused_not_overflowed() {
+    let net = start(&Db::Sqlite, Script::text("x"), |c| {
+        c.payments_webhook_secret = Some("pay-secret".into());
+    })
+    .await;
+    let event = json!({"id": "evt_far", "type": "topup", "stack": net.stack, "amount": "5000"});
+    // A valid HMAC over an absurd time: only the freshness check stands in the way.
+    for t in [i64::MIN, i64::MIN + 1, i64::MAX] {
+        let resp = payments_webhook_at(&net, "pay-secret", t, &event).await;
+        assert_eq!(resp.status(), 401, "t={t}");
+        let body: Value = resp.json().await.unwrap();
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains(&format!("signature time {t}")), "t={t}: {body}");
+    }
+    // The hub is still up, and a fresh signature still works.
+    let fresh = payments_webhook_at(&net, "pay-secret", stacknet_hub::webhook::now_secs(), &event).await;
+    assert_eq!(fresh.status(), 200);
+    assert_eq!(statement(&net).await["balance"]["available"], "5000");
+}
+
+#[tokio::test]
+async fn admin_prices_near_2_pow_62_are_refused_or_capped_without_overflow() {
+    let net = start(&Db::Sqlite, Script::text("x"), |_| {}).await;
+    let huge = (1i64 << 62).to_string();
+    for field in ["input_per_mtok", "output_per_mtok", "per_request", "per_unit"] {
+        let resp = admin(&net, "/prices", json!({"model": MOCK_MODEL, field: huge})).await;
+        assert_eq!(resp.status(), 400, "{field}");
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["error"]["param"], field, "{body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains("at most"), "{field}: {body}");
+    }
+    // The largest price allowed is kept, and a request under it is admitted or refused for money,
+    // never by an overflow.
+    let max = stacknet_hub::admin::MAX_PRICE_MICROS.to_string();
+    let resp = admin(
+        &net,
+        "/prices",
+        json!({"model": MOCK_MODEL, "input_per_mtok": max, "output_per_mtok": max,
+               "per_request": max, "per_unit": max}),
+    )
+    .await;
+    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    topup(&net, 1_000_000).await;
+    assert_eq!(post_chat(&net, &chat_body(false)).await.status(), 402);
+    // Prices that came some other way (a contract signed elsewhere) are costed without overflow:
+    // usage a hostile node could claim, against the largest prices an Amount can hold.
+    for price in [1i64 << 62, i64::MAX] {
+        let terms = stacknet_protocol::contract::PriceTerms {
+            input_per_mtok: Amount::from_micros(price),
+            output_per_mtok: Amount::from_micros(price),
+            per_request: Amount::from_micros(price),
+            per_unit: Amount::from_micros(price),
+        };
+        let usage = stacknet_protocol::contract::Usage {
+            input_tokens: u64::MAX,
+            output_tokens: u64::MAX,
+            units: u64::MAX,
+        };
+        assert_eq!(terms.cost(&usage, Amount::from_micros(i64::MAX)), None);
+        let one = stacknet_protocol::contract::Usage {
+            input_tokens: 0,
+            output_tokens: 0,
+            units: 0,
+        };
+        assert_eq!(
+            terms.cost(&one, Amount::from_micros(5)),
+            Some(Amount::from_micros(5))
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_top_up_past_the_largest_balance_is_refused_with_400_not_500() {
+    let net = start(&Db::Sqlite, Script::text("x"), |_| {}).await;
+    let path = format!("/stacks/{}/topup", net.stack);
+    let first = admin(&net, &path, json!({"amount": i64::MAX.to_string()})).await;
+    assert_eq!(first.status(), 200);
+    let again = admin(&net, &path, json!({"amount": "1"})).await;
+    assert_eq!(again.status(), 400);
+    let body: Value = again.json().await.unwrap();
+    assert_eq!(body["error"]["param"], "amount", "{body}");
+    assert_eq!(
+        statement(&net).await["balance"]["available"],
+        i64::MAX.to_string()
+    );
+    books_balance(&net).await;
 }

@@ -73,6 +73,25 @@ async fn a_silent_hub_is_given_up_after_three_heartbeat_intervals() {
 }
 
 #[tokio::test]
+async fn a_heartbeat_interval_near_u64_max_does_not_panic_the_node() {
+    let mock = MockUpstream::start(Script::echo()).await.unwrap();
+    let mut hub = FakeHub::start().await;
+    // An operator who wants the node to wait long for a quiet hub: the hub's interval times this
+    // count is far beyond what a Duration or an Instant can hold.
+    let node = start_node(&hub, mock.base_url(), |o, _| o.heartbeat_misses = 1_000_000).await;
+    for interval_ms in [u64::MAX, u64::MAX / 3 + 1] {
+        let mut conn = hub.next_conn().await;
+        conn.handshake(interval_ms).await;
+        // The session serves on: heartbeats are answered and a task runs to its paperwork.
+        assert_eq!(active_tasks(&mut conn).await, 0, "interval {interval_ms} ms");
+        let contract = contract(node.id(), MOCK_MODEL, Workload::Chat);
+        conn.send(&task(&contract, &chat_request("still here"))).await;
+        collect(&mut conn, contract.body.id).await.1.unwrap();
+        // Dropping the connection makes the node reconnect for the next interval.
+    }
+}
+
+#[tokio::test]
 async fn excess_tasks_are_refused_as_overloaded_and_cancel_frees_their_slots() {
     let mock = MockUpstream::start(Script::echo().hang()).await.unwrap();
     let mut hub = FakeHub::start().await;
