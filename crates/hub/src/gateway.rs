@@ -91,14 +91,18 @@ where
     };
     let (outbox, inbox) = mpsc::channel(OUTBOX_LEN);
     let conn_id = state.nodes.next_conn_id();
-    let node = Arc::new(NodeHandle::new(
-        hello.node_key,
-        hello.models,
-        hello.max_concurrency,
-        hello.limits.unwrap_or(Limits::LEGACY),
-        conn_id,
-        outbox,
-    ));
+    let record = state.nodes.record_for(hello.node_key.node_key_id());
+    let node = Arc::new(
+        NodeHandle::new(
+            hello.node_key,
+            hello.models,
+            hello.max_concurrency,
+            hello.limits.unwrap_or(Limits::LEGACY),
+            conn_id,
+            outbox,
+        )
+        .with_record(record),
+    );
     let welcome = HubMessage::Welcome {
         node_key: node.id,
         heartbeat_interval_ms: state.config.heartbeat_interval_ms,
@@ -309,12 +313,24 @@ async fn read_loop<R, E>(
             Ok(Some(Frame::Binary(bytes))) => {
                 match incoming.piece(&bytes) {
                     Ok(None) => {}
-                    Ok(Some((contract, event))) => deliver(node, contract, event).await,
+                    Ok(Some((contract, event))) => deliver(node, contract, event, "output file").await,
                     Err((contract, why)) => {
-                        tracing::warn!(node = %node.id, %why, "bad file from node");
                         if let Some(contract) = contract {
                             incoming.forget(&contract);
-                            deliver(node, contract, TaskEvent::Error(ErrorCode::MalformedFrame, why)).await;
+                            if node.task(&contract).is_none() {
+                                stray(node, contract, "binary");
+                                continue;
+                            }
+                        }
+                        tracing::warn!(node = %node.id, %why, "bad file from node");
+                        if let Some(contract) = contract {
+                            deliver(
+                                node,
+                                contract,
+                                TaskEvent::Error(ErrorCode::MalformedFrame, why),
+                                "binary",
+                            )
+                            .await;
                         }
                     }
                 }
@@ -337,22 +353,33 @@ async fn read_loop<R, E>(
         let (contract, event) = match msg {
             NodeMessage::Chunk { contract, data, .. } => (contract, TaskEvent::Chunk(data)),
             NodeMessage::Output { contract, file } => {
-                if node.task(&contract).is_some() {
-                    if let Err(why) = incoming.announce(contract, file) {
-                        deliver(node, contract, TaskEvent::Error(ErrorCode::MalformedFrame, why)).await;
-                    }
+                if node.task(&contract).is_none() {
+                    stray(node, contract, "output");
+                } else if let Err(why) = incoming.announce(contract, file) {
+                    deliver(
+                        node,
+                        contract,
+                        TaskEvent::Error(ErrorCode::MalformedFrame, why),
+                        "output",
+                    )
+                    .await;
                 }
                 continue;
             }
             NodeMessage::Done { contract, paperwork } => {
                 incoming.forget(&contract);
-                (contract, TaskEvent::Done(paperwork))
+                finish(node, contract, TaskEvent::Done(paperwork), "done").await;
+                continue;
             }
             NodeMessage::Error(ErrorFrame {
                 contract: Some(contract),
                 code,
                 message,
-            }) => (contract, TaskEvent::Error(code, message)),
+            }) => {
+                incoming.forget(&contract);
+                finish(node, contract, TaskEvent::Error(code, message), "error").await;
+                continue;
+            }
             NodeMessage::Error(ErrorFrame {
                 contract: None,
                 code,
@@ -369,16 +396,55 @@ async fn read_loop<R, E>(
                 return;
             }
         };
-        deliver(node, contract, event).await;
+        deliver(node, contract, event, "chunk").await;
     }
 }
 
-/// Hands an event to its task; a task the hub no longer waits for (time-out, client gone) is
-/// dropped silently.
-async fn deliver(node: &NodeHandle, contract: ContractId, event: TaskEvent) {
-    if let Some(tx) = node.task(&contract) {
-        let _ = tx.send(event).await;
+/// Hands an event to its task; a frame for a task that is not running on this node is refused
+/// (see [`stray`]).
+async fn deliver(node: &NodeHandle, contract: ContractId, event: TaskEvent, kind: &'static str) {
+    match node.task(&contract) {
+        Some(tx) => {
+            let _ = tx.send(event).await;
+        }
+        None => stray(node, contract, kind),
     }
+}
+
+/// Hands the task its last event from the node and ends it there: any later frame for it is stray.
+async fn finish(node: &NodeHandle, contract: ContractId, event: TaskEvent, kind: &'static str) {
+    match node.finish_task(&contract) {
+        Some(tx) => {
+            let _ = tx.send(event).await;
+        }
+        None => stray(node, contract, kind),
+    }
+}
+
+/// A frame for a task that is not running on this node: another node's, one it already finished,
+/// or one that never was. It is dropped with an error frame to the node, a log line and a mark
+/// against its key. Tasks of this key that the hub ended itself (its earlier connection closed, the
+/// client went away) may still get late frames; those are dropped without a mark.
+fn stray(node: &NodeHandle, contract: ContractId, kind: &'static str) {
+    if node.record.ended_recently(&contract) {
+        tracing::debug!(node = %node.id, %contract, kind, "late frame for a task the hub ended");
+        return;
+    }
+    node.mark_stray();
+    tracing::warn!(
+        node = %node.id,
+        %contract,
+        kind,
+        marks = node.stray_frames(),
+        "frame for a task that is not running on this node; dropped"
+    );
+    let frame = HubMessage::Error(ErrorFrame {
+        contract: Some(contract),
+        code: ErrorCode::BadContract,
+        message: format!("{contract} is not a running task of this node; its {kind} frame was dropped"),
+    });
+    // Never wait on a node that does not read: the mark and the log line are what count.
+    let _ = node.outbox.try_send(Outbound::Message(frame));
 }
 
 /// Resolves once the flag is true (or its sender is gone), holding no borrow across an await.

@@ -4,10 +4,16 @@
 //! WebSocket writer) and the event channels of the tasks running on it. The scheduler chooses among
 //! nodes that serve the model and have free capacity by "power of two choices" on load, which spreads
 //! tasks fairly without a global queue and never makes one node everyone's favourite.
+//!
+//! Tasks belong to the node key, not to one connection: each key has a [`NodeRecord`] that outlives
+//! its connections, holding the marks against it (frames for tasks that are not its own) and the
+//! tasks the hub recently ended without the node (its connection closed, the client went away), so
+//! that a node reconnecting with late frames for those is not marked for them.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde_json::Value;
@@ -45,6 +51,70 @@ impl From<HubMessage> for Outbound {
     }
 }
 
+/// How long the hub remembers a task it ended without the node, so late frames for it are not marks.
+pub const ENDED_TASK_MEMORY_MS: u64 = 300_000;
+/// Most ended tasks remembered per node key (a whole connection's worth at the highest concurrency).
+pub const MAX_ENDED_TASKS_PER_NODE: usize = 4096;
+/// Records of node keys without a connection kept at most; beyond it, every idle one goes.
+pub const MAX_IDLE_NODE_RECORDS: usize = 16_384;
+
+/// What the hub keeps about one node key across its connections.
+#[derive(Debug, Default)]
+pub struct NodeRecord {
+    /// Frames for tasks that were not running on this node (another node's, finished, unknown).
+    stray_frames: AtomicU64,
+    /// Tasks of this key the hub ended without the node saying so, newest last.
+    ended: Mutex<VecDeque<(ContractId, Instant)>>,
+}
+
+impl NodeRecord {
+    /// The marks against this node for frames about tasks that were not its own.
+    pub fn stray_frames(&self) -> u64 {
+        self.stray_frames.load(Ordering::Relaxed)
+    }
+
+    fn mark_stray(&self) {
+        self.stray_frames.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn remember_ended(&self, contracts: impl IntoIterator<Item = ContractId>) {
+        let now = Instant::now();
+        if let Ok(mut ended) = self.ended.lock() {
+            for c in contracts {
+                if ended.len() >= MAX_ENDED_TASKS_PER_NODE {
+                    ended.pop_front();
+                }
+                ended.push_back((c, now));
+            }
+        }
+    }
+
+    /// Whether the hub ended this task of the node's recently (and not at the node's word).
+    pub fn ended_recently(&self, contract: &ContractId) -> bool {
+        let Ok(mut ended) = self.ended.lock() else {
+            return false;
+        };
+        forget_old(&mut ended);
+        ended.iter().any(|(c, _)| c == contract)
+    }
+
+    /// Nothing worth keeping once no connection uses it.
+    fn idle_and_clean(&self) -> bool {
+        self.stray_frames() == 0
+            && self.ended.lock().is_ok_and(|mut ended| {
+                forget_old(&mut ended);
+                ended.is_empty()
+            })
+    }
+}
+
+fn forget_old(ended: &mut VecDeque<(ContractId, Instant)>) {
+    let memory = Duration::from_millis(ENDED_TASK_MEMORY_MS);
+    while ended.front().is_some_and(|(_, at)| at.elapsed() > memory) {
+        ended.pop_front();
+    }
+}
+
 #[derive(Debug)]
 pub struct NodeHandle {
     pub id: NodeKeyId,
@@ -58,6 +128,8 @@ pub struct NodeHandle {
     in_flight: AtomicU32,
     pub outbox: mpsc::Sender<Outbound>,
     tasks: Mutex<HashMap<ContractId, mpsc::Sender<TaskEvent>>>,
+    /// The key's record, shared with its other connections (see [`Nodes::record_for`]).
+    pub record: Arc<NodeRecord>,
 }
 
 impl NodeHandle {
@@ -79,7 +151,24 @@ impl NodeHandle {
             in_flight: AtomicU32::new(0),
             outbox,
             tasks: Mutex::new(HashMap::new()),
+            record: Arc::new(NodeRecord::default()),
         }
+    }
+
+    /// This handle with the key's record shared with its earlier and later connections.
+    pub fn with_record(mut self, record: Arc<NodeRecord>) -> Self {
+        self.record = record;
+        self
+    }
+
+    /// The marks against this node's key for frames about tasks that were not its own.
+    pub fn stray_frames(&self) -> u64 {
+        self.record.stray_frames()
+    }
+
+    /// Counts a frame for a task that is not running on this node.
+    pub fn mark_stray(&self) {
+        self.record.mark_stray();
     }
 
     pub fn serves(&self, model: &str) -> bool {
@@ -140,13 +229,21 @@ impl NodeHandle {
         self.tasks.lock().ok()?.get(contract).cloned()
     }
 
-    /// Tells every running task that the connection is gone.
+    /// The event channel of a task the node says is over (done, or failed): it is no longer
+    /// running, so any later frame for it is not the node's to send.
+    pub fn finish_task(&self, contract: &ContractId) -> Option<mpsc::Sender<TaskEvent>> {
+        self.tasks.lock().ok()?.remove(contract)
+    }
+
+    /// Tells every running task that the connection is gone; they are remembered as ended by the
+    /// hub, so the node may still send their last frames on a new connection without a mark.
     pub fn fail_all(&self) {
         let tasks: Vec<_> = match self.tasks.lock() {
-            Ok(mut t) => t.drain().map(|(_, tx)| tx).collect(),
+            Ok(mut t) => t.drain().collect(),
             Err(_) => return,
         };
-        for tx in tasks {
+        self.record.remember_ended(tasks.iter().map(|(c, _)| *c));
+        for (_, tx) in tasks {
             let _ = tx.try_send(TaskEvent::Gone);
         }
     }
@@ -174,8 +271,14 @@ impl Lease {
 impl Drop for Lease {
     fn drop(&mut self) {
         if let Some(c) = self.contract.take() {
-            if let Ok(mut tasks) = self.node.tasks.lock() {
-                tasks.remove(&c);
+            // Still running on the node: the hub ended it (time-out, client gone), not the node.
+            let ended_by_hub = self
+                .node
+                .tasks
+                .lock()
+                .is_ok_and(|mut tasks| tasks.remove(&c).is_some());
+            if ended_by_hub {
+                self.node.record.remember_ended([c]);
             }
         }
         self.node.in_flight.fetch_sub(1, Ordering::AcqRel);
@@ -208,11 +311,32 @@ pub struct Nodes {
     known_models: RwLock<BTreeSet<String>>,
     next_conn: AtomicU64,
     rng: AtomicU64,
+    /// Every node key's record, for as long as it is connected or has something worth keeping.
+    records: Mutex<HashMap<NodeKeyId, Arc<NodeRecord>>>,
 }
 
 impl Nodes {
     pub fn next_conn_id(&self) -> u64 {
         self.next_conn.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// The record of a node key, shared by all its connections; records of keys without a
+    /// connection are dropped once they hold nothing, or when there are too many.
+    pub fn record_for(&self, id: NodeKeyId) -> Arc<NodeRecord> {
+        let Ok(mut records) = self.records.lock() else {
+            return Arc::new(NodeRecord::default());
+        };
+        records.retain(|k, r| *k == id || Arc::strong_count(r) > 1 || !r.idle_and_clean());
+        let idle = records.iter().filter(|(_, r)| Arc::strong_count(r) == 1).count();
+        if idle > MAX_IDLE_NODE_RECORDS {
+            records.retain(|k, r| *k == id || Arc::strong_count(r) > 1);
+        }
+        records.entry(id).or_default().clone()
+    }
+
+    /// The record of a node key, if the hub holds one.
+    pub fn record(&self, id: &NodeKeyId) -> Option<Arc<NodeRecord>> {
+        self.records.lock().ok()?.get(id).cloned()
     }
 
     /// Registers a node; an earlier connection of the same key is replaced (and told so by its

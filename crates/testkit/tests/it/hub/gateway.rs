@@ -1,8 +1,8 @@
 //! The node gateway refuses what it must, precisely, and one bad peer never disturbs the others.
 
 use futures_util::{SinkExt, StreamExt};
-use stacknet_protocol::wire::{self, ErrorCode, Hello, HubMessage, NodeMessage};
-use stacknet_protocol::{Nonce, PublicKey, SecretKey, Signed, Timestamp};
+use stacknet_protocol::wire::{self, ErrorCode, ErrorFrame, Hello, HubMessage, NodeMessage};
+use stacknet_protocol::{ContractId, Nonce, PublicKey, SecretKey, Signed, Timestamp};
 use stacknet_testkit::mock_upstream::Script;
 use stacknet_testkit::network::TestNetwork;
 use tokio_tungstenite::tungstenite::Message;
@@ -175,4 +175,188 @@ async fn a_flood_of_malformed_frames_does_not_disturb_other_nodes() {
         1,
         "the real node is still there, alone"
     );
+}
+
+/// A raw node for `key`, through the handshake: its connection, welcomed.
+async fn join(net: &TestNetwork, key: &SecretKey) -> Ws {
+    let (mut ws, nonce, hub) = connect(net).await;
+    let signed = Signed::sign(hello(key, hub, nonce), key).unwrap();
+    ws.send(Message::Text(
+        wire::encode(&NodeMessage::Hello(Box::new(signed)))
+            .unwrap()
+            .into(),
+    ))
+    .await
+    .unwrap();
+    let welcomed = next_hub_message(&mut ws).await;
+    assert!(matches!(welcomed, HubMessage::Welcome { .. }), "{welcomed:?}");
+    ws
+}
+
+/// The hub's next message other than a heartbeat (the deadline bounds a hang).
+async fn next_hub_message(ws: &mut Ws) -> HubMessage {
+    let read = async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Text(t))) => match wire::decode::<HubMessage>(t.as_bytes()).unwrap() {
+                    HubMessage::Heartbeat { .. } => continue,
+                    other => return other,
+                },
+                Some(Ok(Message::Close(_))) | None => panic!("the hub closed the connection"),
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => panic!("{e}"),
+            }
+        }
+    };
+    tokio::time::timeout(stacknet_testkit::WAIT_DEADLINE, read)
+        .await
+        .expect("a message from the hub in time")
+}
+
+async fn send(ws: &mut Ws, msg: &NodeMessage) {
+    ws.send(Message::Text(wire::encode(msg).unwrap().into()))
+        .await
+        .unwrap();
+}
+
+/// A chat request sent in the background, and the contract the hub hands `ws`'s node for it.
+async fn assigned_task(net: &TestNetwork, ws: &mut Ws) -> (tokio::task::JoinHandle<u16>, ContractId) {
+    let (url, api_key) = (
+        format!("{}/chat/completions", net.base_url()),
+        net.api_key.clone(),
+    );
+    let request = tokio::spawn(async move {
+        reqwest::Client::new()
+            .post(url)
+            .bearer_auth(api_key)
+            .json(&chat_body(false))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    });
+    let HubMessage::Task(task) = next_hub_message(ws).await else {
+        panic!("a task")
+    };
+    (request, task.contract.body.id)
+}
+
+fn chunk(contract: ContractId) -> NodeMessage {
+    NodeMessage::Chunk {
+        contract,
+        seq: 0,
+        data: serde_json::json!({"choices": [{"index": 0, "delta": {"content": "hi"}}]}),
+    }
+}
+
+fn done(contract: ContractId) -> NodeMessage {
+    NodeMessage::Done {
+        contract,
+        paperwork: Box::new(stacknet_protocol::examples::paperwork().unwrap()),
+    }
+}
+
+/// The error frame the hub answers a stray frame with.
+async fn expect_bad_contract(ws: &mut Ws, contract: ContractId) {
+    let HubMessage::Error(e) = next_hub_message(ws).await else {
+        panic!("an error frame")
+    };
+    assert_eq!(e.code, ErrorCode::BadContract);
+    assert_eq!(e.contract, Some(contract));
+    assert!(
+        e.message.contains("is not a running task of this node"),
+        "{}",
+        e.message
+    );
+}
+
+fn marks(net: &TestNetwork, key: &SecretKey) -> u64 {
+    net.hub
+        .hub
+        .state
+        .nodes
+        .record(&key.public_key().node_key_id())
+        .expect("the hub keeps a record of the node")
+        .stray_frames()
+}
+
+#[tokio::test]
+async fn a_done_for_another_nodes_contract_gets_an_error_frame_and_a_mark() {
+    let net = TestNetwork::start_without_nodes(Script::echo(), |_| {}).await;
+    let (owner_key, other_key) = (SecretKey::generate(), SecretKey::generate());
+    let mut owner = join(&net, &owner_key).await;
+    let (request, contract) = assigned_task(&net, &mut owner).await;
+    let mut other = join(&net, &other_key).await;
+
+    send(&mut other, &done(contract)).await;
+    expect_bad_contract(&mut other, contract).await;
+    assert_eq!(marks(&net, &other_key), 1);
+    assert_eq!(marks(&net, &owner_key), 0);
+    assert_eq!(
+        net.hub.hub.state.nodes.connected().len(),
+        2,
+        "the sender stays connected"
+    );
+
+    // The task is still the owner's: its own answer reaches the client.
+    send(
+        &mut owner,
+        &NodeMessage::Error(ErrorFrame {
+            contract: Some(contract),
+            code: ErrorCode::Internal,
+            message: "owner gives up".into(),
+        }),
+    )
+    .await;
+    assert_ne!(request.await.unwrap(), 200);
+    assert_eq!(marks(&net, &owner_key), 0);
+}
+
+#[tokio::test]
+async fn a_chunk_for_an_unknown_contract_gets_an_error_frame_and_a_mark() {
+    let net = TestNetwork::start_without_nodes(Script::echo(), |_| {}).await;
+    let key = SecretKey::generate();
+    let mut ws = join(&net, &key).await;
+    let unknown = ContractId::random();
+    send(&mut ws, &chunk(unknown)).await;
+    expect_bad_contract(&mut ws, unknown).await;
+    assert_eq!(marks(&net, &key), 1);
+
+    // A task the node itself finished is no longer running either.
+    let (request, contract) = assigned_task(&net, &mut ws).await;
+    send(
+        &mut ws,
+        &NodeMessage::Error(ErrorFrame {
+            contract: Some(contract),
+            code: ErrorCode::Internal,
+            message: "failed".into(),
+        }),
+    )
+    .await;
+    request.await.unwrap();
+    send(&mut ws, &chunk(contract)).await;
+    expect_bad_contract(&mut ws, contract).await;
+    assert_eq!(marks(&net, &key), 2);
+}
+
+#[tokio::test]
+async fn a_reconnected_node_is_not_marked_for_its_own_earlier_tasks() {
+    let net = TestNetwork::start_without_nodes(Script::echo(), |_| {}).await;
+    let key = SecretKey::generate();
+    let mut first = join(&net, &key).await;
+    let (request, contract) = assigned_task(&net, &mut first).await;
+    first.close(None).await.unwrap();
+    drop(first);
+    // The reconnect fails the task of the old connection, as before.
+    assert_ne!(request.await.unwrap(), 200);
+
+    let mut second = join(&net, &key).await;
+    send(&mut second, &chunk(contract)).await;
+    send(&mut second, &done(contract)).await;
+    // A frame for a task that never was its own, after them: its error frame is the first one.
+    let unknown = ContractId::random();
+    send(&mut second, &chunk(unknown)).await;
+    expect_bad_contract(&mut second, unknown).await;
+    assert_eq!(marks(&net, &key), 1, "only the unknown contract is a mark");
 }
