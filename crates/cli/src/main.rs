@@ -54,13 +54,19 @@ enum Command {
     },
     /// Your Node Key's paperwork and earnings: list the wallet, file with the hub, statement, redeem.
     Paperwork(paperwork::PaperworkArgs),
-    /// Check a response's fingerprint and attribution, or a paperwork, offline.
+    /// Check a response (its fingerprint, and its content against its paperwork), or a paperwork.
     Verify {
         /// A JSON response, an SSE transcript, or a paperwork; `-` or nothing for stdin.
         file: Option<PathBuf>,
-        /// Require paperwork contracts to be signed by this hub key (hex).
+        /// Require paperwork contracts and checkpoints to be signed by this hub key (hex).
         #[arg(long)]
         hub_key: Option<String>,
+        /// For a response: its paperwork (JSON from /stacknet/v1/paperwork/{id}), to check the content offline.
+        #[arg(long, conflicts_with = "hub")]
+        paperwork: Option<PathBuf>,
+        /// For a response: fetch its paperwork, inclusion proof and checkpoint from this hub's URL.
+        #[arg(long)]
+        hub: Option<String>,
         /// For a paperwork: its inclusion proof (JSON from /stacknet/v1/log/proof/inclusion).
         #[arg(long, requires = "checkpoint")]
         inclusion: Option<PathBuf>,
@@ -175,14 +181,22 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Verify {
             file,
             hub_key,
+            paperwork,
+            hub,
             inclusion,
             checkpoint,
         } => {
-            let proof = verify::LogProof {
-                inclusion,
-                checkpoint,
+            let options = verify::VerifyOptions {
+                input: file,
+                hub_key,
+                proof: verify::LogProof {
+                    inclusion,
+                    checkpoint,
+                },
+                paperwork,
+                hub,
             };
-            return match verify::verify(file, hub_key.as_deref(), &proof) {
+            return match runtime()?.block_on(verify::verify(&options)) {
                 Ok(verdict) => {
                     println!("{verdict}");
                     Ok(ExitCode::SUCCESS)

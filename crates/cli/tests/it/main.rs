@@ -8,6 +8,7 @@ mod key;
 mod models;
 mod node;
 mod up;
+mod verify;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Output, Stdio};

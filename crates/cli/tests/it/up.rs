@@ -13,9 +13,9 @@ use crate::text;
 /// How long `up` may take to load the built-in models (a debug build) before the test fails.
 const MODEL_LOAD_DEADLINE: Duration = Duration::from_secs(60);
 
-struct Up {
+pub(crate) struct Up {
     child: Child,
-    base_url: String,
+    pub(crate) base_url: String,
     api_key: String,
     /// What `up` printed on stdout, up to and including its settings.
     printed: Vec<String>,
@@ -76,7 +76,7 @@ fn read_settings(lines: &mut impl Iterator<Item = std::io::Result<String>>) -> (
     }
 }
 
-fn start_up(data: &std::path::Path, upstream: &str) -> Up {
+pub(crate) fn start_up(data: &std::path::Path, upstream: &str) -> Up {
     let mut child = spawn_up(data, upstream);
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let (base_url, printed) = read_settings(&mut lines);
@@ -89,7 +89,7 @@ fn start_up(data: &std::path::Path, upstream: &str) -> Up {
     }
 }
 
-async fn chat(up: &Up, stream: bool) -> String {
+pub(crate) async fn chat(up: &Up, stream: bool) -> String {
     let client = reqwest::Client::new();
     // The node connects just after the hub starts listening: retry the 503 of that first instant.
     let answered = || async {
@@ -111,8 +111,14 @@ async fn chat(up: &Up, stream: bool) -> String {
 }
 
 fn verify(dir: &std::path::Path, input: &str) -> std::process::Output {
+    verify_with(dir, input, &[])
+}
+
+/// `stacknet verify - ARGS` with `input` on stdin.
+pub(crate) fn verify_with(dir: &std::path::Path, input: &str, args: &[&str]) -> std::process::Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_stacknet"))
         .args(["verify", "-"])
+        .args(args)
         .current_dir(dir)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
