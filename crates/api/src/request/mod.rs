@@ -56,8 +56,28 @@ pub struct ApiRequest {
     pub user: Option<String>,
     /// Outputs asked for (`n`); 1 unless the request says otherwise.
     pub choices: u64,
+    /// `best_of`, when given: candidates generated per prompt, of which the best `n` are returned
+    /// (validated to be at least `n`).
+    pub best_of: Option<u64>,
+    /// Prompts, each answered with `n` choices: a legacy completion's prompt array counts its
+    /// items; 1 otherwise.
+    pub prompts: u64,
+    /// Images in the messages (`image_url` content parts), each given an input allowance when the
+    /// usage is bounded.
+    pub images: u64,
     /// `max_completion_tokens` or `max_tokens`, when given.
     pub max_output_tokens: Option<u64>,
+}
+
+impl ApiRequest {
+    /// Completions the backend generates, each up to the output limit: `best_of` candidates (or
+    /// `n`) for every prompt. What bounds the output, so the escrow holds for all of them.
+    pub fn generations(&self) -> u64 {
+        self.choices
+            .max(self.best_of.unwrap_or(1))
+            .max(1)
+            .saturating_mul(self.prompts.max(1))
+    }
 }
 
 /// Parses and validates a JSON body for `workload`.
