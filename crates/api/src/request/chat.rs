@@ -11,8 +11,11 @@ pub const MAX_CHOICES: u64 = 8;
 const ROLES: [&str; 6] = ["system", "developer", "user", "assistant", "tool", "function"];
 
 pub fn validate(body: Value) -> Result<ApiRequest, RequestError> {
-    check_messages(object(&body)?)?;
-    text_request(Workload::Chat, body)
+    let images = check_messages(object(&body)?)?;
+    Ok(ApiRequest {
+        images,
+        ..text_request(Workload::Chat, body)?
+    })
 }
 
 /// The fields chat and legacy completions share: sampling, streaming, limits.
@@ -32,6 +35,13 @@ pub(crate) fn text_request(workload: Workload, body: Value) -> Result<ApiRequest
     let max_tokens = integer(obj, "max_tokens", 1, u64::from(u32::MAX))?;
     let max_completion_tokens = integer(obj, "max_completion_tokens", 1, u64::from(u32::MAX))?;
     let choices = integer(obj, "n", 1, MAX_CHOICES)?.unwrap_or(1);
+    let best_of = integer(obj, "best_of", 1, MAX_CHOICES)?;
+    if best_of.is_some_and(|b| b < choices) {
+        return Err(RequestError::invalid(
+            "best_of",
+            "best_of must be at least n: it is how many candidates the n choices are picked from",
+        ));
+    }
     let user = fields::user(obj)?;
     Ok(ApiRequest {
         workload,
@@ -40,12 +50,16 @@ pub(crate) fn text_request(workload: Workload, body: Value) -> Result<ApiRequest
         include_usage,
         user,
         choices,
+        best_of,
+        prompts: 1,
+        images: 0,
         max_output_tokens: max_completion_tokens.or(max_tokens),
         body,
     })
 }
 
-fn check_messages(obj: &Map<String, Value>) -> Result<(), RequestError> {
+/// Checks the messages; returns how many images they carry (`image_url` content parts).
+fn check_messages(obj: &Map<String, Value>) -> Result<u64, RequestError> {
     let messages = match obj.get("messages") {
         Some(Value::Array(m)) if !m.is_empty() => m,
         Some(Value::Array(_)) => return Err(RequestError::invalid("messages", "messages must not be empty")),
@@ -57,6 +71,7 @@ fn check_messages(obj: &Map<String, Value>) -> Result<(), RequestError> {
             ))
         }
     };
+    let mut images: u64 = 0;
     for (i, m) in messages.iter().enumerate() {
         let role = m.get("role").and_then(Value::as_str);
         if !role.is_some_and(|r| ROLES.contains(&r)) {
@@ -66,7 +81,11 @@ fn check_messages(obj: &Map<String, Value>) -> Result<(), RequestError> {
             ));
         }
         match m.get("content") {
-            None | Some(Value::Null | Value::String(_) | Value::Array(_)) => {}
+            None | Some(Value::Null | Value::String(_)) => {}
+            Some(Value::Array(parts)) => {
+                let here = parts.iter().filter(|p| p["type"] == "image_url").count();
+                images = images.saturating_add(u64::try_from(here).unwrap_or(u64::MAX));
+            }
             Some(_) => {
                 return Err(RequestError::invalid(
                     &format!("messages[{i}].content"),
@@ -75,5 +94,47 @@ fn check_messages(obj: &Map<String, Value>) -> Result<(), RequestError> {
             }
         }
     }
-    Ok(())
+    Ok(images)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::super::{parse_json, validate as validate_for};
+    use super::*;
+
+    #[test]
+    fn what_the_hold_must_cover_is_counted() {
+        let picture = json!({"type": "image_url", "image_url": {"url": "https://example.com/a.png"}});
+        let chat = json!({"model": "m", "n": 2, "best_of": 5, "messages": [
+            {"role": "system", "content": "be brief"},
+            {"role": "user", "content": [{"type": "text", "text": "compare"}, picture, picture]},
+            {"role": "user", "content": [picture]},
+        ]});
+        let r = validate(chat).unwrap();
+        assert_eq!((r.choices, r.best_of, r.prompts, r.images), (2, Some(5), 1, 3));
+        assert_eq!(r.generations(), 5);
+
+        let prompts = json!({"model": "m", "prompt": ["a", "b", "c"], "n": 4});
+        let r = validate_for(Workload::Completion, prompts).unwrap();
+        assert_eq!((r.prompts, r.images, r.generations()), (3, 0, 12));
+        let one = parse_json(Workload::Completion, br#"{"model": "m", "prompt": "a"}"#).unwrap();
+        assert_eq!(one.generations(), 1);
+    }
+
+    #[test]
+    fn best_of_is_at_least_n_and_at_most_the_choice_limit() {
+        let with = |n: u64, best_of: u64| {
+            validate(json!({"model": "m", "n": n, "best_of": best_of,
+                "messages": [{"role": "user", "content": "hi"}]}))
+        };
+        assert!(with(3, 3).is_ok());
+        for (n, best_of) in [(3, 2), (1, 0), (1, MAX_CHOICES + 1)] {
+            let Err(RequestError::Invalid { param, .. }) = with(n, best_of) else {
+                panic!("n={n} best_of={best_of} should be refused");
+            };
+            assert_eq!(param, "best_of");
+        }
+    }
 }

@@ -8,9 +8,12 @@ use super::{chat, ApiRequest, RequestError};
 
 pub fn validate(body: Value) -> Result<ApiRequest, RequestError> {
     let obj = object(&body)?;
-    match obj.get("prompt") {
-        Some(Value::String(_)) => {}
-        Some(Value::Array(a)) if !a.is_empty() && a.iter().all(Value::is_string) => {}
+    // Each prompt of an array is its own completion, with `n` choices of its own.
+    let prompts = match obj.get("prompt") {
+        Some(Value::String(_)) => 1,
+        Some(Value::Array(a)) if !a.is_empty() && a.iter().all(Value::is_string) => {
+            u64::try_from(a.len()).unwrap_or(u64::MAX)
+        }
         Some(_) => {
             return Err(RequestError::invalid(
                 "prompt",
@@ -23,6 +26,9 @@ pub fn validate(body: Value) -> Result<ApiRequest, RequestError> {
                 "you must provide a prompt parameter",
             ))
         }
-    }
-    chat::text_request(Workload::Completion, body)
+    };
+    Ok(ApiRequest {
+        prompts,
+        ..chat::text_request(Workload::Completion, body)?
+    })
 }

@@ -68,6 +68,9 @@ pub fn validate(body: Value) -> Result<(ApiRequest, Embeddings), RequestError> {
         include_usage: false,
         user,
         choices: 1,
+        best_of: None,
+        prompts: 1,
+        images: 0,
         max_output_tokens: None,
         body,
     };

@@ -80,6 +80,9 @@ pub fn validate(body: Value) -> Result<(ApiRequest, ImageEdit), RequestError> {
         include_usage: false,
         user,
         choices: n,
+        best_of: None,
+        prompts: 1,
+        images: 0,
         max_output_tokens: None,
         body,
     };

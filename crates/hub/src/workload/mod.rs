@@ -21,8 +21,16 @@ use stacknet_protocol::wire::Attachment;
 
 use crate::error::ApiError;
 
-/// Input tokens assumed beyond the body's bytes (chat template, special tokens) when bounding cost.
+/// Input tokens assumed beyond the body's bytes (chat template, special tokens) when bounding cost,
+/// for each prompt.
 pub const TEMPLATE_TOKENS_BOUND: u64 = 1024;
+/// Input tokens allowed for each image in a chat request (an `image_url` content part), beyond the
+/// body's bytes. Counted, not refused: images are a feature, and the hub cannot measure one (it does
+/// not fetch or decode them, and what an image costs depends on the model's vision encoder and the
+/// picture's size), so it holds a fixed allowance sized for common encoders at their default
+/// resolution. The charge is capped at the hold, so an image that costs a node more is the node's
+/// loss, never a Stack's overdraft.
+pub const IMAGE_TOKENS_BOUND: u64 = 1_500;
 
 /// Files with their attachment descriptors, in the order they travel.
 pub type Files = Vec<(Attachment, Bytes)>;
@@ -128,14 +136,19 @@ pub(crate) fn parse_json(workload: Workload, body: &[u8]) -> Result<Parsed, ApiE
 }
 
 /// Text workloads' bound: every body byte an input token (a token is never shorter than a byte)
-/// plus the template's tokens; `max_tokens` (or the hub's default) of output for every choice.
+/// plus the template's tokens for every prompt and an allowance for every image; `max_tokens` (or
+/// the hub's default) of output for every completion generated: `n` choices, or `best_of`
+/// candidates when more, for every prompt of a prompt array.
 pub(crate) fn text_usage(request: &ApiRequest, body_len: usize, default_max_output: u64) -> Usage {
+    let templates = TEMPLATE_TOKENS_BOUND.saturating_mul(request.prompts.max(1).saturating_sub(1));
     Usage {
-        input_tokens: input_bound(body_len),
+        input_tokens: input_bound(body_len)
+            .saturating_add(templates)
+            .saturating_add(IMAGE_TOKENS_BOUND.saturating_mul(request.images)),
         output_tokens: request
             .max_output_tokens
             .unwrap_or(default_max_output)
-            .saturating_mul(request.choices.max(1)),
+            .saturating_mul(request.generations()),
         units: 0,
     }
 }

@@ -284,6 +284,45 @@ async fn contracts_that_fail_the_checks_are_refused_before_the_upstream_is_calle
 }
 
 #[tokio::test]
+async fn a_task_the_node_cannot_decode_gets_an_error_frame_at_once() {
+    let mock = MockUpstream::start(Script::echo()).await.unwrap();
+    let mut hub = FakeHub::start().await;
+    let node = start_node(&hub, mock.base_url(), |_, _| {}).await;
+    let mut conn = hub.next_conn().await;
+    conn.handshake(30_000).await;
+
+    // A request nested past serde_json's 128 levels: the frame is valid JSON the node cannot parse.
+    let mut too_deep = json!([]);
+    for _ in 0..200 {
+        too_deep = Value::Array(vec![too_deep]);
+    }
+    let mut request = chat_request("hi");
+    request["metadata"] = too_deep;
+    let deep = contract(node.id(), MOCK_MODEL, Workload::Chat);
+    conn.send(&task(&deep, &request)).await;
+    let frame = expect_error(&mut conn, deep.body.id, ErrorCode::MalformedFrame).await;
+    assert!(frame.message.contains("recursion limit"), "{frame:?}");
+
+    // A task with a field the protocol does not have: its shape is wrong, its contract readable.
+    let odd = contract(node.id(), MOCK_MODEL, Workload::Chat);
+    let mut raw: Value =
+        serde_json::from_str(&stacknet_protocol::wire::encode(&task(&odd, &chat_request("hi"))).unwrap())
+            .unwrap();
+    raw["priority"] = json!("urgent");
+    conn.ws
+        .send(axum::extract::ws::Message::Text(raw.to_string().into()))
+        .await
+        .unwrap();
+    expect_error(&mut conn, odd.body.id, ErrorCode::MalformedFrame).await;
+
+    // Neither reached the upstream, and the node still serves.
+    assert_eq!(mock.requests(), 0);
+    let fine = contract(node.id(), MOCK_MODEL, Workload::Chat);
+    conn.send(&task(&fine, &chat_request("still there?"))).await;
+    collect(&mut conn, fine.body.id).await.1.unwrap();
+}
+
+#[tokio::test]
 async fn upstream_failures_map_to_error_codes_and_leave_no_paperwork() {
     let mock = MockUpstream::start(Script::echo()).await.unwrap();
     let mut hub = FakeHub::start().await;

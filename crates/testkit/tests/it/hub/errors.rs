@@ -155,6 +155,37 @@ async fn authentication_and_request_errors_are_precise() {
 }
 
 #[tokio::test]
+async fn a_deeply_nested_body_is_refused_at_the_edge_with_400() {
+    // A short time-out: a deep body that slipped through would end in a 504, not hang the test.
+    let net = TestNetwork::start_with(Script::echo(), |c| c.request_timeout_ms = 5_000).await;
+    let key = Some(net.api_key.as_str());
+    // 127 levels in all: serde_json (limit 128) parses it, the task frame around it would not.
+    let nested = "[".repeat(126) + &"]".repeat(126);
+    let deep = format!(
+        r#"{{"model": "mock-model", "messages": [{{"role": "user", "content": "hi"}}], "metadata": {nested}}}"#
+    );
+    // More of them than the node has slots: none may take one.
+    for _ in 0..5 {
+        let (status, v) = call(&net, key, reqwest::Body::from(deep.clone())).await;
+        assert_eq!(
+            (status, v),
+            (
+                400,
+                error(
+                    "metadata is nested too deep: a request body may nest arrays and objects at most 32 levels deep",
+                    "invalid_request_error",
+                    Some("metadata"),
+                    "invalid_value"
+                )
+            )
+        );
+    }
+    assert_eq!(net.upstream.requests(), 0);
+    let (status, v) = call(&net, key, body(&chat_body(false))).await;
+    assert_eq!(status, 200, "{v}");
+}
+
+#[tokio::test]
 async fn upstream_failure_is_502_with_the_upstreams_reason_and_no_paperwork() {
     let net = TestNetwork::start(Script::echo().fail(500, "the GPU caught fire")).await;
     let (status, v) = call(&net, Some(&net.api_key), body(&chat_body(false))).await;

@@ -92,7 +92,11 @@ on_both_stores!(
     a_payout_that_cannot_be_delivered_fails_and_returns_the_money,
     a_sent_payout_is_confirmed_or_failed_by_the_signed_callback_once,
     a_payout_url_with_credentials_never_shows_them_in_the_statement,
-    the_payments_webhook_tops_up_once_per_event_and_refuses_bad_signatures
+    the_payments_webhook_tops_up_once_per_event_and_refuses_bad_signatures,
+    n_choices_cannot_escape_the_hold,
+    a_prompt_array_cannot_escape_the_hold,
+    best_of_cannot_escape_the_hold,
+    images_cannot_escape_the_hold
 );
 
 /// 1 micro-credit per input token, 2 per output token, 100 per request.
@@ -802,4 +806,64 @@ async fn a_top_up_past_the_largest_balance_is_refused_with_400_not_500() {
         i64::MAX.to_string()
     );
     books_balance(&net).await;
+}
+
+/// The hold at [`PRICE`] for `body` as the hub bounds it: every body byte an input token, plus 1,024
+/// template tokens per prompt and 1,500 per image; `max_tokens` of output per completion generated.
+fn hold_for(body: &Value, prompts: i64, images: i64, generations: i64) -> i64 {
+    let bytes = serde_json::to_vec(body).unwrap().len() as i64;
+    let input = bytes + 1024 * prompts + 1500 * images;
+    let output = body["max_tokens"].as_i64().unwrap() * generations;
+    (input * PRICE.0 + output * PRICE.1) / 1_000_000 + PRICE.2
+}
+
+/// A balance one micro-credit short of `hold` gets 402 before any node is asked; `hold` itself is
+/// admitted: the hold is exactly the bound.
+async fn holds_exactly(db: &Db, path: &str, body: Value, hold: i64) {
+    let net = priced(db, Script::text("ok"), |_| {}).await;
+    let post = || {
+        client()
+            .post(format!("{}{path}", net.base_url()))
+            .bearer_auth(&net.api_key)
+            .json(&body)
+            .send()
+    };
+    topup(&net, hold - 1).await;
+    let short = post().await.unwrap();
+    assert_eq!(short.status(), 402, "{}", short.text().await.unwrap());
+    assert_eq!(net.upstream.requests(), 0, "no node was asked");
+    topup(&net, 1).await;
+    let enough = post().await.unwrap();
+    assert_eq!(enough.status(), 200, "{}", enough.text().await.unwrap());
+    books_balance(&net).await;
+}
+
+async fn n_choices_cannot_escape_the_hold(db: Db) {
+    let mut body = chat_body(false);
+    body["max_tokens"] = json!(50);
+    body["n"] = json!(4);
+    let hold = hold_for(&body, 1, 0, 4);
+    holds_exactly(&db, "/chat/completions", body, hold).await;
+}
+
+async fn a_prompt_array_cannot_escape_the_hold(db: Db) {
+    // Each prompt gets its own `n` choices: 3 prompts x 2 choices.
+    let body = json!({"model": MOCK_MODEL, "prompt": ["one", "two", "three"], "n": 2, "max_tokens": 50});
+    let hold = hold_for(&body, 3, 0, 6);
+    holds_exactly(&db, "/completions", body, hold).await;
+}
+
+async fn best_of_cannot_escape_the_hold(db: Db) {
+    // The server generates best_of candidates to return the best n.
+    let body = json!({"model": MOCK_MODEL, "prompt": "pick one", "n": 2, "best_of": 5, "max_tokens": 50});
+    let hold = hold_for(&body, 1, 0, 5);
+    holds_exactly(&db, "/completions", body, hold).await;
+}
+
+async fn images_cannot_escape_the_hold(db: Db) {
+    let picture = json!({"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}});
+    let body = json!({"model": MOCK_MODEL, "max_tokens": 50, "messages": [{"role": "user",
+        "content": [{"type": "text", "text": "which is bigger?"}, picture, picture]}]});
+    let hold = hold_for(&body, 1, 2, 1);
+    holds_exactly(&db, "/chat/completions", body, hold).await;
 }
