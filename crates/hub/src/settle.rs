@@ -245,7 +245,7 @@ pub async fn node_statement(
         node_key: node,
         statement,
         payout_pending: balance_json(&pending),
-        payouts: payouts.into_iter().map(Payout::from).collect(),
+        payouts,
     }))
 }
 
@@ -602,5 +602,5 @@ pub async fn redeem(
         ));
     };
     let payout = crate::payout::start(&state, node, *amount, destination.clone()).await?;
-    Ok(Json(payout.into()))
+    Ok(Json(payout))
 }

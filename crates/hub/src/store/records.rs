@@ -56,33 +56,6 @@ pub struct LoggedPaperwork {
 /// Where a payout is: the API's type, so the store and the answers cannot drift apart.
 pub use stacknet_api::types::PayoutState;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PayoutRecord {
-    /// `po_` + 32 hex characters.
-    pub id: String,
-    pub node_key: NodeKeyId,
-    pub amount: Amount,
-    /// The operator's account at the payment provider, passed through as given.
-    pub destination: String,
-    pub state: PayoutState,
-    pub attempts: u32,
-    pub last_error: Option<String>,
-    pub created_at: Timestamp,
-    pub updated_at: Timestamp,
-}
-
-impl From<PayoutRecord> for stacknet_api::types::Payout {
-    fn from(p: PayoutRecord) -> Self {
-        Self {
-            id: p.id,
-            node_key: p.node_key,
-            amount: p.amount,
-            destination: p.destination,
-            state: p.state,
-            attempts: p.attempts,
-            last_error: p.last_error,
-            created_at: p.created_at,
-            updated_at: p.updated_at,
-        }
-    }
-}
+/// A payout as the store keeps it: exactly the API's payout (the redeem answer, a statement's
+/// line), so the two cannot drift apart.
+pub use stacknet_api::types::Payout as PayoutRecord;
