@@ -7,7 +7,9 @@
 //!   admission (API key, limits), a hub-signed Prompt Contract, a node from [`nodes`] (the registry
 //!   and scheduler), the task's events from the node (chunks, and files in binary frames), verified
 //!   paperwork whose output digest is recomputed from what the client gets, the answer.
-//! - [`gateway`] is the node side: the WebSocket on which nodes prove their key and run tasks.
+//! - [`gateway`] is the node side: the WebSocket on which nodes prove their key and run tasks; a
+//!   frame for a task that is not the node's gets an error frame and a mark in the key's record
+//!   ([`nodes::NodeRecord`]).
 //! - [`store`] keeps the registry (Stacks, API keys, prices), the paperwork log, settlements and seen
 //!   events, and payouts: one trait per domain, [`store::Store`] all of them, implemented on SQLite
 //!   ([`store::sqlite`]) and PostgreSQL ([`store::postgres`], on the ledger's `pg` pool); the ledger
@@ -17,7 +19,8 @@
 //!   paperwork and captures its cost; [`log`] is the paperwork Merkle log; [`settle`] is filing,
 //!   statements and redemption; [`payout`] delivers payout webhooks; [`webhook`] checks HMAC-signed
 //!   webhooks from the payment provider.
-//! - [`error::ApiError`] is the one error type every client-visible failure maps to.
+//! - [`error::ApiError`] is the one error type every client-visible failure maps to; a failure on the
+//!   hub's side keeps its cause, is logged with a request id, and reaches the client as that id.
 //!
 //! [`Hub::open`] loads (or creates) the hub key and the store; [`Hub::router`] gives the axum app;
 //! [`serve`] runs it on a listener until a shutdown future completes.
