@@ -134,6 +134,7 @@ async fn run(
         };
         let digester = OutputDigester::new(workload)
             .map_err(|e| ApiError::internal(format!("no output digest for {workload:?}: {e}")))?;
+        let max_output_bytes = api.max_output_bytes(&req, state.config.default_max_output_tokens);
         let running = Running {
             state,
             api,
@@ -149,6 +150,8 @@ async fn run(
                 chunks: Vec::new(),
                 files: Vec::new(),
             },
+            output_bytes: 0,
+            max_output_bytes,
             _permit: permit,
         };
         return if running.api.streams(&running.req) {
@@ -216,6 +219,9 @@ struct Running {
     escrow: Option<Escrow>,
     /// What the node sent so far.
     out: Collected,
+    /// Bytes of output the node sent so far (its chunks' JSON, its files), and the most it may.
+    output_bytes: u64,
+    max_output_bytes: u64,
     /// Holds this request's slot of the hub's concurrency limit until the answer is done.
     _permit: OwnedSemaphorePermit,
 }
@@ -252,10 +258,25 @@ impl Running {
         }
     }
 
+    /// Counts `bytes` more of the node's output against the request's cap. Past it, the task is
+    /// cancelled and failed: nothing more is relayed or kept, its paperwork is never accepted, and
+    /// the hold is released when this is dropped.
+    fn count(&mut self, bytes: u64) -> Result<(), ApiError> {
+        self.output_bytes = self.output_bytes.saturating_add(bytes);
+        if self.output_bytes > self.max_output_bytes {
+            cancel(&self.lease, self.contract.body.id);
+            return Err(ApiError::NodeFailed(
+                "the node's output exceeded the bound for this request".to_owned(),
+            ));
+        }
+        Ok(())
+    }
+
     /// Takes one event of the node's output into what the answer and the digest are made of.
     fn take(&mut self, event: TaskEvent) -> Result<Option<Box<Signed<Paperwork>>>, ApiError> {
         match event {
             TaskEvent::Chunk(data) => {
+                self.count(json_len(&data))?;
                 self.out.digester.chunk(&data);
                 if self.api.keeps_chunks() {
                     self.out.chunks.push(data);
@@ -263,6 +284,7 @@ impl Running {
                 Ok(None)
             }
             TaskEvent::File(meta, bytes) => {
+                self.count(u64::try_from(bytes.len()).unwrap_or(u64::MAX))?;
                 self.out.digester.file(meta.sha256);
                 self.out.files.push((meta, bytes));
                 Ok(None)
@@ -308,6 +330,10 @@ impl Running {
         loop {
             let frame = match event {
                 Ok(TaskEvent::Chunk(data)) => {
+                    if let Err(e) = self.count(json_len(&data)) {
+                        let _ = tx.send(sse(&e.body())).await;
+                        return;
+                    }
                     self.out.digester.chunk(&data);
                     match client_chunk(&stamp, object, data) {
                         Some(c) => sse(&c),
@@ -427,6 +453,32 @@ fn final_chunk(stamp: &Stamp, object: &str, usage: Option<&Usage>, accepted: Acc
         obj.insert("usage".into(), usage_json(u));
     }
     with_proof(v, accepted)
+}
+
+/// The length of `v` written as compact JSON, counted by walking it (string escapes aside, which
+/// only lengthen it), so measuring a chunk costs no serialization.
+fn json_len(v: &Value) -> u64 {
+    let len = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+    match v {
+        Value::Null | Value::Bool(_) => 5,
+        // An integer's digits and sign; a float as long as it can be written (full precision and
+        // an exponent).
+        Value::Number(n) => match (n.as_u64(), n.as_i64()) {
+            (Some(u), _) => u64::from(u.checked_ilog10().unwrap_or(0)) + 1,
+            (None, Some(i)) => u64::from(i.unsigned_abs().checked_ilog10().unwrap_or(0)) + 2,
+            (None, None) => 24,
+        },
+        Value::String(s) => len(s.len()).saturating_add(2),
+        // Brackets and a comma after each item.
+        Value::Array(items) => items.iter().fold(len(items.len()).saturating_add(2), |sum, i| {
+            sum.saturating_add(json_len(i))
+        }),
+        // Braces, and for each member its quoted key, a colon and a comma.
+        Value::Object(members) => members.iter().fold(2, |sum, (k, v)| {
+            sum.saturating_add(len(k.len()).saturating_add(4))
+                .saturating_add(json_len(v))
+        }),
+    }
 }
 
 fn hex_id(id: &ContractId) -> String {

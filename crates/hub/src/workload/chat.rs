@@ -7,7 +7,8 @@ use stacknet_api::ApiRequest;
 use stacknet_protocol::contract::{Usage, Workload};
 
 use super::{
-    parse_json, text_usage, usage_json, with_proof, Accepted, Collected, Parsed, Stamp, WorkloadApi,
+    parse_json, text_output_bytes, text_usage, usage_json, with_proof, Accepted, Collected, Parsed, Stamp,
+    WorkloadApi,
 };
 use crate::error::ApiError;
 
@@ -37,6 +38,10 @@ impl WorkloadApi for Text {
 
     fn max_usage(&self, request: &ApiRequest, body_len: usize, default_max_output: u64) -> Usage {
         text_usage(request, body_len, default_max_output)
+    }
+
+    fn max_output_bytes(&self, request: &ApiRequest, default_max_output: u64) -> u64 {
+        text_output_bytes(request, default_max_output)
     }
 
     fn streams(&self, request: &ApiRequest) -> bool {

@@ -6,8 +6,18 @@ use serde_json::{json, Value};
 use stacknet_api::ApiRequest;
 use stacknet_protocol::contract::{Usage, Workload};
 
-use super::{input_bound, parse_json, with_proof, Accepted, Collected, Parsed, Stamp, WorkloadApi};
+use super::{
+    input_bound, parse_json, with_proof, Accepted, Collected, Parsed, Stamp, WorkloadApi,
+    OUTPUT_ALLOWANCE_BYTES,
+};
 use crate::error::ApiError;
+
+/// The most dimensions an embedding is allowed (beyond any model served today).
+pub const MAX_DIMENSIONS: u64 = 16_384;
+/// Bytes of one number of an embedding in JSON: a full-precision float and its comma.
+const BYTES_PER_NUMBER: u64 = 32;
+/// Bytes around each embedding: its object, index and brackets.
+const BYTES_PER_EMBEDDING: u64 = 256;
 
 #[derive(Debug)]
 pub struct Embeddings;
@@ -27,6 +37,29 @@ impl WorkloadApi for Embeddings {
             output_tokens: 0,
             units: 0,
         }
+    }
+
+    /// Every input's vector, at the `dimensions` asked for (or the most any model has), each number
+    /// written out in full as JSON.
+    fn max_output_bytes(&self, request: &ApiRequest, _default_max_output: u64) -> u64 {
+        let inputs = match request.body.get("input") {
+            Some(Value::Array(items)) if items.iter().all(|i| !i.is_number()) => items.len(),
+            _ => 1,
+        };
+        let dimensions = request
+            .body
+            .get("dimensions")
+            .and_then(Value::as_u64)
+            .unwrap_or(MAX_DIMENSIONS)
+            .min(MAX_DIMENSIONS);
+        u64::try_from(inputs)
+            .unwrap_or(u64::MAX)
+            .saturating_mul(
+                dimensions
+                    .saturating_mul(BYTES_PER_NUMBER)
+                    .saturating_add(BYTES_PER_EMBEDDING),
+            )
+            .saturating_add(OUTPUT_ALLOWANCE_BYTES)
     }
 
     fn keeps_chunks(&self) -> bool {

@@ -11,7 +11,9 @@ use stacknet_protocol::contract::{Usage, Workload};
 use stacknet_protocol::wire::Attachment;
 use stacknet_protocol::Sha256Digest;
 
-use super::{input_bound, with_proof, Accepted, Collected, Files, Parsed, Stamp, WorkloadApi};
+use super::{
+    input_bound, with_proof, Accepted, Collected, Files, Parsed, Stamp, WorkloadApi, OUTPUT_ALLOWANCE_BYTES,
+};
 use crate::error::ApiError;
 
 /// Most text bytes in one multipart text field.
@@ -41,6 +43,15 @@ impl WorkloadApi for ImageEdit {
             output_tokens: 0,
             units: request.choices,
         }
+    }
+
+    /// Every image asked for, each at most the largest file the hub takes, and the JSON around them.
+    fn max_output_bytes(&self, request: &ApiRequest, _default_max_output: u64) -> u64 {
+        request
+            .choices
+            .max(1)
+            .saturating_mul(crate::gateway::HUB_LIMITS.max_file_bytes)
+            .saturating_add(OUTPUT_ALLOWANCE_BYTES)
     }
 
     fn answer(

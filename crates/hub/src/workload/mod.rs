@@ -31,6 +31,15 @@ pub const TEMPLATE_TOKENS_BOUND: u64 = 1024;
 /// resolution. The charge is capped at the hold, so an image that costs a node more is the node's
 /// loss, never a Stack's overdraft.
 pub const IMAGE_TOKENS_BOUND: u64 = 1_500;
+/// Bytes of a node's output allowed for each output token of a text workload: the token's text (a
+/// token is far shorter), the JSON chunk that carries it (one chunk per token when streamed), and its
+/// logprobs with up to 20 `top_logprobs` alternatives, each with its bytes (about 3 KiB in all).
+pub const OUTPUT_BYTES_PER_TOKEN: u64 = 8 * 1024;
+/// Output tokens allowed beyond the request's limit, for the chunks that carry no token (the role,
+/// the finish reason, the usage) and tool-call framing.
+pub const OUTPUT_ALLOWANCE_TOKENS: u64 = 256;
+/// Bytes of a node's output allowed beyond what a workload's outputs need: the JSON around them.
+pub const OUTPUT_ALLOWANCE_BYTES: u64 = 64 * 1024;
 
 /// Files with their attachment descriptors, in the order they travel.
 pub type Files = Vec<(Attachment, Bytes)>;
@@ -80,6 +89,10 @@ pub trait WorkloadApi: Send + Sync + 'static {
 
     /// The most the request can consume: what the escrow holds and the charge is capped at.
     fn max_usage(&self, request: &ApiRequest, body_len: usize, default_max_output: u64) -> Usage;
+
+    /// The most output a node may send for the request, in bytes (its chunks' JSON and its files);
+    /// a node that sends more is cut off, answered with an error, and paid nothing.
+    fn max_output_bytes(&self, request: &ApiRequest, default_max_output: u64) -> u64;
 
     /// The answer is a stream of server-sent events (chunks relayed as they come).
     fn streams(&self, request: &ApiRequest) -> bool {
@@ -151,6 +164,17 @@ pub(crate) fn text_usage(request: &ApiRequest, body_len: usize, default_max_outp
             .saturating_mul(request.generations()),
         units: 0,
     }
+}
+
+/// Text workloads' output cap: `max_tokens` (or the hub's default) for every completion generated,
+/// plus an allowance, each token given [`OUTPUT_BYTES_PER_TOKEN`].
+pub(crate) fn text_output_bytes(request: &ApiRequest, default_max_output: u64) -> u64 {
+    request
+        .max_output_tokens
+        .unwrap_or(default_max_output)
+        .saturating_mul(request.generations())
+        .saturating_add(OUTPUT_ALLOWANCE_TOKENS)
+        .saturating_mul(OUTPUT_BYTES_PER_TOKEN)
 }
 
 pub(crate) fn input_bound(body_len: usize) -> u64 {

@@ -867,3 +867,50 @@ async fn images_cannot_escape_the_hold(db: Db) {
     let hold = hold_for(&body, 1, 2, 1);
     holds_exactly(&db, "/chat/completions", body, hold).await;
 }
+
+/// A node that keeps sending output, far past what the request's `max_tokens` allows, is cut off
+/// at the hub's output cap: the client gets an error (a 502, or the SSE error event), the task is
+/// cancelled, the hold is released (nothing charged) and its paperwork never accepted, and the
+/// node serves the next request.
+#[tokio::test]
+async fn a_node_that_streams_without_end_is_cut_off_at_the_output_cap() {
+    let endless = "word ".repeat(1_000_000);
+    let net = priced(&Db::Sqlite, Script::text(endless).chunks(1_000), |_| {}).await;
+    topup(&net, 1_000_000).await;
+    let capped = |stream: bool| {
+        let mut body = chat_body(stream);
+        body["max_tokens"] = json!(5);
+        body
+    };
+    let released = || async { (statement(&net).await["balance"]["held"] == "0").then_some(()) };
+
+    let resp = post_chat(&net, &capped(false)).await;
+    assert_eq!(resp.status(), 502);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "node_error", "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("exceeded the bound"),
+        "{v}"
+    );
+    wait_until("the hold is released", WAIT_DEADLINE, released).await;
+    assert_eq!(statement(&net).await["balance"]["available"], "1000000");
+
+    let resp = post_chat(&net, &capped(true)).await;
+    assert_eq!(resp.status(), 200);
+    let events = super::sse_events(&resp.text().await.unwrap());
+    let last = events.last().unwrap();
+    assert_eq!(last["error"]["code"], "node_error", "{last}");
+    assert!(!events.iter().any(|e| e == "[DONE]"));
+    wait_until("the hold is released", WAIT_DEADLINE, released).await;
+    assert_eq!(statement(&net).await["balance"]["available"], "1000000");
+    assert_eq!(posted(&net, AccountId::escrow()).await, 0);
+
+    net.upstream
+        .set_script(Script::text("four words of answer").chunks(2));
+    let resp = post_chat(&net, &capped(false)).await;
+    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    books_balance(&net).await;
+}
