@@ -82,13 +82,14 @@ fn add_missing_columns(conn: &Connection) -> Result<(), StoreError> {
 
 const KEY_COLUMNS: &str = "hash, prefix, stack, created_at, revoked_at";
 
-fn key_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<(Vec<u8>, String, String, String, Option<String>)> {
+/// An `api_keys` row as SQLite gives it: hash, prefix, stack, created_at, revoked_at.
+type KeyRow = (Vec<u8>, String, String, String, Option<String>);
+
+fn key_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<KeyRow> {
     Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
 }
 
-fn key_from(
-    (hash, prefix, stack, at, revoked): (Vec<u8>, String, String, String, Option<String>),
-) -> Result<ApiKeyRecord, StoreError> {
+fn key_from((hash, prefix, stack, at, revoked): KeyRow) -> Result<ApiKeyRecord, StoreError> {
     Ok(ApiKeyRecord {
         hash: hash32("api_keys", &hash)?,
         prefix,
