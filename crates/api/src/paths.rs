@@ -14,6 +14,8 @@ pub const NODE_GATEWAY: &str = "/stacknet/v1/nodes/connect";
 pub const PAPERWORK: &str = "/stacknet/v1/paperwork/{id}";
 pub const ADMIN_STACKS: &str = "/stacknet/v1/admin/stacks";
 pub const ADMIN_STACK_KEYS: &str = "/stacknet/v1/admin/stacks/{id}/keys";
+/// One API key, named by the prefix it is listed with: `DELETE` revokes it.
+pub const ADMIN_KEY: &str = "/stacknet/v1/admin/keys/{prefix}";
 pub const ADMIN_STACK_TOPUP: &str = "/stacknet/v1/admin/stacks/{id}/topup";
 pub const ADMIN_TREASURY_TOPUP: &str = "/stacknet/v1/admin/treasury/topup";
 pub const ADMIN_PRICES: &str = "/stacknet/v1/admin/prices";
@@ -35,6 +37,11 @@ pub fn paperwork(id: &impl std::fmt::Display) -> String {
 /// `/stacknet/v1/admin/stacks/{id}/keys` for one Stack.
 pub fn admin_stack_keys(id: &impl std::fmt::Display) -> String {
     ADMIN_STACK_KEYS.replace("{id}", &id.to_string())
+}
+
+/// `/stacknet/v1/admin/keys/{prefix}` for one API key.
+pub fn admin_key(prefix: &str) -> String {
+    ADMIN_KEY.replace("{prefix}", prefix)
 }
 
 /// `/stacknet/v1/admin/stacks/{id}/topup` for one Stack.

@@ -6,7 +6,9 @@ mod admin;
 mod log;
 mod settle;
 
-pub use admin::{NewKey, NewStack, Price, PriceList, SetPrice, Stack, StackList, TopUp, TopUpAnswer};
+pub use admin::{
+    NewKey, NewStack, Price, PriceList, RevokedKey, SetPrice, Stack, StackList, TopUp, TopUpAnswer,
+};
 pub use log::{ConsistencyProof, ConsistencyQuery, InclusionProof, InclusionQuery, LogCheckpoint};
 pub use settle::{
     Balance, Direction, NodeStatement, PaymentAnswer, PaymentEvent, Payout, PayoutAck, PayoutCallback,

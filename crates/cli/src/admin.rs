@@ -6,7 +6,7 @@ use serde::Serialize;
 use serde_json::Value;
 use stacknet_api::paths;
 use stacknet_api::types::{
-    ErrorBody, NewKey, NewStack, Price, PriceList, SetPrice, Stack, StackList, TopUp, TopUpAnswer,
+    ErrorBody, NewKey, NewStack, Price, PriceList, RevokedKey, SetPrice, Stack, StackList, TopUp, TopUpAnswer,
 };
 use stacknet_protocol::{Amount, StackId};
 
@@ -72,6 +72,12 @@ impl AdminClient {
             None::<&()>,
         )
         .await
+    }
+
+    /// Revokes the API key listed as `prefix` (what `create-key` showed as `prefix`).
+    pub async fn revoke_key(&self, prefix: &str) -> Result<RevokedKey> {
+        self.call(reqwest::Method::DELETE, &paths::admin_key(prefix), None::<&()>)
+            .await
     }
 
     /// Credits a Stack's balance (`stack`), or the treasury (`None`); `id` makes it idempotent.

@@ -114,6 +114,8 @@ enum AdminCommand {
     Stacks,
     /// Create an API key for a Stack; it is shown once.
     CreateKey { stack: StackId },
+    /// Revoke an API key by its prefix (as create-key showed it); hubs refuse it within a second.
+    RevokeKey { prefix: String },
     /// Credit a Stack's balance (or, with --treasury, the protocol treasury) in micro-credits.
     Topup {
         /// The Stack (stk_...); leave out with --treasury.
@@ -295,6 +297,7 @@ async fn admin(args: AdminArgs) -> anyhow::Result<()> {
         AdminCommand::CreateStack { name } => print_json(&client.create_stack(&name).await?),
         AdminCommand::Stacks => print_json(&client.list_stacks().await?),
         AdminCommand::CreateKey { stack } => print_json(&client.create_key(stack).await?),
+        AdminCommand::RevokeKey { prefix } => print_json(&client.revoke_key(&prefix).await?),
         AdminCommand::Topup {
             stack,
             amount,

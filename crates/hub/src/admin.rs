@@ -4,7 +4,7 @@
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::Json;
-use stacknet_api::types::{Balance, NewKey, Price, PriceList, Stack, StackList, TopUpAnswer};
+use stacknet_api::types::{Balance, NewKey, Price, PriceList, RevokedKey, Stack, StackList, TopUpAnswer};
 /// The admin API's request bodies, kept here under their old paths for the hub's own callers.
 pub use stacknet_api::types::{NewStack, SetPrice, TopUp};
 use stacknet_ledger::{AccountId, LedgerError, Reason, Transfer, TransferId};
@@ -98,6 +98,7 @@ pub async fn issue_key(state: &AppState, stack: StackId) -> Result<(String, ApiK
         prefix: key.chars().take(auth::API_KEY_SHOWN_CHARS).collect(),
         stack,
         created_at: Timestamp::now(),
+        revoked_at: None,
     };
     state
         .store
@@ -106,6 +107,32 @@ pub async fn issue_key(state: &AppState, stack: StackId) -> Result<(String, ApiK
         .map_err(ApiError::internal)?;
     state.api_keys.insert(record.hash, stack);
     Ok((key, record))
+}
+
+/// `DELETE /stacknet/v1/admin/keys/{prefix}`: revokes the live key listed as `prefix`. This hub
+/// refuses it at once; other hubs on the same database within a refresh ([`crate::refresh`]).
+pub async fn revoke_key(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(prefix): Path<String>,
+) -> Result<Json<RevokedKey>, ApiError> {
+    check_admin(&state, &headers)?;
+    let at = Timestamp::now();
+    let revoked = state
+        .store
+        .revoke_key(prefix.clone(), at)
+        .await
+        .map_err(ApiError::internal)?;
+    state.api_keys.apply(&revoked);
+    let first = revoked
+        .first()
+        .ok_or_else(|| ApiError::NotFound(format!("API key {prefix}")))?;
+    Ok(Json(RevokedKey {
+        stack: first.stack,
+        prefix: first.prefix.clone(),
+        created_at: first.created_at,
+        revoked_at: at,
+    }))
 }
 
 async fn known_stack(state: &AppState, stack: StackId) -> Result<(), ApiError> {

@@ -10,6 +10,7 @@ use sha2::{Digest, Sha256};
 use stacknet_protocol::StackId;
 
 use crate::error::ApiError;
+use crate::store::ApiKeyRecord;
 
 /// Random bytes in a key: 192 bits, so a plain SHA-256 is enough to store it (no password hashing needed).
 pub const API_KEY_RANDOM_BYTES: usize = 24;
@@ -36,6 +37,26 @@ impl ApiKeys {
     pub fn insert(&self, hash: [u8; 32], stack: StackId) {
         if let Ok(mut map) = self.by_hash.write() {
             map.insert(hash, stack);
+        }
+    }
+
+    /// Forgets a key: it authenticates nothing from now on.
+    pub fn remove(&self, hash: &[u8; 32]) {
+        if let Ok(mut map) = self.by_hash.write() {
+            map.remove(hash);
+        }
+    }
+
+    /// Applies keys as read from the store: live ones become usable, revoked ones are forgotten.
+    pub fn apply(&self, keys: &[ApiKeyRecord]) {
+        if let Ok(mut map) = self.by_hash.write() {
+            for key in keys {
+                if key.revoked_at.is_some() {
+                    map.remove(&key.hash);
+                } else {
+                    map.insert(key.hash, key.stack);
+                }
+            }
         }
     }
 

@@ -33,6 +33,7 @@ pub mod log;
 pub mod money;
 pub mod nodes;
 pub mod payout;
+pub mod refresh;
 pub mod settle;
 pub mod store;
 pub mod task;
@@ -44,7 +45,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde_json::Value;
 use stacknet_api::paths;
@@ -271,10 +272,8 @@ impl Hub {
             Arc::new(stacknet_ledger::PgLedger::connect(&url, options).await?)
         };
         let api_keys = Arc::new(ApiKeys::default());
-        for k in store.api_keys().await? {
-            api_keys.insert(k.hash, k.stack);
-        }
-        let prices = Arc::new(Prices::new(config.default_price.clone(), store.prices().await?));
+        let prices = Arc::new(Prices::new(config.default_price.clone(), Vec::new()));
+        let seen = refresh::catch_up(&*store, &api_keys, &prices, refresh::Seen::default()).await?;
         let log = Arc::new(MerkleLog::new());
         money::recover(&store, &ledger, &log)
             .await
@@ -284,6 +283,13 @@ impl Hub {
             .map_err(HubError::Recover)?;
         let (shutdown, shutting_down) = tokio::sync::watch::channel(false);
         money::start_expiry(ledger.clone(), shutting_down.clone());
+        refresh::start(
+            store.clone(),
+            api_keys.clone(),
+            prices.clone(),
+            seen,
+            shutting_down.clone(),
+        );
         let state = AppState {
             inflight: Arc::new(Semaphore::new(config.max_concurrent_requests)),
             config: Arc::new(config),
@@ -323,6 +329,7 @@ impl Hub {
                 post(admin::create_stack).get(admin::list_stacks),
             )
             .route(paths::ADMIN_STACK_KEYS, post(admin::create_key))
+            .route(paths::ADMIN_KEY, delete(admin::revoke_key))
             .route(paths::ADMIN_STACK_TOPUP, post(admin::topup))
             .route(paths::ADMIN_TREASURY_TOPUP, post(admin::topup_treasury))
             .route(

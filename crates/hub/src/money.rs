@@ -62,6 +62,15 @@ impl Prices {
         }
     }
 
+    /// Applies prices as read from the store.
+    pub fn apply(&self, prices: &[ModelPrice]) {
+        if let Ok(mut m) = self.by_model.write() {
+            for p in prices {
+                m.insert(p.model.clone(), p.price.clone());
+            }
+        }
+    }
+
     pub fn default_price(&self) -> &PriceTerms {
         &self.default
     }

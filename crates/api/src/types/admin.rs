@@ -50,6 +50,15 @@ pub struct NewKey {
     pub created_at: Timestamp,
 }
 
+/// `DELETE /stacknet/v1/admin/keys/{prefix}`: the key revoked, which authenticates nothing from now on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevokedKey {
+    pub stack: StackId,
+    pub prefix: String,
+    pub created_at: Timestamp,
+    pub revoked_at: Timestamp,
+}
+
 /// A top-up (`POST /stacknet/v1/admin/stacks/{id}/topup` and `.../treasury/topup`). `id` makes it
 /// idempotent: the same id with the same amount is applied once; with another amount it is
 /// refused. Without one, each call is a new top-up.

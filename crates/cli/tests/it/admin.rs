@@ -118,3 +118,41 @@ fn an_operator_starts_a_hub_and_creates_a_stack_and_a_key() {
     let _ = hub.kill();
     let _ = hub.wait();
 }
+
+#[test]
+fn an_operator_revokes_a_key_and_the_hub_refuses_it_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut hub, url) = spawn_hub(
+        &["--listen", "127.0.0.1:0", "--admin-token", "t0ken"],
+        &dir.path().join("hub"),
+    );
+    let admin = |args: &[&str]| {
+        let mut all = vec!["admin", "--hub", &url, "--admin-token", "t0ken"];
+        all.extend_from_slice(args);
+        stacknet(&all, dir.path())
+    };
+    let json = |out: &std::process::Output| {
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let stack = json(&admin(&["create-stack", "my app"]));
+    let id = stack["id"].as_str().unwrap();
+    let key = json(&admin(&["create-key", id]));
+    let (api_key, prefix) = (key["api_key"].as_str().unwrap(), key["prefix"].as_str().unwrap());
+    let statement =
+        |dir: &std::path::Path| stacknet(&["statement", "--hub", &url, "--api-key", api_key], dir);
+    assert!(statement(dir.path()).status.success());
+
+    let revoked = json(&admin(&["revoke-key", prefix]));
+    assert_eq!(revoked["prefix"], prefix, "{revoked}");
+    assert_eq!(revoked["stack"], id, "{revoked}");
+    let refused = statement(dir.path());
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(text(&refused.stderr).contains("401"), "{}", text(&refused.stderr));
+
+    let again = admin(&["revoke-key", prefix]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(text(&again.stderr).contains("404"), "{}", text(&again.stderr));
+    let _ = hub.kill();
+    let _ = hub.wait();
+}

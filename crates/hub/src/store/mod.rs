@@ -23,7 +23,8 @@ use std::sync::Arc;
 
 pub use postgres::{PgStore, POOL_SIZE};
 pub use records::{
-    ApiKeyRecord, LoggedPaperwork, ModelPrice, PaperworkRecord, PayoutRecord, PayoutState, StackRecord,
+    ApiKeyRecord, Changes, LoggedPaperwork, ModelPrice, PaperworkRecord, PayoutRecord, PayoutState,
+    StackRecord,
 };
 pub use sqlite::SqliteStore;
 pub use traits::{LogStore, PayoutStore, RegistryStore, SettlementStore, Store, StoreError, StoreFuture};

@@ -18,6 +18,17 @@ pub struct ApiKeyRecord {
     pub prefix: String,
     pub stack: StackId,
     pub created_at: Timestamp,
+    /// When the key was revoked; a revoked key authenticates nothing.
+    pub revoked_at: Option<Timestamp>,
+}
+
+/// Registry rows written after a version, and the version to ask from next time. Every write to a
+/// registry table stamps its row with the table's next version, so a hub that polls with the last
+/// version it saw learns every change other processes made since.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Changes<T> {
+    pub records: Vec<T>,
+    pub version: u64,
 }
 
 /// The price of one model, set by the admin; written into every contract for that model.

@@ -9,7 +9,8 @@ use std::pin::Pin;
 use stacknet_protocol::{Amount, NodeKeyId, PaperworkId, Timestamp};
 
 use super::records::{
-    ApiKeyRecord, LoggedPaperwork, ModelPrice, PaperworkRecord, PayoutRecord, PayoutState, StackRecord,
+    ApiKeyRecord, Changes, LoggedPaperwork, ModelPrice, PaperworkRecord, PayoutRecord, PayoutState,
+    StackRecord,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -38,9 +39,16 @@ pub trait RegistryStore: Send + Sync + fmt::Debug + 'static {
     fn stacks(&self) -> StoreFuture<'_, Vec<StackRecord>>;
     fn create_api_key(&self, key: ApiKeyRecord) -> StoreFuture<'_, ()>;
     fn api_keys(&self) -> StoreFuture<'_, Vec<ApiKeyRecord>>;
+    /// Revokes the live keys shown as `prefix` at `at`, and returns them (none: no such live key).
+    fn revoke_key(&self, prefix: String, at: Timestamp) -> StoreFuture<'_, Vec<ApiKeyRecord>>;
+    /// Keys created or revoked at or after `version` (the version of an earlier answer), revoked
+    /// ones included. Rows of the version asked from come again: two writers may share a version.
+    fn api_keys_since(&self, version: u64) -> StoreFuture<'_, Changes<ApiKeyRecord>>;
     /// Sets (or replaces) the price of a model.
     fn set_price(&self, price: ModelPrice) -> StoreFuture<'_, ()>;
     fn prices(&self) -> StoreFuture<'_, Vec<ModelPrice>>;
+    /// Prices set at or after `version`, as [`RegistryStore::api_keys_since`] for keys.
+    fn prices_since(&self, version: u64) -> StoreFuture<'_, Changes<ModelPrice>>;
 }
 
 /// The paperwork log: accepted paperwork in log order, with its Merkle leaf and capture state.

@@ -89,6 +89,7 @@ pub async fn stacks_and_api_keys_round_trip(db: &TestDb) {
         prefix: "sk_live_ab12".into(),
         stack: later.id,
         created_at: at(30),
+        revoked_at: None,
     };
     store.create_api_key(key.clone()).await.unwrap();
     assert_eq!(store.api_keys().await.unwrap(), vec![key.clone()]);
@@ -106,7 +107,31 @@ pub async fn stacks_and_api_keys_round_trip(db: &TestDb) {
         store.create_stack(later).await.is_err(),
         "a Stack id is created once"
     );
-    assert_eq!(store.api_keys().await.unwrap(), vec![key]);
+    assert_eq!(store.api_keys().await.unwrap(), vec![key.clone()]);
+
+    // Revoking by prefix; the change is among those since the version seen before it.
+    let before = store.api_keys_since(0).await.unwrap();
+    assert_eq!(before.records, vec![key.clone()]);
+    let revoked = store.revoke_key(key.prefix.clone(), at(40)).await.unwrap();
+    let expected = ApiKeyRecord {
+        revoked_at: Some(at(40)),
+        ..key.clone()
+    };
+    assert_eq!(revoked, vec![expected.clone()]);
+    assert!(store
+        .revoke_key(key.prefix.clone(), at(50))
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(store
+        .revoke_key("sk_unknown".into(), at(50))
+        .await
+        .unwrap()
+        .is_empty());
+    let after = store.api_keys_since(before.version + 1).await.unwrap();
+    assert_eq!(after.records, vec![expected.clone()]);
+    assert!(after.version > before.version);
+    assert_eq!(store.api_keys().await.unwrap(), vec![expected]);
 }
 
 pub async fn set_price_replaces_and_prices_sort_bytewise(db: &TestDb) {
@@ -124,6 +149,13 @@ pub async fn set_price_replaces_and_prices_sort_bytewise(db: &TestDb) {
         store.prices().await.unwrap(),
         vec![price("gpt-4o", 2, 2), price("gpt4", 3, 3)]
     );
+    // Only what changed since a version comes back (with that version's rows again).
+    let seen = store.prices_since(0).await.unwrap();
+    assert_eq!(seen.records.last(), Some(&price("gpt4", 3, 3)));
+    store.set_price(price("gpt-4o", 4, 4)).await.unwrap();
+    let changed = store.prices_since(seen.version + 1).await.unwrap();
+    assert_eq!(changed.records, vec![price("gpt-4o", 4, 4)]);
+    assert!(changed.version > seen.version);
 }
 
 pub async fn append_gives_contiguous_indexes_and_a_logged_id_keeps_its_first(db: &TestDb) {

@@ -29,7 +29,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{Config, Row};
 
 use crate::store::codec::{hash32, parse, payout_from, price_from_json, price_json};
-use crate::store::records::{ApiKeyRecord, ModelPrice, PayoutRecord, PayoutState, StackRecord};
+use crate::store::records::{ApiKeyRecord, Changes, ModelPrice, PayoutRecord, PayoutState, StackRecord};
 use crate::store::traits::{PayoutStore, RegistryStore, Store, StoreError, StoreFuture};
 
 /// Most connections one store holds open at once.
@@ -60,7 +60,34 @@ CREATE TABLE IF NOT EXISTS payouts (
     updated_at TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS payouts_by_node ON payouts (node_key, created_at);
 CREATE INDEX IF NOT EXISTS payouts_by_state ON payouts (state, created_at);
+ALTER TABLE api_keys ADD COLUMN IF NOT EXISTS revoked_at TEXT;
+ALTER TABLE api_keys ADD COLUMN IF NOT EXISTS version BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE prices ADD COLUMN IF NOT EXISTS version BIGINT NOT NULL DEFAULT 0;
+CREATE INDEX IF NOT EXISTS api_keys_by_version ON api_keys (version);
+CREATE INDEX IF NOT EXISTS prices_by_version ON prices (version);
 "#;
+
+fn key_of(row: &Row) -> Result<ApiKeyRecord, StoreError> {
+    Ok(ApiKeyRecord {
+        hash: hash32("api_keys", row.try_get(0)?)?,
+        prefix: row.try_get(1)?,
+        stack: parse("api_keys", row.try_get(2)?)?,
+        created_at: parse("api_keys", row.try_get(3)?)?,
+        revoked_at: row
+            .try_get::<_, Option<&str>>(4)?
+            .map(|at| parse("api_keys", at))
+            .transpose()?,
+    })
+}
+
+/// The highest version among `rows` (read from column `at`), or `since` if none is higher.
+fn version_of(rows: &[Row], at: usize, since: u64) -> Result<u64, StoreError> {
+    let mut version = since;
+    for row in rows {
+        version = version.max(u64::try_from(row.try_get::<_, i64>(at)?).unwrap_or(0));
+    }
+    Ok(version)
+}
 
 /// `SELECT` of whole `payouts` rows (as [`payout_of`] reads them), filtered by `$filter`, oldest first.
 macro_rules! select_payouts {
@@ -180,13 +207,16 @@ impl RegistryStore for PgStore {
 
     fn create_api_key(&self, key: ApiKeyRecord) -> StoreFuture<'_, ()> {
         Box::pin(async move {
-            let sql = "INSERT INTO api_keys (hash, prefix, stack, created_at) VALUES ($1, $2, $3, $4)";
+            let sql = "INSERT INTO api_keys (hash, prefix, stack, created_at, revoked_at, version)
+                 VALUES ($1, $2, $3, $4, $5, (SELECT COALESCE(MAX(version), 0) + 1 FROM api_keys))";
             let (hash, stack, at) = (
                 key.hash.as_slice(),
                 key.stack.to_string(),
                 key.created_at.to_string(),
             );
-            self.execute(sql, &[&hash, &key.prefix, &stack, &at]).await?;
+            let revoked = key.revoked_at.map(|at| at.to_string());
+            self.execute(sql, &[&hash, &key.prefix, &stack, &at, &revoked])
+                .await?;
             Ok(())
         })
     }
@@ -194,25 +224,46 @@ impl RegistryStore for PgStore {
     fn api_keys(&self) -> StoreFuture<'_, Vec<ApiKeyRecord>> {
         Box::pin(async move {
             let rows = self
-                .query("SELECT hash, prefix, stack, created_at FROM api_keys", &[])
+                .query(
+                    "SELECT hash, prefix, stack, created_at, revoked_at FROM api_keys",
+                    &[],
+                )
                 .await?;
-            rows.iter()
-                .map(|row| {
-                    Ok(ApiKeyRecord {
-                        hash: hash32("api_keys", row.try_get(0)?)?,
-                        prefix: row.try_get(1)?,
-                        stack: parse("api_keys", row.try_get(2)?)?,
-                        created_at: parse("api_keys", row.try_get(3)?)?,
-                    })
-                })
-                .collect()
+            rows.iter().map(key_of).collect()
+        })
+    }
+
+    fn revoke_key(&self, prefix: String, at: Timestamp) -> StoreFuture<'_, Vec<ApiKeyRecord>> {
+        Box::pin(async move {
+            let sql = "UPDATE api_keys SET revoked_at = $2,
+                     version = (SELECT COALESCE(MAX(version), 0) + 1 FROM api_keys)
+                 WHERE prefix = $1 AND revoked_at IS NULL
+                 RETURNING hash, prefix, stack, created_at, revoked_at";
+            let at = at.to_string();
+            let rows = self.query(sql, &[&prefix, &at]).await?;
+            rows.iter().map(key_of).collect()
+        })
+    }
+
+    fn api_keys_since(&self, version: u64) -> StoreFuture<'_, Changes<ApiKeyRecord>> {
+        Box::pin(async move {
+            let sql = "SELECT hash, prefix, stack, created_at, revoked_at, version FROM api_keys
+                 WHERE version >= $1 ORDER BY version";
+            let since = i64::try_from(version).unwrap_or(i64::MAX);
+            let rows = self.query(sql, &[&since]).await?;
+            Ok(Changes {
+                records: rows.iter().map(key_of).collect::<Result<_, _>>()?,
+                version: version_of(&rows, 5, version)?,
+            })
         })
     }
 
     fn set_price(&self, price: ModelPrice) -> StoreFuture<'_, ()> {
         Box::pin(async move {
-            let sql = "INSERT INTO prices (model, terms, updated_at) VALUES ($1, $2, $3)
-                 ON CONFLICT (model) DO UPDATE SET terms = excluded.terms, updated_at = excluded.updated_at";
+            let sql = "INSERT INTO prices (model, terms, updated_at, version)
+                 VALUES ($1, $2, $3, (SELECT COALESCE(MAX(version), 0) + 1 FROM prices))
+                 ON CONFLICT (model) DO UPDATE SET terms = excluded.terms, updated_at = excluded.updated_at,
+                     version = excluded.version";
             let (terms, at) = (price_json(&price), price.updated_at.to_string());
             self.execute(sql, &[&price.model, &terms, &at]).await?;
             Ok(())
@@ -227,6 +278,22 @@ impl RegistryStore for PgStore {
             rows.iter()
                 .map(|row| price_from_json(row.try_get(0)?, row.try_get(1)?, row.try_get(2)?))
                 .collect()
+        })
+    }
+
+    fn prices_since(&self, version: u64) -> StoreFuture<'_, Changes<ModelPrice>> {
+        Box::pin(async move {
+            let sql =
+                "SELECT model, terms, updated_at, version FROM prices WHERE version >= $1 ORDER BY version";
+            let since = i64::try_from(version).unwrap_or(i64::MAX);
+            let rows = self.query(sql, &[&since]).await?;
+            Ok(Changes {
+                records: rows
+                    .iter()
+                    .map(|row| price_from_json(row.try_get(0)?, row.try_get(1)?, row.try_get(2)?))
+                    .collect::<Result<_, _>>()?,
+                version: version_of(&rows, 3, version)?,
+            })
         })
     }
 }

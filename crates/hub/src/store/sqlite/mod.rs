@@ -12,7 +12,7 @@ use rusqlite::{params, Connection};
 use stacknet_protocol::{NodeKeyId, Timestamp};
 
 use crate::store::codec::{hash32, parse, payout_from, price_from_json, price_json, PayoutRow};
-use crate::store::records::{ApiKeyRecord, ModelPrice, PayoutRecord, PayoutState, StackRecord};
+use crate::store::records::{ApiKeyRecord, Changes, ModelPrice, PayoutRecord, PayoutState, StackRecord};
 use crate::store::traits::{PayoutStore, RegistryStore, StoreError, StoreFuture};
 
 pub struct SqliteStore {
@@ -50,6 +50,55 @@ CREATE TABLE IF NOT EXISTS payouts (
 CREATE INDEX IF NOT EXISTS payouts_by_node ON payouts (node_key, created_at);
 ";
 
+/// Columns added after the first release: `(table, column, definition)`, added where missing.
+const ADDED_COLUMNS: [(&str, &str, &str); 3] = [
+    ("api_keys", "revoked_at", "TEXT"),
+    ("api_keys", "version", "INTEGER NOT NULL DEFAULT 0"),
+    ("prices", "version", "INTEGER NOT NULL DEFAULT 0"),
+];
+
+/// Indexes on the added columns (created after them).
+const ADDED_INDEXES: &str = "
+CREATE INDEX IF NOT EXISTS api_keys_by_version ON api_keys (version);
+CREATE INDEX IF NOT EXISTS prices_by_version ON prices (version);
+";
+
+/// Adds the columns of [`ADDED_COLUMNS`] a database made by an older hub lacks.
+fn add_missing_columns(conn: &Connection) -> Result<(), StoreError> {
+    for (table, column, definition) in ADDED_COLUMNS {
+        let mut stmt = conn.prepare(&format!("SELECT name FROM pragma_table_info('{table}')"))?;
+        let names = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        let mut present = false;
+        for name in names {
+            present |= name? == column;
+        }
+        if !present {
+            conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {definition}"))?;
+        }
+    }
+    conn.execute_batch(ADDED_INDEXES)?;
+    Ok(())
+}
+
+const KEY_COLUMNS: &str = "hash, prefix, stack, created_at, revoked_at";
+
+/// An `api_keys` row as SQLite gives it: hash, prefix, stack, created_at, revoked_at.
+type KeyRow = (Vec<u8>, String, String, String, Option<String>);
+
+fn key_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<KeyRow> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+}
+
+fn key_from((hash, prefix, stack, at, revoked): KeyRow) -> Result<ApiKeyRecord, StoreError> {
+    Ok(ApiKeyRecord {
+        hash: hash32("api_keys", &hash)?,
+        prefix,
+        stack: parse("api_keys", &stack)?,
+        created_at: parse("api_keys", &at)?,
+        revoked_at: revoked.map(|at| parse("api_keys", &at)).transpose()?,
+    })
+}
+
 impl SqliteStore {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let conn = Connection::open(path)?;
@@ -59,6 +108,7 @@ impl SqliteStore {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
+        add_missing_columns(&conn)?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
         })
@@ -115,12 +165,14 @@ impl RegistryStore for SqliteStore {
     fn create_api_key(&self, key: ApiKeyRecord) -> StoreFuture<'_, ()> {
         self.with(move |conn| {
             conn.execute(
-                "INSERT INTO api_keys (hash, prefix, stack, created_at) VALUES (?1, ?2, ?3, ?4)",
+                "INSERT INTO api_keys (hash, prefix, stack, created_at, revoked_at, version)
+                 VALUES (?1, ?2, ?3, ?4, ?5, (SELECT COALESCE(MAX(version), 0) + 1 FROM api_keys))",
                 params![
                     key.hash.as_slice(),
                     key.prefix,
                     key.stack.to_string(),
-                    key.created_at.to_string()
+                    key.created_at.to_string(),
+                    key.revoked_at.map(|at| at.to_string()),
                 ],
             )?;
             Ok(())
@@ -129,33 +181,51 @@ impl RegistryStore for SqliteStore {
 
     fn api_keys(&self) -> StoreFuture<'_, Vec<ApiKeyRecord>> {
         self.with(|conn| {
-            let mut stmt = conn.prepare("SELECT hash, prefix, stack, created_at FROM api_keys")?;
-            let rows = stmt.query_map([], |r| {
-                Ok((
-                    r.get::<_, Vec<u8>>(0)?,
-                    r.get(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, String>(3)?,
-                ))
-            })?;
-            rows.map(|row| {
-                let (hash, prefix, stack, at) = row?;
-                Ok(ApiKeyRecord {
-                    hash: hash32("api_keys", &hash)?,
-                    prefix,
-                    stack: parse("api_keys", &stack)?,
-                    created_at: parse("api_keys", &at)?,
-                })
-            })
-            .collect()
+            let mut stmt = conn.prepare(&format!("SELECT {KEY_COLUMNS} FROM api_keys"))?;
+            let rows = stmt.query_map([], key_of)?;
+            rows.map(|row| key_from(row?)).collect()
+        })
+    }
+
+    fn revoke_key(&self, prefix: String, at: Timestamp) -> StoreFuture<'_, Vec<ApiKeyRecord>> {
+        self.with(move |conn| {
+            let mut stmt = conn.prepare(&format!(
+                "UPDATE api_keys SET revoked_at = ?2,
+                     version = (SELECT COALESCE(MAX(version), 0) + 1 FROM api_keys)
+                 WHERE prefix = ?1 AND revoked_at IS NULL RETURNING {KEY_COLUMNS}"
+            ))?;
+            let rows = stmt.query_map(params![prefix, at.to_string()], key_of)?;
+            rows.map(|row| key_from(row?)).collect()
+        })
+    }
+
+    fn api_keys_since(&self, version: u64) -> StoreFuture<'_, Changes<ApiKeyRecord>> {
+        self.with(move |conn| {
+            let since = i64::try_from(version).unwrap_or(i64::MAX);
+            let mut stmt = conn.prepare(&format!(
+                "SELECT {KEY_COLUMNS}, version FROM api_keys WHERE version >= ?1 ORDER BY version"
+            ))?;
+            let rows = stmt.query_map([since], |r| Ok((key_of(r)?, r.get::<_, i64>(5)?)))?;
+            let mut changes = Changes {
+                records: Vec::new(),
+                version,
+            };
+            for row in rows {
+                let (key, v) = row?;
+                changes.records.push(key_from(key)?);
+                changes.version = changes.version.max(u64::try_from(v).unwrap_or(0));
+            }
+            Ok(changes)
         })
     }
 
     fn set_price(&self, price: ModelPrice) -> StoreFuture<'_, ()> {
         self.with(move |conn| {
             conn.execute(
-                "INSERT INTO prices (model, terms, updated_at) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (model) DO UPDATE SET terms = excluded.terms, updated_at = excluded.updated_at",
+                "INSERT INTO prices (model, terms, updated_at, version)
+                 VALUES (?1, ?2, ?3, (SELECT COALESCE(MAX(version), 0) + 1 FROM prices))
+                 ON CONFLICT (model) DO UPDATE SET terms = excluded.terms, updated_at = excluded.updated_at,
+                     version = excluded.version",
                 params![price.model, price_json(&price), price.updated_at.to_string()],
             )?;
             Ok(())
@@ -177,6 +247,33 @@ impl RegistryStore for SqliteStore {
                 price_from_json(model, &terms, &at)
             })
             .collect()
+        })
+    }
+
+    fn prices_since(&self, version: u64) -> StoreFuture<'_, Changes<ModelPrice>> {
+        self.with(move |conn| {
+            let since = i64::try_from(version).unwrap_or(i64::MAX);
+            let mut stmt = conn.prepare(
+                "SELECT model, terms, updated_at, version FROM prices WHERE version >= ?1 ORDER BY version",
+            )?;
+            let rows = stmt.query_map([since], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, i64>(3)?,
+                ))
+            })?;
+            let mut changes = Changes {
+                records: Vec::new(),
+                version,
+            };
+            for row in rows {
+                let (model, terms, at, v) = row?;
+                changes.records.push(price_from_json(model, &terms, &at)?);
+                changes.version = changes.version.max(u64::try_from(v).unwrap_or(0));
+            }
+            Ok(changes)
         })
     }
 }

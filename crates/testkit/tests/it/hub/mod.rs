@@ -4,6 +4,7 @@ mod chat;
 mod errors;
 mod files;
 mod gateway;
+mod keys;
 mod money;
 
 use serde_json::Value;
