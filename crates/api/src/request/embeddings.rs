@@ -61,19 +61,7 @@ pub fn validate(body: Value) -> Result<(ApiRequest, Embeddings), RequestError> {
     };
     let dimensions = fields::integer(obj, "dimensions", 1, 65_536)?;
     let user = fields::user(obj)?;
-    let request = ApiRequest {
-        workload: Workload::Embedding,
-        model,
-        stream: false,
-        include_usage: false,
-        user,
-        choices: 1,
-        best_of: None,
-        prompts: 1,
-        images: 0,
-        max_output_tokens: None,
-        body,
-    };
+    let request = ApiRequest::whole(Workload::Embedding, model, user, 1, body);
     Ok((
         request,
         Embeddings {

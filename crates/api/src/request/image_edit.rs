@@ -73,19 +73,7 @@ pub fn validate(body: Value) -> Result<(ApiRequest, ImageEdit), RequestError> {
     };
     fields::one_of(obj, "response_format", &RESPONSE_FORMATS)?;
     let user = fields::user(obj)?;
-    let request = ApiRequest {
-        workload: Workload::ImageEdit,
-        model,
-        stream: false,
-        include_usage: false,
-        user,
-        choices: n,
-        best_of: None,
-        prompts: 1,
-        images: 0,
-        max_output_tokens: None,
-        body,
-    };
+    let request = ApiRequest::whole(Workload::ImageEdit, model, user, n, body);
     Ok((
         request,
         ImageEdit {

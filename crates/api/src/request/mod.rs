@@ -78,6 +78,30 @@ impl ApiRequest {
             .max(1)
             .saturating_mul(self.prompts.max(1))
     }
+
+    /// A request answered whole (no stream, no token budget): embeddings, images. `choices` is the
+    /// number of outputs asked for.
+    pub(crate) fn whole(
+        workload: Workload,
+        model: String,
+        user: Option<String>,
+        choices: u64,
+        body: Value,
+    ) -> Self {
+        Self {
+            workload,
+            model,
+            stream: false,
+            include_usage: false,
+            user,
+            choices,
+            best_of: None,
+            prompts: 1,
+            images: 0,
+            max_output_tokens: None,
+            body,
+        }
+    }
 }
 
 /// Parses and validates a JSON body for `workload`.
