@@ -7,7 +7,8 @@
 //! is a [`Script`], changeable between requests: the reply (by default `You said: <last user
 //! message>`), how many chunks, a delay per chunk, or a failure: an HTTP error with an OpenAI error
 //! body, a connection dropped after some chunks, a request that never answers. It counts requests and
-//! keeps the last request body so tests can see what the node sent.
+//! keeps the last request body so tests can see what the node sent, and counts paced streams that the
+//! client closed before their end, so tests can see that a request was aborted.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -143,6 +144,8 @@ struct Shared {
     models: Vec<String>,
     requests: AtomicU64,
     last_request: Mutex<Option<Value>>,
+    /// Paced streams whose client went away before their last event.
+    aborted: AtomicU64,
     /// Flips to true at shutdown, releasing hanging and delayed requests.
     closed: watch::Receiver<bool>,
 }
@@ -181,6 +184,7 @@ impl MockUpstream {
             models: models.iter().map(|m| (*m).to_owned()).collect(),
             requests: AtomicU64::new(0),
             last_request: Mutex::new(None),
+            aborted: AtomicU64::new(0),
             closed: closed.clone(),
         });
         let app = Router::new()
@@ -224,6 +228,12 @@ impl MockUpstream {
     /// Completion requests received (chat and legacy), including failed ones.
     pub fn requests(&self) -> u64 {
         self.shared.requests.load(Ordering::SeqCst)
+    }
+
+    /// Streamed answers (with a chunk delay or a scripted drop) that the client closed before their
+    /// end: requests the node aborted.
+    pub fn aborted(&self) -> u64 {
+        self.shared.aborted.load(Ordering::SeqCst)
     }
 
     /// The body of the last completion request, as JSON.
@@ -313,7 +323,7 @@ async fn answer(shared: &Arc<Shared>, endpoint: Endpoint, body: &[u8]) -> Respon
         // The fast path: the whole stream in one write.
         Body::from(events.concat())
     } else {
-        paced_body(events, script.chunk_delay, drop_after, shared.closed.clone())
+        paced_body(events, script.chunk_delay, drop_after, Arc::clone(shared))
     };
     (
         [
@@ -326,31 +336,50 @@ async fn answer(shared: &Arc<Shared>, endpoint: Endpoint, body: &[u8]) -> Respon
 }
 
 /// Streams events one by one with `delay` before each, breaking the connection after `drop_after`.
-fn paced_body(
-    events: Vec<String>,
-    delay: Duration,
-    drop_after: Option<usize>,
-    closed: watch::Receiver<bool>,
-) -> Body {
-    let state = (events.into_iter().enumerate(), closed);
-    let stream = futures_util::stream::unfold(state, move |(mut events, mut closed)| async move {
-        let (i, event) = events.next()?;
+fn paced_body(events: Vec<String>, delay: Duration, drop_after: Option<usize>, shared: Arc<Shared>) -> Body {
+    let closed = shared.closed.clone();
+    let watch = Unfinished { shared, ended: false };
+    let state = (events.into_iter().enumerate(), closed, watch);
+    let stream = futures_util::stream::unfold(state, move |(mut events, mut closed, mut watch)| async move {
+        let Some((i, event)) = events.next() else {
+            watch.ended = true;
+            return None;
+        };
         if drop_after.is_some_and(|k| i >= k) {
+            watch.ended = true;
             // Not ready once: hyper flushes what it holds (headers, the first k events) whenever the
             // body is pending, so the client sees them before the connection breaks.
             tokio::task::yield_now().await;
             let broken = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "scripted drop");
-            return Some((Err(broken), (events, closed)));
+            return Some((Err(broken), (events, closed, watch)));
         }
         if !delay.is_zero() {
             tokio::select! {
                 () = tokio::time::sleep(delay) => {}
-                _ = closed.wait_for(|c| *c) => return None,
+                _ = closed.wait_for(|c| *c) => {
+                    watch.ended = true;
+                    return None;
+                }
             }
         }
-        Some((Ok(Bytes::from(event)), (events, closed)))
+        Some((Ok(Bytes::from(event)), (events, closed, watch)))
     });
     Body::from_stream(stream)
+}
+
+/// A paced stream in progress: dropped before it ended, the server is dropping the body because
+/// the client went away, and the stream counts as aborted.
+struct Unfinished {
+    shared: Arc<Shared>,
+    ended: bool,
+}
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        if !self.ended {
+            self.shared.aborted.fetch_add(1, Ordering::SeqCst);
+        }
+    }
 }
 
 /// An OpenAI error answer: `{"error": {"message", "type", "param", "code"}}`.
