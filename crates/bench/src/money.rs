@@ -254,6 +254,7 @@ fn make_paperwork(hub: &SecretKey, node: &SecretKey, n: usize) -> Result<Vec<Sig
                 },
                 fingerprint: fingerprint.sign(node)?,
                 finished_at: now,
+                cancelled: false,
                 contract,
             };
             Ok(Signed::sign(body, node)?)

@@ -1,7 +1,13 @@
 //! One API request's life: admission, a signed contract, a node, the task's events, verified
 //! paperwork, and the answer, streamed (SSE) or whole.
+//!
+//! A client that goes away (a streaming client's body dropped, a waiting client's handler future
+//! dropped) cancels its task on the node at once; the hub keeps the task's slot, hold and channel
+//! until the node answers with paperwork for what it produced, which is checked, logged and billed
+//! like any other (see [`Running::abandon`]).
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
@@ -13,7 +19,7 @@ use stacknet_api::output::OutputDigester;
 use stacknet_protocol::contract::{Parties, PriceTerms, PromptContract, Usage, Workload};
 use stacknet_protocol::paperwork::{check_paperwork_for, request_digest, Paperwork};
 use stacknet_protocol::wire::{Attachment, ErrorCode, HubMessage, Task};
-use stacknet_protocol::{Amount, ContractId, Nonce, Signed, StackId, Timestamp, UserId};
+use stacknet_protocol::{Amount, ContractId, NodeKeyId, Nonce, Signed, StackId, Timestamp, UserId};
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio::time::Instant;
 
@@ -58,6 +64,8 @@ async fn run(
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let Parsed { request: req, files } = api.parse(content_type.as_deref(), bytes)?;
+    // Shared with the task, which may outlive this request (see [`Guarded`]).
+    let req = Arc::new(req);
     let permit = state
         .inflight
         .clone()
@@ -91,14 +99,15 @@ async fn run(
     };
     let attachments: Vec<Attachment> = files.iter().map(|(a, _)| a.clone()).collect();
     let mut exclude = None;
+    let mut held = (escrow, permit);
     // A node that drops (or is full) before its first event costs the client nothing: one retry elsewhere.
     for _attempt in 0..2 {
         let mut lease = state.nodes.pick(&need, exclude).map_err(|e| match e {
             PickError::UnknownModel => ApiError::UnknownModel(req.model.clone()),
             PickError::NoCapacity => ApiError::NoNode(req.model.clone()),
         })?;
-        let contract = sign_contract(&state, stack, user, &lease, &req, &price, escrow.max_cost)?;
-        let mut rx = lease.open_task(contract.body.id);
+        let contract = sign_contract(&state, stack, user, &lease, &req, &price, held.0.max_cost)?;
+        let rx = lease.open_task(contract.body.id);
         let task = HubMessage::Task(Box::new(Task {
             contract: contract.clone(),
             request: req.body.clone(),
@@ -113,35 +122,18 @@ async fn run(
             exclude = Some(lease.node.id);
             continue;
         }
-        let first = match tokio::time::timeout_at(deadline, rx.recv()).await {
-            Err(_) => {
-                cancel(&lease, contract.body.id);
-                return Err(ApiError::Timeout(state.config.request_timeout_ms));
-            }
-            Ok(None | Some(TaskEvent::Gone)) | Ok(Some(TaskEvent::Error(ErrorCode::Overloaded, _))) => {
-                exclude = Some(lease.node.id);
-                continue;
-            }
-            Ok(Some(TaskEvent::Error(code, message))) => {
-                return Err(ApiError::from_node(
-                    code,
-                    message,
-                    &req.model,
-                    state.config.request_timeout_ms,
-                ));
-            }
-            Ok(Some(event)) => event,
-        };
         let digester = OutputDigester::new(workload)
             .map_err(|e| ApiError::internal(format!("no output digest for {workload:?}: {e}")))?;
         let max_output_bytes = api.max_output_bytes(&req, state.config.default_max_output_tokens);
-        let running = Running {
-            state,
+        let (escrow, permit) = held;
+        // From here, this request being dropped (the client gone) cancels the task on the node.
+        let mut task = Guarded(Some(Running {
+            state: state.clone(),
             api,
             lease,
             rx,
             contract,
-            req,
+            req: Arc::clone(&req),
             deadline,
             stamp_time: Timestamp::now(),
             escrow: Some(escrow),
@@ -153,14 +145,29 @@ async fn run(
             output_bytes: 0,
             max_output_bytes,
             _permit: permit,
+        }));
+        let first = match task.running().first().await {
+            Ok(Some(event)) => event,
+            Ok(None) => {
+                let (node, escrow, permit) = task.retry()?;
+                exclude = Some(node);
+                held = (escrow, permit);
+                continue;
+            }
+            Err(e) => {
+                task.disarm();
+                return Err(e);
+            }
         };
-        return if running.api.streams(&running.req) {
-            Ok(running.stream(first))
+        return if api.streams(&req) {
+            Ok(task.disarm().stream(first))
         } else {
-            running.collect(first).await
+            let answer = task.running().collect(first).await;
+            task.disarm();
+            answer
         };
     }
-    Err(ApiError::NoNode(req.model))
+    Err(ApiError::NoNode(req.model.clone()))
 }
 
 /// The same end user of the same Stack always gets the same id.
@@ -201,18 +208,59 @@ fn sign_contract(
     Signed::sign(body, &state.hub_key).map_err(|e| ApiError::internal(format!("cannot sign contract: {e}")))
 }
 
+/// How long the hub waits, after cancelling a task whose client went away, for the node's
+/// paperwork of what it produced (never past the request's deadline).
+pub const CANCELLED_TASK_WAIT_MS: u64 = 15_000;
+
 fn cancel(lease: &Lease, contract: ContractId) {
     let _ = lease.node.outbox.try_send(HubMessage::Cancel { contract }.into());
 }
 
-/// A task that has produced its first event.
+/// A task sent to a node, owned by its client's request: dropped before the task ended (the
+/// client went away while it waited), it cancels the task and waits for the node's paperwork on a
+/// tokio task of its own (see [`Running::abandon`]).
+struct Guarded(Option<Running>);
+
+impl Guarded {
+    fn running(&mut self) -> &mut Running {
+        self.0.as_mut().expect("a guarded task is present until disarmed")
+    }
+
+    /// The task, no longer cancelled when this is dropped.
+    fn disarm(mut self) -> Running {
+        self.0.take().expect("a guarded task is present until disarmed")
+    }
+
+    /// The task never started on its node: the node to avoid, and the hold and slot for the retry.
+    fn retry(self) -> Result<(NodeKeyId, Escrow, OwnedSemaphorePermit), ApiError> {
+        let Running {
+            lease,
+            escrow,
+            _permit,
+            ..
+        } = self.disarm();
+        let escrow =
+            escrow.ok_or_else(|| ApiError::internal("the hold was taken before the task started"))?;
+        Ok((lease.node.id, escrow, _permit))
+    }
+}
+
+impl Drop for Guarded {
+    fn drop(&mut self) {
+        if let (Some(running), Ok(runtime)) = (self.0.take(), tokio::runtime::Handle::try_current()) {
+            runtime.spawn(running.abandon());
+        }
+    }
+}
+
+/// A task sent to a node.
 struct Running {
     state: AppState,
     api: &'static dyn WorkloadApi,
     lease: Lease,
     rx: mpsc::Receiver<TaskEvent>,
     contract: Signed<PromptContract>,
-    req: ApiRequest,
+    req: Arc<ApiRequest>,
     deadline: Instant,
     stamp_time: Timestamp,
     /// The request's hold; released when this is dropped before the writer took it over.
@@ -232,6 +280,27 @@ impl Running {
             id: format!("chatcmpl-{}", hex_id(&self.contract.body.id)),
             created: u64::try_from(self.stamp_time.unix_ms() / 1000).unwrap_or(0),
             model: self.req.model.clone(),
+        }
+    }
+
+    /// The task's first event; `None` when the node dropped or was full before it (worth one
+    /// retry elsewhere).
+    async fn first(&mut self) -> Result<Option<TaskEvent>, ApiError> {
+        match tokio::time::timeout_at(self.deadline, self.rx.recv()).await {
+            Err(_) => {
+                cancel(&self.lease, self.contract.body.id);
+                Err(ApiError::Timeout(self.state.config.request_timeout_ms))
+            }
+            Ok(None | Some(TaskEvent::Gone)) | Ok(Some(TaskEvent::Error(ErrorCode::Overloaded, _))) => {
+                Ok(None)
+            }
+            Ok(Some(TaskEvent::Error(code, message))) => Err(ApiError::from_node(
+                code,
+                message,
+                &self.req.model,
+                self.state.config.request_timeout_ms,
+            )),
+            Ok(Some(event)) => Ok(Some(event)),
         }
     }
 
@@ -294,7 +363,7 @@ impl Running {
         }
     }
 
-    async fn collect(mut self, first: TaskEvent) -> Result<Response, ApiError> {
+    async fn collect(&mut self, first: TaskEvent) -> Result<Response, ApiError> {
         let mut event = first;
         loop {
             if let Some(pw) = self.take(event)? {
@@ -338,7 +407,10 @@ impl Running {
                     match client_chunk(&stamp, object, data) {
                         Some(c) => sse(&c),
                         None => {
-                            event = self.next().await;
+                            let Some(next) = self.next_or_gone(&tx).await else {
+                                return self.abandon().await;
+                            };
+                            event = next;
                             continue;
                         }
                     }
@@ -366,10 +438,61 @@ impl Running {
                 }
             };
             if tx.send(frame).await.is_err() {
-                cancel(&self.lease, self.contract.body.id);
-                return;
+                return self.abandon().await;
             }
-            event = self.next().await;
+            let Some(next) = self.next_or_gone(&tx).await else {
+                return self.abandon().await;
+            };
+            event = next;
+        }
+    }
+
+    /// The node's next event; `None` as soon as the streaming client is gone (its body dropped).
+    async fn next_or_gone(&mut self, client: &mpsc::Sender<Bytes>) -> Option<Result<TaskEvent, ApiError>> {
+        tokio::select! {
+            biased;
+            () = client.closed() => None,
+            event = self.next() => Some(event),
+        }
+    }
+
+    /// The client went away: the task is cancelled on the node, which stops and answers with
+    /// paperwork for what it produced (or an error). That paperwork is checked against everything
+    /// the node sent, relayed or not, accepted, logged and billed (capped by the hold) like any
+    /// other, so the node is paid for work done and its filing settles. Meanwhile the task keeps
+    /// its slot on the node; the wait is bounded by [`CANCELLED_TASK_WAIT_MS`] and the deadline.
+    async fn abandon(mut self) {
+        let contract = self.contract.body.id;
+        if self.escrow.is_none() {
+            // The paperwork is already with the writer: the task is over.
+            return;
+        }
+        cancel(&self.lease, contract);
+        let wait = Duration::from_millis(CANCELLED_TASK_WAIT_MS);
+        let until = self.deadline.min(Instant::now() + wait);
+        loop {
+            let event = match tokio::time::timeout_at(until, self.rx.recv()).await {
+                Ok(Some(event)) => event,
+                Ok(None) | Err(_) => {
+                    tracing::debug!(%contract, "a cancelled task's node did not answer in time");
+                    return;
+                }
+            };
+            let pw = match self.take(event) {
+                Ok(None) => continue,
+                Ok(Some(pw)) => pw,
+                Err(e) => {
+                    tracing::debug!(%contract, error = ?e, "a cancelled task ended without paperwork");
+                    return;
+                }
+            };
+            match self.accept(*pw).await {
+                Ok(a) => {
+                    tracing::debug!(%contract, paperwork = %a.paperwork, "a cancelled task's paperwork was accepted")
+                }
+                Err(e) => tracing::warn!(%contract, error = ?e, "a cancelled task's paperwork was refused"),
+            }
+            return;
         }
     }
 

@@ -52,7 +52,7 @@ use tracing::{info, warn};
 
 pub use backend::build::BuildError;
 pub use backend::upstream::OpenAiUpstream;
-pub use backend::{Backend, BackendError, BackendOutcome, BackendTask};
+pub use backend::{Backend, BackendError, BackendOutcome, BackendTask, Cancellation, Canceller};
 pub use config::{
     ApiKey, BackendConfig, EmbeddingsBackendConfig, LlamaBackendConfig, NodeConfig, NodeOptions,
     UpstreamConfig,

@@ -16,6 +16,8 @@ pub struct FinishedTask {
     pub duration_ms: u64,
     pub warm: bool,
     pub hardware: String,
+    /// The hub cancelled the task and the output stopped short (see [`Paperwork::cancelled`]).
+    pub cancelled: bool,
 }
 
 /// Signs the fingerprint and the paperwork with the Node Key, both stamped now.
@@ -46,6 +48,7 @@ pub fn sign_paperwork(key: &SecretKey, task: FinishedTask) -> Result<Signed<Pape
         },
         fingerprint,
         finished_at: now,
+        cancelled: task.cancelled,
     };
     Signed::sign(body, key)
 }
@@ -78,6 +81,7 @@ mod tests {
             duration_ms: 12,
             warm: true,
             hardware: "upstream".to_owned(),
+            cancelled: false,
         };
         let pw = sign_paperwork(&examples::node_key(), task).unwrap();
         let id = check_paperwork(&pw, &examples::hub_key().public_key())

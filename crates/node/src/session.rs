@@ -5,7 +5,9 @@
 //! watches the hub's liveness and the shutdown signal. A task with input files waits (holding its
 //! slot) until their binary frames have arrived whole and match their sha256. Tasks run on their own tokio tasks in a
 //! `JoinSet`, so when the connection ends they are aborted together (their output could not be
-//! delivered), and on shutdown the loop stops taking tasks and waits for the running ones.
+//! delivered), and on shutdown the loop stops taking tasks and waits for the running ones. A
+//! `cancel` from the hub does not abort a task: it fires the task's [`Canceller`], the backend stops,
+//! and the task signs for what it produced (see [`crate::task`]).
 //! Written over `Sink`/`Stream` of WebSocket messages, so tests can drive it with channels.
 
 use std::collections::HashMap;
@@ -25,10 +27,10 @@ use tokio::time::{sleep_until, Instant};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tracing::{debug, error, info, warn};
 
-use crate::backend::InputFile;
+use crate::backend::{Cancellation, Canceller, InputFile};
 use crate::handshake::{handshake, kind};
 use crate::shared::{shutdown_requested, Shared};
-use crate::task::{self, Refusal};
+use crate::task::{self, Accepted, Refusal};
 
 /// Frames tasks may queue ahead of the socket before they wait.
 pub const OUTBOUND_QUEUE_LEN: usize = 1024;
@@ -104,6 +106,12 @@ struct Pending {
     sha: Sha256,
 }
 
+/// A task running on its own tokio task.
+struct RunningTask {
+    handle: AbortHandle,
+    cancel: Canceller,
+}
+
 struct Session {
     shared: Arc<Shared>,
     hub: PublicKey,
@@ -113,7 +121,7 @@ struct Session {
     /// Silence from the hub longer than this means the connection is dead.
     liveness: Option<Duration>,
     tasks: JoinSet<()>,
-    running: HashMap<ContractId, AbortHandle>,
+    running: HashMap<ContractId, RunningTask>,
     contracts: HashMap<tokio::task::Id, ContractId>,
     out_tx: mpsc::Sender<Message>,
     out_rx: mpsc::Receiver<Message>,
@@ -242,19 +250,7 @@ impl Session {
     {
         match message {
             HubMessage::Task(task) => self.on_task(*task, ws).await,
-            HubMessage::Cancel { contract } => {
-                if self.pending.remove(&contract).is_some() {
-                    debug!(%contract, "task cancelled while its files arrived");
-                }
-                match self.running.remove(&contract) {
-                    Some(handle) => {
-                        debug!(%contract, "task cancelled by the hub");
-                        handle.abort();
-                    }
-                    None => debug!(%contract, "cancel for a task that is not running"),
-                }
-                Ok(())
-            }
+            HubMessage::Cancel { contract } => self.on_cancel(contract, ws).await,
             HubMessage::Heartbeat { .. } => {
                 let reply = NodeMessage::Heartbeat {
                     at: Timestamp::now(),
@@ -274,6 +270,27 @@ impl Session {
                 Ok(())
             }
         }
+    }
+
+    /// The hub no longer wants a task. One still receiving its files never started: it is
+    /// answered `cancelled` at once. A running one is told, and ends with paperwork for what it
+    /// produced (or an error); the hub waits for that answer.
+    async fn on_cancel<S>(&mut self, contract: ContractId, ws: &mut S) -> Result<(), String>
+    where
+        S: Sink<Message, Error = WsError> + Unpin,
+    {
+        if self.pending.remove(&contract).is_some() {
+            let why = Refusal::new(ErrorCode::Cancelled, "cancelled by the hub before it started");
+            return refuse(ws, contract, why).await;
+        }
+        match self.running.get(&contract) {
+            Some(task) => {
+                debug!(%contract, "task cancelled by the hub");
+                task.cancel.cancel();
+            }
+            None => debug!(%contract, "cancel for a task that is not running"),
+        }
+        Ok(())
     }
 
     async fn on_task<S>(&mut self, task: Task, ws: &mut S) -> Result<(), String>
@@ -305,10 +322,15 @@ impl Session {
 
     fn start(&mut self, task: Task, files: Vec<InputFile>, permit: OwnedSemaphorePermit) {
         let contract = task.contract.body.id;
-        let run = task::run(
-            Arc::clone(&self.shared),
+        let (cancel, cancellation) = Cancellation::pair();
+        let accepted = Accepted {
             task,
             files,
+            cancel: cancellation,
+        };
+        let run = task::run(
+            Arc::clone(&self.shared),
+            accepted,
             self.out_tx.clone(),
             self.hub_limits,
         );
@@ -317,7 +339,7 @@ impl Session {
             drop(permit);
         });
         self.contracts.insert(handle.id(), contract);
-        self.running.insert(contract, handle);
+        self.running.insert(contract, RunningTask { handle, cancel });
     }
 
     /// A piece of a pending task's input file. A piece that does not fit (unknown task, out of
@@ -425,8 +447,8 @@ impl Session {
             }
         };
         if let Some(contract) = self.contracts.remove(&id) {
-            // A cancelled task was already removed; only forget the entry if it is this very task.
-            if self.running.get(&contract).is_some_and(|h| h.id() == id) {
+            // Only forget the entry if it is this very task.
+            if self.running.get(&contract).is_some_and(|t| t.handle.id() == id) {
                 self.running.remove(&contract);
             }
         }

@@ -3,9 +3,15 @@
 //! forwarded as they come, its output files sent in binary frames, then paperwork, signed and
 //! durable in the wallet before `done` goes out. The output digest is the workload's
 //! (`stacknet_api::output`): over what the client receives, so the hub recomputes the same.
+//!
+//! A task the hub cancels is told through its [`Cancellation`]; the backend stops and returns what it
+//! produced, and the task ends like any other: every chunk the backend sent is forwarded, and the
+//! paperwork, marked `cancelled`, covers exactly those (their digest, their usage), so the node is
+//! paid for the work it did. A backend that does not stop within [`CANCEL_GRACE`] is dropped and the
+//! task fails with `cancelled`.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use stacknet_api::output::{DigestError, OutputDigester};
@@ -18,7 +24,7 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use tracing::{debug, error};
 
-use crate::backend::{BackendError, BackendTask, InputFile, OutputFile};
+use crate::backend::{BackendError, BackendTask, Cancellation, InputFile, OutputFile};
 use crate::digest::request_digest;
 use crate::paperwork::{sign_paperwork, FinishedTask};
 use crate::shared::Shared;
@@ -27,6 +33,8 @@ use crate::wallet::WalletError;
 
 /// Chunks a backend may produce ahead of the socket before it waits.
 pub const CHUNK_QUEUE_LEN: usize = 64;
+/// How long a cancelled task's backend has to stop and report what it produced.
+pub const CANCEL_GRACE: Duration = Duration::from_secs(5);
 
 /// Why a task is refused before it runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,19 +120,20 @@ enum TaskError {
     Disconnected,
 }
 
+/// A task as the session starts it: what the hub sent, and how the hub may cancel it.
+pub(crate) struct Accepted {
+    pub task: Task,
+    pub files: Vec<InputFile>,
+    pub cancel: Cancellation,
+}
+
 /// Runs an accepted task (its input files whole) to its end and reports the result on `out` (the
 /// session's outgoing frames); `hub` is what the hub accepts.
-pub(crate) async fn run(
-    shared: Arc<Shared>,
-    task: Task,
-    files: Vec<InputFile>,
-    out: mpsc::Sender<Message>,
-    hub: Limits,
-) {
-    let contract = task.contract.body.id;
+pub(crate) async fn run(shared: Arc<Shared>, accepted: Accepted, out: mpsc::Sender<Message>, hub: Limits) {
+    let contract = accepted.task.contract.body.id;
     let started = Instant::now();
-    debug!(%contract, model = %task.contract.body.model, "task started");
-    match execute(&shared, task, files, &out, hub, started).await {
+    debug!(%contract, model = %accepted.task.contract.body.model, "task started");
+    match execute(&shared, accepted, &out, hub, started).await {
         Ok(()) => debug!(%contract, elapsed_ms = started.elapsed().as_millis() as u64, "task done"),
         Err(TaskError::Disconnected) => debug!(%contract, "task output dropped: the hub connection is gone"),
         Err(e) => {
@@ -151,12 +160,12 @@ pub(crate) async fn run(
 
 async fn execute(
     shared: &Shared,
-    task: Task,
-    files: Vec<InputFile>,
+    accepted: Accepted,
     out: &mpsc::Sender<Message>,
     hub: Limits,
     started: Instant,
 ) -> Result<(), TaskError> {
+    let Accepted { task, files, cancel } = accepted;
     let Task {
         contract, request, ..
     } = task;
@@ -169,17 +178,25 @@ async fn execute(
         model: contract.body.model.clone(),
         request: Arc::clone(&request),
         files: Arc::new(files),
+        cancel: cancel.clone(),
     };
     let mut output = Output::new(id, OutputDigester::new(contract.body.workload)?);
     let (chunk_tx, mut chunk_rx) = mpsc::channel(CHUNK_QUEUE_LEN);
     let mut running = shared.backend.execute(backend_task, chunk_tx);
+    let give_up = async {
+        cancel.cancelled().await;
+        tokio::time::sleep(CANCEL_GRACE).await;
+    };
+    tokio::pin!(give_up);
     let outcome = loop {
         tokio::select! {
             biased;
             Some(chunk) = chunk_rx.recv() => output.forward(chunk, out).await?,
             result = &mut running => break result?,
+            () = &mut give_up => return Err(BackendError::Abandoned.into()),
         }
     };
+    let cancelled = cancel.is_cancelled();
     // The backend has returned: whatever it sent is already queued.
     drop(running);
     while let Ok(chunk) = chunk_rx.try_recv() {
@@ -200,6 +217,7 @@ async fn execute(
         duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         warm: outcome.warm,
         hardware: shared.options.hardware.clone(),
+        cancelled,
     };
     let paperwork = sign_paperwork(&shared.key, finished)?;
     // Durable first: once `done` is out, the hub may pay for this, and the node must hold the proof.

@@ -120,6 +120,7 @@ pub fn paperwork() -> Result<Signed<Paperwork>, SignError> {
         },
         fingerprint: attribution()?,
         finished_at: at(1_300),
+        cancelled: false,
     };
     Signed::sign(body, &node_key())
 }

@@ -56,6 +56,15 @@ pub struct Paperwork {
     pub resources: Resources,
     pub fingerprint: Attribution,
     pub finished_at: Timestamp,
+    /// The hub cancelled the task (its client went away) and the node stopped it: `usage` and
+    /// `output_sha256` cover only what was produced and sent before it stopped. Absent when false,
+    /// so paperwork of finished tasks signs the same bytes as before the field existed.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub cancelled: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 impl SignedBody for Paperwork {

@@ -342,11 +342,11 @@ fn paced_body(events: Vec<String>, delay: Duration, drop_after: Option<usize>, s
     let state = (events.into_iter().enumerate(), closed, watch);
     let stream = futures_util::stream::unfold(state, move |(mut events, mut closed, mut watch)| async move {
         let Some((i, event)) = events.next() else {
-            watch.ended = true;
+            watch.end();
             return None;
         };
         if drop_after.is_some_and(|k| i >= k) {
-            watch.ended = true;
+            watch.end();
             // Not ready once: hyper flushes what it holds (headers, the first k events) whenever the
             // body is pending, so the client sees them before the connection breaks.
             tokio::task::yield_now().await;
@@ -357,7 +357,7 @@ fn paced_body(events: Vec<String>, delay: Duration, drop_after: Option<usize>, s
             tokio::select! {
                 () = tokio::time::sleep(delay) => {}
                 _ = closed.wait_for(|c| *c) => {
-                    watch.ended = true;
+                    watch.end();
                     return None;
                 }
             }
@@ -372,6 +372,12 @@ fn paced_body(events: Vec<String>, delay: Duration, drop_after: Option<usize>, s
 struct Unfinished {
     shared: Arc<Shared>,
     ended: bool,
+}
+
+impl Unfinished {
+    fn end(&mut self) {
+        self.ended = true;
+    }
 }
 
 impl Drop for Unfinished {

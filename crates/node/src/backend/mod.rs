@@ -2,7 +2,10 @@
 //!
 //! A [`Backend`] advertises the models it serves and runs one task at a time per call; the runtime
 //! calls it concurrently. It streams output as OpenAI streaming chunks (JSON values) into a bounded
-//! channel as soon as they exist, and returns what paperwork needs to know about the run. One module
+//! channel as soon as they exist, and returns what paperwork needs to know about the run. A task the
+//! hub cancels is told through its [`Cancellation`]: the backend stops (llama.cpp between tokens, an
+//! upstream by dropping its HTTP request) and returns what it produced until then, which the node
+//! signs for like any finished task (one rule for every workload). One module
 //! per implementation: [`upstream`] (an OpenAI-compatible server), [`llama`] (built-in chat on
 //! llama.cpp), [`embed`] (built-in embeddings on candle); sandboxes and fetchers later.
 //! [`multi`] puts several behind one, and [`build`](mod@build) turns the node's `[[backend]]`
@@ -25,7 +28,7 @@ use stacknet_protocol::contract::{Usage, Workload};
 use stacknet_protocol::paperwork::BackendInfo;
 use stacknet_protocol::wire::{Attachment, ErrorCode, ModelOffer};
 use stacknet_protocol::ContractId;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 /// One task as a backend sees it: the contract has already been checked.
 #[derive(Clone, Debug)]
@@ -41,6 +44,48 @@ pub struct BackendTask {
     /// The task's input files (uploads), whole and checked against their sha256, in the order the
     /// task lists them; the request names each by its sha256.
     pub files: Arc<Vec<InputFile>>,
+    /// Fires when the hub cancels the task (its client went away).
+    pub cancel: Cancellation,
+}
+
+/// The receiving end of a task's cancellation: cheap to clone, checkable from any thread (the
+/// llama.cpp worker checks it between tokens) and awaitable (an upstream request races it).
+#[derive(Clone, Debug)]
+pub struct Cancellation(watch::Receiver<bool>);
+
+/// Cancels the tasks holding its [`Cancellation`]s; dropping it cancels nothing.
+#[derive(Debug)]
+pub struct Canceller(watch::Sender<bool>);
+
+impl Canceller {
+    pub fn cancel(&self) {
+        self.0.send_replace(true);
+    }
+}
+
+impl Cancellation {
+    /// A new pair: the runtime keeps the [`Canceller`], the backend gets the [`Cancellation`].
+    pub fn pair() -> (Canceller, Cancellation) {
+        let (tx, rx) = watch::channel(false);
+        (Canceller(tx), Cancellation(rx))
+    }
+
+    /// One that never fires (a task nobody can cancel: tests, benchmarks).
+    pub fn never() -> Cancellation {
+        Cancellation::pair().1
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    /// Resolves once the task is cancelled; never, if its canceller is dropped first.
+    pub async fn cancelled(&self) {
+        let mut rx = self.0.clone();
+        if rx.wait_for(|c| *c).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
 }
 
 /// An input file of a task.
@@ -128,6 +173,11 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Runs one task, sending each output chunk into `chunks` as soon as it exists, in order.
     /// Returns when the output is complete. Dropping the future abandons the task.
+    ///
+    /// When `task.cancel` fires, the backend stops as soon as it can and returns `Ok` with the
+    /// usage of what it produced so far (or `None`, and the runtime counts the chunks it sent);
+    /// an error if it produced nothing worth paying for. A backend that cannot stop part-way may
+    /// also finish the task: either way the paperwork covers exactly the output it sent.
     fn execute(
         &self,
         task: BackendTask,

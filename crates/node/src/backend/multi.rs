@@ -107,6 +107,8 @@ mod tests {
     use stacknet_protocol::paperwork::BackendInfo;
     use stacknet_protocol::ContractId;
 
+    use crate::backend::Cancellation;
+
     use super::*;
 
     /// Serves the named models for `workloads` and answers each task with its own id.
@@ -164,6 +166,7 @@ mod tests {
             model: model.to_owned(),
             request: Arc::new(json!({})),
             files: Arc::default(),
+            cancel: Cancellation::never(),
         }
     }
 

@@ -5,7 +5,8 @@
 //! non-streaming answer from the chunks itself, and streaming lets output reach the client as soon as
 //! it exists. So every request goes out with `"stream": true` and
 //! `"stream_options": {"include_usage": true}` (for exact token counts in paperwork), and each SSE
-//! event is forwarded the moment it is parsed.
+//! event is forwarded the moment it is parsed. A cancelled task drops its HTTP request (the
+//! connection closes, so the upstream stops generating) and returns what was forwarded until then.
 
 use crate::chain::error_chain;
 use std::sync::Arc;
@@ -22,7 +23,7 @@ use stacknet_protocol::wire::ModelOffer;
 use tokio::sync::mpsc;
 
 use super::sse::SseParser;
-use super::{Backend, BackendError, BackendOutcome, BackendTask};
+use super::{Backend, BackendError, BackendOutcome, BackendTask, Cancellation};
 use crate::config::UpstreamConfig;
 use crate::usage::reported_usage;
 
@@ -136,11 +137,16 @@ impl Inner {
         if let Some(auth) = &self.auth {
             request = request.header(AUTHORIZATION, auth.clone());
         }
-        let response = request.send().await.map_err(|e| self.map_err(e))?;
+        let cancel = task.cancel.clone();
+        let response = tokio::select! {
+            biased;
+            () = cancel.cancelled() => return Err(BackendError::Abandoned),
+            sent = request.send() => sent.map_err(|e| self.map_err(e))?,
+        };
         if !response.status().is_success() {
             return Err(refusal(response).await);
         }
-        let usage = self.forward_stream(response, &chunks).await?;
+        let usage = self.forward_stream(response, &chunks, &cancel).await?;
         Ok(BackendOutcome {
             usage,
             info: BackendInfo {
@@ -156,16 +162,24 @@ impl Inner {
         })
     }
 
-    /// Parses the SSE body and forwards each chunk; returns the usage the upstream reported.
+    /// Parses the SSE body and forwards each chunk; returns the usage the upstream reported. Once
+    /// cancelled it stops reading and drops the body, which aborts the upstream request.
     async fn forward_stream(
         &self,
         response: reqwest::Response,
         chunks: &mpsc::Sender<Value>,
+        cancel: &Cancellation,
     ) -> Result<Option<Usage>, BackendError> {
         let mut body = response.bytes_stream();
         let mut parser = SseParser::new();
         let mut state = StreamState::default();
-        while let Some(bytes) = body.next().await {
+        loop {
+            let next = tokio::select! {
+                biased;
+                () = cancel.cancelled() => return Ok(state.usage),
+                next = body.next() => next,
+            };
+            let Some(bytes) = next else { break };
             let bytes = bytes.map_err(|e| self.map_err(e))?;
             parser.push(&bytes);
             while let Some(data) = parser

@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use stacknet_node::backend::embed::{CandleEmbeddings, CANDLE_VERSION};
 use stacknet_node::backend::multi::MultiBackend;
 use stacknet_node::models::{self, ModelStore, Workload};
-use stacknet_node::{Backend, BackendError, BackendOutcome, BackendTask};
+use stacknet_node::{Backend, BackendError, BackendOutcome, BackendTask, Cancellation};
 use stacknet_protocol::ContractId;
 use tokio::sync::mpsc;
 
@@ -43,6 +43,7 @@ fn task(model: &str, workload: Workload, request: Value) -> BackendTask {
         model: model.to_owned(),
         request: Arc::new(request),
         files: Arc::default(),
+        cancel: Cancellation::never(),
     }
 }
 

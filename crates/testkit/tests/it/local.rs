@@ -170,3 +170,46 @@ async fn a_prompt_longer_than_the_context_is_a_clear_400() {
         "{message}"
     );
 }
+
+/// Issue 10, defect 17: a cancelled task stops llama.cpp between tokens, and the backend reports the
+/// tokens it generated, which the node then signs for.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs the models (STACKNET_MODELS_DIR); scripts/test.sh runs it"]
+async fn a_cancelled_generation_stops_between_tokens_and_reports_what_it_generated() {
+    use stacknet_node::{Backend, BackendTask, Cancellation};
+    use stacknet_protocol::contract::Workload;
+
+    const MAX_TOKENS: u64 = 400;
+    let backend = shared_model();
+    let (canceller, cancel) = Cancellation::pair();
+    let request = question(json!({"max_tokens": MAX_TOKENS, "messages": [{"role": "user",
+        "content": "Write a very long story about a lighthouse keeper, with many chapters."}]}));
+    let task = BackendTask {
+        contract: stacknet_protocol::ContractId::random(),
+        workload: Workload::Chat,
+        model: MODEL.to_owned(),
+        request: Arc::new(request),
+        files: Arc::default(),
+        cancel,
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+    let running = tokio::spawn(backend.execute(task, tx));
+    let mut chunks = 0;
+    while chunks < 4 {
+        rx.recv().await.expect("the model streams");
+        chunks += 1;
+    }
+    canceller.cancel();
+    // Keep reading, as the node does, until the backend returns.
+    let drain = tokio::spawn(async move { while rx.recv().await.is_some() {} });
+    let outcome = running
+        .await
+        .unwrap()
+        .expect("a cancelled generation still reports its work");
+    drain.await.unwrap();
+    let generated = outcome.usage.unwrap().output_tokens;
+    assert!(
+        (3..MAX_TOKENS / 2).contains(&generated),
+        "generated {generated} tokens"
+    );
+}

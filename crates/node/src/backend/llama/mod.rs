@@ -179,7 +179,8 @@ impl Backend for LlamaChat {
 
 fn work(model: &LocalModel, jobs: Receiver<Job>) {
     while let Ok(job) = jobs.recv() {
-        if job.chunks.is_closed() {
+        // Cancelled while it waited: nothing was produced, so nothing is signed for.
+        if job.chunks.is_closed() || job.task.cancel.is_cancelled() {
             let _ = job.reply.send(Err(BackendError::Abandoned));
             continue;
         }
@@ -188,7 +189,8 @@ fn work(model: &LocalModel, jobs: Receiver<Job>) {
     }
 }
 
-/// One task: the model's tokens, as OpenAI streaming chunks.
+/// One task: the model's tokens, as OpenAI streaming chunks. A cancelled task stops after the
+/// token being decoded, as if at a stop sequence, and reports the tokens it generated.
 fn generate(model: &LocalModel, job: &Job) -> Result<Usage, BackendError> {
     let id = format!("local-{}", job.task.contract);
     let mut out = Emitter::new(
@@ -209,6 +211,9 @@ fn generate(model: &LocalModel, job: &Job) -> Result<Usage, BackendError> {
         let flow = out.push(piece)?;
         if flow == Flow::Continue && out.is_abandoned() {
             return Err(BackendError::Abandoned);
+        }
+        if job.task.cancel.is_cancelled() {
+            return Ok(Flow::Stopped);
         }
         Ok(flow)
     })?;

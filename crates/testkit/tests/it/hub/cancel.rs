@@ -42,7 +42,9 @@ async fn priced_network() -> TestNetwork {
     let resp = admin("/prices".into(), price).await.unwrap();
     assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
     let topup = json!({"amount": "1000000"});
-    let resp = admin(format!("/stacks/{}/topup", net.stack), topup).await.unwrap();
+    let resp = admin(format!("/stacks/{}/topup", net.stack), topup)
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
     net
 }
@@ -57,6 +59,23 @@ async fn read_then_leave(net: &TestNetwork, n: usize) {
         seen.push_str(&String::from_utf8_lossy(&piece));
     }
     drop(resp);
+}
+
+/// Sends a whole-answer chat request on a bare connection, which the caller closes by dropping it.
+async fn ask_then_hang_up(net: &TestNetwork) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let body = serde_json::to_string(&chat_body(false)).unwrap();
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: {}\r\nauthorization: Bearer {}\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        net.hub.addr,
+        net.api_key,
+        body.len()
+    );
+    let mut tcp = tokio::net::TcpStream::connect(net.hub.addr).await.unwrap();
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    tcp.write_all(body.as_bytes()).await.unwrap();
+    tcp
 }
 
 async fn statement(net: &TestNetwork) -> Value {
@@ -81,18 +100,25 @@ async fn a_client_that_disconnects_cancels_its_task_up_to_the_upstream() {
 
     // Streaming: the client drops the SSE body after a few chunks.
     read_then_leave(&net, READ_BEFORE_LEAVING).await;
-    wait_until("the upstream request of the streamed answer is aborted", WAIT_DEADLINE, aborted(1)).await;
+    wait_until(
+        "the upstream request of the streamed answer is aborted",
+        WAIT_DEADLINE,
+        aborted(1),
+    )
+    .await;
 
-    // Whole answer: the client gives up while the node is still generating.
-    let request = tokio::spawn({
-        let (url, key) = (format!("{}/chat/completions", net.base_url()), net.api_key.clone());
-        async move { client().post(url).bearer_auth(key).json(&chat_body(false)).send().await }
-    });
+    // Whole answer: the client closes its connection while the node is still generating.
+    let client = ask_then_hang_up(&net).await;
     let upstream = &net.upstream;
     let asked = || std::future::ready((upstream.requests() >= 2).then_some(()));
     wait_until("the second request reaches the upstream", WAIT_DEADLINE, asked).await;
-    request.abort();
-    wait_until("the upstream request of the whole answer is aborted", WAIT_DEADLINE, aborted(2)).await;
+    drop(client);
+    wait_until(
+        "the upstream request of the whole answer is aborted",
+        WAIT_DEADLINE,
+        aborted(2),
+    )
+    .await;
 
     // Neither task holds a slot any more: the next request is answered in full.
     net.upstream.set_script(Script::text("short answer").chunks(2));
@@ -107,12 +133,15 @@ async fn a_cancelled_task_is_signed_for_what_it_produced_accepted_and_billed() {
 
     // The node signs for the cancelled task and the hub captures its cost: nothing stays held.
     let wallet = net.nodes[0].node.wallet();
-    let docs = wait_until("the node signed paperwork for the cancelled task", WAIT_DEADLINE, || async {
-        wallet.list().await.ok().filter(|d| !d.is_empty())
-    })
+    let docs = wait_until(
+        "the node signed paperwork for the cancelled task",
+        WAIT_DEADLINE,
+        || async { wallet.list().await.ok().filter(|d| !d.is_empty()) },
+    )
     .await;
     assert_eq!(docs.len(), 1);
     let pw = &docs[0];
+    assert!(pw.body.cancelled, "the paperwork says the task was cancelled");
     let produced = pw.body.usage.output_tokens;
     assert!(
         produced >= READ_BEFORE_LEAVING as u64 && produced < ANSWER_CHUNKS as u64,
