@@ -111,6 +111,9 @@ async fn excess_tasks_are_refused_as_overloaded_and_cancel_frees_their_slots() {
 
     for t in &tasks[..2] {
         conn.send(&HubMessage::Cancel { contract: t.body.id }).await;
+        // Cut off before the upstream answered: nothing was produced, so no paperwork, and the
+        // node says so, so the hub stops waiting for it.
+        expect_error(&mut conn, t.body.id, ErrorCode::Cancelled).await;
     }
     let deadline = Instant::now() + WAIT;
     while active_tasks(&mut conn).await != 0 {
