@@ -198,3 +198,50 @@ async fn shutdown_lets_a_running_task_finish_and_deliver_its_paperwork() {
     );
     timeout(WAIT, &mut node.run).await.unwrap().unwrap();
 }
+
+/// Issue 10, defect 17, on the node alone: a `cancel` mid-stream aborts the upstream request, and
+/// the task still ends with `done`: paperwork marked cancelled, over exactly the chunks it sent, and
+/// claiming one output token per content chunk sent (the upstream never reported usage).
+#[tokio::test]
+async fn a_cancelled_task_aborts_its_upstream_request_and_signs_for_the_chunks_it_sent() {
+    const CHUNKS: usize = 100;
+    let words: Vec<String> = (0..CHUNKS).map(|i| format!("w{i}")).collect();
+    let script = Script::text(words.join(" "))
+        .chunks(CHUNKS)
+        .chunk_delay(Duration::from_millis(20));
+    let mock = MockUpstream::start(script).await.unwrap();
+    let mut hub = FakeHub::start().await;
+    let node = start_node(&hub, mock.base_url(), |_, _| {}).await;
+    let mut conn = hub.next_conn().await;
+    conn.handshake(30_000).await;
+    let contract = contract(node.id(), MOCK_MODEL, Workload::Chat);
+    let id = contract.body.id;
+    conn.send(&task(&contract, &chat_request("go on"))).await;
+    let mut sent = Vec::new();
+    while sent.len() < 3 {
+        match conn.recv().await {
+            NodeMessage::Chunk { data, .. } => sent.push(data),
+            NodeMessage::Heartbeat { .. } => {}
+            other => panic!("expected a chunk, got {other:?}"),
+        }
+    }
+    conn.send(&HubMessage::Cancel { contract: id }).await;
+    let (rest, result) = collect(&mut conn, id).await;
+    let pw = result.expect("a cancelled task that produced output ends with paperwork");
+    sent.extend(rest.into_iter().map(|(_, data)| data));
+
+    assert!(pw.body.cancelled);
+    assert_eq!(
+        pw.body.output_sha256,
+        stacknet_node::digest_of_stream(Workload::Chat, &sent).unwrap()
+    );
+    let content = sent
+        .iter()
+        .filter(|c| stacknet_node::usage::is_content_chunk(c))
+        .count() as u64;
+    assert_eq!(pw.body.usage.output_tokens, content);
+    assert!(content < CHUNKS as u64, "stopped after {content} chunks");
+    assert_eq!(node.node.wallet().list().await.unwrap(), vec![pw]);
+    let aborted = || std::future::ready((mock.aborted() == 1).then_some(()));
+    stacknet_testkit::wait_until("the upstream request is aborted", WAIT, aborted).await;
+}
