@@ -40,6 +40,10 @@ pub const OUTPUT_BYTES_PER_TOKEN: u64 = 8 * 1024;
 pub const OUTPUT_ALLOWANCE_TOKENS: u64 = 256;
 /// Bytes of a node's output allowed beyond what a workload's outputs need: the JSON around them.
 pub const OUTPUT_ALLOWANCE_BYTES: u64 = 64 * 1024;
+/// Output tokens a generation may count beyond the bytes of text the hub relayed: tokens that decode
+/// to no text the client sees (the end token, a matched stop sequence, the markers a server strips
+/// around reasoning and tool calls).
+pub const UNSEEN_OUTPUT_TOKENS_BOUND: u64 = 64;
 
 /// Files with their attachment descriptors, in the order they travel.
 pub type Files = Vec<(Attachment, Bytes)>;
@@ -93,6 +97,26 @@ pub trait WorkloadApi: Send + Sync + 'static {
     /// The most output a node may send for the request, in bytes (its chunks' JSON and its files);
     /// a node that sends more is cut off, answered with an error, and paid nothing.
     fn max_output_bytes(&self, request: &ApiRequest, default_max_output: u64) -> u64;
+
+    /// The most usage the node's paperwork may claim, now that the hub has relayed its output:
+    /// the input as held (the request's bytes plus the allowances: the hub cannot count tokens),
+    /// output tokens at most the bytes of text relayed (a token is never shorter than a byte) plus
+    /// [`UNSEEN_OUTPUT_TOKENS_BOUND`] per generation (and the held share of every `best_of`
+    /// candidate the client never sees), units at most the files relayed; never more than `held`.
+    /// Paperwork claiming more is refused: exact recounts are the validators' job.
+    fn usage_bound(&self, request: &ApiRequest, held: &Usage, text_bytes: u64, files: usize) -> Usage {
+        let generations = request.generations();
+        let shown = request.choices.max(1).saturating_mul(request.prompts.max(1));
+        let hidden = (held.output_tokens / generations.max(1)).saturating_mul(generations.saturating_sub(shown));
+        let relayed = text_bytes
+            .saturating_add(UNSEEN_OUTPUT_TOKENS_BOUND.saturating_mul(generations))
+            .saturating_add(hidden);
+        Usage {
+            input_tokens: held.input_tokens,
+            output_tokens: held.output_tokens.min(relayed),
+            units: held.units.min(u64::try_from(files).unwrap_or(u64::MAX)),
+        }
+    }
 
     /// The answer is a stream of server-sent events (chunks relayed as they come).
     fn streams(&self, request: &ApiRequest) -> bool {
@@ -181,6 +205,32 @@ pub(crate) fn input_bound(body_len: usize) -> u64 {
     u64::try_from(body_len)
         .unwrap_or(u64::MAX)
         .saturating_add(TEMPLATE_TOKENS_BOUND)
+}
+
+/// The bytes of text in a chunk's `choices` (content, reasoning, tool calls, completion text: every
+/// string in them), which bound the output tokens the chunk can carry.
+pub fn text_bytes(chunk: &Value) -> u64 {
+    fn strings(v: &Value) -> u64 {
+        match v {
+            Value::String(s) => u64::try_from(s.len()).unwrap_or(u64::MAX),
+            Value::Array(items) => items.iter().fold(0, |sum, i| sum.saturating_add(strings(i))),
+            Value::Object(members) => members.values().fold(0, |sum, m| sum.saturating_add(strings(m))),
+            Value::Null | Value::Bool(_) | Value::Number(_) => 0,
+        }
+    }
+    chunk.get("choices").map_or(0, strings)
+}
+
+/// Why `claimed` usage is refused against `bound`, naming the first count over it; `None` if it fits.
+pub fn overclaim(claimed: &Usage, bound: &Usage) -> Option<String> {
+    [
+        ("input_tokens", claimed.input_tokens, bound.input_tokens),
+        ("output_tokens", claimed.output_tokens, bound.output_tokens),
+        ("units", claimed.units, bound.units),
+    ]
+    .into_iter()
+    .find(|(_, c, b)| c > b)
+    .map(|(name, c, b)| format!("its usage claims {c} {name}, more than the {b} the hub can account for"))
 }
 
 /// OpenAI's `usage` object.
