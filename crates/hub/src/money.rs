@@ -443,7 +443,10 @@ pub(crate) async fn capture_logged(
     let mut pending = store.uncaptured().await.map_err(|e| e.to_string())?;
     pending.retain(|p| p.record.accepted_at < accepted_before);
     if !pending.is_empty() {
-        tracing::info!(count = pending.len(), "capturing logged paperwork the ledger missed");
+        tracing::info!(
+            count = pending.len(),
+            "capturing logged paperwork the ledger missed"
+        );
         for chunk in pending.chunks(MAX_SETTLE_BATCH) {
             let plan = CapturePlan::of(chunk.iter().map(|p| &p.record))?;
             match capture(ledger, plan).await? {

@@ -101,7 +101,9 @@ impl InflatedUsage {
 
 impl std::fmt::Debug for InflatedUsage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("InflatedUsage").field("usage", &self.usage).finish_non_exhaustive()
+        f.debug_struct("InflatedUsage")
+            .field("usage", &self.usage)
+            .finish_non_exhaustive()
     }
 }
 

@@ -40,7 +40,11 @@ impl TestHub {
     }
 
     /// As [`TestHub::start`], with the hub's ledger seen through `layer` (a ledger that fails on cue).
-    pub async fn start_layered(config: HubConfig, addr: SocketAddr, layer: LedgerLayer) -> std::io::Result<Self> {
+    pub async fn start_layered(
+        config: HubConfig,
+        addr: SocketAddr,
+        layer: LedgerLayer,
+    ) -> std::io::Result<Self> {
         let hub = Hub::open_layered(config, layer)
             .await
             .map_err(std::io::Error::other)?;
@@ -177,7 +181,11 @@ impl TestNetwork {
     }
 
     /// As [`TestNetwork::start_with`], with the hub's ledger seen through `layer`.
-    pub async fn start_layered(script: Script, adjust: impl FnOnce(&mut HubConfig), layer: LedgerLayer) -> Self {
+    pub async fn start_layered(
+        script: Script,
+        adjust: impl FnOnce(&mut HubConfig),
+        layer: LedgerLayer,
+    ) -> Self {
         let mut net = Self::start_without_nodes_layered(script, adjust, layer).await;
         net.add_node().await;
         net

@@ -107,7 +107,8 @@ pub trait WorkloadApi: Send + Sync + 'static {
     fn usage_bound(&self, request: &ApiRequest, held: &Usage, text_bytes: u64, files: usize) -> Usage {
         let generations = request.generations();
         let shown = request.choices.max(1).saturating_mul(request.prompts.max(1));
-        let hidden = (held.output_tokens / generations.max(1)).saturating_mul(generations.saturating_sub(shown));
+        let hidden =
+            (held.output_tokens / generations.max(1)).saturating_mul(generations.saturating_sub(shown));
         let relayed = text_bytes
             .saturating_add(UNSEEN_OUTPUT_TOKENS_BOUND.saturating_mul(generations))
             .saturating_add(hidden);

@@ -121,7 +121,11 @@ async fn start(db: &Db, script: Script, adjust: impl FnOnce(&mut stacknet_hub::H
     .await
 }
 
-pub(super) async fn priced(db: &Db, script: Script, adjust: impl FnOnce(&mut stacknet_hub::HubConfig)) -> TestNetwork {
+pub(super) async fn priced(
+    db: &Db,
+    script: Script,
+    adjust: impl FnOnce(&mut stacknet_hub::HubConfig),
+) -> TestNetwork {
     let net = start(db, script, adjust).await;
     set_price(&net).await;
     net

@@ -177,7 +177,8 @@ async fn a_slow_reader_gets_no_free_answer(db: Db) {
     headers.insert(header::CONTENT_TYPE, "application/json".parse().unwrap());
     // In process, so that nothing reads the answer's body until this test does.
     let body = Bytes::from(serde_json::to_vec(&body).unwrap());
-    let resp = stacknet_hub::task::respond(net.hub.hub.state.clone(), headers, Ok(body), Workload::Chat).await;
+    let resp =
+        stacknet_hub::task::respond(net.hub.hub.state.clone(), headers, Ok(body), Workload::Chat).await;
     assert_eq!(resp.status(), 200);
 
     // The request's first hold: wait past its deadline (the time-out and the grace) until it is
@@ -185,16 +186,18 @@ async fn a_slow_reader_gets_no_free_answer(db: Db) {
     let stack = AccountId::stack(net.stack);
     let first_hold = || async {
         let lines = ledger(&net).transfers_of(stack.clone(), 100, None).await.unwrap();
-        lines
-            .into_iter()
-            .find(|l| l.transfer.pending)
-            .map(|l| l.transfer)
+        lines.into_iter().find(|l| l.transfer.pending).map(|l| l.transfer)
     };
     let hold = wait_until("the request holds its cost", WAIT_DEADLINE, first_hold).await;
     let expires = hold.expires_at.unwrap();
     let gone = || async {
         let now = Timestamp::now();
-        let state = ledger(&net).transfer(hold.id.clone()).await.unwrap().unwrap().state;
+        let state = ledger(&net)
+            .transfer(hold.id.clone())
+            .await
+            .unwrap()
+            .unwrap()
+            .state;
         (now > expires && state != TransferState::Pending).then_some(state)
     };
     let state = wait_until("the first hold's deadline passed", WAIT_DEADLINE, gone).await;
@@ -267,7 +270,9 @@ async fn a_settlement_the_ledger_failed_leaves_no_money_in_escrow(db: Db) {
     let total = spend(&net, 2).await;
     assert_eq!(posted(&net, AccountId::escrow()).await, total);
     let node = &net.nodes[0];
-    let hub = stacknet_node::settlement::HubClient::connect(&net.hub.url()).await.unwrap();
+    let hub = stacknet_node::settlement::HubClient::connect(&net.hub.url())
+        .await
+        .unwrap();
     // The filing fails (the ledger kept failing through its retries; unless the repair loop's own
     // attempts used up the failures first), and the settlement it began is finished anyway,
     // without a restart.
@@ -284,7 +289,10 @@ async fn a_settlement_the_ledger_failed_leaves_no_money_in_escrow(db: Db) {
     // Filing again settles nothing twice.
     let again = hub.file(&node.key, wallet_docs(&net).await).await.unwrap();
     assert!(again.iter().all(|v| v.status() == "already_filed"), "{again:?}");
-    assert_eq!(posted(&net, AccountId::node(node.node.node_key_id())).await, earned);
+    assert_eq!(
+        posted(&net, AccountId::node(node.node.node_key_id())).await,
+        earned
+    );
     books_balance(&net).await;
 }
 
