@@ -252,3 +252,63 @@ pub(crate) fn with_proof(mut body: Value, accepted: Accepted) -> Value {
     }
     body
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn bound_of(workload: Workload, body: Value, text_bytes: u64, files: usize) -> Usage {
+        let api = api(workload).expect("served");
+        let request = stacknet_api::request::validate(workload, body).expect("valid request");
+        let held = api.max_usage(&request, 100, 4_096);
+        api.usage_bound(&request, &held, text_bytes, files)
+    }
+
+    #[test]
+    fn output_is_bounded_by_the_text_relayed_and_hidden_candidates_by_their_hold() {
+        let chat = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1000});
+        assert_eq!(bound_of(Workload::Chat, chat, 17, 0).output_tokens, 17 + 64);
+        // Two of three candidates are never shown: each may have used its whole budget.
+        let best_of = json!({"model": "m", "prompt": "hi", "max_tokens": 1000, "best_of": 3});
+        assert_eq!(
+            bound_of(Workload::Completion, best_of, 17, 0).output_tokens,
+            17 + 3 * 64 + 2 * 1000
+        );
+        // Never more than held.
+        let short = json!({"model": "m", "prompt": "hi", "max_tokens": 5});
+        assert_eq!(bound_of(Workload::Completion, short, 1_000, 0).output_tokens, 5);
+    }
+
+    #[test]
+    fn text_bytes_count_every_string_in_the_choices_only() {
+        let chunk = json!({
+            "id": "not counted", "model": "not counted",
+            "choices": [{"index": 0, "delta": {"content": "abc", "reasoning_content": "de",
+                "tool_calls": [{"index": 0, "function": {"arguments": "{}"}}]}, "finish_reason": null}],
+            "usage": {"completion_tokens": 100000},
+        });
+        assert_eq!(text_bytes(&chunk), 7);
+        assert_eq!(text_bytes(&json!({"choices": []})), 0);
+    }
+
+    #[test]
+    fn overclaim_names_the_first_count_over_the_bound() {
+        let bound = Usage {
+            input_tokens: 10,
+            output_tokens: 20,
+            units: 0,
+        };
+        let fits = bound.clone();
+        assert_eq!(overclaim(&fits, &bound), None);
+        let over = Usage {
+            output_tokens: 21,
+            ..bound.clone()
+        };
+        assert_eq!(
+            overclaim(&over, &bound).as_deref(),
+            Some("its usage claims 21 output_tokens, more than the 20 the hub can account for")
+        );
+    }
+}
