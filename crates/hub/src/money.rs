@@ -14,15 +14,18 @@
 //!    answered after that. The ledger writes are retried with backoff; what still fails (or a crash
 //!    between the two steps) is mended by the repair loop ([`start_repair`]) and at start by
 //!    [`recover`], which capture what the log holds and the ledger does not (the ids make it exactly
-//!    once). While the task runs, its hold is renewed before it expires (`renew`), so work the hub
-//!    accepts is always captured.
+//!    once). While the task runs, its hold is renewed before it expires (`renew`); a capture that
+//!    still finds its hold expired (the ledger failed past the grace period) takes the cost from
+//!    the Stack's balance, if it covers it, so work the hub accepted is paid for.
 //! 4. Filing later shares the captured cost out of escrow (`crate::settle`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use stacknet_ledger::{AccountId, Entry, LedgerError, LedgerStore, Post, TransferId, Void};
+use stacknet_ledger::{
+    AccountId, Entry, LedgerError, LedgerStore, Post, Reason, Transfer, TransferId, TransferState, Void,
+};
 use stacknet_protocol::contract::{PriceTerms, Usage};
 use stacknet_protocol::{Amount, PaperworkId, StackId, Timestamp};
 use tokio::sync::{mpsc, oneshot, Mutex};
@@ -358,8 +361,17 @@ async fn capture(
         Err(_) => {}
     }
     for (entry, owner) in entries.into_iter().zip(owners) {
-        match apply_retrying(ledger, vec![entry]).await {
-            Ok(_) => {}
+        let outcome = match apply_retrying(ledger, vec![entry.clone()]).await {
+            Err(e) if e.is_refusal() => match &entry {
+                Entry::Post(post) => late_capture(ledger, post).await.inspect_err(|_| {
+                    tracing::warn!(error = %e, paperwork = %owner, "its hold could not be captured");
+                }),
+                _ => Err(e),
+            },
+            other => other.map(|_| ()),
+        };
+        match outcome {
+            Ok(()) => {}
             Err(e) if e.is_refusal() => {
                 tracing::error!(error = %e, paperwork = %owner, "a capture was refused; its task is settled at zero");
                 if let Some(c) = captured.iter_mut().find(|(id, _)| *id == owner) {
@@ -373,6 +385,38 @@ async fn capture(
         }
     }
     Ok(Some(captured))
+}
+
+/// A capture whose hold expired before it could be posted (the ledger kept failing until then, or
+/// the hub stalled): the hub accepted the work, so its cost is taken from the Stack's balance
+/// directly, if the balance still covers it, under the capture's own id (a replay of the post then
+/// falls back here again and replays this). A hold in any other state is refused as before.
+async fn late_capture(ledger: &Arc<dyn LedgerStore>, post: &Post) -> Result<(), LedgerError> {
+    let hold =
+        ledger
+            .transfer(post.pending_id.clone())
+            .await?
+            .ok_or_else(|| LedgerError::PendingNotFound {
+                id: post.id.clone(),
+                pending_id: post.pending_id.clone(),
+            })?;
+    if hold.state != TransferState::Expired {
+        return Err(LedgerError::AlreadyResolved {
+            id: post.id.clone(),
+            pending_id: post.pending_id.clone(),
+            state: hold.state,
+        });
+    }
+    let transfer = Transfer::posted(
+        post.id.clone(),
+        hold.debit,
+        hold.credit,
+        post.amount.min(hold.amount),
+        Reason::Capture,
+    );
+    apply_retrying(ledger, vec![transfer.into()]).await?;
+    tracing::warn!(capture = %post.id, "its hold had expired: captured from the Stack's balance instead");
+    Ok(())
 }
 
 /// What settling a batch's escrow takes, computed from the records alone.

@@ -30,6 +30,7 @@ on_both_stores!(
     a_transient_ledger_error_does_not_lose_the_capture,
     a_capture_the_ledger_keeps_failing_is_made_while_the_hub_runs,
     a_settlement_the_ledger_failed_leaves_no_money_in_escrow,
+    a_capture_made_after_its_hold_expired_still_charges_the_work,
     the_hub_does_not_bill_usage_it_did_not_relay,
 );
 
@@ -39,7 +40,7 @@ on_both_stores!(
 struct Flaky {
     inner: Arc<dyn LedgerStore>,
     picks: fn(&[Entry]) -> bool,
-    left: AtomicU32,
+    left: Arc<AtomicU32>,
     first_lost: bool,
     failed: Arc<AtomicU32>,
 }
@@ -57,18 +58,29 @@ impl Flaky {
         times: u32,
         first_lost: bool,
     ) -> (stacknet_hub::LedgerLayer, Arc<AtomicU32>) {
+        let (layer, failed, _) = Self::layer_until(picks, times, first_lost);
+        (layer, failed)
+    }
+
+    /// As [`Flaky::layer`], with the failures still to come, which a test may set to 0 to heal it.
+    fn layer_until(
+        picks: fn(&[Entry]) -> bool,
+        times: u32,
+        first_lost: bool,
+    ) -> (stacknet_hub::LedgerLayer, Arc<AtomicU32>, Arc<AtomicU32>) {
         let failed = Arc::new(AtomicU32::new(0));
-        let count = failed.clone();
+        let left = Arc::new(AtomicU32::new(times));
+        let (count, heal) = (failed.clone(), left.clone());
         let layer: stacknet_hub::LedgerLayer = Box::new(move |inner| {
             Arc::new(Flaky {
                 inner,
                 picks,
-                left: AtomicU32::new(times),
+                left,
                 first_lost,
                 failed,
             })
         });
-        (layer, count)
+        (layer, count, heal)
     }
 }
 
@@ -253,6 +265,49 @@ async fn a_capture_the_ledger_keeps_failing_is_made_while_the_hub_runs(db: Db) {
     let logged = store.paperwork(id).await.unwrap().unwrap();
     assert!(logged.captured);
     assert_eq!(logged.record.cost.micros(), cost);
+    books_balance(&net).await;
+}
+
+async fn a_capture_made_after_its_hold_expired_still_charges_the_work(db: Db) {
+    // The ledger refuses every capture until the hold has expired, then heals.
+    let (layer, _, heal) = Flaky::layer_until(is_capture, u32::MAX, false);
+    let net = priced_on(
+        &db,
+        Script::text("four words of answer"),
+        |c| {
+            c.request_timeout_ms = 1_000;
+            c.hold_grace_ms = 200;
+        },
+        layer,
+    )
+    .await;
+    topup(&net, 1_000_000).await;
+    let resp = post_chat(&net, &chat_body(false)).await;
+    assert_eq!(resp.status(), 200);
+    let v: Value = resp.json().await.unwrap();
+    let cost = cost_of(&v["usage"]);
+    let stack = AccountId::stack(net.stack);
+    let expired = || async {
+        let lines = ledger(&net).transfers_of(stack.clone(), 100, None).await.unwrap();
+        lines
+            .iter()
+            .any(|l| l.transfer.pending && l.transfer.state == TransferState::Expired)
+            .then_some(())
+    };
+    wait_until("the request's hold expired", WAIT_DEADLINE, expired).await;
+    heal.store(0, Ordering::SeqCst);
+    // The repair loop captures it from the Stack's balance: once.
+    let store = net.hub.hub.state.store.clone();
+    let marked = || async { store.uncaptured().await.unwrap().is_empty().then_some(()) };
+    wait_until("the paperwork is marked captured", WAIT_DEADLINE, marked).await;
+    wait_captured(&net, cost).await;
+    let s = statement(&net).await;
+    assert_eq!(s["balance"]["available"], (1_000_000 - cost).to_string(), "{s}");
+    let id = v["paperwork"].as_str().unwrap().parse().unwrap();
+    assert_eq!(
+        store.paperwork(id).await.unwrap().unwrap().record.cost.micros(),
+        cost
+    );
     books_balance(&net).await;
 }
 
