@@ -230,11 +230,20 @@ impl std::fmt::Debug for Hub {
     }
 }
 
+/// A wrapper put around the hub's ledger when it opens (one that meters calls, or in tests one that
+/// fails some of them).
+pub type LedgerLayer = Box<dyn FnOnce(Arc<dyn LedgerStore>) -> Arc<dyn LedgerStore> + Send>;
+
 impl Hub {
     /// Loads or creates `hub.key`, opens the database, loads API keys, prices and the Merkle tree
     /// into memory, and mends what a crash left half-done (see [`money::recover`]). Must run inside
-    /// a tokio runtime: it starts the writer and the hold-expiry sweeper.
+    /// a tokio runtime: it starts the writer, the hold-expiry sweeper and the repair loop.
     pub async fn open(config: HubConfig) -> Result<Self, HubError> {
+        Self::open_layered(config, Box::new(|ledger| ledger)).await
+    }
+
+    /// As [`Hub::open`], with every use of the ledger going through `layer`.
+    pub async fn open_layered(config: HubConfig, layer: LedgerLayer) -> Result<Self, HubError> {
         if !config.split.is_complete() {
             return Err(HubError::IncompleteSplit);
         }
@@ -271,6 +280,7 @@ impl Hub {
             };
             Arc::new(stacknet_ledger::PgLedger::connect(&url, options).await?)
         };
+        let ledger = layer(ledger);
         let api_keys = Arc::new(ApiKeys::default());
         let prices = Arc::new(Prices::new(config.default_price.clone(), Vec::new()));
         let seen = refresh::catch_up(&*store, &api_keys, &prices, refresh::Seen::default()).await?;
@@ -283,6 +293,7 @@ impl Hub {
             .map_err(HubError::Recover)?;
         let (shutdown, shutting_down) = tokio::sync::watch::channel(false);
         money::start_expiry(ledger.clone(), shutting_down.clone());
+        money::start_repair(store.clone(), ledger.clone(), shutting_down.clone());
         refresh::start(
             store.clone(),
             api_keys.clone(),

@@ -11,22 +11,33 @@
 //! 3. Accepted paperwork goes to the [`SettleWriter`]: one transaction appends a batch to the
 //!    paperwork log, then one ledger batch posts each task's actual cost (`capture:<contract>`,
 //!    at most the hold; the rest is released) and the batch is marked captured. The client is
-//!    answered after that. A crash between the two steps is mended at start by [`recover`], which
-//!    captures what the log holds and the ledger does not (the ids make it exactly once).
+//!    answered after that. The ledger writes are retried with backoff; what still fails (or a crash
+//!    between the two steps) is mended by the repair loop ([`start_repair`]) and at start by
+//!    [`recover`], which capture what the log holds and the ledger does not (the ids make it exactly
+//!    once). While the task runs, its hold is renewed before it expires (`renew`); a capture that
+//!    still finds its hold expired (the ledger failed past the grace period) takes the cost from
+//!    the Stack's balance, if it covers it, so work the hub accepted is paid for.
 //! 4. Filing later shares the captured cost out of escrow (`crate::settle`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use stacknet_ledger::{AccountId, Entry, LedgerError, LedgerStore, Post, TransferId, Void};
+use stacknet_ledger::{
+    AccountId, Entry, LedgerError, LedgerStore, Post, Reason, Transfer, TransferId, TransferState, Void,
+};
 use stacknet_protocol::contract::{PriceTerms, Usage};
 use stacknet_protocol::{Amount, PaperworkId, StackId, Timestamp};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Mutex};
 
 use crate::error::ApiError;
 use crate::log::MerkleLog;
 use crate::store::{ModelPrice, PaperworkRecord, Store};
+
+mod renew;
+mod repair;
+
+pub use repair::{apply_retrying, start as start_repair, LEDGER_ATTEMPTS};
 
 /// How long after a request's deadline its hold expires if nothing resolved it (a crashed hub).
 pub const DEFAULT_HOLD_GRACE_MS: u64 = 60_000;
@@ -88,37 +99,41 @@ fn id(text: &str) -> Result<TransferId, ApiError> {
     TransferId::new(text).map_err(ApiError::internal)
 }
 
-/// The escrow of one request: the hold taken at admission. Dropped without being handed to the
-/// writer, it releases the hold (in the background: a drop cannot wait).
+/// The escrow of one request: the hold taken at admission, kept open while the task runs (the
+/// hold is renewed before it expires: [`renew`]). Dropped without being handed to the writer, it
+/// releases the hold (in the background: a drop cannot wait).
 #[derive(Debug)]
 pub struct Escrow {
     ledger: Arc<dyn LedgerStore>,
-    hold: Option<TransferId>,
-    release: Option<TransferId>,
+    /// The open hold: `None` for a free request, and once handed over or released. The renewer
+    /// swaps it under this lock, so whoever takes it gets the hold that is open.
+    held: Arc<Mutex<Option<TransferId>>>,
+    /// Dropped with the escrow (handed over or not): stops the renewer at once.
+    _renewing: Option<oneshot::Sender<()>>,
     pub max_cost: Amount,
 }
 
 impl Escrow {
     /// Holds `max_cost` of `stack`'s balance for `expires_in_ms` (the request's time-out plus a
-    /// grace period); nothing for a free request. `insufficient_balance` when the balance cannot
-    /// cover it.
+    /// grace period), renewed to `grace_ms` from then on for as long as this lives; nothing for a
+    /// free request. `insufficient_balance` when the balance cannot cover it.
     pub async fn hold(
         ledger: Arc<dyn LedgerStore>,
         stack: StackId,
         max_cost: Amount,
         expires_in_ms: i64,
+        grace_ms: u64,
     ) -> Result<Self, ApiError> {
         if max_cost.micros() <= 0 {
             return Ok(Self {
                 ledger,
-                hold: None,
-                release: None,
+                held: Arc::new(Mutex::new(None)),
+                _renewing: None,
                 max_cost: Amount::ZERO,
             });
         }
-        let reference = stacknet_protocol::ContractId::random();
+        let reference = stacknet_protocol::ContractId::random().to_string();
         let hold = id(&format!("hold:{reference}"))?;
-        let release = id(&format!("release:{reference}"))?;
         let expires = Timestamp::now().plus_ms(expires_in_ms);
         let transfer = stacknet_ledger::Transfer::hold(
             hold.clone(),
@@ -128,12 +143,19 @@ impl Escrow {
             Some(expires),
         );
         match ledger.create_transfers(vec![transfer.into()]).await {
-            Ok(_) => Ok(Self {
-                ledger,
-                hold: Some(hold),
-                release: Some(release),
-                max_cost,
-            }),
+            Ok(_) => {
+                let held = Arc::new(Mutex::new(Some(hold)));
+                let renewal = renew::Renewal::new(ledger.clone(), stack, max_cost, reference, grace_ms);
+                let expires_in = Duration::from_millis(u64::try_from(expires_in_ms).unwrap_or(0));
+                let (renewing, stopped) = oneshot::channel();
+                tokio::spawn(renew::keep_alive(held.clone(), renewal, expires_in, stopped));
+                Ok(Self {
+                    ledger,
+                    held,
+                    _renewing: Some(renewing),
+                    max_cost,
+                })
+            }
             Err(LedgerError::InsufficientFunds { available, .. }) => Err(ApiError::InsufficientBalance {
                 available,
                 needed: max_cost,
@@ -142,23 +164,28 @@ impl Escrow {
         }
     }
 
-    pub fn hold_id(&self) -> Option<&TransferId> {
-        self.hold.as_ref()
-    }
-
-    /// The hold now belongs to the settle writer, which captures or releases it.
-    pub fn handed_over(mut self) {
-        self.hold = None;
+    /// The hold now belongs to the settle writer, which captures or releases it: renewals stop,
+    /// and this is the hold open now (`None` for a free request).
+    pub async fn hand_over(self) -> Option<TransferId> {
+        self.held.lock().await.take()
     }
 }
 
 impl Drop for Escrow {
     fn drop(&mut self) {
-        let (Some(hold), Some(release)) = (self.hold.take(), self.release.take()) else {
+        if self.held.try_lock().is_ok_and(|held| held.is_none()) {
             return;
-        };
+        }
+        let held = self.held.clone();
         let ledger = self.ledger.clone();
         let task = async move {
+            let Some(hold) = held.lock().await.take() else {
+                return;
+            };
+            let release = match release_id(&hold) {
+                Ok(r) => r,
+                Err(e) => return tracing::error!(error = %e, hold = %hold, "no release id for a hold"),
+            };
             if let Err(e) = ledger.void(release, hold.clone()).await {
                 // An expired hold was released already; anything else is logged, and expiry is the backstop.
                 tracing::warn!(error = %e, hold = %hold, "could not release a hold; it will expire");
@@ -168,6 +195,12 @@ impl Drop for Escrow {
             handle.spawn(task);
         }
     }
+}
+
+/// The id that releases `hold` (`hold:<ref>` is released by `release:<ref>`).
+fn release_id(hold: &TransferId) -> Result<TransferId, ApiError> {
+    let reference = hold.as_str().strip_prefix("hold:").unwrap_or(hold.as_str());
+    id(&format!("release:{reference}"))
 }
 
 /// The ledger entry that settles a logged task's escrow: capture its cost, or release a hold whose
@@ -286,10 +319,10 @@ async fn write_batch(
         return Err(format!("cannot append to the paperwork log: {e}"));
     }
     catch_up(store, log).await.map_err(|e| e.to_string())?;
-    // From here on the paperwork is logged: a failure below is mended by `recover` at the next start.
+    // From here on the paperwork is logged: a failure below is mended by the repair loop.
     if let Some(captured) = capture(ledger, plan).await? {
         if let Err(e) = store.mark_captured(captured).await {
-            tracing::warn!(error = %e, "captured but could not mark it; recovery will replay (idempotent)");
+            tracing::warn!(error = %e, "captured but could not mark it; the repair loop will replay (idempotent)");
         }
     }
     Ok(())
@@ -305,9 +338,10 @@ pub async fn catch_up(store: &Arc<dyn Store>, log: &MerkleLog) -> Result<(), cra
 }
 
 /// Captures the cost of every logged record, as one ledger batch; if the batch is refused (one
-/// hold expired, say), entry by entry, so one bad hold never blocks the rest. Returns what each
-/// record really captured (zero where its capture was refused for good), or `None` when the
-/// ledger failed and the captures are left to the next start.
+/// hold expired, say), entry by entry, so one bad hold never blocks the rest. Failures underneath
+/// are retried ([`apply_retrying`]). Returns what each record really captured (zero where its
+/// capture was refused for good), or `None` when the ledger kept failing and the captures are left
+/// to the repair loop.
 async fn capture(
     ledger: &Arc<dyn LedgerStore>,
     plan: CapturePlan,
@@ -318,17 +352,26 @@ async fn capture(
         owners,
         ..
     } = plan;
-    match ledger.create_transfers(entries.clone()).await {
+    match apply_retrying(ledger, entries.clone()).await {
         Ok(_) => return Ok(Some(captured)),
         Err(e) if !e.is_refusal() => {
-            tracing::error!(error = %e, "capture failed; it is retried at the next start");
+            tracing::error!(error = %e, "capture failed; the repair loop retries it");
             return Ok(None);
         }
         Err(_) => {}
     }
     for (entry, owner) in entries.into_iter().zip(owners) {
-        match ledger.create_transfers(vec![entry]).await {
-            Ok(_) => {}
+        let outcome = match apply_retrying(ledger, vec![entry.clone()]).await {
+            Err(e) if e.is_refusal() => match &entry {
+                Entry::Post(post) => late_capture(ledger, post).await.inspect_err(|_| {
+                    tracing::warn!(error = %e, paperwork = %owner, "its hold could not be captured");
+                }),
+                _ => Err(e),
+            },
+            other => other.map(|_| ()),
+        };
+        match outcome {
+            Ok(()) => {}
             Err(e) if e.is_refusal() => {
                 tracing::error!(error = %e, paperwork = %owner, "a capture was refused; its task is settled at zero");
                 if let Some(c) = captured.iter_mut().find(|(id, _)| *id == owner) {
@@ -336,12 +379,44 @@ async fn capture(
                 }
             }
             Err(e) => {
-                tracing::error!(error = %e, "capture failed; it is retried at the next start");
+                tracing::error!(error = %e, "capture failed; the repair loop retries it");
                 return Ok(None);
             }
         }
     }
     Ok(Some(captured))
+}
+
+/// A capture whose hold expired before it could be posted (the ledger kept failing until then, or
+/// the hub stalled): the hub accepted the work, so its cost is taken from the Stack's balance
+/// directly, if the balance still covers it, under the capture's own id (a replay of the post then
+/// falls back here again and replays this). A hold in any other state is refused as before.
+async fn late_capture(ledger: &Arc<dyn LedgerStore>, post: &Post) -> Result<(), LedgerError> {
+    let hold =
+        ledger
+            .transfer(post.pending_id.clone())
+            .await?
+            .ok_or_else(|| LedgerError::PendingNotFound {
+                id: post.id.clone(),
+                pending_id: post.pending_id.clone(),
+            })?;
+    if hold.state != TransferState::Expired {
+        return Err(LedgerError::AlreadyResolved {
+            id: post.id.clone(),
+            pending_id: post.pending_id.clone(),
+            state: hold.state,
+        });
+    }
+    let transfer = Transfer::posted(
+        post.id.clone(),
+        hold.debit,
+        hold.credit,
+        post.amount.min(hold.amount),
+        Reason::Capture,
+    );
+    apply_retrying(ledger, vec![transfer.into()]).await?;
+    tracing::warn!(capture = %post.id, "its hold had expired: captured from the Stack's balance instead");
+    Ok(())
 }
 
 /// What settling a batch's escrow takes, computed from the records alone.
@@ -395,9 +470,27 @@ pub async fn recover(
     log: &MerkleLog,
 ) -> Result<(), String> {
     catch_up(store, log).await.map_err(|e| e.to_string())?;
-    let pending = store.uncaptured().await.map_err(|e| e.to_string())?;
+    capture_logged(store, ledger, Timestamp::now()).await?;
+    expire_due(ledger).await;
+    Ok(())
+}
+
+/// Captures what the log holds and the ledger does not: a crash between the writer's two writes,
+/// or a ledger that kept failing through the writer's retries. The same ids as the writer's, so a
+/// record the writer is capturing at the same time is captured once. Only paperwork accepted
+/// before `accepted_before`: what is newer is the writer's to capture.
+pub(crate) async fn capture_logged(
+    store: &Arc<dyn Store>,
+    ledger: &Arc<dyn LedgerStore>,
+    accepted_before: Timestamp,
+) -> Result<(), String> {
+    let mut pending = store.uncaptured().await.map_err(|e| e.to_string())?;
+    pending.retain(|p| p.record.accepted_at < accepted_before);
     if !pending.is_empty() {
-        tracing::info!(count = pending.len(), "capturing paperwork logged before a crash");
+        tracing::info!(
+            count = pending.len(),
+            "capturing logged paperwork the ledger missed"
+        );
         for chunk in pending.chunks(MAX_SETTLE_BATCH) {
             let plan = CapturePlan::of(chunk.iter().map(|p| &p.record))?;
             match capture(ledger, plan).await? {
@@ -406,7 +499,6 @@ pub async fn recover(
             }
         }
     }
-    expire_due(ledger).await;
     Ok(())
 }
 

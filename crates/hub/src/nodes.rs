@@ -63,6 +63,8 @@ pub const MAX_IDLE_NODE_RECORDS: usize = 16_384;
 pub struct NodeRecord {
     /// Frames for tasks that were not running on this node (another node's, finished, unknown).
     stray_frames: AtomicU64,
+    /// Paperwork refused for claiming more usage than the hub relayed (see `WorkloadApi::usage_bound`).
+    refused_usage: AtomicU64,
     /// Tasks of this key the hub ended without the node saying so, newest last.
     ended: Mutex<VecDeque<(ContractId, Instant)>>,
 }
@@ -75,6 +77,15 @@ impl NodeRecord {
 
     fn mark_stray(&self) {
         self.stray_frames.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The marks against this node for paperwork whose usage exceeded what the hub relayed.
+    pub fn refused_usage(&self) -> u64 {
+        self.refused_usage.load(Ordering::Relaxed)
+    }
+
+    fn mark_refused_usage(&self) {
+        self.refused_usage.fetch_add(1, Ordering::Relaxed);
     }
 
     fn remember_ended(&self, contracts: impl IntoIterator<Item = ContractId>) {
@@ -101,6 +112,7 @@ impl NodeRecord {
     /// Nothing worth keeping once no connection uses it.
     fn idle_and_clean(&self) -> bool {
         self.stray_frames() == 0
+            && self.refused_usage() == 0
             && self.ended.lock().is_ok_and(|mut ended| {
                 forget_old(&mut ended);
                 ended.is_empty()
@@ -169,6 +181,11 @@ impl NodeHandle {
     /// Counts a frame for a task that is not running on this node.
     pub fn mark_stray(&self) {
         self.record.mark_stray();
+    }
+
+    /// Marks this node's key for paperwork refused for its usage.
+    pub fn mark_refused_usage(&self) {
+        self.record.mark_refused_usage();
     }
 
     pub fn serves(&self, model: &str) -> bool {

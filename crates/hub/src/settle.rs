@@ -547,13 +547,12 @@ async fn pay(
         .collect();
     let transfers = stacknet_ledger::settlement(settlement, &terms).map_err(ApiError::internal)?;
     for chunk in transfers.shares.chunks(stacknet_ledger::MAX_BATCH_ENTRIES) {
-        ledger
-            .create_transfers(chunk.to_vec())
+        crate::money::apply_retrying(ledger, chunk.to_vec())
             .await
             .map_err(|e| ApiError::internal(format!("settlement {settlement}: {e}")))?;
     }
     for bonus in transfers.bonuses {
-        match ledger.create_transfers(vec![bonus]).await {
+        match crate::money::apply_retrying(ledger, vec![bonus]).await {
             Ok(_) => {}
             Err(LedgerError::InsufficientFunds {
                 available, amount, ..
@@ -566,14 +565,16 @@ async fn pay(
     Ok(due.iter().map(|d| (d.id, d.cost)).collect())
 }
 
-/// At start: finishes settlements a crash interrupted, with the same transfer ids.
+/// Finishes settlements a crash or a failing ledger left open, with the same transfer ids: at
+/// start, and from the repair loop (`money::start_repair`) while the hub runs. A settlement a
+/// filing is finishing at the same time is paid once: the second payer's transfers replay.
 pub async fn recover(
     store: &std::sync::Arc<dyn Store>,
     ledger: &std::sync::Arc<dyn LedgerStore>,
 ) -> Result<(), String> {
     let open = store.open_settlements().await.map_err(|e| e.to_string())?;
     for (settlement, logged) in open {
-        tracing::info!(%settlement, count = logged.len(), "finishing a settlement interrupted by a crash");
+        tracing::info!(%settlement, count = logged.len(), "finishing an open settlement");
         let due = logged.iter().map(Due::from_log).collect::<Result<Vec<_>, _>>()?;
         pay(ledger, &settlement, &due).await.map_err(|e| e.to_string())?;
         store

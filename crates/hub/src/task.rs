@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 use stacknet_api::output::OutputDigester;
 use stacknet_protocol::contract::{Parties, PriceTerms, PromptContract, Usage, Workload};
 use stacknet_protocol::paperwork::{check_paperwork_for, request_digest, Paperwork};
-use stacknet_protocol::wire::{Attachment, ErrorCode, HubMessage, Task};
+use stacknet_protocol::wire::{Attachment, ErrorCode, ErrorFrame, HubMessage, Task};
 use stacknet_protocol::{Amount, ContractId, NodeKeyId, Nonce, Signed, StackId, Timestamp, UserId};
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio::time::Instant;
@@ -89,6 +89,7 @@ async fn run(
                 .saturating_add(state.config.hold_grace_ms),
         )
         .unwrap_or(i64::MAX),
+        state.config.hold_grace_ms,
     )
     .await?;
     let user = user_id(stack, req.user.as_deref());
@@ -144,6 +145,8 @@ async fn run(
             },
             output_bytes: 0,
             max_output_bytes,
+            text_bytes: 0,
+            bound: bound.clone(),
             _permit: permit,
         }));
         let first = match task.running().first().await {
@@ -270,6 +273,10 @@ struct Running {
     /// Bytes of output the node sent so far (its chunks' JSON, its files), and the most it may.
     output_bytes: u64,
     max_output_bytes: u64,
+    /// Bytes of text in the choices the node sent so far: what bounds the output tokens it may claim.
+    text_bytes: u64,
+    /// The usage held for: the most the request can consume.
+    bound: Usage,
     /// Holds this request's slot of the hub's concurrency limit until the answer is done.
     _permit: OwnedSemaphorePermit,
 }
@@ -341,11 +348,17 @@ impl Running {
         Ok(())
     }
 
+    /// Counts one chunk of the node's output: its JSON against the cap, its text for the usage bound.
+    fn count_chunk(&mut self, data: &Value) -> Result<(), ApiError> {
+        self.text_bytes = self.text_bytes.saturating_add(workload::text_bytes(data));
+        self.count(json_len(data))
+    }
+
     /// Takes one event of the node's output into what the answer and the digest are made of.
     fn take(&mut self, event: TaskEvent) -> Result<Option<Box<Signed<Paperwork>>>, ApiError> {
         match event {
             TaskEvent::Chunk(data) => {
-                self.count(json_len(&data))?;
+                self.count_chunk(&data)?;
                 self.out.digester.chunk(&data);
                 if self.api.keeps_chunks() {
                     self.out.chunks.push(data);
@@ -399,7 +412,7 @@ impl Running {
         loop {
             let frame = match event {
                 Ok(TaskEvent::Chunk(data)) => {
-                    if let Err(e) = self.count(json_len(&data)) {
+                    if let Err(e) = self.count_chunk(&data) {
                         let _ = tx.send(sse(&e.body())).await;
                         return;
                     }
@@ -511,12 +524,24 @@ impl Running {
         let attribution = serde_json::to_value(&pw.body.fingerprint).map_err(|e| invalid(e.to_string()))?;
         let json = serde_json::to_string(&pw).map_err(|e| invalid(e.to_string()))?;
         let leaf_hash = paperwork_leaf(&pw).map_err(|e| invalid(e.to_string()))?;
+        let bound = self
+            .api
+            .usage_bound(&self.req, &self.bound, self.text_bytes, self.out.files.len());
+        if let Some(why) = workload::overclaim(&pw.body.usage, &bound) {
+            self.refuse_usage(&why);
+            return Err(invalid(why));
+        }
         let contract = &self.contract.body;
         let cost = contract
             .price
             .cost(&pw.body.usage, contract.max_cost)
             .ok_or_else(|| invalid("the usage overflows the price".into()))?;
-        let escrow = self.escrow.take();
+        // From here the writer owns the hold: it captures it, or releases it if the log write
+        // fails, even if this request is dropped (a client gone) while it waits.
+        let hold = match self.escrow.take() {
+            Some(escrow) => escrow.hand_over().await,
+            None => None,
+        };
         let record = PaperworkRecord {
             id: checked.id,
             contract: contract.id.to_string(),
@@ -524,14 +549,9 @@ impl Running {
             json,
             leaf_hash,
             accepted_at: Timestamp::now(),
-            hold: escrow.as_ref().and_then(|e| e.hold_id()).map(ToString::to_string),
+            hold: hold.map(|h| h.to_string()),
             cost,
         };
-        // From here the writer owns the hold: it captures it, or releases it if the log write
-        // fails, even if this request is dropped (a client gone) while it waits.
-        if let Some(escrow) = escrow {
-            escrow.handed_over();
-        }
         // Answered only once the paperwork is logged and its cost captured.
         self.state
             .writer
@@ -544,6 +564,21 @@ impl Running {
             attribution,
             paperwork: checked.id.to_string(),
         })
+    }
+}
+
+impl Running {
+    /// Paperwork that claims more usage than the hub relayed is refused: the node hears why (an
+    /// error frame about the task) and its key gets a mark.
+    fn refuse_usage(&self, why: &str) {
+        self.lease.node.mark_refused_usage();
+        tracing::warn!(node = %self.lease.node.id, contract = %self.contract.body.id, "{why}");
+        let frame = HubMessage::Error(ErrorFrame {
+            contract: Some(self.contract.body.id),
+            code: ErrorCode::InvalidRequest,
+            message: format!("the paperwork was refused: {why}"),
+        });
+        let _ = self.lease.node.outbox.try_send(frame.into());
     }
 }
 

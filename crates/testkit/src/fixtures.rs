@@ -4,6 +4,10 @@
 //! - [`InvertImages`]: serves `/v1/images/edits` for [`INVERT_MODEL`]: it takes the uploaded image
 //!   (any bytes) and returns `n` files, the i-th with every byte XOR `0xff - i`. It proves that
 //!   files travel between hub and node as bytes, in binary frames, both ways.
+//! - [`InflatedUsage`]: any backend, with the usage it reports replaced: a dishonest node's billing,
+//!   for the hub's usage bound to refuse.
+
+use std::sync::{Arc, Mutex, PoisonError};
 
 use futures_util::future::BoxFuture;
 use serde_json::Value;
@@ -71,6 +75,54 @@ impl Backend for InvertImages {
                 warm: true,
                 files,
             })
+        })
+    }
+}
+
+/// See the module docs: `inner`'s answers, each claiming the usage last set.
+pub struct InflatedUsage {
+    inner: Arc<dyn Backend>,
+    usage: Mutex<Usage>,
+}
+
+impl InflatedUsage {
+    pub fn new(inner: Arc<dyn Backend>, usage: Usage) -> Self {
+        Self {
+            inner,
+            usage: Mutex::new(usage),
+        }
+    }
+
+    /// What the next answers claim.
+    pub fn claim(&self, usage: Usage) {
+        *self.usage.lock().unwrap_or_else(PoisonError::into_inner) = usage;
+    }
+}
+
+impl std::fmt::Debug for InflatedUsage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InflatedUsage")
+            .field("usage", &self.usage)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Backend for InflatedUsage {
+    fn models(&self) -> Vec<ModelOffer> {
+        self.inner.models()
+    }
+
+    fn execute(
+        &self,
+        task: BackendTask,
+        chunks: mpsc::Sender<Value>,
+    ) -> BoxFuture<'static, Result<BackendOutcome, BackendError>> {
+        let answer = self.inner.execute(task, chunks);
+        let usage = self.usage.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        Box::pin(async move {
+            let mut outcome = answer.await?;
+            outcome.usage = Some(usage);
+            Ok(outcome)
         })
     }
 }

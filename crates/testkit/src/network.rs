@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use stacknet_hub::store::StackRecord;
-use stacknet_hub::{Hub, HubConfig};
+use stacknet_hub::{Hub, HubConfig, LedgerLayer};
 use stacknet_node::{Backend, Node, NodeOptions, OpenAiUpstream, UpstreamConfig, Wallet};
 use stacknet_protocol::{SecretKey, StackId, Timestamp};
 use tokio::sync::oneshot;
@@ -36,7 +36,18 @@ pub struct TestHub {
 
 impl TestHub {
     pub async fn start(config: HubConfig, addr: SocketAddr) -> std::io::Result<Self> {
-        let hub = Hub::open(config).await.map_err(std::io::Error::other)?;
+        Self::start_layered(config, addr, Box::new(|ledger| ledger)).await
+    }
+
+    /// As [`TestHub::start`], with the hub's ledger seen through `layer` (a ledger that fails on cue).
+    pub async fn start_layered(
+        config: HubConfig,
+        addr: SocketAddr,
+        layer: LedgerLayer,
+    ) -> std::io::Result<Self> {
+        let hub = Hub::open_layered(config, layer)
+            .await
+            .map_err(std::io::Error::other)?;
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel::<()>();
@@ -169,15 +180,34 @@ impl TestNetwork {
         net
     }
 
+    /// As [`TestNetwork::start_with`], with the hub's ledger seen through `layer`.
+    pub async fn start_layered(
+        script: Script,
+        adjust: impl FnOnce(&mut HubConfig),
+        layer: LedgerLayer,
+    ) -> Self {
+        let mut net = Self::start_without_nodes_layered(script, adjust, layer).await;
+        net.add_node().await;
+        net
+    }
+
     /// Hub and upstream only; add nodes with [`TestNetwork::add_node_with`].
     pub async fn start_without_nodes(script: Script, adjust: impl FnOnce(&mut HubConfig)) -> Self {
+        Self::start_without_nodes_layered(script, adjust, Box::new(|ledger| ledger)).await
+    }
+
+    async fn start_without_nodes_layered(
+        script: Script,
+        adjust: impl FnOnce(&mut HubConfig),
+        layer: LedgerLayer,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("temporary directory");
         let upstream = MockUpstream::start(script).await.expect("mock upstream starts");
         let admin_token = "test-admin-token".to_owned();
         let mut config = HubConfig::new(dir.path().join("hub"), admin_token.clone());
         config.heartbeat_interval_ms = 1_000;
         adjust(&mut config);
-        let hub = TestHub::start(config, "127.0.0.1:0".parse().expect("address"))
+        let hub = TestHub::start_layered(config, "127.0.0.1:0".parse().expect("address"), layer)
             .await
             .expect("hub starts");
         let stack = StackRecord {

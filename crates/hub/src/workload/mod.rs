@@ -40,6 +40,10 @@ pub const OUTPUT_BYTES_PER_TOKEN: u64 = 8 * 1024;
 pub const OUTPUT_ALLOWANCE_TOKENS: u64 = 256;
 /// Bytes of a node's output allowed beyond what a workload's outputs need: the JSON around them.
 pub const OUTPUT_ALLOWANCE_BYTES: u64 = 64 * 1024;
+/// Output tokens a generation may count beyond the bytes of text the hub relayed: tokens that decode
+/// to no text the client sees (the end token, a matched stop sequence, the markers a server strips
+/// around reasoning and tool calls).
+pub const UNSEEN_OUTPUT_TOKENS_BOUND: u64 = 64;
 
 /// Files with their attachment descriptors, in the order they travel.
 pub type Files = Vec<(Attachment, Bytes)>;
@@ -93,6 +97,27 @@ pub trait WorkloadApi: Send + Sync + 'static {
     /// The most output a node may send for the request, in bytes (its chunks' JSON and its files);
     /// a node that sends more is cut off, answered with an error, and paid nothing.
     fn max_output_bytes(&self, request: &ApiRequest, default_max_output: u64) -> u64;
+
+    /// The most usage the node's paperwork may claim, now that the hub has relayed its output:
+    /// the input as held (the request's bytes plus the allowances: the hub cannot count tokens),
+    /// output tokens at most the bytes of text relayed (a token is never shorter than a byte) plus
+    /// [`UNSEEN_OUTPUT_TOKENS_BOUND`] per generation (and the held share of every `best_of`
+    /// candidate the client never sees), units at most the files relayed; never more than `held`.
+    /// Paperwork claiming more is refused: exact recounts are the validators' job.
+    fn usage_bound(&self, request: &ApiRequest, held: &Usage, text_bytes: u64, files: usize) -> Usage {
+        let generations = request.generations();
+        let shown = request.choices.max(1).saturating_mul(request.prompts.max(1));
+        let hidden =
+            (held.output_tokens / generations.max(1)).saturating_mul(generations.saturating_sub(shown));
+        let relayed = text_bytes
+            .saturating_add(UNSEEN_OUTPUT_TOKENS_BOUND.saturating_mul(generations))
+            .saturating_add(hidden);
+        Usage {
+            input_tokens: held.input_tokens,
+            output_tokens: held.output_tokens.min(relayed),
+            units: held.units.min(u64::try_from(files).unwrap_or(u64::MAX)),
+        }
+    }
 
     /// The answer is a stream of server-sent events (chunks relayed as they come).
     fn streams(&self, request: &ApiRequest) -> bool {
@@ -183,6 +208,32 @@ pub(crate) fn input_bound(body_len: usize) -> u64 {
         .saturating_add(TEMPLATE_TOKENS_BOUND)
 }
 
+/// The bytes of text in a chunk's `choices` (content, reasoning, tool calls, completion text: every
+/// string in them), which bound the output tokens the chunk can carry.
+pub fn text_bytes(chunk: &Value) -> u64 {
+    fn strings(v: &Value) -> u64 {
+        match v {
+            Value::String(s) => u64::try_from(s.len()).unwrap_or(u64::MAX),
+            Value::Array(items) => items.iter().fold(0, |sum, i| sum.saturating_add(strings(i))),
+            Value::Object(members) => members.values().fold(0, |sum, m| sum.saturating_add(strings(m))),
+            Value::Null | Value::Bool(_) | Value::Number(_) => 0,
+        }
+    }
+    chunk.get("choices").map_or(0, strings)
+}
+
+/// Why `claimed` usage is refused against `bound`, naming the first count over it; `None` if it fits.
+pub fn overclaim(claimed: &Usage, bound: &Usage) -> Option<String> {
+    [
+        ("input_tokens", claimed.input_tokens, bound.input_tokens),
+        ("output_tokens", claimed.output_tokens, bound.output_tokens),
+        ("units", claimed.units, bound.units),
+    ]
+    .into_iter()
+    .find(|(_, c, b)| c > b)
+    .map(|(name, c, b)| format!("its usage claims {c} {name}, more than the {b} the hub can account for"))
+}
+
 /// OpenAI's `usage` object.
 pub fn usage_json(u: &Usage) -> Value {
     json!({
@@ -200,4 +251,64 @@ pub(crate) fn with_proof(mut body: Value, accepted: Accepted) -> Value {
         obj.insert("paperwork".into(), Value::String(accepted.paperwork));
     }
     body
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn bound_of(workload: Workload, body: Value, text_bytes: u64, files: usize) -> Usage {
+        let api = api(workload).expect("served");
+        let request = stacknet_api::request::validate(workload, body).expect("valid request");
+        let held = api.max_usage(&request, 100, 4_096);
+        api.usage_bound(&request, &held, text_bytes, files)
+    }
+
+    #[test]
+    fn output_is_bounded_by_the_text_relayed_and_hidden_candidates_by_their_hold() {
+        let chat = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1000});
+        assert_eq!(bound_of(Workload::Chat, chat, 17, 0).output_tokens, 17 + 64);
+        // Two of three candidates are never shown: each may have used its whole budget.
+        let best_of = json!({"model": "m", "prompt": "hi", "max_tokens": 1000, "best_of": 3});
+        assert_eq!(
+            bound_of(Workload::Completion, best_of, 17, 0).output_tokens,
+            17 + 3 * 64 + 2 * 1000
+        );
+        // Never more than held.
+        let short = json!({"model": "m", "prompt": "hi", "max_tokens": 5});
+        assert_eq!(bound_of(Workload::Completion, short, 1_000, 0).output_tokens, 5);
+    }
+
+    #[test]
+    fn text_bytes_count_every_string_in_the_choices_only() {
+        let chunk = json!({
+            "id": "not counted", "model": "not counted",
+            "choices": [{"index": 0, "delta": {"content": "abc", "reasoning_content": "de",
+                "tool_calls": [{"index": 0, "function": {"arguments": "{}"}}]}, "finish_reason": null}],
+            "usage": {"completion_tokens": 100000},
+        });
+        assert_eq!(text_bytes(&chunk), 7);
+        assert_eq!(text_bytes(&json!({"choices": []})), 0);
+    }
+
+    #[test]
+    fn overclaim_names_the_first_count_over_the_bound() {
+        let bound = Usage {
+            input_tokens: 10,
+            output_tokens: 20,
+            units: 0,
+        };
+        let fits = bound.clone();
+        assert_eq!(overclaim(&fits, &bound), None);
+        let over = Usage {
+            output_tokens: 21,
+            ..bound.clone()
+        };
+        assert_eq!(
+            overclaim(&over, &bound).as_deref(),
+            Some("its usage claims 21 output_tokens, more than the 20 the hub can account for")
+        );
+    }
 }

@@ -7,6 +7,7 @@ mod files;
 mod gateway;
 mod keys;
 mod money;
+mod money_faults;
 
 use serde_json::Value;
 

@@ -19,7 +19,7 @@ use super::{chat_body, client, post_chat};
 
 /// Where a test's hub keeps its books: every test here runs on both.
 #[derive(Clone, Debug)]
-pub enum Db {
+pub(super) enum Db {
     Sqlite,
     /// A fresh schema in the database `STACKNET_TEST_DATABASE_URL` names, dropped after the test.
     Postgres {
@@ -30,7 +30,7 @@ pub enum Db {
 
 impl Db {
     /// Fails when no database is configured: a test that did not run must not pass.
-    fn postgres() -> Self {
+    pub(super) fn postgres() -> Self {
         let url = std::env::var("STACKNET_TEST_DATABASE_URL").expect(
             "STACKNET_TEST_DATABASE_URL is not set: this test needs PostgreSQL (scripts/test.sh sets it)",
         );
@@ -41,13 +41,13 @@ impl Db {
         Db::Postgres { url, schema }
     }
 
-    fn apply(&self, config: &mut stacknet_hub::HubConfig) {
+    pub(super) fn apply(&self, config: &mut stacknet_hub::HubConfig) {
         if let Db::Postgres { url, schema } = self {
             config.database = Some(format!("{url}?schema={schema}"));
         }
     }
 
-    async fn drop_schema(&self) {
+    pub(super) async fn drop_schema(&self) {
         if let Db::Postgres { url, schema } = self {
             let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap();
             tokio::spawn(conn);
@@ -78,6 +78,7 @@ macro_rules! on_both_stores {
         }
     )*};
 }
+pub(super) use on_both_stores;
 
 on_both_stores!(
     a_paid_request_holds_the_maximum_then_captures_the_actual_cost,
@@ -100,9 +101,9 @@ on_both_stores!(
 );
 
 /// 1 micro-credit per input token, 2 per output token, 100 per request.
-const PRICE: (i64, i64, i64) = (1_000_000, 2_000_000, 100);
+pub(super) const PRICE: (i64, i64, i64) = (1_000_000, 2_000_000, 100);
 
-async fn admin(net: &TestNetwork, path: &str, body: Value) -> reqwest::Response {
+pub(super) async fn admin(net: &TestNetwork, path: &str, body: Value) -> reqwest::Response {
     client()
         .post(format!("{}/stacknet/v1/admin{path}", net.hub.url()))
         .bearer_auth(&net.admin_token)
@@ -120,20 +121,29 @@ async fn start(db: &Db, script: Script, adjust: impl FnOnce(&mut stacknet_hub::H
     .await
 }
 
-async fn priced(db: &Db, script: Script, adjust: impl FnOnce(&mut stacknet_hub::HubConfig)) -> TestNetwork {
+pub(super) async fn priced(
+    db: &Db,
+    script: Script,
+    adjust: impl FnOnce(&mut stacknet_hub::HubConfig),
+) -> TestNetwork {
     let net = start(db, script, adjust).await;
+    set_price(&net).await;
+    net
+}
+
+/// Prices [`MOCK_MODEL`] at [`PRICE`].
+pub(super) async fn set_price(net: &TestNetwork) {
     let resp = admin(
-        &net,
+        net,
         "/prices",
         json!({"model": MOCK_MODEL, "input_per_mtok": PRICE.0.to_string(),
                "output_per_mtok": PRICE.1.to_string(), "per_request": PRICE.2.to_string()}),
     )
     .await;
     assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
-    net
 }
 
-async fn topup(net: &TestNetwork, micros: i64) {
+pub(super) async fn topup(net: &TestNetwork, micros: i64) {
     let resp = admin(
         net,
         &format!("/stacks/{}/topup", net.stack),
@@ -143,15 +153,15 @@ async fn topup(net: &TestNetwork, micros: i64) {
     assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
 }
 
-fn ledger(net: &TestNetwork) -> Arc<dyn LedgerStore> {
+pub(super) fn ledger(net: &TestNetwork) -> Arc<dyn LedgerStore> {
     net.hub.hub.state.ledger.clone()
 }
 
-async fn posted(net: &TestNetwork, account: AccountId) -> i64 {
+pub(super) async fn posted(net: &TestNetwork, account: AccountId) -> i64 {
     ledger(net).balance(account).await.unwrap().posted.micros()
 }
 
-async fn statement(net: &TestNetwork) -> Value {
+pub(super) async fn statement(net: &TestNetwork) -> Value {
     client()
         .get(format!("{}/stacknet/v1/statement", net.hub.url()))
         .bearer_auth(&net.api_key)
@@ -163,14 +173,14 @@ async fn statement(net: &TestNetwork) -> Value {
         .unwrap()
 }
 
-fn cost_of(usage: &Value) -> i64 {
+pub(super) fn cost_of(usage: &Value) -> i64 {
     let input = usage["prompt_tokens"].as_i64().unwrap();
     let output = usage["completion_tokens"].as_i64().unwrap();
     // Rounded up to the micro-credit, as PriceTerms::cost does.
     (input * PRICE.0 + output * PRICE.1 + 999_999) / 1_000_000 + PRICE.2
 }
 
-async fn books_balance(net: &TestNetwork) {
+pub(super) async fn books_balance(net: &TestNetwork) {
     let totals = ledger(net).sum_check().await.unwrap();
     assert!(totals.is_balanced(), "books out of balance: {totals:?}");
 }
@@ -254,7 +264,7 @@ async fn a_failed_task_releases_its_whole_hold(db: Db) {
 }
 
 /// Makes `n` paid requests and returns their total cost.
-async fn spend(net: &TestNetwork, n: usize) -> i64 {
+pub(super) async fn spend(net: &TestNetwork, n: usize) -> i64 {
     let mut total = 0;
     for _ in 0..n {
         let v: Value = post_chat(net, &chat_body(false)).await.json().await.unwrap();
@@ -264,7 +274,7 @@ async fn spend(net: &TestNetwork, n: usize) -> i64 {
     total
 }
 
-async fn wallet_docs(net: &TestNetwork) -> Vec<Signed<Paperwork>> {
+pub(super) async fn wallet_docs(net: &TestNetwork) -> Vec<Signed<Paperwork>> {
     net.nodes[0].node.wallet().list().await.unwrap()
 }
 
