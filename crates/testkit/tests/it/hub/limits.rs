@@ -121,7 +121,7 @@ async fn a_2048_input_embeddings_request_answers_200_in_chunks() {
     // The paperwork's digest is the one of the whole `data`, as the client recomputes it.
     let id = answer["paperwork"].as_str().unwrap();
     let pw: stacknet_protocol::Signed<stacknet_protocol::paperwork::Paperwork> = client()
-        .get(format!("{}{}", net.hub.url(), stacknet_api::paths::paperwork(id)))
+        .get(format!("{}{}", net.hub.url(), stacknet_api::paths::paperwork(&id)))
         .send()
         .await
         .unwrap()
