@@ -92,7 +92,10 @@ pub struct WideEmbeddings;
 /// The `j`-th number of [`WideEmbeddings`]' vector for the `i`-th input: in (-0.5, 0.5), with
 /// about 17 significant digits.
 pub fn wide_number(i: usize, j: usize) -> f64 {
-    let n = (i as u64).wrapping_mul(7_919).wrapping_add((j as u64).wrapping_mul(104_729)) % 1_000_003;
+    let n = (i as u64)
+        .wrapping_mul(7_919)
+        .wrapping_add((j as u64).wrapping_mul(104_729))
+        % 1_000_003;
     (n as f64 + 0.123_456_789) / 1_000_003.0 - 0.5
 }
 

@@ -335,7 +335,10 @@ async fn a_task_frame_over_the_nodes_limit_is_refused_without_dropping_the_conne
     let request = chat_request(&"z".repeat(stacknet_protocol::wire::MAX_FRAME_BYTES + 1_000));
     conn.send(&task(&huge, &request)).await;
     let frame = expect_error(&mut conn, huge.body.id, ErrorCode::InvalidRequest).await;
-    assert!(frame.message.contains("exceeds the limit of 4194304 bytes"), "{frame:?}");
+    assert!(
+        frame.message.contains("exceeds the limit of 4194304 bytes"),
+        "{frame:?}"
+    );
     assert_eq!(mock.requests(), 0);
     let fine = contract(node.id(), MOCK_MODEL, Workload::Chat);
     conn.send(&task(&fine, &chat_request("still there?"))).await;

@@ -16,6 +16,10 @@ use tokio::io::AsyncWriteExt;
 
 use super::{chat_body, client, post_chat};
 
+/// Heartbeats for tests that move megabytes on one test thread: seconds of encoding on a loaded
+/// machine must not look like a silent peer (3 missed intervals drop a connection).
+const QUIET_HEARTBEAT_MS: u64 = 30_000;
+
 /// The node's tasks in flight, as the hub counts them, and its connection id.
 fn node_state(net: &TestNetwork) -> (u32, u64) {
     let nodes = net.hub.hub.state.nodes.connected();
@@ -27,10 +31,13 @@ fn node_state(net: &TestNetwork) -> (u32, u64) {
 
 #[tokio::test]
 async fn a_slow_client_costs_only_its_own_task() {
-    // 16 MB of output in 4 KiB chunks: far more than every buffer between the node and a client.
+    // 16 MB of output in 4 KiB chunks: far more than every buffer between the node and a client,
+    // and than the 1 MiB this hub lets wait for one client (64 MiB by default).
     let reply = "x".repeat(4_000 * 4_096);
     let net = TestNetwork::start_with(Script::text(reply).chunks(4_000), |c| {
         c.request_timeout_ms = 60_000;
+        c.max_queued_output_bytes = 1024 * 1024;
+        c.heartbeat_interval_ms = QUIET_HEARTBEAT_MS;
     })
     .await;
     let (_, conn) = node_state(&net);
@@ -48,20 +55,27 @@ async fn a_slow_client_costs_only_its_own_task() {
     a.write_all(head.as_bytes()).await.unwrap();
     a.write_all(&body).await.unwrap();
     let upstream = &net.upstream;
-    wait_until("the node asked its upstream for A's answer", WAIT_DEADLINE, || {
-        std::future::ready((upstream.requests() >= 1).then_some(()))
-    })
+    wait_until(
+        "the node asked its upstream for A's answer",
+        WAIT_DEADLINE,
+        || std::future::ready((upstream.requests() >= 1).then_some(())),
+    )
     .await;
     net.upstream.set_script(Script::echo());
     // Client B, on the same node, while A's answer is stuck: it completes.
     let resp = post_chat(&net, &chat_body(false)).await;
     assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
     let answer: Value = resp.json().await.unwrap();
-    assert_eq!(answer["choices"][0]["message"]["content"], "You said: hello there");
+    assert_eq!(
+        answer["choices"][0]["message"]["content"],
+        "You said: hello there"
+    );
     // A's task was ended by the hub (its slot is free again) while A is still connected, unread.
-    wait_until("A's task is cancelled and its slot released", WAIT_DEADLINE, || {
-        std::future::ready((node_state(&net).0 == 0).then_some(()))
-    })
+    wait_until(
+        "A's task is cancelled and its slot released",
+        WAIT_DEADLINE,
+        || std::future::ready((node_state(&net).0 == 0).then_some(())),
+    )
     .await;
     assert_eq!(node_state(&net).1, conn, "the node kept its connection");
     drop(a);
@@ -93,7 +107,9 @@ async fn a_task_larger_than_the_nodes_frame_limit_gets_413_and_hurts_no_node() {
 
 #[tokio::test]
 async fn a_2048_input_embeddings_request_answers_200_in_chunks() {
-    let mut net = TestNetwork::start_without_nodes(Script::echo(), |_| {}).await;
+    let mut net =
+        TestNetwork::start_without_nodes(Script::echo(), |c| c.heartbeat_interval_ms = QUIET_HEARTBEAT_MS)
+            .await;
     net.add_backend_node(Arc::new(WideEmbeddings)).await;
     let (_, conn) = node_state(&net);
     let inputs: Vec<String> = (0..2_048).map(|i| format!("text {i}")).collect();
@@ -104,9 +120,18 @@ async fn a_2048_input_embeddings_request_answers_200_in_chunks() {
         .send()
         .await
         .unwrap();
-    assert_eq!(resp.status(), 200);
+    let status = resp.status();
     let bytes = resp.bytes().await.unwrap();
-    assert!(bytes.len() > 2 * MAX_FRAME_BYTES, "the answer spans several frames");
+    assert_eq!(
+        status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&bytes[..bytes.len().min(2000)])
+    );
+    assert!(
+        bytes.len() > 2 * MAX_FRAME_BYTES,
+        "the answer spans several frames"
+    );
     let answer: Value = serde_json::from_slice(&bytes).unwrap();
     let data = answer["data"].as_array().unwrap();
     assert_eq!(data.len(), 2_048);
@@ -121,7 +146,11 @@ async fn a_2048_input_embeddings_request_answers_200_in_chunks() {
     // The paperwork's digest is the one of the whole `data`, as the client recomputes it.
     let id = answer["paperwork"].as_str().unwrap();
     let pw: stacknet_protocol::Signed<stacknet_protocol::paperwork::Paperwork> = client()
-        .get(format!("{}{}", net.hub.url(), stacknet_api::paths::paperwork(&id)))
+        .get(format!(
+            "{}{}",
+            net.hub.url(),
+            stacknet_api::paths::paperwork(&id)
+        ))
         .send()
         .await
         .unwrap()
