@@ -378,7 +378,7 @@ mod tests {
         }
         assert_eq!(join_embeddings(&pieces).unwrap(), whole);
         let digest = |chunks: &[Value]| digest_of_stream(Workload::Embedding, chunks).unwrap();
-        assert_eq!(digest(&pieces), digest(&[whole.clone()]));
+        assert_eq!(digest(&pieces), digest(std::slice::from_ref(&whole)));
         assert_eq!(
             digest(&pieces),
             digest_of_response(Workload::Embedding, &whole).unwrap()
