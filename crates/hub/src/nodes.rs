@@ -550,3 +550,60 @@ impl Nodes {
         Err(PickError::NoCapacity)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stacknet_protocol::SecretKey;
+
+    fn node(nodes: &Nodes, max_frame_bytes: u64) -> Arc<NodeHandle> {
+        let (outbox, _) = mpsc::channel(1);
+        let offer = ModelOffer {
+            name: "m".into(),
+            workloads: vec![Workload::Chat],
+            backend: "test".into(),
+            model_sha256: None,
+        };
+        let limits = Limits {
+            max_frame_bytes,
+            ..Limits::OURS
+        };
+        let handle = Arc::new(NodeHandle::new(
+            SecretKey::generate().public_key(),
+            vec![offer],
+            4,
+            limits,
+            nodes.next_conn_id(),
+            outbox,
+        ));
+        nodes.register(handle.clone());
+        handle
+    }
+
+    fn need(frame_bytes: u64) -> Need<'static> {
+        Need {
+            model: "m",
+            workload: Workload::Chat,
+            file_bytes: 0,
+            frame_bytes,
+        }
+    }
+
+    #[test]
+    fn a_task_goes_to_a_node_whose_frame_limit_fits_it_or_nowhere() {
+        let nodes = Nodes::default();
+        let small = node(&nodes, 1_000);
+        for _ in 0..4 {
+            let lease = nodes.pick(&need(5_000), None);
+            assert_eq!(lease.err(), Some(PickError::FrameTooLarge { limit: 1_000 }));
+        }
+        let big = node(&nodes, 10_000);
+        for _ in 0..4 {
+            let lease = nodes.pick(&need(5_000), None).unwrap();
+            assert_eq!(lease.node.id, big.id);
+        }
+        assert!(nodes
+            .pick(&need(10), Some(big.id))
+            .is_ok_and(|l| l.node.id == small.id));
+    }
+}
