@@ -7,9 +7,9 @@
 //! announces each with an `output` message, sends its pieces in order, and the gateway hands the
 //! task the whole file once its size and sha256 check out (see `Incoming`).
 //!
-//! The reader never waits for a task: it hands each event over without blocking, and a task too
-//! slow to take it is abandoned (`NodeHandle::deliver`), so one client that stops reading never
-//! stops this node's socket and its other tasks.
+//! The reader never waits for a task: it hands each event over without blocking, and a task with
+//! more output waiting for its client than the hub allows is abandoned (`NodeHandle::deliver`), so
+//! one client that stops reading never stops this node's socket and its other tasks.
 
 use std::collections::HashMap;
 use std::sync::Arc;
