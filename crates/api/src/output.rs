@@ -5,7 +5,9 @@
 //! - chat and completions: SHA-256 of the RFC 8785 canonical JSON of the `choices` array of the
 //!   non-streamed response. A streamed answer is folded into the same array by [`Assembler`] (the
 //!   same code the hub uses to answer a non-streamed request), so both digests are equal.
-//! - embeddings: SHA-256 of the canonical JSON of the response's `data` array.
+//! - embeddings: SHA-256 of the canonical JSON of the response's `data` array. A response larger
+//!   than a frame travels as several chunks ([`split_embeddings`]); the digest is over their `data`
+//!   arrays joined, so it is the same however the response was split ([`join_embeddings`]).
 //! - files (images): for one file, SHA-256 of its bytes; for several, SHA-256 of the canonical
 //!   JSON array of their lowercase hex SHA-256s, in order.
 //!
@@ -24,7 +26,7 @@ use stacknet_protocol::Sha256Digest;
 pub enum OutputKind {
     /// Streamed OpenAI chunks folded into `choices` (chat: messages; completion: text).
     Choices,
-    /// One chunk holding the whole response; its `data` is digested.
+    /// The whole response, in one chunk or split into several; its `data` is digested.
     Embeddings,
     /// Files in binary frames.
     Files,
@@ -102,11 +104,89 @@ impl OutputDigester {
             OutputKind::Choices => canonical_digest(&self.choices.choices(self.workload))?,
             OutputKind::Embeddings => match self.data.as_slice() {
                 [one] => canonical_digest(one)?,
-                many => canonical_digest(&Value::Array(many.to_vec()))?,
+                many => canonical_digest(&Value::Array(joined_data(many)))?,
             },
             OutputKind::Files => files_digest(&self.files)?,
         })
     }
+}
+
+/// The `data` arrays of an embeddings response's chunks, joined in order (a `data` that is not an
+/// array counts as one item).
+fn joined_data<'a>(pieces: impl IntoIterator<Item = &'a Value>) -> Vec<Value> {
+    let mut all = Vec::new();
+    for piece in pieces {
+        match piece {
+            Value::Array(items) => all.extend(items.iter().cloned()),
+            other => all.push(other.clone()),
+        }
+    }
+    all
+}
+
+/// Splits an embeddings response into chunks whose compact JSON is at most `max_bytes` each: the
+/// first keeps every member with the first items of `data`, the others are `{"data": [...]}` with
+/// the next items. [`join_embeddings`] gives the response back, and the digest of the pieces is the
+/// response's. `None` when it cannot be split that small (one item is larger, or `data` is not an
+/// array).
+pub fn split_embeddings(response: Value, max_bytes: usize) -> Option<Vec<Value>> {
+    let Value::Object(mut first) = response else {
+        return None;
+    };
+    let Some(Value::Array(items)) = first.remove("data") else {
+        return None;
+    };
+    first.insert("data".to_owned(), Value::Array(Vec::new()));
+    let len = |v: &Value| serde_json::to_vec(v).ok().map(|b| b.len());
+    // A later piece with an empty `data`: `{"data":[]}`.
+    const EMPTY_PIECE_BYTES: usize = 11;
+    let mut pieces = Vec::new();
+    let mut current: Vec<Value> = Vec::new();
+    let mut size = len(&Value::Object(first.clone()))?;
+    for item in items {
+        let item_len = len(&item)?;
+        // Each item after the first of a piece adds a comma.
+        let grown = size + item_len + usize::from(!current.is_empty());
+        if grown > max_bytes {
+            if current.is_empty() {
+                return None;
+            }
+            pieces.push(std::mem::take(&mut current));
+            size = EMPTY_PIECE_BYTES + item_len;
+            if size > max_bytes {
+                return None;
+            }
+        } else {
+            size = grown;
+        }
+        current.push(item);
+    }
+    pieces.push(current);
+    let mut out = Vec::with_capacity(pieces.len());
+    for (i, data) in pieces.into_iter().enumerate() {
+        let mut piece = if i == 0 {
+            std::mem::take(&mut first)
+        } else {
+            serde_json::Map::new()
+        };
+        piece.insert("data".to_owned(), Value::Array(data));
+        out.push(Value::Object(piece));
+    }
+    Some(out)
+}
+
+/// The embeddings response a node sent as `chunks` (one, or split by [`split_embeddings`]): the
+/// first chunk's members, with `data` the chunks' `data` arrays joined. `None` without chunks or
+/// when the first is not an object.
+pub fn join_embeddings(chunks: &[Value]) -> Option<Value> {
+    let (first, rest) = chunks.split_first()?;
+    if rest.is_empty() {
+        return first.is_object().then(|| first.clone());
+    }
+    let mut whole = first.as_object()?.clone();
+    let data = joined_data(chunks.iter().map(|c| c.get("data").unwrap_or(&Value::Null)));
+    whole.insert("data".to_owned(), Value::Array(data));
+    Some(Value::Object(whole))
 }
 
 fn canonical_digest(v: &Value) -> Result<Sha256Digest, JcsError> {
@@ -272,5 +352,42 @@ fn merge_tool_call(calls: &mut BTreeMap<u64, ToolCallAcc>, delta: &Value) {
         if let Some(part) = f.get("arguments").and_then(Value::as_str) {
             call.arguments.push_str(part);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn response(n: usize) -> Value {
+        let data: Vec<Value> = (0..n)
+            .map(|i| json!({"object": "embedding", "index": i, "embedding": [0.125, -1.5e-7, i]}))
+            .collect();
+        json!({"object": "list", "data": data, "model": "m", "usage": {"prompt_tokens": 3}})
+    }
+
+    #[test]
+    fn a_split_response_joins_back_and_keeps_its_digest() {
+        let whole = response(100);
+        let whole_len = serde_json::to_vec(&whole).unwrap().len();
+        let max = whole_len / 7;
+        let pieces = split_embeddings(whole.clone(), max).unwrap();
+        assert!(pieces.len() >= 7, "{} pieces", pieces.len());
+        for p in &pieces {
+            assert!(serde_json::to_vec(p).unwrap().len() <= max);
+        }
+        assert_eq!(join_embeddings(&pieces).unwrap(), whole);
+        let digest = |chunks: &[Value]| digest_of_stream(Workload::Embedding, chunks).unwrap();
+        assert_eq!(digest(&pieces), digest(std::slice::from_ref(&whole)));
+        assert_eq!(
+            digest(&pieces),
+            digest_of_response(Workload::Embedding, &whole).unwrap()
+        );
+    }
+
+    #[test]
+    fn an_item_larger_than_a_piece_cannot_be_split() {
+        assert_eq!(split_embeddings(response(3), 60), None);
+        assert_eq!(split_embeddings(json!({"data": "not an array"}), 1_000), None);
     }
 }

@@ -31,6 +31,10 @@ pub enum ApiError {
     UnknownModel(String),
     #[error("Request body exceeds the limit of {limit} bytes.")]
     BodyTooLarge { limit: usize },
+    #[error("The request's task is {len} bytes or more, over the {limit}-byte frame limit (max_frame_bytes) of the nodes that serve its model. Send a smaller request.")]
+    TaskTooLarge { len: u64, limit: u64 },
+    #[error("The task was cancelled: its answer was not read as fast as the node produced it.")]
+    Abandoned,
     #[error("The hub is at capacity ({limit} requests in flight). Retry shortly.")]
     AtCapacity { limit: usize },
     #[error("No node is available to serve `{0}` right now. Retry shortly.")]
@@ -145,7 +149,8 @@ impl ApiError {
             ApiError::InsufficientBalance { .. } => StatusCode::PAYMENT_REQUIRED,
             ApiError::BadSignature(_) => StatusCode::UNAUTHORIZED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
-            ApiError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::BodyTooLarge { .. } | ApiError::TaskTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Abandoned => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::AtCapacity { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::NoNode(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Upstream(_) | ApiError::NodeFailed(_) => StatusCode::BAD_GATEWAY,
@@ -168,6 +173,8 @@ impl ApiError {
             ApiError::BadSignature(_) => ("invalid_request_error", Some("invalid_signature")),
             ApiError::Conflict(_) => ("invalid_request_error", Some("conflict")),
             ApiError::BodyTooLarge { .. } => ("invalid_request_error", Some("request_too_large")),
+            ApiError::TaskTooLarge { .. } => ("invalid_request_error", Some("max_frame_bytes_exceeded")),
+            ApiError::Abandoned => ("api_error", Some("task_abandoned")),
             ApiError::AtCapacity { .. } => ("rate_limit_error", Some("rate_limit_exceeded")),
             ApiError::NoNode(_) => ("service_unavailable_error", Some("no_node_available")),
             ApiError::Upstream(_) => ("api_error", Some("upstream_error")),

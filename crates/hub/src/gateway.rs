@@ -6,6 +6,10 @@
 //! a closed connection; it never touches other nodes. Binary frames carry output files: a node
 //! announces each with an `output` message, sends its pieces in order, and the gateway hands the
 //! task the whole file once its size and sha256 check out (see `Incoming`).
+//!
+//! The reader never waits for a task: it hands each event over without blocking, and a task with
+//! more output waiting for its client than the hub allows is abandoned (`NodeHandle::deliver`), so
+//! one client that stops reading never stops this node's socket and its other tasks.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -22,7 +26,7 @@ use stacknet_protocol::wire::{
 use stacknet_protocol::{ContractId, Nonce, Sha256Digest, Signed, Timestamp};
 use tokio::sync::mpsc;
 
-use crate::nodes::{NodeHandle, Outbound, TaskEvent};
+use crate::nodes::{Delivery, NodeHandle, Outbound, TaskEvent};
 use crate::AppState;
 
 /// How long a node has to answer the challenge.
@@ -173,6 +177,9 @@ struct Incoming {
     sha: Sha256,
 }
 
+/// An output file received whole, its bytes checked against its sha256.
+type WholeFile = (Attachment, axum::body::Bytes);
+
 /// A binary frame that does not fit: the task it names (if it could be read) and why.
 type BadPiece = (Option<ContractId>, String);
 
@@ -207,7 +214,7 @@ impl IncomingFiles {
 
     /// Adds a piece; the whole file once it is complete and its hash checks out. An error names
     /// the task it fails, when the frame said which.
-    fn piece(&mut self, frame: &[u8]) -> Result<Option<(ContractId, TaskEvent)>, BadPiece> {
+    fn piece(&mut self, frame: &[u8]) -> Result<Option<(ContractId, WholeFile)>, BadPiece> {
         let part = wire::decode_file_part(frame).map_err(|e| (None, e.to_string()))?;
         let key = (part.contract, part.sha256);
         let fail = |why: &str| (Some(part.contract), why.to_owned());
@@ -236,7 +243,7 @@ impl IncomingFiles {
         }
         Ok(Some((
             part.contract,
-            TaskEvent::File(done.meta, axum::body::Bytes::from(done.bytes)),
+            (done.meta, axum::body::Bytes::from(done.bytes)),
         )))
     }
 
@@ -313,11 +320,14 @@ async fn read_loop<R, E>(
             Ok(Some(Frame::Binary(bytes))) => {
                 match incoming.piece(&bytes) {
                     Ok(None) => {}
-                    Ok(Some((contract, event))) => deliver(node, contract, event, "output file").await,
+                    Ok(Some((contract, (meta, file)))) => {
+                        let size = meta.size;
+                        deliver(node, contract, TaskEvent::File(meta, file), size, "output file");
+                    }
                     Err((contract, why)) => {
                         if let Some(contract) = contract {
                             incoming.forget(&contract);
-                            if node.task(&contract).is_none() {
+                            if !node.is_running(&contract) {
                                 stray(node, contract, "binary");
                                 continue;
                             }
@@ -328,9 +338,9 @@ async fn read_loop<R, E>(
                                 node,
                                 contract,
                                 TaskEvent::Error(ErrorCode::MalformedFrame, why),
+                                0,
                                 "binary",
-                            )
-                            .await;
+                            );
                         }
                     }
                 }
@@ -342,6 +352,7 @@ async fn read_loop<R, E>(
                 return;
             }
         };
+        let size = frame.len() as u64;
         let msg = match wire::decode::<NodeMessage>(frame.as_bytes()) {
             Ok(m) => m,
             Err(e) => {
@@ -353,22 +364,22 @@ async fn read_loop<R, E>(
         let (contract, event) = match msg {
             NodeMessage::Chunk { contract, data, .. } => (contract, TaskEvent::Chunk(data)),
             NodeMessage::Output { contract, file } => {
-                if node.task(&contract).is_none() {
+                if !node.is_running(&contract) {
                     stray(node, contract, "output");
                 } else if let Err(why) = incoming.announce(contract, file) {
                     deliver(
                         node,
                         contract,
                         TaskEvent::Error(ErrorCode::MalformedFrame, why),
+                        0,
                         "output",
-                    )
-                    .await;
+                    );
                 }
                 continue;
             }
             NodeMessage::Done { contract, paperwork } => {
                 incoming.forget(&contract);
-                finish(node, contract, TaskEvent::Done(paperwork), "done").await;
+                finish(node, contract, TaskEvent::Done(paperwork), size, "done");
                 continue;
             }
             NodeMessage::Error(ErrorFrame {
@@ -377,7 +388,7 @@ async fn read_loop<R, E>(
                 message,
             }) => {
                 incoming.forget(&contract);
-                finish(node, contract, TaskEvent::Error(code, message), "error").await;
+                finish(node, contract, TaskEvent::Error(code, message), size, "error");
                 continue;
             }
             NodeMessage::Error(ErrorFrame {
@@ -396,28 +407,32 @@ async fn read_loop<R, E>(
                 return;
             }
         };
-        deliver(node, contract, event, "chunk").await;
+        deliver(node, contract, event, size, "chunk");
     }
 }
 
-/// Hands an event to its task; a frame for a task that is not running on this node is refused
-/// (see [`stray`]).
-async fn deliver(node: &NodeHandle, contract: ContractId, event: TaskEvent, kind: &'static str) {
-    match node.task(&contract) {
-        Some(tx) => {
-            let _ = tx.send(event).await;
-        }
-        None => stray(node, contract, kind),
-    }
+/// Hands an event to its task without waiting; a frame for a task that is not running on this node
+/// is refused (see [`stray`]).
+fn deliver(node: &NodeHandle, contract: ContractId, event: TaskEvent, bytes: u64, kind: &'static str) {
+    let delivery = node.deliver(&contract, event, bytes);
+    settle(node, contract, delivery, kind);
 }
 
 /// Hands the task its last event from the node and ends it there: any later frame for it is stray.
-async fn finish(node: &NodeHandle, contract: ContractId, event: TaskEvent, kind: &'static str) {
-    match node.finish_task(&contract) {
-        Some(tx) => {
-            let _ = tx.send(event).await;
-        }
-        None => stray(node, contract, kind),
+fn finish(node: &NodeHandle, contract: ContractId, event: TaskEvent, bytes: u64, kind: &'static str) {
+    let delivery = node.finish(&contract, event, bytes);
+    settle(node, contract, delivery, kind);
+}
+
+fn settle(node: &NodeHandle, contract: ContractId, delivery: Delivery, kind: &'static str) {
+    match delivery {
+        Delivery::Queued => {}
+        Delivery::Abandoned => tracing::warn!(
+            node = %node.id,
+            %contract,
+            "task abandoned: its output waits for a client that reads slower than the node writes"
+        ),
+        Delivery::NotRunning => stray(node, contract, kind),
     }
 }
 
@@ -481,6 +496,7 @@ async fn write_loop<S>(
                 let Ok(text) = wire::encode(&m) else { continue };
                 Message::Text(text.into())
             }
+            Outbound::Encoded(text) => Message::Text(text.into()),
             Outbound::FilePart(bytes) => Message::Binary(bytes.into()),
         };
         if sink.send(frame).await.is_err() {

@@ -68,6 +68,8 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 pub const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 1024;
 pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 300_000;
 pub const DEFAULT_HEARTBEAT_INTERVAL_MS: u64 = 5_000;
+/// A node's output that may wait for one slow client before its task is abandoned.
+pub const DEFAULT_MAX_QUEUED_OUTPUT_BYTES: u64 = 64 * 1024 * 1024;
 /// Output tokens assumed for a request without `max_tokens` when its maximum cost is held.
 pub const DEFAULT_MAX_OUTPUT_TOKENS: u64 = 4_096;
 /// How long after acceptance paperwork may be filed: validators can object first.
@@ -118,6 +120,9 @@ pub struct HubConfig {
     pub max_concurrent_requests: usize,
     pub request_timeout_ms: u64,
     pub heartbeat_interval_ms: u64,
+    /// The most output bytes of one task that may wait for its client (one that reads slower than
+    /// its node writes); past it the task is abandoned, so the node's connection never waits.
+    pub max_queued_output_bytes: u64,
     /// The price of a model the admin has not priced.
     pub default_price: PriceTerms,
     pub default_max_output_tokens: u64,
@@ -155,6 +160,7 @@ impl HubConfig {
             max_concurrent_requests: DEFAULT_MAX_CONCURRENT_REQUESTS,
             request_timeout_ms: DEFAULT_REQUEST_TIMEOUT_MS,
             heartbeat_interval_ms: DEFAULT_HEARTBEAT_INTERVAL_MS,
+            max_queued_output_bytes: DEFAULT_MAX_QUEUED_OUTPUT_BYTES,
             default_price: PriceTerms {
                 input_per_mtok: Amount::ZERO,
                 output_per_mtok: Amount::ZERO,

@@ -9,6 +9,12 @@
 //! its connections, holding the marks against it (frames for tasks that are not its own) and the
 //! tasks the hub recently ended without the node (its connection closed, the client went away), so
 //! that a node reconnecting with late frames for those is not marked for them.
+//!
+//! The gateway's reader hands a task its events without ever waiting for it ([`NodeHandle::deliver`]):
+//! a task's queue is bounded in bytes, not in events, and a task with more output waiting than that
+//! (its client reads slower than the node writes) is abandoned, cancelled at the node and failed, so
+//! one slow client never stops the reader and the node's other tasks. Counting bytes lets a burst
+//! of small chunks wait while a client catches up, and bounds what a stuck client can pin in memory.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -21,7 +27,7 @@ use stacknet_protocol::contract::Workload;
 use stacknet_protocol::paperwork::Paperwork;
 use stacknet_protocol::wire::{Attachment, ErrorCode, FilePart, HubMessage, Limits, ModelOffer};
 use stacknet_protocol::{ContractId, NodeKeyId, PublicKey, Signed};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 
 /// Events of one task, from the gateway to the request handler.
 #[derive(Debug)]
@@ -35,13 +41,62 @@ pub enum TaskEvent {
     Gone,
 }
 
-/// Chunks buffered per task before the node's connection waits for the client.
-pub const TASK_EVENT_QUEUE_LEN: usize = 256;
+/// What became of an event the gateway handed a task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// Queued for the task (or dropped because its request has just ended).
+    Queued,
+    /// The task had too much output waiting: it was abandoned (see [`NodeHandle::deliver`]).
+    Abandoned,
+    /// No such task is running on this node.
+    NotRunning,
+}
+
+/// A running task as the gateway sees it: where its events go, and how it is told it was abandoned.
+#[derive(Debug, Clone)]
+struct TaskSlot {
+    events: mpsc::UnboundedSender<(TaskEvent, u64)>,
+    /// Bytes sent to `events` and not yet taken, and the most allowed.
+    queued: Arc<AtomicU64>,
+    max_queued: u64,
+    abandoned: Arc<Notify>,
+}
+
+impl TaskSlot {
+    /// Queues `event` of `bytes`; false when that would put more than `max_queued` bytes in wait.
+    fn offer(&self, event: TaskEvent, bytes: u64) -> bool {
+        let before = self.queued.fetch_add(bytes, Ordering::AcqRel);
+        if before.saturating_add(bytes) > self.max_queued {
+            return false;
+        }
+        // A closed queue: the request has just ended, and the event is not needed.
+        let _ = self.events.send((event, bytes));
+        true
+    }
+}
+
+/// The events of one task, in the order the node sent them; what the request handler reads.
+#[derive(Debug)]
+pub struct TaskEvents {
+    rx: mpsc::UnboundedReceiver<(TaskEvent, u64)>,
+    queued: Arc<AtomicU64>,
+}
+
+impl TaskEvents {
+    /// The next event; `None` once the gateway has let go of the task.
+    pub async fn recv(&mut self) -> Option<TaskEvent> {
+        let (event, bytes) = self.rx.recv().await?;
+        self.queued.fetch_sub(bytes, Ordering::AcqRel);
+        Some(event)
+    }
+}
 
 /// What the gateway's writer sends to a node: a message, or a binary frame of a file.
 #[derive(Debug)]
 pub enum Outbound {
     Message(HubMessage),
+    /// A message already encoded (a task, whose size was checked against the node's limit).
+    Encoded(String),
     FilePart(Vec<u8>),
 }
 
@@ -139,7 +194,7 @@ pub struct NodeHandle {
     pub conn_id: u64,
     in_flight: AtomicU32,
     pub outbox: mpsc::Sender<Outbound>,
-    tasks: Mutex<HashMap<ContractId, mpsc::Sender<TaskEvent>>>,
+    tasks: Mutex<HashMap<ContractId, TaskSlot>>,
     /// The key's record, shared with its other connections (see [`Nodes::record_for`]).
     pub record: Arc<NodeRecord>,
 }
@@ -198,12 +253,13 @@ impl NodeHandle {
             .iter()
             .any(|m| m.name == need.model && m.workloads.contains(&need.workload))
             && need.file_bytes <= self.limits.max_file_bytes
+            && need.frame_bytes < self.limits.max_frame_bytes
     }
 
     /// Sends a message, then the files that follow it in binary frames of the node's size.
     pub async fn send_with_files(
         &self,
-        message: HubMessage,
+        message: impl Into<Outbound>,
         contract: ContractId,
         files: &[(Attachment, Bytes)],
     ) -> Result<(), ()> {
@@ -241,15 +297,51 @@ impl NodeHandle {
             .is_ok()
     }
 
-    /// The event channel of a task, for the gateway's reader.
-    pub fn task(&self, contract: &ContractId) -> Option<mpsc::Sender<TaskEvent>> {
-        self.tasks.lock().ok()?.get(contract).cloned()
+    /// Whether the task runs on this node as far as the hub knows (it waits for its events).
+    pub fn is_running(&self, contract: &ContractId) -> bool {
+        self.tasks.lock().is_ok_and(|t| t.contains_key(contract))
     }
 
-    /// The event channel of a task the node says is over (done, or failed): it is no longer
-    /// running, so any later frame for it is not the node's to send.
-    pub fn finish_task(&self, contract: &ContractId) -> Option<mpsc::Sender<TaskEvent>> {
-        self.tasks.lock().ok()?.remove(contract)
+    /// Hands a running task an event of `bytes` (its frame's size) without waiting. A task with
+    /// more than its limit of output waiting is abandoned: its client reads slower than the node
+    /// writes, and waiting for it would stop this node's connection, and so every other task on it.
+    /// It is forgotten here (later frames for it are dropped without a mark), cancelled at the
+    /// node, and its request is told to fail, which releases its slot and its hold.
+    pub fn deliver(&self, contract: &ContractId, event: TaskEvent, bytes: u64) -> Delivery {
+        let Some(slot) = self.tasks.lock().ok().and_then(|t| t.get(contract).cloned()) else {
+            return Delivery::NotRunning;
+        };
+        match slot.offer(event, bytes) {
+            true => Delivery::Queued,
+            false => {
+                let ours = self
+                    .tasks
+                    .lock()
+                    .is_ok_and(|mut tasks| tasks.remove(contract).is_some());
+                if ours {
+                    self.record.remember_ended([*contract]);
+                    let _ = self
+                        .outbox
+                        .try_send(HubMessage::Cancel { contract: *contract }.into());
+                    slot.abandoned.notify_one();
+                }
+                Delivery::Abandoned
+            }
+        }
+    }
+
+    /// Hands a task its last event from the node (done, or failed) without waiting: it is no
+    /// longer running, so any later frame for it is not the node's to send. A task with too much
+    /// output waiting is abandoned as in [`Self::deliver`] (the node has already ended it).
+    pub fn finish(&self, contract: &ContractId, event: TaskEvent, bytes: u64) -> Delivery {
+        let Some(slot) = self.tasks.lock().ok().and_then(|mut t| t.remove(contract)) else {
+            return Delivery::NotRunning;
+        };
+        if slot.offer(event, bytes) {
+            return Delivery::Queued;
+        }
+        slot.abandoned.notify_one();
+        Delivery::Abandoned
     }
 
     /// Tells every running task that the connection is gone; they are remembered as ended by the
@@ -260,8 +352,8 @@ impl NodeHandle {
             Err(_) => return,
         };
         self.record.remember_ended(tasks.iter().map(|(c, _)| *c));
-        for (_, tx) in tasks {
-            let _ = tx.try_send(TaskEvent::Gone);
+        for (_, slot) in tasks {
+            let _ = slot.events.send((TaskEvent::Gone, 0));
         }
     }
 }
@@ -271,17 +363,32 @@ impl NodeHandle {
 pub struct Lease {
     pub node: Arc<NodeHandle>,
     contract: Option<ContractId>,
+    abandoned: Arc<Notify>,
 }
 
 impl Lease {
-    /// Registers the task's event channel under its contract id.
-    pub fn open_task(&mut self, contract: ContractId) -> mpsc::Receiver<TaskEvent> {
-        let (tx, rx) = mpsc::channel(TASK_EVENT_QUEUE_LEN);
+    /// Registers the task's event channel under its contract id; at most `max_queued_bytes` of its
+    /// output may wait in it (see [`NodeHandle::deliver`]).
+    pub fn open_task(&mut self, contract: ContractId, max_queued_bytes: u64) -> TaskEvents {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let queued = Arc::new(AtomicU64::new(0));
         if let Ok(mut tasks) = self.node.tasks.lock() {
-            tasks.insert(contract, tx);
+            let slot = TaskSlot {
+                events: tx,
+                queued: Arc::clone(&queued),
+                max_queued: max_queued_bytes,
+                abandoned: Arc::clone(&self.abandoned),
+            };
+            tasks.insert(contract, slot);
         }
         self.contract = Some(contract);
-        rx
+        TaskEvents { rx, queued }
+    }
+
+    /// Resolves once the gateway has abandoned the task for its output waiting too long (see
+    /// [`NodeHandle::deliver`]); never otherwise.
+    pub async fn abandoned(&self) {
+        self.abandoned.notified().await;
     }
 }
 
@@ -309,6 +416,9 @@ pub struct Need<'a> {
     pub workload: Workload,
     /// The largest input file the node must accept (0: none).
     pub file_bytes: u64,
+    /// The task frame's size without its contract (which is signed for the chosen node): the node's
+    /// `max_frame_bytes` must exceed it.
+    pub frame_bytes: u64,
 }
 
 /// Why no node could be leased.
@@ -318,6 +428,9 @@ pub enum PickError {
     UnknownModel,
     /// Nodes serve it, but none is connected with free capacity now.
     NoCapacity,
+    /// Nodes serve it, but its task frame is larger than any of them accepts (`limit`: the largest
+    /// `max_frame_bytes` among them).
+    FrameTooLarge { limit: u64 },
 }
 
 #[derive(Debug, Default)]
@@ -406,6 +519,19 @@ impl Nodes {
             .filter(|n| n.can_run(need) && Some(n.id) != exclude && n.in_flight() < n.max_concurrency)
             .collect();
         if candidates.is_empty() {
+            let any_size = Need {
+                frame_bytes: 0,
+                ..*need
+            };
+            let limit = self
+                .connected()
+                .iter()
+                .filter(|n| n.can_run(&any_size))
+                .map(|n| n.limits.max_frame_bytes)
+                .max();
+            if let Some(limit) = limit.filter(|l| need.frame_bytes >= *l) {
+                return Err(PickError::FrameTooLarge { limit });
+            }
             let known = self
                 .known_models
                 .read()
@@ -434,9 +560,67 @@ impl Nodes {
                 return Ok(Lease {
                     node: node.clone(),
                     contract: None,
+                    abandoned: Arc::new(Notify::new()),
                 });
             }
         }
         Err(PickError::NoCapacity)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stacknet_protocol::SecretKey;
+
+    fn node(nodes: &Nodes, max_frame_bytes: u64) -> Arc<NodeHandle> {
+        let (outbox, _) = mpsc::channel(1);
+        let offer = ModelOffer {
+            name: "m".into(),
+            workloads: vec![Workload::Chat],
+            backend: "test".into(),
+            model_sha256: None,
+        };
+        let limits = Limits {
+            max_frame_bytes,
+            ..Limits::OURS
+        };
+        let handle = Arc::new(NodeHandle::new(
+            SecretKey::generate().public_key(),
+            vec![offer],
+            4,
+            limits,
+            nodes.next_conn_id(),
+            outbox,
+        ));
+        nodes.register(handle.clone());
+        handle
+    }
+
+    fn need(frame_bytes: u64) -> Need<'static> {
+        Need {
+            model: "m",
+            workload: Workload::Chat,
+            file_bytes: 0,
+            frame_bytes,
+        }
+    }
+
+    #[test]
+    fn a_task_goes_to_a_node_whose_frame_limit_fits_it_or_nowhere() {
+        let nodes = Nodes::default();
+        let small = node(&nodes, 1_000);
+        for _ in 0..4 {
+            let lease = nodes.pick(&need(5_000), None);
+            assert_eq!(lease.err(), Some(PickError::FrameTooLarge { limit: 1_000 }));
+        }
+        let big = node(&nodes, 10_000);
+        for _ in 0..4 {
+            let lease = nodes.pick(&need(5_000), None).unwrap();
+            assert_eq!(lease.node.id, big.id);
+        }
+        assert!(nodes
+            .pick(&need(10), Some(big.id))
+            .is_ok_and(|l| l.node.id == small.id));
     }
 }

@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 use stacknet_api::output::OutputDigester;
 use stacknet_protocol::contract::{Parties, PriceTerms, PromptContract, Usage, Workload};
 use stacknet_protocol::paperwork::{check_paperwork_for, request_digest, Paperwork};
-use stacknet_protocol::wire::{Attachment, ErrorCode, ErrorFrame, HubMessage, Task};
+use stacknet_protocol::wire::{self, Attachment, ErrorCode, ErrorFrame, HubMessage, Task};
 use stacknet_protocol::{Amount, ContractId, NodeKeyId, Nonce, Signed, StackId, Timestamp, UserId};
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio::time::Instant;
@@ -26,7 +26,7 @@ use tokio::time::Instant;
 use crate::error::ApiError;
 use crate::log::paperwork_leaf;
 use crate::money::{self, Escrow};
-use crate::nodes::{Lease, Need, PickError, TaskEvent};
+use crate::nodes::{Lease, Need, Outbound, PickError, TaskEvent, TaskEvents};
 use crate::store::PaperworkRecord;
 use crate::workload::{self, usage_json, with_proof, Accepted, Collected, Parsed, Stamp, WorkloadApi};
 use crate::AppState;
@@ -93,12 +93,13 @@ async fn run(
     )
     .await?;
     let user = user_id(stack, req.user.as_deref());
+    let attachments: Vec<Attachment> = files.iter().map(|(a, _)| a.clone()).collect();
     let need = Need {
         model: &req.model,
         workload,
         file_bytes: files.iter().map(|(a, _)| a.size).max().unwrap_or(0),
+        frame_bytes: frame_bytes_without_contract(&req, &attachments)?,
     };
-    let attachments: Vec<Attachment> = files.iter().map(|(a, _)| a.clone()).collect();
     let mut exclude = None;
     let mut held = (escrow, permit);
     // A node that drops (or is full) before its first event costs the client nothing: one retry elsewhere.
@@ -106,17 +107,28 @@ async fn run(
         let mut lease = state.nodes.pick(&need, exclude).map_err(|e| match e {
             PickError::UnknownModel => ApiError::UnknownModel(req.model.clone()),
             PickError::NoCapacity => ApiError::NoNode(req.model.clone()),
+            PickError::FrameTooLarge { limit } => ApiError::TaskTooLarge {
+                len: need.frame_bytes,
+                limit,
+            },
         })?;
         let contract = sign_contract(&state, stack, user, &lease, &req, &price, held.0.max_cost)?;
-        let rx = lease.open_task(contract.body.id);
         let task = HubMessage::Task(Box::new(Task {
             contract: contract.clone(),
             request: req.body.clone(),
             attachments: attachments.clone(),
         }));
+        // A frame over the node's limit would cost it its connection and every task on it: the
+        // request is refused before anything is sent (the lease and the hold are released on return).
+        let task = wire::encode(&task).map_err(ApiError::internal)?;
+        let (len, limit) = (task.len() as u64, lease.node.limits.max_frame_bytes);
+        if len > limit {
+            return Err(ApiError::TaskTooLarge { len, limit });
+        }
+        let rx = lease.open_task(contract.body.id, state.config.max_queued_output_bytes);
         if lease
             .node
-            .send_with_files(task, contract.body.id, &files)
+            .send_with_files(Outbound::Encoded(task), contract.body.id, &files)
             .await
             .is_err()
         {
@@ -171,6 +183,13 @@ async fn run(
         };
     }
     Err(ApiError::NoNode(req.model.clone()))
+}
+
+/// The size of the task frame for `req` without its contract: a lower bound the scheduler uses to
+/// pass over nodes whose `max_frame_bytes` it exceeds before a contract is signed for one.
+fn frame_bytes_without_contract(req: &ApiRequest, attachments: &[Attachment]) -> Result<u64, ApiError> {
+    let size = |v: Result<Vec<u8>, serde_json::Error>| v.map(|b| b.len() as u64).map_err(ApiError::internal);
+    Ok(size(serde_json::to_vec(&req.body))?.saturating_add(size(serde_json::to_vec(attachments))?))
 }
 
 /// The same end user of the same Stack always gets the same id.
@@ -261,7 +280,7 @@ struct Running {
     state: AppState,
     api: &'static dyn WorkloadApi,
     lease: Lease,
-    rx: mpsc::Receiver<TaskEvent>,
+    rx: TaskEvents,
     contract: Signed<PromptContract>,
     req: Arc<ApiRequest>,
     deadline: Instant,
@@ -312,7 +331,12 @@ impl Running {
     }
 
     async fn next(&mut self) -> Result<TaskEvent, ApiError> {
-        match tokio::time::timeout_at(self.deadline, self.rx.recv()).await {
+        let event = tokio::select! {
+            event = tokio::time::timeout_at(self.deadline, self.rx.recv()) => event,
+            // The gateway has already cancelled it at the node.
+            () = self.lease.abandoned() => return Err(ApiError::Abandoned),
+        };
+        match event {
             Ok(Some(e)) => Ok(e),
             Ok(None) => Ok(TaskEvent::Gone),
             Err(_) => {
@@ -413,7 +437,7 @@ impl Running {
             let frame = match event {
                 Ok(TaskEvent::Chunk(data)) => {
                     if let Err(e) = self.count_chunk(&data) {
-                        let _ = tx.send(sse(&e.body())).await;
+                        let _ = self.relay(&tx, sse(&e.body())).await;
                         return;
                     }
                     self.out.digester.chunk(&data);
@@ -438,20 +462,28 @@ impl Running {
                         }
                         Err(e) => sse(&e.body()),
                     };
-                    let _ = tx.send(last).await;
+                    let _ = self.relay(&tx, last).await;
                     return;
                 }
                 Ok(other) => {
-                    let _ = tx.send(sse(&self.fail(other).body())).await;
+                    let _ = self.relay(&tx, sse(&self.fail(other).body())).await;
                     return;
                 }
                 Err(e) => {
-                    let _ = tx.send(sse(&e.body())).await;
+                    let _ = self.relay(&tx, sse(&e.body())).await;
                     return;
                 }
             };
-            if tx.send(frame).await.is_err() {
-                return self.abandon().await;
+            match self.relay(&tx, frame).await {
+                Ok(()) => {}
+                // The client is gone: cancel, and wait for the node's paperwork of what it produced.
+                Err(None) => return self.abandon().await,
+                Err(Some(e)) => {
+                    cancel(&self.lease, self.contract.body.id);
+                    // Best effort: a client that reads this slowly may never see it.
+                    let _ = tx.try_send(sse(&e.body()));
+                    return;
+                }
             }
             let Some(next) = self.next_or_gone(&tx).await else {
                 return self.abandon().await;
@@ -506,6 +538,20 @@ impl Running {
                 Err(e) => tracing::warn!(%contract, error = ?e, "a cancelled task's paperwork was refused"),
             }
             return;
+        }
+    }
+
+    /// Sends one event to the client, waiting at most until the deadline, and not at all once the
+    /// gateway abandoned the task (its queue filled while this waited). `Err(None)`: the client is
+    /// gone; `Err(Some(e))`: it did not read in time.
+    async fn relay(&self, tx: &mpsc::Sender<Bytes>, frame: Bytes) -> Result<(), Option<ApiError>> {
+        tokio::select! {
+            sent = tokio::time::timeout_at(self.deadline, tx.send(frame)) => match sent {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(_)) => Err(None),
+                Err(_) => Err(Some(ApiError::Timeout(self.state.config.request_timeout_ms))),
+            },
+            () = self.lease.abandoned() => Err(Some(ApiError::Abandoned)),
         }
     }
 

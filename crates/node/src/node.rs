@@ -23,6 +23,11 @@ use crate::NodeError;
 
 /// Where a hub's node gateway lives under its base URL.
 pub const GATEWAY_PATH: &str = stacknet_api::paths::NODE_GATEWAY;
+/// The largest message the node's socket reads. Above the node's own limit ([`MAX_FRAME_BYTES`],
+/// stated in its hello): a task frame a little over it is read, refused with an error frame for its
+/// contract, and costs nothing else, where a socket limit would drop the connection and every task
+/// on it.
+pub const MAX_READ_FRAME_BYTES: usize = 4 * MAX_FRAME_BYTES;
 /// How long opening the WebSocket (TCP, TLS, upgrade) may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -136,8 +141,8 @@ impl Node {
     async fn connect_once(&self, shutdown: &mut watch::Receiver<bool>) -> SessionEnd {
         let url = &self.shared.gateway_url;
         let config = WebSocketConfig::default()
-            .max_message_size(Some(MAX_FRAME_BYTES))
-            .max_frame_size(Some(MAX_FRAME_BYTES));
+            .max_message_size(Some(MAX_READ_FRAME_BYTES))
+            .max_frame_size(Some(MAX_READ_FRAME_BYTES));
         // Nagle off: chunks are small and latency is the product.
         let connect = tokio_tungstenite::connect_async_with_config(url.as_str(), Some(config), true);
         let ws = tokio::select! {

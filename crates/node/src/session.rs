@@ -18,7 +18,9 @@ use bytes::Bytes;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
-use stacknet_protocol::wire::{self, ErrorCode, ErrorFrame, HubMessage, Limits, NodeMessage, Task};
+use stacknet_protocol::wire::{
+    self, ErrorCode, ErrorFrame, HubMessage, Limits, NodeMessage, Task, WireError,
+};
 use stacknet_protocol::{ContractId, PublicKey, Sha256Digest, Timestamp};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::sync::{mpsc, watch};
@@ -225,7 +227,12 @@ impl Session {
                     Some(contract) => {
                         warn!(%contract, error = %e, "refusing a task that cannot be decoded");
                         let why = format!("cannot decode the task: {e}");
-                        refuse(ws, contract, Refusal::new(ErrorCode::MalformedFrame, why)).await
+                        // Too large is the request's size, not a broken hub.
+                        let code = match e {
+                            WireError::TooLarge { .. } => ErrorCode::InvalidRequest,
+                            _ => ErrorCode::MalformedFrame,
+                        };
+                        refuse(ws, contract, Refusal::new(code, why)).await
                     }
                     None => {
                         warn!(error = %e, "ignoring a malformed frame from the hub");

@@ -9,12 +9,16 @@
 //! paperwork, marked `cancelled`, covers exactly those (their digest, their usage), so the node is
 //! paid for the work it did. A backend that does not stop within [`CANCEL_GRACE`] is dropped and the
 //! task fails with `cancelled`.
+//!
+//! No frame goes out larger than the hub's `max_frame_bytes`: an embeddings response that would be is
+//! split into several chunks (the digest does not change), and any other chunk that large fails the
+//! task rather than cost the connection.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use stacknet_api::output::{DigestError, OutputDigester};
+use stacknet_api::output::{output_kind, split_embeddings, DigestError, OutputDigester, OutputKind};
 use stacknet_protocol::jcs::JcsError;
 use stacknet_protocol::wire::{
     self, Attachment, ErrorCode, ErrorFrame, FilePart, Limits, ModelOffer, NodeMessage, Task, WireError,
@@ -109,6 +113,8 @@ enum TaskError {
     Digest(#[from] DigestError),
     #[error("an output file of {size} bytes is over the hub's limit of {limit}")]
     FileTooLarge { size: u64, limit: u64 },
+    #[error("an output chunk of {size} bytes is over the hub's frame limit of {limit} and cannot be split")]
+    ChunkTooLarge { size: usize, limit: u64 },
     #[error("cannot sign paperwork: {0}")]
     Sign(#[from] SignError),
     #[error("cannot store paperwork: {0}")]
@@ -180,7 +186,11 @@ async fn execute(
         files: Arc::new(files),
         cancel: cancel.clone(),
     };
-    let mut output = Output::new(id, OutputDigester::new(contract.body.workload)?);
+    let mut output = Output::new(
+        id,
+        OutputDigester::new(contract.body.workload)?,
+        output_kind(contract.body.workload),
+    );
     let (chunk_tx, mut chunk_rx) = mpsc::channel(CHUNK_QUEUE_LEN);
     let mut running = shared.backend.execute(backend_task, chunk_tx);
     let give_up = async {
@@ -191,7 +201,7 @@ async fn execute(
     let outcome = loop {
         tokio::select! {
             biased;
-            Some(chunk) = chunk_rx.recv() => output.forward(chunk, out).await?,
+            Some(chunk) = chunk_rx.recv() => output.forward(chunk, out, hub).await?,
             result = &mut running => break result?,
             () = &mut give_up => return Err(BackendError::Abandoned.into()),
         }
@@ -200,7 +210,7 @@ async fn execute(
     // The backend has returned: whatever it sent is already queued.
     drop(running);
     while let Ok(chunk) = chunk_rx.try_recv() {
-        output.forward(chunk, out).await?;
+        output.forward(chunk, out, hub).await?;
     }
     for file in &outcome.files {
         output.send_file(file, out, hub).await?;
@@ -237,31 +247,79 @@ struct Output {
     contract: ContractId,
     seq: u64,
     digester: OutputDigester,
+    kind: Option<OutputKind>,
     content_chunks: u64,
 }
 
 impl Output {
-    fn new(contract: ContractId, digester: OutputDigester) -> Self {
+    fn new(contract: ContractId, digester: OutputDigester, kind: Option<OutputKind>) -> Self {
         Self {
             contract,
             seq: 0,
             digester,
+            kind,
             content_chunks: 0,
         }
     }
 
-    async fn forward(&mut self, data: Value, out: &mpsc::Sender<Message>) -> Result<(), TaskError> {
+    /// Sends a chunk of the backend's output in frames the hub accepts: as it is, or split.
+    async fn forward(
+        &mut self,
+        data: Value,
+        out: &mpsc::Sender<Message>,
+        hub: Limits,
+    ) -> Result<(), TaskError> {
         self.digester.chunk(&data);
         if usage::is_content_chunk(&data) {
             self.content_chunks += 1;
         }
+        let limit = usize::try_from(hub.max_frame_bytes).unwrap_or(usize::MAX);
         let message = NodeMessage::Chunk {
             contract: self.contract,
             seq: self.seq,
             data,
         };
-        self.seq += 1;
-        send(out, &message).await
+        let frame = wire::encode(&message)?;
+        if frame.len() <= limit {
+            self.seq += 1;
+            return out
+                .send(Message::text(frame))
+                .await
+                .map_err(|_| TaskError::Disconnected);
+        }
+        let too_large = TaskError::ChunkTooLarge {
+            size: frame.len(),
+            limit: hub.max_frame_bytes,
+        };
+        drop(frame);
+        let NodeMessage::Chunk { data, .. } = message else {
+            return Err(too_large);
+        };
+        if self.kind != Some(OutputKind::Embeddings) {
+            return Err(too_large);
+        }
+        // The frame around a piece: the message with `null` for its data, at the largest `seq`.
+        let envelope = wire::encode(&NodeMessage::Chunk {
+            contract: self.contract,
+            seq: u64::MAX,
+            data: Value::Null,
+        })?
+        .len()
+            - "null".len();
+        let pieces = limit
+            .checked_sub(envelope)
+            .and_then(|room| split_embeddings(data, room))
+            .ok_or(too_large)?;
+        for data in pieces {
+            let message = NodeMessage::Chunk {
+                contract: self.contract,
+                seq: self.seq,
+                data,
+            };
+            self.seq += 1;
+            send(out, &message).await?;
+        }
+        Ok(())
     }
 
     /// Announces an output file, then sends its bytes in binary frames the hub accepts.

@@ -6,11 +6,16 @@
 //!   files travel between hub and node as bytes, in binary frames, both ways.
 //! - [`InflatedUsage`]: any backend, with the usage it reports replaced: a dishonest node's billing,
 //!   for the hub's usage bound to refuse.
+//! - [`WideEmbeddings`]: serves `/v1/embeddings` for [`WIDE_EMBED_MODEL`]: for each text input a
+//!   vector of [`WIDE_EMBED_DIMENSIONS`] numbers written with every digit they have, so an answer of
+//!   a few hundred inputs is larger than one WebSocket frame. It proves that large outputs travel in
+//!   several chunks and come back whole.
 
 use std::sync::{Arc, Mutex, PoisonError};
 
 use futures_util::future::BoxFuture;
 use serde_json::Value;
+use stacknet_api::request::embeddings::{self, EmbeddingInput};
 use stacknet_api::request::image_edit;
 use stacknet_node::backend::{Backend, BackendError, BackendOutcome, BackendTask, OutputFile};
 use stacknet_protocol::contract::{Usage, Workload};
@@ -123,6 +128,82 @@ impl Backend for InflatedUsage {
             let mut outcome = answer.await?;
             outcome.usage = Some(usage);
             Ok(outcome)
+        })
+    }
+}
+
+/// The model name [`WideEmbeddings`] serves.
+pub const WIDE_EMBED_MODEL: &str = "wide-embed";
+/// The dimensions of a [`WideEmbeddings`] vector.
+pub const WIDE_EMBED_DIMENSIONS: usize = 384;
+
+/// See the module docs.
+#[derive(Debug, Default)]
+pub struct WideEmbeddings;
+
+/// The `j`-th number of [`WideEmbeddings`]' vector for the `i`-th input: in (-0.5, 0.5), with
+/// about 17 significant digits.
+pub fn wide_number(i: usize, j: usize) -> f64 {
+    let n = (i as u64)
+        .wrapping_mul(7_919)
+        .wrapping_add((j as u64).wrapping_mul(104_729))
+        % 1_000_003;
+    (n as f64 + 0.123_456_789) / 1_000_003.0 - 0.5
+}
+
+impl Backend for WideEmbeddings {
+    fn models(&self) -> Vec<ModelOffer> {
+        vec![ModelOffer {
+            name: WIDE_EMBED_MODEL.to_owned(),
+            workloads: vec![Workload::Embedding],
+            backend: "fixture-wide-embed".to_owned(),
+            model_sha256: None,
+        }]
+    }
+
+    fn execute(
+        &self,
+        task: BackendTask,
+        chunks: mpsc::Sender<Value>,
+    ) -> BoxFuture<'static, Result<BackendOutcome, BackendError>> {
+        Box::pin(async move {
+            let (_, checked) = embeddings::validate((*task.request).clone())
+                .map_err(|e| BackendError::InvalidRequest(e.to_string()))?;
+            let EmbeddingInput::Texts(texts) = checked.input else {
+                return Err(BackendError::InvalidRequest("send strings".into()));
+            };
+            let data: Vec<Value> = (0..texts.len())
+                .map(|i| {
+                    let vector: Vec<f64> = (0..WIDE_EMBED_DIMENSIONS).map(|j| wide_number(i, j)).collect();
+                    serde_json::json!({"object": "embedding", "index": i, "embedding": vector})
+                })
+                .collect();
+            let tokens: u64 = texts.iter().map(|t| t.len() as u64).sum();
+            let body = serde_json::json!({
+                "object": "list",
+                "data": data,
+                "model": task.model,
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            });
+            chunks
+                .send(body)
+                .await
+                .map_err(|_| BackendError::Setup("the task was dropped".into()))?;
+            Ok(BackendOutcome {
+                usage: Some(Usage {
+                    input_tokens: tokens,
+                    output_tokens: 0,
+                    units: 0,
+                }),
+                info: BackendInfo {
+                    id: "fixture-wide-embed".to_owned(),
+                    version: env!("CARGO_PKG_VERSION").to_owned(),
+                    model: task.model,
+                    model_sha256: None,
+                },
+                warm: true,
+                files: Vec::new(),
+            })
         })
     }
 }

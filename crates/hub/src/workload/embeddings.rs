@@ -1,8 +1,10 @@
-//! `POST /v1/embeddings`: the node sends the whole response in one chunk; the hub stamps it with the
-//! requested model, the usage from the signed paperwork, and the proof.
+//! `POST /v1/embeddings`: the node sends the whole response in one chunk, or split into several when
+//! it is larger than a frame; the hub joins them and stamps the response with the requested model,
+//! the usage from the signed paperwork, and the proof.
 
 use axum::body::Bytes;
 use serde_json::{json, Value};
+use stacknet_api::output::join_embeddings;
 use stacknet_api::ApiRequest;
 use stacknet_protocol::contract::{Usage, Workload};
 
@@ -73,13 +75,13 @@ impl WorkloadApi for Embeddings {
         _stamp: &Stamp,
         accepted: Accepted,
     ) -> Result<Value, ApiError> {
-        let [data] = out.chunks.as_slice() else {
-            return Err(ApiError::NodeFailed(format!(
-                "expected one embeddings chunk, got {}",
+        // Large answers come in several chunks, each under the hub's frame limit.
+        let mut body = join_embeddings(&out.chunks).ok_or_else(|| {
+            ApiError::NodeFailed(format!(
+                "expected the embeddings response in one or more chunks, got {} chunks",
                 out.chunks.len()
-            )));
-        };
-        let mut body = data.clone();
+            ))
+        })?;
         let obj = body
             .as_object_mut()
             .ok_or_else(|| ApiError::NodeFailed("embeddings are not an object".into()))?;

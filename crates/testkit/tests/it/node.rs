@@ -323,6 +323,29 @@ async fn a_task_the_node_cannot_decode_gets_an_error_frame_at_once() {
 }
 
 #[tokio::test]
+async fn a_task_frame_over_the_nodes_limit_is_refused_without_dropping_the_connection() {
+    let mock = MockUpstream::start(Script::echo()).await.unwrap();
+    let mut hub = FakeHub::start().await;
+    let node = start_node(&hub, mock.base_url(), |_, _| {}).await;
+    let mut conn = hub.next_conn().await;
+    conn.handshake(30_000).await;
+
+    // A hub that breaks the node's 4 MiB limit: that task is refused, nothing else is lost.
+    let huge = contract(node.id(), MOCK_MODEL, Workload::Chat);
+    let request = chat_request(&"z".repeat(stacknet_protocol::wire::MAX_FRAME_BYTES + 1_000));
+    conn.send(&task(&huge, &request)).await;
+    let frame = expect_error(&mut conn, huge.body.id, ErrorCode::InvalidRequest).await;
+    assert!(
+        frame.message.contains("exceeds the limit of 4194304 bytes"),
+        "{frame:?}"
+    );
+    assert_eq!(mock.requests(), 0);
+    let fine = contract(node.id(), MOCK_MODEL, Workload::Chat);
+    conn.send(&task(&fine, &chat_request("still there?"))).await;
+    collect(&mut conn, fine.body.id).await.1.unwrap();
+}
+
+#[tokio::test]
 async fn upstream_failures_map_to_error_codes_and_leave_no_paperwork() {
     let mock = MockUpstream::start(Script::echo()).await.unwrap();
     let mut hub = FakeHub::start().await;

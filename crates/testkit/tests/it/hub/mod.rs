@@ -6,6 +6,7 @@ mod errors;
 mod files;
 mod gateway;
 mod keys;
+mod limits;
 mod money;
 mod money_faults;
 
