@@ -8,7 +8,7 @@ use clap::{Args, Subcommand};
 use serde_json::json;
 use stacknet_node::settlement::{file_wallet, HubClient};
 use stacknet_node::Wallet;
-use stacknet_protocol::{Amount, SecretKey};
+use stacknet_protocol::{Amount, PublicKey, SecretKey};
 
 use crate::keystore::default_data_dir;
 
@@ -23,15 +23,19 @@ pub struct PaperworkArgs {
     /// The hub's URL.
     #[arg(long, env = "STACKNET_HUB", default_value = "http://127.0.0.1:8080")]
     pub hub: String,
+    /// The hub key (64 hex) to file with, as in the node's config; without it the wallet files only
+    /// with the hub key it pinned at its first filing.
+    #[arg(long, env = "STACKNET_HUB_KEY")]
+    pub hub_key: Option<String>,
     #[command(subcommand)]
     pub command: PaperworkCommand,
 }
 
 #[derive(Subcommand, Debug)]
 pub enum PaperworkCommand {
-    /// The wallet's paperwork: id, model, usage, cost, filed or not.
+    /// The wallet's paperwork: id, model, usage, cost, filed, unfiled or refused (with why).
     List {
-        /// Only what has not been filed yet.
+        /// Only what is still to be filed.
         #[arg(long)]
         unfiled: bool,
         /// One JSON object per line.
@@ -39,7 +43,8 @@ pub enum PaperworkCommand {
         json: bool,
     },
     /// File every unfiled paperwork with the hub, signed with the Node Key; paperwork still in its
-    /// challenge window is refused and stays unfiled for the next run.
+    /// challenge window is refused and stays unfiled for the next run, paperwork the hub refuses for
+    /// good is not filed again (`list` shows why).
     File,
     /// The Node Key's earnings, transfers and payouts, from the hub.
     Statement,
@@ -76,7 +81,7 @@ pub async fn run(args: PaperworkArgs) -> Result<()> {
         PaperworkCommand::List { unfiled, json } => {
             let wallet = open_wallet()?;
             for e in wallet.entries().await? {
-                if unfiled && e.filed {
+                if unfiled && !e.is_due() {
                     continue;
                 }
                 let pw = &e.paperwork.body;
@@ -88,16 +93,18 @@ pub async fn run(args: PaperworkArgs) -> Result<()> {
                         "paperwork": id, "contract": c.id, "model": c.model, "finished_at": pw.finished_at,
                         "input_tokens": pw.usage.input_tokens, "output_tokens": pw.usage.output_tokens,
                         "cost": cost, "warm": pw.resources.warm, "filed": e.filed,
+                        "refused": e.refused,
                     });
                     println!("{line}");
                 } else {
+                    let state = match (&e.refused, e.filed) {
+                        (_, true) => "filed".to_owned(),
+                        (Some(why), false) => format!("refused: {why}"),
+                        (None, false) => "unfiled".to_owned(),
+                    };
                     println!(
-                        "{id}  {}  {}  in {} out {}  cost {cost}  {}",
-                        pw.finished_at,
-                        c.model,
-                        pw.usage.input_tokens,
-                        pw.usage.output_tokens,
-                        if e.filed { "filed" } else { "unfiled" }
+                        "{id}  {}  {}  in {} out {}  cost {cost}  {state}",
+                        pw.finished_at, c.model, pw.usage.input_tokens, pw.usage.output_tokens,
                     );
                 }
             }
@@ -105,6 +112,10 @@ pub async fn run(args: PaperworkArgs) -> Result<()> {
         PaperworkCommand::File => {
             let key = load_key()?;
             let wallet = open_wallet()?;
+            if let Some(hex) = &args.hub_key {
+                let pinned = PublicKey::from_hex(hex).map_err(|e| anyhow::anyhow!("--hub-key: {e}"))?;
+                wallet.pin_hub_key(&pinned).await?;
+            }
             let hub = HubClient::connect(&args.hub).await?;
             let verdicts = file_wallet(&hub, &key, &wallet).await?;
             let (mut settled, mut total, mut before, mut refused) = (0, 0i64, 0, 0);
@@ -117,8 +128,9 @@ pub async fn run(args: PaperworkArgs) -> Result<()> {
                     "already_filed" => before += 1,
                     _ => {
                         refused += 1;
+                        let when = if v.verdict.is_final_refusal() { "for good" } else { "for now" };
                         println!(
-                            "refused {}: {}",
+                            "refused {} {when}: {}",
                             v.paperwork,
                             v.reason().unwrap_or("no reason given")
                         );
