@@ -77,6 +77,12 @@ pub async fn run(args: PaperworkArgs) -> Result<()> {
         anyhow::ensure!(path.exists(), "no wallet at {}", path.display());
         Ok(Wallet::open(&path)?)
     };
+    let hub_key = args
+        .hub_key
+        .as_deref()
+        .map(PublicKey::from_hex)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--hub-key: {e}"))?;
     match args.command {
         PaperworkCommand::List { unfiled, json } => {
             let wallet = open_wallet()?;
@@ -112,11 +118,7 @@ pub async fn run(args: PaperworkArgs) -> Result<()> {
         PaperworkCommand::File => {
             let key = load_key()?;
             let wallet = open_wallet()?;
-            if let Some(hex) = &args.hub_key {
-                let pinned = PublicKey::from_hex(hex).map_err(|e| anyhow::anyhow!("--hub-key: {e}"))?;
-                wallet.pin_hub_key(&pinned).await?;
-            }
-            let hub = HubClient::connect(&args.hub).await?;
+            let hub = connect(&args.hub, hub_key, Some(&wallet)).await?;
             let verdicts = file_wallet(&hub, &key, &wallet).await?;
             let (mut settled, mut total, mut before, mut refused) = (0, 0i64, 0, 0);
             for v in &verdicts {
@@ -128,7 +130,11 @@ pub async fn run(args: PaperworkArgs) -> Result<()> {
                     "already_filed" => before += 1,
                     _ => {
                         refused += 1;
-                        let when = if v.verdict.is_final_refusal() { "for good" } else { "for now" };
+                        let when = if v.verdict.is_final_refusal() {
+                            "for good"
+                        } else {
+                            "for now"
+                        };
                         println!(
                             "refused {} {when}: {}",
                             v.paperwork,
@@ -145,7 +151,7 @@ pub async fn run(args: PaperworkArgs) -> Result<()> {
         }
         PaperworkCommand::Statement => {
             let key = load_key()?;
-            let hub = HubClient::connect(&args.hub).await?;
+            let hub = connect(&args.hub, hub_key, open_wallet().ok().as_ref()).await?;
             println!("{}", serde_json::to_string_pretty(&hub.statement(&key).await?)?);
         }
         PaperworkCommand::Redeem { amount, destination } => {
@@ -154,7 +160,7 @@ pub async fn run(args: PaperworkArgs) -> Result<()> {
                 .map(|a| a.parse::<Amount>())
                 .transpose()
                 .map_err(|e| anyhow::anyhow!("--amount: {e}"))?;
-            let hub = HubClient::connect(&args.hub).await?;
+            let hub = connect(&args.hub, hub_key, open_wallet().ok().as_ref()).await?;
             println!(
                 "{}",
                 serde_json::to_string_pretty(&hub.redeem(&key, amount, &destination).await?)?
@@ -162,4 +168,25 @@ pub async fn run(args: PaperworkArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The hub at `url`, if its key is the one given (`--hub-key`) and the one the wallet pinned (at
+/// its first filing; pinned now where none is): earnings are filed with, and asked of, one hub only.
+async fn connect(url: &str, hub_key: Option<PublicKey>, wallet: Option<&Wallet>) -> Result<HubClient> {
+    if let (Some(key), Some(wallet)) = (&hub_key, wallet) {
+        wallet.pin_hub_key(key).await?;
+    }
+    let hub = HubClient::connect(url).await?;
+    if let Some(key) = hub_key {
+        anyhow::ensure!(
+            hub.hub_key == key,
+            "the hub at {url} has key {}, not the --hub-key {}",
+            hub.hub_key.to_hex(),
+            key.to_hex()
+        );
+    }
+    if let Some(wallet) = wallet {
+        wallet.pin_hub_key(&hub.hub_key).await?;
+    }
+    Ok(hub)
 }

@@ -381,18 +381,12 @@ async fn sign_verdicts(
 
 /// A refusal for good: filing the paperwork again cannot change it.
 fn refused(reason: String) -> Verdict {
-    Verdict::Refused {
-        reason,
-        retry: false,
-    }
+    Verdict::Refused { reason, retry: false }
 }
 
 /// A refusal for now: the same paperwork filed later may settle.
 fn not_yet(reason: String) -> Verdict {
-    Verdict::Refused {
-        reason,
-        retry: true,
-    }
+    Verdict::Refused { reason, retry: true }
 }
 
 /// Checks every document's signatures against this hub and that it is `node`'s, spread over the

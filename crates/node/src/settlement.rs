@@ -129,7 +129,9 @@ impl HubClient {
                 nonce: Nonce::random(),
             };
             let filing = Signed::sign(filing, key).map_err(|e| SettlementError::Sign(e.to_string()))?;
-            let digest = filing.digest().map_err(|e| SettlementError::Sign(e.to_string()))?;
+            let digest = filing
+                .digest()
+                .map_err(|e| SettlementError::Sign(e.to_string()))?;
             let listed = filing.body.paperwork.clone();
             let docs: Vec<Signed<Paperwork>> = batch.into_iter().map(|(_, p)| p).collect();
             let request = FilingRequest {

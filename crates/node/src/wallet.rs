@@ -195,7 +195,10 @@ impl Wallet {
 
     /// Records that the hub refused these paperwork for good, with why: they are not filed again.
     pub async fn mark_refused(&self, refused: &[(PaperworkId, String)]) -> Result<(), WalletError> {
-        let rows = refused.iter().map(|(id, why)| (id.to_string(), why.clone())).collect();
+        let rows = refused
+            .iter()
+            .map(|(id, why)| (id.to_string(), why.clone()))
+            .collect();
         self.ask(|reply| Command::MarkRefused(rows, reply)).await
     }
 
@@ -324,8 +327,7 @@ fn entry_rows(conn: &Connection) -> Result<Vec<EntryRow>, WalletError> {
 fn mark_refused(conn: &mut Connection, rows: &[(String, String)]) -> Result<(), WalletError> {
     let tx = conn.transaction()?;
     {
-        let mut stmt =
-            tx.prepare_cached("UPDATE paperwork SET refused = ?2 WHERE id = ?1 AND filed = 0")?;
+        let mut stmt = tx.prepare_cached("UPDATE paperwork SET refused = ?2 WHERE id = ?1 AND filed = 0")?;
         for (id, why) in rows {
             stmt.execute([id, why])?;
         }

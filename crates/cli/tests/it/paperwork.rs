@@ -28,9 +28,15 @@ async fn paperwork_list_shows_refused_paperwork_and_why() {
         listed.contains("refused: not in the paperwork log: this hub never accepted it"),
         "{listed}"
     );
-    let out = stacknet(&["paperwork", "--data-dir", data, "list", "--unfiled"], dir.path());
+    let out = stacknet(
+        &["paperwork", "--data-dir", data, "list", "--unfiled"],
+        dir.path(),
+    );
     assert_eq!(text(&out.stdout), "", "refused paperwork is not due");
     let out = stacknet(&["paperwork", "--data-dir", data, "list", "--json"], dir.path());
     let line: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(line["refused"], "not in the paperwork log: this hub never accepted it");
+    assert_eq!(
+        line["refused"],
+        "not in the paperwork log: this hub never accepted it"
+    );
 }

@@ -48,18 +48,37 @@ fn model_names_of_nodes_gone_or_changed_are_pruned() {
         nodes.register(node(key, round as u64 + 1, names));
     }
     assert!(nodes.remembered_models() <= MAX_REMEMBERED_MODELS);
-    assert_eq!(ask(&nodes, "m-0-0"), Err(PickError::UnknownModel), "the oldest names are forgotten");
+    assert_eq!(
+        ask(&nodes, "m-0-0"),
+        Err(PickError::UnknownModel),
+        "the oldest names are forgotten"
+    );
     let last = rounds - 2;
-    assert_eq!(ask(&nodes, &format!("m-{last}-0")), Err(PickError::NoCapacity), "recent ones are not");
-    assert!(ask(&nodes, &format!("m-{}-0", rounds - 1)).is_ok(), "the connected node serves its own");
+    assert_eq!(
+        ask(&nodes, &format!("m-{last}-0")),
+        Err(PickError::NoCapacity),
+        "recent ones are not"
+    );
+    assert!(
+        ask(&nodes, &format!("m-{}-0", rounds - 1)).is_ok(),
+        "the connected node serves its own"
+    );
 
     // With no memory, a model is known exactly while a connected node offers it.
     let nodes = Nodes::with_model_memory(Duration::ZERO);
     nodes.register(node(key, 1, ["old".to_owned(), "kept".to_owned()]));
     nodes.register(node(key, 2, ["kept".to_owned(), "new".to_owned()]));
-    assert_eq!(ask(&nodes, "old"), Err(PickError::UnknownModel), "a changed node's dropped name");
+    assert_eq!(
+        ask(&nodes, "old"),
+        Err(PickError::UnknownModel),
+        "a changed node's dropped name"
+    );
     assert!(ask(&nodes, "kept").is_ok());
     nodes.unregister(&key.node_key_id(), 2);
-    assert_eq!(ask(&nodes, "new"), Err(PickError::UnknownModel), "a gone node's names");
+    assert_eq!(
+        ask(&nodes, "new"),
+        Err(PickError::UnknownModel),
+        "a gone node's names"
+    );
     assert_eq!(nodes.remembered_models(), 0);
 }

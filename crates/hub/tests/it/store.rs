@@ -394,14 +394,34 @@ pub async fn nonces_are_held_until_they_expire(db: &TestDb) {
     assert!(store.claim_event("webhook", "evt_1".into(), at(1)).await.unwrap());
     for i in 0..5 {
         let nonce = format!("n{i}");
-        assert!(store.claim_nonce("node_request", nonce, at(2), at(10)).await.unwrap());
+        assert!(store
+            .claim_nonce("node_request", nonce, at(2), at(10))
+            .await
+            .unwrap());
     }
-    assert!(!store.claim_nonce("node_request", "n0".into(), at(9), at(20)).await.unwrap());
-    assert!(store.claim_nonce("filing", "n0".into(), at(9), at(20)).await.unwrap());
+    assert!(!store
+        .claim_nonce("node_request", "n0".into(), at(9), at(20))
+        .await
+        .unwrap());
+    assert!(store
+        .claim_nonce("filing", "n0".into(), at(9), at(20))
+        .await
+        .unwrap());
     assert_eq!(store.events_held("node_request").await.unwrap(), 5);
-    assert!(store.claim_nonce("node_request", "n9".into(), at(11), at(30)).await.unwrap());
-    assert_eq!(store.events_held("node_request").await.unwrap(), 1, "the expired ones are gone");
-    assert_eq!(store.events_held("filing").await.unwrap(), 1, "another kind's are not");
+    assert!(store
+        .claim_nonce("node_request", "n9".into(), at(11), at(30))
+        .await
+        .unwrap());
+    assert_eq!(
+        store.events_held("node_request").await.unwrap(),
+        1,
+        "the expired ones are gone"
+    );
+    assert_eq!(
+        store.events_held("filing").await.unwrap(),
+        1,
+        "another kind's are not"
+    );
     assert_eq!(store.events_held("webhook").await.unwrap(), 1, "events are kept");
 }
 

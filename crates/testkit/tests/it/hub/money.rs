@@ -643,16 +643,33 @@ async fn a_payout_cannot_be_paid_twice(db: Db) {
     let again = hub.redeem(&node.key, None, "acct_1").await;
     assert!(again.is_err(), "redeemed twice: {again:?}");
     let keys: Vec<Option<String>> = seen.lock().unwrap().iter().map(|(k, _)| k.clone()).collect();
-    assert_eq!(keys, vec![Some(payout.id.clone()); 3], "the payout id is the idempotency key");
+    assert_eq!(
+        keys,
+        vec![Some(payout.id.clone()); 3],
+        "the payout id is the idempotency key"
+    );
 
     // The rail's word settles it, once.
     let callback = |status: &str| {
-        webhook(&net, "payouts", json!({"id": payout.id, "status": status}), "rail-secret")
+        webhook(
+            &net,
+            "payouts",
+            json!({"id": payout.id, "status": status}),
+            "rail-secret",
+        )
     };
     let r: Value = callback("confirmed").await.unwrap().json().await.unwrap();
-    assert_eq!((r["state"].as_str(), r["changed"].as_bool()), (Some("confirmed"), Some(true)), "{r}");
+    assert_eq!(
+        (r["state"].as_str(), r["changed"].as_bool()),
+        (Some("confirmed"), Some(true)),
+        "{r}"
+    );
     let r: Value = callback("failed").await.unwrap().json().await.unwrap();
-    assert_eq!((r["state"].as_str(), r["changed"].as_bool()), (Some("confirmed"), Some(false)), "{r}");
+    assert_eq!(
+        (r["state"].as_str(), r["changed"].as_bool()),
+        (Some("confirmed"), Some(false)),
+        "{r}"
+    );
     let paid = AccountId::external("payout").unwrap();
     assert_eq!(posted(&net, paid).await, earnings);
     assert_eq!(posted(&net, account).await, 0);
@@ -726,7 +743,11 @@ async fn a_sent_payout_is_confirmed_or_failed_by_the_signed_callback_once(db: Db
 }
 
 /// A signed `statement` request from a fresh key, made at `created_at`; the hub's answer status.
-async fn statement_request(net: &TestNetwork, hub: stacknet_protocol::PublicKey, created_at: Timestamp) -> u16 {
+async fn statement_request(
+    net: &TestNetwork,
+    hub: stacknet_protocol::PublicKey,
+    created_at: Timestamp,
+) -> u16 {
     let key = SecretKey::generate();
     let req = NodeRequest {
         node_key: key.public_key(),
@@ -737,7 +758,11 @@ async fn statement_request(net: &TestNetwork, hub: stacknet_protocol::PublicKey,
     };
     let body = serde_json::to_vec(&Signed::sign(req, &key).unwrap()).unwrap();
     client()
-        .post(format!("{}{}", net.hub.url(), stacknet_api::paths::NODE_STATEMENT))
+        .post(format!(
+            "{}{}",
+            net.hub.url(),
+            stacknet_api::paths::NODE_STATEMENT
+        ))
         .header("content-type", "application/json")
         .body(body)
         .send()
@@ -787,7 +812,9 @@ async fn a_refused_redeem_leaves_no_payout_row(db: Db) {
     }
     let node = &net.nodes[0];
     let earnings = posted(&net, AccountId::node(node.node.node_key_id())).await;
-    let r = hub.redeem(&node.key, Some(Amount::from_micros(earnings + 1)), "acct_x").await;
+    let r = hub
+        .redeem(&node.key, Some(Amount::from_micros(earnings + 1)), "acct_x")
+        .await;
     assert!(r.is_err(), "{r:?}");
     let rows = store.payouts_of(node.node.node_key_id()).await.unwrap();
     assert!(rows.is_empty(), "a refused redeem left {rows:?}");
@@ -864,14 +891,18 @@ async fn a_spoofed_hub_cannot_make_the_wallet_drop_paperwork(db: Db) {
 
     // An impostor with a key of its own: refused before anything is sent.
     let evil = SecretKey::generate();
-    let impostor = HubClient::connect(&spoofed_hub(evil.public_key(), evil).await).await.unwrap();
+    let impostor = HubClient::connect(&spoofed_hub(evil.public_key(), evil).await)
+        .await
+        .unwrap();
     let r = file_wallet(&impostor, &node.key, wallet).await;
     assert!(r.is_err(), "{r:?}");
     assert_eq!(due().await, 2, "nothing dropped");
 
     // An impostor claiming the real hub key cannot sign as it.
     let evil = SecretKey::generate();
-    let impostor = HubClient::connect(&spoofed_hub(real.hub_key, evil).await).await.unwrap();
+    let impostor = HubClient::connect(&spoofed_hub(real.hub_key, evil).await)
+        .await
+        .unwrap();
     let r = file_wallet(&impostor, &node.key, wallet).await;
     assert!(r.is_err(), "{r:?}");
     assert_eq!(due().await, 2, "nothing dropped");
@@ -911,7 +942,10 @@ async fn refused_paperwork_is_not_filed_again_and_shows_why(db: Db) {
     let again = file_wallet(&hub, &node.key, wallet).await.unwrap();
     assert_eq!(again.len(), 1, "{again:?}");
     assert_ne!(again[0].paperwork, never_id);
-    assert!(again[0].reason().unwrap().contains("challenge window"), "{again:?}");
+    assert!(
+        again[0].reason().unwrap().contains("challenge window"),
+        "{again:?}"
+    );
 }
 
 async fn the_payments_webhook_tops_up_once_per_event_and_refuses_bad_signatures(db: Db) {
