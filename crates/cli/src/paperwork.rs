@@ -23,10 +23,13 @@ pub struct PaperworkArgs {
     /// The hub's URL.
     #[arg(long, env = "STACKNET_HUB", default_value = "http://127.0.0.1:8080")]
     pub hub: String,
-    /// The hub key (64 hex) to file with, as in the node's config; without it the wallet files only
-    /// with the hub key it pinned at its first filing.
+    /// The hub key (64 hex) to file with [default: the node config's `hub_key`]; without one the
+    /// wallet files only with the hub key it pinned at its first filing.
     #[arg(long, env = "STACKNET_HUB_KEY")]
     pub hub_key: Option<String>,
+    /// The node's TOML config, for its `hub_key` and `data_dir`.
+    #[arg(long, env = "STACKNET_NODE_CONFIG")]
+    pub config: Option<PathBuf>,
     #[command(subcommand)]
     pub command: PaperworkCommand,
 }
@@ -60,7 +63,20 @@ pub enum PaperworkCommand {
 }
 
 pub async fn run(args: PaperworkArgs) -> Result<()> {
-    let data_dir = args.data_dir.unwrap_or_else(|| default_data_dir().join("node"));
+    let config = match &args.config {
+        Some(path) => {
+            let text =
+                std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+            let config = stacknet_node::config::NodeConfig::from_toml(&text)
+                .with_context(|| format!("{} is not a valid node config", path.display()))?;
+            Some(config)
+        }
+        None => None,
+    };
+    let data_dir = args
+        .data_dir
+        .or_else(|| config.as_ref().map(|c| c.data_dir.clone()))
+        .unwrap_or_else(|| default_data_dir().join("node"));
     let key_path = args
         .key
         .unwrap_or_else(|| data_dir.join(stacknet_node::config::KEY_FILE_NAME));
@@ -82,7 +98,8 @@ pub async fn run(args: PaperworkArgs) -> Result<()> {
         .as_deref()
         .map(PublicKey::from_hex)
         .transpose()
-        .map_err(|e| anyhow::anyhow!("--hub-key: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("--hub-key: {e}"))?
+        .or_else(|| config.and_then(|c| c.hub_key));
     match args.command {
         PaperworkCommand::List { unfiled, json } => {
             let wallet = open_wallet()?;
