@@ -19,7 +19,7 @@ pub use settle::{
 use serde::{Deserialize, Serialize};
 use stacknet_protocol::filing::Filing;
 use stacknet_protocol::paperwork::Paperwork;
-use stacknet_protocol::{Amount, NodeKeyId, PaperworkId, PublicKey, Signed};
+use stacknet_protocol::{Amount, NodeKeyId, PublicKey, Signed};
 
 /// Every refusal, on every endpoint (and as the last event of a refused stream), OpenAI's shape:
 /// `{"error": {"message", "type", "param", "code"}}`.
@@ -106,70 +106,16 @@ pub struct FilingRequest {
     pub paperwork: Vec<Signed<Paperwork>>,
 }
 
-/// What the hub decided about one filed paperwork.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "status", rename_all = "snake_case")]
-pub enum Verdict {
-    /// Settled now: the shares were paid.
-    Settled { amount: Amount },
-    /// Filed before: nothing was paid this time.
-    AlreadyFiled,
-    /// Refused, for `reason`; nothing was paid.
-    Refused { reason: String },
-}
+pub use stacknet_protocol::filing::{FilingVerdict, Verdict};
 
-impl Verdict {
-    /// The hub holds the paperwork as filed: it is never filed again.
-    pub fn is_filed(&self) -> bool {
-        matches!(self, Verdict::Settled { .. } | Verdict::AlreadyFiled)
-    }
-}
-
-/// One paperwork's verdict in a filing answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FiledPaperwork {
-    pub paperwork: PaperworkId,
-    #[serde(flatten)]
-    pub verdict: Verdict,
-}
-
-impl FiledPaperwork {
-    /// `settled`, `already_filed` or `refused`, as on the wire.
-    pub fn status(&self) -> &'static str {
-        match self.verdict {
-            Verdict::Settled { .. } => "settled",
-            Verdict::AlreadyFiled => "already_filed",
-            Verdict::Refused { .. } => "refused",
-        }
-    }
-
-    /// What this filing paid for it.
-    pub fn amount(&self) -> Option<Amount> {
-        match self.verdict {
-            Verdict::Settled { amount } => Some(amount),
-            _ => None,
-        }
-    }
-
-    /// Why it was refused.
-    pub fn reason(&self) -> Option<&str> {
-        match &self.verdict {
-            Verdict::Refused { reason } => Some(reason),
-            _ => None,
-        }
-    }
-
-    /// The hub holds it as filed: never file it again.
-    pub fn is_filed(&self) -> bool {
-        self.verdict.is_filed()
-    }
-}
+/// One paperwork's verdict in a filing answer, signed by the hub key.
+pub type FiledPaperwork = Signed<FilingVerdict>;
 
 /// The answer to a filing.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FilingAnswer {
     pub node_key: NodeKeyId,
-    /// The total settled by this filing.
+    /// The total settled by this filing (the sum of the signed verdicts' amounts).
     pub settled: Amount,
     pub results: Vec<FiledPaperwork>,
 }

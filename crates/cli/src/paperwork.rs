@@ -8,7 +8,7 @@ use clap::{Args, Subcommand};
 use serde_json::json;
 use stacknet_node::settlement::{file_wallet, HubClient};
 use stacknet_node::Wallet;
-use stacknet_protocol::{Amount, SecretKey};
+use stacknet_protocol::{Amount, PublicKey, SecretKey};
 
 use crate::keystore::default_data_dir;
 
@@ -23,15 +23,22 @@ pub struct PaperworkArgs {
     /// The hub's URL.
     #[arg(long, env = "STACKNET_HUB", default_value = "http://127.0.0.1:8080")]
     pub hub: String,
+    /// The hub key (64 hex) to file with [default: the node config's `hub_key`]; without one the
+    /// wallet files only with the hub key it pinned at its first filing.
+    #[arg(long, env = "STACKNET_HUB_KEY")]
+    pub hub_key: Option<String>,
+    /// The node's TOML config, for its `hub_key` and `data_dir`.
+    #[arg(long, env = "STACKNET_NODE_CONFIG")]
+    pub config: Option<PathBuf>,
     #[command(subcommand)]
     pub command: PaperworkCommand,
 }
 
 #[derive(Subcommand, Debug)]
 pub enum PaperworkCommand {
-    /// The wallet's paperwork: id, model, usage, cost, filed or not.
+    /// The wallet's paperwork: id, model, usage, cost, filed, unfiled or refused (with why).
     List {
-        /// Only what has not been filed yet.
+        /// Only what is still to be filed.
         #[arg(long)]
         unfiled: bool,
         /// One JSON object per line.
@@ -39,7 +46,8 @@ pub enum PaperworkCommand {
         json: bool,
     },
     /// File every unfiled paperwork with the hub, signed with the Node Key; paperwork still in its
-    /// challenge window is refused and stays unfiled for the next run.
+    /// challenge window is refused and stays unfiled for the next run, paperwork the hub refuses for
+    /// good is not filed again (`list` shows why).
     File,
     /// The Node Key's earnings, transfers and payouts, from the hub.
     Statement,
@@ -55,7 +63,20 @@ pub enum PaperworkCommand {
 }
 
 pub async fn run(args: PaperworkArgs) -> Result<()> {
-    let data_dir = args.data_dir.unwrap_or_else(|| default_data_dir().join("node"));
+    let config = match &args.config {
+        Some(path) => {
+            let text =
+                std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+            let config = stacknet_node::config::NodeConfig::from_toml(&text)
+                .with_context(|| format!("{} is not a valid node config", path.display()))?;
+            Some(config)
+        }
+        None => None,
+    };
+    let data_dir = args
+        .data_dir
+        .or_else(|| config.as_ref().map(|c| c.data_dir.clone()))
+        .unwrap_or_else(|| default_data_dir().join("node"));
     let key_path = args
         .key
         .unwrap_or_else(|| data_dir.join(stacknet_node::config::KEY_FILE_NAME));
@@ -72,11 +93,18 @@ pub async fn run(args: PaperworkArgs) -> Result<()> {
         anyhow::ensure!(path.exists(), "no wallet at {}", path.display());
         Ok(Wallet::open(&path)?)
     };
+    let hub_key = args
+        .hub_key
+        .as_deref()
+        .map(PublicKey::from_hex)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--hub-key: {e}"))?
+        .or_else(|| config.and_then(|c| c.hub_key));
     match args.command {
         PaperworkCommand::List { unfiled, json } => {
             let wallet = open_wallet()?;
             for e in wallet.entries().await? {
-                if unfiled && e.filed {
+                if unfiled && !e.is_due() {
                     continue;
                 }
                 let pw = &e.paperwork.body;
@@ -88,16 +116,18 @@ pub async fn run(args: PaperworkArgs) -> Result<()> {
                         "paperwork": id, "contract": c.id, "model": c.model, "finished_at": pw.finished_at,
                         "input_tokens": pw.usage.input_tokens, "output_tokens": pw.usage.output_tokens,
                         "cost": cost, "warm": pw.resources.warm, "filed": e.filed,
+                        "refused": e.refused,
                     });
                     println!("{line}");
                 } else {
+                    let state = match (&e.refused, e.filed) {
+                        (_, true) => "filed".to_owned(),
+                        (Some(why), false) => format!("refused: {why}"),
+                        (None, false) => "unfiled".to_owned(),
+                    };
                     println!(
-                        "{id}  {}  {}  in {} out {}  cost {cost}  {}",
-                        pw.finished_at,
-                        c.model,
-                        pw.usage.input_tokens,
-                        pw.usage.output_tokens,
-                        if e.filed { "filed" } else { "unfiled" }
+                        "{id}  {}  {}  in {} out {}  cost {cost}  {state}",
+                        pw.finished_at, c.model, pw.usage.input_tokens, pw.usage.output_tokens,
                     );
                 }
             }
@@ -105,7 +135,7 @@ pub async fn run(args: PaperworkArgs) -> Result<()> {
         PaperworkCommand::File => {
             let key = load_key()?;
             let wallet = open_wallet()?;
-            let hub = HubClient::connect(&args.hub).await?;
+            let hub = connect(&args.hub, hub_key, Some(&wallet)).await?;
             let verdicts = file_wallet(&hub, &key, &wallet).await?;
             let (mut settled, mut total, mut before, mut refused) = (0, 0i64, 0, 0);
             for v in &verdicts {
@@ -117,8 +147,13 @@ pub async fn run(args: PaperworkArgs) -> Result<()> {
                     "already_filed" => before += 1,
                     _ => {
                         refused += 1;
+                        let when = if v.verdict.is_final_refusal() {
+                            "for good"
+                        } else {
+                            "for now"
+                        };
                         println!(
-                            "refused {}: {}",
+                            "refused {} {when}: {}",
                             v.paperwork,
                             v.reason().unwrap_or("no reason given")
                         );
@@ -133,7 +168,7 @@ pub async fn run(args: PaperworkArgs) -> Result<()> {
         }
         PaperworkCommand::Statement => {
             let key = load_key()?;
-            let hub = HubClient::connect(&args.hub).await?;
+            let hub = connect(&args.hub, hub_key, open_wallet().ok().as_ref()).await?;
             println!("{}", serde_json::to_string_pretty(&hub.statement(&key).await?)?);
         }
         PaperworkCommand::Redeem { amount, destination } => {
@@ -142,7 +177,7 @@ pub async fn run(args: PaperworkArgs) -> Result<()> {
                 .map(|a| a.parse::<Amount>())
                 .transpose()
                 .map_err(|e| anyhow::anyhow!("--amount: {e}"))?;
-            let hub = HubClient::connect(&args.hub).await?;
+            let hub = connect(&args.hub, hub_key, open_wallet().ok().as_ref()).await?;
             println!(
                 "{}",
                 serde_json::to_string_pretty(&hub.redeem(&key, amount, &destination).await?)?
@@ -150,4 +185,25 @@ pub async fn run(args: PaperworkArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The hub at `url`, if its key is the one given (`--hub-key`) and the one the wallet pinned (at
+/// its first filing; pinned now where none is): earnings are filed with, and asked of, one hub only.
+async fn connect(url: &str, hub_key: Option<PublicKey>, wallet: Option<&Wallet>) -> Result<HubClient> {
+    if let (Some(key), Some(wallet)) = (&hub_key, wallet) {
+        wallet.pin_hub_key(key).await?;
+    }
+    let hub = HubClient::connect(url).await?;
+    if let Some(key) = hub_key {
+        anyhow::ensure!(
+            hub.hub_key == key,
+            "the hub at {url} has key {}, not the --hub-key {}",
+            hub.hub_key.to_hex(),
+            key.to_hex()
+        );
+    }
+    if let Some(wallet) = wallet {
+        wallet.pin_hub_key(&hub.hub_key).await?;
+    }
+    Ok(hub)
 }

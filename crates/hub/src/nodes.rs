@@ -424,7 +424,7 @@ pub struct Need<'a> {
 /// Why no node could be leased.
 #[derive(Debug, PartialEq, Eq)]
 pub enum PickError {
-    /// No connected node has ever offered this model.
+    /// No connected node offers this model, nor did one within the model memory.
     UnknownModel,
     /// Nodes serve it, but none is connected with free capacity now.
     NoCapacity,
@@ -433,19 +433,45 @@ pub enum PickError {
     FrameTooLarge { limit: u64 },
 }
 
-#[derive(Debug, Default)]
+/// How long the models of nodes that left (or stopped offering them) stay known: asking for one
+/// meanwhile is 503 (a node restarting will be back), after it 404.
+pub const MODEL_MEMORY_MS: u64 = 600_000;
+/// Most models remembered of nodes that left; the oldest go first. Each hello may name 256 models,
+/// so without a bound reconnecting with new names would grow the hub's memory without end.
+pub const MAX_REMEMBERED_MODELS: usize = 4_096;
+
+#[derive(Debug)]
 pub struct Nodes {
     by_id: RwLock<HashMap<NodeKeyId, Arc<NodeHandle>>>,
-    /// Every model a node has offered since the hub started: asking for one that no node serves
-    /// at the moment is 503 (try again), asking for one never seen is 404.
-    known_models: RwLock<BTreeSet<String>>,
+    /// Models no connected node offers now, with when the last one stopped offering them: asking
+    /// for one of these is 503 (try again), for one not served now nor remembered 404.
+    departed_models: Mutex<HashMap<String, Instant>>,
+    model_memory: Duration,
     next_conn: AtomicU64,
     rng: AtomicU64,
     /// Every node key's record, for as long as it is connected or has something worth keeping.
     records: Mutex<HashMap<NodeKeyId, Arc<NodeRecord>>>,
 }
 
+impl Default for Nodes {
+    fn default() -> Self {
+        Self::with_model_memory(Duration::from_millis(MODEL_MEMORY_MS))
+    }
+}
+
 impl Nodes {
+    /// Nodes that remember the models of departed nodes for `model_memory`.
+    pub fn with_model_memory(model_memory: Duration) -> Self {
+        Self {
+            by_id: RwLock::default(),
+            departed_models: Mutex::default(),
+            model_memory,
+            next_conn: AtomicU64::default(),
+            rng: AtomicU64::default(),
+            records: Mutex::default(),
+        }
+    }
+
     pub fn next_conn_id(&self) -> u64 {
         self.next_conn.fetch_add(1, Ordering::Relaxed) + 1
     }
@@ -472,19 +498,64 @@ impl Nodes {
     /// Registers a node; an earlier connection of the same key is replaced (and told so by its
     /// outbox closing).
     pub fn register(&self, node: Arc<NodeHandle>) -> Option<Arc<NodeHandle>> {
-        if let Ok(mut known) = self.known_models.write() {
-            known.extend(node.models.iter().map(|m| m.name.clone()));
+        let replaced = self.by_id.write().ok()?.insert(node.id, node);
+        if let Some(old) = &replaced {
+            self.remember_models(old);
         }
-        self.by_id.write().ok()?.insert(node.id, node)
+        replaced
     }
 
     /// Removes the node if this connection is still the registered one.
     pub fn unregister(&self, id: &NodeKeyId, conn_id: u64) {
-        if let Ok(mut map) = self.by_id.write() {
-            if map.get(id).is_some_and(|n| n.conn_id == conn_id) {
-                map.remove(id);
+        let removed = match self.by_id.write() {
+            Ok(mut map) if map.get(id).is_some_and(|n| n.conn_id == conn_id) => map.remove(id),
+            _ => None,
+        };
+        if let Some(node) = removed {
+            self.remember_models(&node);
+        }
+    }
+
+    /// Remembers the models `gone` offered that no connected node offers now, and forgets those
+    /// remembered too long (or beyond [`MAX_REMEMBERED_MODELS`], oldest first).
+    fn remember_models(&self, gone: &NodeHandle) {
+        let served = self.served_models();
+        let Ok(mut departed) = self.departed_models.lock() else {
+            return;
+        };
+        let now = Instant::now();
+        for m in &gone.models {
+            if !served.contains(&m.name) {
+                departed.insert(m.name.clone(), now);
             }
         }
+        let memory = self.model_memory;
+        departed.retain(|name, at| now.duration_since(*at) < memory && !served.contains(name));
+        if departed.len() > MAX_REMEMBERED_MODELS {
+            let mut by_age: Vec<(Instant, String)> =
+                departed.iter().map(|(name, at)| (*at, name.clone())).collect();
+            by_age.sort();
+            let excess = departed.len() - MAX_REMEMBERED_MODELS;
+            for (_, name) in by_age.into_iter().take(excess) {
+                departed.remove(&name);
+            }
+        }
+    }
+
+    /// Whether asking for `model` is worth a retry: a connected node offers it, or one did within
+    /// the model memory.
+    pub fn knows_model(&self, model: &str) -> bool {
+        if self.connected().iter().any(|n| n.serves(model)) {
+            return true;
+        }
+        self.departed_models
+            .lock()
+            .is_ok_and(|d| d.get(model).is_some_and(|at| at.elapsed() < self.model_memory))
+    }
+
+    /// How many models the hub remembers of nodes that left.
+    pub fn remembered_models(&self) -> usize {
+        self.departed_models.lock().map_or(0, |d| d.len())
     }
 
     pub fn connected(&self) -> Vec<Arc<NodeHandle>> {
@@ -532,12 +603,7 @@ impl Nodes {
             if let Some(limit) = limit.filter(|l| need.frame_bytes >= *l) {
                 return Err(PickError::FrameTooLarge { limit });
             }
-            let known = self
-                .known_models
-                .read()
-                .map(|k| k.contains(model))
-                .unwrap_or(false);
-            return Err(if known {
+            return Err(if self.knows_model(model) {
                 PickError::NoCapacity
             } else {
                 PickError::UnknownModel

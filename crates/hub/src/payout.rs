@@ -1,10 +1,16 @@
 //! Redemption through the payout rail: an HMAC-signed webhook to the operator's payment system.
 //!
 //! States: `pending` (earnings moved to payout-pending, webhook not delivered yet) -> `sent` (the
-//! endpoint answered 2xx) -> `confirmed` (paid: the money leaves the books to `external:payout`),
-//! or `failed` (every delivery attempt failed, or the payment system said so: the money goes back
-//! to the node's earnings). A delivery answered `{"status": "confirmed"}` is confirmed at once;
-//! otherwise the payment system confirms or fails it later on `POST /stacknet/v1/webhooks/payouts`.
+//! rail has it, or may have it) -> `confirmed` (paid: the money leaves the books to
+//! `external:payout`), or `failed` (not paid: the money goes back to the node's earnings). A
+//! delivery answered `{"status": "confirmed"}` is confirmed at once; otherwise the payment system
+//! confirms or fails it later on `POST /stacknet/v1/webhooks/payouts`.
+//!
+//! Only a definite "not paid" returns money: the rail's refusal (a 4xx other than 408, 409, 425 and
+//! 429), its `failed` callback, or attempts that all failed to connect. A 5xx, a time-out or a lost
+//! answer after the request left may hide a payment: the payout turns `sent`, is retried with the
+//! same `Idempotency-Key` (its id), and after the last attempt stays `sent` until the callback. A
+//! callback that settles a payout stops its retries (each attempt is recorded by compare-and-set).
 //!
 //! Each state change is a compare-and-set in the store followed by an idempotent ledger transfer
 //! (`payout:<id>`, `payout-confirm:<id>`, `payout-return:<id>`), so a retry and a callback never both
@@ -96,6 +102,14 @@ pub async fn start(
             "amount",
             format!("nothing to redeem: {earnings} available"),
         ));
+    }
+    // Refused before any row is written: a request the earnings cannot cover leaves nothing behind
+    // (only a redeem racing another for the same money can still end as a `failed` payout).
+    if amount > earnings {
+        return Err(ApiError::InsufficientBalance {
+            available: earnings,
+            needed: amount,
+        });
     }
     let now = Timestamp::now();
     let mut payout = PayoutRecord {
@@ -196,7 +210,53 @@ fn spawn_delivery(state: AppState, payout: PayoutRecord) {
     });
 }
 
-/// Delivers the webhook with retries and backoff; records the outcome.
+/// The header that carries the payout id on every delivery: the rail pays one id at most once, so
+/// a retry after a lost answer cannot pay twice.
+pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
+
+/// What one delivery attempt established.
+#[derive(Debug)]
+enum Delivery {
+    /// The rail took it: `confirmed` when it says it paid at once.
+    Accepted { confirmed: bool },
+    /// The rail said no (a 4xx that is not about timing or a duplicate): nothing was paid.
+    Refused(String),
+    /// The request never reached the rail (no connection): nothing was paid.
+    NotSent(String),
+    /// The rail may have acted: a 5xx, a time-out or a broken answer after the request was sent.
+    Unknown(String),
+}
+
+/// Classifies the answer to one delivery. Only a definite refusal, or a request that never left,
+/// lets the money go back; anything the rail may have acted on waits for its callback.
+async fn delivery_outcome(sent: Result<reqwest::Response, reqwest::Error>, url: &str) -> Delivery {
+    let resp = match sent {
+        Ok(resp) => resp,
+        Err(e) if e.is_connect() => return Delivery::NotSent(delivery_error(e, url)),
+        Err(e) => return Delivery::Unknown(delivery_error(e, url)),
+    };
+    let status = resp.status();
+    if status.is_success() {
+        // An answer that is not an acknowledgement is a delivery without a confirmation.
+        let answer: PayoutAck = resp.json().await.unwrap_or_default();
+        return Delivery::Accepted {
+            confirmed: answer.is_confirmed(),
+        };
+    }
+    let error = format!("the payment endpoint answered {status}");
+    // 408 (time-out), 409 (the same key still in progress), 425 and 429 say nothing about payment.
+    let retryable = matches!(status.as_u16(), 408 | 409 | 425 | 429);
+    if status.is_client_error() && !retryable {
+        Delivery::Refused(error)
+    } else {
+        Delivery::Unknown(error)
+    }
+}
+
+/// Delivers the webhook with retries and backoff, each with the payout id as idempotency key, and
+/// records the outcome. Once an attempt may have reached the rail the payout is `sent`, and only the
+/// rail (a definite refusal, or its callback) can fail it; a callback that settled it first stops
+/// the retries.
 async fn deliver(state: &AppState, mut payout: PayoutRecord) -> Result<(), ApiError> {
     let Some(rail) = state.config.payout_rail.clone() else {
         return Ok(());
@@ -221,63 +281,91 @@ async fn deliver(state: &AppState, mut payout: PayoutRecord) -> Result<(), ApiEr
         let sent = client
             .post(&rail.url)
             .header(webhook::SIGNATURE_HEADER, signature)
+            .header(IDEMPOTENCY_HEADER, &payout.id)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(body.clone())
             .send()
             .await;
-        let error = match sent {
-            Ok(resp) if resp.status().is_success() => {
-                // An answer that is not an acknowledgement is a delivery without a confirmation.
-                let answer: PayoutAck = resp.json().await.unwrap_or_default();
-                if answer.is_confirmed() {
-                    finish(state, &payout, PayoutState::Confirmed, None).await?;
-                } else {
-                    state
-                        .store
-                        .update_payout(
-                            payout.id.clone(),
-                            &[PayoutState::Pending],
-                            PayoutState::Sent,
-                            payout.attempts,
-                            None,
-                            Timestamp::now(),
-                        )
-                        .await
-                        .map_err(ApiError::internal)?;
-                }
+        let error = match delivery_outcome(sent, &rail.url).await {
+            Delivery::Accepted { confirmed: true } => {
+                finish(state, &payout, PayoutState::Confirmed, None).await?;
                 return Ok(());
             }
-            Ok(resp) => format!("the payment endpoint answered {}", resp.status()),
-            Err(e) => delivery_error(e, &rail.url),
+            Delivery::Accepted { confirmed: false } => {
+                payout.state = PayoutState::Sent;
+                record_attempt(state, &payout, None).await?;
+                return Ok(());
+            }
+            Delivery::Refused(error) => {
+                finish(state, &payout, PayoutState::Failed, Some(error)).await?;
+                return Ok(());
+            }
+            Delivery::NotSent(error) => error,
+            Delivery::Unknown(error) => {
+                payout.state = PayoutState::Sent;
+                error
+            }
         };
         let rail_url = rail.shown_url();
         tracing::warn!(payout = %payout.id, attempt = payout.attempts, %rail_url, %error, "payout delivery failed");
-        if payout.attempts >= rail.max_attempts {
-            finish(state, &payout, PayoutState::Failed, Some(error)).await?;
+        if !record_attempt(state, &payout, Some(error.clone())).await? {
             return Ok(());
         }
-        state
-            .store
-            .update_payout(
-                payout.id.clone(),
-                &[PayoutState::Pending],
-                PayoutState::Pending,
-                payout.attempts,
-                Some(error),
-                Timestamp::now(),
-            )
-            .await
-            .map_err(ApiError::internal)?;
+        if payout.attempts >= rail.max_attempts {
+            return give_up(state, &payout, error).await;
+        }
         tokio::time::sleep(Duration::from_millis(backoff)).await;
         backoff = backoff.saturating_mul(2);
     }
-    finish(
-        state,
-        &payout,
-        PayoutState::Failed,
-        Some("no delivery attempts left".into()),
-    )
-    .await?;
+    give_up(state, &payout, "no delivery attempts left".into()).await
+}
+
+/// Records an attempt and the state it left `payout` in (`sent` once the rail may have it); false
+/// when the payout is final already: a callback won, and the retries stop.
+async fn record_attempt(
+    state: &AppState,
+    payout: &PayoutRecord,
+    error: Option<String>,
+) -> Result<bool, ApiError> {
+    state
+        .store
+        .update_payout(
+            payout.id.clone(),
+            &[PayoutState::Pending, PayoutState::Sent],
+            payout.state,
+            payout.attempts,
+            error,
+            Timestamp::now(),
+        )
+        .await
+        .map_err(ApiError::internal)
+}
+
+/// No attempts left. A payout no attempt could have reached the rail with fails (the money goes
+/// back); one the rail may have acted on stays `sent` until its callback (see the module's docs).
+async fn give_up(state: &AppState, payout: &PayoutRecord, error: String) -> Result<(), ApiError> {
+    if payout.state == PayoutState::Pending {
+        finish(state, payout, PayoutState::Failed, Some(error)).await?;
+        return Ok(());
+    }
+    let error = format!(
+        "{error}; no answer after {} attempts, and the payout may have been made: it waits for \
+         the payment system's callback",
+        payout.attempts
+    );
+    tracing::error!(payout = %payout.id, %error, "payout outcome unknown");
+    state
+        .store
+        .update_payout(
+            payout.id.clone(),
+            &[PayoutState::Sent],
+            PayoutState::Sent,
+            payout.attempts,
+            Some(error),
+            Timestamp::now(),
+        )
+        .await
+        .map_err(ApiError::internal)?;
     Ok(())
 }
 

@@ -23,7 +23,7 @@ use axum::http::HeaderMap;
 use axum::Json;
 use sha2::{Digest, Sha256};
 use stacknet_api::types::{
-    ConsistencyProof, Direction, FiledPaperwork, FilingAnswer, FilingRequest, InclusionProof, LogCheckpoint,
+    ConsistencyProof, Direction, FilingAnswer, FilingRequest, FilingVerdict, InclusionProof, LogCheckpoint,
     NodeStatement, Payout, StackStatement, Statement, StatementLine, Verdict,
 };
 pub use stacknet_api::types::{ConsistencyQuery, InclusionQuery, StatementQuery};
@@ -41,6 +41,9 @@ use crate::AppState;
 
 /// How far a signed request's `created_at` may be from the hub's clock.
 pub const REQUEST_CLOCK_TOLERANCE_MS: i64 = 300_000;
+/// How much longer than the clock tolerance a request's nonce is held, for requests checked at
+/// the edge of the tolerance while another forgets expired nonces.
+pub const NONCE_MARGIN_MS: i64 = 2_000;
 /// Most lines in one statement page.
 pub const STATEMENT_LINES: u32 = 100;
 
@@ -203,9 +206,11 @@ async fn fresh(
             ),
         ));
     }
+    // Held only while a replay could pass the clock check above: nonces are not kept for good.
+    let expires_at = created_at.plus_ms(REQUEST_CLOCK_TOLERANCE_MS + NONCE_MARGIN_MS);
     let new = state
         .store
-        .claim_event(kind, hex::encode(nonce.0), Timestamp::now())
+        .claim_nonce(kind, hex::encode(nonce.0), Timestamp::now(), expires_at)
         .await
         .map_err(ApiError::internal)?;
     if !new {
@@ -334,18 +339,54 @@ pub async fn file(
             _ => 0,
         })
         .sum();
+    let answered = signed
+        .digest()
+        .map_err(|e| ApiError::invalid("filing", format!("cannot encode the filing: {e}")))?;
+    let results = sign_verdicts(&state, filing.node_key, answered, verdicts).await?;
     Ok(Json(FilingAnswer {
         node_key: node,
         settled: Amount::from_micros(settled_total),
-        results: verdicts
-            .into_iter()
-            .map(|(paperwork, verdict)| FiledPaperwork { paperwork, verdict })
-            .collect(),
+        results,
     }))
 }
 
+/// Each verdict signed with the hub key, bound to the node key and the filing it answers (on the
+/// blocking pool: a filing may list 10,000 paperwork).
+async fn sign_verdicts(
+    state: &AppState,
+    node_key: stacknet_protocol::PublicKey,
+    filing: stacknet_protocol::Sha256Digest,
+    verdicts: BTreeMap<PaperworkId, Verdict>,
+) -> Result<Vec<Signed<FilingVerdict>>, ApiError> {
+    let key = state.hub_key.clone();
+    tokio::task::spawn_blocking(move || {
+        let hub = key.public_key();
+        verdicts
+            .into_iter()
+            .map(|(paperwork, verdict)| {
+                let body = FilingVerdict {
+                    hub,
+                    node_key,
+                    filing,
+                    paperwork,
+                    verdict,
+                };
+                Signed::sign(body, &key).map_err(ApiError::internal)
+            })
+            .collect()
+    })
+    .await
+    .map_err(ApiError::internal)?
+}
+
+/// A refusal for good: filing the paperwork again cannot change it.
 fn refused(reason: String) -> Verdict {
-    Verdict::Refused { reason }
+    Verdict::Refused { reason, retry: false }
+}
+
+/// A refusal for now: the same paperwork filed later may settle.
+fn not_yet(reason: String) -> Verdict {
+    Verdict::Refused { reason, retry: true }
 }
 
 /// Checks every document's signatures against this hub and that it is `node`'s, spread over the
@@ -448,12 +489,12 @@ fn judge(checked: &Checked, logged: &LoggedPaperwork, now: Timestamp, window_ms:
     }
     let open_at = logged.record.accepted_at.plus_ms(window_ms);
     if now.unix_ms() < open_at.unix_ms() {
-        return Some(refused(format!(
+        return Some(not_yet(format!(
             "still in its challenge window: it can be filed from {open_at}"
         )));
     }
     if !logged.captured {
-        return Some(refused(
+        return Some(not_yet(
             "its cost is not captured yet; file it again shortly".into(),
         ));
     }

@@ -5,12 +5,10 @@ use std::time::Duration;
 
 use serde_json::Value;
 use stacknet_api::paths;
-use stacknet_api::types::{
-    ErrorBody, FiledPaperwork, FilingAnswer, FilingRequest, HubInfo, NodeStatement, Payout,
-};
-use stacknet_protocol::filing::{Filing, NodeAction, NodeRequest};
+use stacknet_api::types::{ErrorBody, FilingAnswer, FilingRequest, HubInfo, NodeStatement, Payout};
+use stacknet_protocol::filing::{Filing, FilingVerdict, NodeAction, NodeRequest};
 use stacknet_protocol::paperwork::Paperwork;
-use stacknet_protocol::{Amount, Nonce, PaperworkId, PublicKey, SecretKey, Signed, Timestamp};
+use stacknet_protocol::{Amount, Nonce, PaperworkId, PublicKey, SecretKey, Sha256Digest, Signed, Timestamp};
 
 use crate::wallet::{Wallet, WalletError};
 
@@ -29,6 +27,9 @@ pub enum SettlementError {
     Wallet(#[from] WalletError),
     #[error("cannot sign: {0}")]
     Sign(String),
+    /// A verdict not signed by the hub filed with, or not about what was filed: nothing is marked.
+    #[error("the hub's filing answer cannot be trusted: {0}")]
+    Untrusted(String),
 }
 
 /// A hub reached over HTTP, with the key it answered with.
@@ -109,7 +110,8 @@ impl HubClient {
     }
 
     /// Files `paperwork` (one signed filing per request, split to stay under the body limit) and
-    /// returns every per-paperwork verdict the hub gave.
+    /// returns every per-paperwork verdict the hub gave, each checked: signed by [`Self::hub_key`],
+    /// about a paperwork of that filing, for this key and that very filing.
     pub async fn file(
         &self,
         key: &SecretKey,
@@ -127,6 +129,10 @@ impl HubClient {
                 nonce: Nonce::random(),
             };
             let filing = Signed::sign(filing, key).map_err(|e| SettlementError::Sign(e.to_string()))?;
+            let digest = filing
+                .digest()
+                .map_err(|e| SettlementError::Sign(e.to_string()))?;
+            let listed = filing.body.paperwork.clone();
             let docs: Vec<Signed<Paperwork>> = batch.into_iter().map(|(_, p)| p).collect();
             let request = FilingRequest {
                 filing,
@@ -138,9 +144,30 @@ impl HubClient {
                 .await?;
             let answer: FilingAnswer =
                 serde_json::from_value(answer).map_err(|e| SettlementError::Malformed(e.to_string()))?;
-            verdicts.extend(answer.results);
+            for v in answer.results {
+                verdicts.push(self.check_verdict(v, key, &digest, &listed)?);
+            }
         }
         Ok(verdicts)
+    }
+
+    fn check_verdict(
+        &self,
+        v: Signed<FilingVerdict>,
+        key: &SecretKey,
+        filing: &Sha256Digest,
+        listed: &[PaperworkId],
+    ) -> Result<Verdict, SettlementError> {
+        let untrusted = |why: String| SettlementError::Untrusted(format!("{}: {why}", v.body.paperwork));
+        v.verify(&self.hub_key).map_err(|e| untrusted(e.to_string()))?;
+        let b = &v.body;
+        if b.hub != self.hub_key || b.node_key != key.public_key() {
+            return Err(untrusted("a verdict for another hub or node key".into()));
+        }
+        if b.filing != *filing || listed.binary_search(&b.paperwork).is_err() {
+            return Err(untrusted("a verdict about another filing".into()));
+        }
+        Ok(v.body)
     }
 }
 
@@ -205,20 +232,24 @@ fn batches(paperwork: Vec<Signed<Paperwork>>) -> Result<Vec<Batch>, SettlementEr
     Ok(out)
 }
 
-/// The hub's verdict on one filed paperwork (the hub's own type).
-pub type Verdict = FiledPaperwork;
+/// The hub's verdict on one filed paperwork, its signature checked.
+pub type Verdict = FilingVerdict;
 
-/// Files every unfiled paperwork in `wallet` and marks in the wallet what the hub settled.
+/// Files every paperwork in `wallet` still due (neither filed nor refused for good) with `hub`, and
+/// marks in the wallet what its signed verdicts say: filed, or refused for good with the reason. The
+/// wallet files with one hub only: the key pinned at first use (or from the node's configuration,
+/// pinned before); another hub key is refused before anything is sent.
 pub async fn file_wallet(
     hub: &HubClient,
     key: &SecretKey,
     wallet: &Wallet,
 ) -> Result<Vec<Verdict>, SettlementError> {
+    wallet.pin_hub_key(&hub.hub_key).await?;
     let unfiled: Vec<Signed<Paperwork>> = wallet
         .entries()
         .await?
         .into_iter()
-        .filter(|e| !e.filed)
+        .filter(|e| e.is_due())
         .map(|e| e.paperwork)
         .collect();
     if unfiled.is_empty() {
@@ -231,5 +262,11 @@ pub async fn file_wallet(
         .map(|v| v.paperwork)
         .collect();
     wallet.mark_filed(&filed).await?;
+    let refused: Vec<(PaperworkId, String)> = verdicts
+        .iter()
+        .filter(|v| v.verdict.is_final_refusal())
+        .map(|v| (v.paperwork, v.reason().unwrap_or_default().to_owned()))
+        .collect();
+    wallet.mark_refused(&refused).await?;
     Ok(verdicts)
 }

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{params, Connection, OptionalExtension};
 use stacknet_protocol::paperwork::Paperwork;
-use stacknet_protocol::{PaperworkId, Signed, Timestamp};
+use stacknet_protocol::{PaperworkId, PublicKey, Signed, Timestamp};
 use tokio::sync::{mpsc, oneshot};
 
 /// Commands waiting for the writer thread.
@@ -29,7 +29,13 @@ CREATE TABLE IF NOT EXISTS paperwork (
     json TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS paperwork_unfiled ON paperwork (filed, created_at_ms);
+-- Settings the wallet keeps: `hub_key`, the hub key pinned at first filing.
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 ";
+
+/// Columns added after the first release: `(column, definition)` of `paperwork`, added where missing.
+/// `refused`: why the pinned hub refused the paperwork for good (it is not filed again).
+const ADDED_COLUMNS: [(&str, &str); 1] = [("refused", "TEXT")];
 
 #[derive(Debug, thiserror::Error)]
 pub enum WalletError {
@@ -43,6 +49,8 @@ pub enum WalletError {
     Corrupt { id: String, message: String },
     #[error("the wallet writer has stopped")]
     Closed,
+    #[error("the wallet is pinned to hub key {pinned}, not {offered}")]
+    OtherHub { pinned: String, offered: String },
 }
 
 impl From<rusqlite::Error> for WalletError {
@@ -62,16 +70,30 @@ enum Command {
     Store(StoreRow, oneshot::Sender<Result<(), WalletError>>),
     Get(String, oneshot::Sender<Result<Option<String>, WalletError>>),
     List(oneshot::Sender<Result<Vec<String>, WalletError>>),
-    Entries(oneshot::Sender<Result<Vec<(String, bool)>, WalletError>>),
+    Entries(oneshot::Sender<Result<Vec<EntryRow>, WalletError>>),
     MarkFiled(Vec<String>, oneshot::Sender<Result<(), WalletError>>),
+    MarkRefused(Vec<(String, String)>, oneshot::Sender<Result<(), WalletError>>),
+    PinHubKey(String, oneshot::Sender<Result<String, WalletError>>),
 }
 
-/// A paperwork in the wallet and whether the hub has settled it.
+/// A stored paperwork's JSON, filed flag and refusal.
+type EntryRow = (String, bool, Option<String>);
+
+/// A paperwork in the wallet and what the hub made of it.
 #[derive(Clone, Debug)]
 pub struct WalletEntry {
     pub paperwork: Signed<Paperwork>,
     /// The hub answered `settled` or `already_filed` for it.
     pub filed: bool,
+    /// Why the hub refused it for good (a signed verdict): it is not filed again.
+    pub refused: Option<String>,
+}
+
+impl WalletEntry {
+    /// Still to be filed: neither filed nor refused for good.
+    pub fn is_due(&self) -> bool {
+        !self.filed && self.refused.is_none()
+    }
 }
 
 /// A handle to the wallet; clones share the writer thread, which stops when the last handle is dropped.
@@ -89,6 +111,8 @@ impl std::fmt::Debug for Command {
             Command::List(..) => "List",
             Command::Entries(..) => "Entries",
             Command::MarkFiled(..) => "MarkFiled",
+            Command::MarkRefused(..) => "MarkRefused",
+            Command::PinHubKey(..) => "PinHubKey",
         })
     }
 }
@@ -113,6 +137,7 @@ impl Wallet {
             .map_err(|e| open_err(e.to_string()))?;
         conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;")
             .and_then(|()| conn.execute_batch(SCHEMA))
+            .and_then(|()| add_missing_columns(&conn))
             .map_err(|e| open_err(e.to_string()))?;
         let (commands, rx) = mpsc::channel(WALLET_QUEUE_LEN);
         std::thread::Builder::new()
@@ -157,14 +182,37 @@ impl Wallet {
     /// Every stored paperwork with its filed flag, oldest first.
     pub async fn entries(&self) -> Result<Vec<WalletEntry>, WalletError> {
         let rows = self.ask(Command::Entries).await?;
-        rows.iter()
-            .map(|(json, filed)| {
+        rows.into_iter()
+            .map(|(json, filed, refused)| {
                 Ok(WalletEntry {
-                    paperwork: decode("?", json)?,
-                    filed: *filed,
+                    paperwork: decode("?", &json)?,
+                    filed,
+                    refused,
                 })
             })
             .collect()
+    }
+
+    /// Records that the hub refused these paperwork for good, with why: they are not filed again.
+    pub async fn mark_refused(&self, refused: &[(PaperworkId, String)]) -> Result<(), WalletError> {
+        let rows = refused
+            .iter()
+            .map(|(id, why)| (id.to_string(), why.clone()))
+            .collect();
+        self.ask(|reply| Command::MarkRefused(rows, reply)).await
+    }
+
+    /// Pins `key` as the hub this wallet files with, unless one is pinned already (first use);
+    /// [`WalletError::OtherHub`] when another key is pinned.
+    pub async fn pin_hub_key(&self, key: &PublicKey) -> Result<(), WalletError> {
+        let offered = key.to_hex();
+        let pinned = self
+            .ask(|reply| Command::PinHubKey(offered.clone(), reply))
+            .await?;
+        if pinned != offered {
+            return Err(WalletError::OtherHub { pinned, offered });
+        }
+        Ok(())
     }
 
     /// Records that the hub settled these paperwork (or had before), so they are not filed again.
@@ -220,6 +268,12 @@ fn writer(mut conn: Connection, mut rx: mpsc::Receiver<Command>) {
                 Command::MarkFiled(ids, reply) => {
                     let _ = reply.send(mark_filed(&mut conn, &ids));
                 }
+                Command::MarkRefused(rows, reply) => {
+                    let _ = reply.send(mark_refused(&mut conn, &rows));
+                }
+                Command::PinHubKey(key, reply) => {
+                    let _ = reply.send(pin_hub_key(&conn, &key));
+                }
             }
         }
         if stores.is_empty() {
@@ -262,10 +316,48 @@ fn list_rows(conn: &Connection) -> Result<Vec<String>, WalletError> {
     Ok(rows.collect::<Result<Vec<String>, _>>()?)
 }
 
-fn entry_rows(conn: &Connection) -> Result<Vec<(String, bool)>, WalletError> {
-    let mut stmt = conn.prepare_cached("SELECT json, filed FROM paperwork ORDER BY rowid")?;
-    let rows = stmt.query_map([], |row| Ok((row.get(0)?, row.get::<_, i64>(1)? != 0)))?;
+fn entry_rows(conn: &Connection) -> Result<Vec<EntryRow>, WalletError> {
+    let mut stmt = conn.prepare_cached("SELECT json, filed, refused FROM paperwork ORDER BY rowid")?;
+    let rows = stmt.query_map([], |row| {
+        Ok((row.get(0)?, row.get::<_, i64>(1)? != 0, row.get(2)?))
+    })?;
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+fn mark_refused(conn: &mut Connection, rows: &[(String, String)]) -> Result<(), WalletError> {
+    let tx = conn.transaction()?;
+    {
+        let mut stmt = tx.prepare_cached("UPDATE paperwork SET refused = ?2 WHERE id = ?1 AND filed = 0")?;
+        for (id, why) in rows {
+            stmt.execute([id, why])?;
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// The pinned hub key, pinning `key` when none is.
+fn pin_hub_key(conn: &Connection, key: &str) -> Result<String, WalletError> {
+    conn.execute(
+        "INSERT OR IGNORE INTO meta (name, value) VALUES ('hub_key', ?1)",
+        [key],
+    )?;
+    Ok(conn.query_row("SELECT value FROM meta WHERE name = 'hub_key'", [], |r| r.get(0))?)
+}
+
+/// Adds the columns of [`ADDED_COLUMNS`] a wallet made by an older node lacks.
+fn add_missing_columns(conn: &Connection) -> Result<(), rusqlite::Error> {
+    for (column, definition) in ADDED_COLUMNS {
+        let present: bool = conn.query_row(
+            "SELECT COUNT(*) FROM pragma_table_info('paperwork') WHERE name = ?1",
+            [column],
+            |r| r.get::<_, i64>(0).map(|n| n > 0),
+        )?;
+        if !present {
+            conn.execute_batch(&format!("ALTER TABLE paperwork ADD COLUMN {column} {definition}"))?;
+        }
+    }
+    Ok(())
 }
 
 fn mark_filed(conn: &mut Connection, ids: &[String]) -> Result<(), WalletError> {

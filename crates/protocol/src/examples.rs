@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use crate::attestation::{Attestation, CheckResult, Telemetry, Verdict};
 use crate::contract::{AttributionSplit, Parties, PriceTerms, PromptContract, Usage, Workload};
-use crate::filing::{Filing, NodeAction, NodeRequest};
+use crate::filing::{self, Filing, FilingVerdict, NodeAction, NodeRequest};
 use crate::fingerprint::{Attribution, Fingerprint};
 use crate::ids::{ContractId, InjectionId, PaperworkId, SkillId, StackId, UserId};
 use crate::keys::SecretKey;
@@ -175,6 +175,21 @@ pub fn filing() -> Result<Signed<Filing>, SignError> {
     Signed::sign(body, &node_key())
 }
 
+/// The hub's signed verdict on the golden paperwork of the golden filing: refused for now.
+pub fn filing_verdict() -> Result<Signed<FilingVerdict>, SignError> {
+    let body = FilingVerdict {
+        hub: hub_key().public_key(),
+        node_key: node_key().public_key(),
+        filing: filing()?.digest()?,
+        paperwork: paperwork()?.id()?,
+        verdict: filing::Verdict::Refused {
+            reason: "still in its challenge window: it can be filed from 2026-11-22T12:10:00.000Z".to_owned(),
+            retry: true,
+        },
+    };
+    Signed::sign(body, &hub_key())
+}
+
 pub fn node_request() -> Result<Signed<NodeRequest>, SignError> {
     let body = NodeRequest {
         node_key: node_key().public_key(),
@@ -251,5 +266,6 @@ pub fn all() -> Result<Vec<Golden>, SignError> {
         golden("filing", &filing()?, &node_key())?,
         golden("hello", &hello()?, &node_key())?,
         golden("node-request", &node_request()?, &node_key())?,
+        golden("filing-verdict", &filing_verdict()?, &hub_key())?,
     ])
 }

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::ids::PaperworkId;
 use crate::keys::PublicKey;
 use crate::signing::{Domain, SignedBody};
-use crate::values::{Amount, Nonce, Timestamp};
+use crate::values::{Amount, Nonce, Sha256Digest, Timestamp};
 
 /// Most paperwork ids in one filing.
 pub const MAX_FILING_PAPERWORK: usize = 10_000;
@@ -61,4 +61,91 @@ pub struct NodeRequest {
 
 impl SignedBody for NodeRequest {
     const DOMAIN: Domain = Domain::NodeRequest;
+}
+
+/// What the hub decided about one filed paperwork.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum Verdict {
+    /// Settled now: the shares were paid.
+    Settled { amount: Amount },
+    /// Filed before: nothing was paid this time.
+    AlreadyFiled,
+    /// Refused, for `reason`; nothing was paid. With `retry`, filing it again later may succeed (its
+    /// challenge window has not passed, its cost is not captured yet); without, it never will.
+    Refused {
+        reason: String,
+        #[serde(default, skip_serializing_if = "is_false")]
+        retry: bool,
+    },
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+impl Verdict {
+    /// The hub holds the paperwork as filed: it is never filed again.
+    pub fn is_filed(&self) -> bool {
+        matches!(self, Verdict::Settled { .. } | Verdict::AlreadyFiled)
+    }
+
+    /// Refused for good: filing it again cannot succeed.
+    pub fn is_final_refusal(&self) -> bool {
+        matches!(self, Verdict::Refused { retry: false, .. })
+    }
+}
+
+/// The hub's verdict on one paperwork of one filing, signed by the hub key under
+/// `stacknet/filing-verdict/v1`: a node acts on it (stops filing the paperwork) only when the hub it
+/// pinned signed it, for this paperwork, this Node Key and the very filing it sent.
+/// (No `deny_unknown_fields`, as for [`NodeRequest`]: an unknown field fails at the signature.)
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FilingVerdict {
+    /// The hub key that decided.
+    pub hub: PublicKey,
+    /// The filing key.
+    pub node_key: PublicKey,
+    /// The digest of the signed filing answered (SHA-256 of its signed bytes), so a verdict cannot
+    /// be replayed as the answer to another filing.
+    pub filing: Sha256Digest,
+    pub paperwork: PaperworkId,
+    #[serde(flatten)]
+    pub verdict: Verdict,
+}
+
+impl SignedBody for FilingVerdict {
+    const DOMAIN: Domain = Domain::FilingVerdict;
+}
+
+impl FilingVerdict {
+    /// `settled`, `already_filed` or `refused`, as on the wire.
+    pub fn status(&self) -> &'static str {
+        match self.verdict {
+            Verdict::Settled { .. } => "settled",
+            Verdict::AlreadyFiled => "already_filed",
+            Verdict::Refused { .. } => "refused",
+        }
+    }
+
+    /// What this filing paid for it.
+    pub fn amount(&self) -> Option<Amount> {
+        match self.verdict {
+            Verdict::Settled { amount } => Some(amount),
+            _ => None,
+        }
+    }
+
+    /// Why it was refused.
+    pub fn reason(&self) -> Option<&str> {
+        match &self.verdict {
+            Verdict::Refused { reason, .. } => Some(reason),
+            _ => None,
+        }
+    }
+
+    /// The hub holds it as filed: never file it again.
+    pub fn is_filed(&self) -> bool {
+        self.verdict.is_filed()
+    }
 }

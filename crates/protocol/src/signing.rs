@@ -28,10 +28,11 @@ pub enum Domain {
     Checkpoint,
     Hello,
     NodeRequest,
+    FilingVerdict,
 }
 
 impl Domain {
-    pub const ALL: [Domain; 9] = [
+    pub const ALL: [Domain; 10] = [
         Domain::Contract,
         Domain::Paperwork,
         Domain::Fingerprint,
@@ -41,6 +42,7 @@ impl Domain {
         Domain::Checkpoint,
         Domain::Hello,
         Domain::NodeRequest,
+        Domain::FilingVerdict,
     ];
 
     pub fn tag(&self) -> &'static str {
@@ -54,6 +56,7 @@ impl Domain {
             Domain::Checkpoint => "stacknet/checkpoint/v1",
             Domain::Hello => "stacknet/hello/v1",
             Domain::NodeRequest => "stacknet/node-request/v1",
+            Domain::FilingVerdict => "stacknet/filing-verdict/v1",
         }
     }
 }

@@ -7,6 +7,7 @@ mod crash;
 mod key;
 mod models;
 mod node;
+mod paperwork;
 mod up;
 mod verify;
 

@@ -88,6 +88,18 @@ pub trait SettlementStore: Send + Sync + fmt::Debug + 'static {
 
     /// Records that an event (`kind`, `id`) was seen; false if it had been seen before.
     fn claim_event(&self, kind: &'static str, id: String, at: Timestamp) -> StoreFuture<'_, bool>;
+    /// Records a signed request's nonce until `expires_at` (after which the request is refused as
+    /// stale anyway); false if it is held already. Forgets the nonces of `kind` expired at `at`, so
+    /// the nonces held are only those of the last few minutes' requests.
+    fn claim_nonce(
+        &self,
+        kind: &'static str,
+        nonce: String,
+        at: Timestamp,
+        expires_at: Timestamp,
+    ) -> StoreFuture<'_, bool>;
+    /// How many events and nonces of `kind` are held.
+    fn events_held(&self, kind: &'static str) -> StoreFuture<'_, u64>;
 }
 
 /// Payouts of node earnings, and where each one is.

@@ -3,6 +3,7 @@
 //! SQLite always and PostgreSQL in tests marked `#[ignore]` (they need `STACKNET_TEST_DATABASE_URL`;
 //! `scripts/test.sh` runs them with `--include-ignored`, and one run without the variable fails).
 
+mod nodes;
 mod store;
 
 use std::future::Future;
@@ -51,6 +52,7 @@ on_every_backend! {
     store::a_settlement_claims_only_unfiled_paperwork_and_stays_open_until_finished,
     store::racing_settlements_claim_each_paperwork_once,
     store::claim_event_is_true_only_the_first_time,
+    store::nonces_are_held_until_they_expire,
     store::payout_updates_only_from_the_states_named,
     store::payouts_by_state_and_by_node_oldest_first,
     store::concurrent_appends_from_two_replicas_fill_the_log_without_gaps,

@@ -387,6 +387,44 @@ pub async fn claim_event_is_true_only_the_first_time(db: &TestDb) {
     assert_eq!(won.into_iter().filter(|w| *w.as_ref().unwrap()).count(), 1);
 }
 
+/// Defect #11: nonces of signed requests are held until they expire, then forgotten by the next
+/// claim; events claimed for good stay.
+pub async fn nonces_are_held_until_they_expire(db: &TestDb) {
+    let store = &db.store;
+    assert!(store.claim_event("webhook", "evt_1".into(), at(1)).await.unwrap());
+    for i in 0..5 {
+        let nonce = format!("n{i}");
+        assert!(store
+            .claim_nonce("node_request", nonce, at(2), at(10))
+            .await
+            .unwrap());
+    }
+    assert!(!store
+        .claim_nonce("node_request", "n0".into(), at(9), at(20))
+        .await
+        .unwrap());
+    assert!(store
+        .claim_nonce("filing", "n0".into(), at(9), at(20))
+        .await
+        .unwrap());
+    assert_eq!(store.events_held("node_request").await.unwrap(), 5);
+    assert!(store
+        .claim_nonce("node_request", "n9".into(), at(11), at(30))
+        .await
+        .unwrap());
+    assert_eq!(
+        store.events_held("node_request").await.unwrap(),
+        1,
+        "the expired ones are gone"
+    );
+    assert_eq!(
+        store.events_held("filing").await.unwrap(),
+        1,
+        "another kind's are not"
+    );
+    assert_eq!(store.events_held("webhook").await.unwrap(), 1, "events are kept");
+}
+
 pub async fn payout_updates_only_from_the_states_named(db: &TestDb) {
     let store = &db.store;
     let p = payout(NodeKeyId::random(), 1);

@@ -342,4 +342,35 @@ impl SettlementStore for PgStore {
             Ok(self.execute(sql, &[&kind, &id, &at.to_string()]).await? == 1)
         })
     }
+
+    fn claim_nonce(
+        &self,
+        kind: &'static str,
+        nonce: String,
+        at: Timestamp,
+        expires_at: Timestamp,
+    ) -> StoreFuture<'_, bool> {
+        Box::pin(async move {
+            let at = at.to_string();
+            let forget = "DELETE FROM events WHERE kind = $1 AND expires_at < $2";
+            self.execute(forget, &[&kind, &at]).await?;
+            let sql = "INSERT INTO events (kind, id, seen_at, expires_at) VALUES ($1, $2, $3, $4) \
+                       ON CONFLICT DO NOTHING";
+            let expires_at = expires_at.to_string();
+            Ok(self.execute(sql, &[&kind, &nonce, &at, &expires_at]).await? == 1)
+        })
+    }
+
+    fn events_held(&self, kind: &'static str) -> StoreFuture<'_, u64> {
+        Box::pin(async move {
+            let rows = self
+                .query("SELECT COUNT(*) FROM events WHERE kind = $1", &[&kind])
+                .await?;
+            let n: i64 = match rows.first() {
+                Some(row) => row.try_get(0)?,
+                None => 0,
+            };
+            Ok(u64::try_from(n).unwrap_or(0))
+        })
+    }
 }

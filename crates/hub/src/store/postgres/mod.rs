@@ -63,6 +63,8 @@ CREATE INDEX IF NOT EXISTS payouts_by_state ON payouts (state, created_at);
 ALTER TABLE api_keys ADD COLUMN IF NOT EXISTS revoked_at TEXT;
 ALTER TABLE api_keys ADD COLUMN IF NOT EXISTS version BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE prices ADD COLUMN IF NOT EXISTS version BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE events ADD COLUMN IF NOT EXISTS expires_at TEXT COLLATE "C";
+CREATE INDEX IF NOT EXISTS events_expiring ON events (kind, expires_at) WHERE expires_at IS NOT NULL;
 CREATE INDEX IF NOT EXISTS api_keys_by_version ON api_keys (version);
 CREATE INDEX IF NOT EXISTS prices_by_version ON prices (version);
 "#;

@@ -211,4 +211,35 @@ impl SettlementStore for SqliteStore {
             Ok(n == 1)
         })
     }
+
+    fn claim_nonce(
+        &self,
+        kind: &'static str,
+        nonce: String,
+        at: Timestamp,
+        expires_at: Timestamp,
+    ) -> StoreFuture<'_, bool> {
+        self.with(move |conn| {
+            let tx = conn.transaction()?;
+            tx.execute(
+                "DELETE FROM events WHERE kind = ?1 AND expires_at < ?2",
+                params![kind, at.to_string()],
+            )?;
+            let n = tx.execute(
+                "INSERT OR IGNORE INTO events (kind, id, seen_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
+                params![kind, nonce, at.to_string(), expires_at.to_string()],
+            )?;
+            tx.commit()?;
+            Ok(n == 1)
+        })
+    }
+
+    fn events_held(&self, kind: &'static str) -> StoreFuture<'_, u64> {
+        self.with(move |conn| {
+            let n: i64 = conn.query_row("SELECT COUNT(*) FROM events WHERE kind = ?1", [kind], |r| {
+                r.get(0)
+            })?;
+            Ok(u64::try_from(n).unwrap_or(0))
+        })
+    }
 }

@@ -51,16 +51,19 @@ CREATE INDEX IF NOT EXISTS payouts_by_node ON payouts (node_key, created_at);
 ";
 
 /// Columns added after the first release: `(table, column, definition)`, added where missing.
-const ADDED_COLUMNS: [(&str, &str, &str); 3] = [
+const ADDED_COLUMNS: [(&str, &str, &str); 4] = [
     ("api_keys", "revoked_at", "TEXT"),
     ("api_keys", "version", "INTEGER NOT NULL DEFAULT 0"),
     ("prices", "version", "INTEGER NOT NULL DEFAULT 0"),
+    // When a signed request's nonce may be forgotten (NULL: an event kept for good).
+    ("events", "expires_at", "TEXT"),
 ];
 
 /// Indexes on the added columns (created after them).
 const ADDED_INDEXES: &str = "
 CREATE INDEX IF NOT EXISTS api_keys_by_version ON api_keys (version);
 CREATE INDEX IF NOT EXISTS prices_by_version ON prices (version);
+CREATE INDEX IF NOT EXISTS events_expiring ON events (kind, expires_at) WHERE expires_at IS NOT NULL;
 ";
 
 /// Adds the columns of [`ADDED_COLUMNS`] a database made by an older hub lacks.

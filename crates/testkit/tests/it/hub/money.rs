@@ -9,8 +9,9 @@ use serde_json::{json, Value};
 use stacknet_hub::log::{log_origin, paperwork_leaf, verify_consistency_response, verify_inclusion_response};
 use stacknet_ledger::{AccountId, LedgerStore};
 use stacknet_node::settlement::{file_wallet, HubClient};
+use stacknet_protocol::filing::{NodeAction, NodeRequest};
 use stacknet_protocol::paperwork::Paperwork;
-use stacknet_protocol::{Amount, SecretKey, Signed};
+use stacknet_protocol::{Amount, SecretKey, Signed, Timestamp};
 use stacknet_testkit::mock_upstream::{Script, MOCK_MODEL};
 use stacknet_testkit::network::TestNetwork;
 use stacknet_testkit::{wait_until, WAIT_DEADLINE};
@@ -90,7 +91,12 @@ on_both_stores!(
     a_replayed_filing_request_is_refused,
     inclusion_and_consistency_proofs_from_the_hub_verify,
     redemption_pays_out_through_the_webhook_after_a_retry,
-    a_payout_that_cannot_be_delivered_fails_and_returns_the_money,
+    a_payout_the_rail_refuses_fails_and_returns_the_money,
+    a_payout_cannot_be_paid_twice,
+    signed_requests_from_fresh_keys_leave_no_lasting_rows,
+    a_refused_redeem_leaves_no_payout_row,
+    a_spoofed_hub_cannot_make_the_wallet_drop_paperwork,
+    refused_paperwork_is_not_filed_again_and_shows_why,
     a_sent_payout_is_confirmed_or_failed_by_the_signed_callback_once,
     a_payout_url_with_credentials_never_shows_them_in_the_statement,
     the_payments_webhook_tops_up_once_per_event_and_refuses_bad_signatures,
@@ -485,38 +491,36 @@ async fn inclusion_and_consistency_proofs_from_the_hub_verify(db: Db) {
     assert_eq!(missing.status(), 404);
 }
 
-/// A payment system that records what it is sent and answers with `status` (or fails `fail_first` times).
-async fn payment_endpoint(
-    secret: &'static str,
-    answer: Value,
-    fail_first: usize,
-) -> (String, Arc<Mutex<Vec<Value>>>) {
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let failures = Arc::new(Mutex::new(fail_first));
+/// What a scripted rail was sent: each delivery's `Idempotency-Key` header and body.
+type Deliveries = Arc<Mutex<Vec<(Option<String>, Value)>>>;
+
+/// A payment system that answers the n-th delivery with `script[n]` (status, body), the last entry
+/// ever after, and records what it is sent. Every delivery counts as acted on: a 503 stands for a
+/// payment whose answer got lost.
+async fn scripted_rail(secret: &'static str, script: Vec<(u16, Value)>) -> (String, Deliveries) {
+    let seen: Deliveries = Arc::new(Mutex::new(Vec::new()));
     let recorder = seen.clone();
     let app = axum::Router::new().route(
         "/payouts",
         axum::routing::post(move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
             let recorder = recorder.clone();
-            let failures = failures.clone();
-            let answer = answer.clone();
+            let script = script.clone();
             async move {
                 let signature = headers.get("stacknet-signature").and_then(|v| v.to_str().ok());
                 let now = stacknet_hub::webhook::now_secs();
                 if stacknet_hub::webhook::verify(secret, signature, &body, now).is_err() {
                     return (axum::http::StatusCode::UNAUTHORIZED, axum::Json(json!({}))).into_response();
                 }
-                recorder
-                    .lock()
-                    .unwrap()
-                    .push(serde_json::from_slice::<Value>(&body).unwrap());
-                let mut left = failures.lock().unwrap();
-                if *left > 0 {
-                    *left -= 1;
-                    return (axum::http::StatusCode::SERVICE_UNAVAILABLE, axum::Json(json!({})))
-                        .into_response();
-                }
-                axum::Json(answer).into_response()
+                let key = headers
+                    .get("idempotency-key")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned);
+                let mut seen = recorder.lock().unwrap();
+                let n = seen.len();
+                seen.push((key, serde_json::from_slice::<Value>(&body).unwrap()));
+                let (status, answer) = script[n.min(script.len() - 1)].clone();
+                let status = axum::http::StatusCode::from_u16(status).unwrap();
+                (status, axum::Json(answer)).into_response()
             }
         }),
     );
@@ -568,7 +572,11 @@ async fn payout_state(net: &TestNetwork) -> Value {
 }
 
 async fn redemption_pays_out_through_the_webhook_after_a_retry(db: Db) {
-    let (url, seen) = payment_endpoint("rail-secret", json!({"status": "confirmed"}), 1).await;
+    let (url, seen) = scripted_rail(
+        "rail-secret",
+        vec![(503, json!({})), (200, json!({"status": "confirmed"}))],
+    )
+    .await;
     let net = earned(&db, "rail-secret", url, 4).await;
     let node = &net.nodes[0];
     let earnings = posted(&net, AccountId::node(node.node.node_key_id())).await;
@@ -586,12 +594,14 @@ async fn redemption_pays_out_through_the_webhook_after_a_retry(db: Db) {
     assert_eq!(s["payout_pending"]["posted"], "0");
     let requests = seen.lock().unwrap().clone();
     assert_eq!(requests.len(), 2);
-    assert_eq!(requests[0]["destination"], "acct_123");
+    assert_eq!(requests[0].1["destination"], "acct_123");
     books_balance(&net).await;
 }
 
-async fn a_payout_that_cannot_be_delivered_fails_and_returns_the_money(db: Db) {
-    let (url, _) = payment_endpoint("rail-secret", json!({}), usize::MAX).await;
+async fn a_payout_the_rail_refuses_fails_and_returns_the_money(db: Db) {
+    // A 503 may hide a payment: retried; the 422 after it is a definite refusal.
+    let script = vec![(503, json!({})), (422, json!({"error": "account closed"}))];
+    let (url, seen) = scripted_rail("rail-secret", script).await;
     let net = earned(&db, "rail-secret", url, 3).await;
     let node = &net.nodes[0];
     let account = AccountId::node(node.node.node_key_id());
@@ -612,12 +622,67 @@ async fn a_payout_that_cannot_be_delivered_fails_and_returns_the_money(db: Db) {
         returned,
     )
     .await;
-    assert_eq!(state["payouts"][0]["attempts"], 3);
+    assert_eq!(state["payouts"][0]["attempts"], 2, "{state}");
+    let error = state["payouts"][0]["last_error"].as_str().unwrap_or_default();
+    assert!(error.contains("422"), "{state}");
+    assert_eq!(seen.lock().unwrap().len(), 2, "no delivery after the refusal");
+    books_balance(&net).await;
+}
+
+/// Defect #10: the rail pays, but every answer is lost (a 503 or a time-out after it acted). The
+/// payout stays `sent` with its money in payout-pending, so the node cannot redeem it again, until
+/// the rail's callback settles it; every delivery carries the payout id as its idempotency key.
+async fn a_payout_cannot_be_paid_twice(db: Db) {
+    let (url, seen) = scripted_rail("rail-secret", vec![(503, json!({}))]).await;
+    let net = earned(&db, "rail-secret", url, 3).await;
+    let node = &net.nodes[0];
+    let account = AccountId::node(node.node.node_key_id());
+    let earnings = posted(&net, account.clone()).await;
+    assert!(earnings > 0);
+    let hub = HubClient::connect(&net.hub.url()).await.unwrap();
+    let payout = hub.redeem(&node.key, None, "acct_1").await.unwrap();
+    let given_up = || async {
+        let state = payout_state(&net).await;
+        let p = &state["payouts"][0];
+        (p["attempts"] == 3 && p["state"] != "pending").then_some(state)
+    };
+    let state = wait_until("every delivery was tried", WAIT_DEADLINE, given_up).await;
+    assert_eq!(state["payouts"][0]["state"], "sent", "{state}");
+    assert_eq!(state["payout_pending"]["posted"], earnings.to_string(), "{state}");
+    assert_eq!(posted(&net, account.clone()).await, 0, "nothing went back");
+    let again = hub.redeem(&node.key, None, "acct_1").await;
+    assert!(again.is_err(), "redeemed twice: {again:?}");
+    let keys: Vec<Option<String>> = seen.lock().unwrap().iter().map(|(k, _)| k.clone()).collect();
     assert_eq!(
-        posted(&net, account).await,
-        earnings,
-        "the money went back to the node"
+        keys,
+        vec![Some(payout.id.clone()); 3],
+        "the payout id is the idempotency key"
     );
+
+    // The rail's word settles it, once.
+    let callback = |status: &str| {
+        webhook(
+            &net,
+            "payouts",
+            json!({"id": payout.id, "status": status}),
+            "rail-secret",
+        )
+    };
+    let r: Value = callback("confirmed").await.unwrap().json().await.unwrap();
+    assert_eq!(
+        (r["state"].as_str(), r["changed"].as_bool()),
+        (Some("confirmed"), Some(true)),
+        "{r}"
+    );
+    let r: Value = callback("failed").await.unwrap().json().await.unwrap();
+    assert_eq!(
+        (r["state"].as_str(), r["changed"].as_bool()),
+        (Some("confirmed"), Some(false)),
+        "{r}"
+    );
+    let paid = AccountId::external("payout").unwrap();
+    assert_eq!(posted(&net, paid).await, earnings);
+    assert_eq!(posted(&net, account).await, 0);
     books_balance(&net).await;
 }
 
@@ -646,7 +711,7 @@ async fn a_payout_url_with_credentials_never_shows_them_in_the_statement(db: Db)
 }
 
 async fn a_sent_payout_is_confirmed_or_failed_by_the_signed_callback_once(db: Db) {
-    let (url, _) = payment_endpoint("rail-secret", json!({"status": "accepted"}), 0).await;
+    let (url, _) = scripted_rail("rail-secret", vec![(200, json!({"status": "accepted"}))]).await;
     let net = earned(&db, "rail-secret", url, 2).await;
     let node = &net.nodes[0];
     let account = AccountId::node(node.node.node_key_id());
@@ -685,6 +750,212 @@ async fn a_sent_payout_is_confirmed_or_failed_by_the_signed_callback_once(db: Db
     );
     assert_eq!(posted(&net, account).await, earnings);
     books_balance(&net).await;
+}
+
+/// A signed `statement` request from a fresh key, made at `created_at`; the hub's answer status.
+async fn statement_request(
+    net: &TestNetwork,
+    hub: stacknet_protocol::PublicKey,
+    created_at: Timestamp,
+) -> u16 {
+    let key = SecretKey::generate();
+    let req = NodeRequest {
+        node_key: key.public_key(),
+        hub,
+        action: NodeAction::Statement,
+        created_at,
+        nonce: stacknet_protocol::Nonce::random(),
+    };
+    let body = serde_json::to_vec(&Signed::sign(req, &key).unwrap()).unwrap();
+    client()
+        .post(format!(
+            "{}{}",
+            net.hub.url(),
+            stacknet_api::paths::NODE_STATEMENT
+        ))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// Defect #11: every signed request from a fresh key left a nonce row for good. Its nonce is now
+/// held only while a replay could pass the clock check, and the next request forgets it.
+async fn signed_requests_from_fresh_keys_leave_no_lasting_rows(db: Db) {
+    use stacknet_hub::settle::{NONCE_MARGIN_MS, REQUEST_CLOCK_TOLERANCE_MS};
+    let net = start(&db, Script::text("x"), |_| {}).await;
+    let store = net.hub.hub.state.store.clone();
+    let hub = HubClient::connect(&net.hub.url()).await.unwrap().hub_key;
+    // Signed near the edge of the clock tolerance, so that they expire within seconds.
+    let created_at = Timestamp::now().plus_ms(3_000 - REQUEST_CLOCK_TOLERANCE_MS);
+    for _ in 0..20 {
+        assert_eq!(statement_request(&net, hub, created_at).await, 200);
+    }
+    assert_eq!(store.events_held("node_request").await.unwrap(), 20);
+    let expired = created_at.plus_ms(REQUEST_CLOCK_TOLERANCE_MS + NONCE_MARGIN_MS + 1);
+    let passed = || async { (Timestamp::now() > expired).then_some(()) };
+    wait_until("the nonces expired", WAIT_DEADLINE, passed).await;
+    assert_eq!(statement_request(&net, hub, Timestamp::now()).await, 200);
+    assert_eq!(
+        store.events_held("node_request").await.unwrap(),
+        1,
+        "only the last request's nonce is held"
+    );
+}
+
+/// Defect #11: a redeem the earnings cannot cover wrote a `failed` payout row per call, from any
+/// fresh key. It is refused before anything is written.
+async fn a_refused_redeem_leaves_no_payout_row(db: Db) {
+    let (url, seen) = scripted_rail("rail-secret", vec![(200, json!({"status": "confirmed"}))]).await;
+    let net = earned(&db, "rail-secret", url, 2).await;
+    let hub = HubClient::connect(&net.hub.url()).await.unwrap();
+    let store = net.hub.hub.state.store.clone();
+    for _ in 0..10 {
+        let key = SecretKey::generate();
+        let r = hub.redeem(&key, Some(Amount::from_micros(1_000)), "acct_x").await;
+        assert!(r.is_err(), "{r:?}");
+        let rows = store.payouts_of(key.public_key().node_key_id()).await.unwrap();
+        assert!(rows.is_empty(), "a refused redeem left {rows:?}");
+    }
+    let node = &net.nodes[0];
+    let earnings = posted(&net, AccountId::node(node.node.node_key_id())).await;
+    let r = hub
+        .redeem(&node.key, Some(Amount::from_micros(earnings + 1)), "acct_x")
+        .await;
+    assert!(r.is_err(), "{r:?}");
+    let rows = store.payouts_of(node.node.node_key_id()).await.unwrap();
+    assert!(rows.is_empty(), "a refused redeem left {rows:?}");
+    assert!(seen.lock().unwrap().is_empty());
+    books_balance(&net).await;
+}
+
+/// A hub impostor at the returned URL: announces `announced` as its hub key and answers every
+/// filing `already_filed`, each verdict signed with `signer` for the very filing it got.
+async fn spoofed_hub(announced: stacknet_protocol::PublicKey, signer: SecretKey) -> String {
+    use stacknet_api::types::{FilingAnswer, FilingRequest, FilingVerdict, HubInfo, Verdict};
+    let signer = Arc::new(signer);
+    let info = HubInfo {
+        hub_key: announced,
+        protocol_version: 1,
+        software: "impostor".into(),
+    };
+    let file = move |axum::Json(req): axum::Json<FilingRequest>| {
+        let signer = signer.clone();
+        async move {
+            let filing = req.filing.digest().unwrap();
+            let node_key = req.filing.body.node_key;
+            let results = req
+                .filing
+                .body
+                .paperwork
+                .iter()
+                .map(|id| {
+                    let v = FilingVerdict {
+                        hub: announced,
+                        node_key,
+                        filing,
+                        paperwork: *id,
+                        verdict: Verdict::AlreadyFiled,
+                    };
+                    Signed::sign(v, &signer).unwrap()
+                })
+                .collect();
+            axum::Json(FilingAnswer {
+                node_key: node_key.node_key_id(),
+                settled: Amount::ZERO,
+                results,
+            })
+        }
+    };
+    let app = axum::Router::new()
+        .route(
+            stacknet_api::paths::HUB_INFO,
+            axum::routing::get(move || async move { axum::Json(info) }),
+        )
+        .route(stacknet_api::paths::NODE_FILE, axum::routing::post(file));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
+
+/// Defect #14: `stacknet paperwork file` took the hub key from whichever hub it asked and believed
+/// its unsigned `already_filed`, so an impostor made the wallet drop real earnings. The wallet files
+/// only with the hub key it pinned, and acts only on verdicts that key signed for its own filing.
+async fn a_spoofed_hub_cannot_make_the_wallet_drop_paperwork(db: Db) {
+    let net = priced(&db, Script::text("worth money"), |c| c.challenge_window_ms = 0).await;
+    topup(&net, 1_000_000).await;
+    spend(&net, 2).await;
+    let node = &net.nodes[0];
+    let wallet = node.node.wallet();
+    let real = HubClient::connect(&net.hub.url()).await.unwrap();
+    wallet.pin_hub_key(&real.hub_key).await.unwrap();
+    let due = || async {
+        let entries = wallet.entries().await.unwrap();
+        entries.iter().filter(|e| e.is_due()).count()
+    };
+    assert_eq!(due().await, 2);
+
+    // An impostor with a key of its own: refused before anything is sent.
+    let evil = SecretKey::generate();
+    let impostor = HubClient::connect(&spoofed_hub(evil.public_key(), evil).await)
+        .await
+        .unwrap();
+    let r = file_wallet(&impostor, &node.key, wallet).await;
+    assert!(r.is_err(), "{r:?}");
+    assert_eq!(due().await, 2, "nothing dropped");
+
+    // An impostor claiming the real hub key cannot sign as it.
+    let evil = SecretKey::generate();
+    let impostor = HubClient::connect(&spoofed_hub(real.hub_key, evil).await)
+        .await
+        .unwrap();
+    let r = file_wallet(&impostor, &node.key, wallet).await;
+    assert!(r.is_err(), "{r:?}");
+    assert_eq!(due().await, 2, "nothing dropped");
+
+    // The real hub settles them, and its signed word marks them filed.
+    let verdicts = file_wallet(&real, &node.key, wallet).await.unwrap();
+    assert!(verdicts.iter().all(|v| v.status() == "settled"), "{verdicts:?}");
+    assert_eq!(due().await, 0);
+    books_balance(&net).await;
+}
+
+/// Defect #17 (the wallet's side): paperwork the hub refuses for good is not filed again, and the
+/// wallet keeps why; paperwork refused for now (its challenge window) stays due.
+async fn refused_paperwork_is_not_filed_again_and_shows_why(db: Db) {
+    let net = priced(&db, Script::text("paid work"), |_| {}).await;
+    topup(&net, 1_000_000).await;
+    spend(&net, 1).await;
+    let node = &net.nodes[0];
+    let wallet = node.node.wallet();
+    let real = wallet_docs(&net).await;
+    // A paperwork the hub never accepted: refused for good.
+    let mut never = real[0].body.clone();
+    never.output_sha256 = stacknet_protocol::Sha256Digest::of(b"never accepted");
+    let never = Signed::sign(never, &node.key).unwrap();
+    let never_id = wallet.store(&never).await.unwrap();
+    let hub = HubClient::connect(&net.hub.url()).await.unwrap();
+    let verdicts = file_wallet(&hub, &node.key, wallet).await.unwrap();
+    assert_eq!(verdicts.len(), 2, "{verdicts:?}");
+    assert!(verdicts.iter().all(|v| v.status() == "refused"), "{verdicts:?}");
+    let entries = wallet.entries().await.unwrap();
+    let refused: Vec<_> = entries.iter().filter(|e| e.refused.is_some()).collect();
+    assert_eq!(refused.len(), 1, "{entries:?}");
+    assert_eq!(refused[0].paperwork.id().unwrap(), never_id);
+    let why = refused[0].refused.as_deref().unwrap();
+    assert!(why.contains("not in the paperwork log"), "{why}");
+    // Filed again: only the one in its challenge window goes.
+    let again = file_wallet(&hub, &node.key, wallet).await.unwrap();
+    assert_eq!(again.len(), 1, "{again:?}");
+    assert_ne!(again[0].paperwork, never_id);
+    assert!(
+        again[0].reason().unwrap().contains("challenge window"),
+        "{again:?}"
+    );
 }
 
 async fn the_payments_webhook_tops_up_once_per_event_and_refuses_bad_signatures(db: Db) {
