@@ -7,6 +7,7 @@
 //! like any other (see [`Running::abandon`]).
 
 use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -275,6 +276,44 @@ impl Drop for Guarded {
     }
 }
 
+/// What an SSE client has yet to read: frames queue here as the node sends them, so the task never
+/// waits on its client; at most `cap` bytes may wait (the hub's `max_queued_output_bytes`).
+struct ClientQueue {
+    tx: mpsc::UnboundedSender<Bytes>,
+    queued: Arc<AtomicU64>,
+    cap: u64,
+}
+
+impl ClientQueue {
+    fn new(cap: u64) -> (Self, mpsc::UnboundedReceiver<Bytes>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let queued = Arc::new(AtomicU64::new(0));
+        (Self { tx, queued, cap }, rx)
+    }
+
+    /// Queues a frame. `Err(None)`: the client is gone; `Err(Some(_))`: more than `cap` bytes
+    /// would wait for it (nothing is queued).
+    fn push(&self, frame: Bytes) -> Result<(), Option<ApiError>> {
+        let len = frame.len() as u64;
+        let before = self.queued.fetch_add(len, Ordering::Relaxed);
+        if before.saturating_add(len) > self.cap {
+            self.queued.fetch_sub(len, Ordering::Relaxed);
+            return Err(Some(ApiError::Abandoned));
+        }
+        self.tx.send(frame).map_err(|_| None)
+    }
+
+    /// Queues the last frame (an error) whatever waits already.
+    fn push_last(&self, frame: Bytes) -> Result<(), Option<ApiError>> {
+        self.queued.fetch_add(frame.len() as u64, Ordering::Relaxed);
+        self.tx.send(frame).map_err(|_| None)
+    }
+
+    async fn closed(&self) {
+        self.tx.closed().await;
+    }
+}
+
 /// A task sent to a node.
 struct Running {
     state: AppState,
@@ -413,10 +452,16 @@ impl Running {
     }
 
     fn stream(self, first: TaskEvent) -> Response {
-        let (tx, rx) = mpsc::channel::<Bytes>(64);
-        tokio::spawn(self.pump(first, tx));
-        let body = futures_util::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|b| (Ok::<_, Infallible>(b), rx))
+        let (client, rx) = ClientQueue::new(self.state.config.max_queued_output_bytes);
+        let queued = Arc::clone(&client.queued);
+        tokio::spawn(self.pump(first, client));
+        let body = futures_util::stream::unfold(rx, move |mut rx| {
+            let queued = Arc::clone(&queued);
+            async move {
+                let frame = rx.recv().await?;
+                queued.fetch_sub(frame.len() as u64, Ordering::Relaxed);
+                Some((Ok::<_, Infallible>(frame), rx))
+            }
         });
         Response::builder()
             .header(header::CONTENT_TYPE, "text/event-stream")
@@ -425,8 +470,11 @@ impl Running {
             .unwrap_or_else(|_| ApiError::internal("cannot build the stream").into_response())
     }
 
-    /// Feeds the SSE body; stops (and cancels the task) when the client goes away.
-    async fn pump(mut self, first: TaskEvent, tx: mpsc::Sender<Bytes>) {
+    /// Feeds the SSE body. The node's events are taken as they come, never at the client's pace:
+    /// the paperwork is accepted (and the node paid) as soon as it arrives, however slowly the
+    /// client reads what is queued for it. A client that leaves, or lets more than its share of
+    /// output wait, cancels the task (see [`Running::abandon`]).
+    async fn pump(mut self, first: TaskEvent, tx: ClientQueue) {
         let stamp = self.stamp();
         let object = match self.req.workload {
             Workload::Completion => "text_completion",
@@ -437,7 +485,7 @@ impl Running {
             let frame = match event {
                 Ok(TaskEvent::Chunk(data)) => {
                     if let Err(e) = self.count_chunk(&data) {
-                        let _ = self.relay(&tx, sse(&e.body())).await;
+                        let _ = tx.push_last(sse(&e.body()));
                         return;
                     }
                     self.out.digester.chunk(&data);
@@ -462,27 +510,28 @@ impl Running {
                         }
                         Err(e) => sse(&e.body()),
                     };
-                    let _ = self.relay(&tx, last).await;
+                    let _ = tx.push_last(last);
                     return;
                 }
                 Ok(other) => {
-                    let _ = self.relay(&tx, sse(&self.fail(other).body())).await;
+                    let _ = tx.push_last(sse(&self.fail(other).body()));
                     return;
                 }
                 Err(e) => {
-                    let _ = self.relay(&tx, sse(&e.body())).await;
+                    let _ = tx.push_last(sse(&e.body()));
                     return;
                 }
             };
-            match self.relay(&tx, frame).await {
+            match tx.push(frame) {
                 Ok(()) => {}
-                // The client is gone: cancel, and wait for the node's paperwork of what it produced.
-                Err(None) => return self.abandon().await,
-                Err(Some(e)) => {
-                    cancel(&self.lease, self.contract.body.id);
-                    // Best effort: a client that reads this slowly may never see it.
-                    let _ = tx.try_send(sse(&e.body()));
-                    return;
+                // The client is gone, or reads so slowly that its share of output is waiting: the
+                // task is cancelled, and the node's paperwork of what it produced awaited and billed.
+                Err(why) => {
+                    if let Some(e) = why {
+                        tracing::info!(contract = %self.contract.body.id, "{e}");
+                        let _ = tx.push_last(sse(&e.body()));
+                    }
+                    return self.abandon().await;
                 }
             }
             let Some(next) = self.next_or_gone(&tx).await else {
@@ -493,7 +542,7 @@ impl Running {
     }
 
     /// The node's next event; `None` as soon as the streaming client is gone (its body dropped).
-    async fn next_or_gone(&mut self, client: &mpsc::Sender<Bytes>) -> Option<Result<TaskEvent, ApiError>> {
+    async fn next_or_gone(&mut self, client: &ClientQueue) -> Option<Result<TaskEvent, ApiError>> {
         tokio::select! {
             biased;
             () = client.closed() => None,
@@ -538,20 +587,6 @@ impl Running {
                 Err(e) => tracing::warn!(%contract, error = ?e, "a cancelled task's paperwork was refused"),
             }
             return;
-        }
-    }
-
-    /// Sends one event to the client, waiting at most until the deadline, and not at all once the
-    /// gateway abandoned the task (its queue filled while this waited). `Err(None)`: the client is
-    /// gone; `Err(Some(e))`: it did not read in time.
-    async fn relay(&self, tx: &mpsc::Sender<Bytes>, frame: Bytes) -> Result<(), Option<ApiError>> {
-        tokio::select! {
-            sent = tokio::time::timeout_at(self.deadline, tx.send(frame)) => match sent {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(_)) => Err(None),
-                Err(_) => Err(Some(ApiError::Timeout(self.state.config.request_timeout_ms))),
-            },
-            () = self.lease.abandoned() => Err(Some(ApiError::Abandoned)),
         }
     }
 

@@ -172,8 +172,8 @@ async fn wait_captured(net: &TestNetwork, cost: i64) {
 }
 
 async fn a_slow_reader_gets_no_free_answer(db: Db) {
-    // More chunks than the hub queues for a client (64): a client that stops reading leaves the end
-    // of its answer, and the node's paperwork, waiting behind it.
+    // Many chunks: before the fix, a client that stopped reading left the end of its answer, and the
+    // node's paperwork, waiting behind a bounded queue until the hold had expired.
     let words: Vec<String> = (0..150).map(|i| format!("w{i}")).collect();
     let net = priced(&db, Script::text(words.join(" ")).chunks(150), |c| {
         c.request_timeout_ms = 2_000;
@@ -223,7 +223,13 @@ async fn a_slow_reader_gets_no_free_answer(db: Db) {
     wait_captured(&net, cost).await;
     let s = statement(&net).await;
     assert_eq!(s["balance"]["available"], (1_000_000 - cost).to_string(), "{s}");
-    assert_eq!(state, TransferState::Voided, "renewed, not expired");
+    // Captured as soon as the node's paperwork came (the hub takes a stream's events at the node's
+    // pace, not the client's), or renewed while it waited: never expired.
+    assert_ne!(
+        state,
+        TransferState::Expired,
+        "the first hold expired under a running task"
+    );
     books_balance(&net).await;
 }
 
