@@ -5,6 +5,7 @@ mod errors;
 mod files;
 mod gateway;
 mod keys;
+mod log;
 mod money;
 
 use serde_json::Value;

@@ -30,7 +30,7 @@ pub enum Db {
 
 impl Db {
     /// Fails when no database is configured: a test that did not run must not pass.
-    fn postgres() -> Self {
+    pub(super) fn postgres() -> Self {
         let url = std::env::var("STACKNET_TEST_DATABASE_URL").expect(
             "STACKNET_TEST_DATABASE_URL is not set: this test needs PostgreSQL (scripts/test.sh sets it)",
         );
@@ -41,13 +41,13 @@ impl Db {
         Db::Postgres { url, schema }
     }
 
-    fn apply(&self, config: &mut stacknet_hub::HubConfig) {
+    pub(super) fn apply(&self, config: &mut stacknet_hub::HubConfig) {
         if let Db::Postgres { url, schema } = self {
             config.database = Some(format!("{url}?schema={schema}"));
         }
     }
 
-    async fn drop_schema(&self) {
+    pub(super) async fn drop_schema(&self) {
         if let Db::Postgres { url, schema } = self {
             let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap();
             tokio::spawn(conn);
