@@ -6,6 +6,7 @@ mod files;
 mod gateway;
 mod keys;
 mod log;
+mod malformed;
 mod money;
 
 use serde_json::Value;
