@@ -58,6 +58,10 @@ pub enum ApiError {
     Conflict(String),
     #[error("{0}")]
     Internal(Internal),
+    /// A request the router refused before any handler ran: a method the endpoint does not take,
+    /// a query string that does not parse, a WebSocket upgrade that is not one. Its status kept.
+    #[error("{message}")]
+    Rejected { status: StatusCode, message: String },
 }
 
 type BoxError = Box<dyn StdError + Send + Sync>;
@@ -156,6 +160,7 @@ impl ApiError {
             ApiError::Upstream(_) | ApiError::NodeFailed(_) => StatusCode::BAD_GATEWAY,
             ApiError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Rejected { status, .. } => *status,
         }
     }
 
@@ -181,6 +186,11 @@ impl ApiError {
             ApiError::NodeFailed(_) => ("api_error", Some("node_error")),
             ApiError::Timeout(_) => ("timeout_error", Some("timeout")),
             ApiError::Internal(_) => ("api_error", Some("internal_error")),
+            ApiError::Rejected { status, .. } if status.is_server_error() => ("api_error", None),
+            ApiError::Rejected { status, .. } if *status == StatusCode::METHOD_NOT_ALLOWED => {
+                ("invalid_request_error", Some("method_not_allowed"))
+            }
+            ApiError::Rejected { .. } => ("invalid_request_error", Some("invalid_request")),
         }
     }
 
@@ -244,6 +254,50 @@ impl From<stacknet_api::RequestError> for ApiError {
             }
         }
     }
+}
+
+/// Most bytes of a refusal's text kept as its message.
+const MAX_REJECTION_BYTES: usize = 4096;
+
+/// Gives axum's own refusals, which come as plain text or empty (a method the route does not take,
+/// a query string that does not parse, a body over the limit of a handler that reads bytes), the
+/// same OpenAI-style body as every other error, keeping their status. Responses that are not
+/// errors, or are JSON already, pass untouched.
+pub async fn openai_errors(response: Response, max_body_bytes: usize) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|ct| ct.as_bytes().starts_with(b"application/json"));
+    if is_json || !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let error = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::BodyTooLarge {
+            limit: max_body_bytes,
+        },
+        StatusCode::METHOD_NOT_ALLOWED => ApiError::Rejected {
+            status,
+            message: "This endpoint does not take this method.".to_owned(),
+        },
+        _ if status.is_server_error() => ApiError::Rejected {
+            status,
+            message: "The hub could not serve this request.".to_owned(),
+        },
+        _ => {
+            let text = axum::body::to_bytes(response.into_body(), MAX_REJECTION_BYTES)
+                .await
+                .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
+                .unwrap_or_default();
+            let message = if text.is_empty() {
+                status.canonical_reason().unwrap_or("Bad request").to_owned()
+            } else {
+                text
+            };
+            ApiError::Rejected { status, message }
+        }
+    };
+    error.into_response()
 }
 
 impl IntoResponse for ApiError {

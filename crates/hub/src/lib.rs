@@ -364,6 +364,9 @@ impl Hub {
             .route(paths::LOG_CONSISTENCY, get(settle::consistency))
             .fallback(|| async { ApiError::NotFound("no such endpoint".to_owned()) })
             .layer(DefaultBodyLimit::max(limit))
+            .layer(axum::middleware::map_response(move |response| {
+                error::openai_errors(response, limit)
+            }))
             .with_state(self.state.clone())
     }
 }

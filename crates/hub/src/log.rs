@@ -65,6 +65,8 @@ pub enum LogError {
     ConsistencySizeMismatch { from: u64, to: u64, old: u64, new: u64 },
     #[error("proof does not verify: {0}")]
     Proof(#[from] MerkleError),
+    #[error("leaves for index {first} cannot be appended to a tree of size {size}: the next leaf is {size}")]
+    NotNextIndex { first: u64, size: u64 },
 }
 
 /// The leaf of a paperwork: `merkle::leaf_hash` of the RFC 8785 canonical JSON of the *signed*
@@ -96,7 +98,8 @@ pub struct SignedCheckpoint {
     pub vkey: String,
 }
 
-/// The in-memory tree. `Send + Sync`: readers share a lock, [`MerkleLog::append`] takes it alone.
+/// The in-memory tree. `Send + Sync`: readers share a lock, [`MerkleLog::append_at`] takes it alone.
+/// One task appends (the hub's `SettleWriter`); everyone else only reads.
 pub struct MerkleLog {
     tree: RwLock<Levels>,
 }
@@ -126,12 +129,18 @@ impl MerkleLog {
         }
     }
 
-    /// Appends leaves in order and returns the index of the first one (the old size).
-    pub fn append(&self, leaves: &[Hash]) -> u64 {
+    /// Appends `leaves` as the leaves numbered from `first`, which must be the current size: leaves
+    /// are keyed by their index in the stored log, so two appends of the same stored leaves (read at
+    /// the same size) cannot both land; the second is refused and the tree is left as it was.
+    /// Returns the new size.
+    pub fn append_at(&self, first: u64, leaves: &[Hash]) -> Result<u64, LogError> {
         let mut tree = self.tree.write().unwrap_or_else(PoisonError::into_inner);
-        let first = tree.size();
+        let size = tree.size();
+        if first != size {
+            return Err(LogError::NotNextIndex { first, size });
+        }
         tree.append(leaves);
-        first
+        Ok(tree.size())
     }
 
     /// Number of leaves.
@@ -436,7 +445,10 @@ mod tests {
         let (mut at, mut lens) = (0, chunks.iter().cycle());
         while at < all.len() {
             let len = lens.next().copied().unwrap_or(1).min(all.len() - at);
-            assert_eq!(log.append(&all[at..at + len]), at as u64);
+            assert_eq!(
+                log.append_at(at as u64, &all[at..at + len]).expect("next index"),
+                (at + len) as u64
+            );
             at += len;
         }
         log
@@ -512,9 +524,35 @@ mod tests {
         assert_eq!(log.head(), (0, merkle::empty_root()));
         assert_eq!(log.root_at(0).expect("in range"), merkle::empty_root());
         assert_eq!(log.consistency(0, 0).expect("in range"), Vec::<Hash>::new());
-        assert_eq!(log.append(&[]), 0);
+        assert_eq!(log.append_at(0, &[]).expect("next index"), 0);
         assert_eq!(log.size(), 0);
         assert_eq!(format!("{log:?}"), "MerkleLog { size: 0 }");
+    }
+
+    #[test]
+    fn leaves_are_appended_only_at_the_next_index() {
+        let all = leaves(4, 6);
+        let log = MerkleLog::new();
+        assert_eq!(log.append_at(0, &all[..4]).expect("next index"), 4);
+        let before = log.head();
+        // The same leaves again (a second catch-up that read the same size), and a gap.
+        let refused = [
+            log.append_at(0, &all[..4]),
+            log.append_at(2, &all[2..6]),
+            log.append_at(5, &all[5..]),
+        ]
+        .map(|r| r.expect_err("not the next index").to_string());
+        assert_eq!(
+            refused,
+            [
+                "leaves for index 0 cannot be appended to a tree of size 4: the next leaf is 4",
+                "leaves for index 2 cannot be appended to a tree of size 4: the next leaf is 4",
+                "leaves for index 5 cannot be appended to a tree of size 4: the next leaf is 4",
+            ]
+        );
+        assert_eq!(log.head(), before);
+        assert_eq!(log.append_at(4, &all[4..]).expect("next index"), 6);
+        assert_eq!(log.root_at(6).expect("in range"), merkle::root(&all));
     }
 
     #[test]

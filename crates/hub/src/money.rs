@@ -232,10 +232,13 @@ pub const SETTLE_QUEUE_LEN: usize = 8192;
 enum Command {
     Accept(Box<PaperworkRecord>, oneshot::Sender<Result<(), String>>),
     Flush(oneshot::Sender<()>),
+    CatchUp(oneshot::Sender<Result<(), String>>),
 }
 
 /// The one task that appends accepted paperwork to the log and captures its cost, a batch per
-/// transaction, and answers each request once both are written.
+/// transaction, and answers each request once both are written. It is also the only one that
+/// appends to the in-memory tree: readers that want it level with the database ask it
+/// ([`SettleWriter::catch_up`]), so a tree read at one size is never appended to twice.
 #[derive(Clone, Debug)]
 pub struct SettleWriter {
     tx: mpsc::Sender<Command>,
@@ -253,6 +256,19 @@ impl SettleWriter {
         let (done, wait) = oneshot::channel();
         self.tx
             .send(Command::Accept(Box::new(record), done))
+            .await
+            .map_err(|_| "the settle writer has stopped".to_owned())?;
+        wait.await
+            .map_err(|_| "the settle writer has stopped".to_owned())?
+    }
+
+    /// Brings the in-memory tree level with the stored log (another replica may have appended) and
+    /// returns once it is: everything this hub logged before the call is in the tree. Callers that
+    /// ask together share one read of the database.
+    pub async fn catch_up(&self) -> Result<(), String> {
+        let (done, wait) = oneshot::channel();
+        self.tx
+            .send(Command::CatchUp(done))
             .await
             .map_err(|_| "the settle writer has stopped".to_owned())?;
         wait.await
@@ -277,6 +293,7 @@ async fn run_writer(
     let mut batch = Vec::with_capacity(MAX_SETTLE_BATCH);
     let mut waiters = Vec::with_capacity(MAX_SETTLE_BATCH);
     let mut flushes = Vec::new();
+    let mut catch_ups = Vec::new();
     while let Some(first) = rx.recv().await {
         let mut next = Some(first);
         while let Some(cmd) = next {
@@ -286,6 +303,7 @@ async fn run_writer(
                     waiters.push(done);
                 }
                 Command::Flush(done) => flushes.push(done),
+                Command::CatchUp(done) => catch_ups.push(done),
             }
             next = if batch.len() < MAX_SETTLE_BATCH {
                 rx.try_recv().ok()
@@ -296,6 +314,12 @@ async fn run_writer(
         if !batch.is_empty() {
             let outcome = write_batch(&store, &ledger, &log, std::mem::take(&mut batch)).await;
             for done in waiters.drain(..) {
+                let _ = done.send(outcome.clone());
+            }
+        }
+        if !catch_ups.is_empty() {
+            let outcome = catch_up(&store, &log).await;
+            for done in catch_ups.drain(..) {
                 let _ = done.send(outcome.clone());
             }
         }
@@ -318,7 +342,7 @@ async fn write_batch(
         apply_each(ledger, plan.releases).await;
         return Err(format!("cannot append to the paperwork log: {e}"));
     }
-    catch_up(store, log).await.map_err(|e| e.to_string())?;
+    catch_up(store, log).await?;
     // From here on the paperwork is logged: a failure below is mended by the repair loop.
     if let Some(captured) = capture(ledger, plan).await? {
         if let Err(e) = store.mark_captured(captured).await {
@@ -329,11 +353,16 @@ async fn write_batch(
 }
 
 /// Brings the in-memory Merkle tree level with the stored log (another replica may have appended).
-pub async fn catch_up(store: &Arc<dyn Store>, log: &MerkleLog) -> Result<(), crate::store::StoreError> {
-    let leaves = store.leaf_hashes(log.size()).await?;
-    if !leaves.is_empty() {
-        log.append(&leaves);
-    }
+/// Only the writer (and [`recover`], before the writer starts) calls it: the leaves read from index
+/// `size` are appended at `size`, and the tree refuses them should it have grown meanwhile.
+async fn catch_up(store: &Arc<dyn Store>, log: &MerkleLog) -> Result<(), String> {
+    let size = log.size();
+    let leaves = store
+        .leaf_hashes(size)
+        .await
+        .map_err(|e| format!("cannot read the paperwork log: {e}"))?;
+    log.append_at(size, &leaves)
+        .map_err(|e| format!("cannot catch up with the paperwork log: {e}"))?;
     Ok(())
 }
 
@@ -462,14 +491,14 @@ async fn apply_each(ledger: &Arc<dyn LedgerStore>, entries: Vec<Entry>) {
     }
 }
 
-/// At start: loads the Merkle tree and captures what the log holds and the ledger missed (a crash
+/// At start, before the writer runs: loads the Merkle tree and captures what the log holds and the ledger missed (a crash
 /// between the two writes), then releases holds that expired while the hub was down.
 pub async fn recover(
     store: &Arc<dyn Store>,
     ledger: &Arc<dyn LedgerStore>,
     log: &MerkleLog,
 ) -> Result<(), String> {
-    catch_up(store, log).await.map_err(|e| e.to_string())?;
+    catch_up(store, log).await?;
     capture_logged(store, ledger, Timestamp::now()).await?;
     expire_due(ledger).await;
     Ok(())

@@ -52,9 +52,7 @@ pub const STATEMENT_LINES: u32 = 100;
 
 /// `GET /stacknet/v1/log/checkpoint`: the log's size and root, signed by the hub key.
 pub async fn checkpoint(State(state): State<AppState>) -> Result<Json<LogCheckpoint>, ApiError> {
-    crate::money::catch_up(&state.store, &state.log)
-        .await
-        .map_err(ApiError::internal)?;
+    state.writer.catch_up().await.map_err(ApiError::internal)?;
     let cp = state
         .log
         .checkpoint(&log_origin(&state.hub_key.public_key()), &state.hub_key)
@@ -71,9 +69,7 @@ pub async fn inclusion(
         .paperwork
         .parse()
         .map_err(|e: stacknet_protocol::IdError| ApiError::invalid("paperwork", e.to_string()))?;
-    crate::money::catch_up(&state.store, &state.log)
-        .await
-        .map_err(ApiError::internal)?;
+    state.writer.catch_up().await.map_err(ApiError::internal)?;
     let logged = state
         .store
         .paperwork(id)
@@ -98,9 +94,7 @@ pub async fn consistency(
     State(state): State<AppState>,
     Query(q): Query<ConsistencyQuery>,
 ) -> Result<Json<ConsistencyProof>, ApiError> {
-    crate::money::catch_up(&state.store, &state.log)
-        .await
-        .map_err(ApiError::internal)?;
+    state.writer.catch_up().await.map_err(ApiError::internal)?;
     let to = q.to.unwrap_or_else(|| state.log.size());
     let proof = state
         .log

@@ -16,7 +16,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
-use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use stacknet_protocol::wire::{
     self, ErrorCode, ErrorFrame, HubMessage, Limits, NodeMessage, Task, WireError,
@@ -223,7 +222,7 @@ impl Session {
                 Ok(message) => self.on_hub_message(message, ws).await,
                 // The hub holds a slot for a task until it hears back: a task it cannot decode is
                 // still answered, or the slot would stay taken until the hub's time-out.
-                Err(e) => match undecodable_task(text.as_bytes()) {
+                Err(e) => match wire::undecodable_task(text.as_bytes()) {
                     Some(contract) => {
                         warn!(%contract, error = %e, "refusing a task that cannot be decoded");
                         let why = format!("cannot decode the task: {e}");
@@ -504,26 +503,6 @@ impl Session {
         self.contracts.clear();
         self.pending.clear();
     }
-}
-
-/// The id of the contract (`contract.id`: a signed contract is its body's fields with `signature`
-/// beside them) of a frame that failed to decode, when it is a task and the id is readable.
-/// Parsed leniently into just the fields needed: everything else (the request above all, which may
-/// be what broke the decode, too deep for a `Value`) is skipped unparsed, and serde_json skips
-/// without a depth limit.
-fn undecodable_task(frame: &[u8]) -> Option<ContractId> {
-    #[derive(Deserialize)]
-    struct Frame {
-        #[serde(rename = "type")]
-        kind: String,
-        contract: Contract,
-    }
-    #[derive(Deserialize)]
-    struct Contract {
-        id: ContractId,
-    }
-    let frame: Frame = serde_json::from_slice(frame).ok()?;
-    (frame.kind == "task").then_some(frame.contract.id)
 }
 
 async fn refuse<S>(ws: &mut S, contract: ContractId, refusal: Refusal) -> Result<(), String>

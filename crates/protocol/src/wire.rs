@@ -271,6 +271,27 @@ pub fn decode<M: DeserializeOwned>(frame: &[u8]) -> Result<M, WireError> {
     M::deserialize(Value::Object(map)).map_err(|e| WireError::Malformed(e.to_string()))
 }
 
+/// The contract id of a text frame that [`decode`] refused, when the frame is a `task` whose
+/// `contract.id` can still be read (a signed contract is its body's fields with `signature` beside
+/// them): a node answers such a task with an `error` frame instead of dropping it, so the hub frees
+/// the slot it holds. Read leniently, into just those fields: everything else (the request above
+/// all, which may be what broke the decode, too deep for a `Value`) is skipped unparsed, and
+/// serde_json skips without a depth limit. Never panics.
+pub fn undecodable_task(frame: &[u8]) -> Option<ContractId> {
+    #[derive(Deserialize)]
+    struct Frame {
+        #[serde(rename = "type")]
+        kind: String,
+        contract: Contract,
+    }
+    #[derive(Deserialize)]
+    struct Contract {
+        id: ContractId,
+    }
+    let frame: Frame = serde_json::from_slice(frame).ok()?;
+    (frame.kind == "task").then_some(frame.contract.id)
+}
+
 /// One binary frame: a piece of a file that belongs to a task. Layout: the version byte
 /// [`FILE_PART_VERSION`], the contract id (16 bytes), the file's sha256 (32 bytes), the offset of
 /// this piece in the file (8 bytes, big-endian), then the bytes. Pieces of a file arrive in order.

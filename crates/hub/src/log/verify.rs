@@ -312,7 +312,11 @@ mod tests {
         let f = fixture();
         let old_note = f.note();
         f.log
-            .append(&[merkle::leaf_hash(b"later"), merkle::leaf_hash(b"later still")]);
+            .append_at(
+                LOG_SIZE,
+                &[merkle::leaf_hash(b"later"), merkle::leaf_hash(b"later still")],
+            )
+            .expect("next index");
         let new_note = f.note();
         let (origin, hub) = (&f.origin, f.key.public_key());
         let proof = f.log.consistency(LOG_SIZE, LOG_SIZE + 2).expect("in range");

@@ -197,6 +197,19 @@ proptest! {
         prop_assert_eq!(wire::decode_file_part(&bytes).unwrap(), part);
     }
 
+    /// What a node does with a task frame: decode it, or read just its type and contract id to
+    /// refuse it. Whatever the bytes, neither panics, and a frame that decodes is never refused.
+    #[test]
+    fn mutated_task_frames_decode_or_are_refused_without_panicking(pos in any::<usize>(), byte in any::<u8>(), cut in any::<usize>()) {
+        let mut bytes = task_frame(serde_json::json!({"model": "m", "messages": []})).into_bytes();
+        let i = pos % bytes.len();
+        bytes[i] = byte;
+        bytes.truncate(cut % (bytes.len() + 1));
+        if wire::decode::<HubMessage>(&bytes).is_err() {
+            let _ = wire::undecodable_task(&bytes);
+        }
+    }
+
     #[test]
     fn decoding_mutated_frames_never_panics(pos in any::<usize>(), byte in any::<u8>(), cut in any::<usize>()) {
         let frame = wire::encode(&NodeMessage::Hello(Box::new(examples::hello().unwrap()))).unwrap();
@@ -207,6 +220,35 @@ proptest! {
         let _ = wire::decode::<NodeMessage>(&bytes);
         let _ = wire::decode::<HubMessage>(&bytes);
     }
+}
+
+fn task_frame(request: Value) -> String {
+    let task = wire::Task {
+        contract: examples::signed_contract().unwrap(),
+        request,
+        attachments: Vec::new(),
+    };
+    wire::encode(&HubMessage::Task(Box::new(task))).unwrap()
+}
+
+#[test]
+fn a_task_too_deep_to_decode_is_still_named_by_its_contract_id() {
+    let id = examples::signed_contract().unwrap().body.id;
+    let frame = task_frame(serde_json::json!({"model": "m", "messages": "deep here"}));
+    assert!(wire::decode::<HubMessage>(frame.as_bytes()).is_ok());
+    // serde_json refuses a `Value` nested deeper than 128; the fallback never builds one.
+    let deep = frame.replacen(
+        "\"deep here\"",
+        &format!("{}{}", "[".repeat(200), "]".repeat(200)),
+        1,
+    );
+    assert!(wire::decode::<HubMessage>(deep.as_bytes()).is_err());
+    assert_eq!(wire::undecodable_task(deep.as_bytes()), Some(id));
+    // Only a task is named, and only by a readable id.
+    let cancel = wire::encode(&HubMessage::Cancel { contract: id }).unwrap();
+    assert_eq!(wire::undecodable_task(cancel.as_bytes()), None);
+    let no_id = deep.replacen(&id.to_string(), "ct_nonsense", 1);
+    assert_eq!(wire::undecodable_task(no_id.as_bytes()), None);
 }
 
 #[test]

@@ -333,3 +333,46 @@ async fn the_admin_api_needs_its_token_and_issues_working_keys() {
         .unwrap();
     assert_eq!(missing.status(), 404);
 }
+
+#[tokio::test]
+async fn a_wrong_method_or_an_unreadable_query_gets_an_openai_error_not_an_empty_body() {
+    let net = TestNetwork::start(Script::echo()).await;
+    let resp = client()
+        .get(format!("{}/chat/completions", net.base_url()))
+        .bearer_auth(&net.api_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 405);
+    assert_eq!(
+        resp.json::<Value>().await.unwrap(),
+        error(
+            "This endpoint does not take this method.",
+            "invalid_request_error",
+            None,
+            "method_not_allowed"
+        )
+    );
+
+    let resp = client()
+        .get(format!(
+            "{}/stacknet/v1/log/proof/consistency?from=-1",
+            net.hub.url()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(
+        (&v["error"]["type"], &v["error"]["code"], &v["error"]["param"]),
+        (
+            &json!("invalid_request_error"),
+            &json!("invalid_request"),
+            &Value::Null
+        ),
+        "{v}"
+    );
+    let message = v["error"]["message"].as_str().unwrap();
+    assert!(message.contains("from"), "names what did not parse: {message}");
+}

@@ -7,6 +7,8 @@ mod files;
 mod gateway;
 mod keys;
 mod limits;
+mod log;
+mod malformed;
 mod money;
 mod money_faults;
 
