@@ -37,7 +37,7 @@ use crate::store::{ModelPrice, PaperworkRecord, Store};
 mod renew;
 mod repair;
 
-pub use repair::{apply_retrying, start as start_repair, LEDGER_ATTEMPTS};
+pub use repair::{apply_retrying, start as start_repair, LEDGER_ATTEMPTS, REPAIR_INTERVAL_MS};
 
 /// How long after a request's deadline its hold expires if nothing resolved it (a crashed hub).
 pub const DEFAULT_HOLD_GRACE_MS: u64 = 60_000;

@@ -182,24 +182,88 @@ async fn finish(
     Ok(changed)
 }
 
+/// Applies the transfer of the final state `to`, which the store already records. A ledger failing
+/// underneath is retried with backoff here, then by [`repair_final`] in the background until it
+/// works, so a confirmed or failed payout's money never waits in payout-pending for a restart.
 async fn apply_final(state: &AppState, payout: &PayoutRecord, to: PayoutState) -> Result<(), ApiError> {
+    match apply_final_once(state, payout, to).await {
+        Err(Failure::Underneath(e)) => {
+            tracing::warn!(payout = %payout.id, error = %e, "a payout's final transfer failed; repairing in the background");
+            tokio::spawn(repair_final(state.clone(), payout.clone(), to));
+            Ok(())
+        }
+        other => other.map_err(Failure::into_api),
+    }
+}
+
+/// Why a final transfer was not applied.
+#[derive(Debug)]
+enum Failure {
+    /// The ledger's store failed underneath: worth retrying unchanged.
+    Underneath(LedgerError),
+    /// Anything else: retrying the same way fails the same way.
+    Other(ApiError),
+}
+
+impl Failure {
+    fn into_api(self) -> ApiError {
+        match self {
+            Failure::Underneath(e) => ApiError::internal(e),
+            Failure::Other(e) => e,
+        }
+    }
+}
+
+impl From<LedgerError> for Failure {
+    fn from(e: LedgerError) -> Self {
+        if e.is_refusal() {
+            Failure::Other(ApiError::internal(e))
+        } else {
+            Failure::Underneath(e)
+        }
+    }
+}
+
+async fn apply_final_once(state: &AppState, payout: &PayoutRecord, to: PayoutState) -> Result<(), Failure> {
     let reserved = state
         .ledger
-        .transfer(tid(format!("payout:{}", payout.id))?)
-        .await
-        .map_err(ApiError::internal)?;
+        .transfer(tid(format!("payout:{}", payout.id)).map_err(Failure::Other)?)
+        .await?;
     // A payout that failed before its money moved has nothing to return.
     if reserved.is_none() {
         return Ok(());
     }
-    if let Some(t) = settle_transfer(payout, to)? {
-        state
-            .ledger
-            .create_transfers(vec![t.into()])
-            .await
-            .map_err(ApiError::internal)?;
+    if let Some(t) = settle_transfer(payout, to).map_err(Failure::Other)? {
+        crate::money::apply_retrying(&state.ledger, vec![t.into()]).await?;
     }
     Ok(())
+}
+
+/// Longest wait between two background attempts at a payout's final transfer.
+pub const MAX_REPAIR_BACKOFF_MS: u64 = 30_000;
+
+/// Retries a final transfer the ledger failed, with backoff, until it is applied (the transfer id
+/// makes a late duplicate a replay), refused, or the hub shuts down (then [`resume`] at the next
+/// start re-applies it).
+async fn repair_final(state: AppState, payout: PayoutRecord, to: PayoutState) {
+    let mut wait = Duration::from_millis(crate::money::REPAIR_INTERVAL_MS);
+    loop {
+        tokio::time::sleep(wait).await;
+        match apply_final_once(&state, &payout, to).await {
+            Ok(()) => {
+                tracing::info!(payout = %payout.id, "a payout's final transfer was repaired");
+                return;
+            }
+            Err(Failure::Underneath(e)) => {
+                tracing::warn!(payout = %payout.id, error = %e, "a payout's final transfer still fails; retrying");
+                wait = (wait * 2).min(Duration::from_millis(MAX_REPAIR_BACKOFF_MS));
+            }
+            Err(Failure::Other(e)) => {
+                tracing::error!(payout = %payout.id, error = ?e, "a payout's final transfer was refused");
+                return;
+            }
+        }
+    }
 }
 
 fn spawn_delivery(state: AppState, payout: PayoutRecord) {

@@ -12,6 +12,7 @@ use stacknet_testkit::mock_upstream::{Script, MOCK_MODEL};
 use stacknet_testkit::network::TestNetwork;
 use stacknet_testkit::{wait_until, WAIT_DEADLINE};
 
+use super::money::statement;
 use super::{chat_body, client, post_chat};
 
 /// Content chunks of the scripted answer: far more than a client reads before it leaves.
@@ -76,18 +77,6 @@ async fn ask_then_hang_up(net: &TestNetwork) -> tokio::net::TcpStream {
     tcp.write_all(head.as_bytes()).await.unwrap();
     tcp.write_all(body.as_bytes()).await.unwrap();
     tcp
-}
-
-async fn statement(net: &TestNetwork) -> Value {
-    client()
-        .get(format!("{}/stacknet/v1/statement", net.hub.url()))
-        .bearer_auth(&net.api_key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
 }
 
 #[tokio::test]

@@ -8,13 +8,13 @@ use base64::Engine as _;
 use serde_json::{json, Value};
 use stacknet_api::output::{digest_of_response, digest_of_stream};
 use stacknet_protocol::contract::Workload;
-use stacknet_protocol::paperwork::{request_digest, Paperwork};
-use stacknet_protocol::{Sha256Digest, Signed};
+use stacknet_protocol::paperwork::request_digest;
+use stacknet_protocol::Sha256Digest;
 use stacknet_testkit::fixtures::{inverted, InvertImages, INVERT_MODEL};
 use stacknet_testkit::mock_upstream::Script;
 use stacknet_testkit::network::TestNetwork;
 
-use super::{chat_body, client, post_chat, sse_events};
+use super::{chat_body, client, paperwork_of, post_chat, sse_events};
 
 const BOUNDARY: &str = "stacknet-test-boundary-7f3a";
 
@@ -37,24 +37,6 @@ fn multipart(fields: &[(&str, &str)], file: (&str, &str, &str, &[u8])) -> Vec<u8
     out.extend_from_slice(bytes);
     out.extend_from_slice(format!("\r\n--{BOUNDARY}--\r\n").as_bytes());
     out
-}
-
-async fn paperwork_of(net: &TestNetwork, answer: &Value) -> Signed<Paperwork> {
-    let id = answer["paperwork"]
-        .as_str()
-        .expect("the answer names its paperwork");
-    client()
-        .get(format!(
-            "{}{}",
-            net.hub.url(),
-            stacknet_api::paths::paperwork(&id)
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
 }
 
 /// Pseudo-random bytes (no two frames alike), deterministic.

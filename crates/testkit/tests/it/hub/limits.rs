@@ -144,19 +144,7 @@ async fn a_2048_input_embeddings_request_answers_200_in_chunks() {
     assert_eq!(answer["object"], "list");
     assert_eq!(answer["model"], WIDE_EMBED_MODEL);
     // The paperwork's digest is the one of the whole `data`, as the client recomputes it.
-    let id = answer["paperwork"].as_str().unwrap();
-    let pw: stacknet_protocol::Signed<stacknet_protocol::paperwork::Paperwork> = client()
-        .get(format!(
-            "{}{}",
-            net.hub.url(),
-            stacknet_api::paths::paperwork(&id)
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let pw = super::paperwork_of(&net, &answer).await;
     assert_eq!(
         pw.body.output_sha256,
         digest_of_response(Workload::Embedding, &answer).unwrap()

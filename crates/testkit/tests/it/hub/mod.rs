@@ -44,3 +44,25 @@ pub fn sse_events(body: &str) -> Vec<Value> {
         .map(|data| serde_json::from_str(data).unwrap_or_else(|_| Value::String(data.to_owned())))
         .collect()
 }
+
+/// The paperwork an answer names, fetched from the hub.
+pub async fn paperwork_of(
+    net: &stacknet_testkit::network::TestNetwork,
+    answer: &Value,
+) -> stacknet_protocol::Signed<stacknet_protocol::paperwork::Paperwork> {
+    let id = answer["paperwork"]
+        .as_str()
+        .expect("the answer names its paperwork");
+    client()
+        .get(format!(
+            "{}{}",
+            net.hub.url(),
+            stacknet_api::paths::paperwork(&id)
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}

@@ -492,12 +492,12 @@ async fn inclusion_and_consistency_proofs_from_the_hub_verify(db: Db) {
 }
 
 /// What a scripted rail was sent: each delivery's `Idempotency-Key` header and body.
-type Deliveries = Arc<Mutex<Vec<(Option<String>, Value)>>>;
+pub(super) type Deliveries = Arc<Mutex<Vec<(Option<String>, Value)>>>;
 
 /// A payment system that answers the n-th delivery with `script[n]` (status, body), the last entry
 /// ever after, and records what it is sent. Every delivery counts as acted on: a 503 stands for a
 /// payment whose answer got lost.
-async fn scripted_rail(secret: &'static str, script: Vec<(u16, Value)>) -> (String, Deliveries) {
+pub(super) async fn scripted_rail(secret: &'static str, script: Vec<(u16, Value)>) -> (String, Deliveries) {
     let seen: Deliveries = Arc::new(Mutex::new(Vec::new()));
     let recorder = seen.clone();
     let app = axum::Router::new().route(

@@ -11,6 +11,7 @@ use stacknet_ledger::{
     AccountId, Balance, Entry, LedgerError, LedgerStore, StatementLine, StoreFuture, Totals, TransferId,
     TransferOutcome, TransferRecord, TransferState,
 };
+use stacknet_node::settlement::{file_wallet, HubClient};
 use stacknet_node::{OpenAiUpstream, UpstreamConfig};
 use stacknet_protocol::contract::{Usage, Workload};
 use stacknet_protocol::Timestamp;
@@ -20,8 +21,8 @@ use stacknet_testkit::network::TestNetwork;
 use stacknet_testkit::{wait_until, WAIT_DEADLINE};
 
 use super::money::{
-    books_balance, cost_of, ledger, on_both_stores, posted, priced, set_price, spend, statement, topup,
-    wallet_docs, Db,
+    books_balance, cost_of, ledger, on_both_stores, posted, priced, scripted_rail, set_price, spend,
+    statement, topup, wallet_docs, Db,
 };
 use super::{chat_body, post_chat, sse_events};
 
@@ -32,6 +33,7 @@ on_both_stores!(
     a_settlement_the_ledger_failed_leaves_no_money_in_escrow,
     a_capture_made_after_its_hold_expired_still_charges_the_work,
     the_hub_does_not_bill_usage_it_did_not_relay,
+    a_payout_the_ledger_failed_to_finish_is_finished_while_the_hub_runs,
 );
 
 /// A ledger that fails the first `times` batches `picks` chooses, as a database failing underneath
@@ -408,5 +410,56 @@ async fn the_hub_does_not_bill_usage_it_did_not_relay(db: Db) {
     let v: Value = resp.json().await.unwrap();
     assert_eq!(v["usage"]["completion_tokens"], 10);
     wait_captured(&net, cost_of(&v["usage"])).await;
+    books_balance(&net).await;
+}
+
+/// The transfer that finishes a confirmed payout: out of payout-pending to the rail.
+fn is_payout_confirmation(batch: &[Entry]) -> bool {
+    batch
+        .iter()
+        .any(|e| matches!(e, Entry::Transfer(t) if t.id.as_str().starts_with("payout-confirm:")))
+}
+
+/// Defect #9, the payout half: the rail confirmed, but the ledger failed the transfer that moves
+/// the money out of payout-pending more often than the write is retried in place. Before, the money
+/// stayed in payout-pending until the hub's next start; now a background repair finishes it.
+async fn a_payout_the_ledger_failed_to_finish_is_finished_while_the_hub_runs(db: Db) {
+    let failures = stacknet_hub::money::LEDGER_ATTEMPTS * 2;
+    let (layer, failed) = Flaky::layer(is_payout_confirmation, failures, false);
+    let (url, seen) = scripted_rail("rail-secret", vec![(200, json!({"status": "confirmed"}))]).await;
+    let net = priced_on(
+        &db,
+        Script::text("earn it"),
+        |c| {
+            c.challenge_window_ms = 0;
+            c.payout_rail = Some(stacknet_hub::PayoutRail {
+                url,
+                secret: "rail-secret".into(),
+                max_attempts: 3,
+                first_backoff_ms: 10,
+            });
+        },
+        layer,
+    )
+    .await;
+    topup(&net, 1_000_000).await;
+    spend(&net, 2).await;
+    let node = &net.nodes[0];
+    let hub = HubClient::connect(&net.hub.url()).await.unwrap();
+    file_wallet(&hub, &node.key, node.node.wallet()).await.unwrap();
+    let earnings = posted(&net, AccountId::node(node.node.node_key_id())).await;
+    assert!(earnings > 0);
+    hub.redeem(&node.key, None, "acct_7").await.unwrap();
+    let paid = AccountId::external("payout").unwrap();
+    let left = || async { (posted(&net, paid.clone()).await == earnings).then_some(()) };
+    wait_until("the confirmed payout left the books", WAIT_DEADLINE, left).await;
+    assert_eq!(
+        failed.load(Ordering::SeqCst),
+        failures,
+        "the ledger failed as scripted"
+    );
+    assert_eq!(seen.lock().unwrap().len(), 1, "delivered once");
+    let pending = posted(&net, AccountId::payout_pending(node.node.node_key_id())).await;
+    assert_eq!(pending, 0, "nothing stays in payout-pending");
     books_balance(&net).await;
 }
