@@ -37,6 +37,10 @@ pub struct HubArgs {
     /// Time a request may take in all, in milliseconds; then 504.
     #[arg(long, env = "STACKNET_REQUEST_TIMEOUT_MS", default_value_t = stacknet_hub::DEFAULT_REQUEST_TIMEOUT_MS)]
     pub request_timeout_ms: u64,
+    /// Most output bytes of one task that may wait for a client reading slower than its node
+    /// writes; past it the task is cancelled (503 task_abandoned), so the node's other tasks go on.
+    #[arg(long, env = "STACKNET_MAX_QUEUED_OUTPUT_BYTES", default_value_t = stacknet_hub::DEFAULT_MAX_QUEUED_OUTPUT_BYTES)]
+    pub max_queued_output_bytes: u64,
     #[command(flatten)]
     pub money: MoneyArgs,
 }
@@ -85,6 +89,7 @@ impl HubArgs {
         config.max_body_bytes = self.max_body_bytes;
         config.max_concurrent_requests = self.max_concurrent_requests;
         config.request_timeout_ms = self.request_timeout_ms;
+        config.max_queued_output_bytes = self.max_queued_output_bytes;
         config.database = self.money.database.clone();
         config.challenge_window_ms = self.money.challenge_window_ms;
         config.hold_grace_ms = self.money.hold_grace_ms;
@@ -363,6 +368,7 @@ pub async fn up(args: UpArgs) -> Result<()> {
         max_body_bytes: stacknet_hub::DEFAULT_MAX_BODY_BYTES,
         max_concurrent_requests: stacknet_hub::DEFAULT_MAX_CONCURRENT_REQUESTS,
         request_timeout_ms: stacknet_hub::DEFAULT_REQUEST_TIMEOUT_MS,
+        max_queued_output_bytes: stacknet_hub::DEFAULT_MAX_QUEUED_OUTPUT_BYTES,
         money: args.money.clone(),
     };
     let backend = up_backend(&args, &data_dir).await?;
