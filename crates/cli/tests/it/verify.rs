@@ -57,15 +57,43 @@ async fn hub_key(hub: &str) -> String {
     info["hub_key"].as_str().unwrap().to_owned()
 }
 
+/// `stacknet up` in a temporary directory over a mock upstream, its hub's URL and key.
+struct Network {
+    _upstream: MockUpstream,
+    dir: tempfile::TempDir,
+    up: Up,
+    hub: String,
+    key: String,
+}
+
+impl Network {
+    async fn start() -> Self {
+        let upstream = MockUpstream::start(Script::text("The capital of France is Paris."))
+            .await
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let up = start_up(dir.path(), upstream.base_url());
+        let hub = hub_url(&up);
+        let key = hub_key(&hub).await;
+        Self {
+            _upstream: upstream,
+            dir,
+            up,
+            hub,
+            key,
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn verify_refuses_an_answer_whose_content_was_altered() {
-    let upstream = MockUpstream::start(Script::text("The capital of France is Paris."))
-        .await
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let up = start_up(dir.path(), upstream.base_url());
-    let hub = hub_url(&up);
-    let key = hub_key(&hub).await;
+    let Network {
+        _upstream,
+        dir,
+        up,
+        hub,
+        key,
+    } = Network::start().await;
     for stream in [false, true] {
         let answer = chat(&up, stream).await;
         let altered = alter_content(&answer);
@@ -127,13 +155,13 @@ async fn verify_refuses_an_answer_whose_content_was_altered() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn verify_checks_the_content_of_an_untouched_answer_streamed_and_not() {
-    let upstream = MockUpstream::start(Script::text("The capital of France is Paris."))
-        .await
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let up = start_up(dir.path(), upstream.base_url());
-    let hub = hub_url(&up);
-    let key = hub_key(&hub).await;
+    let Network {
+        _upstream,
+        dir,
+        up,
+        hub,
+        key,
+    } = Network::start().await;
     for stream in [false, true] {
         let answer = chat(&up, stream).await;
         let id = paperwork_id(&answer);

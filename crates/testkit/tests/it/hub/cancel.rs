@@ -5,15 +5,14 @@
 
 use std::time::Duration;
 
-use serde_json::{json, Value};
 use stacknet_ledger::AccountId;
 use stacknet_node::settlement::{file_wallet, HubClient};
-use stacknet_testkit::mock_upstream::{Script, MOCK_MODEL};
+use stacknet_testkit::mock_upstream::Script;
 use stacknet_testkit::network::TestNetwork;
 use stacknet_testkit::{wait_until, WAIT_DEADLINE};
 
-use super::money::statement;
-use super::{chat_body, client, post_chat};
+use super::money::{set_price, statement, topup};
+use super::{chat_body, post_chat};
 
 /// Content chunks of the scripted answer: far more than a client reads before it leaves.
 const ANSWER_CHUNKS: usize = 200;
@@ -31,22 +30,8 @@ fn long_answer() -> Script {
 /// A network with a priced model, a funded Stack, and paperwork fileable at once.
 async fn priced_network() -> TestNetwork {
     let net = TestNetwork::start_with(long_answer(), |c| c.challenge_window_ms = 0).await;
-    let admin = |path: String, body: Value| {
-        client()
-            .post(format!("{}/stacknet/v1/admin{path}", net.hub.url()))
-            .bearer_auth(&net.admin_token)
-            .json(&body)
-            .send()
-    };
-    let price = json!({"model": MOCK_MODEL, "input_per_mtok": "1000000", "output_per_mtok": "2000000",
-        "per_request": "100"});
-    let resp = admin("/prices".into(), price).await.unwrap();
-    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
-    let topup = json!({"amount": "1000000"});
-    let resp = admin(format!("/stacks/{}/topup", net.stack), topup)
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    set_price(&net).await;
+    topup(&net, 1_000_000).await;
     net
 }
 

@@ -9,6 +9,7 @@ use stacknet_ledger::{AccountId, Balance};
 use stacknet_testkit::mock_upstream::{Script, MOCK_MODEL};
 use stacknet_testkit::network::TestNetwork;
 
+use super::money::{set_price, topup};
 use super::{chat_body, client};
 
 /// Enough to meet every kind of malformed request several times, few enough to run in seconds.
@@ -487,18 +488,9 @@ fn any_malformed_request_gets_a_4xx_openai_error_and_moves_no_money() {
         .unwrap();
     let net = rt.block_on(async {
         let net = TestNetwork::start_with(Script::text("fine"), |c| c.max_body_bytes = MAX_BODY_BYTES).await;
-        let admin = |path: String, body: Value| {
-            client()
-                .post(format!("{}/stacknet/v1/admin{path}", net.hub.url()))
-                .bearer_auth(&net.admin_token)
-                .json(&body)
-                .send()
-        };
         // Priced and funded, so a request that got as far as its hold would move money.
-        let price = json!({"model": MOCK_MODEL, "input_per_mtok": "1000000", "output_per_mtok": "1000000", "per_request": "100"});
-        assert_eq!(admin("/prices".into(), price).await.unwrap().status(), 200);
-        let topup = json!({"amount": "1000000000"});
-        assert_eq!(admin(format!("/stacks/{}/topup", net.stack), topup).await.unwrap().status(), 200);
+        set_price(&net).await;
+        topup(&net, 1_000_000_000).await;
         net
     });
     let before = rt.block_on(money(&net));

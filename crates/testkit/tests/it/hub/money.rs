@@ -532,21 +532,31 @@ pub(super) async fn scripted_rail(secret: &'static str, script: Vec<(u16, Value)
 
 async fn earned(db: &Db, secret: &'static str, url: String, attempts: u32) -> TestNetwork {
     let net = priced(db, Script::text("earn it"), |c| {
-        c.challenge_window_ms = 0;
-        c.payout_rail = Some(stacknet_hub::PayoutRail {
-            url,
-            secret: secret.into(),
-            max_attempts: attempts,
-            first_backoff_ms: 10,
-        });
+        with_rail(c, secret, url, attempts)
     })
     .await;
-    topup(&net, 1_000_000).await;
-    spend(&net, 2).await;
+    earn_and_file(&net).await;
+    net
+}
+
+/// Paperwork fileable at once, and redemptions paid through the rail at `url`.
+pub(super) fn with_rail(c: &mut stacknet_hub::HubConfig, secret: &'static str, url: String, attempts: u32) {
+    c.challenge_window_ms = 0;
+    c.payout_rail = Some(stacknet_hub::PayoutRail {
+        url,
+        secret: secret.into(),
+        max_attempts: attempts,
+        first_backoff_ms: 10,
+    });
+}
+
+/// The Stack funded, two paid requests, and the node's paperwork filed: the node has earnings.
+pub(super) async fn earn_and_file(net: &TestNetwork) {
+    topup(net, 1_000_000).await;
+    spend(net, 2).await;
     let node = &net.nodes[0];
     let hub = HubClient::connect(&net.hub.url()).await.unwrap();
     file_wallet(&hub, &node.key, node.node.wallet()).await.unwrap();
-    net
 }
 
 /// `POST /stacknet/v1/webhooks/{hook}` with `body`, signed (HMAC) with `secret`.

@@ -11,7 +11,7 @@ use stacknet_ledger::{
     AccountId, Balance, Entry, LedgerError, LedgerStore, StatementLine, StoreFuture, Totals, TransferId,
     TransferOutcome, TransferRecord, TransferState,
 };
-use stacknet_node::settlement::{file_wallet, HubClient};
+use stacknet_node::settlement::HubClient;
 use stacknet_node::{OpenAiUpstream, UpstreamConfig};
 use stacknet_protocol::contract::{Usage, Workload};
 use stacknet_protocol::Timestamp;
@@ -21,8 +21,8 @@ use stacknet_testkit::network::TestNetwork;
 use stacknet_testkit::{wait_until, WAIT_DEADLINE};
 
 use super::money::{
-    books_balance, cost_of, ledger, on_both_stores, posted, priced, scripted_rail, set_price, spend,
-    statement, topup, wallet_docs, Db,
+    books_balance, cost_of, earn_and_file, ledger, on_both_stores, posted, priced, scripted_rail, set_price,
+    spend, statement, topup, wallet_docs, with_rail, Db,
 };
 use super::{chat_body, post_chat, sse_events};
 
@@ -430,23 +430,13 @@ async fn a_payout_the_ledger_failed_to_finish_is_finished_while_the_hub_runs(db:
     let net = priced_on(
         &db,
         Script::text("earn it"),
-        |c| {
-            c.challenge_window_ms = 0;
-            c.payout_rail = Some(stacknet_hub::PayoutRail {
-                url,
-                secret: "rail-secret".into(),
-                max_attempts: 3,
-                first_backoff_ms: 10,
-            });
-        },
+        |c| with_rail(c, "rail-secret", url, 3),
         layer,
     )
     .await;
-    topup(&net, 1_000_000).await;
-    spend(&net, 2).await;
+    earn_and_file(&net).await;
     let node = &net.nodes[0];
     let hub = HubClient::connect(&net.hub.url()).await.unwrap();
-    file_wallet(&hub, &node.key, node.node.wallet()).await.unwrap();
     let earnings = posted(&net, AccountId::node(node.node.node_key_id())).await;
     assert!(earnings > 0);
     hub.redeem(&node.key, None, "acct_7").await.unwrap();
