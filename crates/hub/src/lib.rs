@@ -27,6 +27,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod capped;
 pub mod error;
 pub mod gateway;
 pub mod log;

@@ -29,6 +29,8 @@ use stacknet_protocol::wire::{Attachment, ErrorCode, FilePart, HubMessage, Limit
 use stacknet_protocol::{ContractId, NodeKeyId, PublicKey, Signed};
 use tokio::sync::{mpsc, Notify};
 
+use crate::capped::{self, CappedReceiver, CappedSender, Offer};
+
 /// Events of one task, from the gateway to the request handler.
 #[derive(Debug)]
 pub enum TaskEvent {
@@ -55,39 +57,29 @@ pub enum Delivery {
 /// A running task as the gateway sees it: where its events go, and how it is told it was abandoned.
 #[derive(Debug, Clone)]
 struct TaskSlot {
-    events: mpsc::UnboundedSender<(TaskEvent, u64)>,
-    /// Bytes sent to `events` and not yet taken, and the most allowed.
-    queued: Arc<AtomicU64>,
-    max_queued: u64,
+    /// Weighed by their frames' sizes, at most the hub's `max_queued_output_bytes` waiting.
+    events: CappedSender<TaskEvent>,
     abandoned: Arc<Notify>,
 }
 
 impl TaskSlot {
-    /// Queues `event` of `bytes`; false when that would put more than `max_queued` bytes in wait.
+    /// Queues `event` of `bytes`; false when that would put more than the cap in wait.
     fn offer(&self, event: TaskEvent, bytes: u64) -> bool {
-        let before = self.queued.fetch_add(bytes, Ordering::AcqRel);
-        if before.saturating_add(bytes) > self.max_queued {
-            return false;
-        }
         // A closed queue: the request has just ended, and the event is not needed.
-        let _ = self.events.send((event, bytes));
-        true
+        self.events.offer(event, bytes) != Offer::Full
     }
 }
 
 /// The events of one task, in the order the node sent them; what the request handler reads.
 #[derive(Debug)]
 pub struct TaskEvents {
-    rx: mpsc::UnboundedReceiver<(TaskEvent, u64)>,
-    queued: Arc<AtomicU64>,
+    rx: CappedReceiver<TaskEvent>,
 }
 
 impl TaskEvents {
     /// The next event; `None` once the gateway has let go of the task.
     pub async fn recv(&mut self) -> Option<TaskEvent> {
-        let (event, bytes) = self.rx.recv().await?;
-        self.queued.fetch_sub(bytes, Ordering::AcqRel);
-        Some(event)
+        self.rx.recv().await
     }
 }
 
@@ -353,7 +345,7 @@ impl NodeHandle {
         };
         self.record.remember_ended(tasks.iter().map(|(c, _)| *c));
         for (_, slot) in tasks {
-            let _ = slot.events.send((TaskEvent::Gone, 0));
+            slot.events.push(TaskEvent::Gone, 0);
         }
     }
 }
@@ -370,19 +362,16 @@ impl Lease {
     /// Registers the task's event channel under its contract id; at most `max_queued_bytes` of its
     /// output may wait in it (see [`NodeHandle::deliver`]).
     pub fn open_task(&mut self, contract: ContractId, max_queued_bytes: u64) -> TaskEvents {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let queued = Arc::new(AtomicU64::new(0));
+        let (events, rx) = capped::channel(max_queued_bytes);
         if let Ok(mut tasks) = self.node.tasks.lock() {
             let slot = TaskSlot {
-                events: tx,
-                queued: Arc::clone(&queued),
-                max_queued: max_queued_bytes,
+                events,
                 abandoned: Arc::clone(&self.abandoned),
             };
             tasks.insert(contract, slot);
         }
         self.contract = Some(contract);
-        TaskEvents { rx, queued }
+        TaskEvents { rx }
     }
 
     /// Resolves once the gateway has abandoned the task for its output waiting too long (see

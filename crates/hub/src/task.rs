@@ -7,7 +7,6 @@
 //! like any other (see [`Running::abandon`]).
 
 use std::convert::Infallible;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,9 +20,10 @@ use stacknet_protocol::contract::{Parties, PriceTerms, PromptContract, Usage, Wo
 use stacknet_protocol::paperwork::{check_paperwork_for, request_digest, Paperwork};
 use stacknet_protocol::wire::{self, Attachment, ErrorCode, ErrorFrame, HubMessage, Task};
 use stacknet_protocol::{Amount, ContractId, NodeKeyId, Nonce, Signed, StackId, Timestamp, UserId};
-use tokio::sync::{mpsc, OwnedSemaphorePermit};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
+use crate::capped::{self, CappedSender, Offer};
 use crate::error::ApiError;
 use crate::log::paperwork_leaf;
 use crate::money::{self, Escrow};
@@ -277,40 +277,29 @@ impl Drop for Guarded {
 }
 
 /// What an SSE client has yet to read: frames queue here as the node sends them, so the task never
-/// waits on its client; at most `cap` bytes may wait (the hub's `max_queued_output_bytes`).
-struct ClientQueue {
-    tx: mpsc::UnboundedSender<Bytes>,
-    queued: Arc<AtomicU64>,
-    cap: u64,
-}
+/// waits on its client; at most the hub's `max_queued_output_bytes` may wait.
+struct ClientQueue(CappedSender<Bytes>);
 
 impl ClientQueue {
-    fn new(cap: u64) -> (Self, mpsc::UnboundedReceiver<Bytes>) {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let queued = Arc::new(AtomicU64::new(0));
-        (Self { tx, queued, cap }, rx)
-    }
-
-    /// Queues a frame. `Err(None)`: the client is gone; `Err(Some(_))`: more than `cap` bytes
-    /// would wait for it (nothing is queued).
+    /// Queues a frame. `Err(None)`: the client is gone; `Err(Some(_))`: more than the cap would
+    /// wait for it (nothing is queued).
     fn push(&self, frame: Bytes) -> Result<(), Option<ApiError>> {
         let len = frame.len() as u64;
-        let before = self.queued.fetch_add(len, Ordering::Relaxed);
-        if before.saturating_add(len) > self.cap {
-            self.queued.fetch_sub(len, Ordering::Relaxed);
-            return Err(Some(ApiError::Abandoned));
+        match self.0.offer(frame, len) {
+            Offer::Queued => Ok(()),
+            Offer::Closed => Err(None),
+            Offer::Full => Err(Some(ApiError::Abandoned)),
         }
-        self.tx.send(frame).map_err(|_| None)
     }
 
     /// Queues the last frame (an error) whatever waits already.
-    fn push_last(&self, frame: Bytes) -> Result<(), Option<ApiError>> {
-        self.queued.fetch_add(frame.len() as u64, Ordering::Relaxed);
-        self.tx.send(frame).map_err(|_| None)
+    fn push_last(&self, frame: Bytes) {
+        let len = frame.len() as u64;
+        self.0.push(frame, len);
     }
 
     async fn closed(&self) {
-        self.tx.closed().await;
+        self.0.closed().await;
     }
 }
 
@@ -351,21 +340,10 @@ impl Running {
     /// The task's first event; `None` when the node dropped or was full before it (worth one
     /// retry elsewhere).
     async fn first(&mut self) -> Result<Option<TaskEvent>, ApiError> {
-        match tokio::time::timeout_at(self.deadline, self.rx.recv()).await {
-            Err(_) => {
-                cancel(&self.lease, self.contract.body.id);
-                Err(ApiError::Timeout(self.state.config.request_timeout_ms))
-            }
-            Ok(None | Some(TaskEvent::Gone)) | Ok(Some(TaskEvent::Error(ErrorCode::Overloaded, _))) => {
-                Ok(None)
-            }
-            Ok(Some(TaskEvent::Error(code, message))) => Err(ApiError::from_node(
-                code,
-                message,
-                &self.req.model,
-                self.state.config.request_timeout_ms,
-            )),
-            Ok(Some(event)) => Ok(Some(event)),
+        match self.next().await? {
+            TaskEvent::Gone | TaskEvent::Error(ErrorCode::Overloaded, _) => Ok(None),
+            error @ TaskEvent::Error(..) => Err(self.fail(error)),
+            event => Ok(Some(event)),
         }
     }
 
@@ -452,16 +430,10 @@ impl Running {
     }
 
     fn stream(self, first: TaskEvent) -> Response {
-        let (client, rx) = ClientQueue::new(self.state.config.max_queued_output_bytes);
-        let queued = Arc::clone(&client.queued);
-        tokio::spawn(self.pump(first, client));
-        let body = futures_util::stream::unfold(rx, move |mut rx| {
-            let queued = Arc::clone(&queued);
-            async move {
-                let frame = rx.recv().await?;
-                queued.fetch_sub(frame.len() as u64, Ordering::Relaxed);
-                Some((Ok::<_, Infallible>(frame), rx))
-            }
+        let (client, rx) = capped::channel(self.state.config.max_queued_output_bytes);
+        tokio::spawn(self.pump(first, ClientQueue(client)));
+        let body = futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|frame| (Ok::<_, Infallible>(frame), rx))
         });
         Response::builder()
             .header(header::CONTENT_TYPE, "text/event-stream")
@@ -485,7 +457,7 @@ impl Running {
             let frame = match event {
                 Ok(TaskEvent::Chunk(data)) => {
                     if let Err(e) = self.count_chunk(&data) {
-                        let _ = tx.push_last(sse(&e.body()));
+                        tx.push_last(sse(&e.body()));
                         return;
                     }
                     self.out.digester.chunk(&data);
@@ -510,15 +482,15 @@ impl Running {
                         }
                         Err(e) => sse(&e.body()),
                     };
-                    let _ = tx.push_last(last);
+                    tx.push_last(last);
                     return;
                 }
                 Ok(other) => {
-                    let _ = tx.push_last(sse(&self.fail(other).body()));
+                    tx.push_last(sse(&self.fail(other).body()));
                     return;
                 }
                 Err(e) => {
-                    let _ = tx.push_last(sse(&e.body()));
+                    tx.push_last(sse(&e.body()));
                     return;
                 }
             };
@@ -529,7 +501,7 @@ impl Running {
                 Err(why) => {
                     if let Some(e) = why {
                         tracing::info!(contract = %self.contract.body.id, "{e}");
-                        let _ = tx.push_last(sse(&e.body()));
+                        tx.push_last(sse(&e.body()));
                     }
                     return self.abandon().await;
                 }
@@ -646,9 +618,7 @@ impl Running {
             paperwork: checked.id.to_string(),
         })
     }
-}
 
-impl Running {
     /// Paperwork that claims more usage than the hub relayed is refused: the node hears why (an
     /// error frame about the task) and its key gets a mark.
     fn refuse_usage(&self, why: &str) {
