@@ -324,23 +324,15 @@ async fn read_loop<R, E>(
                         let size = meta.size;
                         deliver(node, contract, TaskEvent::File(meta, file), size, "output file");
                     }
-                    Err((contract, why)) => {
-                        if let Some(contract) = contract {
-                            incoming.forget(&contract);
-                            if !node.is_running(&contract) {
-                                stray(node, contract, "binary");
-                                continue;
-                            }
-                        }
-                        tracing::warn!(node = %node.id, %why, "bad file from node");
-                        if let Some(contract) = contract {
-                            deliver(
-                                node,
-                                contract,
-                                TaskEvent::Error(ErrorCode::MalformedFrame, why),
-                                0,
-                                "binary",
-                            );
+                    Err((None, why)) => tracing::warn!(node = %node.id, %why, "bad file from node"),
+                    Err((Some(contract), why)) => {
+                        incoming.forget(&contract);
+                        if node.is_running(&contract) {
+                            tracing::warn!(node = %node.id, %why, "bad file from node");
+                            let error = TaskEvent::Error(ErrorCode::MalformedFrame, why);
+                            deliver(node, contract, error, 0, "binary");
+                        } else {
+                            stray(node, contract, "binary");
                         }
                     }
                 }
