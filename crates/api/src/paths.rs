@@ -28,6 +28,19 @@ pub const NODE_REDEEM: &str = "/stacknet/v1/nodes/redeem";
 pub const LOG_CHECKPOINT: &str = "/stacknet/v1/log/checkpoint";
 pub const LOG_INCLUSION: &str = "/stacknet/v1/log/proof/inclusion";
 pub const LOG_CONSISTENCY: &str = "/stacknet/v1/log/proof/consistency";
+/// A key's stake: a signed `Stake`, `Bond`, `Unbond` or `Withdraw` request.
+pub const STAKE: &str = "/stacknet/v1/stake";
+/// A validator's work: a signed `Assignments`, `Commit` or `Reveal` request.
+pub const VALIDATION: &str = "/stacknet/v1/validation";
+/// Public: attestations and slashes (`?node=`, `?paperwork=`).
+pub const ATTESTATIONS: &str = "/stacknet/v1/attestations";
+/// Credits to a node key's earnings account.
+pub const ADMIN_NODE_TOPUP: &str = "/stacknet/v1/admin/nodes/{id}/topup";
+
+/// `/stacknet/v1/admin/nodes/{id}/topup` for one node key.
+pub fn admin_node_topup(id: &impl std::fmt::Display) -> String {
+    ADMIN_NODE_TOPUP.replace("{id}", &id.to_string())
+}
 
 /// `/stacknet/v1/paperwork/{id}` for one paperwork.
 pub fn paperwork(id: &impl std::fmt::Display) -> String {

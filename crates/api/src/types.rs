@@ -5,6 +5,7 @@
 mod admin;
 mod log;
 mod settle;
+mod validate;
 
 pub use admin::{
     NewKey, NewStack, Price, PriceList, RevokedKey, SetPrice, Stack, StackList, TopUp, TopUpAnswer,
@@ -14,6 +15,10 @@ pub use settle::{
     Balance, Direction, NodeStatement, PaymentAnswer, PaymentEvent, Payout, PayoutAck, PayoutCallback,
     PayoutCallbackAnswer, PayoutRequest, PayoutState, StackStatement, Statement, StatementLine,
     StatementQuery,
+};
+pub use validate::{
+    Assignment, Assignments, AttestationList, AttestationQuery, NodeTopUp, Round, Slash, StakeStatus,
+    TaskOutcome, Unbonding, ValidationAck,
 };
 
 use serde::{Deserialize, Serialize};

@@ -255,6 +255,7 @@ fn make_paperwork(hub: &SecretKey, node: &SecretKey, n: usize) -> Result<Vec<Sig
                 fingerprint: fingerprint.sign(node)?,
                 finished_at: now,
                 cancelled: false,
+                commitment: None,
                 contract,
             };
             Ok(Signed::sign(body, node)?)

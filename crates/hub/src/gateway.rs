@@ -369,7 +369,9 @@ async fn read_loop<R, E>(
                 }
                 continue;
             }
-            NodeMessage::Done { contract, paperwork } => {
+            NodeMessage::Done {
+                contract, paperwork, ..
+            } => {
                 incoming.forget(&contract);
                 finish(node, contract, TaskEvent::Done(paperwork), size, "done");
                 continue;

@@ -35,6 +35,7 @@ pub mod money;
 pub mod nodes;
 pub mod payout;
 pub mod refresh;
+pub mod rules;
 pub mod settle;
 pub mod store;
 pub mod task;
@@ -136,6 +137,8 @@ pub struct HubConfig {
     /// The shared secret of the payment provider's top-up webhook; `None` turns the webhook off.
     pub payments_webhook_secret: Option<String>,
     pub payout_rail: Option<PayoutRail>,
+    /// Stakes and validation (issue 11): minimum bonds, periods, sampling, quorum, slashing.
+    pub rules: rules::NetworkRules,
 }
 
 impl std::fmt::Debug for HubConfig {
@@ -174,6 +177,7 @@ impl HubConfig {
             hold_grace_ms: money::DEFAULT_HOLD_GRACE_MS,
             payments_webhook_secret: None,
             payout_rail: None,
+            rules: rules::NetworkRules::default(),
         }
     }
 }

@@ -2,7 +2,7 @@
 
 use stacknet_protocol::contract::{PromptContract, Usage};
 use stacknet_protocol::fingerprint::Fingerprint;
-use stacknet_protocol::paperwork::{BackendInfo, Paperwork, Resources};
+use stacknet_protocol::paperwork::{BackendInfo, Commitment, Paperwork, Resources};
 use stacknet_protocol::{SecretKey, Sha256Digest, SignError, Signed, Timestamp};
 
 /// What the runtime knows once a task's output is complete.
@@ -18,6 +18,8 @@ pub struct FinishedTask {
     pub hardware: String,
     /// The hub cancelled the task and the output stopped short (see [`Paperwork::cancelled`]).
     pub cancelled: bool,
+    /// What a built-in text backend commits to (see [`Paperwork::commitment`]).
+    pub commitment: Option<Commitment>,
 }
 
 /// Signs the fingerprint and the paperwork with the Node Key, both stamped now.
@@ -49,6 +51,7 @@ pub fn sign_paperwork(key: &SecretKey, task: FinishedTask) -> Result<Signed<Pape
         fingerprint,
         finished_at: now,
         cancelled: task.cancelled,
+        commitment: task.commitment,
     };
     Signed::sign(body, key)
 }
@@ -82,6 +85,7 @@ mod tests {
             warm: true,
             hardware: "upstream".to_owned(),
             cancelled: false,
+            commitment: None,
         };
         let pw = sign_paperwork(&examples::node_key(), task).unwrap();
         let id = check_paperwork(&pw, &examples::hub_key().public_key())

@@ -228,6 +228,7 @@ async fn execute(
         warm: outcome.warm,
         hardware: shared.options.hardware.clone(),
         cancelled,
+        commitment: outcome.committed.as_ref().map(|c| c.commitment.clone()),
     };
     let paperwork = sign_paperwork(&shared.key, finished)?;
     // Durable first: once `done` is out, the hub may pay for this, and the node must hold the proof.
@@ -237,6 +238,7 @@ async fn execute(
         &NodeMessage::Done {
             contract: id,
             paperwork: Box::new(paperwork),
+            output_tokens: outcome.committed.map(|c| c.tokens),
         },
     )
     .await

@@ -15,6 +15,9 @@ pub enum Verdict {
     Pass,
     /// The re-check contradicts them.
     Fail,
+    /// The validator could not tell (no model, an unsupported backend, an internal error). Never
+    /// counts toward a conviction.
+    Inconclusive,
 }
 
 /// One check a validator ran, e.g. `teacher_forced_score`, `usage_honest`, `reexecution_match`.
@@ -27,6 +30,36 @@ pub struct CheckResult {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub score_ppm: Option<u32>,
     pub detail: String,
+    /// The check could not decide (`passed` is then false, and it is not a failure).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub inconclusive: bool,
+    /// For a failed check: its objective code (`C0_envelope`, `C1_tokens`, `C2_termination`,
+    /// `C3_teacher_forced`), the ones a conviction may cite.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    /// For a failed teacher-forced check: the positions that failed, so that anyone holding the
+    /// model can re-check them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub evidence: Vec<Mismatch>,
+}
+
+/// One output position where the claimed token is not what the model gives.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Mismatch {
+    /// 0 is the first generated token.
+    pub position: u32,
+    pub claimed: u32,
+    /// The validator's top token at that position.
+    pub top: u32,
+    /// Greedy: the top logit minus the claimed token's, in thousandths. Sampled: how far the
+    /// position's draw lies outside the claimed token's slice, in millionths (`u32::MAX`: the
+    /// claimed token is not a candidate at all).
+    pub gap_milli: u32,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// The body of an Attestation, signed by a validator under `stacknet/attestation/v1`.

@@ -121,6 +121,7 @@ pub fn paperwork() -> Result<Signed<Paperwork>, SignError> {
         fingerprint: attribution()?,
         finished_at: at(1_300),
         cancelled: false,
+        commitment: None,
     };
     Signed::sign(body, &node_key())
 }
@@ -138,6 +139,9 @@ pub fn attestation() -> Result<Signed<Attestation>, SignError> {
             passed: true,
             score_ppm: Some(981_000),
             detail: "9 of 9 tokens within the model's top-8".to_owned(),
+            inconclusive: false,
+            code: None,
+            evidence: Vec::new(),
         }],
         created_at: at(90_000),
     };

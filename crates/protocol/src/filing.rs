@@ -4,9 +4,10 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::attestation::Attestation;
 use crate::ids::PaperworkId;
 use crate::keys::PublicKey;
-use crate::signing::{Domain, SignedBody};
+use crate::signing::{Domain, Signed, SignedBody};
 use crate::values::{Amount, Nonce, Sha256Digest, Timestamp};
 
 /// Most paperwork ids in one filing.
@@ -41,6 +42,28 @@ pub enum NodeAction {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         amount: Option<Amount>,
         destination: String,
+    },
+    /// The key's stake: bonded, unbonding (and when it can be withdrawn), its slashes.
+    Stake,
+    /// Move `amount` from the key's earnings to its stake.
+    Bond { amount: Amount },
+    /// Start unbonding `amount` of the stake; it stays slashable until the unbonding period ends.
+    Unbond { amount: Amount },
+    /// Move every unbonding amount whose period has ended back to the key's earnings.
+    Withdraw,
+    /// A validator asks for the tasks it is to check.
+    Assignments,
+    /// A validator commits to its verdict on one task before anyone reveals:
+    /// `digest` = SHA-256(`salt` || the attestation's signed bytes).
+    Commit {
+        paperwork: PaperworkId,
+        digest: Sha256Digest,
+    },
+    /// A validator reveals the attestation it committed to.
+    Reveal {
+        attestation: Box<Signed<Attestation>>,
+        /// 32 bytes, lowercase hex.
+        salt: String,
     },
 }
 

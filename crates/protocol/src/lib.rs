@@ -27,6 +27,7 @@ pub mod keys;
 pub mod keystore;
 pub mod merkle;
 pub mod paperwork;
+pub mod sampler;
 pub mod signing;
 pub mod values;
 pub mod wire;

@@ -61,6 +61,55 @@ pub struct Paperwork {
     /// so paperwork of finished tasks signs the same bytes as before the field existed.
     #[serde(default, skip_serializing_if = "is_false")]
     pub cancelled: bool,
+    /// What a validator needs to re-check the output (built-in text backends): the token ids, how
+    /// generation ended and how it sampled. Absent for backends that cannot commit to these (an
+    /// upstream server), so their paperwork signs the same bytes as before the field existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commitment: Option<Commitment>,
+}
+
+/// The sampler every built-in text backend runs (docs/PROTOCOL.md 4.1): a validator replays it
+/// from the seed, position by position, without depending on any C++ standard library.
+pub const SAMPLER_V1: &str = "stacknet/sampler/v1";
+
+/// A built-in text backend's commitment to what it generated, so that it can be re-checked.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Commitment {
+    /// SHA-256 of the generated token ids, each as 4 little-endian bytes, in order; a final end of
+    /// generation token is included when generation ended on one ([`tokens_sha256`]).
+    pub output_tokens_sha256: Sha256Digest,
+    /// How many ids that is (the end token included).
+    pub output_token_count: u64,
+    /// `stop` (an end token or a requested stop sequence) or `length` (the token budget).
+    pub finish_reason: String,
+    pub sampling: Sampling,
+}
+
+/// The sampling parameters as the node applied them (its defaults filled in), integers only.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sampling {
+    /// [`SAMPLER_V1`].
+    pub sampler: String,
+    /// Temperature in thousandths; 0 is greedy (the highest logit, the lowest id on a tie).
+    pub temperature_milli: u32,
+    /// Nucleus mass in thousandths (1000: off).
+    pub top_p_milli: u32,
+    /// The seed of the position-keyed draws (the request's, or one the node chose).
+    pub seed: u32,
+    /// The token budget the node applied (`length` means exactly this many tokens).
+    pub max_tokens: u32,
+}
+
+/// [`Commitment::output_tokens_sha256`] of `ids`.
+pub fn tokens_sha256(ids: &[u32]) -> Sha256Digest {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for id in ids {
+        h.update(id.to_le_bytes());
+    }
+    Sha256Digest(h.finalize().into())
 }
 
 fn is_false(b: &bool) -> bool {

@@ -227,6 +227,10 @@ pub enum NodeMessage {
     Done {
         contract: ContractId,
         paperwork: Box<Signed<Paperwork>>,
+        /// The generated token ids the paperwork's commitment hashes (built-in text backends), so the
+        /// hub can keep them for validators.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        output_tokens: Option<Vec<u32>>,
     },
     Heartbeat {
         at: Timestamp,

@@ -79,6 +79,7 @@ impl Backend for InvertImages {
                 },
                 warm: true,
                 files,
+                committed: None,
             })
         })
     }
@@ -203,6 +204,7 @@ impl Backend for WideEmbeddings {
                 },
                 warm: true,
                 files: Vec::new(),
+                committed: None,
             })
         })
     }

@@ -221,6 +221,7 @@ impl Inner {
             },
             warm: true,
             files: Vec::new(),
+            committed: None,
         })
     }
 }

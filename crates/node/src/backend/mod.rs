@@ -114,6 +114,16 @@ pub struct BackendOutcome {
     pub warm: bool,
     /// Output files, in order (empty for text workloads).
     pub files: Vec<OutputFile>,
+    /// What a built-in text backend commits to, and the token ids it hashes (they travel to the hub
+    /// with `done`, for validators). `None` for backends that cannot replay (upstreams).
+    pub committed: Option<Committed>,
+}
+
+/// A commitment and the generated token ids it hashes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Committed {
+    pub commitment: stacknet_protocol::paperwork::Commitment,
+    pub tokens: Vec<u32>,
 }
 
 /// Why a task failed in the backend. Each maps to the error code the hub sees ([`Self::code`]).

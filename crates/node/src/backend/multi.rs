@@ -147,6 +147,7 @@ mod tests {
                 info,
                 warm: true,
                 files: Vec::new(),
+                committed: None,
             })))
         }
     }

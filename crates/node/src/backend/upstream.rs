@@ -159,6 +159,7 @@ impl Inner {
             // cold starts, so it reports what is true of a serving process: warm.
             warm: true,
             files: Vec::new(),
+            committed: None,
         })
     }
 

@@ -115,7 +115,9 @@ async fn collect(
     loop {
         match conn.recv().await {
             NodeMessage::Chunk { contract, seq, data } if contract == id => chunks.push((seq, data)),
-            NodeMessage::Done { contract, paperwork } if contract == id => return (chunks, Ok(*paperwork)),
+            NodeMessage::Done {
+                contract, paperwork, ..
+            } if contract == id => return (chunks, Ok(*paperwork)),
             NodeMessage::Error(frame) if frame.contract == Some(id) => return (chunks, Err(frame)),
             NodeMessage::Heartbeat { .. } => {}
             other => panic!("unexpected message {other:?}"),

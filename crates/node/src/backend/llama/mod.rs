@@ -172,6 +172,7 @@ impl Backend for LlamaChat {
                 info,
                 warm: true,
                 files: Vec::new(),
+                committed: None,
             })
         })
     }

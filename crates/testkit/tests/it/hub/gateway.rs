@@ -254,6 +254,7 @@ fn done(contract: ContractId) -> NodeMessage {
     NodeMessage::Done {
         contract,
         paperwork: Box::new(stacknet_protocol::examples::paperwork().unwrap()),
+        output_tokens: None,
     }
 }
 
