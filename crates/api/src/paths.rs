@@ -34,6 +34,8 @@ pub const STAKE: &str = "/stacknet/v1/stake";
 pub const VALIDATION: &str = "/stacknet/v1/validation";
 /// Public: attestations and slashes (`?node=`, `?paperwork=`).
 pub const ATTESTATIONS: &str = "/stacknet/v1/attestations";
+/// `POST`: the admin commits a canary (a kept task and its expected verdict).
+pub const ADMIN_CANARIES: &str = "/stacknet/v1/admin/canaries";
 /// Credits to a node key's earnings account.
 pub const ADMIN_NODE_TOPUP: &str = "/stacknet/v1/admin/nodes/{id}/topup";
 

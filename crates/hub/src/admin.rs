@@ -19,7 +19,7 @@ use crate::AppState;
 /// The longest Stack name.
 pub const MAX_STACK_NAME_CHARS: usize = 200;
 
-fn check_admin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+pub(crate) fn check_admin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     let given = bearer(headers).ok_or(ApiError::InvalidAdminToken)?;
     // Compare hashes, so the time taken says nothing about how much of the token matched.
     if hash_key(given) == hash_key(&state.config.admin_token) {

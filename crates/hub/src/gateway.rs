@@ -292,6 +292,20 @@ fn check_hello(frame: &Result<String, Message>, nonce: &Nonce, state: &AppState)
             "models: 1 to 256 names of 1 to 256 bytes",
         ));
     }
+    // A model offered with a file other than the one the catalog pins is refused outright: its tasks
+    // would all fail C0 at acceptance.
+    for offer in &body.models {
+        if offer.model_sha256.is_some() {
+            if let Some(why) =
+                crate::validate::envelope::contradicts_pin(&offer.name, offer.model_sha256.as_ref())
+            {
+                return Err(error_frame(
+                    ErrorCode::InvalidRequest,
+                    format!("model offer refused: {why}"),
+                ));
+            }
+        }
+    }
     Ok(body)
 }
 
@@ -370,10 +384,18 @@ async fn read_loop<R, E>(
                 continue;
             }
             NodeMessage::Done {
-                contract, paperwork, ..
+                contract,
+                paperwork,
+                output_tokens,
             } => {
                 incoming.forget(&contract);
-                finish(node, contract, TaskEvent::Done(paperwork), size, "done");
+                finish(
+                    node,
+                    contract,
+                    TaskEvent::Done(paperwork, output_tokens),
+                    size,
+                    "done",
+                );
                 continue;
             }
             NodeMessage::Error(ErrorFrame {

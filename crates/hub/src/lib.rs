@@ -39,6 +39,7 @@ pub mod rules;
 pub mod settle;
 pub mod store;
 pub mod task;
+pub mod validate;
 pub mod webhook;
 pub mod workload;
 
@@ -214,6 +215,7 @@ pub struct AppState {
     pub api_keys: Arc<ApiKeys>,
     pub nodes: Arc<Nodes>,
     pub writer: SettleWriter,
+    pub validation: Arc<validate::Validation>,
     pub inflight: Arc<Semaphore>,
     /// Turns true when the hub shuts down, so long-lived node connections close instead of
     /// holding the graceful shutdown open forever.
@@ -312,17 +314,34 @@ impl Hub {
             seen,
             shutting_down.clone(),
         );
+        let nodes = Arc::new(Nodes::default());
+        let validation = Arc::new(
+            validate::Validation::open(
+                store.clone(),
+                ledger.clone(),
+                config.rules.clone(),
+                config.challenge_window_ms,
+                nodes.clone(),
+            )
+            .await?,
+        );
         let state = AppState {
             inflight: Arc::new(Semaphore::new(config.max_concurrent_requests)),
             config: Arc::new(config),
             hub_key: Arc::new(hub_key),
-            writer: SettleWriter::start(store.clone(), ledger.clone(), log.clone()),
+            writer: SettleWriter::start(
+                store.clone(),
+                ledger.clone(),
+                log.clone(),
+                Some(validation.clone()),
+            ),
+            validation,
             store,
             ledger,
             prices,
             log,
             api_keys,
-            nodes: Arc::new(Nodes::default()),
+            nodes,
             shutting_down,
         };
         payout::resume(&state);
@@ -367,6 +386,9 @@ impl Hub {
             .route(paths::LOG_CHECKPOINT, get(settle::checkpoint))
             .route(paths::LOG_INCLUSION, get(settle::inclusion))
             .route(paths::LOG_CONSISTENCY, get(settle::consistency))
+            .route(paths::VALIDATION, post(validate::http::validation))
+            .route(paths::ATTESTATIONS, get(validate::http::attestations))
+            .route(paths::ADMIN_CANARIES, post(validate::http::create_canary))
             .fallback(|| async { ApiError::NotFound("no such endpoint".to_owned()) })
             .layer(DefaultBodyLimit::max(limit))
             .layer(axum::middleware::map_response(move |response| {

@@ -245,9 +245,15 @@ pub struct SettleWriter {
 }
 
 impl SettleWriter {
-    pub fn start(store: Arc<dyn Store>, ledger: Arc<dyn LedgerStore>, log: Arc<MerkleLog>) -> Self {
+    /// With `validation`, every logged batch is sampled for validators (see [`crate::validate::sample`]).
+    pub fn start(
+        store: Arc<dyn Store>,
+        ledger: Arc<dyn LedgerStore>,
+        log: Arc<MerkleLog>,
+        validation: Option<Arc<crate::validate::Validation>>,
+    ) -> Self {
         let (tx, rx) = mpsc::channel(SETTLE_QUEUE_LEN);
-        tokio::spawn(run_writer(rx, store, ledger, log));
+        tokio::spawn(run_writer(rx, store, ledger, log, validation));
         Self { tx }
     }
 
@@ -289,6 +295,7 @@ async fn run_writer(
     store: Arc<dyn Store>,
     ledger: Arc<dyn LedgerStore>,
     log: Arc<MerkleLog>,
+    validation: Option<Arc<crate::validate::Validation>>,
 ) {
     let mut batch = Vec::with_capacity(MAX_SETTLE_BATCH);
     let mut waiters = Vec::with_capacity(MAX_SETTLE_BATCH);
@@ -312,7 +319,12 @@ async fn run_writer(
             };
         }
         if !batch.is_empty() {
+            let logged: Vec<_> = batch.iter().map(|r| (r.id, r.node_key)).collect();
             let outcome = write_batch(&store, &ledger, &log, std::mem::take(&mut batch)).await;
+            if let (Some(v), Ok(())) = (&validation, &outcome) {
+                // Sampled after the batch is logged: the root it is decided by exists only now.
+                crate::validate::sample::on_logged(v, log.head().1, &logged).await;
+            }
             for done in waiters.drain(..) {
                 let _ = done.send(outcome.clone());
             }

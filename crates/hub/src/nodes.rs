@@ -37,7 +37,8 @@ pub enum TaskEvent {
     Chunk(Value),
     /// An output file, whole and checked against its sha256.
     File(Attachment, Bytes),
-    Done(Box<Signed<Paperwork>>),
+    /// The paperwork, and the output token ids its commitment hashes (built-in text backends).
+    Done(Box<Signed<Paperwork>>, Option<Vec<u32>>),
     Error(ErrorCode, String),
     /// The node's connection ended before the task did.
     Gone,
@@ -440,6 +441,8 @@ pub struct Nodes {
     rng: AtomicU64,
     /// Every node key's record, for as long as it is connected or has something worth keeping.
     records: Mutex<HashMap<NodeKeyId, Arc<NodeRecord>>>,
+    /// Keys suspended after a conviction: never picked (persisted by validation, loaded at start).
+    suspended: RwLock<BTreeSet<NodeKeyId>>,
 }
 
 impl Default for Nodes {
@@ -458,6 +461,7 @@ impl Nodes {
             next_conn: AtomicU64::default(),
             rng: AtomicU64::default(),
             records: Mutex::default(),
+            suspended: RwLock::default(),
         }
     }
 
@@ -571,12 +575,24 @@ impl Nodes {
     }
 
     /// Leases a slot on a node that can run `need`, avoiding `exclude` (a node that just failed).
+    /// From now on `node` is never picked.
+    pub fn suspend(&self, node: NodeKeyId) {
+        if let Ok(mut s) = self.suspended.write() {
+            s.insert(node);
+        }
+    }
+
+    pub fn is_suspended(&self, node: &NodeKeyId) -> bool {
+        self.suspended.read().map(|s| s.contains(node)).unwrap_or(true)
+    }
+
     pub fn pick(&self, need: &Need<'_>, exclude: Option<NodeKeyId>) -> Result<Lease, PickError> {
         let model = need.model;
         let candidates: Vec<Arc<NodeHandle>> = self
             .connected()
             .into_iter()
             .filter(|n| n.can_run(need) && Some(n.id) != exclude && n.in_flight() < n.max_concurrency)
+            .filter(|n| !self.is_suspended(&n.id))
             .collect();
         if candidates.is_empty() {
             let any_size = Need {

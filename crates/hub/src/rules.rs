@@ -35,6 +35,9 @@ pub struct NetworkRules {
     pub convictor_reward_bps: u32,
     /// Paid from the treasury (the protocol share) to a validator for each check it reveals.
     pub verification_fee: Amount,
+    /// Each validator is handed at least one canary (a task whose verdict the hub committed to in
+    /// advance) per this many assignments.
+    pub canary_every: u64,
 }
 
 /// Whole credits as an amount.
@@ -58,6 +61,7 @@ impl Default for NetworkRules {
             slash_bps: 1_000,
             convictor_reward_bps: 1_000,
             verification_fee: Amount::from_micros(1_000),
+            canary_every: 50,
         }
     }
 }

@@ -162,7 +162,10 @@ pub async fn stack_statement(
 
 /// Checks a Node Key request: its signature, that it is addressed to this hub, its time, and that
 /// its nonce was never used (a replayed request is refused).
-async fn check_node_request(state: &AppState, req: &Signed<NodeRequest>) -> Result<NodeKeyId, ApiError> {
+pub(crate) async fn check_node_request(
+    state: &AppState,
+    req: &Signed<NodeRequest>,
+) -> Result<NodeKeyId, ApiError> {
     req.verify(&req.body.node_key)
         .map_err(|e| ApiError::BadSignature(e.to_string()))?;
     fresh(
@@ -320,6 +323,15 @@ pub async fn file(
             verdicts.insert(*id, v);
         }
     }
+    // Paperwork under validation waits; paperwork validators convicted is void.
+    let ids: Vec<PaperworkId> = to_settle.iter().map(|d| d.id).collect();
+    let holds = state
+        .validation
+        .filing_holds(&ids)
+        .await
+        .map_err(ApiError::internal)?;
+    to_settle.retain(|d| !holds.iter().any(|(id, _)| *id == d.id));
+    verdicts.extend(holds);
     if !to_settle.is_empty() {
         let settled = settle(&state.store, &state.ledger, to_settle, now).await?;
         for (id, verdict) in settled {

@@ -160,6 +160,7 @@ async fn run(
             max_output_bytes,
             text_bytes: 0,
             bound: bound.clone(),
+            tokens: None,
             _permit: permit,
         }));
         let first = match task.running().first().await {
@@ -324,6 +325,8 @@ struct Running {
     text_bytes: u64,
     /// The usage held for: the most the request can consume.
     bound: Usage,
+    /// The output token ids that came with the node's paperwork (built-in text backends).
+    tokens: Option<Vec<u32>>,
     /// Holds this request's slot of the hub's concurrency limit until the answer is done.
     _permit: OwnedSemaphorePermit,
 }
@@ -412,7 +415,10 @@ impl Running {
                 self.out.files.push((meta, bytes));
                 Ok(None)
             }
-            TaskEvent::Done(pw) => Ok(Some(pw)),
+            TaskEvent::Done(pw, tokens) => {
+                self.tokens = tokens;
+                Ok(Some(pw))
+            }
             other => Err(self.fail(other)),
         }
     }
@@ -472,7 +478,8 @@ impl Running {
                         }
                     }
                 }
-                Ok(TaskEvent::Done(pw)) => {
+                Ok(TaskEvent::Done(pw, tokens)) => {
+                    self.tokens = tokens;
                     let last = match self.accept(*pw).await {
                         Ok(a) => {
                             let usage = self.req.include_usage.then(|| a.usage.clone());
@@ -574,6 +581,10 @@ impl Running {
         if pw.body.output_sha256 != out_digest {
             return Err(invalid("output_sha256 does not match the output received".into()));
         }
+        if let Err(why) = crate::validate::envelope::check(&pw.body, &self.req.body, self.tokens.as_deref()) {
+            tracing::warn!(node = %self.lease.node.id, contract = %self.contract.body.id, "paperwork refused by C0_envelope: {why}");
+            return Err(invalid(format!("C0_envelope: {why}")));
+        }
         let attribution = serde_json::to_value(&pw.body.fingerprint).map_err(|e| invalid(e.to_string()))?;
         let json = serde_json::to_string(&pw).map_err(|e| invalid(e.to_string()))?;
         let leaf_hash = paperwork_leaf(&pw).map_err(|e| invalid(e.to_string()))?;
@@ -584,6 +595,7 @@ impl Running {
             self.refuse_usage(&why);
             return Err(invalid(why));
         }
+        self.keep(checked.id).await?;
         let contract = &self.contract.body;
         let cost = contract
             .price
@@ -617,6 +629,24 @@ impl Running {
             attribution,
             paperwork: checked.id.to_string(),
         })
+    }
+
+    /// Keeps what validators need of a text task (request, output choices, token ids) before its
+    /// paperwork is logged, so a sampled task always has its material.
+    async fn keep(&mut self, paperwork: stacknet_protocol::PaperworkId) -> Result<(), ApiError> {
+        let workload = self.req.workload;
+        if !matches!(workload, Workload::Chat | Workload::Completion) {
+            return Ok(());
+        }
+        let task = crate::store::KeptTask {
+            paperwork,
+            node_key: self.contract.body.node_key,
+            accepted_at: Timestamp::now(),
+            request: self.req.body.clone(),
+            output: self.out.digester.choices(workload),
+            tokens: self.tokens.take(),
+        };
+        self.state.store.keep_task(task).await.map_err(ApiError::internal)
     }
 
     /// Paperwork that claims more usage than the hub relayed is refused: the node hears why (an

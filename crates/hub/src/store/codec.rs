@@ -131,3 +131,79 @@ pub(crate) fn payout_from(
         updated_at: parse(T, &updated)?,
     })
 }
+
+/// A kept task's material as one JSON column: `{request, output, tokens}`.
+pub(crate) fn material_json(task: &super::records::KeptTask) -> String {
+    serde_json::json!({"request": task.request, "output": task.output, "tokens": task.tokens}).to_string()
+}
+
+pub(crate) fn kept_from(
+    paperwork: &str,
+    node_key: &str,
+    accepted_at: i64,
+    material: &str,
+) -> Result<super::records::KeptTask, StoreError> {
+    const TABLE: &str = "validation_kept";
+    let mut m: serde_json::Value = parse_json(TABLE, material)?;
+    let tokens = serde_json::from_value(m["tokens"].take()).map_err(|e| StoreError::Corrupt {
+        table: TABLE,
+        detail: e.to_string(),
+    })?;
+    Ok(super::records::KeptTask {
+        paperwork: parse(TABLE, paperwork)?,
+        node_key: parse(TABLE, node_key)?,
+        accepted_at: timestamp(TABLE, accepted_at)?,
+        request: m["request"].take(),
+        output: m["output"].take(),
+        tokens,
+    })
+}
+
+pub(crate) fn case_from(
+    paperwork: &str,
+    node_key: &str,
+    open: bool,
+    canary: bool,
+    json: String,
+) -> Result<super::records::CaseRecord, StoreError> {
+    Ok(super::records::CaseRecord {
+        paperwork: parse("validation_cases", paperwork)?,
+        node_key: parse("validation_cases", node_key)?,
+        open,
+        canary,
+        json,
+    })
+}
+
+pub(crate) fn validator_from(
+    key: &str,
+    handed: i64,
+    since: i64,
+) -> Result<super::records::ValidatorRecord, StoreError> {
+    const TABLE: &str = "validation_validators";
+    Ok(super::records::ValidatorRecord {
+        key: stacknet_protocol::PublicKey::from_tagged(key).map_err(|e| StoreError::Corrupt {
+            table: TABLE,
+            detail: e.to_string(),
+        })?,
+        handed: to_u64(TABLE, handed)?,
+        since_canary: to_u64(TABLE, since)?,
+    })
+}
+
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(
+    table: &'static str,
+    s: &str,
+) -> Result<T, StoreError> {
+    serde_json::from_str(s).map_err(|e| StoreError::Corrupt {
+        table,
+        detail: e.to_string(),
+    })
+}
+
+pub(crate) fn timestamp(table: &'static str, ms: i64) -> Result<stacknet_protocol::Timestamp, StoreError> {
+    stacknet_protocol::Timestamp::from_unix_ms(ms).map_err(|e| StoreError::Corrupt {
+        table,
+        detail: e.to_string(),
+    })
+}

@@ -23,11 +23,13 @@ use std::sync::Arc;
 
 pub use postgres::{PgStore, POOL_SIZE};
 pub use records::{
-    ApiKeyRecord, Changes, LoggedPaperwork, ModelPrice, PaperworkRecord, PayoutRecord, PayoutState,
-    StackRecord,
+    ApiKeyRecord, CaseRecord, Changes, KeptTask, LoggedPaperwork, ModelPrice, PaperworkRecord, PayoutRecord,
+    PayoutState, SlashRecord, StackRecord, ValidatorRecord, WorkerStats,
 };
 pub use sqlite::SqliteStore;
-pub use traits::{LogStore, PayoutStore, RegistryStore, SettlementStore, Store, StoreError, StoreFuture};
+pub use traits::{
+    LogStore, PayoutStore, RegistryStore, SettlementStore, Store, StoreError, StoreFuture, ValidationStore,
+};
 
 /// Opens the store a `--database` URL names: `sqlite://PATH` or `postgres://...`.
 pub async fn open(database: &str) -> Result<Arc<dyn Store>, StoreError> {

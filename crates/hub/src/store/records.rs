@@ -70,3 +70,51 @@ pub use stacknet_api::types::PayoutState;
 /// A payout as the store keeps it: exactly the API's payout (the redeem answer, a statement's
 /// line), so the two cannot drift apart.
 pub use stacknet_api::types::Payout as PayoutRecord;
+
+/// What the hub keeps of an accepted text task for validators, for its challenge window (longer
+/// while a validation of it is open, for good when it is a canary).
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeptTask {
+    pub paperwork: PaperworkId,
+    pub node_key: NodeKeyId,
+    pub accepted_at: Timestamp,
+    /// The request as the task carried it.
+    pub request: serde_json::Value,
+    /// The `choices` the output digest covers.
+    pub output: serde_json::Value,
+    /// The token ids the commitment hashes (built-in text backends).
+    pub tokens: Option<Vec<u32>>,
+}
+
+/// One validation case as stored: a few columns to find it by, and the case itself as JSON
+/// (`crate::validate::Case`), which only the validation module reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaseRecord {
+    pub paperwork: PaperworkId,
+    pub node_key: NodeKeyId,
+    /// Still to be decided (a canary stays open: validators keep being handed it).
+    pub open: bool,
+    pub canary: bool,
+    pub json: String,
+}
+
+/// A worker's counts, which set how often its tasks are sampled.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WorkerStats {
+    /// Tasks logged (and considered for sampling).
+    pub tasks: u64,
+    /// Checks decided `passed`.
+    pub checks: u64,
+    pub convictions: u64,
+}
+
+/// A validator the hub has heard from, and how many tasks it was handed since its last canary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidatorRecord {
+    pub key: stacknet_protocol::PublicKey,
+    pub handed: u64,
+    pub since_canary: u64,
+}
+
+/// A slash, as the API shows it.
+pub use stacknet_api::types::Slash as SlashRecord;

@@ -9,8 +9,8 @@ use std::pin::Pin;
 use stacknet_protocol::{Amount, NodeKeyId, PaperworkId, Timestamp};
 
 use super::records::{
-    ApiKeyRecord, Changes, LoggedPaperwork, ModelPrice, PaperworkRecord, PayoutRecord, PayoutState,
-    StackRecord,
+    ApiKeyRecord, CaseRecord, Changes, KeptTask, LoggedPaperwork, ModelPrice, PaperworkRecord, PayoutRecord,
+    PayoutState, SlashRecord, StackRecord, ValidatorRecord, WorkerStats,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -122,9 +122,40 @@ pub trait PayoutStore: Send + Sync + fmt::Debug + 'static {
     fn payouts_of(&self, node: NodeKeyId) -> StoreFuture<'_, Vec<PayoutRecord>>;
 }
 
-/// Everything the hub keeps outside the ledger: every store implements all four domains (one
+/// Validation (`crate::validate`): what is kept of tasks for validators, the cases (sampled tasks,
+/// canaries) with their rounds, the validators heard from, workers' counts, slashes, suspensions.
+pub trait ValidationStore: Send + Sync + fmt::Debug + 'static {
+    fn keep_task(&self, task: KeptTask) -> StoreFuture<'_, ()>;
+    fn kept_task(&self, paperwork: PaperworkId) -> StoreFuture<'_, Option<KeptTask>>;
+    /// Forgets the tasks accepted before `before`, except those of an open case or a canary;
+    /// returns how many.
+    fn forget_kept(&self, before: Timestamp) -> StoreFuture<'_, u64>;
+    /// Writes a case (replacing the one of its paperwork).
+    fn put_case(&self, case: CaseRecord) -> StoreFuture<'_, ()>;
+    fn case(&self, paperwork: PaperworkId) -> StoreFuture<'_, Option<CaseRecord>>;
+    /// The cases of several paperwork, in the order asked (`None`: none).
+    fn cases_of(&self, ids: Vec<PaperworkId>) -> StoreFuture<'_, Vec<Option<CaseRecord>>>;
+    /// The open cases, oldest paperwork first.
+    fn open_cases(&self) -> StoreFuture<'_, Vec<CaseRecord>>;
+    /// The cases about `node` (every node's when `None`), canaries left out.
+    fn cases_about(&self, node: Option<NodeKeyId>) -> StoreFuture<'_, Vec<CaseRecord>>;
+    /// Adds `delta` (tasks, checks, convictions) to a worker's counts and returns them before it.
+    fn bump_worker(&self, node: NodeKeyId, delta: WorkerStats) -> StoreFuture<'_, WorkerStats>;
+    /// Records a validator the first time it is heard from (a known one is left as it is).
+    fn see_validator(&self, key: stacknet_protocol::PublicKey) -> StoreFuture<'_, ()>;
+    fn validators(&self) -> StoreFuture<'_, Vec<ValidatorRecord>>;
+    fn set_validator_counts(&self, node: NodeKeyId, handed: u64, since_canary: u64) -> StoreFuture<'_, ()>;
+    /// Records a slash under `id`; false (and nothing written) when `id` is recorded already.
+    fn add_slash(&self, id: String, slash: SlashRecord) -> StoreFuture<'_, bool>;
+    /// The slashes of `node` (every key's when `None`), oldest first.
+    fn slashes(&self, node: Option<NodeKeyId>) -> StoreFuture<'_, Vec<SlashRecord>>;
+    fn suspend(&self, node: NodeKeyId, at: Timestamp) -> StoreFuture<'_, ()>;
+    fn suspended(&self) -> StoreFuture<'_, Vec<NodeKeyId>>;
+}
+
+/// Everything the hub keeps outside the ledger: every store implements all five domains (one
 /// database holds them), so the hub passes one `Arc<dyn Store>` around. The methods of a trait
 /// object's supertraits need no import, so `store.stacks()` works on an `Arc<dyn Store>` as it is.
-pub trait Store: RegistryStore + LogStore + SettlementStore + PayoutStore {}
+pub trait Store: RegistryStore + LogStore + SettlementStore + PayoutStore + ValidationStore {}
 
-impl<T: RegistryStore + LogStore + SettlementStore + PayoutStore + ?Sized> Store for T {}
+impl<T: RegistryStore + LogStore + SettlementStore + PayoutStore + ValidationStore + ?Sized> Store for T {}

@@ -19,6 +19,7 @@
 //! The paperwork log and filing are in `log`.
 
 mod log;
+mod validate;
 
 use std::fmt;
 use std::sync::Arc;
@@ -130,6 +131,7 @@ impl PgStore {
         let config: Config = url.parse()?;
         let pool = Pool::new(config, schema, POOL_SIZE);
         pool.migrate(SCHEMA).await?;
+        pool.migrate(validate::SCHEMA).await?;
         Ok(Arc::new(Self {
             pool,
             schema: schema.to_owned(),

@@ -3,6 +3,7 @@
 //! log and filing are in `log`.
 
 mod log;
+mod validate;
 
 use std::fmt;
 use std::path::Path;
@@ -111,6 +112,7 @@ impl SqliteStore {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
+        conn.execute_batch(validate::SCHEMA)?;
         add_missing_columns(&conn)?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),

@@ -1,0 +1,268 @@
+//! Validation, the hub's side: keep what validators need, check every paperwork's envelope (C0),
+//! sample logged tasks, assign them to bonded validators, take their commits and reveals, decide,
+//! and move the money a decision moves (fees, slashes, rewards, refunds).
+//!
+//! Layout and flow:
+//! - [`envelope`]: C0 at acceptance (`task.rs`) and the catalog's model pins (also checked at hello).
+//! - [`sample`]: when the settle writer logs a batch, each paperwork is sampled iff
+//!   SHA-256(new root || paperwork id) is below the worker's rate; a sampled task becomes a [`Case`]
+//!   whose first round (Check) goes to one validator drawn by stake from the same hash.
+//! - [`rounds`]: a validator's `Assignments`, `Commit` and `Reveal` (commit first, reveal once every
+//!   member committed or the commit deadline passed; a second, different commit or attestation is
+//!   equivocation), and the decision of a round: pass, escalate to a committee, reassign, convict.
+//! - [`money`]: the ledger moves of a decision, each with an id derived from the task and the key,
+//!   so a retry moves money once.
+//! - [`http`]: `POST /stacknet/v1/validation`, `GET /stacknet/v1/attestations`, and the admin's
+//!   canaries.
+//!
+//! A case is one row per paperwork ([`crate::store::CaseRecord`]) holding this module's [`Case`] as
+//! JSON; every change to cases goes through [`Validation::lock`], so one hub never interleaves two.
+
+pub mod envelope;
+pub mod http;
+pub mod money;
+pub mod rounds;
+pub mod sample;
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use stacknet_api::types::Round;
+use stacknet_ledger::{AccountId, LedgerStore};
+use stacknet_protocol::attestation::{Attestation, Verdict};
+use stacknet_protocol::filing::{NodeRequest, Verdict as FilingVerdict};
+use stacknet_protocol::{Amount, NodeKeyId, PaperworkId, PublicKey, Sha256Digest, Signed, Timestamp};
+
+use crate::nodes::Nodes;
+use crate::rules::NetworkRules;
+use crate::store::{CaseRecord, Store, StoreError};
+
+/// Where a case stands; the API shows it as its snake_case name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Pending,
+    Passed,
+    Convicted,
+    Disputed,
+    Inconclusive,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pending => "pending",
+            Status::Passed => "passed",
+            Status::Convicted => "convicted",
+            Status::Disputed => "disputed",
+            Status::Inconclusive => "inconclusive",
+        }
+    }
+}
+
+/// A canary's truth, committed at creation: SHA-256(paperwork id || expected || salt).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Canary {
+    pub expected: Verdict,
+    pub salt: String,
+    pub commitment: Sha256Digest,
+}
+
+/// One validator in one round.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Member {
+    pub validator: PublicKey,
+    /// It was handed this assignment (counted toward its canaries).
+    #[serde(default)]
+    pub shown: bool,
+    #[serde(default)]
+    pub digest: Option<Sha256Digest>,
+    /// The signed commit request, kept as evidence.
+    #[serde(default)]
+    pub commit: Option<Signed<NodeRequest>>,
+    #[serde(default)]
+    pub attestation: Option<Signed<Attestation>>,
+    /// The signed reveal request, kept as evidence.
+    #[serde(default)]
+    pub reveal: Option<Signed<NodeRequest>>,
+    /// Two signed, different commits or attestations for this task: the evidence of equivocation.
+    #[serde(default)]
+    pub equivocation: Vec<Signed<NodeRequest>>,
+}
+
+impl Member {
+    pub fn new(validator: PublicKey) -> Self {
+        Self {
+            validator,
+            shown: false,
+            digest: None,
+            commit: None,
+            attestation: None,
+            reveal: None,
+            equivocation: Vec::new(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RoundState {
+    pub round: Round,
+    pub commit_by: Timestamp,
+    pub members: Vec<Member>,
+    #[serde(default)]
+    pub decided: bool,
+}
+
+/// One task under validation (a sampled task, or a canary).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Case {
+    pub paperwork: PaperworkId,
+    pub node_key: NodeKeyId,
+    pub status: Status,
+    /// The sampling hash: every draw for this case derives from it.
+    pub seed: Sha256Digest,
+    #[serde(default)]
+    pub canary: Option<Canary>,
+    pub rounds: Vec<RoundState>,
+    /// The objective check a conviction cites.
+    #[serde(default)]
+    pub code: Option<String>,
+    pub opened_at: Timestamp,
+}
+
+impl Case {
+    pub fn record(&self) -> Result<CaseRecord, String> {
+        Ok(CaseRecord {
+            paperwork: self.paperwork,
+            node_key: self.node_key,
+            open: self.status == Status::Pending,
+            canary: self.canary.is_some(),
+            json: serde_json::to_string(self).map_err(|e| e.to_string())?,
+        })
+    }
+
+    pub fn from_record(r: &CaseRecord) -> Result<Self, String> {
+        serde_json::from_str(&r.json).map_err(|e| format!("case of {}: {e}", r.paperwork))
+    }
+}
+
+/// The hub's validation: its store, its ledger, the rules, and the suspended keys (in memory,
+/// loaded at start and written through).
+pub struct Validation {
+    pub store: Arc<dyn Store>,
+    pub ledger: Arc<dyn LedgerStore>,
+    pub rules: NetworkRules,
+    pub challenge_window_ms: u64,
+    nodes: Arc<Nodes>,
+    lock: tokio::sync::Mutex<()>,
+    /// When kept material was last swept (unix ms).
+    last_forget: std::sync::atomic::AtomicI64,
+}
+
+impl std::fmt::Debug for Validation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Validation").finish_non_exhaustive()
+    }
+}
+
+impl Validation {
+    pub async fn open(
+        store: Arc<dyn Store>,
+        ledger: Arc<dyn LedgerStore>,
+        rules: NetworkRules,
+        challenge_window_ms: u64,
+        nodes: Arc<Nodes>,
+    ) -> Result<Self, StoreError> {
+        for node in store.suspended().await? {
+            nodes.suspend(node);
+        }
+        Ok(Self {
+            store,
+            ledger,
+            rules,
+            challenge_window_ms,
+            nodes,
+            lock: tokio::sync::Mutex::new(()),
+            last_forget: std::sync::atomic::AtomicI64::new(0),
+        })
+    }
+
+    /// Serialises changes to cases.
+    pub async fn lock(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.lock.lock().await
+    }
+
+    pub fn is_suspended(&self, node: &NodeKeyId) -> bool {
+        self.nodes.is_suspended(node)
+    }
+
+    pub async fn suspend(&self, node: NodeKeyId) -> Result<(), StoreError> {
+        self.store.suspend(node, Timestamp::now()).await?;
+        self.nodes.suspend(node);
+        tracing::warn!(%node, "node suspended after a conviction");
+        Ok(())
+    }
+
+    /// What the key has bonded (its stake account's available balance).
+    pub async fn bonded(&self, node: NodeKeyId) -> Result<Amount, String> {
+        let b = self
+            .ledger
+            .balance(AccountId::stake(node))
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(b.available())
+    }
+
+    /// A validator whose attestations count: bonded enough and not suspended.
+    pub async fn eligible(&self, node: NodeKeyId) -> Result<bool, String> {
+        Ok(!self.is_suspended(&node) && self.bonded(node).await? >= self.rules.min_validator_bond)
+    }
+
+    pub async fn put(&self, case: &Case) -> Result<(), String> {
+        self.store
+            .put_case(case.record()?)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// Filing's question: which of `ids` may not be settled now. A paperwork under validation is
+    /// refused for now (`retry`); one convicted is void, refused for good.
+    pub async fn filing_holds(
+        &self,
+        ids: &[PaperworkId],
+    ) -> Result<Vec<(PaperworkId, FilingVerdict)>, String> {
+        let cases = self
+            .store
+            .cases_of(ids.to_vec())
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut out = Vec::new();
+        for (id, case) in ids.iter().zip(cases) {
+            let Some(record) = case.filter(|c| !c.canary) else {
+                continue;
+            };
+            let case = Case::from_record(&record)?;
+            match case.status {
+                Status::Pending => out.push((
+                    *id,
+                    FilingVerdict::Refused {
+                        reason: "under validation: file it again once its check is decided".into(),
+                        retry: true,
+                    },
+                )),
+                Status::Convicted => out.push((
+                    *id,
+                    FilingVerdict::Refused {
+                        reason: format!(
+                            "void: validators convicted this task ({})",
+                            case.code.as_deref().unwrap_or("objective check")
+                        ),
+                        retry: false,
+                    },
+                )),
+                _ => {}
+            }
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,522 @@
+//! A validator's requests and the decisions they lead to.
+//!
+//! Commit then reveal: a member commits to SHA-256(salt || its attestation's signed bytes); reveals
+//! are taken once every member of the round committed, or its commit deadline passed, so nobody can
+//! copy another's verdict. A second, different commit or attestation from one validator for one
+//! task is equivocation, and is slashed. A round is decided once everyone who committed revealed
+//! (and everyone committed, or the deadline passed):
+//! - Check: PASS passes; FAIL citing an objective code escalates to a committee; INCONCLUSIVE (or
+//!   no answer) is reassigned once, then the task is inconclusive; a FAIL without one is disputed.
+//! - Committee: `convict_threshold` FAILs citing an objective code convict; else passed (all PASS)
+//!   or disputed. No money moves but for a conviction.
+//! - A canary's every reveal is judged against the truth committed at its creation.
+
+use sha2::{Digest, Sha256};
+use stacknet_api::types::{Assignment, Assignments, Round, ValidationAck};
+use stacknet_protocol::attestation::{Attestation, Verdict};
+use stacknet_protocol::filing::NodeRequest;
+use stacknet_protocol::paperwork::Paperwork;
+use stacknet_protocol::{NodeKeyId, PaperworkId, PublicKey, Sha256Digest, Signed, Timestamp};
+
+use super::envelope::pinned_sha256;
+use super::sample::{draw, open_round};
+use super::{money, Case, Status, Validation};
+use crate::error::ApiError;
+use crate::store::WorkerStats;
+
+/// The codes a conviction may cite.
+pub const OBJECTIVE_CODES: [&str; 4] = ["C0_envelope", "C1_tokens", "C2_termination", "C3_teacher_forced"];
+
+/// The objective code a FAIL cites, if it cites one.
+pub fn objective_code(a: &Attestation) -> Option<String> {
+    if a.verdict != Verdict::Fail {
+        return None;
+    }
+    a.checks
+        .iter()
+        .filter(|c| !c.passed && !c.inconclusive)
+        .find_map(|c| {
+            c.code
+                .clone()
+                .filter(|code| OBJECTIVE_CODES.contains(&code.as_str()))
+        })
+}
+
+fn internal(e: String) -> ApiError {
+    ApiError::internal(e)
+}
+
+async fn load(v: &Validation, paperwork: PaperworkId) -> Result<Case, ApiError> {
+    let record = v
+        .store
+        .case(paperwork)
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| ApiError::NotFound(format!("no validation of {paperwork}")))?;
+    Case::from_record(&record).map_err(internal)
+}
+
+/// The validator must be bonded and not suspended for its requests to count.
+async fn require_eligible(v: &Validation, key: &PublicKey) -> Result<(), ApiError> {
+    let id = key.node_key_id();
+    if !v.eligible(id).await.map_err(internal)? {
+        return Err(ApiError::invalid(
+            "node_key",
+            format!(
+                "{id} cannot validate: it needs at least {} bonded and must not be suspended",
+                v.rules.min_validator_bond
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Every member of the round has committed, or its deadline passed.
+fn reveals_open(round: &super::RoundState, now: Timestamp) -> bool {
+    now.unix_ms() > round.commit_by.unix_ms() || round.members.iter().all(|m| m.digest.is_some())
+}
+
+/// `Assignments`: hands the validator its tasks (a canary among them when one is due) and lists
+/// those it may reveal now. Registers the validator the first time it asks.
+pub async fn assignments(v: &Validation, key: PublicKey) -> Result<Assignments, ApiError> {
+    v.store.see_validator(key).await.map_err(ApiError::internal)?;
+    require_eligible(v, &key).await?;
+    let _guard = v.lock().await;
+    let now = Timestamp::now();
+    let mut handed: Vec<(PaperworkId, Round, Timestamp)> = Vec::new();
+    let mut reveal = Vec::new();
+    let mut newly_shown = 0u64;
+    let mut canaries = Vec::new();
+    for record in v.store.open_cases().await.map_err(ApiError::internal)? {
+        let mut case = Case::from_record(&record).map_err(internal)?;
+        let mut changed = false;
+        if case.canary.is_some()
+            && !case
+                .rounds
+                .iter()
+                .any(|r| r.members.iter().any(|m| m.validator == key))
+        {
+            canaries.push(case.paperwork);
+        }
+        changed |= advance(v, &mut case).await.map_err(internal)?;
+        for round in case.rounds.iter_mut().filter(|r| !r.decided) {
+            let open = reveals_open(round, now);
+            let (commit_by, kind) = (round.commit_by, round.round);
+            for m in round.members.iter_mut().filter(|m| m.validator == key) {
+                if m.digest.is_none() && now.unix_ms() <= commit_by.unix_ms() {
+                    handed.push((case.paperwork, kind, commit_by));
+                    if !m.shown {
+                        m.shown = true;
+                        newly_shown += 1;
+                        changed = true;
+                    }
+                } else if m.digest.is_some() && m.attestation.is_none() && open {
+                    reveal.push(case.paperwork);
+                }
+            }
+        }
+        if changed {
+            v.put(&case).await.map_err(internal)?;
+        }
+    }
+    let me = v
+        .store
+        .validators()
+        .await
+        .map_err(ApiError::internal)?
+        .into_iter()
+        .find(|r| r.key == key);
+    let (mut total, mut since) = me.map_or((0, 0), |r| (r.handed, r.since_canary));
+    total += newly_shown;
+    since += newly_shown;
+    if since >= v.rules.canary_every.saturating_sub(1) {
+        if let Some(paperwork) = canaries.first() {
+            let mut case = load(v, *paperwork).await?;
+            let commit_by = now.plus_ms(i64::try_from(v.rules.commit_window_ms).unwrap_or(i64::MAX));
+            let mut member = super::Member::new(key);
+            member.shown = true;
+            case.rounds.push(super::RoundState {
+                round: Round::Check,
+                commit_by,
+                members: vec![member],
+                decided: false,
+            });
+            v.put(&case).await.map_err(internal)?;
+            handed.push((case.paperwork, Round::Check, commit_by));
+            total += 1;
+            since = 0;
+        }
+    }
+    v.store
+        .set_validator_counts(key.node_key_id(), total, since)
+        .await
+        .map_err(ApiError::internal)?;
+    drop(_guard);
+    let mut assignments = Vec::with_capacity(handed.len());
+    for (paperwork, round, commit_by) in handed {
+        if let Some(a) = assignment(v, paperwork, round, commit_by).await? {
+            assignments.push(a);
+        }
+    }
+    Ok(Assignments { assignments, reveal })
+}
+
+/// What a validator is handed for one task: the paperwork and what the hub kept of it.
+async fn assignment(
+    v: &Validation,
+    paperwork_id: PaperworkId,
+    round: Round,
+    commit_by: Timestamp,
+) -> Result<Option<Assignment>, ApiError> {
+    let Some(kept) = v
+        .store
+        .kept_task(paperwork_id)
+        .await
+        .map_err(ApiError::internal)?
+    else {
+        tracing::warn!(paperwork = %paperwork_id, "assigned, but its material is no longer kept");
+        return Ok(None);
+    };
+    let Some(logged) = v
+        .store
+        .paperwork(paperwork_id)
+        .await
+        .map_err(ApiError::internal)?
+    else {
+        return Ok(None);
+    };
+    let paperwork: Signed<Paperwork> =
+        serde_json::from_str(&logged.record.json).map_err(ApiError::internal)?;
+    let required_model_sha256 = pinned_sha256(&paperwork.body.contract.body.model);
+    Ok(Some(Assignment {
+        paperwork_id,
+        paperwork,
+        round,
+        request: kept.request,
+        output: kept.output,
+        output_tokens: kept.tokens,
+        required_model_sha256,
+        commit_by,
+    }))
+}
+
+/// The round (index) in which `key` is a member, latest first, that `pick` accepts.
+fn seat(case: &Case, key: &PublicKey, pick: impl Fn(&super::Member) -> bool) -> Option<(usize, usize)> {
+    case.rounds.iter().enumerate().rev().find_map(|(r, round)| {
+        round
+            .members
+            .iter()
+            .position(|m| m.validator == *key && pick(m))
+            .map(|m| (r, m))
+    })
+}
+
+/// `Commit{paperwork, digest}`.
+pub async fn commit(
+    v: &Validation,
+    key: PublicKey,
+    req: &Signed<NodeRequest>,
+    paperwork: PaperworkId,
+    digest: Sha256Digest,
+) -> Result<ValidationAck, ApiError> {
+    require_eligible(v, &key).await?;
+    let _guard = v.lock().await;
+    let mut case = load(v, paperwork).await?;
+    let Some((r, m)) = seat(&case, &key, |_| true) else {
+        return Err(ApiError::NotFound(format!(
+            "{paperwork} is not assigned to {}",
+            key.node_key_id()
+        )));
+    };
+    let round = &mut case.rounds[r];
+    let member = &mut round.members[m];
+    match (&member.digest, &member.commit) {
+        (Some(d), _) if *d == digest => return Ok(ack(paperwork, "committed")),
+        (Some(_), first) => {
+            member.equivocation = first.iter().cloned().chain([req.clone()]).collect();
+            v.put(&case).await.map_err(internal)?;
+            money::slash(v, key.node_key_id(), paperwork, "equivocation", None, &[])
+                .await
+                .map_err(internal)?;
+            return Err(ApiError::Conflict(format!(
+                "a second, different commit for {paperwork}: equivocation; the validator was slashed"
+            )));
+        }
+        (None, _) => {}
+    }
+    if Timestamp::now().unix_ms() > round.commit_by.unix_ms() {
+        return Err(ApiError::invalid(
+            "paperwork",
+            format!("the commit deadline {} has passed", round.commit_by),
+        ));
+    }
+    member.digest = Some(digest);
+    member.commit = Some(req.clone());
+    v.put(&case).await.map_err(internal)?;
+    Ok(ack(paperwork, "committed"))
+}
+
+fn ack(paperwork_id: PaperworkId, status: &str) -> ValidationAck {
+    ValidationAck {
+        paperwork_id,
+        status: status.to_owned(),
+    }
+}
+
+/// SHA-256(salt bytes || the attestation's signed bytes): what a commit's digest must be.
+pub fn commit_digest(salt: &[u8], attestation: &Signed<Attestation>) -> Result<Sha256Digest, String> {
+    let mut h = Sha256::new();
+    h.update(salt);
+    h.update(attestation.signing_bytes().map_err(|e| e.to_string())?);
+    Ok(Sha256Digest(h.finalize().into()))
+}
+
+/// `Reveal{attestation, salt}`.
+pub async fn reveal(
+    v: &Validation,
+    key: PublicKey,
+    req: &Signed<NodeRequest>,
+    attestation: &Signed<Attestation>,
+    salt: &str,
+) -> Result<ValidationAck, ApiError> {
+    require_eligible(v, &key).await?;
+    let body = &attestation.body;
+    if body.validator != key {
+        return Err(ApiError::invalid(
+            "attestation",
+            "the attestation is not the requester's",
+        ));
+    }
+    attestation
+        .verify(&key)
+        .map_err(|e| ApiError::BadSignature(format!("attestation: {e}")))?;
+    let salt = hex::decode(salt)
+        .ok()
+        .filter(|s| s.len() == 32)
+        .ok_or_else(|| ApiError::invalid("salt", "the salt is 32 bytes in lowercase hex"))?;
+    let paperwork = body.paperwork;
+    let _guard = v.lock().await;
+    let mut case = load(v, paperwork).await?;
+    if body.node_key != case.node_key {
+        return Err(ApiError::invalid(
+            "attestation",
+            "the attestation is about another node",
+        ));
+    }
+    let Some((r, m)) = seat(&case, &key, |m| m.digest.is_some()) else {
+        return Err(ApiError::Conflict(format!(
+            "no commit of {} for {paperwork}",
+            key.node_key_id()
+        )));
+    };
+    let now = Timestamp::now();
+    let open = reveals_open(&case.rounds[r], now);
+    let member = &mut case.rounds[r].members[m];
+    if let Some(first) = &member.attestation {
+        if first == attestation {
+            return Ok(ack(paperwork, "revealed"));
+        }
+        member.equivocation = member.reveal.iter().cloned().chain([req.clone()]).collect();
+        v.put(&case).await.map_err(internal)?;
+        money::slash(v, key.node_key_id(), paperwork, "equivocation", None, &[])
+            .await
+            .map_err(internal)?;
+        return Err(ApiError::Conflict(format!(
+            "a second, different attestation for {paperwork}: equivocation; the validator was slashed"
+        )));
+    }
+    if member.digest != Some(commit_digest(&salt, attestation).map_err(internal)?) {
+        return Err(ApiError::invalid(
+            "attestation",
+            "the attestation and salt do not match the commit",
+        ));
+    }
+    if !open {
+        return Err(ApiError::Conflict(format!(
+            "reveals of {paperwork} open once every member committed, or at {}",
+            case.rounds[r].commit_by
+        )));
+    }
+    member.attestation = Some(attestation.clone());
+    member.reveal = Some(req.clone());
+    v.put(&case).await.map_err(internal)?;
+    if let Err(e) = money::fee(v, paperwork, r, key.node_key_id()).await {
+        tracing::error!(%paperwork, error = %e, "cannot pay a verification fee");
+    }
+    if case.canary.is_some() {
+        judge_canary(v, &mut case, r, key.node_key_id(), body.verdict)
+            .await
+            .map_err(internal)?;
+    } else {
+        advance(v, &mut case).await.map_err(internal)?;
+    }
+    v.put(&case).await.map_err(internal)?;
+    let status = if case.status == Status::Pending || case.canary.is_some() {
+        "revealed"
+    } else {
+        case.status.as_str()
+    };
+    Ok(ack(paperwork, status))
+}
+
+/// A canary's verdict against the truth committed at its creation: passing a known-bad task or
+/// failing a known-good one slashes the validator; INCONCLUSIVE does not.
+async fn judge_canary(
+    v: &Validation,
+    case: &mut Case,
+    round: usize,
+    validator: NodeKeyId,
+    verdict: Verdict,
+) -> Result<(), String> {
+    case.rounds[round].decided = true;
+    let expected = case.canary.as_ref().map(|c| c.expected);
+    let reason = match (expected, verdict) {
+        (Some(Verdict::Fail), Verdict::Pass) => "canary_pass",
+        (Some(Verdict::Pass), Verdict::Fail) => "canary_fail",
+        _ => return Ok(()),
+    };
+    money::slash(v, validator, case.paperwork, reason, None, &[]).await?;
+    Ok(())
+}
+
+/// Decides the latest round of a (non-canary) case if it is ready; true if the case changed.
+pub async fn advance(v: &Validation, case: &mut Case) -> Result<bool, String> {
+    if case.canary.is_some() || case.status != Status::Pending {
+        return Ok(false);
+    }
+    let now = Timestamp::now();
+    let Some(round) = case.rounds.last_mut() else {
+        return Ok(false);
+    };
+    let committed: Vec<_> = round.members.iter().filter(|m| m.digest.is_some()).collect();
+    let ready = !round.decided
+        && reveals_open(round, now)
+        && committed.iter().all(|m| m.attestation.is_some())
+        && (now.unix_ms() > round.commit_by.unix_ms() || !committed.is_empty());
+    if !ready {
+        return Ok(false);
+    }
+    round.decided = true;
+    let kind = round.round;
+    let votes: Vec<Attestation> = round
+        .members
+        .iter()
+        .filter_map(|m| m.attestation.as_ref().map(|a| a.body.clone()))
+        .collect();
+    match kind {
+        Round::Check => decide_check(v, case, votes).await?,
+        Round::Committee => decide_committee(v, case, votes).await?,
+    }
+    Ok(true)
+}
+
+async fn decide_check(v: &Validation, case: &mut Case, votes: Vec<Attestation>) -> Result<(), String> {
+    let vote = votes.first();
+    let checkers: Vec<NodeKeyId> = case
+        .rounds
+        .iter()
+        .flat_map(|r| r.members.iter().map(|m| m.validator.node_key_id()))
+        .collect();
+    match vote.map(|a| a.verdict) {
+        Some(Verdict::Pass) => finish(v, case, Status::Passed).await,
+        Some(Verdict::Fail) if vote.and_then(objective_code).is_some() => {
+            let mut exclude = checkers.clone();
+            exclude.push(case.node_key);
+            let seed = case.seed;
+            let enough = draw(v, &seed, u32::MAX, v.rules.committee_size, &exclude)
+                .await?
+                .len()
+                >= v.rules.committee_size;
+            let exclude = if enough { exclude } else { vec![case.node_key] };
+            if open_round(v, case, Round::Committee, &exclude).await? == 0 {
+                return finish(v, case, Status::Disputed).await;
+            }
+            tracing::info!(paperwork = %case.paperwork, "a check failed: escalated to a committee");
+            Ok(())
+        }
+        Some(Verdict::Fail) => finish(v, case, Status::Disputed).await,
+        Some(Verdict::Inconclusive) | None => {
+            let checks = case.rounds.iter().filter(|r| r.round == Round::Check).count();
+            let mut exclude = checkers;
+            exclude.push(case.node_key);
+            if checks < 2 && open_round(v, case, Round::Check, &exclude).await? > 0 {
+                return Ok(());
+            }
+            finish(v, case, Status::Inconclusive).await
+        }
+    }
+}
+
+async fn decide_committee(v: &Validation, case: &mut Case, votes: Vec<Attestation>) -> Result<(), String> {
+    let convicting: Vec<(&Attestation, String)> = votes
+        .iter()
+        .filter_map(|a| objective_code(a).map(|c| (a, c)))
+        .collect();
+    if convicting.len() >= v.rules.convict_threshold.max(1) {
+        let mut codes: Vec<&str> = convicting.iter().map(|(_, c)| c.as_str()).collect();
+        codes.sort_unstable();
+        let code = codes
+            .iter()
+            .max_by_key(|c| codes.iter().filter(|d| d == c).count())
+            .map(|c| (*c).to_owned());
+        let rewarded: Vec<NodeKeyId> = convicting
+            .iter()
+            .map(|(a, _)| a.validator.node_key_id())
+            .collect();
+        return convict(v, case, code, &rewarded).await;
+    }
+    let all_pass = !votes.is_empty() && votes.iter().all(|a| a.verdict == Verdict::Pass);
+    finish(
+        v,
+        case,
+        if all_pass {
+            Status::Passed
+        } else {
+            Status::Disputed
+        },
+    )
+    .await
+}
+
+async fn finish(v: &Validation, case: &mut Case, status: Status) -> Result<(), String> {
+    case.status = status;
+    if status == Status::Passed {
+        let delta = WorkerStats {
+            checks: 1,
+            ..WorkerStats::default()
+        };
+        v.store
+            .bump_worker(case.node_key, delta)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    tracing::info!(paperwork = %case.paperwork, status = status.as_str(), "validation decided");
+    Ok(())
+}
+
+/// A conviction: the worker's stake slashed (the convicting validators rewarded from it), the
+/// paperwork void, the client refunded, the worker suspended.
+async fn convict(
+    v: &Validation,
+    case: &mut Case,
+    code: Option<String>,
+    rewarded: &[NodeKeyId],
+) -> Result<(), String> {
+    case.status = Status::Convicted;
+    case.code = code.clone();
+    // Written first: from here filing refuses the paperwork for good.
+    v.put(case).await?;
+    money::slash(v, case.node_key, case.paperwork, "convicted", code, rewarded).await?;
+    money::refund(v, case.paperwork).await?;
+    v.suspend(case.node_key).await.map_err(|e| e.to_string())?;
+    let delta = WorkerStats {
+        convictions: 1,
+        ..WorkerStats::default()
+    };
+    v.store
+        .bump_worker(case.node_key, delta)
+        .await
+        .map_err(|e| e.to_string())?;
+    tracing::warn!(paperwork = %case.paperwork, node = %case.node_key, "convicted by a committee");
+    Ok(())
+}

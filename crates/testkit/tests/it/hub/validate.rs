@@ -1,0 +1,606 @@
+//! Validation end to end: a worker node on a committing fixture backend, scripted validators that
+//! sign their own requests with bonded keys (no model needed), and the hub deciding, slashing and
+//! refunding through its ledger.
+
+use std::sync::{Arc, Mutex};
+
+use futures_util::future::BoxFuture;
+use serde_json::{json, Value};
+use stacknet_api::types::{Assignment, Assignments, AttestationList, Round, ValidationAck};
+use stacknet_hub::rules::credits;
+use stacknet_hub::validate::envelope::pinned_sha256;
+use stacknet_hub::validate::rounds::commit_digest;
+use stacknet_ledger::{AccountId, Reason, Transfer, TransferId};
+use stacknet_node::backend::{Backend, BackendError, BackendOutcome, BackendTask, Committed};
+use stacknet_node::settlement::{file_wallet, HubClient};
+use stacknet_protocol::attestation::{Attestation, CheckResult, Verdict};
+use stacknet_protocol::contract::{Usage, Workload};
+use stacknet_protocol::filing::{NodeAction, NodeRequest};
+use stacknet_protocol::paperwork::{tokens_sha256, BackendInfo, Commitment, Sampling, SAMPLER_V1};
+use stacknet_protocol::wire::ModelOffer;
+use stacknet_protocol::{Amount, Nonce, SecretKey, Sha256Digest, Signed, Timestamp};
+use stacknet_testkit::mock_upstream::Script;
+use stacknet_testkit::network::TestNetwork;
+use tokio::sync::mpsc;
+
+use super::client;
+use super::money::{admin, ledger, on_both_stores, posted, Db};
+
+const MODEL: &str = "smollm2-135m-instruct";
+const TOKENS: [u32; 3] = [7, 8, 2];
+
+/// How the fixture lies, if it does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Lie {
+    None,
+    /// Claims another file's sha256 under the pinned model.
+    WrongSha,
+    /// Sends token ids that do not hash to its commitment.
+    OtherTokens,
+}
+
+/// A built-in text backend as the hub sees one: `llama.cpp`, the pinned SmolLM2, a commitment to
+/// the token ids it sends. It runs no model; what it says is scripted.
+struct Committing {
+    lie: Mutex<Lie>,
+}
+
+impl Committing {
+    fn new() -> Arc<Self> {
+        Arc::new(Self {
+            lie: Mutex::new(Lie::None),
+        })
+    }
+
+    fn lie(&self, lie: Lie) {
+        *self.lie.lock().unwrap() = lie;
+    }
+}
+
+impl Backend for Committing {
+    fn models(&self) -> Vec<ModelOffer> {
+        vec![ModelOffer {
+            name: MODEL.to_owned(),
+            workloads: vec![Workload::Chat],
+            backend: "llama.cpp".to_owned(),
+            model_sha256: None,
+        }]
+    }
+
+    fn execute(
+        &self,
+        task: BackendTask,
+        chunks: mpsc::Sender<Value>,
+    ) -> BoxFuture<'static, Result<BackendOutcome, BackendError>> {
+        let lie = *self.lie.lock().unwrap();
+        Box::pin(async move {
+            let chunk = json!({"choices": [{"index": 0,
+                "delta": {"role": "assistant", "content": "hello there"}, "finish_reason": "stop"}]});
+            chunks
+                .send(chunk)
+                .await
+                .map_err(|_| BackendError::Malformed("the runtime went away".into()))?;
+            let sha = match lie {
+                Lie::WrongSha => Some(Sha256Digest::of(b"another model file")),
+                _ => pinned_sha256(MODEL),
+            };
+            let commitment = Commitment {
+                output_tokens_sha256: tokens_sha256(&TOKENS),
+                output_token_count: TOKENS.len() as u64,
+                finish_reason: "stop".into(),
+                sampling: Sampling {
+                    sampler: SAMPLER_V1.into(),
+                    temperature_milli: 0,
+                    top_p_milli: 1000,
+                    seed: 0,
+                    max_tokens: 16,
+                },
+            };
+            let tokens = if lie == Lie::OtherTokens {
+                vec![7, 8, 9]
+            } else {
+                TOKENS.to_vec()
+            };
+            Ok(BackendOutcome {
+                usage: Some(Usage {
+                    input_tokens: 4,
+                    output_tokens: 3,
+                    units: 0,
+                }),
+                info: BackendInfo {
+                    id: "llama.cpp".into(),
+                    version: "test".into(),
+                    model: task.model,
+                    model_sha256: sha,
+                },
+                warm: false,
+                files: Vec::new(),
+                committed: Some(Committed { commitment, tokens }),
+            })
+        })
+    }
+}
+
+/// 1 credit per request: easy amounts to follow.
+const PRICE_PER_REQUEST: i64 = 1_000_000;
+
+async fn network(
+    db: &Db,
+    adjust: impl FnOnce(&mut stacknet_hub::HubConfig),
+) -> (TestNetwork, Arc<Committing>) {
+    let mut net = TestNetwork::start_without_nodes(Script::text("unused"), |c| {
+        db.apply(c);
+        c.challenge_window_ms = 0;
+        adjust(c);
+    })
+    .await;
+    let backend = Committing::new();
+    net.add_backend_node(backend.clone()).await;
+    let resp = admin(
+        &net,
+        "/prices",
+        json!({"model": MODEL, "input_per_mtok": "0", "output_per_mtok": "0",
+               "per_request": PRICE_PER_REQUEST.to_string()}),
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    super::money::topup(&net, 100 * PRICE_PER_REQUEST).await;
+    fund(&net, AccountId::treasury(), credits(100).micros(), "treasury").await;
+    (net, backend)
+}
+
+/// Moves `micros` from the outside world into `account` (a bond, before the stake endpoint).
+async fn fund(net: &TestNetwork, account: AccountId, micros: i64, tag: &str) {
+    let t = Transfer::posted(
+        TransferId::new(&format!("test:{tag}:{}", hex::encode(Nonce::random().0))).unwrap(),
+        AccountId::external("topup").unwrap(),
+        account,
+        Amount::from_micros(micros),
+        Reason::StakeBond,
+    );
+    ledger(net).create_transfers(vec![t.into()]).await.unwrap();
+}
+
+async fn chat(net: &TestNetwork) -> reqwest::Response {
+    let body = json!({"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 16});
+    super::post_chat(net, &body).await
+}
+
+fn worker(net: &TestNetwork) -> stacknet_protocol::NodeKeyId {
+    net.nodes[0].node.node_key_id()
+}
+
+/// A validator run by the test: its own bonded key, signing its own requests.
+struct Validator {
+    key: SecretKey,
+}
+
+impl Validator {
+    async fn bonded(net: &TestNetwork) -> Self {
+        let key = SecretKey::generate();
+        let id = key.public_key().node_key_id();
+        fund(net, AccountId::stake(id), credits(10_000).micros(), "bond").await;
+        let v = Self { key };
+        v.assignments(net).await;
+        v
+    }
+
+    fn id(&self) -> stacknet_protocol::NodeKeyId {
+        self.key.public_key().node_key_id()
+    }
+
+    async fn send(&self, net: &TestNetwork, action: NodeAction) -> reqwest::Response {
+        let req = NodeRequest {
+            node_key: self.key.public_key(),
+            hub: net.hub.hub.state.hub_key.public_key(),
+            action,
+            created_at: Timestamp::now(),
+            nonce: Nonce::random(),
+        };
+        client()
+            .post(format!("{}{}", net.hub.url(), stacknet_api::paths::VALIDATION))
+            .json(&Signed::sign(req, &self.key).unwrap())
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn assignments(&self, net: &TestNetwork) -> Assignments {
+        let resp = self.send(net, NodeAction::Assignments).await;
+        assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+        resp.json().await.unwrap()
+    }
+
+    fn attest(&self, a: &Assignment, verdict: Verdict, code: Option<&str>) -> Signed<Attestation> {
+        let body = Attestation {
+            paperwork: a.paperwork_id,
+            contract: a.paperwork.body.contract.body.id,
+            node_key: a.paperwork.body.node_key.node_key_id(),
+            validator: self.key.public_key(),
+            verdict,
+            checks: vec![CheckResult {
+                name: "scripted".into(),
+                passed: verdict == Verdict::Pass,
+                score_ppm: None,
+                detail: String::new(),
+                inconclusive: verdict == Verdict::Inconclusive,
+                code: code.map(str::to_owned),
+                evidence: Vec::new(),
+            }],
+            created_at: Timestamp::now(),
+        };
+        Signed::sign(body, &self.key).unwrap()
+    }
+
+    async fn commit(
+        &self,
+        net: &TestNetwork,
+        att: &Signed<Attestation>,
+        salt: &[u8; 32],
+    ) -> reqwest::Response {
+        let digest = commit_digest(salt, att).unwrap();
+        self.send(
+            net,
+            NodeAction::Commit {
+                paperwork: att.body.paperwork,
+                digest,
+            },
+        )
+        .await
+    }
+
+    async fn reveal(
+        &self,
+        net: &TestNetwork,
+        att: &Signed<Attestation>,
+        salt: &[u8; 32],
+    ) -> reqwest::Response {
+        self.send(
+            net,
+            NodeAction::Reveal {
+                attestation: Box::new(att.clone()),
+                salt: hex::encode(salt),
+            },
+        )
+        .await
+    }
+
+    /// Commits to `verdict` on its one assignment and returns the attestation and salt.
+    async fn commit_to(
+        &self,
+        net: &TestNetwork,
+        verdict: Verdict,
+        code: Option<&str>,
+    ) -> (Signed<Attestation>, [u8; 32]) {
+        let list = self.assignments(net).await;
+        assert_eq!(list.assignments.len(), 1, "{:?}", list.assignments);
+        let att = self.attest(&list.assignments[0], verdict, code);
+        let salt: [u8; 32] = rand_salt();
+        let resp = self.commit(net, &att, &salt).await;
+        assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+        (att, salt)
+    }
+}
+
+fn rand_salt() -> [u8; 32] {
+    let mut s = [0u8; 32];
+    s[..16].copy_from_slice(&Nonce::random().0);
+    s[16..].copy_from_slice(&Nonce::random().0);
+    s
+}
+
+async fn ack(resp: reqwest::Response) -> ValidationAck {
+    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    resp.json().await.unwrap()
+}
+
+async fn error_message(resp: reqwest::Response, status: u16) -> String {
+    assert_eq!(resp.status(), status);
+    let v: Value = resp.json().await.unwrap();
+    v["error"]["message"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn paperwork_claiming_another_model_file_or_other_tokens_is_refused_and_not_billed() {
+    let (net, backend) = network(&Db::Sqlite, |_| {}).await;
+    let stack = AccountId::stack(net.stack);
+    let before = posted(&net, stack.clone()).await;
+    backend.lie(Lie::WrongSha);
+    let msg = error_message(chat(&net).await, 502).await;
+    assert!(
+        msg.contains("C0_envelope") && msg.contains("pinned to sha256"),
+        "{msg}"
+    );
+    backend.lie(Lie::OtherTokens);
+    let msg = error_message(chat(&net).await, 502).await;
+    assert!(
+        msg.contains("C0_envelope") && msg.contains("do not hash to the commitment"),
+        "{msg}"
+    );
+    net.hub.hub.state.writer.flush().await;
+    assert_eq!(posted(&net, stack.clone()).await, before, "nothing billed");
+    backend.lie(Lie::None);
+    assert_eq!(chat(&net).await.status(), 200);
+    net.hub.hub.state.writer.flush().await;
+    assert_eq!(posted(&net, stack).await, before - PRICE_PER_REQUEST);
+}
+
+#[tokio::test]
+async fn a_new_workers_first_tasks_are_all_assigned_with_their_material() {
+    let (net, _) = network(&Db::Sqlite, |_| {}).await;
+    let v = Validator::bonded(&net).await;
+    for _ in 0..3 {
+        assert_eq!(chat(&net).await.status(), 200);
+    }
+    net.hub.hub.state.writer.flush().await;
+    let list = v.assignments(&net).await;
+    assert_eq!(list.assignments.len(), 3);
+    for a in &list.assignments {
+        assert_eq!(a.round, Round::Check);
+        assert_eq!(a.output_tokens.as_deref(), Some(TOKENS.as_slice()));
+        assert_eq!(a.required_model_sha256, pinned_sha256(MODEL));
+        assert_eq!(a.request["messages"][0]["content"], "hi");
+        assert_eq!(a.output[0]["message"]["content"], "hello there", "{}", a.output);
+    }
+    // Under validation: filing waits.
+    let node = &net.nodes[0];
+    let hub = HubClient::connect(&net.hub.url()).await.unwrap();
+    let verdicts = file_wallet(&hub, &node.key, node.node.wallet()).await.unwrap();
+    assert_eq!(verdicts.len(), 3);
+    assert!(
+        verdicts
+            .iter()
+            .all(|v| v.reason().is_some_and(|r| r.contains("under validation"))),
+        "{verdicts:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_reveal_must_follow_its_commit_and_match_it_and_a_pass_lets_the_task_be_filed() {
+    let (net, _) = network(&Db::Sqlite, |_| {}).await;
+    let v = Validator::bonded(&net).await;
+    assert_eq!(chat(&net).await.status(), 200);
+    net.hub.hub.state.writer.flush().await;
+    let list = v.assignments(&net).await;
+    let att = v.attest(&list.assignments[0], Verdict::Pass, None);
+    let salt = rand_salt();
+    let msg = error_message(v.reveal(&net, &att, &salt).await, 409).await;
+    assert!(msg.contains("no commit"), "{msg}");
+    ack(v.commit(&net, &att, &salt).await).await;
+    assert_eq!(v.assignments(&net).await.reveal, vec![att.body.paperwork]);
+    let msg = error_message(v.reveal(&net, &att, &rand_salt()).await, 400).await;
+    assert!(msg.contains("do not match the commit"), "{msg}");
+    assert_eq!(ack(v.reveal(&net, &att, &salt).await).await.status, "passed");
+    // The verification fee was paid, and the task may now be filed.
+    assert_eq!(posted(&net, AccountId::node(v.id())).await, 1_000);
+    let node = &net.nodes[0];
+    let hub = HubClient::connect(&net.hub.url()).await.unwrap();
+    let verdicts = file_wallet(&hub, &node.key, node.node.wallet()).await.unwrap();
+    assert_eq!(verdicts[0].status(), "settled", "{verdicts:?}");
+    let list: AttestationList = client()
+        .get(format!(
+            "{}{}?node={}",
+            net.hub.url(),
+            stacknet_api::paths::ATTESTATIONS,
+            worker(&net)
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list.tasks.len(), 1);
+    assert_eq!(list.tasks[0].status, "passed");
+    assert_eq!(list.tasks[0].attestations, vec![att]);
+}
+
+#[tokio::test]
+async fn a_second_different_commit_is_equivocation_and_slashes_the_validator() {
+    let (net, _) = network(&Db::Sqlite, |_| {}).await;
+    let v = Validator::bonded(&net).await;
+    assert_eq!(chat(&net).await.status(), 200);
+    net.hub.hub.state.writer.flush().await;
+    let (att, salt) = v.commit_to(&net, Verdict::Pass, None).await;
+    ack(v.commit(&net, &att, &salt).await).await;
+    let msg = error_message(v.commit(&net, &att, &rand_salt()).await, 409).await;
+    assert!(msg.contains("equivocation"), "{msg}");
+    let stake = posted(&net, AccountId::stake(v.id())).await;
+    assert_eq!(stake, credits(9_000).micros());
+    let list: AttestationList = client()
+        .get(format!("{}{}", net.hub.url(), stacknet_api::paths::ATTESTATIONS))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list.slashes.len(), 1);
+    assert_eq!(list.slashes[0].reason, "equivocation");
+    assert_eq!(list.slashes[0].node_key, v.id());
+}
+
+on_both_stores!(a_three_of_five_committee_convicts_and_moves_exactly_the_right_amounts);
+
+async fn a_three_of_five_committee_convicts_and_moves_exactly_the_right_amounts(db: Db) {
+    let (mut net, _) = network(&db, |_| {}).await;
+    let bond = credits(1_000).micros();
+    fund(&net, AccountId::stake(worker(&net)), bond, "worker").await;
+    let validators = {
+        let mut vs = Vec::new();
+        for _ in 0..6 {
+            vs.push(Validator::bonded(&net).await);
+        }
+        vs
+    };
+    let stack = AccountId::stack(net.stack);
+    let before_stack = posted(&net, stack.clone()).await;
+    assert_eq!(chat(&net).await.status(), 200);
+    net.hub.hub.state.writer.flush().await;
+    assert_eq!(
+        posted(&net, stack.clone()).await,
+        before_stack - PRICE_PER_REQUEST
+    );
+    let treasury_before = posted(&net, AccountId::treasury()).await;
+
+    // The one checker fails it, citing C2: a committee of the five others is drawn.
+    let mut checker = None;
+    for v in &validators {
+        if !v.assignments(&net).await.assignments.is_empty() {
+            checker = Some(v);
+        }
+    }
+    let checker = checker.expect("one validator checks the task");
+    let (att, salt) = checker
+        .commit_to(&net, Verdict::Fail, Some("C2_termination"))
+        .await;
+    assert_eq!(
+        ack(checker.reveal(&net, &att, &salt).await).await.status,
+        "revealed"
+    );
+    let committee: Vec<&Validator> = validators.iter().filter(|v| v.id() != checker.id()).collect();
+    let mut votes = Vec::new();
+    for (i, v) in committee.iter().enumerate() {
+        let (verdict, code) = if i < 3 {
+            (Verdict::Fail, Some("C3_teacher_forced"))
+        } else {
+            (Verdict::Pass, None)
+        };
+        let list = v.assignments(&net).await;
+        assert_eq!(list.assignments[0].round, Round::Committee);
+        // Nobody may reveal before every member committed.
+        let (a, s) = v.commit_to(&net, verdict, code).await;
+        if i == 0 {
+            let msg = error_message(v.reveal(&net, &a, &s).await, 409).await;
+            assert!(msg.contains("every member committed"), "{msg}");
+        }
+        votes.push((v, a, s));
+    }
+    let mut last = String::new();
+    for (v, a, s) in &votes {
+        last = ack(v.reveal(&net, a, s).await).await.status;
+    }
+    assert_eq!(last, "convicted");
+
+    // The worker loses 10% of its bond; 10% of that goes to the three convicting validators.
+    let slashed = bond / 10;
+    let reward = slashed / 10 / 3;
+    assert_eq!(posted(&net, AccountId::stake(worker(&net))).await, bond - slashed);
+    let fee = 1_000;
+    assert_eq!(posted(&net, AccountId::node(checker.id())).await, fee);
+    for (i, (v, _, _)) in votes.iter().enumerate() {
+        let expected = if i < 3 { fee + reward } else { fee };
+        assert_eq!(posted(&net, AccountId::node(v.id())).await, expected);
+    }
+    assert_eq!(
+        posted(&net, AccountId::treasury()).await,
+        treasury_before + slashed - 3 * reward - 6 * fee
+    );
+    // The client gets its money back.
+    assert_eq!(posted(&net, stack).await, before_stack);
+    // The paperwork is void: never filable.
+    let node = &net.nodes[0];
+    let hub = HubClient::connect(&net.hub.url()).await.unwrap();
+    let verdicts = file_wallet(&hub, &node.key, node.node.wallet()).await.unwrap();
+    assert!(verdicts[0].verdict.is_final_refusal(), "{verdicts:?}");
+    assert!(verdicts[0].reason().unwrap().contains("void"), "{verdicts:?}");
+    // Suspended: no more tasks, also after a restart.
+    assert_eq!(chat(&net).await.status(), 503);
+    net.restart_hub().await;
+    net.wait_connected(&net.nodes[0]).await;
+    assert_eq!(chat(&net).await.status(), 503);
+    let totals = ledger(&net).sum_check().await.unwrap();
+    assert!(totals.is_balanced(), "{totals:?}");
+}
+
+#[tokio::test]
+async fn canaries_slash_a_validator_that_passes_a_known_bad_task_or_fails_a_known_good_one() {
+    let (net, _) = network(&Db::Sqlite, |c| {
+        c.rules.canary_every = 1;
+        c.challenge_window_ms = 3_600_000;
+    })
+    .await;
+    // Tasks done before any validator exists are not checked, and stay kept for canaries.
+    assert_eq!(chat(&net).await.status(), 200);
+    assert_eq!(chat(&net).await.status(), 200);
+    net.hub.hub.state.writer.flush().await;
+    let node = &net.nodes[0];
+    let ids: Vec<_> = node
+        .node
+        .wallet()
+        .list()
+        .await
+        .unwrap()
+        .iter()
+        .map(|d| d.id().unwrap())
+        .collect();
+    for (id, expected) in ids.iter().zip(["fail", "pass"]) {
+        let resp = admin(
+            &net,
+            "/canaries",
+            json!({"paperwork_id": id, "expected": expected}),
+        )
+        .await;
+        assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    }
+    let lazy = Validator::bonded(&net).await;
+    let hostile = Validator::bonded(&net).await;
+    let honest = Validator::bonded(&net).await;
+    // Twice the minimum: a slashed validator stays eligible, and is handed the other canary too.
+    for v in [&lazy, &hostile, &honest] {
+        fund(&net, AccountId::stake(v.id()), credits(10_000).micros(), "bond").await;
+    }
+    // Each asks until it has been handed both canaries (one per ask at most), and answers as it does.
+    for (v, answer) in [
+        (&lazy, Some(Verdict::Pass)),
+        (&hostile, Some(Verdict::Fail)),
+        (&honest, None),
+    ] {
+        let mut answered = 0;
+        while answered < 2 {
+            let list = v.assignments(&net).await;
+            assert!(!list.assignments.is_empty(), "a canary is due at every ask");
+            for a in &list.assignments {
+                let truth = if a.paperwork_id == ids[0] {
+                    Verdict::Fail
+                } else {
+                    Verdict::Pass
+                };
+                let verdict = answer.unwrap_or(truth);
+                let code = (verdict == Verdict::Fail).then_some("C3_teacher_forced");
+                let att = v.attest(a, verdict, code);
+                let salt = rand_salt();
+                ack(v.commit(&net, &att, &salt).await).await;
+                ack(v.reveal(&net, &att, &salt).await).await;
+                answered += 1;
+            }
+        }
+        assert!(
+            v.assignments(&net).await.assignments.is_empty(),
+            "only two canaries exist"
+        );
+    }
+    let nine_tenths = credits(18_000).micros();
+    assert_eq!(posted(&net, AccountId::stake(lazy.id())).await, nine_tenths);
+    assert_eq!(posted(&net, AccountId::stake(hostile.id())).await, nine_tenths);
+    assert_eq!(
+        posted(&net, AccountId::stake(honest.id())).await,
+        credits(20_000).micros()
+    );
+    let slashes = net.hub.hub.state.store.slashes(None).await.unwrap();
+    let reasons: Vec<(_, &str)> = slashes.iter().map(|s| (s.node_key, s.reason.as_str())).collect();
+    assert_eq!(
+        reasons,
+        vec![(lazy.id(), "canary_pass"), (hostile.id(), "canary_fail")]
+    );
+    // Canaries are never shown as outcomes.
+    let list: AttestationList = client()
+        .get(format!("{}{}", net.hub.url(), stacknet_api::paths::ATTESTATIONS))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(list.tasks.is_empty());
+}
