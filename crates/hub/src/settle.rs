@@ -162,7 +162,10 @@ pub async fn stack_statement(
 
 /// Checks a Node Key request: its signature, that it is addressed to this hub, its time, and that
 /// its nonce was never used (a replayed request is refused).
-async fn check_node_request(state: &AppState, req: &Signed<NodeRequest>) -> Result<NodeKeyId, ApiError> {
+pub(crate) async fn check_node_request(
+    state: &AppState,
+    req: &Signed<NodeRequest>,
+) -> Result<NodeKeyId, ApiError> {
     req.verify(&req.body.node_key)
         .map_err(|e| ApiError::BadSignature(e.to_string()))?;
     fresh(
@@ -215,7 +218,7 @@ async fn fresh(
     Ok(())
 }
 
-fn signed_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+pub(crate) fn signed_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|e| ApiError::MalformedJson(e.to_string()))
 }
 

@@ -70,3 +70,17 @@ pub use stacknet_api::types::PayoutState;
 /// A payout as the store keeps it: exactly the API's payout (the redeem answer, a statement's
 /// line), so the two cannot drift apart.
 pub use stacknet_api::types::Payout as PayoutRecord;
+
+/// Stake a key is unbonding: slashable until `withdrawable_at`, then the key's to withdraw. `id` is
+/// the ledger transfer that moved it to the key's unbonding account; its withdrawal's transfer id
+/// derives from it, so a withdrawal sent twice moves it once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnbondingRecord {
+    pub id: String,
+    pub node_key: NodeKeyId,
+    pub amount: Amount,
+    pub created_at: Timestamp,
+    pub withdrawable_at: Timestamp,
+    /// When it went back to the key's earnings.
+    pub withdrawn_at: Option<Timestamp>,
+}
