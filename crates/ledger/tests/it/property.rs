@@ -1,7 +1,7 @@
 //! Random sequences of what the hub does with money (top-up, hold, capture, void, expire, filing with
 //! its split and warm bonus, payout, confirmed and failed payout, bond, unbond and withdraw, replays
-//! and reused ids), each from empty books but for the stacks' funding. After every batch and every
-//! expiry: the books balance, nothing is below its floor, the open holds equal the escrow's pending
+//! and reused ids), each from empty books but for the stacks' and nodes' funding. After every batch
+//! and every expiry: the books balance, nothing is below its floor, the open holds equal the escrow's pending
 //! credits, the escrow holds exactly the captured cost not yet filed, each payout-pending account
 //! holds exactly its open payouts, each stake and unbonding account exactly what its bond, unbond
 //! and withdraw transfers moved, and the store agrees with the naive model in `model.rs`, outcome for outcome, refusal for

@@ -274,9 +274,15 @@ impl World {
         id(&format!("{kind}:{n}"))
     }
 
-    /// Every sequence starts with its stacks funded, so that most of what follows can succeed.
+    /// Every sequence starts with its stacks and nodes funded, so that most of what follows can succeed.
     pub fn funding(&mut self) -> Batch {
-        let entries = (0..STACKS).map(|s| self.topup(s, 1_000)).collect();
+        // Nodes' earnings too, so that bonds can move from the start.
+        let nodes = (STACKS + 1..=STACKS + NODES).map(|n| (n, 300));
+        let entries = (0..STACKS)
+            .map(|s| (s, 1_000))
+            .chain(nodes)
+            .map(|(to, amount)| self.topup(to, amount))
+            .collect();
         batch("fund", entries, Expect::Applied)
     }
 

@@ -21,11 +21,22 @@ pub enum Move {
 }
 
 impl World {
-    /// `permille` of node `node`'s available balance in the account a `kind` move debits (at least
-    /// 1, so an empty account is asked for something and refuses); a withdrawal takes all of it,
-    /// and none when there is nothing to withdraw.
+    /// `permille` of a node's available balance in the account a `kind` move debits (at least 1, so
+    /// an empty account is asked for something and refuses); a withdrawal takes all of it, and none
+    /// when there is nothing to withdraw.
     pub fn stake_move(&mut self, kind: Move, node: usize, permille: u16, model: &Model) -> Option<Batch> {
-        let nk = self.nodes[node % self.nodes.len()];
+        // The first node from `node` on with something to move (as the hub's callers mostly have),
+        // else `node` itself, whose empty account refuses.
+        let debit_of = |nk: NodeKeyId| match kind {
+            Move::Bond => AccountId::node(nk),
+            Move::Unbond => AccountId::stake(nk),
+            Move::Withdraw => AccountId::unbonding(nk),
+        };
+        let count = self.nodes.len();
+        let nk = (0..count)
+            .map(|i| self.nodes[(node + i) % count])
+            .find(|nk| model.available(&debit_of(*nk)) > 0)
+            .unwrap_or(self.nodes[node % count]);
         let (debit, credit, reason, label) = match kind {
             Move::Bond => (
                 AccountId::node(nk),
