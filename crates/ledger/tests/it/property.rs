@@ -1,11 +1,11 @@
-//! Random sequences of what the hub does with money (top-up, hold, capture, void, expire, filing with
-//! its split and warm bonus, payout, confirmed and failed payout, bond, unbond and withdraw, replays
-//! and reused ids), each from empty books but for the stacks' and nodes' funding. After every batch
-//! and every expiry: the books balance, nothing is below its floor, the open holds equal the escrow's pending
-//! credits, the escrow holds exactly the captured cost not yet filed, each payout-pending account
-//! holds exactly its open payouts, each stake and unbonding account exactly what its bond, unbond
-//! and withdraw transfers moved, and the store agrees with the naive model in `model.rs`, outcome for outcome, refusal for
-//! refusal, balance for balance.
+//! Random sequences of what the hub does with money (top-up, hold, capture, void, expire, filing
+//! with its split and warm bonus, payout, confirmed and failed payout, bond, unbond and withdraw,
+//! replays and reused ids), each from empty books but for the stacks' and nodes' funding. After
+//! every batch and every expiry: the books balance, nothing is below its floor, the open holds
+//! equal the escrow's pending credits, the escrow holds exactly the captured cost not yet filed,
+//! each payout-pending account holds exactly its open payouts, each stake and unbonding account
+//! exactly what its bond, unbond and withdraw transfers moved, and the store agrees with the naive
+//! model in `model.rs`, outcome for outcome, refusal for refusal, balance for balance.
 //!
 //! Size: `CASES` sequences per backend, one per proptest case, each of 1 to `MAX_STEPS` operations, on
 //! one database wiped between cases (a fresh file or schema per case would cost more than the case).
