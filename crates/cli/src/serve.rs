@@ -7,13 +7,14 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use clap::Args;
 use rand_core::RngCore;
+use stacknet_hub::rules::NetworkRules;
 use stacknet_hub::{Hub, HubConfig};
 use stacknet_node::config::{
     ApiKey, BackendConfig, EmbeddingsBackendConfig, LlamaBackendConfig, NodeConfig, UpstreamConfig,
 };
 use stacknet_node::models::ModelStore;
 use stacknet_protocol::keystore::restrict_to_owner;
-use stacknet_protocol::{StackId, Timestamp};
+use stacknet_protocol::{Amount, StackId, Timestamp};
 
 use crate::keystore::default_data_dir;
 
@@ -77,6 +78,16 @@ pub struct MoneyArgs {
     /// Wait before the second delivery attempt, in milliseconds; doubled each time.
     #[arg(long, env = "STACKNET_PAYOUT_BACKOFF_MS", default_value_t = 1_000)]
     pub payout_backoff_ms: u64,
+    /// Micro-credits a node must have bonded to be routed tasks; 0 routes to every node (a private hub).
+    #[arg(long, env = "STACKNET_MIN_WORKER_BOND", default_value_t = NetworkRules::default().min_worker_bond.micros())]
+    pub min_worker_bond: i64,
+    /// Micro-credits a validator must have bonded for its attestations to count.
+    #[arg(long, env = "STACKNET_MIN_VALIDATOR_BOND", default_value_t = NetworkRules::default().min_validator_bond.micros())]
+    pub min_validator_bond: i64,
+    /// How long unbonded stake stays slashable before its key can withdraw it, in milliseconds.
+    #[arg(long = "unbonding-period-ms", alias = "unbonding-period", env = "STACKNET_UNBONDING_PERIOD_MS",
+          default_value_t = stacknet_hub::rules::DEFAULT_UNBONDING_PERIOD_MS)]
+    pub unbonding_period_ms: u64,
 }
 
 impl HubArgs {
@@ -95,6 +106,13 @@ impl HubArgs {
         config.hold_grace_ms = self.money.hold_grace_ms;
         config.default_max_output_tokens = self.money.default_max_output_tokens;
         config.payments_webhook_secret = self.money.payments_webhook_secret.clone();
+        anyhow::ensure!(
+            self.money.min_worker_bond >= 0 && self.money.min_validator_bond >= 0,
+            "--min-worker-bond and --min-validator-bond must not be negative"
+        );
+        config.rules.min_worker_bond = Amount::from_micros(self.money.min_worker_bond);
+        config.rules.min_validator_bond = Amount::from_micros(self.money.min_validator_bond);
+        config.rules.unbonding_period_ms = self.money.unbonding_period_ms;
         config.payout_rail = match (&self.money.payout_webhook_url, &self.money.payout_webhook_secret) {
             (Some(url), Some(secret)) => Some(stacknet_hub::PayoutRail {
                 url: url.clone(),
@@ -390,6 +408,11 @@ pub async fn up(args: UpArgs) -> Result<()> {
     if let Some(c) = args.upstream.max_concurrency {
         options.max_concurrency = c;
     }
+    // `up`'s node is the hub operator's own: it is granted and bonds the minimum worker bond, so
+    // the hub routes to it as to any bonded node.
+    stacknet_hub::stake::auto_bond(&hub.state, key.public_key().node_key_id())
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot bond the node: {e}"))?;
     let node = stacknet_node::Node::new(key, wallet, backend, options)?;
 
     let base_url = format!("OPENAI_BASE_URL=http://{addr}/v1");

@@ -1,15 +1,16 @@
 //! The admin API (`/stacknet/v1/admin/...`, admin token as bearer): Stacks and their API keys,
-//! model prices, top-ups.
+//! model prices, top-ups (of Stacks, the treasury and Node Keys' earnings).
 
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::Json;
+use stacknet_api::types::NodeTopUp;
 use stacknet_api::types::{Balance, NewKey, Price, PriceList, RevokedKey, Stack, StackList, TopUpAnswer};
 /// The admin API's request bodies, kept here under their old paths for the hub's own callers.
 pub use stacknet_api::types::{NewStack, SetPrice, TopUp};
 use stacknet_ledger::{AccountId, LedgerError, Reason, Transfer, TransferId};
 use stacknet_protocol::contract::PriceTerms;
-use stacknet_protocol::{Amount, StackId, Timestamp};
+use stacknet_protocol::{Amount, NodeKeyId, StackId, Timestamp};
 
 use crate::auth::{self, bearer, hash_key};
 use crate::error::ApiError;
@@ -181,9 +182,41 @@ pub async fn topup_treasury(
     Ok(Json(credit(&state, AccountId::treasury(), req, "admin").await?))
 }
 
+/// `POST /stacknet/v1/admin/nodes/{id}/topup`: credits a Node Key's earnings from `external:topup`
+/// (so it can bond), applied once per `reference`.
+pub async fn topup_node(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(node): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<TopUpAnswer>, ApiError> {
+    check_admin(&state, &headers)?;
+    let node: NodeKeyId = node
+        .parse()
+        .map_err(|e: stacknet_protocol::IdError| ApiError::invalid("id", e.to_string()))?;
+    let req: NodeTopUp = json_body(&body)?;
+    let topup = TopUp {
+        amount: req.amount,
+        id: Some(req.reference),
+    };
+    Ok(Json(credit(&state, AccountId::node(node), topup, "node").await?))
+}
+
 /// Moves `req.amount` from the outside world into `account`, idempotently by id.
 pub(crate) async fn credit(
     state: &AppState,
+    account: AccountId,
+    req: TopUp,
+    source: &str,
+) -> Result<TopUpAnswer, ApiError> {
+    let world = AccountId::external("topup").map_err(ApiError::internal)?;
+    credit_from(state, world, account, req, source).await
+}
+
+/// As [`credit`], through the outside world's door `world` (`external:...`).
+pub(crate) async fn credit_from(
+    state: &AppState,
+    world: AccountId,
     account: AccountId,
     req: TopUp,
     source: &str,
@@ -202,7 +235,7 @@ pub(crate) async fn credit(
         .map_err(|_| ApiError::invalid("id", "id must be 1 to 100 characters of A-Z a-z 0-9 _ - . :"))?;
     let transfer = Transfer::posted(
         transfer_id.clone(),
-        AccountId::external("topup").map_err(ApiError::internal)?,
+        world,
         account.clone(),
         req.amount,
         Reason::Topup,

@@ -39,6 +39,16 @@ pub enum ApiError {
     AtCapacity { limit: usize },
     #[error("No node is available to serve `{0}` right now. Retry shortly.")]
     NoNode(String),
+    #[error("No bonded node serves `{model}`: the nodes that serve it have less than the network's minimum worker bond of {min} micro-credits.")]
+    NoBondedNode {
+        model: String,
+        min: stacknet_protocol::Amount,
+    },
+    #[error("Insufficient earnings: {available} micro-credits available, {needed} needed. Earn or top up the node key's earnings first.")]
+    InsufficientEarnings {
+        available: stacknet_protocol::Amount,
+        needed: stacknet_protocol::Amount,
+    },
     #[error("The node's model server failed: {0}")]
     Upstream(String),
     #[error("The node failed: {0}")]
@@ -150,13 +160,15 @@ impl ApiError {
             }
             ApiError::MalformedJson(_) | ApiError::InvalidField { .. } => StatusCode::BAD_REQUEST,
             ApiError::UnknownModel(_) | ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::InsufficientBalance { .. } => StatusCode::PAYMENT_REQUIRED,
+            ApiError::InsufficientBalance { .. } | ApiError::InsufficientEarnings { .. } => {
+                StatusCode::PAYMENT_REQUIRED
+            }
             ApiError::BadSignature(_) => StatusCode::UNAUTHORIZED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::BodyTooLarge { .. } | ApiError::TaskTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Abandoned => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::AtCapacity { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::NoNode(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::NoNode(_) | ApiError::NoBondedNode { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Upstream(_) | ApiError::NodeFailed(_) => StatusCode::BAD_GATEWAY,
             ApiError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -175,6 +187,7 @@ impl ApiError {
             ApiError::UnknownModel(_) => ("invalid_request_error", Some("model_not_found")),
             ApiError::NotFound(_) => ("invalid_request_error", Some("not_found")),
             ApiError::InsufficientBalance { .. } => ("billing_error", Some("insufficient_balance")),
+            ApiError::InsufficientEarnings { .. } => ("billing_error", Some("insufficient_earnings")),
             ApiError::BadSignature(_) => ("invalid_request_error", Some("invalid_signature")),
             ApiError::Conflict(_) => ("invalid_request_error", Some("conflict")),
             ApiError::BodyTooLarge { .. } => ("invalid_request_error", Some("request_too_large")),
@@ -182,6 +195,7 @@ impl ApiError {
             ApiError::Abandoned => ("api_error", Some("task_abandoned")),
             ApiError::AtCapacity { .. } => ("rate_limit_error", Some("rate_limit_exceeded")),
             ApiError::NoNode(_) => ("service_unavailable_error", Some("no_node_available")),
+            ApiError::NoBondedNode { .. } => ("service_unavailable_error", Some("no_bonded_node")),
             ApiError::Upstream(_) => ("api_error", Some("upstream_error")),
             ApiError::NodeFailed(_) => ("api_error", Some("node_error")),
             ApiError::Timeout(_) => ("timeout_error", Some("timeout")),

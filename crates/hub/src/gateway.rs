@@ -116,6 +116,10 @@ where
     if sink.send(Message::Text(text.into())).await.is_err() {
         return;
     }
+    // The scheduler routes to the node only with its bond known: read it from the ledger first.
+    if let Err(e) = crate::stake::refresh_bond(&state, node.id).await {
+        tracing::warn!(node = %node.id, error = %e, "cannot read the node's bond; it gets no task until it moves");
+    }
     if let Some(old) = state.nodes.register(node.clone()) {
         old.fail_all();
     }

@@ -17,7 +17,8 @@
 //!   [`auth`] serves API-key checks from memory; [`admin`] creates Stacks and keys, sets prices, tops up.
 //! - [`money`] is the request path's money: prices, the escrow hold, the writer that logs accepted
 //!   paperwork and captures its cost; [`log`] is the paperwork Merkle log; [`settle`] is filing,
-//!   statements and redemption; [`payout`] delivers payout webhooks; [`webhook`] checks HMAC-signed
+//!   statements and redemption; [`stake`] moves bonds (the scheduler in [`nodes`] routes only to
+//!   bonded nodes); [`payout`] delivers payout webhooks; [`webhook`] checks HMAC-signed
 //!   webhooks from the payment provider.
 //! - [`error::ApiError`] is the one error type every client-visible failure maps to; a failure on the
 //!   hub's side keeps its cause, is logged with a request id, and reaches the client as that id.
@@ -37,6 +38,7 @@ pub mod payout;
 pub mod refresh;
 pub mod rules;
 pub mod settle;
+pub mod stake;
 pub mod store;
 pub mod task;
 pub mod validate;
@@ -325,6 +327,7 @@ impl Hub {
             )
             .await?,
         );
+        nodes.set_min_bond(config.rules.min_worker_bond);
         let state = AppState {
             inflight: Arc::new(Semaphore::new(config.max_concurrent_requests)),
             config: Arc::new(config),
@@ -373,6 +376,8 @@ impl Hub {
             .route(paths::ADMIN_KEY, delete(admin::revoke_key))
             .route(paths::ADMIN_STACK_TOPUP, post(admin::topup))
             .route(paths::ADMIN_TREASURY_TOPUP, post(admin::topup_treasury))
+            .route(paths::ADMIN_NODE_TOPUP, post(admin::topup_node))
+            .route(paths::STAKE, post(stake::stake))
             .route(
                 paths::ADMIN_PRICES,
                 get(admin::list_prices).post(admin::set_price),

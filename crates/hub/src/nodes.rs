@@ -13,11 +13,16 @@
 //! The gateway's reader hands a task its events without ever waiting for it ([`NodeHandle::deliver`]):
 //! a task's queue is bounded in bytes, not in events, and a task with more output waiting than that
 //! (its client reads slower than the node writes) is abandoned, cancelled at the node and failed, so
-//! one slow client never stops the reader and the node's other tasks. Counting bytes lets a burst
+//! one slow client never stops the reader and the node's other tasks.
+//!
+//! The scheduler routes only to nodes whose bonded stake reaches the network's minimum worker bond
+//! ([`Nodes::set_min_bond`]; zero turns the gate off): a node with less stays connected but gets no
+//! task. The bonded amounts are kept here, set from the ledger when a node connects and on every
+//! stake move ([`crate::stake`]). Counting bytes lets a burst
 //! of small chunks wait while a client catches up, and bounds what a stuck client can pin in memory.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -26,7 +31,7 @@ use serde_json::Value;
 use stacknet_protocol::contract::Workload;
 use stacknet_protocol::paperwork::Paperwork;
 use stacknet_protocol::wire::{Attachment, ErrorCode, FilePart, HubMessage, Limits, ModelOffer};
-use stacknet_protocol::{ContractId, NodeKeyId, PublicKey, Signed};
+use stacknet_protocol::{Amount, ContractId, NodeKeyId, PublicKey, Signed};
 use tokio::sync::{mpsc, Notify};
 
 use crate::capped::{self, CappedReceiver, CappedSender, Offer};
@@ -421,6 +426,8 @@ pub enum PickError {
     /// Nodes serve it, but its task frame is larger than any of them accepts (`limit`: the largest
     /// `max_frame_bytes` among them).
     FrameTooLarge { limit: u64 },
+    /// Nodes serve it, but none has bonded the minimum worker bond (`min`).
+    Unbonded { min: Amount },
 }
 
 /// How long the models of nodes that left (or stopped offering them) stay known: asking for one
@@ -443,6 +450,10 @@ pub struct Nodes {
     records: Mutex<HashMap<NodeKeyId, Arc<NodeRecord>>>,
     /// Keys suspended after a conviction: never picked (persisted by validation, loaded at start).
     suspended: RwLock<BTreeSet<NodeKeyId>>,
+    /// Bonded stake per key (only keys with a non-zero bond).
+    bonds: RwLock<HashMap<NodeKeyId, Amount>>,
+    /// The bond a node needs to be routed tasks, in micro-credits; 0: no gate.
+    min_bond: AtomicI64,
 }
 
 impl Default for Nodes {
@@ -462,7 +473,44 @@ impl Nodes {
             rng: AtomicU64::default(),
             records: Mutex::default(),
             suspended: RwLock::default(),
+            bonds: RwLock::default(),
+            min_bond: AtomicI64::new(0),
         }
+    }
+
+    /// Routes tasks only to nodes with at least `min` bonded (zero: to every node).
+    pub fn set_min_bond(&self, min: Amount) {
+        self.min_bond.store(min.micros(), Ordering::Relaxed);
+    }
+
+    pub fn min_bond(&self) -> Amount {
+        Amount::from_micros(self.min_bond.load(Ordering::Relaxed))
+    }
+
+    /// Records what `id` has bonded now (from the ledger).
+    pub fn set_bond(&self, id: NodeKeyId, bonded: Amount) {
+        if let Ok(mut bonds) = self.bonds.write() {
+            if bonded.micros() > 0 {
+                bonds.insert(id, bonded);
+            } else {
+                bonds.remove(&id);
+            }
+        }
+    }
+
+    /// What `id` has bonded, as last recorded.
+    pub fn bond(&self, id: &NodeKeyId) -> Amount {
+        self.bonds
+            .read()
+            .ok()
+            .and_then(|b| b.get(id).copied())
+            .unwrap_or(Amount::ZERO)
+    }
+
+    /// Whether `id` may be routed tasks: it has bonded the minimum (or there is none).
+    pub fn is_bonded(&self, id: &NodeKeyId) -> bool {
+        let min = self.min_bond.load(Ordering::Relaxed);
+        min <= 0 || self.bond(id).micros() >= min
     }
 
     pub fn next_conn_id(&self) -> u64 {
@@ -593,12 +641,21 @@ impl Nodes {
             .into_iter()
             .filter(|n| n.can_run(need) && Some(n.id) != exclude && n.in_flight() < n.max_concurrency)
             .filter(|n| !self.is_suspended(&n.id))
+            .filter(|n| self.is_bonded(&n.id))
             .collect();
         if candidates.is_empty() {
             let any_size = Need {
                 frame_bytes: 0,
                 ..*need
             };
+            let serving: Vec<Arc<NodeHandle>> = self
+                .connected()
+                .into_iter()
+                .filter(|n| n.can_run(&any_size))
+                .collect();
+            if !serving.is_empty() && !serving.iter().any(|n| self.is_bonded(&n.id)) {
+                return Err(PickError::Unbonded { min: self.min_bond() });
+            }
             let limit = self
                 .connected()
                 .iter()
@@ -675,6 +732,29 @@ mod tests {
             file_bytes: 0,
             frame_bytes,
         }
+    }
+
+    #[test]
+    fn only_a_node_with_the_minimum_bond_is_picked() {
+        let nodes = Nodes::default();
+        nodes.set_min_bond(Amount::from_micros(1_000));
+        let poor = node(&nodes, 10_000);
+        nodes.set_bond(poor.id, Amount::from_micros(999));
+        assert_eq!(
+            nodes.pick(&need(10), None).err(),
+            Some(PickError::Unbonded {
+                min: Amount::from_micros(1_000)
+            })
+        );
+        let rich = node(&nodes, 10_000);
+        nodes.set_bond(rich.id, Amount::from_micros(1_000));
+        for _ in 0..8 {
+            assert_eq!(nodes.pick(&need(10), None).unwrap().node.id, rich.id);
+        }
+        nodes.set_min_bond(Amount::ZERO);
+        assert!(nodes
+            .pick(&need(10), Some(rich.id))
+            .is_ok_and(|l| l.node.id == poor.id));
     }
 
     #[test]

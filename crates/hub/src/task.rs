@@ -108,6 +108,10 @@ async fn run(
         let mut lease = state.nodes.pick(&need, exclude).map_err(|e| match e {
             PickError::UnknownModel => ApiError::UnknownModel(req.model.clone()),
             PickError::NoCapacity => ApiError::NoNode(req.model.clone()),
+            PickError::Unbonded { min } => ApiError::NoBondedNode {
+                model: req.model.clone(),
+                min,
+            },
             PickError::FrameTooLarge { limit } => ApiError::TaskTooLarge {
                 len: need.frame_bytes,
                 limit,

@@ -1,11 +1,14 @@
 //! The operator's side of getting paid: filing the wallet's paperwork with the hub, statements and
-//! redemption, each a request signed with the Node Key. Used by `stacknet paperwork`.
+//! redemption, and stake requests, each signed with the Node Key. Used by `stacknet paperwork` and
+//! `stacknet stake`.
 
 use std::time::Duration;
 
 use serde_json::Value;
 use stacknet_api::paths;
-use stacknet_api::types::{ErrorBody, FilingAnswer, FilingRequest, HubInfo, NodeStatement, Payout};
+use stacknet_api::types::{
+    ErrorBody, FilingAnswer, FilingRequest, HubInfo, NodeStatement, Payout, StakeStatus,
+};
 use stacknet_protocol::filing::{Filing, FilingVerdict, NodeAction, NodeRequest};
 use stacknet_protocol::paperwork::Paperwork;
 use stacknet_protocol::{Amount, Nonce, PaperworkId, PublicKey, SecretKey, Sha256Digest, Signed, Timestamp};
@@ -93,6 +96,11 @@ impl HubClient {
     pub async fn statement(&self, key: &SecretKey) -> Result<NodeStatement, SettlementError> {
         self.node_request(key, paths::NODE_STATEMENT, NodeAction::Statement)
             .await
+    }
+
+    /// A stake request (`Stake`, `Bond`, `Unbond` or `Withdraw`) and where the key's stake stands after it.
+    pub async fn stake(&self, key: &SecretKey, action: NodeAction) -> Result<StakeStatus, SettlementError> {
+        self.node_request(key, paths::STAKE, action).await
     }
 
     /// Redeems `amount` of earnings (all when `None`) to `destination`.

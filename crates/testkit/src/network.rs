@@ -248,6 +248,7 @@ impl TestNetwork {
         let base = self.upstream.base_url().to_owned();
         let node = TestNode::start_with(options, &base, &[MOCK_MODEL], self.dir.path()).await;
         self.wait_connected(&node).await;
+        self.bond(&node).await;
         self.nodes.push(node);
         self.nodes.len() - 1
     }
@@ -258,8 +259,21 @@ impl TestNetwork {
         options.max_concurrency = 64;
         let node = TestNode::start_backend(options, backend, self.dir.path()).await;
         self.wait_connected(&node).await;
+        self.bond(&node).await;
         self.nodes.push(node);
         self.nodes.len() - 1
+    }
+
+    /// Tops up and bonds `node` to the hub's minimum worker bond (nothing when it has it), as
+    /// `stacknet up` does for its node, so the scheduler routes to it.
+    pub async fn bond(&self, node: &TestNode) {
+        self.bond_key(node.node.node_key_id()).await;
+    }
+
+    /// As [`TestNetwork::bond`], for any key (a raw WebSocket node a test drives itself).
+    pub async fn bond_key(&self, id: stacknet_protocol::NodeKeyId) {
+        let bonded = stacknet_hub::stake::auto_bond(&self.hub.hub.state, id).await;
+        bonded.expect("the test kit's node bonds the minimum worker bond");
     }
 
     pub async fn wait_connected(&self, node: &TestNode) {

@@ -34,6 +34,9 @@ fn start_hub(dir: &std::path::Path, listen: &str, database: &str) -> (Child, Str
         "3000",
         "--hold-grace-ms",
         "200",
+        // A private hub: its test node is routed tasks without a bond.
+        "--min-worker-bond",
+        "0",
     ];
     crate::spawn_hub(&args, dir)
 }

@@ -8,6 +8,7 @@ mod key;
 mod models;
 mod node;
 mod paperwork;
+mod stake;
 mod up;
 mod verify;
 

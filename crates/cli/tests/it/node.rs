@@ -92,8 +92,16 @@ async fn a_node_with_no_upstream_serves_the_pulled_builtin_models_to_the_openai_
         );
     }
     let dir = tempfile::tempdir().unwrap();
+    // A private hub (no minimum bond): this test is about the node's built-in models.
     let (hub, url) = spawn_hub(
-        &["--listen", "127.0.0.1:0", "--admin-token", "t0ken"],
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-token",
+            "t0ken",
+            "--min-worker-bond",
+            "0",
+        ],
         &dir.path().join("hub"),
     );
     let _hub = Killed(hub);

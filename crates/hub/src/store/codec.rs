@@ -207,3 +207,19 @@ pub(crate) fn timestamp(table: &'static str, ms: i64) -> Result<stacknet_protoco
         detail: e.to_string(),
     })
 }
+
+/// An `unbondings` row: id, node_key, amount, created_at, withdrawable_at, withdrawn_at.
+pub(crate) type UnbondingRow = (String, String, i64, String, String, Option<String>);
+
+pub(crate) fn unbonding_from(
+    (id, node, amount, created, withdrawable, withdrawn): UnbondingRow,
+) -> Result<crate::store::records::UnbondingRecord, StoreError> {
+    Ok(crate::store::records::UnbondingRecord {
+        id,
+        node_key: parse("unbondings", &node)?,
+        amount: stacknet_protocol::Amount::from_micros(amount),
+        created_at: parse("unbondings", &created)?,
+        withdrawable_at: parse("unbondings", &withdrawable)?,
+        withdrawn_at: withdrawn.map(|t| parse("unbondings", &t)).transpose()?,
+    })
+}

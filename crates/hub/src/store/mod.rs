@@ -1,7 +1,7 @@
 //! What the hub keeps besides the ledger: the registry (Stacks, hashed API keys, model prices), the
 //! paperwork log (accepted paperwork in log order, with its Merkle leaf and capture state), filing
 //! (settlements, and events already seen: webhook ids, signed-request nonces, for replay protection)
-//! and payouts.
+//! and payouts, and unbonding stake.
 //!
 //! Layout: [`records`] are the rows as the hub uses them; [`traits`] is the seam, one trait per
 //! domain ([`RegistryStore`], [`LogStore`], [`SettlementStore`], [`PayoutStore`]) and [`Store`], all
@@ -24,11 +24,12 @@ use std::sync::Arc;
 pub use postgres::{PgStore, POOL_SIZE};
 pub use records::{
     ApiKeyRecord, CaseRecord, Changes, KeptTask, LoggedPaperwork, ModelPrice, PaperworkRecord, PayoutRecord,
-    PayoutState, SlashRecord, StackRecord, ValidatorRecord, WorkerStats,
+    PayoutState, SlashRecord, StackRecord, UnbondingRecord, ValidatorRecord, WorkerStats,
 };
 pub use sqlite::SqliteStore;
 pub use traits::{
-    LogStore, PayoutStore, RegistryStore, SettlementStore, Store, StoreError, StoreFuture, ValidationStore,
+    LogStore, PayoutStore, RegistryStore, SettlementStore, StakeStore, Store, StoreError, StoreFuture,
+    ValidationStore,
 };
 
 /// Opens the store a `--database` URL names: `sqlite://PATH` or `postgres://...`.

@@ -118,3 +118,17 @@ pub struct ValidatorRecord {
 
 /// A slash, as the API shows it.
 pub use stacknet_api::types::Slash as SlashRecord;
+
+/// Stake a key is unbonding: slashable until `withdrawable_at`, then the key's to withdraw. `id` is
+/// the ledger transfer that moved it to the key's unbonding account; its withdrawal's transfer id
+/// derives from it, so a withdrawal sent twice moves it once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnbondingRecord {
+    pub id: String,
+    pub node_key: NodeKeyId,
+    pub amount: Amount,
+    pub created_at: Timestamp,
+    pub withdrawable_at: Timestamp,
+    /// When it went back to the key's earnings.
+    pub withdrawn_at: Option<Timestamp>,
+}

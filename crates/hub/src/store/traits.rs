@@ -10,7 +10,7 @@ use stacknet_protocol::{Amount, NodeKeyId, PaperworkId, Timestamp};
 
 use super::records::{
     ApiKeyRecord, CaseRecord, Changes, KeptTask, LoggedPaperwork, ModelPrice, PaperworkRecord, PayoutRecord,
-    PayoutState, SlashRecord, StackRecord, ValidatorRecord, WorkerStats,
+    PayoutState, SlashRecord, StackRecord, UnbondingRecord, ValidatorRecord, WorkerStats,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -153,9 +153,25 @@ pub trait ValidationStore: Send + Sync + fmt::Debug + 'static {
     fn suspended(&self) -> StoreFuture<'_, Vec<NodeKeyId>>;
 }
 
+/// Unbonding stake, and when each amount may be withdrawn (the money itself is in the ledger).
+pub trait StakeStore: Send + Sync + fmt::Debug + 'static {
+    /// Records an unbonding; one with the same id recorded before is kept as it is.
+    fn add_unbonding(&self, unbonding: UnbondingRecord) -> StoreFuture<'_, ()>;
+    /// The key's unbondings not withdrawn yet, earliest `withdrawable_at` first.
+    fn unbondings_of(&self, node: NodeKeyId) -> StoreFuture<'_, Vec<UnbondingRecord>>;
+    /// Marks unbondings withdrawn at `at` (those withdrawn before keep their time).
+    fn mark_withdrawn(&self, ids: Vec<String>, at: Timestamp) -> StoreFuture<'_, ()>;
+}
+
 /// Everything the hub keeps outside the ledger: every store implements all five domains (one
 /// database holds them), so the hub passes one `Arc<dyn Store>` around. The methods of a trait
 /// object's supertraits need no import, so `store.stacks()` works on an `Arc<dyn Store>` as it is.
-pub trait Store: RegistryStore + LogStore + SettlementStore + PayoutStore + ValidationStore {}
+pub trait Store:
+    RegistryStore + LogStore + SettlementStore + PayoutStore + StakeStore + ValidationStore
+{
+}
 
-impl<T: RegistryStore + LogStore + SettlementStore + PayoutStore + ValidationStore + ?Sized> Store for T {}
+impl<T: RegistryStore + LogStore + SettlementStore + PayoutStore + StakeStore + ValidationStore + ?Sized>
+    Store for T
+{
+}

@@ -55,6 +55,7 @@ on_every_backend! {
     store::nonces_are_held_until_they_expire,
     store::payout_updates_only_from_the_states_named,
     store::payouts_by_state_and_by_node_oldest_first,
+    store::unbondings_are_recorded_once_listed_by_maturity_and_leave_when_withdrawn,
     store::concurrent_appends_from_two_replicas_fill_the_log_without_gaps,
     store::a_broken_connection_is_replaced,
 }

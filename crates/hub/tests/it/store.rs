@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use rand_core::RngCore;
 use stacknet_hub::store::{
-    ApiKeyRecord, ModelPrice, PaperworkRecord, PayoutRecord, PayoutState, StackRecord, Store,
+    ApiKeyRecord, ModelPrice, PaperworkRecord, PayoutRecord, PayoutState, StackRecord, Store, UnbondingRecord,
 };
 use stacknet_protocol::contract::PriceTerms;
 use stacknet_protocol::{Amount, ContractId, NodeKeyId, PaperworkId, StackId, Timestamp};
@@ -624,4 +624,38 @@ fn pg_store_refuses_a_schema_name_it_cannot_quote() {
             "{bad:?}: {refused:?}"
         );
     }
+}
+
+pub async fn unbondings_are_recorded_once_listed_by_maturity_and_leave_when_withdrawn(db: &TestDb) {
+    let store: &Arc<dyn Store> = &db.store;
+    let (one, two) = (NodeKeyId::random(), NodeKeyId::random());
+    let unbonding = |id: &str, node: NodeKeyId, matures: i64| UnbondingRecord {
+        id: id.to_owned(),
+        node_key: node,
+        amount: Amount::from_micros(matures * 10),
+        created_at: at(0),
+        withdrawable_at: at(matures),
+        withdrawn_at: None,
+    };
+    let (late, early, other) = (
+        unbonding("unbond:b", one, 20),
+        unbonding("unbond:a", one, 10),
+        unbonding("unbond:c", two, 5),
+    );
+    for u in [&late, &early, &other] {
+        store.add_unbonding(u.clone()).await.unwrap();
+    }
+    // The same id again (a retry) keeps the first record, even with other fields.
+    store.add_unbonding(unbonding("unbond:b", one, 99)).await.unwrap();
+    assert_eq!(
+        store.unbondings_of(one).await.unwrap(),
+        vec![early.clone(), late.clone()]
+    );
+    store
+        .mark_withdrawn(vec![early.id.clone(), "unbond:none".into()], at(30))
+        .await
+        .unwrap();
+    assert_eq!(store.unbondings_of(one).await.unwrap(), vec![late]);
+    assert_eq!(store.unbondings_of(two).await.unwrap(), vec![other]);
+    assert!(store.unbondings_of(NodeKeyId::random()).await.unwrap().is_empty());
 }

@@ -28,6 +28,9 @@ pub enum AccountKind {
     NodeEarnings,
     /// A Node Key's bonded stake.
     Stake,
+    /// Stake a Node Key is unbonding: still slashable until its unbonding period ends, then the
+    /// key's to withdraw back to its earnings.
+    Unbonding,
     /// Money held for prompt contracts between admission and settlement.
     Escrow,
     /// The protocol's own funds: fees in, warm bonuses and rewards out.
@@ -57,6 +60,7 @@ impl AccountKind {
             | AccountKind::User
             | AccountKind::NodeEarnings
             | AccountKind::Stake
+            | AccountKind::Unbonding
             | AccountKind::Escrow
             | AccountKind::Treasury
             | AccountKind::Creator
@@ -77,6 +81,7 @@ enum Inner {
     User(UserId),
     Node(NodeKeyId),
     Stake(NodeKeyId),
+    Unbonding(NodeKeyId),
     Escrow,
     Treasury,
     Creator(SkillId),
@@ -97,6 +102,9 @@ impl AccountId {
     }
     pub fn stake(node_key: NodeKeyId) -> Self {
         Self(Inner::Stake(node_key))
+    }
+    pub fn unbonding(node_key: NodeKeyId) -> Self {
+        Self(Inner::Unbonding(node_key))
     }
     pub fn escrow() -> Self {
         Self(Inner::Escrow)
@@ -131,6 +139,7 @@ impl AccountId {
             Inner::User(_) => AccountKind::User,
             Inner::Node(_) => AccountKind::NodeEarnings,
             Inner::Stake(_) => AccountKind::Stake,
+            Inner::Unbonding(_) => AccountKind::Unbonding,
             Inner::Escrow => AccountKind::Escrow,
             Inner::Treasury => AccountKind::Treasury,
             Inner::Creator(_) => AccountKind::Creator,
@@ -149,6 +158,7 @@ const STACK: &str = "stack:";
 const USER: &str = "user:";
 const NODE: &str = "node:";
 const STAKE: &str = "stake:";
+const UNBONDING: &str = "unbonding:";
 const CREATOR: &str = "creator:";
 const PAYOUT: &str = "payout:";
 const EXTERNAL: &str = "external:";
@@ -162,6 +172,7 @@ impl fmt::Display for AccountId {
             Inner::User(id) => write!(f, "{USER}{id}"),
             Inner::Node(id) => write!(f, "{NODE}{id}"),
             Inner::Stake(id) => write!(f, "{STAKE}{id}"),
+            Inner::Unbonding(id) => write!(f, "{UNBONDING}{id}"),
             Inner::Escrow => f.write_str(ESCROW),
             Inner::Treasury => f.write_str(TREASURY),
             Inner::Creator(id) => write!(f, "{CREATOR}{id}"),
@@ -194,6 +205,8 @@ impl FromStr for AccountId {
             Self::node(rest.parse().map_err(|_| bad())?)
         } else if let Some(rest) = owned(STAKE) {
             Self::stake(rest.parse().map_err(|_| bad())?)
+        } else if let Some(rest) = owned(UNBONDING) {
+            Self::unbonding(rest.parse().map_err(|_| bad())?)
         } else if let Some(rest) = owned(CREATOR) {
             Self::creator(rest.parse().map_err(|_| bad())?)
         } else if let Some(rest) = owned(PAYOUT) {
@@ -238,6 +251,7 @@ mod tests {
             AccountId::user(UserId::random()),
             AccountId::node(nk),
             AccountId::stake(nk),
+            AccountId::unbonding(nk),
             AccountId::escrow(),
             AccountId::treasury(),
             AccountId::creator(SkillId::random()),
@@ -254,6 +268,7 @@ mod tests {
         assert_eq!(AccountId::external("payout").unwrap().floor(), Floor::Unbounded);
         assert_eq!(AccountId::treasury().floor(), Floor::Zero);
         assert_eq!(AccountId::escrow().floor(), Floor::Zero);
+        assert_eq!(AccountId::unbonding(NodeKeyId::random()).floor(), Floor::Zero);
     }
 
     #[test]
@@ -262,6 +277,8 @@ mod tests {
             "",
             "stack:",
             "stack:usr_00",
+            "unbonding:",
+            "unbonding:stk_00",
             "external:",
             "external:Top Up",
             "escrow:",

@@ -11,6 +11,7 @@ mod payout;
 mod property;
 mod rules;
 mod sequence;
+mod stake;
 mod support;
 
 /// One `#[test]` per backend for each suite function `module::name(&Ctx)`.

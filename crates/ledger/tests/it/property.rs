@@ -1,10 +1,11 @@
-//! Random sequences of what the hub does with money (top-up, hold, capture, void, expire, filing with
-//! its split and warm bonus, payout, confirmed and failed payout, replays and reused ids), each from
-//! empty books but for the stacks' funding. After every batch and every expiry: the books balance,
-//! nothing is below its floor, the open holds equal the escrow's pending credits, the escrow holds
-//! exactly the captured cost not yet filed, each payout-pending account holds exactly its open
-//! payouts, and the store agrees with the naive model in `model.rs`, outcome for outcome, refusal for
-//! refusal, balance for balance.
+//! Random sequences of what the hub does with money (top-up, hold, capture, void, expire, filing
+//! with its split and warm bonus, payout, confirmed and failed payout, bond, unbond and withdraw,
+//! replays and reused ids), each from empty books but for the stacks' and nodes' funding. After
+//! every batch and every expiry: the books balance, nothing is below its floor, the open holds
+//! equal the escrow's pending credits, the escrow holds exactly the captured cost not yet filed,
+//! each payout-pending account holds exactly its open payouts, each stake and unbonding account
+//! exactly what its bond, unbond and withdraw transfers moved, and the store agrees with the naive
+//! model in `model.rs`, outcome for outcome, refusal for refusal, balance for balance.
 //!
 //! Size: `CASES` sequences per backend, one per proptest case, each of 1 to `MAX_STEPS` operations, on
 //! one database wiped between cases (a fresh file or schema per case would cost more than the case).
@@ -148,6 +149,16 @@ async fn check(store: &dyn LedgerStore, state: &World, model: &Model) -> Result<
             i128::from(pending.posted.micros()),
             state.open_payouts(*nk),
             "payout-pending of {} against its open payouts",
+            nk
+        );
+        let (staked, unbonding) = state.stake_of(*nk);
+        prop_assert_eq!(
+            (
+                i128::from(of(&AccountId::stake(*nk)).posted.micros()),
+                i128::from(of(&AccountId::unbonding(*nk)).posted.micros())
+            ),
+            (staked, unbonding),
+            "stake and unbonding of {} against its stake moves",
             nk
         );
     }

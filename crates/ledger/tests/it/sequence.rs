@@ -24,7 +24,8 @@ pub const SKILLS: usize = 3;
 
 #[derive(Clone, Debug)]
 pub enum Op {
-    /// Money in from outside, to a stack or the treasury, under a new event id; or an earlier top-up's
+    /// Money in from outside, to a stack, the treasury (`STACKS`) or a node's earnings (beyond),
+    /// under a new event id; or an earlier top-up's
     /// event sent again (`again`: which one, and whether with the same amount or another).
     Topup {
         to: usize,
@@ -78,6 +79,13 @@ pub enum Op {
         ok: bool,
         retry: bool,
     },
+    /// A node's stake: bond or unbond `permille` of what it can (above 1,000: more than it has), or
+    /// withdraw everything unbonding.
+    Stake {
+        kind: crate::stake::Move,
+        node: usize,
+        permille: u16,
+    },
     Replay {
         batch: usize,
     },
@@ -108,7 +116,7 @@ fn stale() -> impl Strategy<Value = bool> {
 pub fn op() -> impl Strategy<Value = Op> {
     let again = prop_oneof![2 => Just(None), 1 => (0..8usize, any::<bool>()).prop_map(Some)];
     prop_oneof![
-        2 => (0..=STACKS, amount(100..=2_000), again)
+        2 => (0..=STACKS + NODES, amount(100..=2_000), again)
             .prop_map(|(to, amount, again)| Op::Topup { to, amount, again }),
         2 => (0..STACKS, amount(1..=400), ttl())
             .prop_map(|(stack, amount, ttl)| Op::Hold { stack, amount, ttl }),
@@ -123,9 +131,16 @@ pub fn op() -> impl Strategy<Value = Op> {
         3 => (0..NODES, 0..=1_050u16).prop_map(|(node, permille)| Op::Payout { node, permille }),
         3 => (0..8usize, any::<bool>(), stale())
             .prop_map(|(payout, ok, retry)| Op::PayoutSettled { payout, ok, retry }),
+        3 => (stake_move(), 0..NODES, 0..=1_050u16)
+            .prop_map(|(kind, node, permille)| Op::Stake { kind, node, permille }),
         1 => (0..8usize).prop_map(|batch| Op::Replay { batch }),
         1 => (0..8usize).prop_map(|batch| Op::Reuse { batch }),
     ]
+}
+
+fn stake_move() -> impl Strategy<Value = crate::stake::Move> {
+    use crate::stake::Move;
+    prop_oneof![Just(Move::Bond), Just(Move::Unbond), Just(Move::Withdraw)]
 }
 
 /// One batch an operation sends: what it is called in the tally, what the hub expects of it beyond
@@ -194,6 +209,9 @@ pub struct World {
     topups: Vec<Entry>,
     pub captures: Vec<Captured>,
     pub payouts: Vec<Payout>,
+    /// Per node: what its applied stake transfers put in its stake and unbonding accounts.
+    pub staked: Vec<i128>,
+    pub unbonding: Vec<i128>,
 }
 
 impl World {
@@ -211,13 +229,20 @@ impl World {
             topups: Vec::new(),
             captures: Vec::new(),
             payouts: Vec::new(),
+            staked: vec![0; NODES],
+            unbonding: vec![0; NODES],
         }
     }
 
     pub fn accounts(&self) -> Vec<AccountId> {
         let mut all: Vec<AccountId> = self.stacks.iter().map(|s| AccountId::stack(*s)).collect();
         for nk in &self.nodes {
-            all.extend([AccountId::node(*nk), AccountId::payout_pending(*nk)]);
+            all.extend([
+                AccountId::node(*nk),
+                AccountId::payout_pending(*nk),
+                AccountId::stake(*nk),
+                AccountId::unbonding(*nk),
+            ]);
         }
         all.extend(self.skills.iter().map(|s| AccountId::creator(*s)));
         all.extend([
@@ -249,9 +274,15 @@ impl World {
         id(&format!("{kind}:{n}"))
     }
 
-    /// Every sequence starts with its stacks funded, so that most of what follows can succeed.
+    /// Every sequence starts with its stacks and nodes funded, so that most of what follows can succeed.
     pub fn funding(&mut self) -> Batch {
-        let entries = (0..STACKS).map(|s| self.topup(s, 1_000)).collect();
+        // Nodes' earnings too, so that bonds can move from the start.
+        let nodes = (STACKS + 1..=STACKS + NODES).map(|n| (n, 300));
+        let entries = (0..STACKS)
+            .map(|s| (s, 1_000))
+            .chain(nodes)
+            .map(|(to, amount)| self.topup(to, amount))
+            .collect();
         batch("fund", entries, Expect::Applied)
     }
 
@@ -307,6 +338,9 @@ impl World {
             Op::PayoutSettled { payout, ok, retry } => {
                 Ok(self.end_payout(payout, ok, retry).into_iter().collect())
             }
+            Op::Stake { kind, node, permille } => {
+                Ok(self.stake_move(kind, node, permille, model).into_iter().collect())
+            }
             Op::Replay { batch: n } => Ok(pick(&self.applied, n)
                 .map(|b| batch("replay", b.clone(), Expect::Replayed))
                 .into_iter()
@@ -330,6 +364,9 @@ impl World {
         for (entry, outcome) in sent.entries.iter().zip(outcomes).filter(|(_, o)| !o.replayed) {
             match entry {
                 Entry::Transfer(t) if t.pending => self.holds.push(t.id.clone()),
+                Entry::Transfer(t) if matches!(t.reason, Reason::StakeBond | Reason::Unbond) => {
+                    self.record_stake(entry)
+                }
                 Entry::Post(p) => self.captures.push(Captured {
                     paperwork: PaperworkId::derive(p.id.as_str().as_bytes()),
                     stack: self.stack_of(&outcome.debit),
@@ -395,9 +432,10 @@ impl World {
     }
 
     fn topup(&mut self, to: usize, amount: i64) -> Entry {
-        let account = match self.stacks.get(to) {
-            Some(stack) => AccountId::stack(*stack),
-            None => AccountId::treasury(),
+        let account = match (self.stacks.get(to), to.checked_sub(STACKS + 1)) {
+            (Some(stack), _) => AccountId::stack(*stack),
+            (None, Some(node)) if node < self.nodes.len() => AccountId::node(self.nodes[node]),
+            _ => AccountId::treasury(),
         };
         let id = self.fresh_id("topup:admin");
         let entry: Entry = Transfer::posted(id, world(), account, micros(amount), Reason::Topup).into();

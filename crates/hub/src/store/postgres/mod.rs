@@ -29,9 +29,12 @@ use stacknet_protocol::{NodeKeyId, Timestamp};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Config, Row};
 
+use crate::store::codec::unbonding_from;
 use crate::store::codec::{hash32, parse, payout_from, price_from_json, price_json};
-use crate::store::records::{ApiKeyRecord, Changes, ModelPrice, PayoutRecord, PayoutState, StackRecord};
-use crate::store::traits::{PayoutStore, RegistryStore, Store, StoreError, StoreFuture};
+use crate::store::records::{
+    ApiKeyRecord, Changes, ModelPrice, PayoutRecord, PayoutState, StackRecord, UnbondingRecord,
+};
+use crate::store::traits::{PayoutStore, RegistryStore, StakeStore, Store, StoreError, StoreFuture};
 
 /// Most connections one store holds open at once.
 pub const POOL_SIZE: usize = 8;
@@ -68,6 +71,10 @@ ALTER TABLE events ADD COLUMN IF NOT EXISTS expires_at TEXT COLLATE "C";
 CREATE INDEX IF NOT EXISTS events_expiring ON events (kind, expires_at) WHERE expires_at IS NOT NULL;
 CREATE INDEX IF NOT EXISTS api_keys_by_version ON api_keys (version);
 CREATE INDEX IF NOT EXISTS prices_by_version ON prices (version);
+CREATE TABLE IF NOT EXISTS unbondings (
+    id TEXT COLLATE "C" PRIMARY KEY, node_key TEXT NOT NULL, amount BIGINT NOT NULL, created_at TEXT NOT NULL,
+    withdrawable_at TEXT COLLATE "C" NOT NULL, withdrawn_at TEXT);
+CREATE INDEX IF NOT EXISTS unbondings_open ON unbondings (node_key, withdrawable_at) WHERE withdrawn_at IS NULL;
 "#;
 
 fn key_of(row: &Row) -> Result<ApiKeyRecord, StoreError> {
@@ -362,6 +369,54 @@ impl PayoutStore for PgStore {
         Box::pin(async move {
             self.payouts(select_payouts!("WHERE node_key = $1"), &node.to_string())
                 .await
+        })
+    }
+}
+
+impl StakeStore for PgStore {
+    fn add_unbonding(&self, u: UnbondingRecord) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            let sql =
+                "INSERT INTO unbondings (id, node_key, amount, created_at, withdrawable_at, withdrawn_at)
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING";
+            let params: [&(dyn ToSql + Sync); 6] = [
+                &u.id,
+                &u.node_key.to_string(),
+                &u.amount.micros(),
+                &u.created_at.to_string(),
+                &u.withdrawable_at.to_string(),
+                &u.withdrawn_at.map(|t| t.to_string()),
+            ];
+            self.execute(sql, &params).await?;
+            Ok(())
+        })
+    }
+
+    fn unbondings_of(&self, node: NodeKeyId) -> StoreFuture<'_, Vec<UnbondingRecord>> {
+        Box::pin(async move {
+            let sql = "SELECT id, node_key, amount, created_at, withdrawable_at, withdrawn_at FROM unbondings
+                 WHERE node_key = $1 AND withdrawn_at IS NULL ORDER BY withdrawable_at, id";
+            let rows = self.query(sql, &[&node.to_string()]).await?;
+            rows.iter()
+                .map(|r| {
+                    unbonding_from((
+                        r.try_get(0)?,
+                        r.try_get(1)?,
+                        r.try_get(2)?,
+                        r.try_get(3)?,
+                        r.try_get(4)?,
+                        r.try_get(5)?,
+                    ))
+                })
+                .collect()
+        })
+    }
+
+    fn mark_withdrawn(&self, ids: Vec<String>, at: Timestamp) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            let sql = "UPDATE unbondings SET withdrawn_at = $2 WHERE id = ANY($1) AND withdrawn_at IS NULL";
+            self.execute(sql, &[&ids, &at.to_string()]).await?;
+            Ok(())
         })
     }
 }

@@ -12,9 +12,12 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{params, Connection};
 use stacknet_protocol::{NodeKeyId, Timestamp};
 
+use crate::store::codec::unbonding_from;
 use crate::store::codec::{hash32, parse, payout_from, price_from_json, price_json, PayoutRow};
-use crate::store::records::{ApiKeyRecord, Changes, ModelPrice, PayoutRecord, PayoutState, StackRecord};
-use crate::store::traits::{PayoutStore, RegistryStore, StoreError, StoreFuture};
+use crate::store::records::{
+    ApiKeyRecord, Changes, ModelPrice, PayoutRecord, PayoutState, StackRecord, UnbondingRecord,
+};
+use crate::store::traits::{PayoutStore, RegistryStore, StakeStore, StoreError, StoreFuture};
 
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
@@ -49,6 +52,10 @@ CREATE TABLE IF NOT EXISTS payouts (
     state TEXT NOT NULL, attempts INTEGER NOT NULL, last_error TEXT, created_at TEXT NOT NULL,
     updated_at TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS payouts_by_node ON payouts (node_key, created_at);
+CREATE TABLE IF NOT EXISTS unbondings (
+    id TEXT PRIMARY KEY, node_key TEXT NOT NULL, amount INTEGER NOT NULL, created_at TEXT NOT NULL,
+    withdrawable_at TEXT NOT NULL, withdrawn_at TEXT);
+CREATE INDEX IF NOT EXISTS unbondings_open ON unbondings (node_key, withdrawable_at) WHERE withdrawn_at IS NULL;
 ";
 
 /// Columns added after the first release: `(table, column, definition)`, added where missing.
@@ -367,5 +374,52 @@ impl PayoutStore for SqliteStore {
 
     fn payouts_of(&self, node: NodeKeyId) -> StoreFuture<'_, Vec<PayoutRecord>> {
         self.with(move |conn| payouts_where(conn, "node_key = ?1", &node.to_string()))
+    }
+}
+
+impl StakeStore for SqliteStore {
+    fn add_unbonding(&self, u: UnbondingRecord) -> StoreFuture<'_, ()> {
+        self.with(move |conn| {
+            conn.execute(
+                "INSERT INTO unbondings (id, node_key, amount, created_at, withdrawable_at, withdrawn_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (id) DO NOTHING",
+                params![
+                    u.id,
+                    u.node_key.to_string(),
+                    u.amount.micros(),
+                    u.created_at.to_string(),
+                    u.withdrawable_at.to_string(),
+                    u.withdrawn_at.map(|t| t.to_string()),
+                ],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn unbondings_of(&self, node: NodeKeyId) -> StoreFuture<'_, Vec<UnbondingRecord>> {
+        self.with(move |conn| {
+            let mut stmt = conn.prepare(
+                "SELECT id, node_key, amount, created_at, withdrawable_at, withdrawn_at FROM unbondings
+                 WHERE node_key = ?1 AND withdrawn_at IS NULL ORDER BY withdrawable_at, id",
+            )?;
+            let rows = stmt.query_map([node.to_string()], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+            })?;
+            rows.map(|r| unbonding_from(r?)).collect()
+        })
+    }
+
+    fn mark_withdrawn(&self, ids: Vec<String>, at: Timestamp) -> StoreFuture<'_, ()> {
+        self.with(move |conn| {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            for id in &ids {
+                tx.execute(
+                    "UPDATE unbondings SET withdrawn_at = ?2 WHERE id = ?1 AND withdrawn_at IS NULL",
+                    params![id, at.to_string()],
+                )?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
     }
 }

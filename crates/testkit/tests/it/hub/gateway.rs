@@ -190,6 +190,7 @@ async fn join(net: &TestNetwork, key: &SecretKey) -> Ws {
     .unwrap();
     let welcomed = next_hub_message(&mut ws).await;
     assert!(matches!(welcomed, HubMessage::Welcome { .. }), "{welcomed:?}");
+    net.bond_key(key.public_key().node_key_id()).await;
     ws
 }
 
