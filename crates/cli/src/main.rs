@@ -6,6 +6,7 @@ mod keystore;
 mod models;
 mod paperwork;
 mod serve;
+mod validator;
 mod verify;
 
 use std::path::PathBuf;
@@ -54,6 +55,8 @@ enum Command {
     },
     /// Your Node Key's paperwork and earnings: list the wallet, file with the hub, statement, redeem.
     Paperwork(paperwork::PaperworkArgs),
+    /// Validate: re-check sampled tasks of other nodes with your own models, and attest (bond first).
+    Validator(validator::ValidatorArgs),
     /// Check a response (its fingerprint, and its content against its paperwork), or a paperwork.
     Verify {
         /// A JSON response, an SSE transcript, or a paperwork; `-` or nothing for stdin.
@@ -179,6 +182,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Admin(args) => runtime()?.block_on(admin(args))?,
         Command::Statement { hub, api_key } => runtime()?.block_on(stack_statement(&hub, &api_key))?,
         Command::Paperwork(args) => runtime()?.block_on(paperwork::run(args))?,
+        Command::Validator(args) => runtime()?.block_on(validator::run(args))?,
         Command::Models(args) => runtime()?.block_on(models::run(args, keystore::default_data_dir()))?,
         Command::Verify {
             file,

@@ -8,10 +8,12 @@
 //!   the same GGUF the workers run.
 //! - [`runner`]: the loop: poll the hub for assignments, check each, commit to the signed
 //!   attestation, reveal it when the hub says every committee member has committed.
+//! - [`load`]: the validator's models, from the same models directory as a node's.
 
 pub mod checks;
 pub mod forced;
-// pub mod model; (after v-node)
+pub mod load;
+pub mod model;
 pub mod runner;
 #[cfg(test)]
 mod tests;
