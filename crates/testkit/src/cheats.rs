@@ -114,7 +114,9 @@ impl Claim {
             Workload::Completion => {
                 json!([{"index": 0, "text": self.text, "finish_reason": self.finish_reason, "logprobs": null}])
             }
-            _ => json!([{"index": 0, "message": {"role": "assistant", "content": self.text}, "finish_reason": self.finish_reason, "logprobs": null}]),
+            _ => {
+                json!([{"index": 0, "message": {"role": "assistant", "content": self.text}, "finish_reason": self.finish_reason, "logprobs": null}])
+            }
         }
     }
 }
@@ -138,7 +140,11 @@ pub fn honest(model: &LocalModel, request: &Value, workload: Workload) -> Result
         bytes.extend_from_slice(piece);
         let text = String::from_utf8_lossy(&bytes);
         cut = stops.iter().filter_map(|s| text.find(s.as_str())).min();
-        Ok(if cut.is_some() { Flow::Stopped } else { Flow::Continue })
+        Ok(if cut.is_some() {
+            Flow::Stopped
+        } else {
+            Flow::Continue
+        })
     })?;
     let mut text = String::from_utf8_lossy(&bytes).into_owned();
     if let Some(at) = cut {
@@ -160,14 +166,23 @@ fn random_ids(model: &LocalModel, n: usize, seed: u32) -> Vec<u32> {
     let vocab = model.n_vocab().max(1);
     (0..n as u32)
         .map(|i| (sampler::draw(seed, i) * f64::from(vocab)) as u32)
-        .map(|id| if model.is_eog(id) { id.saturating_sub(1) } else { id })
+        .map(|id| {
+            if model.is_eog(id) {
+                id.saturating_sub(1)
+            } else {
+                id
+            }
+        })
         .collect()
 }
 
 fn end_token(model: &LocalModel, honest: &Claim) -> Option<u32> {
-    honest.tokens.last().copied().filter(|&t| model.is_eog(t)).or_else(|| {
-        (0..model.n_vocab()).rev().find(|&t| model.is_eog(t))
-    })
+    honest
+        .tokens
+        .last()
+        .copied()
+        .filter(|&t| model.is_eog(t))
+        .or_else(|| (0..model.n_vocab()).rev().find(|&t| model.is_eog(t)))
 }
 
 /// A claim made of `ids`, with usage and text that agree with them (the lie is in the ids).
@@ -204,7 +219,10 @@ pub fn cheat(
     let half = (gen_len / 2).max(1);
     let eog = end_token(model, &h);
     Ok(match cheat {
-        Cheat::WrongSha => Claim { model_sha256: other_sha, ..h },
+        Cheat::WrongSha => Claim {
+            model_sha256: other_sha,
+            ..h
+        },
         Cheat::OtherModel => {
             let mut other = request.clone();
             other["messages"] = json!([{"role": "user", "content": "Write a short poem about the sea."}]);
@@ -226,7 +244,11 @@ pub fn cheat(
         }
         Cheat::Splice => {
             let mut ids = h.tokens[..half.min(h.tokens.len())].to_vec();
-            ids.extend(random_ids(model, room.min(gen_len).saturating_sub(half).max(2), h.sampling.seed ^ 0x5911ce));
+            ids.extend(random_ids(
+                model,
+                room.min(gen_len).saturating_sub(half).max(2),
+                h.sampling.seed ^ 0x5911ce,
+            ));
             ids.extend(eog);
             claim_of(model, &h, ids, "stop")
         }
@@ -242,7 +264,10 @@ pub fn cheat(
             let mut committed = h.tokens.clone();
             committed.reverse();
             committed.push(eog.unwrap_or(0));
-            Claim { committed_tokens: committed, ..h }
+            Claim {
+                committed_tokens: committed,
+                ..h
+            }
         }
     })
 }
@@ -332,7 +357,8 @@ fn stream(claim: &Claim, workload: Workload, model: &str) -> Vec<Value> {
         .into_iter()
         .enumerate()
         .map(|(i, choices)| {
-            let mut c = json!({"id": "cheat", "object": object, "created": 0, "model": model, "choices": choices});
+            let mut c =
+                json!({"id": "cheat", "object": object, "created": 0, "model": model, "choices": choices});
             if i == 2 {
                 c["usage"] = usage.clone();
             }

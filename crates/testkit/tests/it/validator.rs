@@ -76,12 +76,27 @@ fn chat(content: &str, extra: Value) -> Value {
 fn honest_answers_of_the_real_model_pass_every_check() {
     let m = model();
     let controls = [
-        chat("What is the capital of France?", json!({"temperature": 0, "max_tokens": 64})),
-        chat("Write a haiku about rain.", json!({"temperature": 0.8, "seed": 7, "max_tokens": 64})),
-        chat("Count from 1 to 20, one number per line.", json!({"temperature": 0, "max_tokens": 200, "stop": ["12"]})),
+        chat(
+            "What is the capital of France?",
+            json!({"temperature": 0, "max_tokens": 64}),
+        ),
+        chat(
+            "Write a haiku about rain.",
+            json!({"temperature": 0.8, "seed": 7, "max_tokens": 64}),
+        ),
+        chat(
+            "Count from 1 to 20, one number per line.",
+            json!({"temperature": 0, "max_tokens": 200, "stop": ["12"]}),
+        ),
         chat("Say yes.", json!({"temperature": 0, "max_tokens": 1})),
-        chat("Tell me a long story about a dragon and a knight.", json!({"temperature": 0.7, "top_p": 0.9, "seed": 3, "max_tokens": 300})),
-        chat("List five fruits.", json!({"temperature": 1.0, "seed": 99, "max_tokens": 128})),
+        chat(
+            "Tell me a long story about a dragon and a knight.",
+            json!({"temperature": 0.7, "top_p": 0.9, "seed": 3, "max_tokens": 300}),
+        ),
+        chat(
+            "List five fruits.",
+            json!({"temperature": 1.0, "seed": 99, "max_tokens": 128}),
+        ),
     ];
     for request in &controls {
         let claim = cheats::honest(&m, request, Workload::Chat).unwrap();
@@ -114,7 +129,12 @@ fn every_planted_cheat_fails_the_check_that_should_catch_it() {
         };
         assert_eq!(verdict(&results), Verdict::Fail, "{}: {results:#?}", c.name());
         let failed = results.iter().find(|r| !r.passed && !r.inconclusive).unwrap();
-        assert_eq!(failed.code.as_deref(), Some(expected), "{}: {results:#?}", c.name());
+        assert_eq!(
+            failed.code.as_deref(),
+            Some(expected),
+            "{}: {results:#?}",
+            c.name()
+        );
     }
 }
 
