@@ -7,6 +7,7 @@ mod models;
 mod paperwork;
 mod serve;
 mod stake;
+mod validator;
 mod verify;
 
 use std::path::PathBuf;
@@ -57,6 +58,8 @@ enum Command {
     Paperwork(paperwork::PaperworkArgs),
     /// Your Node Key's bond: bond earnings, unbond, withdraw after the unbonding period, status.
     Stake(stake::StakeArgs),
+    /// Validate: re-check sampled tasks of other nodes with your own models, and attest (bond first).
+    Validator(validator::ValidatorArgs),
     /// Check a response (its fingerprint, and its content against its paperwork), or a paperwork.
     Verify {
         /// A JSON response, an SSE transcript, or a paperwork; `-` or nothing for stdin.
@@ -183,6 +186,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Statement { hub, api_key } => runtime()?.block_on(stack_statement(&hub, &api_key))?,
         Command::Paperwork(args) => runtime()?.block_on(paperwork::run(args))?,
         Command::Stake(args) => runtime()?.block_on(stake::run(args))?,
+        Command::Validator(args) => runtime()?.block_on(validator::run(args))?,
         Command::Models(args) => runtime()?.block_on(models::run(args, keystore::default_data_dir()))?,
         Command::Verify {
             file,

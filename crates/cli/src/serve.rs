@@ -305,7 +305,7 @@ fn say(text: &str) {
     let _ = out.flush();
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };

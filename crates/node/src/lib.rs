@@ -43,6 +43,7 @@ pub mod settlement;
 mod shared;
 mod task;
 pub mod usage;
+pub mod validator;
 pub mod wallet;
 
 use std::future::Future;

@@ -73,7 +73,7 @@ impl HubClient {
         call(&self.http, &self.url, method, path, body).await
     }
 
-    async fn node_request<T: serde::de::DeserializeOwned>(
+    pub(crate) async fn node_request<T: serde::de::DeserializeOwned>(
         &self,
         key: &SecretKey,
         path: &str,

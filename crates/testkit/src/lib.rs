@@ -4,11 +4,13 @@
 //! - [`mock_upstream`]: a scripted OpenAI-compatible server (streaming and not), the upstream a node
 //!   forwards to in tests and the "upstream direct" baseline in benchmarks.
 //! - [`network`]: a hub, nodes and a mock upstream in one process, on loopback ports.
+//! - [`cheats`]: cheating workers over the real llama.cpp model, for the validator tests.
 //! - [`fixtures`]: fixture backends (scripted stand-ins for model servers) for workloads that a
 //!   mock upstream does not cover, such as file uploads and binary outputs.
 //! - [`wait_until`]: waiting on a condition with a deadline, the tests' one way to synchronise with
 //!   what runs in the background.
 
+pub mod cheats;
 pub mod fixtures;
 pub mod mock_upstream;
 pub mod network;

@@ -153,7 +153,7 @@ async fn build_one(config: &BackendConfig, models: &ModelStore) -> Result<Arc<dy
 
 /// The catalog entry called `name`, checked to serve `workload` and to be pulled, with the path
 /// a backend loads.
-fn pulled_model(
+pub(crate) fn pulled_model(
     models: &ModelStore,
     name: &str,
     kind: &'static str,
@@ -178,7 +178,7 @@ fn pulled_model(
 }
 
 /// The pinned hash of a one-file model (a GGUF), which offers and paperwork carry.
-fn pinned_sha256(spec: &ModelSpec) -> Result<Sha256Digest, BuildError> {
+pub(crate) fn pinned_sha256(spec: &ModelSpec) -> Result<Sha256Digest, BuildError> {
     let setup = |why: &str| BuildError::Backend(BackendError::Setup(format!("model {}: {why}", spec.name)));
     match spec.files.as_slice() {
         [only] => only.sha256.parse().map_err(|_| setup("bad pinned sha256")),

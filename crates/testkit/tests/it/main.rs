@@ -7,3 +7,4 @@ mod local;
 mod mock_upstream;
 mod models;
 mod node;
+mod validator;

@@ -2,6 +2,11 @@
 //! fresh context, then one token sampled and decoded at a time. The node's worker runs exactly this
 //! and turns each token into chunks; a benchmark calls it directly to measure llama.cpp alone with
 //! the node's own settings (threads, context, sampling).
+//!
+//! Tokens are sampled by the network's own sampler (`stacknet_protocol::sampler`), not llama.cpp's,
+//! and every sampled id is recorded, so that the commitment in the paperwork can be re-checked: a
+//! validator rebuilds the prompt with [`LocalModel::prompt_tokens_of`] and the sampling with
+//! [`LocalModel::sampling_of`], then scores the claimed ids with `teacher_forced` (score.rs).
 
 use std::num::NonZeroU32;
 
@@ -10,10 +15,11 @@ use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate, LlamaModel};
-use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
 use serde_json::Value;
 use stacknet_protocol::contract::{Usage, Workload};
+use stacknet_protocol::paperwork::Sampling;
+use stacknet_protocol::sampler;
 
 use super::emit::Flow;
 use super::request::{self, Generation, Prompt};
@@ -22,10 +28,10 @@ use crate::backend::BackendError;
 
 /// A loaded model and its chat template, with the settings every generation runs under.
 pub struct LocalModel {
-    backend: &'static LlamaBackend,
-    model: LlamaModel,
+    pub(super) backend: &'static LlamaBackend,
+    pub(super) model: LlamaModel,
     template: Option<LlamaChatTemplate>,
-    config: LlamaConfig,
+    pub(super) config: LlamaConfig,
 }
 
 impl std::fmt::Debug for LocalModel {
@@ -40,9 +46,15 @@ impl std::fmt::Debug for LocalModel {
 /// How a generation ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Generated {
+    /// `output_tokens` excludes a final end of generation token.
     pub usage: Usage,
     /// OpenAI's `finish_reason`: `stop` (end of generation or a stop sequence) or `length`.
     pub finish_reason: &'static str,
+    /// Every sampled id in order, a final end of generation token included; after a stop sequence,
+    /// up to the token that completed it.
+    pub tokens: Vec<u32>,
+    /// The sampling as it ran (seed and budget filled in).
+    pub sampling: Sampling,
 }
 
 impl LocalModel {
@@ -75,6 +87,65 @@ impl LocalModel {
         self.run(&request::parse(body, workload)?, on_token)
     }
 
+    /// The prompt's token ids exactly as `run` builds them (chat template or plain text).
+    pub fn prompt_tokens_of(&self, request: &Value, workload: Workload) -> Result<Vec<u32>, BackendError> {
+        let g = request::parse(request, workload)?;
+        Ok(self
+            .prompt_tokens(&g.prompt)?
+            .iter()
+            .map(|t| t.0 as u32)
+            .collect())
+    }
+
+    /// The sampling a request asks for, as `run` would apply it, and whether the request gave its
+    /// seed (when it did not, the seed here is 0: the node chose one, and its commitment says which).
+    pub fn sampling_of(&self, request: &Value, workload: Workload) -> Result<(Sampling, bool), BackendError> {
+        let g = request::parse(request, workload)?;
+        let prompt = self.prompt_tokens(&g.prompt)?;
+        let budget = self.budget(&g, prompt.len())?;
+        Ok((g.sampling(g.seed.unwrap_or(0), budget), g.seed.is_some()))
+    }
+
+    /// The bytes the ids stand for: each id's piece as `run` hands it out, concatenated. Ids outside
+    /// the vocabulary stand for nothing (see [`Self::n_vocab`]).
+    pub fn detokenize(&self, ids: &[u32]) -> Vec<u8> {
+        let vocab = self.model.vocab();
+        let mut out = Vec::new();
+        for &id in ids.iter().filter(|&&id| id < self.n_vocab()) {
+            out.extend_from_slice(&vocab.token_to_piece(LlamaToken::new(id as i32), false, None));
+        }
+        out
+    }
+
+    /// Whether `id` ends generation (false for an id outside the vocabulary).
+    pub fn is_eog(&self, id: u32) -> bool {
+        id < self.n_vocab() && self.model.vocab().is_eog(LlamaToken::new(id as i32))
+    }
+
+    /// The vocabulary size: valid ids are below it.
+    pub fn n_vocab(&self) -> u32 {
+        u32::try_from(self.model.n_vocab()).unwrap_or(0)
+    }
+
+    /// The context a generation runs in: the configured size unless the model's own is smaller.
+    fn n_ctx(&self) -> u32 {
+        self.config.context_tokens.min(self.model.n_ctx_train().max(1))
+    }
+
+    /// The token budget `g` gets after a prompt of `prompt_len` tokens: its `max_tokens`, at most
+    /// what the context has left. A prompt that leaves no room is refused.
+    fn budget(&self, g: &Generation, prompt_len: usize) -> Result<u32, BackendError> {
+        let n_ctx = self.n_ctx();
+        let prompt_len = u32::try_from(prompt_len).unwrap_or(u32::MAX);
+        if prompt_len >= n_ctx {
+            return Err(BackendError::ContextLengthExceeded(format!(
+                "the prompt is {prompt_len} tokens; this model's context holds {n_ctx} tokens, with room for at least one more"
+            )));
+        }
+        Ok(g.max_tokens
+            .map_or(n_ctx - prompt_len, |m| m.min(n_ctx - prompt_len)))
+    }
+
     /// Decodes the prompt into a fresh context (so no answer depends on an earlier one), then samples
     /// until end of generation, the token budget, or `on_token` answering [`Flow::Stopped`].
     pub(super) fn run(
@@ -83,16 +154,10 @@ impl LocalModel {
         mut on_token: impl FnMut(&[u8]) -> Result<Flow, BackendError>,
     ) -> Result<Generated, BackendError> {
         let tokens = self.prompt_tokens(&g.prompt)?;
-        let n_ctx = self.config.context_tokens.min(self.model.n_ctx_train().max(1));
-        let prompt_len = u32::try_from(tokens.len()).unwrap_or(u32::MAX);
-        if prompt_len >= n_ctx {
-            return Err(BackendError::ContextLengthExceeded(format!(
-                "the prompt is {prompt_len} tokens; this model's context holds {n_ctx} tokens, with room for at least one more"
-            )));
-        }
-        let budget = g
-            .max_tokens
-            .map_or(n_ctx - prompt_len, |m| m.min(n_ctx - prompt_len));
+        let budget = self.budget(g, tokens.len())?;
+        let prompt_len = tokens.len() as u32;
+        let sampling = g.sampling(g.seed.unwrap_or_else(request::random_seed), budget);
+        let n_ctx = self.n_ctx();
         let threads = i32::try_from(self.config.threads).unwrap_or(1);
         let params = LlamaContextParams::default()
             .with_n_ctx(NonZeroU32::new(n_ctx))
@@ -111,12 +176,15 @@ impl LocalModel {
         }
         ctx.decode(&mut batch).map_err(|e| setup(&e))?;
 
-        let mut sampler = sampler(g);
         let vocab = self.model.vocab();
+        let mut ids = Vec::new();
         let (mut generated, mut pos, mut finish_reason) = (0u32, prompt_len as i32, "length");
         while generated < budget {
-            let token = sampler.sample(&ctx, batch.n_tokens() - 1);
-            sampler.accept(token);
+            let logits = ctx.get_logits_ith(batch.n_tokens() - 1);
+            let id = sampler::sample(logits, &sampling, ids.len() as u32)
+                .ok_or_else(|| BackendError::Setup("llama.cpp gave no logits to sample from".into()))?;
+            ids.push(id);
+            let token = LlamaToken::new(id as i32);
             if vocab.is_eog(token) {
                 finish_reason = "stop";
                 break;
@@ -139,6 +207,8 @@ impl LocalModel {
                 units: 0,
             },
             finish_reason,
+            tokens: ids,
+            sampling,
         })
     }
 
@@ -168,15 +238,4 @@ impl LocalModel {
             }
         }
     }
-}
-
-fn sampler(g: &Generation) -> LlamaSampler {
-    if g.temperature <= 0.0 {
-        return LlamaSampler::greedy();
-    }
-    LlamaSampler::chain_simple([
-        LlamaSampler::top_p(g.top_p, 1),
-        LlamaSampler::temp(g.temperature),
-        LlamaSampler::dist(g.seed),
-    ])
 }

@@ -11,10 +11,15 @@
 //!   runs it, and `stacknet-bench models` calls it directly as the baseline.
 //! - `emit`: tokens to OpenAI streaming chunks (UTF-8 reassembly, stop sequences).
 //! - `request`: what a request asks of the model, validated.
+//! - `score`: teacher forcing, the primitive a validator re-checks a claimed output with.
+//!
+//! Every task commits to the ids it sampled (the network's seeded sampler, so a validator can
+//! replay it): [`BackendOutcome::committed`] carries the commitment and the ids.
 
 mod emit;
 mod local;
 mod request;
+mod score;
 
 use std::path::PathBuf;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
@@ -23,8 +28,8 @@ use std::sync::OnceLock;
 use futures_util::future::BoxFuture;
 use llama_cpp_2::llama_backend::LlamaBackend;
 use serde_json::Value;
-use stacknet_protocol::contract::{Usage, Workload};
-use stacknet_protocol::paperwork::BackendInfo;
+use stacknet_protocol::contract::Workload;
+use stacknet_protocol::paperwork::{tokens_sha256, BackendInfo, Commitment};
 use stacknet_protocol::wire::ModelOffer;
 use stacknet_protocol::Sha256Digest;
 use tokio::sync::{mpsc, oneshot};
@@ -33,7 +38,8 @@ use self::emit::Emitter;
 pub use self::emit::Flow;
 pub use self::local::{Generated, LocalModel};
 use self::request::Generation;
-use crate::backend::{Backend, BackendError, BackendOutcome, BackendTask};
+pub use self::score::{ScoreOptions, DEFAULT_SCORE_CHUNK};
+use crate::backend::{Backend, BackendError, BackendOutcome, BackendTask, Committed};
 
 /// The backend id in paperwork and hello.
 pub const BACKEND_ID: &str = "llama.cpp";
@@ -72,7 +78,7 @@ struct Job {
     task: BackendTask,
     generation: Generation,
     chunks: mpsc::Sender<Value>,
-    reply: oneshot::Sender<Result<Usage, BackendError>>,
+    reply: oneshot::Sender<Result<Generated, BackendError>>,
 }
 
 /// A GGUF chat model served by llama.cpp.
@@ -163,18 +169,35 @@ impl Backend for LlamaChat {
                     return Err(BackendError::Setup("the model thread is gone".into()))
                 }
             }
-            let usage = answer
+            let done = answer
                 .await
                 .map_err(|_| BackendError::Setup("the model thread is gone".into()))??;
             // The model stays loaded between tasks: every task after load is warm.
             Ok(BackendOutcome {
-                usage: Some(usage),
+                usage: Some(done.usage),
                 info,
                 warm: true,
                 files: Vec::new(),
-                committed: None,
+                committed: Some(commit(done.tokens, done.finish_reason, done.sampling)),
             })
         })
+    }
+}
+
+/// The commitment to a generation (a cancelled one included: it commits to what it generated).
+fn commit(
+    tokens: Vec<u32>,
+    finish_reason: &str,
+    sampling: stacknet_protocol::paperwork::Sampling,
+) -> Committed {
+    Committed {
+        commitment: Commitment {
+            output_tokens_sha256: tokens_sha256(&tokens),
+            output_token_count: tokens.len() as u64,
+            finish_reason: finish_reason.to_owned(),
+            sampling,
+        },
+        tokens,
     }
 }
 
@@ -192,7 +215,7 @@ fn work(model: &LocalModel, jobs: Receiver<Job>) {
 
 /// One task: the model's tokens, as OpenAI streaming chunks. A cancelled task stops after the
 /// token being decoded, as if at a stop sequence, and reports the tokens it generated.
-fn generate(model: &LocalModel, job: &Job) -> Result<Usage, BackendError> {
+fn generate(model: &LocalModel, job: &Job) -> Result<Generated, BackendError> {
     let id = format!("local-{}", job.task.contract);
     let mut out = Emitter::new(
         job.chunks.clone(),
@@ -222,5 +245,5 @@ fn generate(model: &LocalModel, job: &Job) -> Result<Usage, BackendError> {
         out.start()?;
     }
     out.finish(done.finish_reason, &done.usage)?;
-    Ok(done.usage)
+    Ok(done)
 }

@@ -3,6 +3,7 @@
 
 use serde_json::Value;
 use stacknet_protocol::contract::Workload;
+use stacknet_protocol::paperwork::{Sampling, SAMPLER_V1};
 
 use crate::backend::BackendError;
 
@@ -25,7 +26,8 @@ pub struct Generation {
     /// 0 means greedy: the most likely token every time.
     pub temperature: f32,
     pub top_p: f32,
-    pub seed: u32,
+    /// The request's seed folded to 32 bits; `None` when it gave none (the node then picks one).
+    pub seed: Option<u32>,
     pub stop: Vec<String>,
 }
 
@@ -56,11 +58,11 @@ pub fn parse(request: &Value, workload: Workload) -> Result<Generation, BackendE
         .find_map(|k| request.get(*k).and_then(Value::as_u64))
         .map(|m| u32::try_from(m).unwrap_or(u32::MAX));
     let number = |k: &str, default: f64| request.get(k).and_then(Value::as_f64).unwrap_or(default) as f32;
-    let seed = match request.get("seed").and_then(Value::as_i64) {
-        // llama.cpp takes a 32-bit seed; fold the 64-bit one the API allows, deterministically.
-        Some(s) => (s as u64 ^ ((s as u64) >> 32)) as u32,
-        None => random_seed(),
-    };
+    // The sampler takes a 32-bit seed; fold the 64-bit one the API allows, deterministically.
+    let seed = request
+        .get("seed")
+        .and_then(Value::as_i64)
+        .map(|s| (s as u64 ^ ((s as u64) >> 32)) as u32);
     Ok(Generation {
         prompt,
         max_tokens,
@@ -71,7 +73,36 @@ pub fn parse(request: &Value, workload: Workload) -> Result<Generation, BackendE
     })
 }
 
-fn random_seed() -> u32 {
+/// The highest temperature the sampler applies (OpenAI's limit), in thousandths.
+pub const MAX_TEMPERATURE_MILLI: u32 = 2000;
+
+impl Generation {
+    /// The sampling this request asks for as integers, under `budget` tokens and with `seed`.
+    /// Temperature and nucleus are rounded to thousandths and clamped (temperature to
+    /// 0..=[`MAX_TEMPERATURE_MILLI`], top_p to 0..=1000); what the commitment records is what ran.
+    pub fn sampling(&self, seed: u32, budget: u32) -> Sampling {
+        let milli = |x: f32, max: u32| {
+            let m = (f64::from(x) * 1000.0).round();
+            // NaN and negatives become 0 (greedy, or the single most likely token).
+            if m.is_nan() || m <= 0.0 {
+                0
+            } else {
+                (m.min(f64::from(max))) as u32
+            }
+        };
+        Sampling {
+            sampler: SAMPLER_V1.to_owned(),
+            temperature_milli: milli(self.temperature, MAX_TEMPERATURE_MILLI),
+            top_p_milli: milli(self.top_p, 1000),
+            seed,
+            max_tokens: budget,
+        }
+    }
+}
+
+/// A seed for a request that gave none: it only has to differ between requests; the commitment
+/// records it, so a validator replays it all the same.
+pub fn random_seed() -> u32 {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());

@@ -1,0 +1,38 @@
+//! What `stacknet validator` starts from: its key, and its copies of the built-in chat models
+//! (the same pinned GGUF files the workers run, from the same models directory).
+
+use std::sync::Arc;
+
+use stacknet_protocol::contract::Workload;
+
+use super::runner::SharedModel;
+use crate::backend::build::{pinned_sha256, pulled_model, BuildError};
+use crate::backend::llama::{LlamaConfig, LocalModel};
+use crate::models::{self, ModelStore};
+
+/// Loads `names` (every pulled chat model when empty) from `store`. Blocking (reads the models).
+pub fn load_models(
+    store: &ModelStore,
+    names: &[String],
+    threads: Option<usize>,
+) -> Result<Vec<SharedModel>, BuildError> {
+    let names: Vec<String> = if names.is_empty() {
+        models::catalog()
+            .iter()
+            .filter(|spec| spec.serves(Workload::Chat) && store.path_of(spec).is_some())
+            .map(|spec| spec.name.clone())
+            .collect()
+    } else {
+        names.to_vec()
+    };
+    let mut out: Vec<SharedModel> = Vec::with_capacity(names.len());
+    for name in &names {
+        let (spec, path) = pulled_model(store, name, "llama", Workload::Chat)?;
+        let mut config = LlamaConfig::new(&spec.name, path, pinned_sha256(spec)?);
+        if let Some(t) = threads {
+            config.threads = t.max(1);
+        }
+        out.push(Arc::new(LocalModel::load(config).map_err(BuildError::from)?));
+    }
+    Ok(out)
+}
