@@ -13,7 +13,13 @@
 //!    highest scaled logit are dropped (their mass is under e^-40 each);
 //! 3. softmax over what is left, ordered as above; with `top_p` below 1 the nucleus is the shortest
 //!    prefix whose mass reaches `top_p`, renormalized;
-//! 4. the token is the first whose cumulative mass exceeds the position's draw.
+//! 4. the nucleus is put in token id order, and the token is the first whose cumulative mass
+//!    exceeds the position's draw.
+//!
+//! Why id order for the walk: a validator's logits differ from the worker's by rounding noise (its
+//! prefill runs other kernels than the worker's one-token decode). Walked in probability order, two
+//! tokens of nearly equal probability could swap places under that noise and move every slice after
+//! them by a whole token's mass; in id order, noise moves each slice's edges only by the noise.
 
 use sha2::{Digest, Sha256};
 
@@ -45,7 +51,7 @@ pub fn argmax(logits: &[f32]) -> Option<u32> {
     best.map(|(i, _)| i as u32)
 }
 
-/// The candidates of one position in order with their probabilities (summing to 1).
+/// The candidates of one position, in token id order, with their probabilities (summing to 1).
 pub fn distribution(logits: &[f32], s: &Sampling) -> Vec<(u32, f64)> {
     if s.temperature_milli == 0 {
         return argmax(logits).map(|t| vec![(t, 1.0)]).unwrap_or_default();
@@ -88,6 +94,7 @@ pub fn distribution(logits: &[f32], s: &Sampling) -> Vec<(u32, f64)> {
             x.1 /= total;
         }
     }
+    c.sort_by_key(|x| x.0);
     c
 }
 
@@ -157,6 +164,20 @@ mod tests {
             let (lo, hi) = interval(&logits, &s, t).expect("a candidate");
             let u = draw(s.seed, pos);
             assert!(lo <= u && u < hi, "{lo} <= {u} < {hi}");
+        }
+    }
+
+    #[test]
+    fn a_tiny_change_of_the_logits_moves_a_slice_only_a_little() {
+        // Two tokens of nearly equal probability swap their probability order under noise; their
+        // slices must not jump by a whole token's mass.
+        let s = sampling(1000, 1000);
+        let a = [1.0f32, 1.000_001, 0.5, 3.0];
+        let b = [1.000_001f32, 1.0, 0.5, 3.0];
+        for t in 0..4u32 {
+            let (la, ha) = interval(&a, &s, t).expect("a candidate");
+            let (lb, hb) = interval(&b, &s, t).expect("a candidate");
+            assert!((la - lb).abs() < 1e-5 && (ha - hb).abs() < 1e-5, "token {t}");
         }
     }
 
