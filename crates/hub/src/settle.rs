@@ -243,11 +243,19 @@ pub async fn node_statement(
         .await
         .map_err(ApiError::internal)?;
     let payouts = state.store.payouts_of(node).await.map_err(ApiError::internal)?;
+    let stake = statement_json(&*state.ledger, AccountId::stake(node), None, None).await?;
+    let slashes = state
+        .store
+        .slashes(Some(node))
+        .await
+        .map_err(ApiError::internal)?;
     Ok(Json(NodeStatement {
         node_key: node,
         statement,
         payout_pending: balance_json(&pending),
         payouts,
+        stake: (!stake.transfers.is_empty()).then_some(stake),
+        slashes,
     }))
 }
 

@@ -82,6 +82,12 @@ pub struct NodeStatement {
     /// Money on its way to the operator's payment account.
     pub payout_pending: Balance,
     pub payouts: Vec<Payout>,
+    /// The key's stake account: its bond, and every move of it (bond, unbond, slash) with its reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stake: Option<Statement>,
+    /// Why the key's stake was slashed, each with the task and the check it cites.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub slashes: Vec<super::Slash>,
 }
 
 /// Where a payout is. `Pending` and `Sent` are open; `Confirmed` and `Failed` are final.
