@@ -14,6 +14,8 @@ use stacknet_testkit::network::TestNetwork;
 
 use crate::hub::{post_chat, sse_events};
 
+mod scoring;
+
 const MODEL: &str = "smollm2-135m-instruct";
 
 fn model_config(context_tokens: u32) -> LlamaConfig {
