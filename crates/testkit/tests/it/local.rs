@@ -14,6 +14,8 @@ use stacknet_testkit::network::TestNetwork;
 
 use crate::hub::{post_chat, sse_events};
 
+mod scoring;
+
 const MODEL: &str = "smollm2-135m-instruct";
 
 fn model_config(context_tokens: u32) -> LlamaConfig {
@@ -208,6 +210,10 @@ async fn a_cancelled_generation_stops_between_tokens_and_reports_what_it_generat
         .expect("a cancelled generation still reports its work");
     drain.await.unwrap();
     let generated = outcome.usage.unwrap().output_tokens;
+    // It commits to the ids it generated: no end token, and as many as it reports.
+    let committed = outcome.committed.expect("a cancelled task commits too");
+    assert_eq!(committed.tokens.len() as u64, generated);
+    assert_eq!(committed.commitment.finish_reason, "stop");
     assert!(
         (3..MAX_TOKENS / 2).contains(&generated),
         "generated {generated} tokens"

@@ -5,6 +5,13 @@
 //!
 //! Position `P - 1 + i` (P prompt tokens) predicts `claimed[i]`; the last claimed id is never fed
 //! in, as in generation, where the final token is sampled and not decoded.
+//!
+//! Exact replay: llama.cpp's CPU matrix kernels change above a few dozen rows per micro-batch, and
+//! logits computed in large micro-batches differ from the one-row decodes of generation by up to
+//! 0.08 in a logit (SmolLM2-135M), enough to move a sampled token's slice of the distribution. So by
+//! default the prompt is decoded in one call exactly as the worker decoded it, and the claimed ids
+//! in calls of at most [`EXACT_UBATCH_ROWS`] tokens: measured, the logits are then bit-identical to
+//! the worker's (1 and 2 threads), greedy gap 0 and sampled distance 0.
 
 use std::num::NonZeroU32;
 
@@ -17,6 +24,9 @@ use crate::backend::BackendError;
 
 /// Tokens per decode call unless the caller says otherwise.
 pub const DEFAULT_SCORE_CHUNK: u32 = 256;
+/// Micro-batches of at most this many rows give the same logits as generation's one-row decodes
+/// (measured with llama.cpp of llama-cpp-2 0.1.160: 33 rows still do, 64 do not).
+pub const EXACT_UBATCH_ROWS: u32 = 32;
 /// The KV cache is sized to the check, rounded up to this many tokens.
 const CONTEXT_ROUND_TOKENS: u32 = 256;
 
@@ -25,9 +35,10 @@ const CONTEXT_ROUND_TOKENS: u32 = 256;
 pub struct ScoreOptions {
     /// llama.cpp threads; the model's configured threads when `None`.
     pub threads: Option<usize>,
-    /// llama.cpp's micro-batch (`n_ubatch`); its default (512, at most `chunk`) when `None`.
+    /// llama.cpp's micro-batch (`n_ubatch`) for the whole check. `None`: the prompt as the worker
+    /// decoded it (llama.cpp's default), the claimed ids in calls of at most [`EXACT_UBATCH_ROWS`].
     pub ubatch: Option<u32>,
-    /// At most this many tokens per decode call (at least 1).
+    /// At most this many claimed ids per decode call (at least 1).
     pub chunk: u32,
 }
 
@@ -42,10 +53,11 @@ impl Default for ScoreOptions {
 }
 
 impl LocalModel {
-    /// Teacher forcing: one fresh context, `prompt` then `claimed` decoded in chunks of at most
-    /// `opts.chunk` tokens, calling `at(i, logits)` with the logits that predict `claimed[i]`, for
-    /// every `i` in order. The context is sized to the check (up to the model's trained context),
-    /// whatever context the model was configured with for generation.
+    /// Teacher forcing: one fresh context, `prompt` decoded in one call (as generation does), then
+    /// `claimed` in chunks of at most `opts.chunk` tokens (see [`ScoreOptions::ubatch`]), calling
+    /// `at(i, logits)` with the logits that predict `claimed[i]`, for every `i` in order. The context
+    /// is sized to the check (up to the model's trained context), whatever context the model was
+    /// configured with for generation.
     pub fn teacher_forced(
         &self,
         prompt: &[u32],
@@ -84,13 +96,17 @@ impl LocalModel {
             .div_ceil(CONTEXT_ROUND_TOKENS)
             .saturating_mul(CONTEXT_ROUND_TOKENS)
             .min(trained);
-        let chunk = opts.chunk.max(1);
+        let step = match opts.ubatch {
+            Some(_) => opts.chunk.max(1),
+            None => opts.chunk.clamp(1, EXACT_UBATCH_ROWS),
+        } as usize;
         let threads = i32::try_from(opts.threads.unwrap_or(self.config.threads)).unwrap_or(1);
+        let n_batch = (prompt.len() as u32).max(step as u32);
         let defaults = LlamaContextParams::default();
-        let ubatch = opts.ubatch.unwrap_or(defaults.n_ubatch()).clamp(1, chunk);
+        let ubatch = opts.ubatch.unwrap_or(defaults.n_ubatch()).clamp(1, n_batch);
         let params = defaults
             .with_n_ctx(NonZeroU32::new(n_ctx))
-            .with_n_batch(chunk)
+            .with_n_batch(n_batch)
             .with_n_ubatch(ubatch)
             .with_n_threads(threads)
             .with_n_threads_batch(threads);
@@ -99,23 +115,28 @@ impl LocalModel {
             .model
             .new_context(self.backend, params)
             .map_err(|e| setup(&e))?;
-        let mut batch = LlamaBatch::new(chunk as usize, 1);
-        let first_scored = prompt.len() - 1;
-        for (n, part) in fed.chunks(chunk as usize).enumerate() {
-            let start = n * chunk as usize;
+        let mut batch = LlamaBatch::new(n_batch as usize, 1);
+        // The prompt, with logits at its last token only, exactly as generation decodes it.
+        let (prompt, output) = fed.split_at(prompt.len());
+        for (pos, &t) in prompt.iter().enumerate() {
+            batch
+                .add(t, pos as i32, &[0], pos == prompt.len() - 1)
+                .map_err(|e| setup(&e))?;
+        }
+        ctx.decode(&mut batch).map_err(|e| setup(&e))?;
+        at(0, ctx.get_logits_ith(batch.n_tokens() - 1));
+        // Then the claimed ids but the last, each position's logits predicting the next claimed id.
+        for (n, part) in output.chunks(step).enumerate() {
+            let first = n * step;
             batch.clear();
             for (j, &t) in part.iter().enumerate() {
-                let pos = start + j;
                 batch
-                    .add(t, pos as i32, &[0], pos >= first_scored)
+                    .add(t, (prompt.len() + first + j) as i32, &[0], true)
                     .map_err(|e| setup(&e))?;
             }
             ctx.decode(&mut batch).map_err(|e| setup(&e))?;
             for j in 0..part.len() {
-                let pos = start + j;
-                if pos >= first_scored {
-                    at((pos - first_scored) as u32, ctx.get_logits_ith(j as i32));
-                }
+                at((first + j + 1) as u32, ctx.get_logits_ith(j as i32));
             }
         }
         Ok(())
