@@ -56,7 +56,12 @@ pub async fn run(args: ValidatorArgs) -> Result<()> {
         hub.hub_key.to_hex(),
         models.len()
     );
-    let validator = Validator::new(key, hub, Checker { models }, ValidatorOptions::default());
+    let options = ValidatorOptions {
+        // Beside the key: a restarted validator still reveals what it committed to.
+        pending_file: Some(key_path.with_extension("pending.json")),
+        ..ValidatorOptions::default()
+    };
+    let validator = Validator::new(key, hub, Checker { models }, options);
     validator.run(crate::serve::shutdown_signal()).await;
     Ok(())
 }

@@ -327,6 +327,11 @@ impl Hub {
             )
             .await?,
         );
+        // Before the writer starts: a batch logged and not sampled before a stop is sampled now.
+        validate::sample::recover(&validation, log.head())
+            .await
+            .map_err(HubError::Recover)?;
+        validate::start_deadlines(validation.clone(), shutting_down.clone());
         nodes.set_min_bond(config.rules.min_worker_bond);
         let state = AppState {
             inflight: Arc::new(Semaphore::new(config.max_concurrent_requests)),

@@ -323,7 +323,7 @@ async fn run_writer(
             let outcome = write_batch(&store, &ledger, &log, std::mem::take(&mut batch)).await;
             if let (Some(v), Ok(())) = (&validation, &outcome) {
                 // Sampled after the batch is logged: the root it is decided by exists only now.
-                crate::validate::sample::on_logged(v, log.head().1, &logged).await;
+                crate::validate::sample::on_logged(v, log.head(), &logged).await;
             }
             for done in waiters.drain(..) {
                 let _ = done.send(outcome.clone());

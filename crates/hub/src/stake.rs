@@ -10,9 +10,17 @@
 //! nonce: [`crate::settle::check_node_request`]), so a replayed request is refused before anything
 //! moves; on top of that each transfer id derives from the request's nonce (a withdrawal's from the
 //! unbonding it returns), so the same request can never move money twice. The only other path that
-//! moves a bond is a slash, decided by validators' quorum. After every move the scheduler's record
-//! of the key's bond is refreshed from the ledger ([`crate::nodes::Nodes::set_bond`]), as it is when
-//! the node connects.
+//! moves a bond is a slash, decided by validators' quorum (or a validator's fault): it takes
+//! `slash_bps` of what the key has bonded and unbonding, from the stake first, then from the
+//! unbonding account and its rows ([`crate::validate::money::slash`]), so unbonding first is no
+//! escape. After every move, a slash's included, the scheduler's record of the key's bond is
+//! refreshed from the ledger ([`crate::nodes::Nodes::set_bond`]), as it is when the node connects.
+//! A suspension (after a conviction) is never lifted: no path lifts it, and a slashed worker whose
+//! bond fell below the minimum is not routed either until it bonds again.
+//!
+//! Unbonds and withdrawals hold validation's lock ([`crate::validate::Validation::lock`]), under
+//! which every slash runs, so a slash never reads the unbonding rows while a withdrawal is between
+//! its ledger move and its rows (one hub; replicas on PostgreSQL do not share that lock).
 //!
 //! Order of writes for an unbond: the ledger first, then the store's record, so a crash between
 //! them leaves money in the unbonding account that no record releases early (never a record that
@@ -99,6 +107,7 @@ pub async fn bond(state: &AppState, node: NodeKeyId, amount: Amount, id: Transfe
 /// Starts unbonding `amount` of `node`'s stake under transfer `id`.
 async fn unbond(state: &AppState, node: NodeKeyId, amount: Amount, id: TransferId) -> Result<(), ApiError> {
     positive(amount)?;
+    let _slashes_wait = state.validation.lock().await;
     let transfer = Transfer::posted(
         id.clone(),
         AccountId::stake(node),
@@ -131,6 +140,7 @@ async fn unbond(state: &AppState, node: NodeKeyId, amount: Amount, id: TransferI
 
 /// Returns every unbonding of `node` whose period has ended to its earnings.
 async fn withdraw(state: &AppState, node: NodeKeyId) -> Result<(), ApiError> {
+    let _slashes_wait = state.validation.lock().await;
     let now = Timestamp::now();
     let open = state.store.unbondings_of(node).await?;
     let (due, waiting): (Vec<_>, Vec<_>) = open
@@ -236,10 +246,8 @@ pub async fn status(state: &AppState, node: NodeKeyId) -> Result<StakeStatus, Ap
         earnings,
         min_worker_bond: rules.min_worker_bond,
         min_validator_bond: rules.min_validator_bond,
-        // Slashing and suspension come with validation (issue 11's validation part); until then
-        // no key is ever slashed or suspended.
-        suspended: false,
-        slashes: Vec::new(),
+        suspended: state.validation.is_suspended(&node),
+        slashes: state.store.slashes(Some(node)).await?,
     })
 }
 

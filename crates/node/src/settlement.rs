@@ -33,6 +33,9 @@ pub enum SettlementError {
     /// A verdict not signed by the hub filed with, or not about what was filed: nothing is marked.
     #[error("the hub's filing answer cannot be trusted: {0}")]
     Untrusted(String),
+    /// A validator's committed, unrevealed verdicts could not be written to its pending file.
+    #[error("cannot keep the pending reveals: {0}")]
+    Pending(String),
 }
 
 /// A hub reached over HTTP, with the key it answered with.

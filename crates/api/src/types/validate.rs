@@ -22,7 +22,11 @@ pub struct Unbonding {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Slash {
     pub node_key: NodeKeyId,
+    /// The whole amount slashed: `slash_bps` of what the key had bonded and unbonding.
     pub amount: Amount,
+    /// The part of `amount` taken from stake the key was unbonding (the rest came from its bond).
+    #[serde(default)]
+    pub from_unbonding: Amount,
     /// `convicted` (a quorum of validators), `equivocation`, `canary_pass`, `canary_fail`.
     pub reason: String,
     /// The task it was for.

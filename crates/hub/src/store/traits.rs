@@ -151,6 +151,13 @@ pub trait ValidationStore: Send + Sync + fmt::Debug + 'static {
     fn slashes(&self, node: Option<NodeKeyId>) -> StoreFuture<'_, Vec<SlashRecord>>;
     fn suspend(&self, node: NodeKeyId, at: Timestamp) -> StoreFuture<'_, ()>;
     fn suspended(&self) -> StoreFuture<'_, Vec<NodeKeyId>>;
+    /// The log size through which every logged paperwork's sampling was decided (`None`: never
+    /// recorded, a store from before sampling was recoverable).
+    fn sampled_through(&self) -> StoreFuture<'_, Option<u64>>;
+    /// Records that sampling was decided through log size `size`; never lowers what is recorded.
+    fn set_sampled_through(&self, size: u64) -> StoreFuture<'_, ()>;
+    /// The paperwork logged at index `from` and after, with its worker, in log order.
+    fn logged_since(&self, from: u64) -> StoreFuture<'_, Vec<(PaperworkId, NodeKeyId)>>;
 }
 
 /// Unbonding stake, and when each amount may be withdrawn (the money itself is in the ledger).
@@ -161,6 +168,16 @@ pub trait StakeStore: Send + Sync + fmt::Debug + 'static {
     fn unbondings_of(&self, node: NodeKeyId) -> StoreFuture<'_, Vec<UnbondingRecord>>;
     /// Marks unbondings withdrawn at `at` (those withdrawn before keep their time).
     fn mark_withdrawn(&self, ids: Vec<String>, at: Timestamp) -> StoreFuture<'_, ()>;
+    /// Takes `amount` off `node`'s open unbondings for the slash `id`, in one transaction: the
+    /// latest withdrawable first, a row taken whole removed. False (and nothing changed) when `id`
+    /// took its share before, so a retried slash reduces the rows once.
+    fn slash_unbondings(
+        &self,
+        id: String,
+        node: NodeKeyId,
+        amount: Amount,
+        at: Timestamp,
+    ) -> StoreFuture<'_, bool>;
 }
 
 /// Everything the hub keeps outside the ledger: every store implements all five domains (one

@@ -10,6 +10,7 @@
 //! - [`rounds`]: a validator's `Assignments`, `Commit` and `Reveal` (commit first, reveal once every
 //!   member committed or the commit deadline passed; a second, different commit or attestation is
 //!   equivocation), and the decision of a round: pass, escalate to a committee, reassign, convict.
+//!   Deadlines act on their own: [`start_deadlines`] decides rounds whose windows closed.
 //! - [`money`]: the ledger moves of a decision, each with an id derived from the task and the key,
 //!   so a retry moves money once.
 //! - [`http`]: `POST /stacknet/v1/validation`, `GET /stacknet/v1/attestations`, and the admin's
@@ -36,6 +37,30 @@ use stacknet_protocol::{Amount, NodeKeyId, PaperworkId, PublicKey, Sha256Digest,
 use crate::nodes::Nodes;
 use crate::rules::NetworkRules;
 use crate::store::{CaseRecord, Store, StoreError};
+
+/// The longest wait between two looks of the deadline ticker ([`start_deadlines`]).
+pub const DEADLINE_TICK_MS: u64 = 1_000;
+
+/// Runs [`rounds::decide_due`] until the hub shuts down, every quarter of the commit window (at
+/// least 50 ms, at most [`DEADLINE_TICK_MS`]), so a round past its deadline is decided and its task
+/// reassigned without waiting for some validator to poll.
+pub fn start_deadlines(v: Arc<Validation>, mut shutting_down: tokio::sync::watch::Receiver<bool>) {
+    let every = (v.rules.commit_window_ms / 4).clamp(50, DEADLINE_TICK_MS);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_millis(every));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    if let Err(e) = rounds::decide_due(&v).await {
+                        tracing::warn!(error = %e, "cannot decide due validation rounds yet; trying again");
+                    }
+                }
+                _ = shutting_down.changed() => return,
+            }
+        }
+    });
+}
 
 /// Where a case stands; the API shows it as its snake_case name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -157,6 +182,8 @@ pub struct Validation {
     lock: tokio::sync::Mutex<()>,
     /// When kept material was last swept (unix ms).
     last_forget: std::sync::atomic::AtomicI64,
+    /// Test hook: logged batches are left unsampled, as a crash between logging and sampling would.
+    crash_before_sampling: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Validation {
@@ -184,7 +211,17 @@ impl Validation {
             nodes,
             lock: tokio::sync::Mutex::new(()),
             last_forget: std::sync::atomic::AtomicI64::new(0),
+            crash_before_sampling: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// Test hook: from now on (while `on`), logged batches are not sampled and the log is not marked
+    /// sampled through them, as when the hub stops between logging a batch and sampling it; a
+    /// restarted hub samples them ([`sample::recover`]).
+    #[doc(hidden)]
+    pub fn crash_before_sampling(&self, on: bool) {
+        self.crash_before_sampling
+            .store(on, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Serialises changes to cases.
@@ -211,6 +248,32 @@ impl Validation {
             .await
             .map_err(|e| e.to_string())?;
         Ok(b.available())
+    }
+
+    /// What a slash may take from: the key's bond and what it is unbonding (available balances).
+    pub async fn slashable(&self, node: NodeKeyId) -> Result<(Amount, Amount), String> {
+        let balances = self
+            .ledger
+            .balances(vec![AccountId::stake(node), AccountId::unbonding(node)])
+            .await
+            .map_err(|e| e.to_string())?;
+        match balances.as_slice() {
+            [stake, unbonding] => Ok((stake.available(), unbonding.available())),
+            _ => Err("the ledger answered the wrong number of balances".to_owned()),
+        }
+    }
+
+    /// Reads `node`'s bond from the ledger into the routing map (as `stake::refresh_bond` does), so
+    /// a slashed worker below the minimum bond is not routed tasks whatever its suspension.
+    pub async fn refresh_bond(&self, node: NodeKeyId) -> Result<Amount, String> {
+        let bonded = self
+            .ledger
+            .balance(AccountId::stake(node))
+            .await
+            .map_err(|e| e.to_string())?
+            .posted;
+        self.nodes.set_bond(node, bonded);
+        Ok(bonded)
     }
 
     /// A validator whose attestations count: bonded enough and not suspended.

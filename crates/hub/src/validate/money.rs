@@ -1,7 +1,8 @@
 //! The ledger moves of validation. Each transfer's id derives from the task and the key
-//! (`fee:<pw>:<round>:<nk>`, `slash:<pw>:<nk>`, `reward:<pw>:<nk>`, `refund:<pw>`), so a retry
-//! replays instead of moving money twice; a slash's amount is recorded with its slash row first,
-//! so a retry moves the same amount whatever the stake holds by then.
+//! (`fee:<pw>:<round>:<nk>`, `slash:<reason>:<pw>:<nk>` and `slash-unbonding:<reason>:<pw>:<nk>`,
+//! `reward:<pw>:<nk>`, `refund:<pw>`), so a retry replays instead of moving money twice; a slash's
+//! amount and its split between bond and unbonding are recorded with its slash row first, so a
+//! retry moves the same amounts whatever the accounts hold by then.
 
 use stacknet_api::types::Slash;
 use stacknet_ledger::{AccountId, LedgerError, Reason, Transfer, TransferId};
@@ -54,9 +55,18 @@ pub async fn fee(
     }
 }
 
-/// Slashes `slash_bps` of `offender`'s stake to the treasury for `paperwork`, records the slash
-/// (`reason`: convicted, equivocation, canary_pass, canary_fail) and pays `rewarded` their even
-/// share of `convictor_reward_bps` of it from the treasury. Returns the amount slashed.
+/// Slashes `slash_bps` of what `offender` has bonded and is unbonding (unbonding first is no
+/// escape) to the treasury for `paperwork`, taking from its stake first, then from its unbonding
+/// account; records the slash (`reason`: convicted, equivocation, canary_pass, canary_fail), cuts
+/// its unbonding rows by what was taken from them, pays `rewarded` their even share of
+/// `convictor_reward_bps` of it from the treasury, and refreshes the routing map's record of its
+/// bond. Returns the amount slashed.
+///
+/// Order, so that a retry (or a crash between steps, then a retry) moves everything once: the slash
+/// row with its split first (a retry reads it back instead of recomputing from balances that moved),
+/// then the unbonding rows (cut once per slash id), then the ledger (ids derived from the slash's).
+/// A crash after the rows and before the ledger leaves money in the unbonding account that no row
+/// releases, never a row that releases money that is not there.
 pub async fn slash(
     v: &Validation,
     offender: NodeKeyId,
@@ -65,23 +75,26 @@ pub async fn slash(
     code: Option<String>,
     rewarded: &[NodeKeyId],
 ) -> Result<Amount, String> {
-    let id = format!("slash:{paperwork}:{offender}");
-    let computed = share(v.bonded(offender).await?, v.rules.slash_bps);
+    let id = format!("slash:{reason}:{paperwork}:{offender}");
+    let (stake, unbonding) = v.slashable(offender).await?;
+    let total = Amount::from_micros(stake.micros().saturating_add(unbonding.micros()));
+    let computed = share(total, v.rules.slash_bps);
     let row = Slash {
         node_key: offender,
         amount: computed,
+        from_unbonding: Amount::from_micros(computed.micros().saturating_sub(stake.micros()).max(0)),
         reason: reason.to_owned(),
         paperwork,
         code,
         at: Timestamp::now(),
     };
-    let amount = if v
+    let row = if v
         .store
-        .add_slash(id.clone(), row)
+        .add_slash(id.clone(), row.clone())
         .await
         .map_err(|e| e.to_string())?
     {
-        computed
+        row
     } else {
         // Recorded by an earlier try: move what it recorded.
         v.store
@@ -90,20 +103,44 @@ pub async fn slash(
             .map_err(|e| e.to_string())?
             .into_iter()
             .find(|s| s.paperwork == paperwork && s.reason == reason)
-            .map_or(computed, |s| s.amount)
+            .ok_or_else(|| format!("the slash {id} is recorded but cannot be read back"))?
     };
-    tracing::warn!(node = %offender, %paperwork, %amount, reason, "slashed");
+    let amount = row.amount;
+    tracing::warn!(node = %offender, %paperwork, %amount, from_unbonding = %row.from_unbonding, reason, "slashed");
     if amount.micros() <= 0 {
         return Ok(amount);
     }
-    let t = Transfer::posted(
-        tid(&id)?,
-        AccountId::stake(offender),
-        AccountId::treasury(),
-        amount,
-        Reason::Slash,
-    );
-    transfer(v, t).await.map_err(|e| e.to_string())?;
+    let from_unbonding = row.from_unbonding;
+    let from_stake = Amount::from_micros(amount.micros() - from_unbonding.micros());
+    if from_unbonding.micros() > 0 {
+        v.store
+            .slash_unbondings(id.clone(), offender, from_unbonding, row.at)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    let mut moves = Vec::with_capacity(2);
+    if from_stake.micros() > 0 {
+        moves.push(Transfer::posted(
+            tid(&id)?,
+            AccountId::stake(offender),
+            AccountId::treasury(),
+            from_stake,
+            Reason::Slash,
+        ));
+    }
+    if from_unbonding.micros() > 0 {
+        moves.push(Transfer::posted(
+            tid(&format!("slash-unbonding:{reason}:{paperwork}:{offender}"))?,
+            AccountId::unbonding(offender),
+            AccountId::treasury(),
+            from_unbonding,
+            Reason::Slash,
+        ));
+    }
+    apply_retrying(&v.ledger, moves.into_iter().map(Into::into).collect())
+        .await
+        .map_err(|e| e.to_string())?;
+    v.refresh_bond(offender).await?;
     if !rewarded.is_empty() {
         let each = share(amount, v.rules.convictor_reward_bps).micros() / rewarded.len() as i64;
         for r in rewarded.iter().filter(|_| each > 0) {

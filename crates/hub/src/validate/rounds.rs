@@ -4,7 +4,10 @@
 //! are taken once every member of the round committed, or its commit deadline passed, so nobody can
 //! copy another's verdict. A second, different commit or attestation from one validator for one
 //! task is equivocation, and is slashed. A round is decided once everyone who committed revealed
-//! (and everyone committed, or the deadline passed):
+//! (and everyone committed, or the commit deadline passed), or once its reveal window closed (as
+//! long again after the commit deadline: a member that committed and never revealed counts as no
+//! verdict). Deadlines act without anyone polling: [`super::start_deadlines`] runs [`decide_due`]
+//! every few hundred milliseconds.
 //! - Check: PASS passes; FAIL citing an objective code escalates to a committee; INCONCLUSIVE (or
 //!   no answer) is reassigned once, then the task is inconclusive; a FAIL without one is disputed.
 //! - Committee: `convict_threshold` FAILs citing an objective code convict; else passed (all PASS)
@@ -74,6 +77,31 @@ async fn require_eligible(v: &Validation, key: &PublicKey) -> Result<(), ApiErro
 /// Every member of the round has committed, or its deadline passed.
 fn reveals_open(round: &super::RoundState, now: Timestamp) -> bool {
     now.unix_ms() > round.commit_by.unix_ms() || round.members.iter().all(|m| m.digest.is_some())
+}
+
+/// When a round's reveals close: a commit window after its commit deadline.
+fn reveal_by(v: &Validation, round: &super::RoundState) -> Timestamp {
+    round
+        .commit_by
+        .plus_ms(i64::try_from(v.rules.commit_window_ms).unwrap_or(i64::MAX))
+}
+
+/// Decides every open case whose round is due (deadlines passed, or everyone revealed) and opens
+/// the next round where the decision calls for one: what the deadline ticker runs.
+pub async fn decide_due(v: &Validation) -> Result<usize, String> {
+    let _guard = v.lock().await;
+    let mut decided = 0;
+    for record in v.store.open_cases().await.map_err(|e| e.to_string())? {
+        if record.canary {
+            continue;
+        }
+        let mut case = Case::from_record(&record)?;
+        if advance(v, &mut case).await? {
+            v.put(&case).await?;
+            decided += 1;
+        }
+    }
+    Ok(decided)
 }
 
 /// `Assignments`: hands the validator its tasks (a canary among them when one is due) and lists
@@ -325,6 +353,13 @@ pub async fn reveal(
             "a second, different attestation for {paperwork}: equivocation; the validator was slashed"
         )));
     }
+    if case.rounds[r].decided && case.canary.is_none() {
+        return Err(ApiError::Conflict(format!(
+            "the round of {paperwork} was decided without this reveal: its reveal window closed at {}",
+            reveal_by(v, &case.rounds[r])
+        )));
+    }
+    let member = &mut case.rounds[r].members[m];
     if member.digest != Some(commit_digest(&salt, attestation).map_err(internal)?) {
         return Err(ApiError::invalid(
             "attestation",
@@ -389,9 +424,10 @@ pub async fn advance(v: &Validation, case: &mut Case) -> Result<bool, String> {
         return Ok(false);
     };
     let committed: Vec<_> = round.members.iter().filter(|m| m.digest.is_some()).collect();
+    let reveals_closed = now.unix_ms() > reveal_by(v, round).unix_ms();
     let ready = !round.decided
         && reveals_open(round, now)
-        && committed.iter().all(|m| m.attestation.is_some())
+        && (reveals_closed || committed.iter().all(|m| m.attestation.is_some()))
         && (now.unix_ms() > round.commit_by.unix_ms() || !committed.is_empty());
     if !ready {
         return Ok(false);

@@ -2,6 +2,14 @@
 //! each paperwork is sampled iff SHA-256(new root || paperwork id), read as a number, is below the
 //! worker's rate. Nobody knows the root before the batch is logged, so a worker cannot tell which
 //! of its tasks will be checked. The same hash draws the validators, weighted by their bonds.
+//!
+//! Recoverable: after each batch the store records the log size sampled through
+//! ([`crate::store::ValidationStore::set_sampled_through`]). A hub that stopped between logging a
+//! batch and sampling it samples, at its next start ([`recover`]), every paperwork logged after that
+//! size with the root of the log as loaded, which for a hub that crashed there is the root the batch
+//! would have been sampled with: the same draw, the same decision. (Replicas on PostgreSQL share the
+//! mark and each samples its own batches; a replica that crashed before sampling while another
+//! moved the mark past its batch leaves that batch unsampled, which costs its workers nothing.)
 
 use sha2::{Digest, Sha256};
 use stacknet_api::types::Round;
@@ -46,17 +54,52 @@ pub fn is_sampled(hash: &Sha256Digest, rate_bps: u64) -> bool {
     x * u128::from(BPS) < u128::from(rate_bps) << 64
 }
 
-/// Decides the sampling of a logged batch whose new root is `root`. Never fails the writer: a
-/// failure is logged (the task then goes unchecked, which costs the worker nothing).
-pub async fn on_logged(v: &Validation, root: [u8; 32], batch: &[(PaperworkId, NodeKeyId)]) {
+/// Decides the sampling of a logged batch whose new head (size, root) is `head`, then records the
+/// log as sampled through that size. Never fails the writer: a failure is logged (the task then goes
+/// unchecked, which costs the worker nothing).
+pub async fn on_logged(v: &Validation, head: (u64, [u8; 32]), batch: &[(PaperworkId, NodeKeyId)]) {
+    if v.crash_before_sampling.load(std::sync::atomic::Ordering::Relaxed) {
+        tracing::warn!(
+            tasks = batch.len(),
+            "test hook: the batch is logged and left unsampled, as a crash here would"
+        );
+        return;
+    }
+    let (size, root) = head;
     let _guard = v.lock().await;
     for (id, node) in batch {
         if let Err(e) = sample_one(v, &root, *id, *node).await {
             tracing::error!(paperwork = %id, error = %e, "cannot decide the sampling of a logged task");
         }
     }
+    if let Err(e) = v.store.set_sampled_through(size).await {
+        tracing::warn!(error = %e, size, "cannot record the log size sampled through; the next start samples the batch again");
+    }
     drop(_guard);
     forget_old(v).await;
+}
+
+/// At start, before the writer: samples the paperwork logged after the size last sampled through
+/// (a crash between logging and sampling), by the root of the log as loaded. A store that never
+/// recorded a size (it predates this) is marked sampled through its whole log.
+pub async fn recover(v: &Validation, head: (u64, [u8; 32])) -> Result<(), String> {
+    let (size, _) = head;
+    let through = v.store.sampled_through().await.map_err(|e| e.to_string())?;
+    let Some(through) = through else {
+        return v.store.set_sampled_through(size).await.map_err(|e| e.to_string());
+    };
+    if through >= size {
+        return Ok(());
+    }
+    let mut batch = v.store.logged_since(through).await.map_err(|e| e.to_string())?;
+    batch.truncate(usize::try_from(size - through).unwrap_or(usize::MAX));
+    tracing::info!(
+        from = through,
+        to = size,
+        "sampling paperwork logged before a stop and not sampled yet"
+    );
+    on_logged(v, head, &batch).await;
+    Ok(())
 }
 
 async fn sample_one(v: &Validation, root: &[u8; 32], id: PaperworkId, node: NodeKeyId) -> Result<(), String> {

@@ -25,7 +25,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use stacknet_ledger::pg::{self, Pool};
-use stacknet_protocol::{NodeKeyId, Timestamp};
+use stacknet_protocol::{Amount, NodeKeyId, Timestamp};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Config, Row};
 
@@ -75,6 +75,8 @@ CREATE TABLE IF NOT EXISTS unbondings (
     id TEXT COLLATE "C" PRIMARY KEY, node_key TEXT NOT NULL, amount BIGINT NOT NULL, created_at TEXT NOT NULL,
     withdrawable_at TEXT COLLATE "C" NOT NULL, withdrawn_at TEXT);
 CREATE INDEX IF NOT EXISTS unbondings_open ON unbondings (node_key, withdrawable_at) WHERE withdrawn_at IS NULL;
+CREATE TABLE IF NOT EXISTS unbonding_slashes (
+    id TEXT COLLATE "C" PRIMARY KEY, node_key TEXT NOT NULL, amount BIGINT NOT NULL, at BIGINT NOT NULL);
 "#;
 
 fn key_of(row: &Row) -> Result<ApiKeyRecord, StoreError> {
@@ -417,6 +419,43 @@ impl StakeStore for PgStore {
             let sql = "UPDATE unbondings SET withdrawn_at = $2 WHERE id = ANY($1) AND withdrawn_at IS NULL";
             self.execute(sql, &[&ids, &at.to_string()]).await?;
             Ok(())
+        })
+    }
+
+    fn slash_unbondings(
+        &self,
+        id: String,
+        node: NodeKeyId,
+        amount: Amount,
+        at: Timestamp,
+    ) -> StoreFuture<'_, bool> {
+        Box::pin(async move {
+            // One statement, so one transaction: the claim of `id` and the cuts commit together.
+            // `before` is what the rows ahead of each (latest withdrawable first) hold.
+            let sql = "WITH claim AS (
+                    INSERT INTO unbonding_slashes (id, node_key, amount, at) VALUES ($1, $2, $3, $4)
+                    ON CONFLICT (id) DO NOTHING RETURNING amount),
+                open AS (
+                    SELECT id, amount, (SUM(amount) OVER (ORDER BY withdrawable_at DESC, id DESC))::BIGINT
+                           - amount AS before
+                    FROM unbondings WHERE node_key = $2 AND withdrawn_at IS NULL),
+                cut AS (
+                    SELECT o.id, o.amount, LEAST(o.amount, c.amount - o.before) AS take
+                    FROM open o, claim c WHERE o.before < c.amount),
+                gone AS (
+                    DELETE FROM unbondings u USING cut WHERE u.id = cut.id AND cut.take >= cut.amount
+                    RETURNING u.id),
+                cutting AS (
+                    UPDATE unbondings u SET amount = u.amount - cut.take FROM cut
+                    WHERE u.id = cut.id AND cut.take < cut.amount RETURNING u.id)
+                SELECT (SELECT COUNT(*) FROM claim), (SELECT COUNT(*) FROM gone), (SELECT COUNT(*) FROM cutting)";
+            let params: [&(dyn ToSql + Sync); 4] = [&id, &node.to_string(), &amount.micros(), &at.unix_ms()];
+            let rows = self.query(sql, &params).await?;
+            let claimed: i64 = match rows.first() {
+                Some(row) => row.try_get(0)?,
+                None => 0,
+            };
+            Ok(claimed > 0)
         })
     }
 }

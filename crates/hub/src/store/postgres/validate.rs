@@ -29,6 +29,7 @@ CREATE TABLE IF NOT EXISTS validation_slashes (
     seq BIGSERIAL PRIMARY KEY, id TEXT NOT NULL UNIQUE, node_key TEXT NOT NULL, json TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS validation_slashes_by_node ON validation_slashes (node_key, seq);
 CREATE TABLE IF NOT EXISTS validation_suspended (node_key TEXT COLLATE "C" PRIMARY KEY, at BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS validation_meta (name TEXT PRIMARY KEY, value BIGINT NOT NULL);
 "#;
 
 fn case_of(row: &Row) -> Result<CaseRecord, StoreError> {
@@ -227,6 +228,38 @@ impl ValidationStore for PgStore {
                 .await?
                 .iter()
                 .map(|r| parse("validation_suspended", r.try_get(0)?))
+                .collect()
+        })
+    }
+
+    fn sampled_through(&self) -> StoreFuture<'_, Option<u64>> {
+        Box::pin(async move {
+            let sql = "SELECT value FROM validation_meta WHERE name = 'sampled_through'";
+            let rows = self.query(sql, &[]).await?;
+            rows.first()
+                .map(|r| to_u64("validation_meta", r.try_get(0)?))
+                .transpose()
+        })
+    }
+
+    fn set_sampled_through(&self, size: u64) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            let sql = "INSERT INTO validation_meta AS m (name, value) VALUES ('sampled_through', $1)
+                 ON CONFLICT (name) DO UPDATE SET value = GREATEST(m.value, EXCLUDED.value)";
+            self.execute(sql, &[&to_i64(size)]).await?;
+            Ok(())
+        })
+    }
+
+    fn logged_since(&self, from: u64) -> StoreFuture<'_, Vec<(PaperworkId, NodeKeyId)>> {
+        Box::pin(async move {
+            let sql = "SELECT id, node_key FROM paperwork_log WHERE idx >= $1 ORDER BY idx";
+            let rows = self.query(sql, &[&to_i64(from)]).await?;
+            rows.iter()
+                .map(|r| {
+                    let (p, n): (String, String) = (r.try_get(0)?, r.try_get(1)?);
+                    Ok((parse("paperwork_log", &p)?, parse("paperwork_log", &n)?))
+                })
                 .collect()
         })
     }

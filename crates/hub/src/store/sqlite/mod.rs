@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use rusqlite::{params, Connection};
-use stacknet_protocol::{NodeKeyId, Timestamp};
+use stacknet_protocol::{Amount, NodeKeyId, Timestamp};
 
 use crate::store::codec::unbonding_from;
 use crate::store::codec::{hash32, parse, payout_from, price_from_json, price_json, PayoutRow};
@@ -56,6 +56,9 @@ CREATE TABLE IF NOT EXISTS unbondings (
     id TEXT PRIMARY KEY, node_key TEXT NOT NULL, amount INTEGER NOT NULL, created_at TEXT NOT NULL,
     withdrawable_at TEXT NOT NULL, withdrawn_at TEXT);
 CREATE INDEX IF NOT EXISTS unbondings_open ON unbondings (node_key, withdrawable_at) WHERE withdrawn_at IS NULL;
+-- Slashes that took from unbonding stake: each reduces the key's unbonding rows once.
+CREATE TABLE IF NOT EXISTS unbonding_slashes (
+    id TEXT PRIMARY KEY, node_key TEXT NOT NULL, amount INTEGER NOT NULL, at INTEGER NOT NULL);
 ";
 
 /// Columns added after the first release: `(table, column, definition)`, added where missing.
@@ -420,6 +423,51 @@ impl StakeStore for SqliteStore {
             }
             tx.commit()?;
             Ok(())
+        })
+    }
+
+    fn slash_unbondings(
+        &self,
+        id: String,
+        node: NodeKeyId,
+        amount: Amount,
+        at: Timestamp,
+    ) -> StoreFuture<'_, bool> {
+        self.with(move |conn| {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let claimed = tx.execute(
+                "INSERT OR IGNORE INTO unbonding_slashes (id, node_key, amount, at) VALUES (?1, ?2, ?3, ?4)",
+                params![id, node.to_string(), amount.micros(), at.unix_ms()],
+            )?;
+            if claimed == 0 {
+                return Ok(false);
+            }
+            let rows: Vec<(String, i64)> = {
+                let mut stmt = tx.prepare(
+                    "SELECT id, amount FROM unbondings WHERE node_key = ?1 AND withdrawn_at IS NULL
+                     ORDER BY withdrawable_at DESC, id DESC",
+                )?;
+                let rows = stmt.query_map([node.to_string()], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                rows.collect::<Result<_, _>>()?
+            };
+            let mut left = amount.micros();
+            for (row, held) in rows {
+                if left <= 0 {
+                    break;
+                }
+                let take = held.min(left);
+                if take == held {
+                    tx.execute("DELETE FROM unbondings WHERE id = ?1", [&row])?;
+                } else {
+                    tx.execute(
+                        "UPDATE unbondings SET amount = amount - ?2 WHERE id = ?1",
+                        params![row, take],
+                    )?;
+                }
+                left -= take;
+            }
+            tx.commit()?;
+            Ok(true)
         })
     }
 }

@@ -27,6 +27,7 @@ CREATE TABLE IF NOT EXISTS validation_slashes (
     seq INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, node_key TEXT NOT NULL, json TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS validation_slashes_by_node ON validation_slashes (node_key, seq);
 CREATE TABLE IF NOT EXISTS validation_suspended (node_key TEXT PRIMARY KEY, at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS validation_meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 ";
 
 const CASE_COLUMNS: &str = "paperwork, node_key, open, canary, json";
@@ -265,6 +266,45 @@ impl ValidationStore for SqliteStore {
                 .query_map([], |r| r.get::<_, String>(0))?
                 .collect::<Result<Vec<_>, _>>()?;
             rows.iter().map(|n| parse("validation_suspended", n)).collect()
+        })
+    }
+
+    fn sampled_through(&self) -> StoreFuture<'_, Option<u64>> {
+        self.with(move |c| {
+            let v = c
+                .query_row(
+                    "SELECT value FROM validation_meta WHERE name = 'sampled_through'",
+                    [],
+                    |r| r.get::<_, i64>(0),
+                )
+                .optional()?;
+            v.map(|v| to_u64("validation_meta", v)).transpose()
+        })
+    }
+
+    fn set_sampled_through(&self, size: u64) -> StoreFuture<'_, ()> {
+        self.with(move |c| {
+            c.execute(
+                "INSERT INTO validation_meta (name, value) VALUES ('sampled_through', ?1)
+                 ON CONFLICT (name) DO UPDATE SET value = MAX(value, excluded.value)",
+                [to_i64(size)],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn logged_since(&self, from: u64) -> StoreFuture<'_, Vec<(PaperworkId, NodeKeyId)>> {
+        self.with(move |c| {
+            let mut stmt =
+                c.prepare_cached("SELECT id, node_key FROM paperwork_log WHERE idx >= ?1 ORDER BY idx")?;
+            let rows = stmt
+                .query_map([to_i64(from)], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            rows.iter()
+                .map(|(p, n)| Ok((parse("paperwork_log", p)?, parse("paperwork_log", n)?)))
+                .collect()
         })
     }
 }

@@ -9,9 +9,10 @@ use tokio_tungstenite::tungstenite::Message;
 
 use super::{chat_body, post_chat};
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+pub(super) type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-async fn connect(net: &TestNetwork) -> (Ws, Nonce, PublicKey) {
+pub(super) async fn connect(net: &TestNetwork) -> (Ws, Nonce, PublicKey) {
     let url = format!("ws://{}/stacknet/v1/nodes/connect", net.hub.addr);
     let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
     let Some(Ok(Message::Text(t))) = ws.next().await else {
@@ -23,7 +24,7 @@ async fn connect(net: &TestNetwork) -> (Ws, Nonce, PublicKey) {
     (ws, nonce, hub)
 }
 
-fn hello(key: &SecretKey, hub: PublicKey, challenge: Nonce) -> Hello {
+pub(super) fn hello(key: &SecretKey, hub: PublicKey, challenge: Nonce) -> Hello {
     Hello {
         node_key: key.public_key(),
         hub,
@@ -42,7 +43,7 @@ fn hello(key: &SecretKey, hub: PublicKey, challenge: Nonce) -> Hello {
 }
 
 /// Reads frames until the hub's error frame; then the connection must end.
-async fn expect_error_and_close(ws: &mut Ws) -> (ErrorCode, String) {
+pub(super) async fn expect_error_and_close(ws: &mut Ws) -> (ErrorCode, String) {
     let mut error = None;
     while let Some(frame) = ws.next().await {
         match frame {

@@ -21,6 +21,7 @@ use stacknet_protocol::wire::ModelOffer;
 use stacknet_protocol::{Amount, Nonce, SecretKey, Sha256Digest, Signed, Timestamp};
 use stacknet_testkit::mock_upstream::Script;
 use stacknet_testkit::network::TestNetwork;
+use stacknet_testkit::{wait_until, WAIT_DEADLINE};
 use tokio::sync::mpsc;
 
 use super::client;
@@ -300,9 +301,21 @@ async fn error_message(resp: reqwest::Response, status: u16) -> String {
     v["error"]["message"].as_str().unwrap().to_owned()
 }
 
-#[tokio::test]
-async fn paperwork_claiming_another_model_file_or_other_tokens_is_refused_and_not_billed() {
-    let (net, backend) = network(&Db::Sqlite, |_| {}).await;
+on_both_stores!(
+    paperwork_claiming_another_model_file_or_other_tokens_is_refused_and_not_billed,
+    a_new_workers_first_tasks_are_all_assigned_with_their_material,
+    a_reveal_must_follow_its_commit_and_match_it_and_a_pass_lets_the_task_be_filed,
+    a_second_different_commit_is_equivocation_and_slashes_the_validator,
+    a_three_of_five_committee_convicts_and_moves_exactly_the_right_amounts,
+    canaries_slash_a_validator_that_passes_a_known_bad_task_or_fails_a_known_good_one,
+    a_slash_reaches_what_the_worker_is_unbonding_once_and_shows_in_its_stake_status,
+    a_round_past_its_windows_is_decided_and_reassigned_without_any_poll,
+    a_batch_logged_but_not_sampled_before_a_crash_is_sampled_at_the_restart,
+    a_restarted_validator_reveals_what_it_committed_to_before,
+);
+
+async fn paperwork_claiming_another_model_file_or_other_tokens_is_refused_and_not_billed(db: Db) {
+    let (net, backend) = network(&db, |_| {}).await;
     let stack = AccountId::stack(net.stack);
     let before = posted(&net, stack.clone()).await;
     backend.lie(Lie::WrongSha);
@@ -325,9 +338,8 @@ async fn paperwork_claiming_another_model_file_or_other_tokens_is_refused_and_no
     assert_eq!(posted(&net, stack).await, before - PRICE_PER_REQUEST);
 }
 
-#[tokio::test]
-async fn a_new_workers_first_tasks_are_all_assigned_with_their_material() {
-    let (net, _) = network(&Db::Sqlite, |_| {}).await;
+async fn a_new_workers_first_tasks_are_all_assigned_with_their_material(db: Db) {
+    let (net, _) = network(&db, |_| {}).await;
     let v = Validator::bonded(&net).await;
     for _ in 0..3 {
         assert_eq!(chat(&net).await.status(), 200);
@@ -355,9 +367,8 @@ async fn a_new_workers_first_tasks_are_all_assigned_with_their_material() {
     );
 }
 
-#[tokio::test]
-async fn a_reveal_must_follow_its_commit_and_match_it_and_a_pass_lets_the_task_be_filed() {
-    let (net, _) = network(&Db::Sqlite, |_| {}).await;
+async fn a_reveal_must_follow_its_commit_and_match_it_and_a_pass_lets_the_task_be_filed(db: Db) {
+    let (net, _) = network(&db, |_| {}).await;
     let v = Validator::bonded(&net).await;
     assert_eq!(chat(&net).await.status(), 200);
     net.hub.hub.state.writer.flush().await;
@@ -395,9 +406,8 @@ async fn a_reveal_must_follow_its_commit_and_match_it_and_a_pass_lets_the_task_b
     assert_eq!(list.tasks[0].attestations, vec![att]);
 }
 
-#[tokio::test]
-async fn a_second_different_commit_is_equivocation_and_slashes_the_validator() {
-    let (net, _) = network(&Db::Sqlite, |_| {}).await;
+async fn a_second_different_commit_is_equivocation_and_slashes_the_validator(db: Db) {
+    let (net, _) = network(&db, |_| {}).await;
     let v = Validator::bonded(&net).await;
     assert_eq!(chat(&net).await.status(), 200);
     net.hub.hub.state.writer.flush().await;
@@ -420,12 +430,11 @@ async fn a_second_different_commit_is_equivocation_and_slashes_the_validator() {
     assert_eq!(list.slashes[0].node_key, v.id());
 }
 
-on_both_stores!(a_three_of_five_committee_convicts_and_moves_exactly_the_right_amounts);
-
 async fn a_three_of_five_committee_convicts_and_moves_exactly_the_right_amounts(db: Db) {
     let (mut net, _) = network(&db, |_| {}).await;
+    // The test kit bonded the worker the minimum worker bond.
     let bond = credits(1_000).micros();
-    fund(&net, AccountId::stake(worker(&net)), bond, "worker").await;
+    assert_eq!(posted(&net, AccountId::stake(worker(&net))).await, bond);
     let validators = {
         let mut vs = Vec::new();
         for _ in 0..6 {
@@ -513,9 +522,8 @@ async fn a_three_of_five_committee_convicts_and_moves_exactly_the_right_amounts(
     assert!(totals.is_balanced(), "{totals:?}");
 }
 
-#[tokio::test]
-async fn canaries_slash_a_validator_that_passes_a_known_bad_task_or_fails_a_known_good_one() {
-    let (net, _) = network(&Db::Sqlite, |c| {
+async fn canaries_slash_a_validator_that_passes_a_known_bad_task_or_fails_a_known_good_one(db: Db) {
+    let (net, _) = network(&db, |c| {
         c.rules.canary_every = 1;
         c.challenge_window_ms = 3_600_000;
     })
@@ -603,4 +611,287 @@ async fn canaries_slash_a_validator_that_passes_a_known_bad_task_or_fails_a_know
         .await
         .unwrap();
     assert!(list.tasks.is_empty());
+}
+
+/// `action` signed by `key` and posted to `path`: (status, body).
+async fn signed_post(net: &TestNetwork, key: &SecretKey, path: &str, action: NodeAction) -> (u16, Value) {
+    let req = NodeRequest {
+        node_key: key.public_key(),
+        hub: net.hub.hub.state.hub_key.public_key(),
+        action,
+        created_at: Timestamp::now(),
+        nonce: Nonce::random(),
+    };
+    let resp = client()
+        .post(format!("{}{path}", net.hub.url()))
+        .json(&Signed::sign(req, key).unwrap())
+        .send()
+        .await
+        .unwrap();
+    (resp.status().as_u16(), resp.json().await.unwrap())
+}
+
+/// The one open case's paperwork (the network's one task).
+async fn the_case(net: &TestNetwork) -> stacknet_protocol::PaperworkId {
+    let cases = net.hub.hub.state.store.cases_about(None).await.unwrap();
+    assert_eq!(cases.len(), 1, "one task under validation");
+    cases[0].paperwork
+}
+
+/// The first checker fails the one sampled task; three of the five others fail it too: convicted.
+async fn convict_the_task(net: &TestNetwork, validators: &[Validator]) {
+    let mut checker = None;
+    for v in validators {
+        if !v.assignments(net).await.assignments.is_empty() {
+            checker = Some(v);
+        }
+    }
+    let checker = checker.expect("one validator checks the task");
+    let (att, salt) = checker
+        .commit_to(net, Verdict::Fail, Some("C2_termination"))
+        .await;
+    ack(checker.reveal(net, &att, &salt).await).await;
+    let mut votes = Vec::new();
+    for (i, v) in validators.iter().filter(|v| v.id() != checker.id()).enumerate() {
+        let (verdict, code) = if i < 3 {
+            (Verdict::Fail, Some("C3_teacher_forced"))
+        } else {
+            (Verdict::Pass, None)
+        };
+        votes.push((v, v.commit_to(net, verdict, code).await));
+    }
+    let mut last = String::new();
+    for (v, (a, s)) in &votes {
+        last = ack(v.reveal(net, a, s).await).await.status;
+    }
+    assert_eq!(last, "convicted");
+}
+
+async fn a_slash_reaches_what_the_worker_is_unbonding_once_and_shows_in_its_stake_status(db: Db) {
+    let (net, _) = network(&db, |_| {}).await;
+    let mut validators = Vec::new();
+    for _ in 0..6 {
+        validators.push(Validator::bonded(&net).await);
+    }
+    assert_eq!(chat(&net).await.status(), 200);
+    net.hub.hub.state.writer.flush().await;
+    // Seeing its task sampled, the worker unbonds nearly everything, in two steps.
+    let key = net.nodes[0].key.clone();
+    for micros in [credits(500).micros(), credits(450).micros()] {
+        let amount = Amount::from_micros(micros);
+        let (status, body) = signed_post(
+            &net,
+            &key,
+            stacknet_api::paths::STAKE,
+            NodeAction::Unbond { amount },
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let id = worker(&net);
+    assert_eq!(posted(&net, AccountId::stake(id)).await, credits(50).micros());
+    convict_the_task(&net, &validators).await;
+
+    // 10% of the 1,000 bonded and unbonding: 50 from the bond, the other 50 from the latest unbonding.
+    assert_eq!(posted(&net, AccountId::stake(id)).await, 0);
+    assert_eq!(
+        posted(&net, AccountId::unbonding(id)).await,
+        credits(900).micros()
+    );
+    let (status, body) = signed_post(&net, &key, stacknet_api::paths::STAKE, NodeAction::Stake).await;
+    assert_eq!(status, 200, "{body}");
+    let status: stacknet_api::types::StakeStatus = serde_json::from_value(body).unwrap();
+    assert_eq!(status.bonded, Amount::ZERO);
+    let left: Vec<i64> = status.unbonding.iter().map(|u| u.amount.micros()).collect();
+    assert_eq!(left.iter().sum::<i64>(), credits(900).micros(), "{left:?}");
+    assert!(
+        left.contains(&credits(500).micros()) && left.contains(&credits(400).micros()),
+        "{left:?}"
+    );
+    assert!(status.suspended);
+    assert_eq!(status.slashes.len(), 1);
+    let slash = &status.slashes[0];
+    assert_eq!(slash.reason, "convicted");
+    assert_eq!(slash.amount, credits(100));
+    assert_eq!(slash.from_unbonding, credits(50));
+    // The routing map follows the ledger: nothing bonded, not routable even were it not suspended.
+    let nodes = &net.hub.hub.state.nodes;
+    assert_eq!(nodes.bond(&id), Amount::ZERO);
+    assert!(!nodes.is_bonded(&id));
+
+    // A retried slash (the same task, offender and reason) moves nothing and cuts no row again.
+    let v = &net.hub.hub.state.validation;
+    let paperwork = the_case(&net).await;
+    let again = stacknet_hub::validate::money::slash(v, id, paperwork, "convicted", None, &[])
+        .await
+        .unwrap();
+    assert_eq!(again, credits(100));
+    assert_eq!(
+        posted(&net, AccountId::unbonding(id)).await,
+        credits(900).micros()
+    );
+    let rows = net.hub.hub.state.store.unbondings_of(id).await.unwrap();
+    assert_eq!(
+        rows.iter().map(|u| u.amount.micros()).sum::<i64>(),
+        credits(900).micros()
+    );
+    assert_eq!(net.hub.hub.state.store.slashes(Some(id)).await.unwrap().len(), 1);
+    let totals = ledger(&net).sum_check().await.unwrap();
+    assert!(totals.is_balanced(), "{totals:?}");
+}
+
+async fn a_round_past_its_windows_is_decided_and_reassigned_without_any_poll(db: Db) {
+    let (net, _) = network(&db, |c| c.rules.commit_window_ms = 1_000).await;
+    let a = Validator::bonded(&net).await;
+    let b = Validator::bonded(&net).await;
+    assert_eq!(chat(&net).await.status(), 200);
+    net.hub.hub.state.writer.flush().await;
+    let paperwork = the_case(&net).await;
+    // The drawn checker commits and never reveals; the other never asks for work.
+    let (first, second) = if a.assignments(&net).await.assignments.is_empty() {
+        (&b, &a)
+    } else {
+        (&a, &b)
+    };
+    let (att, salt) = first.commit_to(&net, Verdict::Pass, None).await;
+    let store = net.hub.hub.state.store.clone();
+    let case = || {
+        let store = store.clone();
+        async move {
+            let record = store.case(paperwork).await.unwrap().unwrap();
+            stacknet_hub::validate::Case::from_record(&record).unwrap()
+        }
+    };
+    wait_until("the unrevealed check is reassigned", WAIT_DEADLINE, || async {
+        (case().await.rounds.len() == 2).then_some(())
+    })
+    .await;
+    let reassigned = case().await;
+    assert!(reassigned.rounds[0].decided);
+    assert_eq!(reassigned.rounds[1].members[0].validator, second.key.public_key());
+    wait_until(
+        "the unanswered second check is decided",
+        WAIT_DEADLINE,
+        || async { (case().await.status == stacknet_hub::validate::Status::Inconclusive).then_some(()) },
+    )
+    .await;
+    // Too late: the round was decided without this reveal.
+    let msg = error_message(first.reveal(&net, &att, &salt).await, 409).await;
+    assert!(msg.contains("decided without this reveal"), "{msg}");
+    // Inconclusive holds nothing up: the task is filed.
+    let node = &net.nodes[0];
+    let hub = HubClient::connect(&net.hub.url()).await.unwrap();
+    let verdicts = file_wallet(&hub, &node.key, node.node.wallet()).await.unwrap();
+    assert_eq!(verdicts[0].status(), "settled", "{verdicts:?}");
+}
+
+async fn a_batch_logged_but_not_sampled_before_a_crash_is_sampled_at_the_restart(db: Db) {
+    let (mut net, _) = network(&db, |_| {}).await;
+    let v = Validator::bonded(&net).await;
+    net.hub.hub.state.validation.crash_before_sampling(true);
+    assert_eq!(chat(&net).await.status(), 200);
+    net.hub.hub.state.writer.flush().await;
+    let store = net.hub.hub.state.store.clone();
+    assert!(
+        store.cases_about(None).await.unwrap().is_empty(),
+        "not sampled yet"
+    );
+    let (size, root) = net.hub.hub.state.log.head();
+    assert!(store.sampled_through().await.unwrap() < Some(size));
+    net.restart_hub().await;
+    let store = net.hub.hub.state.store.clone();
+    assert_eq!(store.sampled_through().await.unwrap(), Some(size));
+    let paperwork = the_case(&net).await;
+    let record = store.case(paperwork).await.unwrap().unwrap();
+    let case = stacknet_hub::validate::Case::from_record(&record).unwrap();
+    // The draw a hub that had not stopped would have made: by the root of the log after the batch.
+    assert_eq!(
+        case.seed,
+        stacknet_hub::validate::sample::sample_hash(&root, &paperwork)
+    );
+    assert_eq!(v.assignments(&net).await.assignments.len(), 1);
+    // Sampled once: a second restart samples nothing again.
+    net.restart_hub().await;
+    assert_eq!(net.hub.hub.state.store.cases_about(None).await.unwrap().len(), 1);
+}
+
+/// A judge that passes everything, as a scripted validator's.
+struct AlwaysPass;
+
+impl stacknet_node::validator::Judge for AlwaysPass {
+    fn judge(&self, _: &Assignment, _: &stacknet_protocol::PublicKey) -> Vec<CheckResult> {
+        vec![CheckResult {
+            name: "scripted".into(),
+            passed: true,
+            score_ppm: None,
+            detail: String::new(),
+            inconclusive: false,
+            code: None,
+            evidence: Vec::new(),
+        }]
+    }
+}
+
+async fn a_restarted_validator_reveals_what_it_committed_to_before(db: Db) {
+    use stacknet_node::validator::{Validator as Runner, ValidatorOptions};
+    let (net, _) = network(&db, |_| {}).await;
+    let key = Validator::bonded(&net).await.key;
+    assert_eq!(chat(&net).await.status(), 200);
+    net.hub.hub.state.writer.flush().await;
+    let paperwork = the_case(&net).await;
+    let options = ValidatorOptions {
+        pending_file: Some(net.dir.path().join("validator.pending.json")),
+        ..ValidatorOptions::default()
+    };
+    let hub = HubClient::connect(&net.hub.url()).await.unwrap();
+    let mut before = Runner::new(key.clone(), hub.clone(), AlwaysPass, options.clone());
+    assert_eq!(before.round().await.unwrap(), 1, "it commits");
+    assert_eq!(before.pending(), 1);
+    drop(before);
+    // A run without the file cannot reveal; the restarted one with it does.
+    let mut forgetful = Runner::new(key.clone(), hub.clone(), AlwaysPass, ValidatorOptions::default());
+    assert_eq!(forgetful.round().await.unwrap(), 0);
+    let mut after = Runner::new(key, hub, AlwaysPass, options.clone());
+    assert_eq!(after.pending(), 1);
+    assert_eq!(after.round().await.unwrap(), 1, "it reveals");
+    assert_eq!(after.pending(), 0);
+    let record = net.hub.hub.state.store.case(paperwork).await.unwrap().unwrap();
+    let case = stacknet_hub::validate::Case::from_record(&record).unwrap();
+    assert_eq!(case.status, stacknet_hub::validate::Status::Passed);
+    let file: Value = serde_json::from_slice(&std::fs::read(options.pending_file.unwrap()).unwrap()).unwrap();
+    assert_eq!(file["pending"], json!([]));
+}
+
+#[tokio::test]
+async fn a_hello_offering_a_model_file_other_than_the_catalog_pin_is_refused() {
+    use futures_util::SinkExt;
+    use stacknet_protocol::wire::{self, ErrorCode, NodeMessage};
+    use tokio_tungstenite::tungstenite::Message;
+    let (net, _) = network(&Db::Sqlite, |_| {}).await;
+    let (mut ws, nonce, hub) = super::gateway::connect(&net).await;
+    let key = SecretKey::generate();
+    let mut hello = super::gateway::hello(&key, hub, nonce);
+    let other = Sha256Digest::of(b"another model file");
+    hello.models = vec![ModelOffer {
+        name: MODEL.to_owned(),
+        workloads: vec![Workload::Chat],
+        backend: "llama.cpp".to_owned(),
+        model_sha256: Some(other),
+    }];
+    let signed = Signed::sign(hello, &key).unwrap();
+    let frame = wire::encode(&NodeMessage::Hello(Box::new(signed))).unwrap();
+    ws.send(Message::Text(frame.into())).await.unwrap();
+    let (code, message) = super::gateway::expect_error_and_close(&mut ws).await;
+    assert_eq!(code, ErrorCode::InvalidRequest);
+    let pin = pinned_sha256(MODEL).unwrap();
+    assert_eq!(
+        message,
+        format!(
+            "model offer refused: model {MODEL} is pinned to sha256 {}, not {}",
+            pin.to_hex(),
+            other.to_hex()
+        )
+    );
+    let id = key.public_key().node_key_id();
+    assert!(net.hub.hub.state.nodes.connected().iter().all(|n| n.id != id));
 }
