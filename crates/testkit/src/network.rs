@@ -196,7 +196,8 @@ impl TestNetwork {
         Self::start_without_nodes_layered(script, adjust, Box::new(|ledger| ledger)).await
     }
 
-    async fn start_without_nodes_layered(
+    /// As [`TestNetwork::start_without_nodes`], with the hub's ledger seen through `layer`.
+    pub async fn start_without_nodes_layered(
         script: Script,
         adjust: impl FnOnce(&mut HubConfig),
         layer: LedgerLayer,

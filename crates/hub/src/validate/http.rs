@@ -148,6 +148,8 @@ pub async fn create_canary(
         }),
         rounds: Vec::new(),
         code: None,
+        convictors: Vec::new(),
+        settled: false,
         opened_at: Timestamp::now(),
     };
     v.put(&case).await.map_err(ApiError::internal)?;

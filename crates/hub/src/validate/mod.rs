@@ -152,6 +152,14 @@ pub struct Case {
     /// The objective check a conviction cites.
     #[serde(default)]
     pub code: Option<String>,
+    /// The validators whose FAILs convicted (they share the reward).
+    #[serde(default)]
+    pub convictors: Vec<NodeKeyId>,
+    /// A conviction's money has all moved (slash, rewards, refund) and the worker is suspended.
+    /// Until then the case stays open, and the deadline ticker finishes it (the ids make every move
+    /// happen once), so a ledger that failed mid-way loses nothing.
+    #[serde(default)]
+    pub settled: bool,
     pub opened_at: Timestamp,
 }
 
@@ -160,10 +168,15 @@ impl Case {
         Ok(CaseRecord {
             paperwork: self.paperwork,
             node_key: self.node_key,
-            open: self.status == Status::Pending,
+            open: self.status == Status::Pending || self.unsettled(),
             canary: self.canary.is_some(),
             json: serde_json::to_string(self).map_err(|e| e.to_string())?,
         })
+    }
+
+    /// Convicted, but the conviction's money has not all moved yet.
+    pub fn unsettled(&self) -> bool {
+        self.status == Status::Convicted && !self.settled
     }
 
     pub fn from_record(r: &CaseRecord) -> Result<Self, String> {

@@ -96,6 +96,16 @@ pub async fn decide_due(v: &Validation) -> Result<usize, String> {
             continue;
         }
         let mut case = Case::from_record(&record)?;
+        if case.unsettled() {
+            // A conviction whose money a failing ledger left half-moved: finish it.
+            match finish_conviction(v, &mut case).await {
+                Ok(()) => v.put(&case).await?,
+                Err(e) => {
+                    tracing::warn!(paperwork = %case.paperwork, error = %e, "a conviction's money could not move yet; retried on the next tick")
+                }
+            }
+            continue;
+        }
         if advance(v, &mut case).await? {
             v.put(&case).await?;
             decided += 1;
@@ -539,10 +549,32 @@ async fn convict(
     rewarded: &[NodeKeyId],
 ) -> Result<(), String> {
     case.status = Status::Convicted;
-    case.code = code.clone();
-    // Written first: from here filing refuses the paperwork for good.
+    case.code = code;
+    case.convictors = rewarded.to_vec();
+    // Written first: from here filing refuses the paperwork for good, and until the money below
+    // has all moved the case stays open for the deadline ticker to finish.
     v.put(case).await?;
-    money::slash(v, case.node_key, case.paperwork, "convicted", code, rewarded).await?;
+    tracing::warn!(paperwork = %case.paperwork, node = %case.node_key, "convicted by a committee");
+    // The decision stands whatever the ledger does now: what could not move is moved by the
+    // deadline ticker (the case stays open until it is), so the validator's reveal succeeds.
+    if let Err(e) = finish_conviction(v, case).await {
+        tracing::warn!(paperwork = %case.paperwork, error = %e, "a conviction's money could not move yet; the deadline ticker retries it");
+    }
+    Ok(())
+}
+
+/// A conviction's consequences, each once however often it runs: the slash and the rewards, the
+/// refund, the suspension, the worker's count. Marks the case settled (the caller stores it).
+async fn finish_conviction(v: &Validation, case: &mut Case) -> Result<(), String> {
+    money::slash(
+        v,
+        case.node_key,
+        case.paperwork,
+        "convicted",
+        case.code.clone(),
+        &case.convictors,
+    )
+    .await?;
     money::refund(v, case.paperwork).await?;
     v.suspend(case.node_key).await.map_err(|e| e.to_string())?;
     let delta = WorkerStats {
@@ -553,6 +585,6 @@ async fn convict(
         .bump_worker(case.node_key, delta)
         .await
         .map_err(|e| e.to_string())?;
-    tracing::warn!(paperwork = %case.paperwork, node = %case.node_key, "convicted by a committee");
+    case.settled = true;
     Ok(())
 }

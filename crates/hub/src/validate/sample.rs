@@ -127,6 +127,8 @@ async fn sample_one(v: &Validation, root: &[u8; 32], id: PaperworkId, node: Node
         canary: None,
         rounds: Vec::new(),
         code: None,
+        convictors: Vec::new(),
+        settled: false,
         opened_at: Timestamp::now(),
     };
     // With no validator to check it, the task is not held up: it stays filable, unchecked.

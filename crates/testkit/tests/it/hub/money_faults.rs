@@ -39,7 +39,7 @@ on_both_stores!(
 /// A ledger that fails the first `times` batches `picks` chooses, as a database failing underneath
 /// would (nothing applied), then works. With `first_lost`, the first of those failures is one whose
 /// batch did commit and whose answer was lost: a retry must replay it, not apply it twice.
-struct Flaky {
+pub(super) struct Flaky {
     inner: Arc<dyn LedgerStore>,
     picks: fn(&[Entry]) -> bool,
     left: Arc<AtomicU32>,
@@ -55,7 +55,7 @@ impl std::fmt::Debug for Flaky {
 
 impl Flaky {
     /// The layer for the hub, and the count of failures it injected.
-    fn layer(
+    pub(super) fn layer(
         picks: fn(&[Entry]) -> bool,
         times: u32,
         first_lost: bool,

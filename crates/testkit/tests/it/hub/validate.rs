@@ -129,11 +129,24 @@ async fn network(
     db: &Db,
     adjust: impl FnOnce(&mut stacknet_hub::HubConfig),
 ) -> (TestNetwork, Arc<Committing>) {
-    let mut net = TestNetwork::start_without_nodes(Script::text("unused"), |c| {
-        db.apply(c);
-        c.challenge_window_ms = 0;
-        adjust(c);
-    })
+    network_layered(db, adjust, Box::new(|ledger| ledger)).await
+}
+
+/// As [`network`], with the hub's ledger seen through `layer`.
+async fn network_layered(
+    db: &Db,
+    adjust: impl FnOnce(&mut stacknet_hub::HubConfig),
+    layer: stacknet_hub::LedgerLayer,
+) -> (TestNetwork, Arc<Committing>) {
+    let mut net = TestNetwork::start_without_nodes_layered(
+        Script::text("unused"),
+        |c| {
+            db.apply(c);
+            c.challenge_window_ms = 0;
+            adjust(c);
+        },
+        layer,
+    )
     .await;
     let backend = Committing::new();
     net.add_backend_node(backend.clone()).await;
@@ -312,6 +325,7 @@ on_both_stores!(
     a_round_past_its_windows_is_decided_and_reassigned_without_any_poll,
     a_batch_logged_but_not_sampled_before_a_crash_is_sampled_at_the_restart,
     a_restarted_validator_reveals_what_it_committed_to_before,
+    a_conviction_whose_slash_the_ledger_failed_is_finished_by_the_ticker_once,
 );
 
 async fn paperwork_claiming_another_model_file_or_other_tokens_is_refused_and_not_billed(db: Db) {
@@ -894,4 +908,63 @@ async fn a_hello_offering_a_model_file_other_than_the_catalog_pin_is_refused() {
     );
     let id = key.public_key().node_key_id();
     assert!(net.hub.hub.state.nodes.connected().iter().all(|n| n.id != id));
+}
+
+/// A batch that slashes a stake.
+fn is_slash(batch: &[stacknet_ledger::Entry]) -> bool {
+    batch
+        .iter()
+        .any(|e| matches!(e, stacknet_ledger::Entry::Transfer(t) if t.reason == Reason::Slash))
+}
+
+/// The ledger fails every try of the conviction's slash (more than the in-line retries): the
+/// committee's decision stands (the paperwork is void at once) and the deadline ticker finishes the
+/// money later, exactly once: one slash, one refund, the worker suspended.
+async fn a_conviction_whose_slash_the_ledger_failed_is_finished_by_the_ticker_once(db: Db) {
+    let (layer, failed) = super::money_faults::Flaky::layer(is_slash, 6, false);
+    let (net, _) = network_layered(&db, |c| c.rules.commit_window_ms = 2_000, layer).await;
+    let mut validators = Vec::new();
+    for _ in 0..6 {
+        validators.push(Validator::bonded(&net).await);
+    }
+    let id = worker(&net);
+    let bond = posted(&net, AccountId::stake(id)).await;
+    let stack_before = posted(&net, AccountId::stack(net.stack)).await;
+    assert_eq!(chat(&net).await.status(), 200);
+    net.hub.hub.state.writer.flush().await;
+    assert_eq!(
+        posted(&net, AccountId::stack(net.stack)).await,
+        stack_before - PRICE_PER_REQUEST
+    );
+    convict_the_task(&net, &validators).await;
+    assert!(
+        failed.load(std::sync::atomic::Ordering::SeqCst) >= 4,
+        "the slash failed in line"
+    );
+    let paperwork = the_case(&net).await;
+
+    wait_until("the ticker slashed the worker", WAIT_DEADLINE, || async {
+        (posted(&net, AccountId::stake(id)).await == bond - bond / 10).then_some(())
+    })
+    .await;
+    wait_until("the conviction is settled", WAIT_DEADLINE, || async {
+        let case = net.hub.hub.state.store.case(paperwork).await.unwrap().unwrap();
+        (!case.open).then_some(())
+    })
+    .await;
+    assert_eq!(failed.load(std::sync::atomic::Ordering::SeqCst), 6);
+    assert_eq!(
+        posted(&net, AccountId::stake(id)).await,
+        bond - bond / 10,
+        "slashed once"
+    );
+    assert_eq!(
+        posted(&net, AccountId::stack(net.stack)).await,
+        stack_before,
+        "the capture refunded once"
+    );
+    assert!(net.hub.hub.state.nodes.is_suspended(&id));
+    assert_eq!(net.hub.hub.state.store.slashes(Some(id)).await.unwrap().len(), 1);
+    let totals = ledger(&net).sum_check().await.unwrap();
+    assert!(totals.is_balanced(), "{totals:?}");
 }
