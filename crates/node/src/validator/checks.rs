@@ -37,14 +37,13 @@ pub trait Model {
     /// An end of generation token.
     fn is_eog(&self, id: u32) -> bool;
     /// One prefill of `prompt` then `claimed`; calls `at(i, logits)` with the logits that predict
-    /// `claimed[i]`, for every `i` in order. `exact`: compute each position as generation did (one
-    /// token per micro-batch), for sampled tasks, whose replay is sensitive to the small logit
-    /// differences between a batched prefill and one-token decodes.
+    /// `claimed[i]`, for every `i` in order, computed with the arithmetic generation used (for
+    /// llama.cpp: the claimed ids in micro-batches of at most 32 rows, whose kernels match a
+    /// one-token decode's).
     fn teacher_forced(
         &self,
         prompt: &[u32],
         claimed: &[u32],
-        exact: bool,
         at: &mut dyn FnMut(u32, &[f32]),
     ) -> Result<(), BackendError>;
 }

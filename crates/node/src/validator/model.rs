@@ -39,13 +39,8 @@ impl Model for LocalModel {
         &self,
         prompt: &[u32],
         claimed: &[u32],
-        exact: bool,
         at: &mut dyn FnMut(u32, &[f32]),
     ) -> Result<(), BackendError> {
-        let opts = ScoreOptions {
-            ubatch: exact.then_some(1),
-            ..ScoreOptions::default()
-        };
-        LocalModel::teacher_forced(self, prompt, claimed, opts, at)
+        LocalModel::teacher_forced(self, prompt, claimed, ScoreOptions::default(), at)
     }
 }

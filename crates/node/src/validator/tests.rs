@@ -83,7 +83,6 @@ impl Model for Synthetic {
         &self,
         _prompt: &[u32],
         claimed: &[u32],
-        _exact: bool,
         at: &mut dyn FnMut(u32, &[f32]),
     ) -> Result<(), BackendError> {
         for i in 0..claimed.len() {
