@@ -229,6 +229,11 @@ pub async fn status(state: &AppState, node: NodeKeyId) -> Result<StakeStatus, Ap
         })
         .collect();
     let rules = &state.config.rules;
+    let slashes = state
+        .store
+        .slashes(Some(node))
+        .await
+        .map_err(ApiError::internal)?;
     Ok(StakeStatus {
         node_key: node,
         bonded,
@@ -236,10 +241,8 @@ pub async fn status(state: &AppState, node: NodeKeyId) -> Result<StakeStatus, Ap
         earnings,
         min_worker_bond: rules.min_worker_bond,
         min_validator_bond: rules.min_validator_bond,
-        // Slashing and suspension come with validation (issue 11's validation part); until then
-        // no key is ever slashed or suspended.
-        suspended: false,
-        slashes: Vec::new(),
+        suspended: state.validation.is_suspended(&node),
+        slashes,
     })
 }
 

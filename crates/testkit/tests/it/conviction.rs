@@ -19,6 +19,7 @@ use stacknet_node::settlement::{file_wallet, HubClient, SettlementError};
 use stacknet_node::validator::checks::{C0, C1, C2, C3};
 use stacknet_node::validator::runner::SharedModel;
 use stacknet_protocol::attestation::Verdict;
+use stacknet_protocol::filing::NodeAction;
 use stacknet_protocol::{Amount, NodeKeyId, PaperworkId};
 use stacknet_testkit::cheats::{self, Cheat, CheatBackend};
 use stacknet_testkit::mock_upstream::Script;
@@ -377,8 +378,12 @@ async fn every_planted_cheat_is_refused_at_acceptance_or_convicted_by_a_quorum_o
             c.name()
         );
         assert!(verdicts[0].reason().unwrap().contains("void"), "{verdicts:?}");
-        // Suspended: the hub routes it nothing more.
+        // Suspended: the hub routes it nothing more, and its stake status says so.
         assert!(net.hub.hub.state.validation.is_suspended(&worker));
+        let status = hub.stake(&node.key, NodeAction::Stake).await.unwrap();
+        assert!(status.suspended, "{}: {status:?}", c.name());
+        assert_eq!(status.slashes, list.slashes, "{}", c.name());
+        assert_eq!(status.bonded.micros(), bond - slashed);
         let (status, answer) = ask(&net, request).await;
         assert_eq!(status, 503, "{}: {answer}", c.name());
         eprintln!(
