@@ -22,8 +22,9 @@ use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 use serde_json::{json, Value};
-use stacknet_node::backend::llama::{Flow, LocalModel, BACKEND_ID, LLAMA_CPP_2_VERSION};
+use stacknet_node::backend::llama::{Flow, LlamaConfig, LocalModel, BACKEND_ID, LLAMA_CPP_2_VERSION};
 use stacknet_node::backend::{Backend, BackendError, BackendOutcome, BackendTask, Committed};
+use stacknet_node::models::{self, ModelStore};
 use stacknet_protocol::contract::{Usage, Workload};
 use stacknet_protocol::paperwork::{tokens_sha256, BackendInfo, Commitment, Sampling};
 use stacknet_protocol::wire::ModelOffer;
@@ -83,6 +84,44 @@ impl FromStr for Cheat {
             .find(|c| c.name() == s)
             .ok_or_else(|| UnknownCheat(s.to_owned()))
     }
+}
+
+/// The model `wrong-sha` claims to have run: another catalog model's pinned GGUF.
+pub const OTHER_MODEL: &str = "gemma-3-270m";
+
+/// The pinned sha256 of [`OTHER_MODEL`] (what `wrong-sha` reports).
+pub fn other_sha() -> Sha256Digest {
+    models::find(OTHER_MODEL)
+        .and_then(|spec| spec.files.first())
+        .and_then(|f| f.sha256.parse().ok())
+        .unwrap_or_else(|| Sha256Digest::of(OTHER_MODEL.as_bytes()))
+}
+
+/// Loads the built-in model `name` from `models_dir` (pulled with `stacknet models pull`), with
+/// `threads` llama.cpp threads (every core when `None`). Blocking.
+pub fn load_model(
+    models_dir: &std::path::Path,
+    name: &str,
+    threads: Option<usize>,
+) -> Result<LocalModel, BackendError> {
+    let spec =
+        models::find(name).ok_or_else(|| BackendError::Setup(format!("no model {name} in the catalog")))?;
+    let path = ModelStore::new(models_dir).path_of(spec).ok_or_else(|| {
+        BackendError::Setup(format!(
+            "{name} is not pulled into {} (stacknet models pull {name})",
+            models_dir.display()
+        ))
+    })?;
+    let sha = spec
+        .files
+        .first()
+        .and_then(|f| f.sha256.parse().ok())
+        .ok_or_else(|| BackendError::Setup(format!("{name} has no pinned sha256")))?;
+    let mut config = LlamaConfig::new(name, path, sha);
+    if let Some(t) = threads {
+        config.threads = t.max(1);
+    }
+    LocalModel::load(config)
 }
 
 /// What a worker claims for one task: the ids it sends, the ids its commitment hashes (the same,

@@ -1,6 +1,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! Integration tests of the Stacknet crates, in one binary to keep link times down.
 
+mod conviction;
 mod embed;
 mod hub;
 mod local;
