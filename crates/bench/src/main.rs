@@ -7,12 +7,15 @@
 //! - `models` ([`models`]): the built-in models (SmolLM2 on llama.cpp, MiniLM on candle) called
 //!   directly and through a hub and a node.
 //! - `money` ([`money`]): the ledger and settlement path on SQLite or PostgreSQL.
+//! - `validate` ([`validate`]): the validator's check against generation (cost), honest
+//!   calibration of the C3 thresholds, and detection rates per cheat and of a cheaper quantisation.
 //!
-//! Run it optimised: `cargo run --release -p stacknet-bench -- [core|models|money]`.
+//! Run it optimised: `cargo run --release -p stacknet-bench -- [core|models|money|validate]`.
 
 mod mock;
 mod models;
 mod money;
+mod validate;
 
 use std::process::ExitCode;
 
@@ -41,6 +44,9 @@ enum BenchCommand {
     Models(models::ModelsArgs),
     /// The ledger and settlement path: transfers/s, paperwork appends/s, filing 100,000 paperwork.
     Money(money::MoneyArgs),
+    /// The validator: the check's cost against generation, an honest calibration of the C3
+    /// thresholds (at least 1,000 tasks), detection rates per cheat and of a cheaper quantisation.
+    Validate(validate::ValidateArgs),
 }
 
 fn main() -> ExitCode {
@@ -71,6 +77,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Some(BenchCommand::Core(args)) => mock::run(args).await,
             Some(BenchCommand::Models(args)) => models::run(args).await,
             Some(BenchCommand::Money(args)) => money::run(args).await,
+            // llama.cpp blocks: off the async threads.
+            Some(BenchCommand::Validate(args)) => tokio::task::spawn_blocking(move || validate::run(args))
+                .await
+                .context("the validation benchmark panicked")?,
         }
     })
 }

@@ -58,7 +58,7 @@ pub struct ModelsArgs {
 
 /// Where `stacknet models pull` puts models by default (the rule of the CLI's `keystore.rs`), so a
 /// benchmark finds what `stacknet up` already pulled.
-fn default_models_dir() -> PathBuf {
+pub(crate) fn default_models_dir() -> PathBuf {
     let data = if let Some(dir) = std::env::var_os("STACKNET_DATA_DIR") {
         PathBuf::from(dir)
     } else if let Some(dir) = std::env::var_os("XDG_DATA_HOME") {
