@@ -53,7 +53,7 @@ fn failed_code(results: &[CheckResult]) -> String {
 
 pub fn cheats(model: &LocalModel, args: &ValidateArgs) -> Result<()> {
     println!(
-        "detect: each cheat over {} generated tasks (greedy and sampled in turn, budgets 32-128), checked by the validator ({} threads, exact replay for sampled)",
+        "detect: each cheat over {} generated tasks (greedy and sampled in turn, budgets 32-128), checked by the validator ({} threads, claimed ids in micro-batches of at most 32 rows)",
         args.cheat_tasks,
         model.config().threads
     );

@@ -180,8 +180,8 @@ pub fn judge(
     Ok(check(&a, &examples::hub_key().public_key(), Some(model)))
 }
 
-/// The validator's model with its scoring options pinned (`None`: as the validator runs, `exact`
-/// for sampled tasks) and each scored position's distance recorded: the greedy gap or the sampled
+/// The validator's model with its scoring options pinned (`None`: as the validator runs, the
+/// claimed ids in micro-batches of at most 32 rows) and each scored position's distance recorded: the greedy gap or the sampled
 /// draw's distance outside its slice, as [`forced::position`] computes it.
 pub struct Probe<'a> {
     pub model: &'a LocalModel,
@@ -227,13 +227,9 @@ impl Model for Probe<'_> {
         &self,
         prompt: &[u32],
         claimed: &[u32],
-        exact: bool,
         at: &mut dyn FnMut(u32, &[f32]),
     ) -> Result<(), BackendError> {
-        let opts = self.opts.unwrap_or(ScoreOptions {
-            ubatch: exact.then_some(1),
-            ..ScoreOptions::default()
-        });
+        let opts = self.opts.unwrap_or_default();
         self.distances.borrow_mut().clear();
         self.model.teacher_forced(prompt, claimed, opts, |i, logits| {
             if let (Some(&c), Some(s)) = (claimed.get(i as usize), &self.sampling) {
