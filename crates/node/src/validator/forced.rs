@@ -17,8 +17,9 @@
 //! ids in micro-batches of at most 32 rows (`ScoreOptions::default()`; llama.cpp's CPU kernels change
 //! above that, and a prefill in micro-batches of 512 put honest greedy gaps at 0.25 and honest
 //! sampled draws up to 0.17 outside their slices). So scored, every honest position of the
-//! real-model tests was the argmax (gap 0) or held its draw (distance 0), at 1 and 2 threads. A 1,000-task calibration across threads and batch sizes is still to be run
-//! (`stacknet-bench validate`), before these thresholds are trusted to slash.
+//! real-model tests was the argmax (gap 0) or held its draw (distance 0), at 1 and 2 threads. A
+//! 1,000-task calibration across threads and batch sizes (`stacknet-bench validate --parts
+//! calibrate`) is still to be run before these thresholds are trusted to slash.
 
 use stacknet_protocol::attestation::{CheckResult, Mismatch};
 use stacknet_protocol::paperwork::Sampling;
