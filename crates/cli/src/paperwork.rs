@@ -8,9 +8,9 @@ use clap::{Args, Subcommand};
 use serde_json::json;
 use stacknet_node::settlement::{file_wallet, HubClient};
 use stacknet_node::Wallet;
-use stacknet_protocol::{Amount, PublicKey, SecretKey};
+use stacknet_protocol::{Amount, PublicKey};
 
-use crate::keystore::default_data_dir;
+use crate::keystore::{default_data_dir, read_node_key};
 
 #[derive(Args, Debug)]
 pub struct PaperworkArgs {
@@ -80,14 +80,7 @@ pub async fn run(args: PaperworkArgs) -> Result<()> {
     let key_path = args
         .key
         .unwrap_or_else(|| data_dir.join(stacknet_node::config::KEY_FILE_NAME));
-    let load_key = || -> Result<SecretKey> {
-        let (key, warning) = stacknet_protocol::keystore::read(&key_path)
-            .with_context(|| format!("cannot read the Node Key at {}", key_path.display()))?;
-        if let Some(w) = warning {
-            eprintln!("warning: {w}");
-        }
-        Ok(key)
-    };
+    let load_key = || read_node_key(&key_path);
     let open_wallet = || -> Result<Wallet> {
         let path = stacknet_node::config::wallet_path(&data_dir);
         anyhow::ensure!(path.exists(), "no wallet at {}", path.display());
@@ -189,7 +182,11 @@ pub async fn run(args: PaperworkArgs) -> Result<()> {
 
 /// The hub at `url`, if its key is the one given (`--hub-key`) and the one the wallet pinned (at
 /// its first filing; pinned now where none is): earnings are filed with, and asked of, one hub only.
-async fn connect(url: &str, hub_key: Option<PublicKey>, wallet: Option<&Wallet>) -> Result<HubClient> {
+pub(crate) async fn connect(
+    url: &str,
+    hub_key: Option<PublicKey>,
+    wallet: Option<&Wallet>,
+) -> Result<HubClient> {
     if let (Some(key), Some(wallet)) = (&hub_key, wallet) {
         wallet.pin_hub_key(key).await?;
     }

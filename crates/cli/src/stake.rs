@@ -3,13 +3,13 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::{Args, Subcommand};
-use stacknet_node::settlement::HubClient;
 use stacknet_protocol::filing::NodeAction;
 use stacknet_protocol::{Amount, PublicKey};
 
-use crate::keystore::default_data_dir;
+use crate::keystore::{default_data_dir, read_node_key};
+use crate::paperwork::connect;
 
 #[derive(Args, Debug)]
 pub struct StakeArgs {
@@ -46,22 +46,15 @@ pub async fn run(args: StakeArgs) -> Result<()> {
     let key_path = args
         .key
         .unwrap_or_else(|| data_dir.join(stacknet_node::config::KEY_FILE_NAME));
-    let (key, warning) = stacknet_protocol::keystore::read(&key_path)
-        .with_context(|| format!("cannot read the Node Key at {}", key_path.display()))?;
-    if let Some(w) = warning {
-        eprintln!("warning: {w}");
-    }
-    let hub = HubClient::connect(&args.hub).await?;
-    if let Some(expected) = args.hub_key.as_deref() {
-        let expected = PublicKey::from_hex(expected).map_err(|e| anyhow::anyhow!("--hub-key: {e}"))?;
-        anyhow::ensure!(
-            hub.hub_key == expected,
-            "the hub at {} has key {}, not the --hub-key {}",
-            args.hub,
-            hub.hub_key.to_hex(),
-            expected.to_hex()
-        );
-    }
+    let key = read_node_key(&key_path)?;
+    let hub_key = args
+        .hub_key
+        .as_deref()
+        .map(PublicKey::from_hex)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--hub-key: {e}"))?;
+    // No wallet to pin: a stake request is answered by the hub it names, which checks the key.
+    let hub = connect(&args.hub, hub_key, None).await?;
     let action = match args.command {
         StakeCommand::Bond { amount } => NodeAction::Bond { amount },
         StakeCommand::Unbond { amount } => NodeAction::Unbond { amount },
