@@ -11,6 +11,7 @@
 use std::num::NonZeroU32;
 
 use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::params::LlamaModelParams;
@@ -164,17 +165,12 @@ impl LocalModel {
             .with_n_batch(n_ctx)
             .with_n_threads(threads)
             .with_n_threads_batch(threads);
-        let setup = |e: &dyn std::fmt::Display| BackendError::Setup(format!("llama.cpp: {e}"));
         let mut ctx = self
             .model
             .new_context(self.backend, params)
-            .map_err(|e| setup(&e))?;
+            .map_err(|e| llama_error(&e))?;
         let mut batch = LlamaBatch::new(n_ctx as usize, 1);
-        let last = tokens.len().saturating_sub(1);
-        for (i, t) in tokens.iter().enumerate() {
-            batch.add(*t, i as i32, &[0], i == last).map_err(|e| setup(&e))?;
-        }
-        ctx.decode(&mut batch).map_err(|e| setup(&e))?;
+        decode_prompt(&mut ctx, &mut batch, &tokens)?;
 
         let vocab = self.model.vocab();
         let mut ids = Vec::new();
@@ -196,9 +192,9 @@ impl LocalModel {
                 break;
             }
             batch.clear();
-            batch.add(token, pos, &[0], true).map_err(|e| setup(&e))?;
+            batch.add(token, pos, &[0], true).map_err(|e| llama_error(&e))?;
             pos += 1;
-            ctx.decode(&mut batch).map_err(|e| setup(&e))?;
+            ctx.decode(&mut batch).map_err(|e| llama_error(&e))?;
         }
         Ok(Generated {
             usage: Usage {
@@ -238,4 +234,25 @@ impl LocalModel {
             }
         }
     }
+}
+
+/// A llama.cpp failure, as the backend reports it.
+pub(super) fn llama_error(e: &dyn std::fmt::Display) -> BackendError {
+    BackendError::Setup(format!("llama.cpp: {e}"))
+}
+
+/// Decodes `prompt` from position 0 into a fresh `ctx`, with logits at its last token only: how
+/// generation starts, and so how teacher forcing starts too, to see the same numbers.
+pub(super) fn decode_prompt(
+    ctx: &mut LlamaContext<'_>,
+    batch: &mut LlamaBatch,
+    prompt: &[LlamaToken],
+) -> Result<(), BackendError> {
+    let last = prompt.len().saturating_sub(1);
+    for (i, t) in prompt.iter().enumerate() {
+        batch
+            .add(*t, i as i32, &[0], i == last)
+            .map_err(|e| llama_error(&e))?;
+    }
+    ctx.decode(batch).map_err(|e| llama_error(&e))
 }

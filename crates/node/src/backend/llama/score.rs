@@ -19,7 +19,7 @@ use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::token::LlamaToken;
 
-use super::local::LocalModel;
+use super::local::{decode_prompt, llama_error, LocalModel};
 use crate::backend::BackendError;
 
 /// Tokens per decode call unless the caller says otherwise.
@@ -110,20 +110,14 @@ impl LocalModel {
             .with_n_ubatch(ubatch)
             .with_n_threads(threads)
             .with_n_threads_batch(threads);
-        let setup = |e: &dyn std::fmt::Display| BackendError::Setup(format!("llama.cpp: {e}"));
         let mut ctx = self
             .model
             .new_context(self.backend, params)
-            .map_err(|e| setup(&e))?;
+            .map_err(|e| llama_error(&e))?;
         let mut batch = LlamaBatch::new(n_batch as usize, 1);
         // The prompt, with logits at its last token only, exactly as generation decodes it.
         let (prompt, output) = fed.split_at(prompt.len());
-        for (pos, &t) in prompt.iter().enumerate() {
-            batch
-                .add(t, pos as i32, &[0], pos == prompt.len() - 1)
-                .map_err(|e| setup(&e))?;
-        }
-        ctx.decode(&mut batch).map_err(|e| setup(&e))?;
+        decode_prompt(&mut ctx, &mut batch, prompt)?;
         at(0, ctx.get_logits_ith(batch.n_tokens() - 1));
         // Then the claimed ids but the last, each position's logits predicting the next claimed id.
         for (n, part) in output.chunks(step).enumerate() {
@@ -132,9 +126,9 @@ impl LocalModel {
             for (j, &t) in part.iter().enumerate() {
                 batch
                     .add(t, (prompt.len() + first + j) as i32, &[0], true)
-                    .map_err(|e| setup(&e))?;
+                    .map_err(|e| llama_error(&e))?;
             }
-            ctx.decode(&mut batch).map_err(|e| setup(&e))?;
+            ctx.decode(&mut batch).map_err(|e| llama_error(&e))?;
             for j in 0..part.len() {
                 at((first + j + 1) as u32, ctx.get_logits_ith(j as i32));
             }
