@@ -84,6 +84,12 @@ impl Signed<Attestation> {
     pub fn id(&self) -> Result<AttestationId, SignError> {
         Ok(AttestationId::derive(&self.signing_bytes()?))
     }
+
+    /// What a validator commits to before revealing this attestation: SHA-256(`salt` || the
+    /// attestation's signed bytes). The validator and the hub both compute it here.
+    pub fn commit_digest(&self, salt: &[u8]) -> Result<crate::Sha256Digest, SignError> {
+        Ok(crate::Sha256Digest::of(&[salt, &self.signing_bytes()?].concat()))
+    }
 }
 
 /// The body of a Telemetry report, signed by a guardian under `stacknet/telemetry/v1`: what its canary

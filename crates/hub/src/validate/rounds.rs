@@ -14,7 +14,6 @@
 //!   or disputed. No money moves but for a conviction.
 //! - A canary's every reveal is judged against the truth committed at its creation.
 
-use sha2::{Digest, Sha256};
 use stacknet_api::types::{Assignment, Assignments, Round, ValidationAck};
 use stacknet_protocol::attestation::{Attestation, Verdict};
 use stacknet_protocol::filing::NodeRequest;
@@ -303,10 +302,7 @@ fn ack(paperwork_id: PaperworkId, status: &str) -> ValidationAck {
 
 /// SHA-256(salt bytes || the attestation's signed bytes): what a commit's digest must be.
 pub fn commit_digest(salt: &[u8], attestation: &Signed<Attestation>) -> Result<Sha256Digest, String> {
-    let mut h = Sha256::new();
-    h.update(salt);
-    h.update(attestation.signing_bytes().map_err(|e| e.to_string())?);
-    Ok(Sha256Digest(h.finalize().into()))
+    attestation.commit_digest(salt).map_err(|e| e.to_string())
 }
 
 /// `Reveal{attestation, salt}`.

@@ -159,10 +159,9 @@ pub fn commit_digest(
     salt: &[u8; 32],
     attestation: &Signed<Attestation>,
 ) -> Result<Sha256Digest, SettlementError> {
-    let bytes = attestation
-        .signing_bytes()
-        .map_err(|e| SettlementError::Sign(e.to_string()))?;
-    Ok(Sha256Digest::of(&[salt.as_slice(), &bytes].concat()))
+    attestation
+        .commit_digest(salt)
+        .map_err(|e| SettlementError::Sign(e.to_string()))
 }
 
 /// A fresh 32-byte salt.
