@@ -42,6 +42,10 @@ pub struct HubArgs {
     /// writes; past it the task is cancelled (503 task_abandoned), so the node's other tasks go on.
     #[arg(long, env = "STACKNET_MAX_QUEUED_OUTPUT_BYTES", default_value_t = stacknet_hub::DEFAULT_MAX_QUEUED_OUTPUT_BYTES)]
     pub max_queued_output_bytes: u64,
+    /// Requests that may wait per model while every node serving it is busy (each until a slot
+    /// frees or its time-out); past it, 503 queue_full with Retry-After. 0: no queue.
+    #[arg(long, env = "STACKNET_MAX_QUEUED_PER_MODEL", default_value_t = stacknet_hub::queue::DEFAULT_MAX_QUEUED_PER_MODEL)]
+    pub max_queued_per_model: usize,
     #[command(flatten)]
     pub money: MoneyArgs,
 }
@@ -101,6 +105,7 @@ impl HubArgs {
         config.max_concurrent_requests = self.max_concurrent_requests;
         config.request_timeout_ms = self.request_timeout_ms;
         config.max_queued_output_bytes = self.max_queued_output_bytes;
+        config.max_queued_per_model = self.max_queued_per_model;
         config.database = self.money.database.clone();
         config.challenge_window_ms = self.money.challenge_window_ms;
         config.hold_grace_ms = self.money.hold_grace_ms;
@@ -246,7 +251,7 @@ impl NodeArgs {
             );
         }
         if let Some(c) = self.upstream.max_concurrency {
-            config.max_concurrency = c;
+            config.max_concurrency = Some(c);
         }
         self.upstream.apply(&mut config.backends)?;
         Ok(config)
@@ -387,9 +392,10 @@ pub async fn up(args: UpArgs) -> Result<()> {
         max_concurrent_requests: stacknet_hub::DEFAULT_MAX_CONCURRENT_REQUESTS,
         request_timeout_ms: stacknet_hub::DEFAULT_REQUEST_TIMEOUT_MS,
         max_queued_output_bytes: stacknet_hub::DEFAULT_MAX_QUEUED_OUTPUT_BYTES,
+        max_queued_per_model: stacknet_hub::queue::DEFAULT_MAX_QUEUED_PER_MODEL,
         money: args.money.clone(),
     };
-    let backend = up_backend(&args, &data_dir).await?;
+    let (backend, max_concurrency) = up_backend(&args, &data_dir).await?;
     let hub = Hub::open(hub_args.config(data_dir.join("hub"))?).await?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -405,9 +411,7 @@ pub async fn up(args: UpArgs) -> Result<()> {
     let wallet = stacknet_node::Wallet::open(stacknet_node::config::wallet_path(&node_dir))?;
     let mut options = stacknet_node::NodeOptions::new(format!("http://{addr}"));
     options.hub_key = Some(hub.state.hub_key.public_key());
-    if let Some(c) = args.upstream.max_concurrency {
-        options.max_concurrency = c;
-    }
+    options.max_concurrency = max_concurrency;
     // `up`'s node is the hub operator's own: it is granted and bonds the minimum worker bond, so
     // the hub routes to it as to any bonded node.
     stacknet_hub::stake::auto_bond(&hub.state, key.public_key().node_key_id())
@@ -445,7 +449,11 @@ pub async fn up(args: UpArgs) -> Result<()> {
 
 /// The model server `up`'s node forwards to, or the built-in models, pulled on first run: SmolLM2
 /// for chat and completions on llama.cpp, all-MiniLM-L6-v2 for embeddings on candle.
-async fn up_backend(args: &UpArgs, data_dir: &Path) -> Result<std::sync::Arc<dyn stacknet_node::Backend>> {
+/// `up`'s backend, and the tasks its node runs at once (`--max-concurrency`, else the default for it).
+async fn up_backend(
+    args: &UpArgs,
+    data_dir: &Path,
+) -> Result<(std::sync::Arc<dyn stacknet_node::Backend>, u32)> {
     let store = ModelStore::new(args.models_dir.clone().unwrap_or_else(|| data_dir.join("models")));
     let mut backends = Vec::new();
     args.upstream.apply(&mut backends)?;
@@ -461,7 +469,14 @@ async fn up_backend(args: &UpArgs, data_dir: &Path) -> Result<std::sync::Arc<dyn
             BackendConfig::Embeddings(EmbeddingsBackendConfig::new(UP_EMBEDDING_MODEL)),
         ];
     }
-    Ok(stacknet_node::backend::build::build(&backends, &store).await?)
+    let max_concurrency = args
+        .upstream
+        .max_concurrency
+        .unwrap_or_else(|| stacknet_node::config::default_max_concurrency(&backends));
+    Ok((
+        stacknet_node::backend::build::build(&backends, &store).await?,
+        max_concurrency,
+    ))
 }
 
 /// The built-in models `stacknet up` serves when no upstream is given.

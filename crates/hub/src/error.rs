@@ -37,8 +37,20 @@ pub enum ApiError {
     Abandoned,
     #[error("The hub is at capacity ({limit} requests in flight). Retry shortly.")]
     AtCapacity { limit: usize },
-    #[error("No node is available to serve `{0}` right now. Retry shortly.")]
-    NoNode(String),
+    #[error("No node is available to serve `{model}` right now. Retry in {retry_after_s} s.")]
+    NoNode { model: String, retry_after_s: u64 },
+    #[error("Every node serving `{model}` is busy and its queue is full ({waiting} requests waiting). Retry in {retry_after_s} s.")]
+    QueueFull {
+        model: String,
+        waiting: usize,
+        retry_after_s: u64,
+    },
+    #[error("Every node serving `{model}` stayed busy: the request waited {waited_ms} ms in the queue and its deadline passed. Retry in {retry_after_s} s.")]
+    QueueTimeout {
+        model: String,
+        waited_ms: u64,
+        retry_after_s: u64,
+    },
     #[error("No bonded node serves `{model}`: the nodes that serve it have less than the network's minimum worker bond of {min} micro-credits.")]
     NoBondedNode {
         model: String,
@@ -168,7 +180,10 @@ impl ApiError {
             ApiError::BodyTooLarge { .. } | ApiError::TaskTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Abandoned => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::AtCapacity { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::NoNode(_) | ApiError::NoBondedNode { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::NoNode { .. }
+            | ApiError::NoBondedNode { .. }
+            | ApiError::QueueFull { .. }
+            | ApiError::QueueTimeout { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Upstream(_) | ApiError::NodeFailed(_) => StatusCode::BAD_GATEWAY,
             ApiError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -194,7 +209,9 @@ impl ApiError {
             ApiError::TaskTooLarge { .. } => ("invalid_request_error", Some("max_frame_bytes_exceeded")),
             ApiError::Abandoned => ("api_error", Some("task_abandoned")),
             ApiError::AtCapacity { .. } => ("rate_limit_error", Some("rate_limit_exceeded")),
-            ApiError::NoNode(_) => ("service_unavailable_error", Some("no_node_available")),
+            ApiError::NoNode { .. } => ("service_unavailable_error", Some("no_node_available")),
+            ApiError::QueueFull { .. } => ("service_unavailable_error", Some("queue_full")),
+            ApiError::QueueTimeout { .. } => ("service_unavailable_error", Some("queue_timeout")),
             ApiError::NoBondedNode { .. } => ("service_unavailable_error", Some("no_bonded_node")),
             ApiError::Upstream(_) => ("api_error", Some("upstream_error")),
             ApiError::NodeFailed(_) => ("api_error", Some("node_error")),
@@ -245,7 +262,10 @@ impl ApiError {
             ErrorCode::UnknownModel => ApiError::UnknownModel(model.to_owned()),
             ErrorCode::UpstreamFailed => ApiError::Upstream(message),
             ErrorCode::Timeout => ApiError::Timeout(timeout_ms),
-            ErrorCode::Overloaded => ApiError::NoNode(model.to_owned()),
+            ErrorCode::Overloaded => ApiError::NoNode {
+                model: model.to_owned(),
+                retry_after_s: 1,
+            },
             ErrorCode::UnsupportedVersion
             | ErrorCode::MalformedFrame
             | ErrorCode::Unauthenticated
@@ -314,8 +334,26 @@ pub async fn openai_errors(response: Response, max_body_bytes: usize) -> Respons
     error.into_response()
 }
 
+impl ApiError {
+    /// Seconds for a `Retry-After` header: when trying again may succeed.
+    pub fn retry_after_s(&self) -> Option<u64> {
+        match self {
+            ApiError::NoNode { retry_after_s, .. }
+            | ApiError::QueueFull { retry_after_s, .. }
+            | ApiError::QueueTimeout { retry_after_s, .. } => Some(*retry_after_s),
+            _ => None,
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status(), axum::Json(self.error_body())).into_response()
+        let mut response = (self.status(), axum::Json(self.error_body())).into_response();
+        if let Some(s) = self.retry_after_s() {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from(s));
+        }
+        response
     }
 }

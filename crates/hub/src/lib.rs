@@ -35,6 +35,7 @@ pub mod log;
 pub mod money;
 pub mod nodes;
 pub mod payout;
+pub mod queue;
 pub mod refresh;
 pub mod rules;
 pub mod settle;
@@ -128,6 +129,9 @@ pub struct HubConfig {
     /// The most output bytes of one task that may wait for its client (one that reads slower than
     /// its node writes); past it the task is abandoned, so the node's connection never waits.
     pub max_queued_output_bytes: u64,
+    /// The most requests that wait per model for a busy node's slot (0: a busy model is 503 at
+    /// once); each waits until a slot frees or its deadline passes.
+    pub max_queued_per_model: usize,
     /// The price of a model the admin has not priced.
     pub default_price: PriceTerms,
     pub default_max_output_tokens: u64,
@@ -168,6 +172,7 @@ impl HubConfig {
             request_timeout_ms: DEFAULT_REQUEST_TIMEOUT_MS,
             heartbeat_interval_ms: DEFAULT_HEARTBEAT_INTERVAL_MS,
             max_queued_output_bytes: DEFAULT_MAX_QUEUED_OUTPUT_BYTES,
+            max_queued_per_model: queue::DEFAULT_MAX_QUEUED_PER_MODEL,
             default_price: PriceTerms {
                 input_per_mtok: Amount::ZERO,
                 output_per_mtok: Amount::ZERO,
@@ -333,6 +338,7 @@ impl Hub {
             .map_err(HubError::Recover)?;
         validate::start_deadlines(validation.clone(), shutting_down.clone());
         nodes.set_min_bond(config.rules.min_worker_bond);
+        nodes.set_max_queued(config.max_queued_per_model);
         let state = AppState {
             inflight: Arc::new(Semaphore::new(config.max_concurrent_requests)),
             config: Arc::new(config),

@@ -3,7 +3,12 @@
 //! A node is registered by the gateway after it proved its key; each holds an outbox (to its
 //! WebSocket writer) and the event channels of the tasks running on it. The scheduler chooses among
 //! nodes that serve the model and have free capacity by "power of two choices" on load, which spreads
-//! tasks fairly without a global queue and never makes one node everyone's favourite.
+//! tasks fairly and never makes one node everyone's favourite.
+//!
+//! When every node that could run a task is busy, the request waits in its model's queue
+//! ([`crate::queue`]) until a slot frees or its deadline passes ([`Nodes::lease`]). A slot is handed
+//! from the task that held it straight to the next waiter the node can run, under the queue's lock,
+//! so a slot never sits free while a request that fits it waits, and no later request overtakes it.
 //!
 //! Tasks belong to the node key, not to one connection: each key has a [`NodeRecord`] that outlives
 //! its connections, holding the marks against it (frames for tasks that are not its own) and the
@@ -22,7 +27,7 @@
 //! of small chunks wait while a client catches up, and bounds what a stuck client can pin in memory.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
-use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -31,10 +36,12 @@ use serde_json::Value;
 use stacknet_protocol::contract::Workload;
 use stacknet_protocol::paperwork::Paperwork;
 use stacknet_protocol::wire::{Attachment, ErrorCode, FilePart, HubMessage, Limits, ModelOffer};
+use stacknet_protocol::StackId;
 use stacknet_protocol::{Amount, ContractId, NodeKeyId, PublicKey, Signed};
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{mpsc, oneshot, Notify};
 
 use crate::capped::{self, CappedReceiver, CappedSender, Offer};
+use crate::queue::{self, ModelQueue, Queues, Waiter};
 
 /// Events of one task, from the gateway to the request handler.
 #[derive(Debug)]
@@ -356,15 +363,35 @@ impl NodeHandle {
     }
 }
 
-/// A claimed slot on a node for one task; releases the slot and the task's channel when dropped.
+/// A claimed slot on a node for one task; when dropped, it releases the task's channel and hands
+/// the slot to the next request waiting for it (or frees it).
 #[derive(Debug)]
 pub struct Lease {
     pub node: Arc<NodeHandle>,
     contract: Option<ContractId>,
     abandoned: Arc<Notify>,
+    nodes: Arc<Nodes>,
+    /// The model it was leased for: its queue is served first when the slot comes free.
+    model: String,
+    since: Instant,
+    /// False for a lease that never reached its waiter: the slot went on to another.
+    armed: bool,
 }
 
 impl Lease {
+    /// A lease of a slot on `node` already claimed (its `in_flight` counts it).
+    fn claimed(nodes: &Arc<Nodes>, node: &Arc<NodeHandle>, model: &str) -> Self {
+        Self {
+            node: Arc::clone(node),
+            contract: None,
+            abandoned: Arc::new(Notify::new()),
+            nodes: Arc::clone(nodes),
+            model: model.to_owned(),
+            since: Instant::now(),
+            armed: true,
+        }
+    }
+
     /// Registers the task's event channel under its contract id; at most `max_queued_bytes` of its
     /// output may wait in it (see [`NodeHandle::deliver`]).
     pub fn open_task(&mut self, contract: ContractId, max_queued_bytes: u64) -> TaskEvents {
@@ -389,6 +416,9 @@ impl Lease {
 
 impl Drop for Lease {
     fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
         if let Some(c) = self.contract.take() {
             // Still running on the node: the hub ended it (time-out, client gone), not the node.
             let ended_by_hub = self
@@ -400,7 +430,7 @@ impl Drop for Lease {
                 self.node.record.remember_ended([c]);
             }
         }
-        self.node.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.nodes.release(&self.node, &self.model, self.since.elapsed());
     }
 }
 
@@ -428,6 +458,12 @@ pub enum PickError {
     FrameTooLarge { limit: u64 },
     /// Nodes serve it, but none has bonded the minimum worker bond (`min`).
     Unbonded { min: Amount },
+    /// Every node that serves it is busy and `waiting` requests already wait for it, the most
+    /// its queue holds; a request joining would wait about `wait`.
+    QueueFull { waiting: usize, wait: Duration },
+    /// The request waited `waited` in the queue and its deadline passed; one joining now would
+    /// wait about `wait`.
+    QueueTimeout { waited: Duration, wait: Duration },
 }
 
 /// How long the models of nodes that left (or stopped offering them) stay known: asking for one
@@ -454,6 +490,10 @@ pub struct Nodes {
     bonds: RwLock<HashMap<NodeKeyId, Amount>>,
     /// The bond a node needs to be routed tasks, in micro-credits; 0: no gate.
     min_bond: AtomicI64,
+    /// Requests waiting for a slot, per model. Its lock is taken before any other of these, and
+    /// is held wherever a slot is claimed or freed (see [`Nodes::lease`]).
+    queues: Mutex<Queues>,
+    max_queued: AtomicUsize,
 }
 
 impl Default for Nodes {
@@ -475,7 +515,19 @@ impl Nodes {
             suspended: RwLock::default(),
             bonds: RwLock::default(),
             min_bond: AtomicI64::new(0),
+            queues: Mutex::default(),
+            max_queued: AtomicUsize::new(queue::DEFAULT_MAX_QUEUED_PER_MODEL),
         }
+    }
+
+    /// At most `max` requests wait per model (0: none wait; a busy model is refused at once).
+    pub fn set_max_queued(&self, max: usize) {
+        self.max_queued.store(max, Ordering::Relaxed);
+    }
+
+    /// How many requests wait for `model` now.
+    pub fn waiting(&self, model: &str) -> usize {
+        self.queues.lock().map_or(0, |q| q.waiting(model))
     }
 
     /// Routes tasks only to nodes with at least `min` bonded (zero: to every node).
@@ -487,8 +539,9 @@ impl Nodes {
         Amount::from_micros(self.min_bond.load(Ordering::Relaxed))
     }
 
-    /// Records what `id` has bonded now (from the ledger).
-    pub fn set_bond(&self, id: NodeKeyId, bonded: Amount) {
+    /// Records what `id` has bonded now (from the ledger); a node that now reaches the minimum
+    /// takes waiting requests at once.
+    pub fn set_bond(self: &Arc<Self>, id: NodeKeyId, bonded: Amount) {
         if let Ok(mut bonds) = self.bonds.write() {
             if bonded.micros() > 0 {
                 bonds.insert(id, bonded);
@@ -496,6 +549,14 @@ impl Nodes {
                 bonds.remove(&id);
             }
         }
+        if let Some(node) = self.get(&id) {
+            self.offer_slots(&node);
+        }
+    }
+
+    /// The connected node of key `id`.
+    pub fn get(&self, id: &NodeKeyId) -> Option<Arc<NodeHandle>> {
+        self.by_id.read().ok()?.get(id).cloned()
     }
 
     /// What `id` has bonded, as last recorded.
@@ -537,12 +598,13 @@ impl Nodes {
     }
 
     /// Registers a node; an earlier connection of the same key is replaced (and told so by its
-    /// outbox closing).
-    pub fn register(&self, node: Arc<NodeHandle>) -> Option<Arc<NodeHandle>> {
-        let replaced = self.by_id.write().ok()?.insert(node.id, node);
+    /// outbox closing). Requests waiting for its models take its slots at once.
+    pub fn register(self: &Arc<Self>, node: Arc<NodeHandle>) -> Option<Arc<NodeHandle>> {
+        let replaced = self.by_id.write().ok()?.insert(node.id, Arc::clone(&node));
         if let Some(old) = &replaced {
             self.remember_models(old);
         }
+        self.offer_slots(&node);
         replaced
     }
 
@@ -634,7 +696,170 @@ impl Nodes {
         self.suspended.read().map(|s| s.contains(node)).unwrap_or(true)
     }
 
-    pub fn pick(&self, need: &Need<'_>, exclude: Option<NodeKeyId>) -> Result<Lease, PickError> {
+    /// Leases a slot on a node that can run `need` (not `exclude`, a node that just failed it) at
+    /// once, or waits in the model's queue for one until `deadline`. Only a model whose nodes are
+    /// all busy is waited for; every other refusal is at once. `stack` is whose request it is: the
+    /// queue takes Stacks in turn.
+    pub async fn lease(
+        self: &Arc<Self>,
+        need: &Need<'_>,
+        exclude: Option<NodeKeyId>,
+        stack: StackId,
+        deadline: tokio::time::Instant,
+    ) -> Result<Lease, PickError> {
+        let since = tokio::time::Instant::now();
+        let (seq, rx) = {
+            let Ok(mut queues) = self.queues.lock() else {
+                return Err(PickError::NoCapacity);
+            };
+            match self.pick_now(need, exclude) {
+                Err(PickError::NoCapacity) if self.busy_slots(need, exclude) > 0 => {}
+                other => return other,
+            }
+            let slots = self.busy_slots(need, exclude);
+            let max = self.max_queued.load(Ordering::Relaxed);
+            let seq = queues.next_seq();
+            let model = queues.models.entry(need.model.to_owned()).or_default();
+            if model.len() >= max {
+                return Err(PickError::QueueFull {
+                    waiting: model.len(),
+                    wait: model.estimated_wait(slots),
+                });
+            }
+            let (tx, rx) = oneshot::channel();
+            let waiter = Waiter {
+                stack,
+                deadline,
+                since,
+                workload: need.workload,
+                file_bytes: need.file_bytes,
+                frame_bytes: need.frame_bytes,
+                exclude,
+                tx,
+            };
+            model.push(seq, waiter);
+            (seq, rx)
+        };
+        // Leaves the queue however this ends: served, timed out, or the request dropped.
+        let _queued = Queued {
+            nodes: self,
+            model: need.model,
+            seq,
+        };
+        match tokio::time::timeout_at(deadline, rx).await {
+            Ok(Ok(lease)) => Ok(lease),
+            // The queue let go of it without a slot (it cannot, but a request is never left hanging).
+            Ok(Err(_)) => Err(PickError::NoCapacity),
+            Err(_) => Err(PickError::QueueTimeout {
+                waited: since.elapsed(),
+                wait: self.estimated_wait(need, exclude),
+            }),
+        }
+    }
+
+    /// How long a request for `need` joining its queue now would wait.
+    pub fn estimated_wait(&self, need: &Need<'_>, exclude: Option<NodeKeyId>) -> Duration {
+        let slots = self.busy_slots(need, exclude);
+        self.queues.lock().map_or(queue::FIRST_SERVICE_ESTIMATE, |q| {
+            q.models.get(need.model).map_or_else(
+                || ModelQueue::default().estimated_wait(slots),
+                |m| m.estimated_wait(slots),
+            )
+        })
+    }
+
+    /// The slots of connected, eligible nodes that could run `need` (busy or not).
+    fn busy_slots(&self, need: &Need<'_>, exclude: Option<NodeKeyId>) -> u32 {
+        self.connected()
+            .iter()
+            .filter(|n| n.can_run(need) && Some(n.id) != exclude && self.eligible(n))
+            .map(|n| n.max_concurrency)
+            .sum()
+    }
+
+    /// Whether `node` may be given tasks: its connection is the registered one, it is not
+    /// suspended, and it has bonded the minimum.
+    fn eligible(&self, node: &NodeHandle) -> bool {
+        let current = self
+            .by_id
+            .read()
+            .is_ok_and(|m| m.get(&node.id).is_some_and(|n| n.conn_id == node.conn_id));
+        current && !self.is_suspended(&node.id) && self.is_bonded(&node.id)
+    }
+
+    /// A slot of `node` that held a task of `model` for `held` is free: it goes to the next
+    /// request waiting that the node can run, or back to the node.
+    fn release(self: &Arc<Self>, node: &Arc<NodeHandle>, model: &str, held: Duration) {
+        let Ok(mut queues) = self.queues.lock() else {
+            node.in_flight.fetch_sub(1, Ordering::AcqRel);
+            return;
+        };
+        match queues.models.get_mut(model) {
+            Some(q) => q.observe(held),
+            None => {
+                let mut q = ModelQueue::default();
+                q.observe(held);
+                queues.models.insert(model.to_owned(), q);
+            }
+        }
+        if !self.hand_off(&mut queues, node) {
+            node.in_flight.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    /// Gives `node`'s free slots to the requests waiting for them (a node that just connected or
+    /// bonded).
+    fn offer_slots(self: &Arc<Self>, node: &Arc<NodeHandle>) {
+        let Ok(mut queues) = self.queues.lock() else {
+            return;
+        };
+        while node.try_reserve() {
+            if !self.hand_off(&mut queues, node) {
+                node.in_flight.fetch_sub(1, Ordering::AcqRel);
+                return;
+            }
+        }
+    }
+
+    /// Hands one slot of `node`, already claimed, to the request that has waited longest among
+    /// the next in line of each of its models' queues; false when none waits that it can run.
+    fn hand_off(self: &Arc<Self>, queues: &mut Queues, node: &Arc<NodeHandle>) -> bool {
+        if !self.eligible(node) {
+            return false;
+        }
+        loop {
+            let next = node
+                .models
+                .iter()
+                .filter_map(|m| {
+                    let q = queues.models.get(&m.name)?;
+                    let fits = |w: &Waiter| w.exclude != Some(node.id) && node.can_run(&w.need(&m.name));
+                    let (seq, since) = q.next(fits)?;
+                    Some((since, seq, m.name.as_str()))
+                })
+                .min();
+            let Some((_, seq, model)) = next else {
+                return false;
+            };
+            let Some(waiter) = queues.models.get_mut(model).and_then(|q| q.serve(seq)) else {
+                return false;
+            };
+            match waiter.tx.send(Lease::claimed(self, node, model)) {
+                Ok(()) => return true,
+                // Its request went away meanwhile: the slot goes on to the next.
+                Err(mut lease) => lease.armed = false,
+            }
+        }
+    }
+
+    /// Leases a free slot on a node that can run `need` now, avoiding `exclude`, without waiting.
+    pub fn pick(self: &Arc<Self>, need: &Need<'_>, exclude: Option<NodeKeyId>) -> Result<Lease, PickError> {
+        let _queues = self.queues.lock();
+        self.pick_now(need, exclude)
+    }
+
+    /// [`Self::pick`] under the queues' lock.
+    fn pick_now(self: &Arc<Self>, need: &Need<'_>, exclude: Option<NodeKeyId>) -> Result<Lease, PickError> {
         let model = need.model;
         let candidates: Vec<Arc<NodeHandle>> = self
             .connected()
@@ -685,14 +910,30 @@ impl Nodes {
         for i in order {
             let node = &candidates[i];
             if node.try_reserve() {
-                return Ok(Lease {
-                    node: node.clone(),
-                    contract: None,
-                    abandoned: Arc::new(Notify::new()),
-                });
+                return Ok(Lease::claimed(self, node, model));
             }
         }
         Err(PickError::NoCapacity)
+    }
+}
+
+/// A request's place in its model's queue, given up when dropped.
+struct Queued<'a> {
+    nodes: &'a Nodes,
+    model: &'a str,
+    seq: u64,
+}
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        // A model's queue stays (with its service time) once made: only served models get one.
+        let gone = self
+            .nodes
+            .queues
+            .lock()
+            .ok()
+            .and_then(|mut queues| queues.models.get_mut(self.model)?.remove(self.seq));
+        drop(gone);
     }
 }
 
@@ -701,7 +942,11 @@ mod tests {
     use super::*;
     use stacknet_protocol::SecretKey;
 
-    fn node(nodes: &Nodes, max_frame_bytes: u64) -> Arc<NodeHandle> {
+    fn node(nodes: &Arc<Nodes>, max_frame_bytes: u64) -> Arc<NodeHandle> {
+        node_with(nodes, max_frame_bytes, 4)
+    }
+
+    fn node_with(nodes: &Arc<Nodes>, max_frame_bytes: u64, slots: u32) -> Arc<NodeHandle> {
         let (outbox, _) = mpsc::channel(1);
         let offer = ModelOffer {
             name: "m".into(),
@@ -716,7 +961,7 @@ mod tests {
         let handle = Arc::new(NodeHandle::new(
             SecretKey::generate().public_key(),
             vec![offer],
-            4,
+            slots,
             limits,
             nodes.next_conn_id(),
             outbox,
@@ -736,7 +981,7 @@ mod tests {
 
     #[test]
     fn only_a_node_with_the_minimum_bond_is_picked() {
-        let nodes = Nodes::default();
+        let nodes = Arc::new(Nodes::default());
         nodes.set_min_bond(Amount::from_micros(1_000));
         let poor = node(&nodes, 10_000);
         nodes.set_bond(poor.id, Amount::from_micros(999));
@@ -759,7 +1004,7 @@ mod tests {
 
     #[test]
     fn a_task_goes_to_a_node_whose_frame_limit_fits_it_or_nowhere() {
-        let nodes = Nodes::default();
+        let nodes = Arc::new(Nodes::default());
         let small = node(&nodes, 1_000);
         for _ in 0..4 {
             let lease = nodes.pick(&need(5_000), None);
@@ -773,5 +1018,100 @@ mod tests {
         assert!(nodes
             .pick(&need(10), Some(big.id))
             .is_ok_and(|l| l.node.id == small.id));
+    }
+
+    fn stack(n: u8) -> StackId {
+        StackId::from_digest([n; 16])
+    }
+
+    fn soon(ms: u64) -> tokio::time::Instant {
+        tokio::time::Instant::now() + Duration::from_millis(ms)
+    }
+
+    #[tokio::test]
+    async fn a_freed_slot_goes_to_the_waiter_not_back_to_the_node() {
+        let nodes = Arc::new(Nodes::default());
+        let busy = node_with(&nodes, 10_000, 1);
+        let held = nodes.lease(&need(10), None, stack(1), soon(1_000)).await.unwrap();
+        let waiter = {
+            let nodes = nodes.clone();
+            tokio::spawn(async move { nodes.lease(&need(10), None, stack(2), soon(60_000)).await })
+        };
+        while nodes.waiting("m") == 0 {
+            tokio::task::yield_now().await;
+        }
+        drop(held);
+        // Handed over under the lock: the slot was never free for a newcomer to take.
+        assert_eq!(busy.in_flight(), 1);
+        assert_eq!(nodes.pick(&need(10), None).err(), Some(PickError::NoCapacity));
+        let lease = waiter.await.unwrap().unwrap();
+        assert_eq!(lease.node.id, busy.id);
+        drop(lease);
+        assert_eq!(busy.in_flight(), 0);
+        assert_eq!(nodes.waiting("m"), 0);
+    }
+
+    #[tokio::test]
+    async fn a_waiter_past_its_deadline_leaves_with_a_queue_timeout() {
+        let nodes = Arc::new(Nodes::default());
+        let busy = node_with(&nodes, 10_000, 1);
+        let _held = nodes.lease(&need(10), None, stack(1), soon(1_000)).await.unwrap();
+        match nodes.lease(&need(10), None, stack(1), soon(20)).await.err() {
+            Some(PickError::QueueTimeout { waited, wait }) => {
+                assert!(waited >= Duration::from_millis(20), "{waited:?}");
+                assert!(wait > Duration::ZERO);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(nodes.waiting("m"), 0);
+        assert_eq!(busy.in_flight(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_queue_at_its_bound_refuses_and_a_node_that_connects_serves_the_waiters() {
+        let nodes = Arc::new(Nodes::default());
+        nodes.set_max_queued(1);
+        let first = node_with(&nodes, 10_000, 1);
+        let _held = nodes
+            .lease(&need(10), None, stack(1), soon(60_000))
+            .await
+            .unwrap();
+        let waiter = {
+            let nodes = nodes.clone();
+            tokio::spawn(async move { nodes.lease(&need(10), None, stack(1), soon(60_000)).await })
+        };
+        while nodes.waiting("m") == 0 {
+            tokio::task::yield_now().await;
+        }
+        assert!(matches!(
+            nodes.lease(&need(10), None, stack(2), soon(60_000)).await,
+            Err(PickError::QueueFull { waiting: 1, .. })
+        ));
+        // A second node connecting takes the waiter at once.
+        let second = node_with(&nodes, 10_000, 1);
+        assert_eq!(waiter.await.unwrap().unwrap().node.id, second.id);
+        assert_eq!(first.in_flight(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_slot_is_not_handed_to_a_waiter_that_excluded_its_node() {
+        let nodes = Arc::new(Nodes::default());
+        let a = node_with(&nodes, 10_000, 1);
+        let b = node_with(&nodes, 10_000, 1);
+        let on_a = nodes.pick(&need(10), Some(b.id)).unwrap();
+        let on_b = nodes.pick(&need(10), Some(a.id)).unwrap();
+        let waiter = {
+            let nodes = nodes.clone();
+            let not_a = a.id;
+            tokio::spawn(async move { nodes.lease(&need(10), Some(not_a), stack(1), soon(60_000)).await })
+        };
+        while nodes.waiting("m") == 0 {
+            tokio::task::yield_now().await;
+        }
+        drop(on_a);
+        assert_eq!(a.in_flight(), 0, "a's slot is free: the waiter refused a");
+        assert_eq!(nodes.waiting("m"), 1);
+        drop(on_b);
+        assert_eq!(waiter.await.unwrap().unwrap().node.id, b.id);
     }
 }

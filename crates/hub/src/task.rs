@@ -28,6 +28,7 @@ use crate::error::ApiError;
 use crate::log::paperwork_leaf;
 use crate::money::{self, Escrow};
 use crate::nodes::{Lease, Need, Outbound, PickError, TaskEvent, TaskEvents};
+use crate::queue::retry_after_secs;
 use crate::store::PaperworkRecord;
 use crate::workload::{self, usage_json, with_proof, Accepted, Collected, Parsed, Stamp, WorkloadApi};
 use crate::AppState;
@@ -105,18 +106,36 @@ async fn run(
     let mut held = (escrow, permit);
     // A node that drops (or is full) before its first event costs the client nothing: one retry elsewhere.
     for _attempt in 0..2 {
-        let mut lease = state.nodes.pick(&need, exclude).map_err(|e| match e {
-            PickError::UnknownModel => ApiError::UnknownModel(req.model.clone()),
-            PickError::NoCapacity => ApiError::NoNode(req.model.clone()),
-            PickError::Unbonded { min } => ApiError::NoBondedNode {
-                model: req.model.clone(),
-                min,
-            },
-            PickError::FrameTooLarge { limit } => ApiError::TaskTooLarge {
-                len: need.frame_bytes,
-                limit,
-            },
-        })?;
+        let mut lease = state
+            .nodes
+            .lease(&need, exclude, stack, deadline)
+            .await
+            .map_err(|e| match e {
+                PickError::UnknownModel => ApiError::UnknownModel(req.model.clone()),
+                // No node serving it is connected now (one did, within the model memory).
+                PickError::NoCapacity => ApiError::NoNode {
+                    model: req.model.clone(),
+                    retry_after_s: NODE_RETURN_RETRY_AFTER_S,
+                },
+                PickError::QueueFull { waiting, wait } => ApiError::QueueFull {
+                    model: req.model.clone(),
+                    waiting,
+                    retry_after_s: retry_after_secs(wait),
+                },
+                PickError::QueueTimeout { waited, wait } => ApiError::QueueTimeout {
+                    model: req.model.clone(),
+                    waited_ms: u64::try_from(waited.as_millis()).unwrap_or(u64::MAX),
+                    retry_after_s: retry_after_secs(wait),
+                },
+                PickError::Unbonded { min } => ApiError::NoBondedNode {
+                    model: req.model.clone(),
+                    min,
+                },
+                PickError::FrameTooLarge { limit } => ApiError::TaskTooLarge {
+                    len: need.frame_bytes,
+                    limit,
+                },
+            })?;
         let contract = sign_contract(&state, stack, user, &lease, &req, &price, held.0.max_cost)?;
         let task = HubMessage::Task(Box::new(Task {
             contract: contract.clone(),
@@ -188,8 +207,15 @@ async fn run(
             answer
         };
     }
-    Err(ApiError::NoNode(req.model.clone()))
+    Err(ApiError::NoNode {
+        model: req.model.clone(),
+        retry_after_s: retry_after_secs(state.nodes.estimated_wait(&need, None)),
+    })
 }
+
+/// `Retry-After` when no node serving the model is connected: there is no queue to estimate from,
+/// and a node that restarts is usually back within seconds.
+pub const NODE_RETURN_RETRY_AFTER_S: u64 = 5;
 
 /// The size of the task frame for `req` without its contract: a lower bound the scheduler uses to
 /// pass over nodes whose `max_frame_bytes` it exceeds before a contract is signed for one.

@@ -8,8 +8,14 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 use stacknet_protocol::PublicKey;
 
-/// Tasks a node runs at once unless configured otherwise.
+/// Tasks a node with a built-in backend runs at once unless configured otherwise: a model on the
+/// node's own CPU or GPU gains little from more sequences at once.
 pub const DEFAULT_MAX_CONCURRENCY: u32 = 4;
+/// Tasks a node whose backends are all upstream servers runs at once unless configured otherwise.
+/// Those servers batch and queue themselves (vLLM runs up to 256 sequences, Ollama and llama.cpp's
+/// server queue what their slots cannot take), so the node passes on what the hub assigns rather
+/// than refusing it at 4; the hub queues beyond this.
+pub const DEFAULT_UPSTREAM_MAX_CONCURRENCY: u32 = 64;
 /// The hardware class reported in paperwork for an upstream server whose hardware the node cannot see.
 pub const DEFAULT_HARDWARE: &str = "upstream";
 /// How long one upstream request (including its whole stream) may take.
@@ -168,7 +174,7 @@ impl EmbeddingsBackendConfig {
 /// data_dir = "/var/lib/stacknet"
 /// # hub_key = "8a88e3dd..."   # refuse any other hub
 /// # models_dir = "/var/lib/stacknet/models"
-/// max_concurrency = 4
+/// # max_concurrency = 4   # default: 64 when every backend is an upstream server, else 4
 ///
 /// [[backend]]
 /// kind = "llama"
@@ -194,7 +200,9 @@ pub struct NodeConfig {
     pub key_file: Option<PathBuf>,
     /// When set, the node talks only to the hub holding this key.
     pub hub_key: Option<PublicKey>,
-    pub max_concurrency: u32,
+    /// Tasks run at once; `None`: [`DEFAULT_UPSTREAM_MAX_CONCURRENCY`] when every backend is an
+    /// upstream server, else [`DEFAULT_MAX_CONCURRENCY`] (see [`Self::max_concurrency`]).
+    pub max_concurrency: Option<u32>,
     /// Hardware class written into paperwork.
     pub hardware: String,
     pub heartbeat_misses: u32,
@@ -215,8 +223,8 @@ struct NodeConfigToml {
     key_file: Option<PathBuf>,
     #[serde(default)]
     hub_key: Option<PublicKey>,
-    #[serde(default = "default_max_concurrency")]
-    max_concurrency: u32,
+    #[serde(default)]
+    max_concurrency: Option<u32>,
     #[serde(default = "default_hardware")]
     hardware: String,
     #[serde(default = "default_heartbeat_misses")]
@@ -262,7 +270,7 @@ impl NodeConfig {
             data_dir: data_dir.into(),
             key_file: None,
             hub_key: None,
-            max_concurrency: DEFAULT_MAX_CONCURRENCY,
+            max_concurrency: None,
             hardware: DEFAULT_HARDWARE.to_owned(),
             heartbeat_misses: DEFAULT_HEARTBEAT_MISSES,
             drain_timeout_secs: DEFAULT_DRAIN_TIMEOUT_SECS,
@@ -292,16 +300,34 @@ impl NodeConfig {
             .unwrap_or_else(|| self.data_dir.join(MODELS_DIR_NAME))
     }
 
+    /// Tasks run at once: as configured, else the default for the backends.
+    pub fn max_concurrency(&self) -> u32 {
+        self.max_concurrency
+            .unwrap_or_else(|| default_max_concurrency(&self.backends))
+    }
+
     /// The runtime options of the node itself (everything but files and the backend).
     pub fn node_options(&self) -> NodeOptions {
         NodeOptions {
             hub_url: self.hub.clone(),
             hub_key: self.hub_key,
-            max_concurrency: self.max_concurrency,
+            max_concurrency: self.max_concurrency(),
             hardware: self.hardware.clone(),
             heartbeat_misses: self.heartbeat_misses,
             drain_timeout: Duration::from_secs(self.drain_timeout_secs),
         }
+    }
+}
+
+/// Tasks run at once by default with `backends`: [`DEFAULT_UPSTREAM_MAX_CONCURRENCY`] when every
+/// one is an upstream server, else [`DEFAULT_MAX_CONCURRENCY`].
+pub fn default_max_concurrency(backends: &[BackendConfig]) -> u32 {
+    let all_upstream =
+        !backends.is_empty() && backends.iter().all(|b| matches!(b, BackendConfig::Upstream(_)));
+    if all_upstream {
+        DEFAULT_UPSTREAM_MAX_CONCURRENCY
+    } else {
+        DEFAULT_MAX_CONCURRENCY
     }
 }
 
@@ -334,10 +360,6 @@ impl NodeOptions {
             drain_timeout: Duration::from_secs(DEFAULT_DRAIN_TIMEOUT_SECS),
         }
     }
-}
-
-fn default_max_concurrency() -> u32 {
-    DEFAULT_MAX_CONCURRENCY
 }
 
 fn default_hardware() -> String {
@@ -381,7 +403,11 @@ mod tests {
             "#,
         )
         .unwrap();
-        assert_eq!(config.max_concurrency, DEFAULT_MAX_CONCURRENCY);
+        assert_eq!(
+            config.max_concurrency(),
+            DEFAULT_UPSTREAM_MAX_CONCURRENCY,
+            "upstream only"
+        );
         assert_eq!(config.hardware, "upstream");
         assert_eq!(config.backends.len(), 1);
         assert_eq!(upstream(&config, 0).timeout_secs, 300);

@@ -63,6 +63,9 @@ pub enum Failure {
     DropAfter(usize),
     /// Never answer (until the mock shuts down).
     Hang,
+    /// Answer normally, but each request only once [`MockUpstream::release`] lets one through
+    /// (in the order they arrived), so a test decides when each task finishes.
+    Held,
 }
 
 impl Default for Script {
@@ -137,6 +140,12 @@ impl Script {
         self.failure = Some(Failure::Hang);
         self
     }
+
+    /// See [`Failure::Held`].
+    pub fn held(mut self) -> Self {
+        self.failure = Some(Failure::Held);
+        self
+    }
 }
 
 struct Shared {
@@ -148,6 +157,8 @@ struct Shared {
     aborted: AtomicU64,
     /// Flips to true at shutdown, releasing hanging and delayed requests.
     closed: watch::Receiver<bool>,
+    /// Permits for held requests ([`Failure::Held`]); a fair semaphore, so in arrival order.
+    gate: tokio::sync::Semaphore,
 }
 
 /// A running mock; shuts down on [`MockUpstream::shutdown`] or when dropped.
@@ -186,6 +197,7 @@ impl MockUpstream {
             last_request: Mutex::new(None),
             aborted: AtomicU64::new(0),
             closed: closed.clone(),
+            gate: tokio::sync::Semaphore::new(0),
         });
         let app = Router::new()
             .route("/v1/chat/completions", post(chat))
@@ -226,6 +238,12 @@ impl MockUpstream {
     }
 
     /// Completion requests received (chat and legacy), including failed ones.
+    /// Lets `n` held requests ([`Script::held`]) answer, the earliest first; a permit not used yet
+    /// waits for the next request.
+    pub fn release(&self, n: usize) {
+        self.shared.gate.add_permits(n);
+    }
+
     pub fn requests(&self) -> u64 {
         self.shared.requests.load(Ordering::SeqCst)
     }
@@ -307,6 +325,19 @@ async fn answer(shared: &Arc<Shared>, endpoint: Endpoint, body: &[u8]) -> Respon
             let mut closed = shared.closed.clone();
             let _ = closed.wait_for(|c| *c).await;
             return error_response(503, "the mock upstream shut down", None);
+        }
+        Some(Failure::Held) => {
+            let mut closed = shared.closed.clone();
+            tokio::select! {
+                permit = shared.gate.acquire() => {
+                    if let Ok(p) = permit {
+                        p.forget();
+                    }
+                }
+                _ = closed.wait_for(|c| *c) => {
+                    return error_response(503, "the mock upstream shut down", None);
+                }
+            }
         }
         _ => {}
     }

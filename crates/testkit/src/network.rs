@@ -211,29 +211,21 @@ impl TestNetwork {
         let hub = TestHub::start_layered(config, "127.0.0.1:0".parse().expect("address"), layer)
             .await
             .expect("hub starts");
-        let stack = StackRecord {
-            id: StackId::random(),
-            name: "test".into(),
-            created_at: Timestamp::now(),
-        };
-        hub.hub
-            .state
-            .store
-            .create_stack(stack.clone())
-            .await
-            .expect("stack stored");
-        let (api_key, _) = stacknet_hub::admin::issue_key(&hub.hub.state, stack.id)
-            .await
-            .expect("key issued");
+        let (stack, api_key) = create_stack(&hub.hub.state, "test").await;
         Self {
             dir,
             upstream,
             hub,
             nodes: Vec::new(),
-            stack: stack.id,
+            stack,
             api_key,
             admin_token,
         }
+    }
+
+    /// A new Stack and an API key for it (the network's own Stack is [`TestNetwork::stack`]).
+    pub async fn new_stack(&self, name: &str) -> (StackId, String) {
+        create_stack(&self.hub.hub.state, name).await
     }
 
     /// Starts one more node on the shared upstream and waits until the hub has it.
@@ -302,4 +294,22 @@ impl TestNetwork {
             .await
             .expect("hub restarts on the same port");
     }
+}
+
+/// A Stack named `name` in the hub's registry, and an API key for it.
+async fn create_stack(state: &stacknet_hub::AppState, name: &str) -> (StackId, String) {
+    let stack = StackRecord {
+        id: StackId::random(),
+        name: name.into(),
+        created_at: Timestamp::now(),
+    };
+    state
+        .store
+        .create_stack(stack.clone())
+        .await
+        .expect("stack stored");
+    let (key, _) = stacknet_hub::admin::issue_key(state, stack.id)
+        .await
+        .expect("key issued");
+    (stack.id, key)
 }

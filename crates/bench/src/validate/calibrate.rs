@@ -121,11 +121,21 @@ pub fn run(models: [&LocalModel; 2], args: &ValidateArgs) -> Result<()> {
             })
             .or_default() += 1;
         stops += usize::from(t.request.get("stop").is_some());
-        if (i + 1) % 100 == 0 {
+        if (i + 1) % 50 == 0 {
+            // The figures so far, so a run stopped early still tells what it saw.
+            let all = |sampled| by.get(&(sampled, "all".to_owned()));
+            let worst = |sampled| all(sampled).map_or(0.0, |s: &Stats| max(&s.nonzero));
+            let fails: usize = [false, true]
+                .iter()
+                .filter_map(|s| all(*s))
+                .map(|s| s.fails)
+                .sum();
             eprintln!(
-                "calibrate: {} tasks, {:.0}s",
+                "calibrate: {} tasks, {:.0}s; so far largest greedy gap {:.6}, largest sampled distance {:.6}, {fails} FAIL",
                 i + 1,
-                started.elapsed().as_secs_f64()
+                started.elapsed().as_secs_f64(),
+                worst(false),
+                worst(true),
             );
         }
     }

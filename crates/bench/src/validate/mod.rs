@@ -6,7 +6,7 @@
 //!
 //! - [`cost`]: generation and the full check of the same 128-token tasks, side by side.
 //! - [`calibrate`]: at least 1,000 honest tasks (generated prompts, greedy and seeded sampling,
-//!   worker threads 1 and 2, validator threads 1 and 2, micro-batches 1, 32 and 512, outputs of 1 to
+//!   worker threads 1 and 2, validator threads 1 and 2, micro-batches 1 and 32, outputs of 1 to
 //!   300 tokens, stop strings): the largest honest greedy gap and sampled distance, and any FAIL.
 //! - [`detect`]: each cheat over N tasks, and a worker running a cheaper quantisation (Q4_0 of the
 //!   same weights) under the Q4_1 file's sha256.

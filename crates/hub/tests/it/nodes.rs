@@ -26,7 +26,7 @@ fn node(key: PublicKey, conn_id: u64, models: impl IntoIterator<Item = String>) 
     Arc::new(NodeHandle::new(key, offers, 1, limits, conn_id, outbox))
 }
 
-fn ask(nodes: &Nodes, model: &str) -> Result<(), PickError> {
+fn ask(nodes: &Arc<Nodes>, model: &str) -> Result<(), PickError> {
     let need = stacknet_hub::nodes::Need {
         model,
         workload: Workload::Chat,
@@ -41,7 +41,7 @@ fn ask(nodes: &Nodes, model: &str) -> Result<(), PickError> {
 /// the names of nodes gone (or changed) are forgotten once the model memory has passed.
 #[test]
 fn model_names_of_nodes_gone_or_changed_are_pruned() {
-    let nodes = Nodes::default();
+    let nodes = Arc::new(Nodes::default());
     let key = SecretKey::generate().public_key();
     let rounds = MAX_REMEMBERED_MODELS / 256 + 4;
     for round in 0..rounds {
@@ -66,7 +66,7 @@ fn model_names_of_nodes_gone_or_changed_are_pruned() {
     );
 
     // With no memory, a model is known exactly while a connected node offers it.
-    let nodes = Nodes::with_model_memory(Duration::ZERO);
+    let nodes = Arc::new(Nodes::with_model_memory(Duration::ZERO));
     nodes.register(node(key, 1, ["old".to_owned(), "kept".to_owned()]));
     nodes.register(node(key, 2, ["kept".to_owned(), "new".to_owned()]));
     assert_eq!(

@@ -263,7 +263,7 @@ async fn a_known_model_with_no_node_connected_gets_503() {
         (
             503,
             error(
-                "No node is available to serve `mock-model` right now. Retry shortly.",
+                "No node is available to serve `mock-model` right now. Retry in 5 s.",
                 "service_unavailable_error",
                 None,
                 "no_node_available"

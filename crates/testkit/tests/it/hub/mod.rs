@@ -11,6 +11,7 @@ mod log;
 mod malformed;
 mod money;
 mod money_faults;
+mod queue;
 mod stake;
 mod validate;
 
