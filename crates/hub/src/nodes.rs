@@ -712,11 +712,13 @@ impl Nodes {
             let Ok(mut queues) = self.queues.lock() else {
                 return Err(PickError::NoCapacity);
             };
-            match self.pick_now(need, exclude) {
-                Err(PickError::NoCapacity) if self.busy_slots(need, exclude) > 0 => {}
+            let slots = match self.pick_now(need, exclude) {
+                Err(PickError::NoCapacity) => self.slots_for(need, exclude),
                 other => return other,
+            };
+            if slots == 0 {
+                return Err(PickError::NoCapacity);
             }
-            let slots = self.busy_slots(need, exclude);
             let max = self.max_queued.load(Ordering::Relaxed);
             let seq = queues.next_seq();
             let model = queues.models.entry(need.model.to_owned()).or_default();
@@ -759,7 +761,7 @@ impl Nodes {
 
     /// How long a request for `need` joining its queue now would wait.
     pub fn estimated_wait(&self, need: &Need<'_>, exclude: Option<NodeKeyId>) -> Duration {
-        let slots = self.busy_slots(need, exclude);
+        let slots = self.slots_for(need, exclude);
         self.queues.lock().map_or(queue::FIRST_SERVICE_ESTIMATE, |q| {
             q.models.get(need.model).map_or_else(
                 || ModelQueue::default().estimated_wait(slots),
@@ -769,7 +771,7 @@ impl Nodes {
     }
 
     /// The slots of connected, eligible nodes that could run `need` (busy or not).
-    fn busy_slots(&self, need: &Need<'_>, exclude: Option<NodeKeyId>) -> u32 {
+    fn slots_for(&self, need: &Need<'_>, exclude: Option<NodeKeyId>) -> u32 {
         self.connected()
             .iter()
             .filter(|n| n.can_run(need) && Some(n.id) != exclude && self.eligible(n))
@@ -927,13 +929,11 @@ struct Queued<'a> {
 impl Drop for Queued<'_> {
     fn drop(&mut self) {
         // A model's queue stays (with its service time) once made: only served models get one.
-        let gone = self
-            .nodes
-            .queues
-            .lock()
-            .ok()
-            .and_then(|mut queues| queues.models.get_mut(self.model)?.remove(self.seq));
-        drop(gone);
+        if let Ok(mut queues) = self.nodes.queues.lock() {
+            if let Some(q) = queues.models.get_mut(self.model) {
+                q.remove(self.seq);
+            }
+        }
     }
 }
 

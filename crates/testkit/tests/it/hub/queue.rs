@@ -1,6 +1,8 @@
 //! The queue in front of busy nodes: requests wait for a slot instead of being refused, Stacks take
 //! turns, and a full queue is a 503 that says when to come back.
 
+use std::sync::Arc;
+
 use serde_json::{json, Value};
 use stacknet_node::NodeOptions;
 use stacknet_testkit::mock_upstream::{Script, MOCK_MODEL};
@@ -38,6 +40,16 @@ async fn ask(net: &TestNetwork, key: &str, tag: &str) -> (u16, Option<String>, V
         .get("retry-after")
         .map(|v| v.to_str().unwrap().to_owned());
     (status, retry, resp.json().await.unwrap())
+}
+
+/// [`ask`] in a task of its own.
+fn spawn_ask(
+    net: &Arc<TestNetwork>,
+    key: String,
+    tag: &'static str,
+) -> tokio::task::JoinHandle<(u16, Option<String>, Value)> {
+    let net = Arc::clone(net);
+    tokio::spawn(async move { ask(&net, &key, tag).await })
 }
 
 async fn wait_waiting(net: &TestNetwork, n: usize) {
@@ -110,12 +122,9 @@ async fn sixty_four_clients_on_a_node_of_four_slots_are_all_answered() {
 async fn stacks_take_turns_in_the_queue() {
     let net = network(Script::echo().held(), 1, |_| {}).await;
     let (_, b_key) = net.new_stack("b").await;
-    let net = std::sync::Arc::new(net);
+    let net = Arc::new(net);
     let mut answers = Vec::new();
-    let send = |key: String, tag: &'static str| {
-        let net = net.clone();
-        tokio::spawn(async move { ask(&net, &key, tag).await })
-    };
+    let send = |key: String, tag: &'static str| spawn_ask(&net, key, tag);
     answers.push(send(net.api_key.clone(), "a0"));
     wait_requests(&net, 1).await;
     for (i, tag) in ["a1", "a2", "a3", "a4"].into_iter().enumerate() {
@@ -146,11 +155,8 @@ async fn a_full_queue_is_503_with_retry_after_and_costs_nothing() {
     let net = network(Script::echo().held(), 1, |c| c.max_queued_per_model = 2).await;
     money::set_price(&net).await;
     money::topup(&net, 10_000_000).await;
-    let net = std::sync::Arc::new(net);
-    let send = |tag: &'static str| {
-        let net = net.clone();
-        tokio::spawn(async move { ask(&net, &net.api_key, tag).await })
-    };
+    let net = Arc::new(net);
+    let send = |tag: &'static str| spawn_ask(&net, net.api_key.clone(), tag);
     let running = send("running");
     wait_requests(&net, 1).await;
     let waiting = [send("w1"), send("w2")];
@@ -195,11 +201,8 @@ async fn a_full_queue_is_503_with_retry_after_and_costs_nothing() {
 #[tokio::test]
 async fn a_client_that_leaves_the_queue_gives_up_its_place() {
     let net = network(Script::echo().held(), 1, |_| {}).await;
-    let net = std::sync::Arc::new(net);
-    let send = |tag: &'static str| {
-        let net = net.clone();
-        tokio::spawn(async move { ask(&net, &net.api_key, tag).await })
-    };
+    let net = Arc::new(net);
+    let send = |tag: &'static str| spawn_ask(&net, net.api_key.clone(), tag);
     let running = send("running");
     wait_requests(&net, 1).await;
     let gone = send("gone");
