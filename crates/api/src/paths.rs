@@ -36,12 +36,23 @@ pub const VALIDATION: &str = "/stacknet/v1/validation";
 pub const ATTESTATIONS: &str = "/stacknet/v1/attestations";
 /// `POST`: the admin commits a canary (a kept task and its expected verdict).
 pub const ADMIN_CANARIES: &str = "/stacknet/v1/admin/canaries";
+/// A guardian's work: a signed `probe` or `telemetry` request.
+pub const GUARDIAN: &str = "/stacknet/v1/guardian";
+/// Public: every node the hub knows, with its reputation.
+pub const NODES: &str = "/stacknet/v1/nodes";
+/// Public: one node's reputation, with the evidence it is computed from.
+pub const NODE: &str = "/stacknet/v1/nodes/{id}";
 /// Credits to a node key's earnings account.
 pub const ADMIN_NODE_TOPUP: &str = "/stacknet/v1/admin/nodes/{id}/topup";
 
 /// `/stacknet/v1/admin/nodes/{id}/topup` for one node key.
 pub fn admin_node_topup(id: &impl std::fmt::Display) -> String {
     ADMIN_NODE_TOPUP.replace("{id}", &id.to_string())
+}
+
+/// `/stacknet/v1/nodes/{id}` for one node key.
+pub fn node(id: &impl std::fmt::Display) -> String {
+    NODE.replace("{id}", &id.to_string())
 }
 
 /// `/stacknet/v1/paperwork/{id}` for one paperwork.

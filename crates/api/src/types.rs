@@ -76,6 +76,24 @@ pub struct Model {
     pub object: String,
     pub created: u64,
     pub owned_by: String,
+    /// Who serves it now and how long a request would wait (a Stacknet extension; OpenAI clients
+    /// ignore it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub availability: Option<Availability>,
+}
+
+/// Whether anyone can serve a model now, and when.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Availability {
+    /// Connected nodes that serve it and may be routed tasks (bonded, not suspended).
+    pub nodes: u64,
+    /// Their task slots, and how many of those are free now.
+    pub slots: u64,
+    pub free_slots: u64,
+    /// Requests waiting in its queue now.
+    pub waiting: u64,
+    /// How long a request sent now would wait for a slot, in milliseconds (0: one is free).
+    pub estimated_wait_ms: u64,
 }
 
 /// `GET /v1/models`.
@@ -86,20 +104,93 @@ pub struct ModelList {
 }
 
 impl ModelList {
-    pub fn new(models: impl IntoIterator<Item = String>) -> Self {
+    pub fn new(models: impl IntoIterator<Item = (String, Option<Availability>)>) -> Self {
         Self {
             object: "list".to_owned(),
             data: models
                 .into_iter()
-                .map(|id| Model {
+                .map(|(id, availability)| Model {
                     id,
                     object: "model".to_owned(),
                     created: 0,
                     owned_by: "stacknet".to_owned(),
+                    availability,
                 })
                 .collect(),
         }
     }
+}
+
+/// `GET /stacknet/v1/nodes`: every node the hub knows (connected, or with evidence), best first.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NodeList {
+    pub object: String,
+    pub data: Vec<NodeReport>,
+}
+
+/// A node's public record: what it serves now, its stake, and its reputation with the components
+/// and evidence counts it is computed from. `GET /stacknet/v1/nodes/{id}` adds the evidence rows,
+/// from which anyone can recompute `score` (the formula: the hub's `reputation` module, and the
+/// README).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NodeReport {
+    pub node_key: NodeKeyId,
+    pub connected: bool,
+    /// The models it offers on its connection now, with their workloads.
+    pub models: Vec<stacknet_protocol::wire::ModelOffer>,
+    /// The models the hub has seen ready (loaded) on it: tasks of these are warm.
+    pub ready: Vec<String>,
+    pub in_flight: u32,
+    pub max_concurrency: u32,
+    pub bonded: Amount,
+    pub suspended: bool,
+    pub slashes: u64,
+    /// In (0, 1]: `quality * latency`; new nodes start at 0.5.
+    pub score: f64,
+    /// Below the routing floor: it gets client traffic only when no other node can take it.
+    pub below_floor: bool,
+    pub components: ScoreComponents,
+    /// Evidence counts by kind, over all days (not decayed).
+    pub counts: std::collections::BTreeMap<String, u64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub evidence: Vec<Evidence>,
+    /// The newest guardians' telemetry reports about it (one node's record only), newest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub telemetry: Vec<Signed<stacknet_protocol::attestation::Telemetry>>,
+}
+
+/// The answer to a guardian's telemetry: its id (hex SHA-256 of its signed bytes), and whether it
+/// was new (a report handed in again is kept and counted once).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TelemetryReceipt {
+    pub id: String,
+    pub new: bool,
+}
+
+/// The parts of a score.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ScoreComponents {
+    /// Beta reputation `(good + 1) / (good + bad + 2)`.
+    pub quality: f64,
+    /// `reference / (reference + ttft_ms)`, 1 with no served task yet.
+    pub latency: f64,
+    /// Decayed, weighted sums of good and bad evidence.
+    pub good: f64,
+    pub bad: f64,
+    /// Decayed mean time to first output of the tasks it served, in milliseconds.
+    pub ttft_ms: Option<f64>,
+    /// The UTC day (days since the Unix epoch) the decay counts ages from.
+    pub as_of_day: i64,
+}
+
+/// One bucket of evidence: `count` observations of `kind` on UTC day `day`, and their summed
+/// milliseconds (time to first output, for `served`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Evidence {
+    pub day: i64,
+    pub kind: String,
+    pub count: u64,
+    pub sum_ms: u64,
 }
 
 /// `POST /stacknet/v1/nodes/file`: a signed filing and the documents it lists.

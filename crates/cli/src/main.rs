@@ -2,8 +2,10 @@
 //! the libraries (protocol, hub, node).
 
 mod admin;
+mod guardian;
 mod keystore;
 mod models;
+mod nodes;
 mod paperwork;
 mod serve;
 mod stake;
@@ -58,6 +60,10 @@ enum Command {
     Paperwork(paperwork::PaperworkArgs),
     /// Your Node Key's bond: bond earnings, unbond, withdraw after the unbonding period, status.
     Stake(stake::StakeArgs),
+    /// Guard: probe the hub's nodes through it and hand in signed telemetry (bond first, like a validator).
+    Guardian(guardian::GuardianArgs),
+    /// The hub's nodes: reputation scores with their components and evidence, stake, warm models.
+    Nodes(nodes::NodesArgs),
     /// Validate: re-check sampled tasks of other nodes with your own models, and attest (bond first).
     Validator(validator::ValidatorArgs),
     /// Check a response (its fingerprint, and its content against its paperwork), or a paperwork.
@@ -187,6 +193,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Paperwork(args) => runtime()?.block_on(paperwork::run(args))?,
         Command::Stake(args) => runtime()?.block_on(stake::run(args))?,
         Command::Validator(args) => runtime()?.block_on(validator::run(args))?,
+        Command::Nodes(args) => runtime()?.block_on(nodes::run(args))?,
+        Command::Guardian(args) => runtime()?.block_on(guardian::run(args))?,
         Command::Models(args) => runtime()?.block_on(models::run(args, keystore::default_data_dir()))?,
         Command::Verify {
             file,
@@ -262,12 +270,21 @@ async fn stack_statement(hub: &str, api_key: &str) -> anyhow::Result<()> {
         hub.trim_end_matches('/'),
         stacknet_api::paths::STACK_STATEMENT
     );
-    let resp = reqwest::Client::new()
-        .get(&url)
-        .bearer_auth(api_key)
+    let statement: stacknet_api::types::StackStatement = get_json(&url, Some(api_key)).await?;
+    print_json(&statement)
+}
+
+/// GETs `url` (with `bearer`, if any) and reads its JSON as `T`; a refusal is an error with the
+/// hub's message.
+async fn get_json<T: serde::de::DeserializeOwned>(url: &str, bearer: Option<&str>) -> anyhow::Result<T> {
+    let mut request = reqwest::Client::new().get(url);
+    if let Some(token) = bearer {
+        request = request.bearer_auth(token);
+    }
+    let resp = request
         .send()
         .await
-        .with_context(|| format!("cannot reach the hub at {hub}"))?;
+        .with_context(|| format!("cannot reach the hub at {url}"))?;
     let status = resp.status();
     let v: serde_json::Value = resp
         .json()
@@ -279,9 +296,7 @@ async fn stack_statement(hub: &str, api_key: &str) -> anyhow::Result<()> {
             stacknet_api::types::ErrorBody::message_of(&v).unwrap_or_else(|| "unknown error".to_owned())
         );
     }
-    let statement: stacknet_api::types::StackStatement =
-        serde_json::from_value(v).context("the hub's statement is malformed")?;
-    print_json(&statement)
+    serde_json::from_value(v).with_context(|| format!("the hub's answer from {url} is malformed"))
 }
 
 fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {

@@ -419,7 +419,10 @@ async fn read_loop<R, E>(
                 tracing::warn!(node = %node.id, ?code, %message, "node reported an error");
                 continue;
             }
-            NodeMessage::Heartbeat { .. } => continue,
+            NodeMessage::Heartbeat { ready, .. } => {
+                node.set_ready(&ready);
+                continue;
+            }
             NodeMessage::Hello(_) => {
                 let _ = close
                     .send(error_frame(ErrorCode::MalformedFrame, "hello after welcome"))

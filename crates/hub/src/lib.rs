@@ -31,12 +31,14 @@ pub mod auth;
 pub mod capped;
 pub mod error;
 pub mod gateway;
+pub mod guardian;
 pub mod log;
 pub mod money;
 pub mod nodes;
 pub mod payout;
 pub mod queue;
 pub mod refresh;
+pub mod reputation;
 pub mod rules;
 pub mod settle;
 pub mod stake;
@@ -322,6 +324,8 @@ impl Hub {
             shutting_down.clone(),
         );
         let nodes = Arc::new(Nodes::default());
+        nodes.reputation.reload(&*store).await?;
+        reputation::start(store.clone(), nodes.clone(), shutting_down.clone());
         let validation = Arc::new(
             validate::Validation::open(
                 store.clone(),
@@ -404,6 +408,9 @@ impl Hub {
             .route(paths::LOG_CONSISTENCY, get(settle::consistency))
             .route(paths::VALIDATION, post(validate::http::validation))
             .route(paths::ATTESTATIONS, get(validate::http::attestations))
+            .route(paths::GUARDIAN, post(guardian::guardian))
+            .route(paths::NODES, get(reputation::list))
+            .route(paths::NODE, get(reputation::one))
             .route(paths::ADMIN_CANARIES, post(validate::http::create_canary))
             .fallback(|| async { ApiError::NotFound("no such endpoint".to_owned()) })
             .layer(DefaultBodyLimit::max(limit))
@@ -465,13 +472,18 @@ async fn hub_info(State(state): State<AppState>) -> Json<HubInfo> {
     })
 }
 
-/// `GET /v1/models`: the models connected nodes serve now.
+/// `GET /v1/models`: the models connected nodes serve now, each with how many nodes serve it and
+/// how long a request would wait.
 async fn models(
     State(state): State<AppState>,
     headers: axum::http::HeaderMap,
 ) -> Result<Json<ModelList>, ApiError> {
     state.api_keys.authenticate(&headers)?;
-    Ok(Json(ModelList::new(state.nodes.served_models())))
+    let models = state.nodes.served_models().into_iter().map(|m| {
+        let availability = state.nodes.availability(&m);
+        (m, Some(availability))
+    });
+    Ok(Json(ModelList::new(models)))
 }
 
 async fn paperwork(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {

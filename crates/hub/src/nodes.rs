@@ -2,8 +2,10 @@
 //!
 //! A node is registered by the gateway after it proved its key; each holds an outbox (to its
 //! WebSocket writer) and the event channels of the tasks running on it. The scheduler chooses among
-//! nodes that serve the model and have free capacity by "power of two choices" on load, which spreads
-//! tasks fairly and never makes one node everyone's favourite.
+//! nodes that serve the model and have free capacity at random, weighted by reputation, free
+//! capacity and warmth ([`crate::reputation`]), which spreads tasks by evidence and never makes one
+//! node everyone's favourite. Warmth is what the hub saw: the models a node's heartbeats named as
+//! ready ([`NodeHandle::set_ready`]) before the task was assigned.
 //!
 //! When every node that could run a task is busy, the request waits in its model's queue
 //! ([`crate::queue`]) until a slot frees or its deadline passes ([`Nodes::lease`]). A slot is handed
@@ -35,13 +37,16 @@ use bytes::Bytes;
 use serde_json::Value;
 use stacknet_protocol::contract::Workload;
 use stacknet_protocol::paperwork::Paperwork;
-use stacknet_protocol::wire::{Attachment, ErrorCode, FilePart, HubMessage, Limits, ModelOffer};
+use stacknet_protocol::wire::{
+    Attachment, ErrorCode, FilePart, HubMessage, Limits, ModelOffer, ModelReady, MAX_READY_MODELS,
+};
 use stacknet_protocol::StackId;
-use stacknet_protocol::{Amount, ContractId, NodeKeyId, PublicKey, Signed};
+use stacknet_protocol::{Amount, ContractId, NodeKeyId, PublicKey, Signed, Timestamp};
 use tokio::sync::{mpsc, oneshot, Notify};
 
 use crate::capped::{self, CappedReceiver, CappedSender, Offer};
 use crate::queue::{self, ModelQueue, Queues, Waiter};
+use crate::reputation::{Reputation, FLOOR, WARM_WEIGHT};
 
 /// Events of one task, from the gateway to the request handler.
 #[derive(Debug)]
@@ -202,6 +207,8 @@ pub struct NodeHandle {
     tasks: Mutex<HashMap<ContractId, TaskSlot>>,
     /// The key's record, shared with its other connections (see [`Nodes::record_for`]).
     pub record: Arc<NodeRecord>,
+    /// The models its latest heartbeat named as ready, with when it says they became ready.
+    ready: Mutex<HashMap<String, Timestamp>>,
 }
 
 impl NodeHandle {
@@ -224,7 +231,40 @@ impl NodeHandle {
             outbox,
             tasks: Mutex::new(HashMap::new()),
             record: Arc::new(NodeRecord::default()),
+            ready: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Takes the models a heartbeat named as ready: only models this connection offers count (at
+    /// most [`MAX_READY_MODELS`]), and a model left out is cold from now on.
+    pub fn set_ready(&self, ready: &[ModelReady]) {
+        let now = Timestamp::now();
+        let named: HashMap<String, Timestamp> = ready
+            .iter()
+            .take(MAX_READY_MODELS)
+            .filter(|r| self.serves(&r.name))
+            // A time in the future is the node's clock, not a fact: shown as now.
+            .map(|r| (r.name.clone(), r.since.min(now)))
+            .collect();
+        if let Ok(mut r) = self.ready.lock() {
+            *r = named;
+        }
+    }
+
+    /// Whether a heartbeat received before now named `model` as ready on this node.
+    pub fn is_ready(&self, model: &str) -> bool {
+        self.ready.lock().is_ok_and(|r| r.contains_key(model))
+    }
+
+    /// The models seen ready, sorted.
+    pub fn ready_models(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .ready
+            .lock()
+            .map(|r| r.keys().cloned().collect())
+            .unwrap_or_default();
+        names.sort();
+        names
     }
 
     /// This handle with the key's record shared with its earlier and later connections.
@@ -464,6 +504,9 @@ pub enum PickError {
     /// The request waited `waited` in the queue and its deadline passed; one joining now would
     /// wait about `wait`.
     QueueTimeout { waited: Duration, wait: Duration },
+    /// The node a task was pinned to (a guardian's probe) is not connected, may not be routed
+    /// tasks, or cannot run it.
+    NotOnNode(NodeKeyId),
 }
 
 /// How long the models of nodes that left (or stopped offering them) stay known: asking for one
@@ -494,6 +537,8 @@ pub struct Nodes {
     /// is held wherever a slot is claimed or freed (see [`Nodes::lease`]).
     queues: Mutex<Queues>,
     max_queued: AtomicUsize,
+    /// The evidence about nodes, and the scores routing weighs them by.
+    pub reputation: Reputation,
 }
 
 impl Default for Nodes {
@@ -517,6 +562,7 @@ impl Nodes {
             min_bond: AtomicI64::new(0),
             queues: Mutex::default(),
             max_queued: AtomicUsize::new(queue::DEFAULT_MAX_QUEUED_PER_MODEL),
+            reputation: Reputation::default(),
         }
     }
 
@@ -770,6 +816,41 @@ impl Nodes {
         })
     }
 
+    /// Who can serve `model` now and how long a request would wait: the nodes that serve it and
+    /// may be routed tasks, their slots, and its queue. No wait when a slot is free and nobody
+    /// waits; otherwise the queue's estimate ([`ModelQueue::estimated_wait`]).
+    pub fn availability(&self, model: &str) -> stacknet_api::types::Availability {
+        let serving: Vec<Arc<NodeHandle>> = self
+            .connected()
+            .into_iter()
+            .filter(|n| n.serves(model) && self.eligible(n))
+            .collect();
+        let slots: u32 = serving.iter().map(|n| n.max_concurrency).sum();
+        let free: u32 = serving
+            .iter()
+            .map(|n| n.max_concurrency.saturating_sub(n.in_flight()))
+            .sum();
+        let (waiting, wait) = self.queues.lock().map_or((0, Duration::ZERO), |q| {
+            let queue = q.models.get(model);
+            let waiting = queue.map_or(0, ModelQueue::len);
+            let wait = match (free, waiting) {
+                (1.., 0) => Duration::ZERO,
+                _ => queue.map_or_else(
+                    || ModelQueue::default().estimated_wait(slots),
+                    |m| m.estimated_wait(slots),
+                ),
+            };
+            (waiting, wait)
+        });
+        stacknet_api::types::Availability {
+            nodes: serving.len() as u64,
+            slots: u64::from(slots),
+            free_slots: u64::from(free),
+            waiting: waiting as u64,
+            estimated_wait_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+        }
+    }
+
     /// The slots of connected, eligible nodes that could run `need` (busy or not).
     fn slots_for(&self, need: &Need<'_>, exclude: Option<NodeKeyId>) -> u32 {
         self.connected()
@@ -860,6 +941,21 @@ impl Nodes {
         self.pick_now(need, exclude)
     }
 
+    /// Leases a free slot on node `id` for `need` now (a guardian's probe of that node), without
+    /// waiting: `NoCapacity` when its slots are all taken.
+    pub fn pick_on(self: &Arc<Self>, need: &Need<'_>, id: NodeKeyId) -> Result<Lease, PickError> {
+        let _queues = self.queues.lock();
+        let node = self
+            .get(&id)
+            .filter(|n| n.can_run(need) && self.eligible(n))
+            .ok_or(PickError::NotOnNode(id))?;
+        if node.try_reserve() {
+            Ok(Lease::claimed(self, &node, need.model))
+        } else {
+            Err(PickError::NoCapacity)
+        }
+    }
+
     /// [`Self::pick`] under the queues' lock.
     fn pick_now(self: &Arc<Self>, need: &Need<'_>, exclude: Option<NodeKeyId>) -> Result<Lease, PickError> {
         let model = need.model;
@@ -898,16 +994,22 @@ impl Nodes {
                 PickError::UnknownModel
             });
         }
-        let load = |n: &NodeHandle| u64::from(n.in_flight()) * 1_000 / u64::from(n.max_concurrency.max(1));
-        // Try the better of two random candidates, then everyone in order, until a slot is claimed.
-        let len = candidates.len() as u64;
-        let a = (self.random() % len) as usize;
-        let b = (self.random() % len) as usize;
-        let first = if load(&candidates[b]) < load(&candidates[a]) {
-            b
-        } else {
-            a
-        };
+        let mut candidates = candidates;
+        // A node below the floor is passed over while any other can take the task.
+        let score = |n: &NodeHandle| self.reputation.score_of(&n.id);
+        if candidates.iter().any(|n| score(n) >= FLOOR) {
+            candidates.retain(|n| score(n) >= FLOOR);
+        }
+        let weights: Vec<f64> = candidates
+            .iter()
+            .map(|n| {
+                let free = 1.0 - f64::from(n.in_flight()) / f64::from(n.max_concurrency.max(1));
+                let warm = if n.is_ready(model) { WARM_WEIGHT } else { 1.0 };
+                score(n) * free.max(0.0) * warm
+            })
+            .collect();
+        // Try one drawn by weight, then everyone in order, until a slot is claimed.
+        let first = weighted_index(&weights, self.random());
         let order = std::iter::once(first).chain((0..candidates.len()).filter(|&i| i != first));
         for i in order {
             let node = &candidates[i];
@@ -917,6 +1019,29 @@ impl Nodes {
         }
         Err(PickError::NoCapacity)
     }
+}
+
+/// The index drawn from `weights` (each one's chance in proportion to it) by the random `draw`;
+/// uniform when no weight is positive.
+fn weighted_index(weights: &[f64], draw: u64) -> usize {
+    let total: f64 = weights.iter().filter(|w| w.is_finite() && **w > 0.0).sum();
+    if !total.is_finite() || total <= 0.0 {
+        return (draw % weights.len().max(1) as u64) as usize;
+    }
+    // 53 random bits as a fraction of the total.
+    let mut at = (draw >> 11) as f64 / (1u64 << 53) as f64 * total;
+    for (i, w) in weights.iter().enumerate() {
+        if w.is_finite() && *w > 0.0 {
+            if at < *w {
+                return i;
+            }
+            at -= w;
+        }
+    }
+    weights
+        .iter()
+        .rposition(|w| w.is_finite() && *w > 0.0)
+        .unwrap_or(0)
 }
 
 /// A request's place in its model's queue, given up when dropped.
@@ -1091,6 +1216,55 @@ mod tests {
         let second = node_with(&nodes, 10_000, 1);
         assert_eq!(waiter.await.unwrap().unwrap().node.id, second.id);
         assert_eq!(first.in_flight(), 1);
+    }
+
+    #[test]
+    fn routing_follows_reputation_and_warmth_and_passes_over_a_node_below_the_floor() {
+        let nodes = Arc::new(Nodes::default());
+        let (good, poor) = (node(&nodes, 10_000), node(&nodes, 10_000));
+        nodes.reputation.set(good.id, 0.9);
+        nodes.reputation.set(poor.id, 0.3);
+        let share = |n: &Arc<NodeHandle>| {
+            (0..4_000)
+                .filter(|_| nodes.pick(&need(10), None).unwrap().node.id == n.id)
+                .count()
+        };
+        // 0.9 : 0.3, so 3/4 of the tasks, with room for chance.
+        let to_good = share(&good);
+        assert!((2_800..3_200).contains(&to_good), "{to_good}");
+        // Warm on the poor node: 0.9 : 0.45.
+        poor.set_ready(&[ModelReady {
+            name: "m".into(),
+            since: Timestamp::now(),
+        }]);
+        poor.set_ready(&[
+            ModelReady {
+                name: "m".into(),
+                since: Timestamp::now(),
+            },
+            ModelReady {
+                name: "not offered".into(),
+                since: Timestamp::now(),
+            },
+        ]);
+        assert_eq!(poor.ready_models(), vec!["m".to_owned()]);
+        let to_good = share(&good);
+        assert!((2_470..2_870).contains(&to_good), "{to_good}");
+        // Below the floor: never, while the other can take it; alone, still served.
+        nodes.reputation.set(poor.id, 0.1);
+        assert_eq!(share(&good), 4_000);
+        assert!(nodes
+            .pick(&need(10), Some(good.id))
+            .is_ok_and(|l| l.node.id == poor.id));
+    }
+
+    #[test]
+    fn a_weighted_draw_never_picks_a_zero_weight_and_survives_none_positive() {
+        for draw in [0, 1, u64::MAX / 2, u64::MAX] {
+            assert_eq!(weighted_index(&[0.0, 1.0, 0.0], draw), 1);
+            assert!(weighted_index(&[0.0, 0.0], draw) < 2);
+            assert!(weighted_index(&[f64::NAN, 2.0], draw) == 1);
+        }
     }
 
     #[tokio::test]

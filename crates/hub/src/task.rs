@@ -7,6 +7,7 @@
 //! like any other (see [`Running::abandon`]).
 
 use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,6 +30,7 @@ use crate::log::paperwork_leaf;
 use crate::money::{self, Escrow};
 use crate::nodes::{Lease, Need, Outbound, PickError, TaskEvent, TaskEvents};
 use crate::queue::retry_after_secs;
+use crate::reputation::Kind;
 use crate::store::PaperworkRecord;
 use crate::workload::{self, usage_json, with_proof, Accepted, Collected, Parsed, Stamp, WorkloadApi};
 use crate::AppState;
@@ -65,7 +67,38 @@ async fn run(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let Parsed { request: req, files } = api.parse(content_type.as_deref(), bytes)?;
+    let parsed = api.parse(content_type.as_deref(), bytes)?;
+    execute(state, stack, api, parsed, body_len, None).await
+}
+
+/// A guardian's probe (`crate::guardian`): `request`, an OpenAI chat request, run on `node` as an
+/// ordinary task of `stack` (the guardian's probes Stack), or refused at once when that node cannot
+/// take it now. The hub records no evidence of its own about a probe: the guardian's signed
+/// telemetry is the evidence.
+pub async fn probe(
+    state: AppState,
+    stack: StackId,
+    node: NodeKeyId,
+    request: &Value,
+) -> Result<Response, ApiError> {
+    let api = workload::api(Workload::Chat).ok_or_else(|| ApiError::internal("no chat workload"))?;
+    let bytes = Bytes::from(serde_json::to_vec(request).map_err(ApiError::internal)?);
+    let body_len = bytes.len();
+    let parsed = api.parse(Some("application/json"), bytes)?;
+    execute(state, stack, api, parsed, body_len, Some(node)).await
+}
+
+/// Runs a parsed request of `stack` on a node: any node that serves it, or only `pinned`.
+async fn execute(
+    state: AppState,
+    stack: StackId,
+    api: &'static dyn WorkloadApi,
+    parsed: Parsed,
+    body_len: usize,
+    pinned: Option<NodeKeyId>,
+) -> Result<Response, ApiError> {
+    let workload = parsed.request.workload;
+    let Parsed { request: req, files } = parsed;
     // Shared with the task, which may outlive this request (see [`Guarded`]).
     let req = Arc::new(req);
     let permit = state
@@ -106,11 +139,11 @@ async fn run(
     let mut held = (escrow, permit);
     // A node that drops (or is full) before its first event costs the client nothing: one retry elsewhere.
     for _attempt in 0..2 {
-        let mut lease = state
-            .nodes
-            .lease(&need, exclude, stack, deadline)
-            .await
-            .map_err(|e| match e {
+        let leased = match pinned {
+            Some(node) => state.nodes.pick_on(&need, node),
+            None => state.nodes.lease(&need, exclude, stack, deadline).await,
+        };
+        let mut lease = leased.map_err(|e| match e {
                 PickError::UnknownModel => ApiError::UnknownModel(req.model.clone()),
                 // No node serving it is connected now (one did, within the model memory).
                 PickError::NoCapacity => ApiError::NoNode {
@@ -135,6 +168,10 @@ async fn run(
                     len: need.frame_bytes,
                     limit,
                 },
+                PickError::NotOnNode(node) => ApiError::invalid(
+                    "node",
+                    format!("node {node} is not connected, may not be routed tasks, or does not serve {} for this request", req.model),
+                ),
             })?;
         let contract = sign_contract(&state, stack, user, &lease, &req, &price, held.0.max_cost)?;
         let task = HubMessage::Task(Box::new(Task {
@@ -184,10 +221,21 @@ async fn run(
             text_bytes: 0,
             bound: bound.clone(),
             tokens: None,
+            sent: Instant::now(),
+            first_ms: None,
+            // A probe's evidence is the guardian's telemetry, not the hub's observation.
+            observed: AtomicBool::new(pinned.is_some()),
             _permit: permit,
         }));
         let first = match task.running().first().await {
             Ok(Some(event)) => event,
+            // A probe is for its node alone: nowhere else to retry.
+            Ok(None) if pinned.is_some() => {
+                task.disarm();
+                return Err(ApiError::NodeFailed(
+                    "the node disconnected or was full before it answered".to_owned(),
+                ));
+            }
             Ok(None) => {
                 let (node, escrow, permit) = task.retry()?;
                 exclude = Some(node);
@@ -241,6 +289,13 @@ fn sign_contract(
     max_cost: Amount,
 ) -> Result<Signed<PromptContract>, ApiError> {
     let now = Timestamp::now();
+    // The warm bonus is a term of the contract the hub signs: kept only when a heartbeat of the
+    // node named the model ready before this assignment. The paperwork's own `warm` flag alone
+    // earns nothing (settlement pays the bonus only where both say warm).
+    let mut split = state.config.split.clone();
+    if !lease.node.is_ready(&req.model) {
+        split.warm_bonus_bps = 0;
+    }
     let body = PromptContract {
         id: ContractId::random(),
         hub: state.hub_key.public_key(),
@@ -251,7 +306,7 @@ fn sign_contract(
         model: req.model.clone(),
         price: price.clone(),
         max_cost,
-        split: state.config.split.clone(),
+        split,
         parties: Parties::default(),
         skills: Vec::new(),
         injections: Vec::new(),
@@ -357,6 +412,11 @@ struct Running {
     bound: Usage,
     /// The output token ids that came with the node's paperwork (built-in text backends).
     tokens: Option<Vec<u32>>,
+    /// When the task went to the node, and how long its first output took.
+    sent: Instant,
+    first_ms: Option<u64>,
+    /// The task's evidence about its node is recorded (once: see [`Running::observe`]).
+    observed: AtomicBool,
     /// Holds this request's slot of the hub's concurrency limit until the answer is done.
     _permit: OwnedSemaphorePermit,
 }
@@ -370,11 +430,32 @@ impl Running {
         }
     }
 
+    /// Records what became of the task as evidence about its node ([`crate::reputation`]): the
+    /// first call counts, later ones (a client gone, then the node's paperwork) do not. Nothing is
+    /// recorded while the hub shuts down: tasks it ends then are its own doing.
+    fn observe(&self, kind: Kind) {
+        if *self.state.shutting_down.borrow() || self.observed.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let ms = match kind {
+            Kind::Served => self.first_ms.unwrap_or(0),
+            _ => 0,
+        };
+        self.state.nodes.reputation.observe(self.lease.node.id, kind, ms);
+    }
+
     /// The task's first event; `None` when the node dropped or was full before it (worth one
     /// retry elsewhere).
     async fn first(&mut self) -> Result<Option<TaskEvent>, ApiError> {
         match self.next().await? {
-            TaskEvent::Gone | TaskEvent::Error(ErrorCode::Overloaded, _) => Ok(None),
+            TaskEvent::Gone => {
+                self.observe(Kind::Dropped);
+                Ok(None)
+            }
+            TaskEvent::Error(ErrorCode::Overloaded, _) => {
+                self.observe(Kind::Overloaded);
+                Ok(None)
+            }
             error @ TaskEvent::Error(..) => Err(self.fail(error)),
             event => Ok(Some(event)),
         }
@@ -383,20 +464,47 @@ impl Running {
     async fn next(&mut self) -> Result<TaskEvent, ApiError> {
         let event = tokio::select! {
             event = tokio::time::timeout_at(self.deadline, self.rx.recv()) => event,
-            // The gateway has already cancelled it at the node.
-            () = self.lease.abandoned() => return Err(ApiError::Abandoned),
+            // The gateway has already cancelled it at the node: its client read too slowly.
+            () = self.lease.abandoned() => {
+                self.observe(Kind::ClientSlow);
+                return Err(ApiError::Abandoned);
+            }
         };
         match event {
-            Ok(Some(e)) => Ok(e),
+            Ok(Some(e)) => {
+                if self.first_ms.is_none()
+                    && matches!(e, TaskEvent::Chunk(_) | TaskEvent::File(..) | TaskEvent::Done(..))
+                {
+                    self.first_ms = Some(u64::try_from(self.sent.elapsed().as_millis()).unwrap_or(u64::MAX));
+                }
+                Ok(e)
+            }
             Ok(None) => Ok(TaskEvent::Gone),
             Err(_) => {
                 cancel(&self.lease, self.contract.body.id);
+                // The node's fault only when it had at least half the time: the queue may have
+                // used the rest.
+                let timeout = Duration::from_millis(self.state.config.request_timeout_ms);
+                self.observe(if self.sent.elapsed() >= timeout / 2 {
+                    Kind::Timeout
+                } else {
+                    Kind::HubDeadline
+                });
                 Err(ApiError::Timeout(self.state.config.request_timeout_ms))
             }
         }
     }
 
     fn fail(&self, event: TaskEvent) -> ApiError {
+        self.observe(match &event {
+            TaskEvent::Error(ErrorCode::InvalidRequest | ErrorCode::ContextLengthExceeded, _) => {
+                Kind::ClientError
+            }
+            TaskEvent::Error(ErrorCode::Timeout, _) => Kind::Timeout,
+            TaskEvent::Error(ErrorCode::Overloaded, _) => Kind::Overloaded,
+            TaskEvent::Error(..) => Kind::NodeError,
+            _ => Kind::Dropped,
+        });
         match event {
             TaskEvent::Error(code, message) => ApiError::from_node(
                 code,
@@ -414,6 +522,7 @@ impl Running {
     fn count(&mut self, bytes: u64) -> Result<(), ApiError> {
         self.output_bytes = self.output_bytes.saturating_add(bytes);
         if self.output_bytes > self.max_output_bytes {
+            self.observe(Kind::OutputOverBound);
             cancel(&self.lease, self.contract.body.id);
             return Err(ApiError::NodeFailed(
                 "the node's output exceeded the bound for this request".to_owned(),
@@ -537,6 +646,7 @@ impl Running {
                 // task is cancelled, and the node's paperwork of what it produced awaited and billed.
                 Err(why) => {
                     if let Some(e) = why {
+                        self.observe(Kind::ClientSlow);
                         tracing::info!(contract = %self.contract.body.id, "{e}");
                         tx.push_last(sse(&e.body()));
                     }
@@ -570,6 +680,7 @@ impl Running {
             // The paperwork is already with the writer: the task is over.
             return;
         }
+        self.observe(Kind::ClientCancelled);
         cancel(&self.lease, contract);
         let wait = Duration::from_millis(CANCELLED_TASK_WAIT_MS);
         let until = self.deadline.min(Instant::now() + wait);
@@ -601,6 +712,18 @@ impl Running {
 
     /// Checks the node's paperwork against what the hub issued and received, then stores it.
     async fn accept(&mut self, pw: Signed<Paperwork>) -> Result<Accepted, ApiError> {
+        let accepted = self.accept_checked(pw).await;
+        match &accepted {
+            Ok(_) => self.observe(Kind::Served),
+            Err(ApiError::NodeFailed(_)) => self.observe(Kind::PaperworkRefused),
+            // The hub's own trouble (its store, its ledger) is not the node's.
+            Err(_) => {}
+        }
+        accepted
+    }
+
+    /// [`Self::accept`] without its evidence: every refusal of the node's paperwork is `NodeFailed`.
+    async fn accept_checked(&mut self, pw: Signed<Paperwork>) -> Result<Accepted, ApiError> {
         let invalid = |why: String| ApiError::NodeFailed(format!("the node's paperwork was refused: {why}"));
         let checked = check_paperwork_for(&pw, &self.contract).map_err(|e| invalid(e.to_string()))?;
         let req_digest = request_digest(&self.req.body).map_err(|e| invalid(e.to_string()))?;

@@ -75,6 +75,7 @@ impl Node {
                 options,
                 gateway_url,
                 permits,
+                announced: std::sync::Mutex::new(Vec::new()),
             }),
         })
     }

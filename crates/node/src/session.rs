@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 use stacknet_protocol::wire::{
     self, ErrorCode, ErrorFrame, HubMessage, Limits, NodeMessage, Task, WireError,
 };
-use stacknet_protocol::{ContractId, PublicKey, Sha256Digest, Timestamp};
+use stacknet_protocol::{ContractId, PublicKey, Sha256Digest};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::sync::{mpsc, watch};
 use tokio::task::{AbortHandle, JoinError, JoinSet};
@@ -152,6 +152,11 @@ impl Session {
         S: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + Unpin,
     {
         let lost = SessionEnd::Lost { welcomed: true };
+        // The models ready now, before any task: the hub counts a task warm only once it heard so.
+        if let Err(e) = send(ws, &self.shared.heartbeat()).await {
+            warn!(error = %e, "cannot write to the hub");
+            return lost;
+        }
         let limit = self.liveness.unwrap_or(FAR_FUTURE);
         // Frames only note the time they arrived; the timer checks it when it fires, so the hot path
         // touches no timer.
@@ -257,13 +262,7 @@ impl Session {
         match message {
             HubMessage::Task(task) => self.on_task(*task, ws).await,
             HubMessage::Cancel { contract } => self.on_cancel(contract, ws).await,
-            HubMessage::Heartbeat { .. } => {
-                let reply = NodeMessage::Heartbeat {
-                    at: Timestamp::now(),
-                    active: self.shared.active_tasks(),
-                };
-                send(ws, &reply).await
-            }
+            HubMessage::Heartbeat { .. } => send(ws, &self.shared.heartbeat()).await,
             HubMessage::Error(frame) => {
                 warn!(code = ?frame.code, message = %frame.message, contract = ?frame.contract, "the hub reported an error");
                 Ok(())

@@ -76,6 +76,12 @@ impl HubClient {
         call(&self.http, &self.url, method, path, body).await
     }
 
+    /// A public `GET` of the hub, read as `T`.
+    pub(crate) async fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, SettlementError> {
+        let answer = self.call(reqwest::Method::GET, path, None).await?;
+        serde_json::from_value(answer).map_err(|e| SettlementError::Malformed(e.to_string()))
+    }
+
     pub(crate) async fn node_request<T: serde::de::DeserializeOwned>(
         &self,
         key: &SecretKey,

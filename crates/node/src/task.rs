@@ -233,6 +233,11 @@ async fn execute(
     let paperwork = sign_paperwork(&shared.key, finished)?;
     // Durable first: once `done` is out, the hub may pay for this, and the node must hold the proof.
     shared.wallet.store(&paperwork).await?;
+    // A model that became ready with this task (an upstream's first answer) is named before
+    // `done`, so the hub sees it warm for the next task.
+    if shared.ready_changed() {
+        send(out, &shared.heartbeat()).await?;
+    }
     send(
         out,
         &NodeMessage::Done {

@@ -109,6 +109,18 @@ pub struct Telemetry {
     pub latency_p99_ms: u64,
     pub created_at: Timestamp,
     pub nonce: Nonce,
+    /// Probes answered, but not with what the prompt asked for (an echo left out, a wrong sum);
+    /// counted in `probes` besides successes, errors and time-outs. Absent when 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub wrong: u64,
+    /// Probes of a model the node named ready whose answer took longer than a warm model's would.
+    /// Absent when 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub warm_failures: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl SignedBody for Telemetry {

@@ -162,6 +162,8 @@ pub fn telemetry() -> Result<Signed<Telemetry>, SignError> {
         latency_p99_ms: 950,
         created_at: at(3_600_500),
         nonce: Nonce([0x7e; 16]),
+        wrong: 0,
+        warm_failures: 0,
     };
     Signed::sign(body, &guardian_key())
 }

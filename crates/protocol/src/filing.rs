@@ -4,8 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::attestation::Attestation;
-use crate::ids::PaperworkId;
+use crate::attestation::{Attestation, Telemetry};
+use crate::ids::{NodeKeyId, PaperworkId, StackId};
 use crate::keys::PublicKey;
 use crate::signing::{Domain, Signed, SignedBody};
 use crate::values::{Amount, Nonce, Sha256Digest, Timestamp};
@@ -65,6 +65,21 @@ pub enum NodeAction {
         /// 32 bytes, lowercase hex.
         salt: String,
     },
+    /// A guardian asks the hub to run `request` (an OpenAI chat request) on `node`, as an ordinary
+    /// task of the guardian's probes Stack.
+    Probe {
+        node: NodeKeyId,
+        request: serde_json::Value,
+    },
+    /// A guardian hands in what its probes of one node saw over a window.
+    Telemetry { report: Box<Signed<Telemetry>> },
+}
+
+/// The Stack a guardian's probes run as: derived from its key, so a node sees an id like any other
+/// Stack's, and the guardian can fund it (`stacknet admin topup stk_...`) before it probes priced
+/// models.
+pub fn probes_stack(guardian: &PublicKey) -> StackId {
+    StackId::derive(&[b"stacknet/probes/v1\n".as_slice(), guardian.as_bytes()].concat())
 }
 
 /// A request made with a Node Key, signed under `stacknet/node-request/v1`. Like a filing it names

@@ -235,8 +235,27 @@ pub enum NodeMessage {
     Heartbeat {
         at: Timestamp,
         active: u32,
+        /// The models loaded and ready to answer now, each with when it became ready (the node's
+        /// clock). The hub counts a task as warm, and pays the warm bonus on it, only when a
+        /// heartbeat it received before assigning the task named the task's model (see
+        /// [`MAX_READY_MODELS`]); a model left out is cold from then on.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        ready: Vec<ModelReady>,
     },
     Error(ErrorFrame),
+}
+
+/// Most models one heartbeat may name as ready; the hub ignores the rest.
+pub const MAX_READY_MODELS: usize = 256;
+
+/// A model a node has loaded and ready to answer, in a heartbeat.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelReady {
+    pub name: String,
+    /// When it became ready, by the node's clock (shown, never trusted: the hub goes by when it
+    /// received the heartbeat).
+    pub since: Timestamp,
 }
 
 /// Encodes a message as a frame with the protocol version.

@@ -132,3 +132,17 @@ pub struct UnbondingRecord {
     /// When it went back to the key's earnings.
     pub withdrawn_at: Option<Timestamp>,
 }
+
+/// One bucket of a node's reputation evidence: how many times `kind` was observed of `node_key`
+/// on UTC day `day` (days since the Unix epoch), and the sum of their milliseconds where the kind
+/// has a duration (time to first output of a task served). The evidence a score is computed from
+/// (see `crate::reputation`); buckets only grow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EvidenceRow {
+    pub node_key: NodeKeyId,
+    pub day: i64,
+    /// A `crate::reputation::Kind`, as its snake_case name.
+    pub kind: String,
+    pub count: u64,
+    pub sum_ms: u64,
+}

@@ -9,8 +9,8 @@ use std::pin::Pin;
 use stacknet_protocol::{Amount, NodeKeyId, PaperworkId, Timestamp};
 
 use super::records::{
-    ApiKeyRecord, CaseRecord, Changes, KeptTask, LoggedPaperwork, ModelPrice, PaperworkRecord, PayoutRecord,
-    PayoutState, SlashRecord, StackRecord, UnbondingRecord, ValidatorRecord, WorkerStats,
+    ApiKeyRecord, CaseRecord, Changes, EvidenceRow, KeptTask, LoggedPaperwork, ModelPrice, PaperworkRecord,
+    PayoutRecord, PayoutState, SlashRecord, StackRecord, UnbondingRecord, ValidatorRecord, WorkerStats,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -180,15 +180,44 @@ pub trait StakeStore: Send + Sync + fmt::Debug + 'static {
     ) -> StoreFuture<'_, bool>;
 }
 
-/// Everything the hub keeps outside the ledger: every store implements all five domains (one
+/// Reputation evidence (`crate::reputation`): per node, day and kind, counts that only grow, so
+/// replicas add into the same rows.
+pub trait ReputationStore: Send + Sync + fmt::Debug + 'static {
+    /// Adds each row's count and milliseconds into the stored row of its node, day and kind (made
+    /// when missing), in one transaction. The rows' (node, day, kind) are distinct.
+    fn add_evidence(&self, rows: Vec<EvidenceRow>) -> StoreFuture<'_, ()>;
+    /// The evidence about `node` (every node's when `None`), by node, day and kind.
+    fn evidence(&self, node: Option<NodeKeyId>) -> StoreFuture<'_, Vec<EvidenceRow>>;
+    /// Keeps a guardian's signed telemetry report (`json`) about `node` under `id`; false (and
+    /// nothing written) when `id` is kept already.
+    fn add_telemetry(
+        &self,
+        id: String,
+        node: NodeKeyId,
+        at: Timestamp,
+        json: String,
+    ) -> StoreFuture<'_, bool>;
+    /// The newest `limit` telemetry reports about `node`, newest first.
+    fn telemetry(&self, node: NodeKeyId, limit: u32) -> StoreFuture<'_, Vec<String>>;
+}
+
+/// Everything the hub keeps outside the ledger: every store implements all six domains (one
 /// database holds them), so the hub passes one `Arc<dyn Store>` around. The methods of a trait
 /// object's supertraits need no import, so `store.stacks()` works on an `Arc<dyn Store>` as it is.
 pub trait Store:
-    RegistryStore + LogStore + SettlementStore + PayoutStore + StakeStore + ValidationStore
+    RegistryStore + LogStore + SettlementStore + PayoutStore + StakeStore + ValidationStore + ReputationStore
 {
 }
 
-impl<T: RegistryStore + LogStore + SettlementStore + PayoutStore + StakeStore + ValidationStore + ?Sized>
-    Store for T
+impl<
+        T: RegistryStore
+            + LogStore
+            + SettlementStore
+            + PayoutStore
+            + StakeStore
+            + ValidationStore
+            + ReputationStore
+            + ?Sized,
+    > Store for T
 {
 }

@@ -523,6 +523,9 @@ async fn decide_committee(v: &Validation, case: &mut Case, votes: Vec<Attestatio
 async fn finish(v: &Validation, case: &mut Case, status: Status) -> Result<(), String> {
     case.status = status;
     if status == Status::Passed {
+        v.nodes
+            .reputation
+            .observe(case.node_key, crate::reputation::Kind::ValidationPassed, 0);
         let delta = WorkerStats {
             checks: 1,
             ..WorkerStats::default()
@@ -573,6 +576,9 @@ async fn finish_conviction(v: &Validation, case: &mut Case) -> Result<(), String
     .await?;
     money::refund(v, case.paperwork).await?;
     v.suspend(case.node_key).await.map_err(|e| e.to_string())?;
+    v.nodes
+        .reputation
+        .observe(case.node_key, crate::reputation::Kind::Convicted, 0);
     let delta = WorkerStats {
         convictions: 1,
         ..WorkerStats::default()

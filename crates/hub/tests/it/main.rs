@@ -58,6 +58,7 @@ on_every_backend! {
     store::unbondings_are_recorded_once_listed_by_maturity_and_leave_when_withdrawn,
     store::concurrent_appends_from_two_replicas_fill_the_log_without_gaps,
     store::a_broken_connection_is_replaced,
+    store::evidence_adds_into_its_node_day_and_kind_and_lists_in_order,
 }
 
 /// A test's database: SQLite in a temporary directory, or PostgreSQL in a schema of its own, dropped

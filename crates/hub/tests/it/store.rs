@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use rand_core::RngCore;
 use stacknet_hub::store::{
-    ApiKeyRecord, ModelPrice, PaperworkRecord, PayoutRecord, PayoutState, StackRecord, Store, UnbondingRecord,
+    ApiKeyRecord, EvidenceRow, ModelPrice, PaperworkRecord, PayoutRecord, PayoutState, StackRecord, Store,
+    UnbondingRecord,
 };
 use stacknet_protocol::contract::PriceTerms;
 use stacknet_protocol::{Amount, ContractId, NodeKeyId, PaperworkId, StackId, Timestamp};
@@ -658,4 +659,50 @@ pub async fn unbondings_are_recorded_once_listed_by_maturity_and_leave_when_with
     assert_eq!(store.unbondings_of(one).await.unwrap(), vec![late]);
     assert_eq!(store.unbondings_of(two).await.unwrap(), vec![other]);
     assert!(store.unbondings_of(NodeKeyId::random()).await.unwrap().is_empty());
+}
+
+pub async fn evidence_adds_into_its_node_day_and_kind_and_lists_in_order(db: &TestDb) {
+    let store: &Arc<dyn Store> = &db.store;
+    let (one, two) = (NodeKeyId::random(), NodeKeyId::random());
+    let row = |node, day, kind: &str, count, sum_ms| EvidenceRow {
+        node_key: node,
+        day,
+        kind: kind.to_owned(),
+        count,
+        sum_ms,
+    };
+    store
+        .add_evidence(vec![
+            row(one, 20_001, "served", 3, 30),
+            row(two, 20_000, "dropped", 1, 0),
+        ])
+        .await
+        .unwrap();
+    // Another replica's flush adds into the same rows.
+    store
+        .add_evidence(vec![
+            row(one, 20_001, "served", 2, 12),
+            row(one, 20_000, "timeout", 1, 0),
+        ])
+        .await
+        .unwrap();
+    store.add_evidence(Vec::new()).await.unwrap();
+    assert_eq!(
+        store.evidence(Some(one)).await.unwrap(),
+        vec![
+            row(one, 20_000, "timeout", 1, 0),
+            row(one, 20_001, "served", 5, 42)
+        ]
+    );
+    let all = store.evidence(None).await.unwrap();
+    assert_eq!(all.len(), 3);
+    let keys: Vec<(String, i64)> = all.iter().map(|r| (r.node_key.to_string(), r.day)).collect();
+    let mut sorted = keys.clone();
+    sorted.sort();
+    assert_eq!(keys, sorted, "by node, then day");
+    assert!(store
+        .evidence(Some(NodeKeyId::random()))
+        .await
+        .unwrap()
+        .is_empty());
 }

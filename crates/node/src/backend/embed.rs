@@ -27,7 +27,8 @@ use serde_json::Value;
 use stacknet_protocol::contract::{Usage, Workload};
 use stacknet_protocol::paperwork::BackendInfo;
 use stacknet_protocol::values::Sha256Digest;
-use stacknet_protocol::wire::ModelOffer;
+use stacknet_protocol::wire::{ModelOffer, ModelReady};
+use stacknet_protocol::Timestamp;
 use tokio::sync::{mpsc, oneshot};
 
 pub use model::{Embedded, MAX_BATCH_POSITIONS, MAX_INPUT_TOKENS};
@@ -53,6 +54,8 @@ pub const QUEUE_CAPACITY: usize = 64;
 #[derive(Clone, Debug)]
 pub struct CandleEmbeddings {
     inner: Arc<Inner>,
+    /// When the model finished loading: it stays loaded for as long as this lives.
+    loaded_at: Timestamp,
 }
 
 #[derive(Debug)]
@@ -98,6 +101,7 @@ impl CandleEmbeddings {
                 threads,
                 jobs,
             }),
+            loaded_at: Timestamp::now(),
         })
     }
 
@@ -166,6 +170,13 @@ impl Backend for CandleEmbeddings {
             workloads: vec![Workload::Embedding],
             backend: BACKEND_ID.to_owned(),
             model_sha256: Some(self.inner.model_sha256),
+        }]
+    }
+
+    fn ready(&self) -> Vec<ModelReady> {
+        vec![ModelReady {
+            name: self.inner.model_name.clone(),
+            since: self.loaded_at,
         }]
     }
 

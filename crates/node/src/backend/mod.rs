@@ -26,7 +26,7 @@ use futures_util::future::BoxFuture;
 use serde_json::Value;
 use stacknet_protocol::contract::{Usage, Workload};
 use stacknet_protocol::paperwork::BackendInfo;
-use stacknet_protocol::wire::{Attachment, ErrorCode, ModelOffer};
+use stacknet_protocol::wire::{Attachment, ErrorCode, ModelOffer, ModelReady};
 use stacknet_protocol::ContractId;
 use tokio::sync::{mpsc, watch};
 
@@ -180,6 +180,13 @@ impl BackendError {
 pub trait Backend: Send + Sync + 'static {
     /// The models and workloads this backend serves, as the node advertises them in its Hello.
     fn models(&self) -> Vec<ModelOffer>;
+
+    /// The models loaded and ready to answer now, with when each became ready: the node names them
+    /// in its heartbeats, and the hub pays the warm bonus only on tasks of a model it saw named
+    /// before it assigned them. None by default (a backend that cannot tell is never warm).
+    fn ready(&self) -> Vec<ModelReady> {
+        Vec::new()
+    }
 
     /// Runs one task, sending each output chunk into `chunks` as soon as it exists, in order.
     /// Returns when the output is complete. Dropping the future abandons the task.

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 use serde_json::Value;
-use stacknet_protocol::wire::ModelOffer;
+use stacknet_protocol::wire::{ModelOffer, ModelReady};
 use tokio::sync::mpsc;
 
 use super::{Backend, BackendError, BackendOutcome, BackendTask};
@@ -86,6 +86,10 @@ impl fmt::Debug for MultiBackend {
 impl Backend for MultiBackend {
     fn models(&self) -> Vec<ModelOffer> {
         self.offers.clone()
+    }
+
+    fn ready(&self) -> Vec<ModelReady> {
+        self.backends.iter().flat_map(|b| b.ready()).collect()
     }
 
     fn execute(

@@ -9,8 +9,9 @@
 //! connection closes, so the upstream stops generating) and returns what was forwarded until then.
 
 use crate::chain::error_chain;
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
 use futures_util::StreamExt;
@@ -19,7 +20,8 @@ use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::Value;
 use stacknet_protocol::contract::{Usage, Workload};
 use stacknet_protocol::paperwork::BackendInfo;
-use stacknet_protocol::wire::ModelOffer;
+use stacknet_protocol::wire::{ModelOffer, ModelReady};
+use stacknet_protocol::Timestamp;
 use tokio::sync::mpsc;
 
 use super::sse::SseParser;
@@ -37,6 +39,10 @@ pub const MAX_ERROR_MESSAGE_CHARS: usize = 2_000;
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Idle pooled connections are kept this long, so back-to-back tasks skip the TCP handshake.
 pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// An upstream model counts as loaded for this long after it last answered (Ollama's default
+/// `keep_alive`; vLLM and llama.cpp server keep theirs loaded for good). The node cannot see inside
+/// the upstream, so a model is warm only on this evidence: it answered, and recently.
+pub const UPSTREAM_WARM_FOR: Duration = Duration::from_secs(300);
 
 /// An OpenAI-compatible upstream: `/chat/completions` for chat, `/completions` for completion.
 #[derive(Clone, Debug)]
@@ -53,6 +59,8 @@ struct Inner {
     auth: Option<HeaderValue>,
     models: Vec<String>,
     timeout: Duration,
+    /// Per model: when it first answered since it last went cold, and when it last answered.
+    answered: Mutex<HashMap<String, (Timestamp, Instant)>>,
 }
 
 impl OpenAiUpstream {
@@ -82,6 +90,7 @@ impl OpenAiUpstream {
                 auth,
                 models: config.models.clone(),
                 timeout: config.timeout(),
+                answered: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -99,6 +108,22 @@ impl Backend for OpenAiUpstream {
                 model_sha256: None,
             })
             .collect()
+    }
+
+    fn ready(&self) -> Vec<ModelReady> {
+        let Ok(answered) = self.inner.answered.lock() else {
+            return Vec::new();
+        };
+        let mut ready: Vec<ModelReady> = answered
+            .iter()
+            .filter(|(_, (_, last))| last.elapsed() < UPSTREAM_WARM_FOR)
+            .map(|(name, (since, _))| ModelReady {
+                name: name.clone(),
+                since: *since,
+            })
+            .collect();
+        ready.sort_by(|a, b| a.name.cmp(&b.name));
+        ready
     }
 
     fn execute(
@@ -146,7 +171,9 @@ impl Inner {
         if !response.status().is_success() {
             return Err(refusal(response).await);
         }
+        let warm = self.is_warm(&task.model);
         let usage = self.forward_stream(response, &chunks, &cancel).await?;
+        self.answered(&task.model);
         Ok(BackendOutcome {
             usage,
             info: BackendInfo {
@@ -155,12 +182,34 @@ impl Inner {
                 model: task.model,
                 model_sha256: None,
             },
-            // An upstream server keeps its model loaded between requests; the node cannot see its
-            // cold starts, so it reports what is true of a serving process: warm.
-            warm: true,
+            // Loaded, as far as the node can tell: it answered within `UPSTREAM_WARM_FOR`.
+            warm,
             files: Vec::new(),
             committed: None,
         })
+    }
+
+    /// Whether `model` answered within [`UPSTREAM_WARM_FOR`].
+    fn is_warm(&self, model: &str) -> bool {
+        self.answered.lock().is_ok_and(|a| {
+            a.get(model)
+                .is_some_and(|(_, last)| last.elapsed() < UPSTREAM_WARM_FOR)
+        })
+    }
+
+    /// Records that `model` answered now.
+    fn answered(&self, model: &str) {
+        if let Ok(mut answered) = self.answered.lock() {
+            let now = Instant::now();
+            let entry = answered
+                .entry(model.to_owned())
+                .or_insert((Timestamp::now(), now));
+            if entry.1.elapsed() >= UPSTREAM_WARM_FOR {
+                // It had gone cold: ready again from now.
+                entry.0 = Timestamp::now();
+            }
+            entry.1 = now;
+        }
     }
 
     /// Parses the SSE body and forwards each chunk; returns the usage the upstream reported. Once

@@ -105,7 +105,7 @@ fn telemetry_strategy() -> impl Strategy<Value = Telemetry> {
         any::<[u8; 32]>(),
         any::<[u8; 16]>(),
         0i64..253_402_300_799_999,
-        proptest::collection::vec(0u64..(1 << 53), 7),
+        proptest::collection::vec(0u64..(1 << 53), 9),
     )
         .prop_map(|(seed, node, ms, n)| Telemetry {
             guardian: SecretKey::from_seed(&seed).public_key(),
@@ -120,6 +120,9 @@ fn telemetry_strategy() -> impl Strategy<Value = Telemetry> {
             latency_p99_ms: n[5],
             created_at: Timestamp::from_unix_ms(ms).unwrap(),
             nonce: Nonce(node),
+            // Absent when 0: both shapes round trip.
+            wrong: n[7] % 3,
+            warm_failures: n[8],
         })
 }
 

@@ -194,7 +194,8 @@ async fn a_task_streams_its_chunks_in_order_and_ends_with_paperwork_already_in_t
     );
     assert_eq!(pw.body.backend.id, "openai-upstream");
     assert_eq!(pw.body.backend.model, MOCK_MODEL);
-    assert!(pw.body.resources.warm);
+    // The node had never seen the upstream answer: cold.
+    assert!(!pw.body.resources.warm);
     assert_eq!(pw.body.resources.hardware, "upstream");
     // Durable before `done`: the wallet already holds exactly what the hub received.
     assert_eq!(node.node.wallet().get(&pw_id).await.unwrap(), Some(pw.clone()));
@@ -204,6 +205,45 @@ async fn a_task_streams_its_chunks_in_order_and_ends_with_paperwork_already_in_t
     assert_eq!(sent["stream_options"]["include_usage"], true);
     assert_eq!(sent["messages"], request["messages"]);
     assert_eq!(mock.requests(), 1);
+}
+
+#[tokio::test]
+async fn an_upstream_model_is_named_ready_once_it_answered_and_its_next_task_is_warm() {
+    let mock = MockUpstream::start(Script::echo()).await.unwrap();
+    let mut hub = FakeHub::start().await;
+    let node = start_node(&hub, mock.base_url(), |_, _| {}).await;
+    let mut conn = hub.next_conn().await;
+    conn.handshake(30_000).await;
+    let ready_in = |message: &NodeMessage| match message {
+        NodeMessage::Heartbeat { ready, .. } => Some(ready.iter().any(|r| r.name == MOCK_MODEL)),
+        _ => None,
+    };
+    // Asked before any task: connected, nothing ready.
+    conn.send(&HubMessage::Heartbeat { at: Timestamp::now() }).await;
+    assert_eq!(ready_in(&conn.recv().await), Some(false));
+
+    let first = contract(node.id(), MOCK_MODEL, Workload::Chat);
+    conn.send(&task(&first, &chat_request("one"))).await;
+    // The model is named ready before `done`, so a hub sees it warm for the next task.
+    let mut named = false;
+    let done = loop {
+        let message = conn.recv().await;
+        named |= ready_in(&message) == Some(true);
+        match message {
+            NodeMessage::Done { paperwork, .. } => break paperwork,
+            NodeMessage::Chunk { .. } | NodeMessage::Heartbeat { .. } => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    assert!(named, "a heartbeat named the model before done");
+    assert!(!done.body.resources.warm);
+
+    let second = contract(node.id(), MOCK_MODEL, Workload::Chat);
+    conn.send(&task(&second, &chat_request("two"))).await;
+    let (_, done) = collect(&mut conn, second.body.id).await;
+    assert!(done.unwrap().body.resources.warm);
+    conn.send(&HubMessage::Heartbeat { at: Timestamp::now() }).await;
+    assert_eq!(ready_in(&conn.recv().await), Some(true));
 }
 
 #[tokio::test]

@@ -19,6 +19,7 @@
 //! The paperwork log and filing are in `log`.
 
 mod log;
+mod reputation;
 mod validate;
 
 use std::fmt;
@@ -141,6 +142,7 @@ impl PgStore {
         let pool = Pool::new(config, schema, POOL_SIZE);
         pool.migrate(SCHEMA).await?;
         pool.migrate(validate::SCHEMA).await?;
+        pool.migrate(reputation::SCHEMA).await?;
         Ok(Arc::new(Self {
             pool,
             schema: schema.to_owned(),

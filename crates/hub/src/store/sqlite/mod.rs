@@ -3,6 +3,7 @@
 //! log and filing are in `log`.
 
 mod log;
+mod reputation;
 mod validate;
 
 use std::fmt;
@@ -123,6 +124,7 @@ impl SqliteStore {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
         conn.execute_batch(validate::SCHEMA)?;
+        conn.execute_batch(reputation::SCHEMA)?;
         add_missing_columns(&conn)?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),

@@ -30,8 +30,8 @@ use llama_cpp_2::llama_backend::LlamaBackend;
 use serde_json::Value;
 use stacknet_protocol::contract::Workload;
 use stacknet_protocol::paperwork::{tokens_sha256, BackendInfo, Commitment};
-use stacknet_protocol::wire::ModelOffer;
-use stacknet_protocol::Sha256Digest;
+use stacknet_protocol::wire::{ModelOffer, ModelReady};
+use stacknet_protocol::{Sha256Digest, Timestamp};
 use tokio::sync::{mpsc, oneshot};
 
 use self::emit::Emitter;
@@ -86,6 +86,8 @@ struct Job {
 pub struct LlamaChat {
     config: LlamaConfig,
     queue: SyncSender<Job>,
+    /// When the model finished loading: it stays loaded for as long as this lives.
+    loaded_at: Timestamp,
 }
 
 /// llama.cpp's global state may be initialised once per process; every model shares it.
@@ -121,7 +123,11 @@ impl LlamaChat {
             })
             .map_err(|e| BackendError::Setup(e.to_string()))?;
         match ready_rx.recv() {
-            Ok(Ok(())) => Ok(Self { config, queue }),
+            Ok(Ok(())) => Ok(Self {
+                config,
+                queue,
+                loaded_at: Timestamp::now(),
+            }),
             Ok(Err(e)) => Err(e),
             Err(_) => Err(BackendError::Setup("the model thread ended while loading".into())),
         }
@@ -144,6 +150,13 @@ impl Backend for LlamaChat {
             workloads: vec![Workload::Chat, Workload::Completion],
             backend: BACKEND_ID.to_owned(),
             model_sha256: Some(self.config.model_sha256),
+        }]
+    }
+
+    fn ready(&self) -> Vec<ModelReady> {
+        vec![ModelReady {
+            name: self.config.model_name.clone(),
+            since: self.loaded_at,
         }]
     }
 

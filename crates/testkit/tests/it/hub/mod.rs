@@ -12,6 +12,7 @@ mod malformed;
 mod money;
 mod money_faults;
 mod queue;
+mod reputation;
 mod stake;
 mod validate;
 

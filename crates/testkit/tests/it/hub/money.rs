@@ -358,8 +358,9 @@ async fn filing_pays_the_split_once_and_refuses_forged_altered_and_replayed_pape
             c - parts
         })
         .sum();
-    // The mock upstream's node serves warm: the treasury pays +10% of the node's share on top,
-    // out of the 20% of shares it received (no referrer, skills or providers named).
+    // The first task was cold (the hub had not seen the model ready on the node); the next two
+    // were warm: the treasury pays +10% of the node's share on those, out of the 20% of shares it
+    // received (no referrer, skills or providers named).
     let bonus = node_share - expected_share;
     assert!(
         bonus > 0 && bonus <= expected_share / 10,

@@ -119,7 +119,8 @@ impl HubConn {
         *hello
     }
 
-    /// Challenge, hello, welcome: the node is connected.
+    /// Challenge, hello, welcome, and the node's first heartbeat (the models it has ready): the
+    /// node is connected.
     pub async fn handshake(&mut self, heartbeat_interval_ms: u64) -> Signed<Hello> {
         let hello = self.challenge().await;
         let node_key = hello.body.node_key.node_key_id();
@@ -129,6 +130,10 @@ impl HubConn {
             limits: None,
         })
         .await;
+        match self.recv().await {
+            NodeMessage::Heartbeat { .. } => {}
+            other => panic!("expected the node's first heartbeat, got {other:?}"),
+        }
         hello
     }
 }
