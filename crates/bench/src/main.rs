@@ -9,9 +9,12 @@
 //! - `money` ([`money`]): the ledger and settlement path on SQLite or PostgreSQL.
 //! - `validate` ([`validate`]): the validator's check against generation (cost), honest
 //!   calibration of the C3 thresholds, and detection rates per cheat and of a cheaper quantisation.
+//! - `guard` ([`guard`]): a guardian probe's time to first token, and cancel-to-stop, each through
+//!   the hub against the mock upstream directly.
 //!
 //! Run it optimised: `cargo run --release -p stacknet-bench -- [core|models|money|validate]`.
 
+mod guard;
 mod mock;
 mod models;
 mod money;
@@ -47,6 +50,9 @@ enum BenchCommand {
     /// The validator: the check's cost against generation, an honest calibration of the C3
     /// thresholds (at least 1,000 tasks), detection rates per cheat and of a cheaper quantisation.
     Validate(validate::ValidateArgs),
+    /// A guardian probe's time to first token and a cancelled stream's time to stop its upstream,
+    /// through the hub against the mock upstream directly.
+    Guard(guard::GuardArgs),
 }
 
 fn main() -> ExitCode {
@@ -77,6 +83,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Some(BenchCommand::Core(args)) => mock::run(args).await,
             Some(BenchCommand::Models(args)) => models::run(args).await,
             Some(BenchCommand::Money(args)) => money::run(args).await,
+            Some(BenchCommand::Guard(args)) => guard::run(args).await,
             // llama.cpp blocks: off the async threads.
             Some(BenchCommand::Validate(args)) => tokio::task::spawn_blocking(move || validate::run(args))
                 .await

@@ -113,6 +113,9 @@ async fn accept_telemetry(
     if t.latency_p50_ms > t.latency_p99_ms {
         return Err(bad("latency_p50_ms", "above latency_p99_ms".into()));
     }
+    if t.uptime_ppm > 1_000_000 {
+        return Err(bad("uptime_ppm", "above 1,000,000 (all of the time)".into()));
+    }
     let now = Timestamp::now().unix_ms();
     let (start, end) = (t.window_start.unix_ms(), t.window_end.unix_ms());
     if start > end

@@ -8,9 +8,12 @@
 //! A probe is a success (answered with what it asked for), `wrong` (answered with something
 //! else), an error (the node failed it) or a time-out; a probe the hub could not place (the node
 //! was busy or gone, the probes Stack could not pay) counts for nothing. A probe of a model the node
-//! named ready that took longer than [`GuardianOptions::warm_latency`] is a warm failure: a warm
-//! model answers a short prompt quickly. Then it signs one Telemetry per node probed (successes,
-//! errors, time-outs, wrong answers, warm failures, the latency's p50 and p99) and hands it in.
+//! named ready whose first token took longer than [`GuardianOptions::warm_latency`] is a warm
+//! failure: a warm model starts answering a short prompt at once. Probes are streamed, so the
+//! guardian times the first token and the decode rate as well as the whole answer. Then it signs
+//! one Telemetry per node probed (successes, errors, time-outs, wrong answers, warm failures, the
+//! latency's p50 and p99, the time to first token, tokens/s, and the share of its windows the node
+//! was connected in) and hands it in.
 
 use std::time::{Duration, Instant};
 
@@ -20,9 +23,10 @@ use stacknet_api::types::{NodeList, NodeReport, TelemetryReceipt};
 use stacknet_protocol::attestation::Telemetry;
 use stacknet_protocol::contract::Workload;
 use stacknet_protocol::filing::{probes_stack, NodeAction};
-use stacknet_protocol::{Nonce, SecretKey, Signed, StackId, Timestamp};
+use stacknet_protocol::{NodeKeyId, Nonce, SecretKey, Signed, StackId, Timestamp};
 use tracing::{info, warn};
 
+use crate::backend::sse::SseParser;
 use crate::settlement::{HubClient, SettlementError};
 
 /// Output tokens a probe asks for at most: enough for an echo or a sum, cheap to serve.
@@ -89,6 +93,20 @@ impl Default for GuardianOptions {
     }
 }
 
+/// What one probe came to, and what it measured.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Probe {
+    outcome: Outcome,
+    /// Until the whole answer arrived.
+    latency: Duration,
+    /// Until its first piece of content arrived (answered probes).
+    ttft: Option<Duration>,
+    /// Output tokens per second after the first one (answered probes that reported usage).
+    tokens_per_s: Option<f64>,
+    /// Of a model the node named ready, and as slow as a cold one.
+    warm_failure: bool,
+}
+
 /// What one probe came to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Outcome {
@@ -106,6 +124,9 @@ pub struct Guardian {
     key: SecretKey,
     hub: HubClient,
     options: GuardianOptions,
+    /// Per node: windows it was listed in since this guardian first saw it, and in how many of
+    /// those it was connected.
+    uptime: std::sync::Mutex<std::collections::HashMap<stacknet_protocol::NodeKeyId, (u64, u64)>>,
 }
 
 impl Guardian {
@@ -115,7 +136,12 @@ impl Guardian {
         options: GuardianOptions,
     ) -> Result<Self, SettlementError> {
         let hub = HubClient::connect(url).await?;
-        Ok(Self { key, hub, options })
+        Ok(Self {
+            key,
+            hub,
+            options,
+            uptime: std::sync::Mutex::default(),
+        })
     }
 
     /// The Stack its probes run as (fund it to probe priced models).
@@ -145,6 +171,13 @@ impl Guardian {
     pub async fn window(&self) -> Result<Vec<(Signed<Telemetry>, TelemetryReceipt)>, SettlementError> {
         let list: NodeList = self.hub.get(paths::NODES).await?;
         let own = self.key.public_key().node_key_id();
+        if let Ok(mut uptime) = self.uptime.lock() {
+            for node in &list.data {
+                let (listed, up) = uptime.entry(node.node_key).or_default();
+                *listed += 1;
+                *up += u64::from(node.connected);
+            }
+        }
         let mut reports = Vec::new();
         let mut turn = 0usize;
         for node in list
@@ -165,12 +198,12 @@ impl Guardian {
             for _ in 0..self.options.probes_per_node {
                 let prompt = self.options.prompts[turn % self.options.prompts.len().max(1)];
                 turn += 1;
-                let (outcome, latency) = self.probe(node, &model, prompt).await?;
-                if outcome != Outcome::NotPlaced {
-                    let warm_failure = node.ready.contains(&model)
-                        && matches!(outcome, Outcome::Success | Outcome::Wrong)
-                        && latency > self.options.warm_latency;
-                    seen.push((outcome, latency, warm_failure));
+                let mut probe = self.probe(node.node_key, &model, prompt).await?;
+                if probe.outcome != Outcome::NotPlaced {
+                    // A warm model starts answering a short prompt at once.
+                    probe.warm_failure = node.ready.contains(&model)
+                        && probe.ttft.is_some_and(|t| t > self.options.warm_latency);
+                    seen.push(probe);
                 }
             }
             if seen.is_empty() {
@@ -192,44 +225,42 @@ impl Guardian {
         Ok(reports)
     }
 
-    /// One probe of `model` on `node`, and how long it took. `Err` only when the hub itself cannot
-    /// be reached or refuses the guardian.
-    async fn probe(
-        &self,
-        node: &NodeReport,
-        model: &str,
-        prompt: Prompt,
-    ) -> Result<(Outcome, Duration), SettlementError> {
+    /// One probe of `model` on `node`, streamed, timed to its first content and its end. `Err`
+    /// only when the hub itself cannot be reached or refuses the guardian.
+    async fn probe(&self, node: NodeKeyId, model: &str, prompt: Prompt) -> Result<Probe, SettlementError> {
         let (text, expected) = prompt.make(Nonce::random().0);
         let request = json!({
             "model": model,
             "messages": [{"role": "user", "content": text}],
             "max_tokens": PROBE_MAX_TOKENS,
             "temperature": 0,
+            "stream": true,
+            "stream_options": {"include_usage": true},
         });
-        let action = NodeAction::Probe {
-            node: node.node_key,
-            request,
-        };
+        let action = NodeAction::Probe { node, request };
         let started = Instant::now();
-        let answer: Result<Value, SettlementError> =
-            self.hub.node_request(&self.key, paths::GUARDIAN, action).await;
-        let latency = started.elapsed();
-        let outcome = match answer {
-            Ok(v) => {
-                let content = v
-                    .pointer("/choices/0/message/content")
-                    .and_then(Value::as_str)
-                    .unwrap_or("");
-                if content.contains(&expected) {
-                    Outcome::Success
-                } else {
-                    Outcome::Wrong
-                }
+        let mut probe = Probe {
+            outcome: Outcome::NotPlaced,
+            latency: Duration::ZERO,
+            ttft: None,
+            tokens_per_s: None,
+            warm_failure: false,
+        };
+        let resp = match self
+            .hub
+            .node_request_streamed(&self.key, paths::GUARDIAN, action)
+            .await
+        {
+            Ok(resp) => resp,
+            Err(SettlementError::Refused { status: 504, .. }) => {
+                probe.outcome = Outcome::Timeout;
+                return Ok(probe);
             }
-            Err(SettlementError::Refused { status: 504, .. }) => Outcome::Timeout,
             // The node failed it (its backend, its paperwork, its connection).
-            Err(SettlementError::Refused { status: 502, .. }) => Outcome::Error,
+            Err(SettlementError::Refused { status: 502, .. }) => {
+                probe.outcome = Outcome::Error;
+                return Ok(probe);
+            }
             // The guardian itself is refused: not bonded, a bad signature.
             Err(
                 e @ SettlementError::Refused {
@@ -241,12 +272,47 @@ impl Guardian {
             }
             // Busy, gone, unpaid, or a request it would not take: nobody's evidence.
             Err(SettlementError::Refused { status, message }) => {
-                warn!(node = %node.node_key, status, %message, "the hub could not place a probe");
-                Outcome::NotPlaced
+                warn!(%node, status, %message, "the hub could not place a probe");
+                return Ok(probe);
             }
             Err(e) => return Err(e),
         };
-        Ok((outcome, latency))
+        let streamed = read_stream(resp, started).await;
+        probe.latency = started.elapsed();
+        probe.outcome = match streamed {
+            Streamed::Answer {
+                content,
+                ttft,
+                output_tokens,
+            } => {
+                probe.ttft = ttft;
+                probe.tokens_per_s = match (ttft, output_tokens) {
+                    (Some(t), Some(n)) if n > 1 && probe.latency > t => {
+                        Some((n - 1) as f64 / (probe.latency - t).as_secs_f64())
+                    }
+                    _ => None,
+                };
+                if content.contains(&expected) {
+                    Outcome::Success
+                } else {
+                    Outcome::Wrong
+                }
+            }
+            Streamed::Failed { timeout: true } => Outcome::Timeout,
+            Streamed::Failed { timeout: false } => Outcome::Error,
+        };
+        Ok(probe)
+    }
+
+    /// One echo probe of `model` on `node`: its time to first token, when it was answered with the
+    /// word it asked for (the benchmark's measurement).
+    pub async fn probe_first_token(
+        &self,
+        node: NodeKeyId,
+        model: &str,
+    ) -> Result<Option<Duration>, SettlementError> {
+        let probe = self.probe(node, model, Prompt::Echo).await?;
+        Ok(probe.ttft.filter(|_| probe.outcome == Outcome::Success))
     }
 
     /// The signed report of what the probes of `node` since `start` saw.
@@ -254,22 +320,21 @@ impl Guardian {
         &self,
         node: &NodeReport,
         start: Timestamp,
-        seen: &[(Outcome, Duration, bool)],
+        seen: &[Probe],
     ) -> Result<Signed<Telemetry>, SettlementError> {
-        let count = |o: Outcome| seen.iter().filter(|(x, ..)| *x == o).count() as u64;
-        let mut answered: Vec<u64> = seen
+        let count = |o: Outcome| seen.iter().filter(|p| p.outcome == o).count() as u64;
+        let answered = |p: &&Probe| matches!(p.outcome, Outcome::Success | Outcome::Wrong);
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let latencies: Vec<u64> = seen.iter().filter(answered).map(|p| ms(p.latency)).collect();
+        let ttfts: Vec<u64> = seen.iter().filter_map(|p| p.ttft.map(ms)).collect();
+        let rates: Vec<u64> = seen
             .iter()
-            .filter(|(o, ..)| matches!(o, Outcome::Success | Outcome::Wrong))
-            .map(|(_, d, _)| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            .filter_map(|p| p.tokens_per_s.map(|r| r.round() as u64))
             .collect();
-        answered.sort_unstable();
-        let quantile = |q: f64| {
-            if answered.is_empty() {
-                return 0;
-            }
-            let i = ((answered.len() - 1) as f64 * q).round() as usize;
-            answered[i.min(answered.len() - 1)]
-        };
+        let uptime_ppm = self.uptime.lock().ok().and_then(|u| {
+            let (listed, up) = *u.get(&node.node_key)?;
+            (listed > 0).then(|| up.saturating_mul(1_000_000) / listed)
+        });
         let now = Timestamp::now();
         let body = Telemetry {
             guardian: self.key.public_key(),
@@ -280,14 +345,78 @@ impl Guardian {
             successes: count(Outcome::Success),
             errors: count(Outcome::Error),
             timeouts: count(Outcome::Timeout),
-            latency_p50_ms: quantile(0.5),
-            latency_p99_ms: quantile(0.99),
+            latency_p50_ms: quantile(latencies.clone(), 0.5),
+            latency_p99_ms: quantile(latencies, 0.99),
             created_at: now,
             nonce: Nonce::random(),
             wrong: count(Outcome::Wrong),
-            warm_failures: seen.iter().filter(|(.., warm)| *warm).count() as u64,
+            warm_failures: seen.iter().filter(|p| p.warm_failure).count() as u64,
+            ttft_p50_ms: quantile(ttfts, 0.5),
+            tokens_per_s_p50: quantile(rates, 0.5),
+            uptime_ppm: uptime_ppm.unwrap_or(0),
         };
         Signed::sign(body, &self.key).map_err(|e| SettlementError::Sign(e.to_string()))
+    }
+}
+
+/// The `q` quantile of `values` (0 when empty).
+fn quantile(mut values: Vec<u64>, q: f64) -> u64 {
+    if values.is_empty() {
+        return 0;
+    }
+    values.sort_unstable();
+    let i = ((values.len() - 1) as f64 * q).round() as usize;
+    values[i.min(values.len() - 1)]
+}
+
+/// What a probe's stream came to.
+enum Streamed {
+    /// It ended with `[DONE]`: the content, when its first piece came, the output tokens counted.
+    Answer {
+        content: String,
+        ttft: Option<Duration>,
+        output_tokens: Option<u64>,
+    },
+    /// It ended with an error event, broke off, or stopped without `[DONE]`.
+    Failed { timeout: bool },
+}
+
+/// Reads a probe's SSE answer to its end.
+async fn read_stream(mut resp: reqwest::Response, started: Instant) -> Streamed {
+    let mut parser = SseParser::new();
+    let (mut content, mut ttft, mut output_tokens) = (String::new(), None, None);
+    loop {
+        let bytes = match resp.chunk().await {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) | Err(_) => return Streamed::Failed { timeout: false },
+        };
+        parser.push(&bytes);
+        while let Ok(Some(data)) = parser.next_event() {
+            if data == b"[DONE]" {
+                return Streamed::Answer {
+                    content,
+                    ttft,
+                    output_tokens,
+                };
+            }
+            let Ok(event) = serde_json::from_slice::<Value>(&data) else {
+                return Streamed::Failed { timeout: false };
+            };
+            if let Some(code) = event.pointer("/error/code") {
+                return Streamed::Failed {
+                    timeout: code == "timeout",
+                };
+            }
+            if let Some(piece) = event.pointer("/choices/0/delta/content").and_then(Value::as_str) {
+                if !piece.is_empty() && ttft.is_none() {
+                    ttft = Some(started.elapsed());
+                }
+                content.push_str(piece);
+            }
+            if let Some(n) = event.pointer("/usage/completion_tokens").and_then(Value::as_u64) {
+                output_tokens = Some(n);
+            }
+        }
     }
 }
 

@@ -88,6 +88,13 @@ impl HubClient {
         path: &str,
         action: NodeAction,
     ) -> Result<T, SettlementError> {
+        let body = self.signed_request(key, action)?;
+        let answer = self.call(reqwest::Method::POST, path, Some(body)).await?;
+        serde_json::from_value(answer).map_err(|e| SettlementError::Malformed(e.to_string()))
+    }
+
+    /// `action` as a request to this hub signed with `key`, as JSON bytes.
+    fn signed_request(&self, key: &SecretKey, action: NodeAction) -> Result<Vec<u8>, SettlementError> {
         let req = NodeRequest {
             node_key: key.public_key(),
             hub: self.hub_key,
@@ -96,9 +103,41 @@ impl HubClient {
             nonce: Nonce::random(),
         };
         let signed = Signed::sign(req, key).map_err(|e| SettlementError::Sign(e.to_string()))?;
-        let body = serde_json::to_vec(&signed).map_err(|e| SettlementError::Sign(e.to_string()))?;
-        let answer = self.call(reqwest::Method::POST, path, Some(body)).await?;
-        serde_json::from_value(answer).map_err(|e| SettlementError::Malformed(e.to_string()))
+        serde_json::to_vec(&signed).map_err(|e| SettlementError::Sign(e.to_string()))
+    }
+
+    /// Posts `action` signed with `key` to `path` and hands back the response as it arrives (a
+    /// stream), once its status says it was taken; a refusal is read as [`Self::node_request`]'s.
+    pub(crate) async fn node_request_streamed(
+        &self,
+        key: &SecretKey,
+        path: &str,
+        action: NodeAction,
+    ) -> Result<reqwest::Response, SettlementError> {
+        let url = format!("{}{path}", self.url);
+        let resp = self
+            .http
+            .post(&url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(self.signed_request(key, action)?)
+            .send()
+            .await
+            .map_err(|e| SettlementError::Unreachable {
+                url: url.clone(),
+                message: e.to_string(),
+            })?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
+        let value: Value = resp
+            .json()
+            .await
+            .map_err(|e| SettlementError::Malformed(e.to_string()))?;
+        Err(SettlementError::Refused {
+            status: status.as_u16(),
+            message: ErrorBody::message_of(&value).unwrap_or_else(|| value.to_string()),
+        })
     }
 
     /// The Node Key's earnings, transfers and payouts.

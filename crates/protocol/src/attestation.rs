@@ -117,6 +117,16 @@ pub struct Telemetry {
     /// Absent when 0.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub warm_failures: u64,
+    /// The answered probes' median time to their first token. Absent when 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub ttft_p50_ms: u64,
+    /// Their median output tokens per second after the first. Absent when 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub tokens_per_s_p50: u64,
+    /// In parts per million, the guardian's windows the node was connected in, of those since the
+    /// guardian first saw it listed. Absent when 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub uptime_ppm: u64,
 }
 
 fn is_zero(n: &u64) -> bool {

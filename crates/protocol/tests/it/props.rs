@@ -105,7 +105,7 @@ fn telemetry_strategy() -> impl Strategy<Value = Telemetry> {
         any::<[u8; 32]>(),
         any::<[u8; 16]>(),
         0i64..253_402_300_799_999,
-        proptest::collection::vec(0u64..(1 << 53), 9),
+        proptest::collection::vec(0u64..(1 << 53), 12),
     )
         .prop_map(|(seed, node, ms, n)| Telemetry {
             guardian: SecretKey::from_seed(&seed).public_key(),
@@ -123,6 +123,9 @@ fn telemetry_strategy() -> impl Strategy<Value = Telemetry> {
             // Absent when 0: both shapes round trip.
             wrong: n[7] % 3,
             warm_failures: n[8],
+            ttft_p50_ms: n[9],
+            tokens_per_s_p50: n[10] % 2,
+            uptime_ppm: n[11],
         })
 }
 

@@ -426,7 +426,11 @@ async fn a_bonded_guardian_probes_every_node_and_its_signed_reports_move_their_s
     assert_eq!((t(&honest).successes, t(&honest).warm_failures), (4, 0));
     assert_eq!((t(&wrong).wrong, t(&wrong).successes), (4, 0));
     assert_eq!((t(&slow_warm).successes, t(&slow_warm).warm_failures), (4, 4));
-    assert!(t(&slow_warm).latency_p50_ms >= 2_500);
+    assert!(t(&slow_warm).latency_p50_ms >= 2_500 && t(&slow_warm).ttft_p50_ms >= 2_500);
+    for (report, _) in &reports {
+        // Each node was connected in the guardian's one window.
+        assert_eq!(report.body.uptime_ppm, 1_000_000);
+    }
 
     let after = nodes(&net).await;
     assert!(
