@@ -3,8 +3,8 @@
 //!
 //! - **Probe time to first token:** a bonded guardian's streamed probes through the hub and a node
 //!   (signed probe request, ordinary contract, task over WebSocket), against the same streamed
-//!   request sent straight to the mock upstream. The mock answers in `--chunks` pieces, `--chunk-ms`
-//!   apart, so the first token's time is the path's, not the model's.
+//!   request sent straight to the mock upstream. The mock echoes the prompt in `--chunks` pieces,
+//!   `--chunk-ms` apart.
 //! - **Cancel to stop:** a streaming client that leaves after its first token, through the hub
 //!   (the hub cancels the task at the node, the node drops its upstream request), against the same
 //!   client leaving the mock upstream directly: the time from the client dropping its connection to
@@ -26,8 +26,9 @@ pub struct GuardArgs {
     /// Probes (and cancellations) measured on each path.
     #[arg(long, default_value_t = 50)]
     trials: usize,
-    /// Pieces of the mock's answer.
-    #[arg(long, default_value_t = 50)]
+    /// Pieces of the mock's answer (it echoes the prompt; at most the probe's 32 output tokens, one
+    /// per piece, or the hub refuses the paperwork).
+    #[arg(long, default_value_t = 16)]
     chunks: usize,
     /// Milliseconds between them.
     #[arg(long, default_value_t = 20)]
@@ -93,8 +94,7 @@ async fn cancel_to_stop(
 }
 
 pub async fn run(args: GuardArgs) -> Result<()> {
-    let words: Vec<String> = (0..args.chunks).map(|i| format!("w{i}")).collect();
-    let script = Script::text(words.join(" "))
+    let script = Script::echo()
         .chunks(args.chunks)
         .chunk_delay(Duration::from_millis(args.chunk_ms));
     let mut net = TestNetwork::start_without_nodes(script, |_| {}).await;
