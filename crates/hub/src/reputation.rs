@@ -353,12 +353,7 @@ pub fn start(
 
 /// `GET /stacknet/v1/nodes`: every node connected now or with evidence, best score first.
 pub async fn list(State(state): State<AppState>) -> Result<Json<NodeList>, ApiError> {
-    state
-        .nodes
-        .reputation
-        .flush(&*state.store)
-        .await
-        .map_err(ApiError::internal)?;
+    flushed(&state).await?;
     let mut rows: BTreeMap<NodeKeyId, Vec<EvidenceRow>> = BTreeMap::new();
     for row in state.store.evidence(None).await.map_err(ApiError::internal)? {
         rows.entry(row.node_key).or_default().push(row);
@@ -397,12 +392,7 @@ pub async fn one(
     let id: NodeKeyId = id
         .parse()
         .map_err(|e: stacknet_protocol::IdError| ApiError::invalid("id", e.to_string()))?;
-    state
-        .nodes
-        .reputation
-        .flush(&*state.store)
-        .await
-        .map_err(ApiError::internal)?;
+    flushed(&state).await?;
     let rows = state.store.evidence(Some(id)).await.map_err(ApiError::internal)?;
     let slashes = state.store.slashes(Some(id)).await.map_err(ApiError::internal)?;
     if rows.is_empty() && slashes.is_empty() && state.nodes.get(&id).is_none() {
@@ -423,6 +413,16 @@ pub async fn one(
             .push(serde_json::from_str(&json).map_err(ApiError::internal)?);
     }
     Ok(Json(report))
+}
+
+/// Stores the evidence waiting, so that what is served is what is stored.
+async fn flushed(state: &AppState) -> Result<(), ApiError> {
+    state
+        .nodes
+        .reputation
+        .flush(&*state.store)
+        .await
+        .map_err(ApiError::internal)
 }
 
 /// A node's public record from its evidence and what the hub knows of it now.

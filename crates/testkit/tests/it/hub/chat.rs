@@ -210,15 +210,7 @@ async fn completions_and_models_work_too() {
     let v: Value = resp.json().await.unwrap();
     assert_eq!(v["object"], "text_completion");
     assert_eq!(v["choices"][0]["text"], "Paris");
-    let models: Value = client()
-        .get(format!("{}/models", net.base_url()))
-        .bearer_auth(&net.api_key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let models = super::models(&net).await;
     assert_eq!(models["data"][0]["id"], "mock-model");
     assert_eq!(models["object"], "list");
 }

@@ -70,3 +70,16 @@ pub async fn paperwork_of(
         .await
         .unwrap()
 }
+
+/// `GET /v1/models` with the network's API key.
+pub async fn models(net: &stacknet_testkit::network::TestNetwork) -> Value {
+    client()
+        .get(format!("{}/models", net.base_url()))
+        .bearer_auth(&net.api_key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}

@@ -170,15 +170,7 @@ async fn a_full_queue_is_503_with_retry_after_and_costs_nothing() {
     let retry: u64 = retry.expect("a Retry-After header").parse().unwrap();
     assert!(retry >= 1, "{retry}");
     // `/v1/models` says the same: one node, its one slot taken, two waiting, and the wait.
-    let models: Value = client()
-        .get(format!("{}/models", net.base_url()))
-        .bearer_auth(&net.api_key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let models = super::models(&net).await;
     let availability = &models["data"][0]["availability"];
     assert_eq!(models["data"][0]["id"], MOCK_MODEL);
     assert_eq!(availability["nodes"], 1, "{models}");
