@@ -114,6 +114,7 @@ pub async fn run(args: GuardArgs) -> Result<()> {
         probes_per_node: 1,
         warm_latency: Duration::from_secs(10),
         prompts: vec![Prompt::Echo],
+        references: Vec::new(),
     };
     let guardian = Guardian::connect(&net.hub.url(), key, options).await?;
 

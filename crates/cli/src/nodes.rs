@@ -54,7 +54,7 @@ pub async fn run(args: NodesArgs) -> Result<()> {
 /// One line per node: score and its parts, state, stake, ready models, evidence counts.
 fn table(nodes: &[NodeReport]) -> String {
     let mut out = format!(
-        "{:<28}{:>7}{:>9}{:>9}{:>10}  {:<12}{:>14}  {:<20}{}\n",
+        "{:<36}{:>7}{:>9}{:>9}{:>10}  {:<12}{:>14}  {:<20} {}\n",
         "NODE", "SCORE", "QUALITY", "LATENCY", "TTFT_MS", "STATE", "BONDED", "READY", "EVIDENCE"
     );
     for n in nodes {
@@ -79,7 +79,7 @@ fn table(nodes: &[NodeReport]) -> String {
         };
         let _ = writeln!(
             out,
-            "{:<28}{:>7.3}{:>9.3}{:>9.3}{:>10}  {:<12}{:>14}  {:<20}{}",
+            "{:<36}{:>7.3}{:>9.3}{:>9.3}{:>10}  {:<12}{:>14}  {:<20} {}",
             n.node_key.to_string(),
             n.score,
             n.components.quality,

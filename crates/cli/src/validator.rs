@@ -8,7 +8,7 @@ use clap::Args;
 use stacknet_node::models::ModelStore;
 use stacknet_node::settlement::HubClient;
 use stacknet_node::validator::load::load_models;
-use stacknet_node::validator::{Checker, Validator, ValidatorOptions};
+use stacknet_node::validator::{Checker, SharedModel, Validator, ValidatorOptions};
 
 use crate::keystore::default_data_dir;
 
@@ -46,9 +46,12 @@ pub async fn run(args: ValidatorArgs) -> Result<()> {
             .unwrap_or_else(|| default_data_dir().join("models")),
     );
     let (names, threads) = (args.models.clone(), args.threads);
-    let models = tokio::task::spawn_blocking(move || load_models(&store, &names, threads))
+    let models: Vec<SharedModel> = tokio::task::spawn_blocking(move || load_models(&store, &names, threads))
         .await
-        .context("loading the models")??;
+        .context("loading the models")??
+        .into_iter()
+        .map(|m| m as SharedModel)
+        .collect();
     let hub = HubClient::connect(&args.hub).await?;
     eprintln!(
         "validator {} checking for hub {} with {} model(s)",

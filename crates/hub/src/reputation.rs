@@ -116,7 +116,8 @@ const KINDS: [(Kind, &str, f64, f64); 17] = [
     (Kind::HubDeadline, "hub_deadline", 0.0, 0.0),
     (Kind::ProbePassed, "probe_passed", 1.0, 0.0),
     (Kind::ProbeFailed, "probe_failed", 0.0, 1.0),
-    (Kind::ProbeWrong, "probe_wrong", 0.0, 5.0),
+    // Less than a refused paperwork: a weak model may miss an echo or a sum honestly.
+    (Kind::ProbeWrong, "probe_wrong", 0.0, 2.0),
     (Kind::WarmClaimFailed, "warm_claim_failed", 0.0, 5.0),
 ];
 

@@ -3,8 +3,11 @@
 //! Every window ([`GuardianOptions::window`]) the guardian reads the hub's public node registry,
 //! and for each connected node that serves chat sends [`GuardianOptions::probes_per_node`] probes
 //! through the hub (`probe` requests signed with its key, run by the hub as ordinary tasks of the
-//! guardian's probes Stack). Each probe asks for something the guardian can check whatever the
-//! model: to repeat a random word ([`Prompt::Echo`]) or to add two numbers ([`Prompt::Arithmetic`]).
+//! guardian's probes Stack). Each probe asks for something the guardian can check: whatever the
+//! model, to repeat a random word ([`Prompt::Echo`]) or to add two numbers ([`Prompt::Arithmetic`]);
+//! of a built-in model it holds too (the same pinned sha256), a greedy question whose exact answer
+//! it computes itself ([`Prompt::Exact`]), and only that: a small model fails an echo or a sum
+//! honestly.
 //! A probe is a success (answered with what it asked for), `wrong` (answered with something
 //! else), an error (the node failed it) or a time-out; a probe the hub could not place (the node
 //! was busy or gone, the probes Stack could not pay) counts for nothing. A probe of a model the node
@@ -15,6 +18,7 @@
 //! latency's p50 and p99, the time to first token, tokens/s, and the share of its windows the node
 //! was connected in) and hands it in.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -26,6 +30,7 @@ use stacknet_protocol::filing::{probes_stack, NodeAction};
 use stacknet_protocol::{NodeKeyId, Nonce, SecretKey, Signed, StackId, Timestamp};
 use tracing::{info, warn};
 
+use crate::backend::llama::{Flow, LocalModel};
 use crate::backend::sse::SseParser;
 use crate::settlement::{HubClient, SettlementError};
 
@@ -39,7 +44,26 @@ pub enum Prompt {
     Echo,
     /// Add two random numbers: the answer must contain the sum.
     Arithmetic,
+    /// A short question, greedy, of a built-in model the guardian holds too (the same pinned
+    /// sha256): the answer must be exactly the one the guardian's copy gives. Of a model it does
+    /// not hold, an echo instead.
+    Exact,
 }
+
+/// The questions of [`Prompt::Exact`].
+const QUESTIONS: [&str; 8] = [
+    "Name a fruit that is red.",
+    "What is the capital of Italy?",
+    "Give one word for a large body of water.",
+    "Which planet is closest to the sun?",
+    "Name a color of the rainbow.",
+    "What do bees make?",
+    "Name an animal that can fly.",
+    "What is frozen water called?",
+];
+
+/// Output tokens an exact probe asks for: its answer is computed again by the guardian.
+pub const EXACT_MAX_TOKENS: u32 = 16;
 
 impl Prompt {
     /// The prompt and the text its answer must contain, from random `bytes`.
@@ -59,6 +83,10 @@ impl Prompt {
                     word,
                 )
             }
+            Prompt::Exact => (
+                QUESTIONS[usize::from(bytes[5]) % QUESTIONS.len()].to_owned(),
+                String::new(),
+            ),
             Prompt::Arithmetic => {
                 let a = u32::from(bytes[3]) % 90 + 10;
                 let b = u32::from(bytes[4]) % 90 + 10;
@@ -80,6 +108,8 @@ pub struct GuardianOptions {
     pub warm_latency: Duration,
     /// The prompts, taken in turn.
     pub prompts: Vec<Prompt>,
+    /// Built-in models the guardian holds, for [`Prompt::Exact`].
+    pub references: Vec<Arc<LocalModel>>,
 }
 
 impl Default for GuardianOptions {
@@ -89,6 +119,7 @@ impl Default for GuardianOptions {
             probes_per_node: 3,
             warm_latency: Duration::from_secs(10),
             prompts: vec![Prompt::Echo, Prompt::Arithmetic],
+            references: Vec::new(),
         }
     }
 }
@@ -185,20 +216,29 @@ impl Guardian {
             .iter()
             .filter(|n| n.connected && !n.suspended && n.node_key != own)
         {
-            let Some(model) = node
-                .models
-                .iter()
-                .find(|m| m.workloads.contains(&Workload::Chat))
-                .map(|m| m.name.clone())
-            else {
+            let Some(offer) = node.models.iter().find(|m| m.workloads.contains(&Workload::Chat)) else {
                 continue;
             };
+            let model = offer.name.clone();
+            let reference = self
+                .options
+                .references
+                .iter()
+                .find(|r| offer.model_sha256 == Some(r.config().model_sha256))
+                .cloned();
             let start = Timestamp::now();
             let mut seen = Vec::new();
             for _ in 0..self.options.probes_per_node {
-                let prompt = self.options.prompts[turn % self.options.prompts.len().max(1)];
+                // Of a model it holds, only exact answers: a small model fails an echo or a sum
+                // honestly, and exactness is the stronger check.
+                let prompt = match &reference {
+                    Some(_) if self.options.prompts.contains(&Prompt::Exact) => Prompt::Exact,
+                    _ => self.options.prompts[turn % self.options.prompts.len().max(1)],
+                };
                 turn += 1;
-                let mut probe = self.probe(node.node_key, &model, prompt).await?;
+                let mut probe = self
+                    .probe(node.node_key, &model, prompt, reference.as_ref())
+                    .await?;
                 if probe.outcome != Outcome::NotPlaced {
                     // A warm model starts answering a short prompt at once.
                     probe.warm_failure = node.ready.contains(&model)
@@ -227,16 +267,36 @@ impl Guardian {
 
     /// One probe of `model` on `node`, streamed, timed to its first content and its end. `Err`
     /// only when the hub itself cannot be reached or refuses the guardian.
-    async fn probe(&self, node: NodeKeyId, model: &str, prompt: Prompt) -> Result<Probe, SettlementError> {
+    async fn probe(
+        &self,
+        node: NodeKeyId,
+        model: &str,
+        prompt: Prompt,
+        reference: Option<&Arc<LocalModel>>,
+    ) -> Result<Probe, SettlementError> {
+        // An exact probe needs the model itself; without it, an echo.
+        let prompt = match (prompt, reference) {
+            (Prompt::Exact, None) => Prompt::Echo,
+            (p, _) => p,
+        };
         let (text, expected) = prompt.make(Nonce::random().0);
+        let max_tokens = if prompt == Prompt::Exact {
+            EXACT_MAX_TOKENS
+        } else {
+            PROBE_MAX_TOKENS
+        };
         let request = json!({
             "model": model,
             "messages": [{"role": "user", "content": text}],
-            "max_tokens": PROBE_MAX_TOKENS,
+            "max_tokens": max_tokens,
             "temperature": 0,
             "stream": true,
             "stream_options": {"include_usage": true},
         });
+        let expected = match (prompt, reference) {
+            (Prompt::Exact, Some(reference)) => Expected::Exactly(greedy_answer(reference, &request).await?),
+            _ => Expected::Contains(expected),
+        };
         let action = NodeAction::Probe { node, request };
         let started = Instant::now();
         let mut probe = Probe {
@@ -292,9 +352,19 @@ impl Guardian {
                     }
                     _ => None,
                 };
-                if content.contains(&expected) {
+                let right = match &expected {
+                    // A model may capitalise the word it repeats.
+                    Expected::Contains(part) => content.to_lowercase().contains(&part.to_lowercase()),
+                    Expected::Exactly(answer) => content == *answer,
+                };
+                if right {
                     Outcome::Success
                 } else {
+                    let wanted = match &expected {
+                        Expected::Contains(part) => format!("containing {part:?}"),
+                        Expected::Exactly(answer) => format!("exactly {answer:?}"),
+                    };
+                    info!(%node, ?prompt, answer = %content, "a probe was answered wrong: wanted an answer {wanted}");
                     Outcome::Wrong
                 }
             }
@@ -311,7 +381,7 @@ impl Guardian {
         node: NodeKeyId,
         model: &str,
     ) -> Result<Option<Duration>, SettlementError> {
-        let probe = self.probe(node, model, Prompt::Echo).await?;
+        let probe = self.probe(node, model, Prompt::Echo, None).await?;
         Ok(probe.ttft.filter(|_| probe.outcome == Outcome::Success))
     }
 
@@ -357,6 +427,30 @@ impl Guardian {
         };
         Signed::sign(body, &self.key).map_err(|e| SettlementError::Sign(e.to_string()))
     }
+}
+
+/// What a right answer holds.
+enum Expected {
+    Contains(String),
+    Exactly(String),
+}
+
+/// The answer `reference` gives `request` (greedy), computed off the async threads.
+async fn greedy_answer(reference: &Arc<LocalModel>, request: &Value) -> Result<String, SettlementError> {
+    let (model, request) = (Arc::clone(reference), request.clone());
+    let answer = tokio::task::spawn_blocking(move || {
+        let mut bytes = Vec::new();
+        model
+            .generate(&request, Workload::Chat, |piece| {
+                bytes.extend_from_slice(piece);
+                Ok(Flow::Continue)
+            })
+            .map(|_| String::from_utf8_lossy(&bytes).into_owned())
+    })
+    .await
+    .map_err(|e| SettlementError::Malformed(format!("the reference model stopped: {e}")))?;
+    answer
+        .map_err(|e| SettlementError::Malformed(format!("the reference model cannot answer the probe: {e}")))
 }
 
 /// The `q` quantile of `values` (0 when empty).

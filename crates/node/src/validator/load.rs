@@ -5,17 +5,17 @@ use std::sync::Arc;
 
 use stacknet_protocol::contract::Workload;
 
-use super::runner::SharedModel;
 use crate::backend::build::{pinned_sha256, pulled_model, BuildError};
 use crate::backend::llama::{LlamaConfig, LocalModel};
 use crate::models::{self, ModelStore};
 
 /// Loads `names` (every pulled chat model when empty) from `store`. Blocking (reads the models).
+/// A validator checks with them; a guardian computes the exact greedy answers its probes expect.
 pub fn load_models(
     store: &ModelStore,
     names: &[String],
     threads: Option<usize>,
-) -> Result<Vec<SharedModel>, BuildError> {
+) -> Result<Vec<Arc<LocalModel>>, BuildError> {
     let names: Vec<String> = if names.is_empty() {
         models::catalog()
             .iter()
@@ -25,7 +25,7 @@ pub fn load_models(
     } else {
         names.to_vec()
     };
-    let mut out: Vec<SharedModel> = Vec::with_capacity(names.len());
+    let mut out = Vec::with_capacity(names.len());
     for name in &names {
         let (spec, path) = pulled_model(store, name, "llama", Workload::Chat)?;
         let mut config = LlamaConfig::new(&spec.name, path, pinned_sha256(spec)?);

@@ -19,4 +19,4 @@ pub mod runner;
 mod tests;
 
 pub use checks::{check, verdict, Model};
-pub use runner::{Checker, Judge, Validator, ValidatorOptions};
+pub use runner::{Checker, Judge, SharedModel, Validator, ValidatorOptions};

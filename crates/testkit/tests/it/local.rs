@@ -219,3 +219,43 @@ async fn a_cancelled_generation_stops_between_tokens_and_reports_what_it_generat
         "generated {generated} tokens"
     );
 }
+
+/// A guardian holding the same pinned model asks greedy questions and compares the answers with
+/// its own, exactly: an honest node's match, a node that answers with other words is wrong.
+#[tokio::test]
+#[ignore = "needs the models (STACKNET_MODELS_DIR); scripts/test.sh runs it"]
+async fn a_guardian_holding_the_model_checks_exact_greedy_answers() {
+    use stacknet_node::backend::llama::LocalModel;
+    use stacknet_node::guardian::{Guardian, GuardianOptions, Prompt};
+
+    use crate::hub::reputation::{bonded_guardian, Plant, Planted};
+
+    let mut net = network().await;
+    let honest = net.nodes[0].node.node_key_id();
+    let liar = net
+        .add_backend_node(Arc::new(Planted::new(shared_model(), Plant::Wrong)))
+        .await;
+    let liar = net.nodes[liar].node.node_key_id();
+    let key = bonded_guardian(&net).await;
+    let reference = Arc::new(LocalModel::load(model_config(512)).unwrap());
+    let options = GuardianOptions {
+        window: std::time::Duration::from_secs(1),
+        probes_per_node: 2,
+        warm_latency: std::time::Duration::from_secs(60),
+        prompts: vec![Prompt::Exact],
+        references: vec![reference],
+    };
+    let guardian = Guardian::connect(&net.hub.url(), key, options).await.unwrap();
+    let reports = guardian.window().await.unwrap();
+    assert_eq!(reports.len(), 2);
+    for (report, _) in &reports {
+        let t = &report.body;
+        let expect = if t.node_key == honest {
+            (2, 0)
+        } else {
+            assert_eq!(t.node_key, liar);
+            (0, 2)
+        };
+        assert_eq!((t.successes, t.wrong), expect, "{t:?}");
+    }
+}

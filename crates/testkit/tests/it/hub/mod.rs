@@ -12,7 +12,7 @@ mod malformed;
 mod money;
 mod money_faults;
 mod queue;
-mod reputation;
+pub mod reputation;
 mod stake;
 mod validate;
 

@@ -31,7 +31,7 @@ use super::{chat_body, client, post_chat};
 
 /// What a planted node does differently from an honest one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Plant {
+pub enum Plant {
     Honest,
     /// Waits this long before it answers.
     Slow(Duration),
@@ -43,11 +43,21 @@ enum Plant {
     Wrong,
 }
 
-/// The mock upstream behind a planted behaviour.
-struct Planted {
-    inner: OpenAiUpstream,
+/// A backend (the mock upstream, or a built-in model) behind a planted behaviour.
+pub struct Planted {
+    inner: Arc<dyn Backend>,
     plant: Plant,
     calls: AtomicU64,
+}
+
+impl Planted {
+    pub fn new(inner: Arc<dyn Backend>, plant: Plant) -> Self {
+        Self {
+            inner,
+            plant,
+            calls: AtomicU64::new(0),
+        }
+    }
 }
 
 impl Backend for Planted {
@@ -113,11 +123,7 @@ fn rewrite_content(out: mpsc::Sender<Value>) -> mpsc::Sender<Value> {
 
 async fn add_planted(net: &mut TestNetwork, plant: Plant) -> NodeKeyId {
     let config = UpstreamConfig::new(net.upstream.base_url(), vec![MOCK_MODEL.to_owned()]);
-    let backend = Planted {
-        inner: OpenAiUpstream::new(&config).unwrap(),
-        plant,
-        calls: AtomicU64::new(0),
-    };
+    let backend = Planted::new(Arc::new(OpenAiUpstream::new(&config).unwrap()), plant);
     let i = net.add_backend_node(Arc::new(backend)).await;
     net.nodes[i].node.node_key_id()
 }
@@ -167,6 +173,10 @@ fn recompute(report: &NodeReport) -> f64 {
         ("paperwork_refused", (0.0, 5.0)),
         ("output_over_bound", (0.0, 5.0)),
         ("convicted", (0.0, 50.0)),
+        ("probe_passed", (1.0, 0.0)),
+        ("probe_failed", (0.0, 1.0)),
+        ("probe_wrong", (0.0, 2.0)),
+        ("warm_claim_failed", (0.0, 5.0)),
     ]
     .into_iter()
     .collect();
@@ -349,6 +359,17 @@ async fn a_client_that_leaves_and_a_hub_restart_cost_no_score_but_a_dropped_task
     assert!(r.score < 0.5, "{r:?}");
 }
 
+/// Tops up and bonds a new guardian key to the validator bond.
+pub async fn bonded_guardian(net: &TestNetwork) -> SecretKey {
+    let key = SecretKey::generate();
+    let hub = HubClient::connect(&net.hub.url()).await.unwrap();
+    let bond = net.hub.hub.state.config.rules.min_validator_bond;
+    top_up_and_bond(&hub, &net.hub.url(), &net.admin_token, &key, bond)
+        .await
+        .unwrap();
+    key
+}
+
 /// Hands `report` in again, as its guardian would (a new signed request, the same report).
 async fn hand_in(net: &TestNetwork, key: &SecretKey, report: &Signed<Telemetry>) -> TelemetryReceipt {
     let req = NodeRequest {
@@ -396,6 +417,7 @@ async fn a_bonded_guardian_probes_every_node_and_its_signed_reports_move_their_s
         // Far above an honest answer's milliseconds, far below the planted 2.5 s.
         warm_latency: Duration::from_millis(1_500),
         prompts: vec![Prompt::Echo],
+        references: Vec::new(),
     };
     let guardian = Guardian::connect(&net.hub.url(), key.clone(), options)
         .await
