@@ -136,6 +136,9 @@ pub struct NodeList {
 pub struct NodeReport {
     pub node_key: NodeKeyId,
     pub connected: bool,
+    /// When its current connection was made (uptime over longer spans: the guardians' telemetry).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connected_since: Option<stacknet_protocol::Timestamp>,
     /// The models it offers on its connection now, with their workloads.
     pub models: Vec<stacknet_protocol::wire::ModelOffer>,
     /// The models the hub has seen ready (loaded) on it: tasks of these are warm.

@@ -209,6 +209,8 @@ pub struct NodeHandle {
     pub record: Arc<NodeRecord>,
     /// The models its latest heartbeat named as ready, with when it says they became ready.
     ready: Mutex<HashMap<String, Timestamp>>,
+    /// When this connection was made.
+    pub connected_at: Timestamp,
 }
 
 impl NodeHandle {
@@ -232,6 +234,7 @@ impl NodeHandle {
             tasks: Mutex::new(HashMap::new()),
             record: Arc::new(NodeRecord::default()),
             ready: Mutex::new(HashMap::new()),
+            connected_at: Timestamp::now(),
         }
     }
 

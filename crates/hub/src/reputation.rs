@@ -444,6 +444,7 @@ fn report(
     NodeReport {
         node_key: id,
         connected: handle.is_some(),
+        connected_since: handle.as_ref().map(|n| n.connected_at),
         models: handle.as_ref().map(|n| n.models.clone()).unwrap_or_default(),
         ready: handle.as_ref().map(|n| n.ready_models()).unwrap_or_default(),
         in_flight: handle.as_ref().map_or(0, |n| n.in_flight()),

@@ -19,6 +19,9 @@ use stacknet_testkit::cheats::{self, Cheat, Claim};
 
 use super::{fails_with, judge, max, prompts, quantile, Probe, ValidateArgs};
 
+/// Other sampled thresholds the detection table shows the sampled cheats against.
+const WHAT_IF_EPSILONS: [f64; 5] = [1e-3, 0.01, 0.05, 0.1, 0.25];
+
 /// The sampled-task cheats of the research's matrix (row 10) that the test kit does not plant.
 #[derive(Clone, Copy)]
 enum SeedCheat {
@@ -75,6 +78,8 @@ pub fn cheats(model: &LocalModel, args: &ValidateArgs) -> Result<()> {
         };
         let (mut fails, mut inconclusive, mut tokens) = (0, 0, 0);
         let mut codes: BTreeMap<String, usize> = BTreeMap::new();
+        // Sampled cheats: what C3 would catch with another EPSILON.
+        let mut what_if = [0usize; WHAT_IF_EPSILONS.len()];
         for i in 0..args.cheat_tasks {
             let greedy = seed_cheat.is_none() && i % 2 == 0;
             let t = prompts::task(
@@ -89,6 +94,15 @@ pub fn cheats(model: &LocalModel, args: &ValidateArgs) -> Result<()> {
             };
             let results = judge(&claim, &t.request, t.workload, model)?;
             tokens += claim.tokens.len();
+            if seed_cheat.is_some() {
+                let probe = Probe::new(model, None, Some(claim.sampling.clone()));
+                judge(&claim, &t.request, t.workload, &probe)?;
+                let d = probe.distances();
+                let ends = claim.tokens.last().is_some_and(|&id| model.is_eog(id));
+                for (caught, eps) in what_if.iter_mut().zip(WHAT_IF_EPSILONS) {
+                    *caught += usize::from(fails_with(&d, ends, false, eps, f64::INFINITY));
+                }
+            }
             match verdict(&results) {
                 Verdict::Fail => {
                     fails += 1;
@@ -110,6 +124,14 @@ pub fn cheats(model: &LocalModel, args: &ValidateArgs) -> Result<()> {
             100.0 * fails as f64 / n as f64,
             inconclusive
         );
+        if seed_cheat.is_some() {
+            let row: Vec<String> = WHAT_IF_EPSILONS
+                .iter()
+                .zip(what_if)
+                .map(|(eps, caught)| format!("EPSILON {eps}: {caught}/{n}"))
+                .collect();
+            println!("  what-if C3 alone: {}", row.join(", "));
+        }
     }
     println!();
     Ok(())
