@@ -150,7 +150,7 @@ pub struct NodeReport {
     pub slashes: u64,
     /// In (0, 1]: `quality * latency`; new nodes start at 0.5.
     pub score: f64,
-    /// Below the routing floor: it gets client traffic only when no other node can take it.
+    /// Below the routing floor: it gets no client task, only guardians' probes.
     pub below_floor: bool,
     pub components: ScoreComponents,
     /// Evidence counts by kind, over all days (not decayed).

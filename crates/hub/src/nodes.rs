@@ -863,9 +863,15 @@ impl Nodes {
             .sum()
     }
 
-    /// Whether `node` may be given tasks: its connection is the registered one, it is not
-    /// suspended, and it has bonded the minimum.
+    /// Whether `node` may be given client tasks: it may be probed, and its score is at least the
+    /// floor (below it, only guardians' probes reach it, and are how it earns its way back).
     fn eligible(&self, node: &NodeHandle) -> bool {
+        self.probeable(node) && self.reputation.score_of(&node.id) >= FLOOR
+    }
+
+    /// Whether `node` may be given a guardian's probe: its connection is the registered one, it is
+    /// not suspended, and it has bonded the minimum.
+    fn probeable(&self, node: &NodeHandle) -> bool {
         let current = self
             .by_id
             .read()
@@ -950,7 +956,7 @@ impl Nodes {
         let _queues = self.queues.lock();
         let node = self
             .get(&id)
-            .filter(|n| n.can_run(need) && self.eligible(n))
+            .filter(|n| n.can_run(need) && self.probeable(n))
             .ok_or(PickError::NotOnNode(id))?;
         if node.try_reserve() {
             Ok(Lease::claimed(self, &node, need.model))
@@ -968,6 +974,8 @@ impl Nodes {
             .filter(|n| n.can_run(need) && Some(n.id) != exclude && n.in_flight() < n.max_concurrency)
             .filter(|n| !self.is_suspended(&n.id))
             .filter(|n| self.is_bonded(&n.id))
+            // Below the floor: only guardians' probes.
+            .filter(|n| self.reputation.score_of(&n.id) >= FLOOR)
             .collect();
         if candidates.is_empty() {
             let any_size = Need {
@@ -997,12 +1005,7 @@ impl Nodes {
                 PickError::UnknownModel
             });
         }
-        let mut candidates = candidates;
-        // A node below the floor is passed over while any other can take the task.
         let score = |n: &NodeHandle| self.reputation.score_of(&n.id);
-        if candidates.iter().any(|n| score(n) >= FLOOR) {
-            candidates.retain(|n| score(n) >= FLOOR);
-        }
         let weights: Vec<f64> = candidates
             .iter()
             .map(|n| {
@@ -1222,7 +1225,7 @@ mod tests {
     }
 
     #[test]
-    fn routing_follows_reputation_and_warmth_and_passes_over_a_node_below_the_floor() {
+    fn routing_follows_reputation_and_warmth_and_gives_a_node_below_the_floor_only_probes() {
         let nodes = Arc::new(Nodes::default());
         let (good, poor) = (node(&nodes, 10_000), node(&nodes, 10_000));
         nodes.reputation.set(good.id, 0.9);
@@ -1253,11 +1256,15 @@ mod tests {
         assert_eq!(poor.ready_models(), vec!["m".to_owned()]);
         let to_good = share(&good);
         assert!((2_470..2_870).contains(&to_good), "{to_good}");
-        // Below the floor: never, while the other can take it; alone, still served.
+        // Below the floor: no client task, even alone; a guardian's probe still reaches it.
         nodes.reputation.set(poor.id, 0.1);
         assert_eq!(share(&good), 4_000);
+        assert_eq!(
+            nodes.pick(&need(10), Some(good.id)).err(),
+            Some(PickError::NoCapacity)
+        );
         assert!(nodes
-            .pick(&need(10), Some(good.id))
+            .pick_on(&need(10), poor.id)
             .is_ok_and(|l| l.node.id == poor.id));
     }
 

@@ -23,8 +23,9 @@
 //!
 //! **Routing** ([`crate::nodes`]) picks among the nodes with a free slot at random, each weighted
 //! by `score · (1 - load) · (WARM_WEIGHT if the model is ready on it)`: never a single favourite, and
-//! a new node's prior (0.5) is its probation share. A node scoring below [`FLOOR`] is passed over
-//! while any other node can take the task.
+//! a new node's prior (0.5) is its probation share. A node scoring below [`FLOOR`] gets no client
+//! task at all, only guardians' probes, whose telemetry is how it earns its way back (besides the
+//! decay of old faults).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
@@ -46,7 +47,7 @@ pub const DAY_MS: i64 = 86_400_000;
 pub const DECAY_PER_DAY: f64 = 0.98;
 /// The time to first output at which the latency factor is one half.
 pub const TTFT_REFERENCE_MS: f64 = 1_000.0;
-/// Below this score a node is routed client tasks only when no other node can take them.
+/// Below this score a node gets no client task, only guardians' probes.
 pub const FLOOR: f64 = 0.2;
 /// How much more likely a node is picked when the hub has seen the task's model ready on it.
 pub const WARM_WEIGHT: f64 = 1.5;
