@@ -150,7 +150,7 @@ pub struct NodeReport {
     pub slashes: u64,
     /// In (0, 1]: `quality * latency`; new nodes start at 0.5.
     pub score: f64,
-    /// Below the routing floor: it gets no client task, only guardians' probes.
+    /// Its quality is below the routing floor: it gets no client task, only guardians' probes.
     pub below_floor: bool,
     pub components: ScoreComponents,
     /// Evidence counts by kind, over all days (not decayed).

@@ -46,7 +46,7 @@ use tokio::sync::{mpsc, oneshot, Notify};
 
 use crate::capped::{self, CappedReceiver, CappedSender, Offer};
 use crate::queue::{self, ModelQueue, Queues, Waiter};
-use crate::reputation::{Reputation, FLOOR, WARM_WEIGHT};
+use crate::reputation::{Reputation, WARM_WEIGHT};
 
 /// Events of one task, from the gateway to the request handler.
 #[derive(Debug)]
@@ -866,7 +866,7 @@ impl Nodes {
     /// Whether `node` may be given client tasks: it may be probed, and its score is at least the
     /// floor (below it, only guardians' probes reach it, and are how it earns its way back).
     fn eligible(&self, node: &NodeHandle) -> bool {
-        self.probeable(node) && self.reputation.score_of(&node.id) >= FLOOR
+        self.probeable(node) && self.reputation.above_floor(&node.id)
     }
 
     /// Whether `node` may be given a guardian's probe: its connection is the registered one, it is
@@ -975,7 +975,7 @@ impl Nodes {
             .filter(|n| !self.is_suspended(&n.id))
             .filter(|n| self.is_bonded(&n.id))
             // Below the floor: only guardians' probes.
-            .filter(|n| self.reputation.score_of(&n.id) >= FLOOR)
+            .filter(|n| self.reputation.above_floor(&n.id))
             .collect();
         if candidates.is_empty() {
             let any_size = Need {
@@ -1224,12 +1224,37 @@ mod tests {
         assert_eq!(first.in_flight(), 1);
     }
 
+    /// A score of `q`, all of it quality.
+    fn scored(q: f64) -> crate::reputation::Score {
+        crate::reputation::Score {
+            score: q,
+            quality: q,
+            latency: 1.0,
+            good: 0.0,
+            bad: 0.0,
+            ttft_ms: None,
+        }
+    }
+
+    #[test]
+    fn a_slow_node_is_weighed_down_but_never_shut_out_for_its_speed() {
+        let nodes = Arc::new(Nodes::default());
+        let slow = node(&nodes, 10_000);
+        let s = crate::reputation::Score {
+            latency: 0.05,
+            score: 0.045,
+            ..scored(0.9)
+        };
+        nodes.reputation.set(slow.id, s);
+        assert!(nodes.pick(&need(10), None).is_ok_and(|l| l.node.id == slow.id));
+    }
+
     #[test]
     fn routing_follows_reputation_and_warmth_and_gives_a_node_below_the_floor_only_probes() {
         let nodes = Arc::new(Nodes::default());
         let (good, poor) = (node(&nodes, 10_000), node(&nodes, 10_000));
-        nodes.reputation.set(good.id, 0.9);
-        nodes.reputation.set(poor.id, 0.3);
+        nodes.reputation.set(good.id, scored(0.9));
+        nodes.reputation.set(poor.id, scored(0.3));
         let share = |n: &Arc<NodeHandle>| {
             (0..4_000)
                 .filter(|_| nodes.pick(&need(10), None).unwrap().node.id == n.id)
@@ -1257,7 +1282,7 @@ mod tests {
         let to_good = share(&good);
         assert!((2_470..2_870).contains(&to_good), "{to_good}");
         // Below the floor: no client task, even alone; a guardian's probe still reaches it.
-        nodes.reputation.set(poor.id, 0.1);
+        nodes.reputation.set(poor.id, scored(0.1));
         assert_eq!(share(&good), 4_000);
         assert_eq!(
             nodes.pick(&need(10), Some(good.id)).err(),

@@ -3,8 +3,10 @@
 //!
 //! **Evidence** is what the hub saw, never what a node said of itself: each task it sent to a node
 //! ends as one [`Kind`] (served, or the node's fault, or nobody's fault of the node's: a client that
-//! cancelled or read too slowly, a request that was invalid, a deadline the queue used up), and the
-//! validators' decided checks add `validation_passed` and `convicted`. Evidence is counted in
+//! cancelled or read too slowly, a request that was invalid, a deadline the queue used up), the
+//! validators' decided checks add `validation_passed` and `convicted`, and guardians' signed
+//! telemetry ([`crate::guardian`]) adds `probe_passed`, `probe_failed`, `probe_wrong` and
+//! `warm_claim_failed`, on the day its window ended. Evidence is counted in
 //! buckets per node, UTC day and kind ([`EvidenceRow`]), kept in memory for at most
 //! [`FLUSH_INTERVAL_MS`] and then added into the store's rows (replicas add into the same ones).
 //! A hub that stops loses at most that last second of evidence, never money. Tasks the hub itself
@@ -23,9 +25,10 @@
 //!
 //! **Routing** ([`crate::nodes`]) picks among the nodes with a free slot at random, each weighted
 //! by `score · (1 - load) · (WARM_WEIGHT if the model is ready on it)`: never a single favourite, and
-//! a new node's prior (0.5) is its probation share. A node scoring below [`FLOOR`] gets no client
-//! task at all, only guardians' probes, whose telemetry is how it earns its way back (besides the
-//! decay of old faults).
+//! a new node's prior (0.5) is its probation share. A node whose quality (the beta reputation,
+//! speed left out) is below [`FLOOR`] gets no client task at all, only guardians' probes, whose
+//! telemetry is how it earns its way back (besides the decay of old faults). Speed only weighs: a
+//! slow model (a large one, a CPU under load) is picked less, never shut out.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
@@ -47,7 +50,7 @@ pub const DAY_MS: i64 = 86_400_000;
 pub const DECAY_PER_DAY: f64 = 0.98;
 /// The time to first output at which the latency factor is one half.
 pub const TTFT_REFERENCE_MS: f64 = 1_000.0;
-/// Below this score a node gets no client task, only guardians' probes.
+/// Below this quality a node gets no client task, only guardians' probes.
 pub const FLOOR: f64 = 0.2;
 /// How much more likely a node is picked when the hub has seen the task's model ready on it.
 pub const WARM_WEIGHT: f64 = 1.5;
@@ -208,7 +211,7 @@ type Pending = HashMap<(NodeKeyId, i64, Kind), (u64, u64)>;
 #[derive(Debug, Default)]
 pub struct Reputation {
     pending: Mutex<Pending>,
-    scores: RwLock<HashMap<NodeKeyId, f64>>,
+    scores: RwLock<HashMap<NodeKeyId, Score>>,
 }
 
 impl Reputation {
@@ -228,8 +231,19 @@ impl Reputation {
         self.scores
             .read()
             .ok()
-            .and_then(|s| s.get(node).copied())
+            .and_then(|s| s.get(node).map(|s| s.score))
             .unwrap_or(PRIOR)
+    }
+
+    /// Whether `node` may be given client tasks: its quality (the beta reputation, speed left out)
+    /// is at least [`FLOOR`]. A slow model is weighed down in routing, never shut out for its speed.
+    pub fn above_floor(&self, node: &NodeKeyId) -> bool {
+        self.scores
+            .read()
+            .ok()
+            .and_then(|s| s.get(node).map(|s| s.quality))
+            .unwrap_or(PRIOR)
+            >= FLOOR
     }
 
     /// Stores `counts` (kind, count, milliseconds) about `node` on `day` at once, and reads back its
@@ -256,7 +270,7 @@ impl Reputation {
             store.add_evidence(rows).await?;
         }
         let rows = store.evidence(Some(node)).await?;
-        self.set(node, score_rows(&rows, day_of(Timestamp::now())).score);
+        self.set(node, score_rows(&rows, day_of(Timestamp::now())));
         Ok(())
     }
 
@@ -293,7 +307,7 @@ impl Reputation {
         let touched: HashSet<NodeKeyId> = taken.keys().map(|(node, ..)| *node).collect();
         for node in touched {
             let rows = store.evidence(Some(node)).await?;
-            self.set(node, score_rows(&rows, day_of(Timestamp::now())).score);
+            self.set(node, score_rows(&rows, day_of(Timestamp::now())));
         }
         Ok(())
     }
@@ -306,9 +320,9 @@ impl Reputation {
         for row in store.evidence(None).await? {
             by_node.entry(row.node_key).or_default().push(row);
         }
-        let scores: HashMap<NodeKeyId, f64> = by_node
+        let scores: HashMap<NodeKeyId, Score> = by_node
             .iter()
-            .map(|(node, rows)| (*node, score_rows(rows, today).score))
+            .map(|(node, rows)| (*node, score_rows(rows, today)))
             .collect();
         if let Ok(mut s) = self.scores.write() {
             *s = scores;
@@ -316,7 +330,7 @@ impl Reputation {
         Ok(())
     }
 
-    pub(crate) fn set(&self, node: NodeKeyId, score: f64) {
+    pub(crate) fn set(&self, node: NodeKeyId, score: Score) {
         if let Ok(mut s) = self.scores.write() {
             s.insert(node, score);
         }
@@ -454,7 +468,7 @@ fn report(
         suspended: nodes.is_suspended(&id),
         slashes,
         score: s.score,
-        below_floor: s.score < FLOOR,
+        below_floor: s.quality < FLOOR,
         components: ScoreComponents {
             quality: s.quality,
             latency: s.latency,
