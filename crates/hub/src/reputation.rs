@@ -204,6 +204,17 @@ pub fn score_rows(rows: &[EvidenceRow], today: i64) -> Score {
     )
 }
 
+/// A stored bucket of `count` observations of `kind` of `node` on `day`.
+fn row(node: NodeKeyId, day: i64, kind: Kind, count: u64, sum_ms: u64) -> EvidenceRow {
+    EvidenceRow {
+        node_key: node,
+        day,
+        kind: kind.as_str().to_owned(),
+        count,
+        sum_ms,
+    }
+}
+
 /// Evidence counted in memory: (node, day, kind) -> (count, sum of milliseconds).
 type Pending = HashMap<(NodeKeyId, i64, Kind), (u64, u64)>;
 
@@ -258,17 +269,16 @@ impl Reputation {
         let rows: Vec<EvidenceRow> = counts
             .iter()
             .filter(|(_, count, _)| *count > 0)
-            .map(|(kind, count, sum_ms)| EvidenceRow {
-                node_key: node,
-                day,
-                kind: kind.as_str().to_owned(),
-                count: *count,
-                sum_ms: *sum_ms,
-            })
+            .map(|&(kind, count, sum_ms)| row(node, day, kind, count, sum_ms))
             .collect();
         if !rows.is_empty() {
             store.add_evidence(rows).await?;
         }
+        self.refresh(store, node).await
+    }
+
+    /// Reads `node`'s evidence back from the store and sets its score from it.
+    async fn refresh(&self, store: &dyn Store, node: NodeKeyId) -> Result<(), StoreError> {
         let rows = store.evidence(Some(node)).await?;
         self.set(node, score_rows(&rows, day_of(Timestamp::now())));
         Ok(())
@@ -286,13 +296,7 @@ impl Reputation {
         }
         let rows: Vec<EvidenceRow> = taken
             .iter()
-            .map(|((node, day, kind), (count, sum_ms))| EvidenceRow {
-                node_key: *node,
-                day: *day,
-                kind: kind.as_str().to_owned(),
-                count: *count,
-                sum_ms: *sum_ms,
-            })
+            .map(|(&(node, day, kind), &(count, sum_ms))| row(node, day, kind, count, sum_ms))
             .collect();
         if let Err(e) = store.add_evidence(rows).await {
             if let Ok(mut pending) = self.pending.lock() {
@@ -306,8 +310,7 @@ impl Reputation {
         }
         let touched: HashSet<NodeKeyId> = taken.keys().map(|(node, ..)| *node).collect();
         for node in touched {
-            let rows = store.evidence(Some(node)).await?;
-            self.set(node, score_rows(&rows, day_of(Timestamp::now())));
+            self.refresh(store, node).await?;
         }
         Ok(())
     }
