@@ -1163,7 +1163,7 @@ async fn images_cannot_escape_the_hold(db: Db) {
 /// A node that keeps sending output, far past what the request's `max_tokens` allows, is cut off
 /// at the hub's output cap: the client gets an error (a 502, or the SSE error event), the task is
 /// cancelled, the hold is released (nothing charged) and its paperwork never accepted, and the
-/// node serves the next request.
+/// evidence puts the node below the routing floor: the next request gets no node, and no charge.
 #[tokio::test]
 async fn a_node_that_streams_without_end_is_cut_off_at_the_output_cap() {
     let endless = "word ".repeat(1_000_000);
@@ -1200,9 +1200,26 @@ async fn a_node_that_streams_without_end_is_cut_off_at_the_output_cap() {
     assert_eq!(statement(&net).await["balance"]["available"], "1000000");
     assert_eq!(posted(&net, AccountId::escrow()).await, 0);
 
+    // Each over-bound output is evidence against the node (weighing 5): after two, its quality
+    // (1 / 12) is below the routing floor, so it gets no client task even once it answers well.
+    // The node's record flushes the evidence first, so this does not race the periodic flush.
+    let id = net.nodes[0].key.public_key().node_key_id();
+    let record: Value = client()
+        .get(format!("{}{}", net.hub.url(), stacknet_api::paths::node(&id)))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(record["below_floor"], json!(true), "{record}");
     net.upstream
         .set_script(Script::text("four words of answer").chunks(2));
     let resp = post_chat(&net, &capped(false)).await;
-    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    assert_eq!(resp.status(), 503, "below the floor");
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "no_node_available", "{v}");
+    assert_eq!(statement(&net).await["balance"]["available"], "1000000");
+    assert_eq!(statement(&net).await["balance"]["held"], "0");
     books_balance(&net).await;
 }
