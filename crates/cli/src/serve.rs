@@ -92,6 +92,10 @@ pub struct MoneyArgs {
     #[arg(long = "unbonding-period-ms", alias = "unbonding-period", env = "STACKNET_UNBONDING_PERIOD_MS",
           default_value_t = stacknet_hub::rules::DEFAULT_UNBONDING_PERIOD_MS)]
     pub unbonding_period_ms: u64,
+    /// How long a conviction suspends a key (no tasks, attestations or probes), in milliseconds.
+    #[arg(long = "suspension-ms", env = "STACKNET_SUSPENSION_MS",
+          default_value_t = stacknet_hub::rules::DEFAULT_SUSPENSION_MS)]
+    pub suspension_ms: u64,
 }
 
 impl HubArgs {
@@ -118,6 +122,7 @@ impl HubArgs {
         config.rules.min_worker_bond = Amount::from_micros(self.money.min_worker_bond);
         config.rules.min_validator_bond = Amount::from_micros(self.money.min_validator_bond);
         config.rules.unbonding_period_ms = self.money.unbonding_period_ms;
+        config.rules.suspension_ms = self.money.suspension_ms;
         config.payout_rail = match (&self.money.payout_webhook_url, &self.money.payout_webhook_secret) {
             (Some(url), Some(secret)) => Some(stacknet_hub::PayoutRail {
                 url: url.clone(),

@@ -28,7 +28,7 @@
 //! stake move ([`crate::stake`]). Counting bytes lets a burst
 //! of small chunks wait while a client catches up, and bounds what a stuck client can pin in memory.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -530,8 +530,9 @@ pub struct Nodes {
     rng: AtomicU64,
     /// Every node key's record, for as long as it is connected or has something worth keeping.
     records: Mutex<HashMap<NodeKeyId, Arc<NodeRecord>>>,
-    /// Keys suspended after a conviction: never picked (persisted by validation, loaded at start).
-    suspended: RwLock<BTreeSet<NodeKeyId>>,
+    /// Keys suspended after a conviction, until when: not picked before then (persisted by
+    /// validation, loaded at start).
+    suspended: RwLock<BTreeMap<NodeKeyId, Timestamp>>,
     /// Bonded stake per key (only keys with a non-zero bond).
     bonds: RwLock<HashMap<NodeKeyId, Amount>>,
     /// The bond a node needs to be routed tasks, in micro-credits; 0: no gate.
@@ -734,15 +735,28 @@ impl Nodes {
     }
 
     /// Leases a slot on a node that can run `need`, avoiding `exclude` (a node that just failed).
-    /// From now on `node` is never picked.
-    pub fn suspend(&self, node: NodeKeyId) {
+    /// `node` is not picked until `until` (a later time than one set before wins).
+    pub fn suspend(&self, node: NodeKeyId, until: Timestamp) {
         if let Ok(mut s) = self.suspended.write() {
-            s.insert(node);
+            let t = s.entry(node).or_insert(until);
+            if until.unix_ms() > t.unix_ms() {
+                *t = until;
+            }
+        }
+    }
+
+    /// Until when `node` is suspended, if it is now.
+    pub fn suspended_until(&self, node: &NodeKeyId) -> Option<Timestamp> {
+        let now = Timestamp::now().unix_ms();
+        match self.suspended.read() {
+            Ok(s) => s.get(node).filter(|t| t.unix_ms() > now).copied(),
+            // A poisoned map: treat every key as suspended rather than route to a convicted one.
+            Err(_) => Some(Timestamp::now()),
         }
     }
 
     pub fn is_suspended(&self, node: &NodeKeyId) -> bool {
-        self.suspended.read().map(|s| s.contains(node)).unwrap_or(true)
+        self.suspended_until(node).is_some()
     }
 
     /// Leases a slot on a node that can run `need` (not `exclude`, a node that just failed it) at

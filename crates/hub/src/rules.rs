@@ -7,6 +7,8 @@ use stacknet_protocol::Amount;
 
 /// Seven days: how long an unbonding amount stays slashable before its key can withdraw it.
 pub const DEFAULT_UNBONDING_PERIOD_MS: u64 = 7 * 24 * 3_600_000;
+/// Thirty days: how long a conviction keeps a key from tasks, attestations and probes.
+pub const DEFAULT_SUSPENSION_MS: u64 = 30 * 24 * 3_600_000;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NetworkRules {
@@ -15,12 +17,20 @@ pub struct NetworkRules {
     /// A validator's attestations count only with at least this bonded.
     pub min_validator_bond: Amount,
     pub unbonding_period_ms: u64,
+    /// How long a conviction suspends the key, from its latest conviction. After it the key is
+    /// routed again once it holds the minimum bond, sampled at the new-worker rate for good (a
+    /// convicted worker never becomes established).
+    pub suspension_ms: u64,
     /// Every one of a new worker's first tasks is checked.
     pub probation_tasks: u64,
     /// After probation: the share of tasks checked, in basis points, for a worker not yet
     /// established, and for one that is.
     pub new_sample_bps: u32,
     pub established_sample_bps: u32,
+    /// The share of PASSed checks, in basis points, handed to a second validator: a FAIL there
+    /// escalates to a committee as a first FAIL does, so a lazy or colluding checker's PASS is not
+    /// the last word (canaries are what slash such a checker).
+    pub second_opinion_bps: u32,
     /// A worker is established after this many checked tasks without a conviction.
     pub established_after_checks: u64,
     /// Validators in a committee, and the FAILs (citing an objective check) that convict.
@@ -51,9 +61,11 @@ impl Default for NetworkRules {
             min_worker_bond: credits(1_000),
             min_validator_bond: credits(10_000),
             unbonding_period_ms: DEFAULT_UNBONDING_PERIOD_MS,
+            suspension_ms: DEFAULT_SUSPENSION_MS,
             probation_tasks: 20,
             new_sample_bps: 500,
             established_sample_bps: 200,
+            second_opinion_bps: 1_000,
             established_after_checks: 100,
             committee_size: 5,
             convict_threshold: 3,

@@ -15,16 +15,21 @@
 //! unbonding account and its rows ([`crate::validate::money::slash`]), so unbonding first is no
 //! escape. After every move, a slash's included, the scheduler's record of the key's bond is
 //! refreshed from the ledger ([`crate::nodes::Nodes::set_bond`]), as it is when the node connects.
-//! A suspension (after a conviction) is never lifted: no path lifts it, and a slashed worker whose
-//! bond fell below the minimum is not routed either until it bonds again.
+//! A suspension (after a conviction) lasts the network's `suspension_ms` (30 days by default) from
+//! the latest conviction, and no other path lifts it; after it, a slashed worker whose bond fell
+//! below the minimum is still not routed until it bonds again, and it is sampled at the new-worker
+//! rate for good.
 //!
 //! Unbonds and withdrawals hold validation's lock ([`crate::validate::Validation::lock`]), under
 //! which every slash runs, so a slash never reads the unbonding rows while a withdrawal is between
 //! its ledger move and its rows (one hub; replicas on PostgreSQL do not share that lock).
 //!
-//! Order of writes for an unbond: the ledger first, then the store's record, so a crash between
-//! them leaves money in the unbonding account that no record releases early (never a record that
-//! releases money that is not there).
+//! Order of writes for an unbond: the store's record first (its id is the ledger move's), then the
+//! ledger. A refused move removes the record at once; a crash between the two leaves a record whose
+//! move never happened, which [`unbondings`] finds (no ledger transfer under its id) and removes,
+//! under the same lock, before a withdrawal or a slash reads the records. So the unbonding account
+//! and its records cannot drift apart: no money stays in the account without a record to release
+//! it, and no record releases money that is not there (`hub::stake`'s crash test plants one).
 
 use axum::extract::State;
 use axum::Json;
@@ -108,21 +113,6 @@ pub async fn bond(state: &AppState, node: NodeKeyId, amount: Amount, id: Transfe
 async fn unbond(state: &AppState, node: NodeKeyId, amount: Amount, id: TransferId) -> Result<(), ApiError> {
     positive(amount)?;
     let _slashes_wait = state.validation.lock().await;
-    let transfer = Transfer::posted(
-        id.clone(),
-        AccountId::stake(node),
-        AccountId::unbonding(node),
-        amount,
-        Reason::Unbond,
-    );
-    let result = state.ledger.create_transfers(vec![transfer.into()]).await;
-    result.map_err(|e| match e {
-        LedgerError::InsufficientFunds { available, .. } => ApiError::invalid(
-            "amount",
-            format!("cannot unbond {amount} micro-credits: {available} are bonded"),
-        ),
-        e => refusal(e),
-    })?;
     let now = Timestamp::now();
     let period = i64::try_from(state.config.rules.unbonding_period_ms).unwrap_or(i64::MAX);
     let record = UnbondingRecord {
@@ -134,15 +124,60 @@ async fn unbond(state: &AppState, node: NodeKeyId, amount: Amount, id: TransferI
         withdrawn_at: None,
     };
     state.store.add_unbonding(record).await?;
+    let transfer = Transfer::posted(
+        id.clone(),
+        AccountId::stake(node),
+        AccountId::unbonding(node),
+        amount,
+        Reason::Unbond,
+    );
+    if let Err(e) = state.ledger.create_transfers(vec![transfer.into()]).await {
+        // The record goes when nothing is in the ledger under its id (an earlier request's move
+        // under the same id keeps it); if the ledger cannot say, the next reconcile decides.
+        if let Ok(None) = state.ledger.transfer(id.clone()).await {
+            state.store.remove_unbonding(id.to_string()).await?;
+        }
+        return Err(match e {
+            LedgerError::InsufficientFunds { available, .. } => ApiError::invalid(
+                "amount",
+                format!("cannot unbond {amount} micro-credits: {available} are bonded"),
+            ),
+            e => refusal(e),
+        });
+    }
     refresh_bond(state, node).await?;
     Ok(())
+}
+
+/// `node`'s open unbondings whose ledger move happened. With `remove` (only under validation's
+/// lock, which every unbond holds from its record to its move), a record without its move is left
+/// from a crash between the two and is removed; without, it is only left out.
+pub async fn unbondings(
+    store: &dyn crate::store::Store,
+    ledger: &dyn stacknet_ledger::LedgerStore,
+    node: NodeKeyId,
+    remove: bool,
+) -> Result<Vec<UnbondingRecord>, String> {
+    let mut moved = Vec::new();
+    for u in store.unbondings_of(node).await.map_err(|e| e.to_string())? {
+        let id = TransferId::new(&u.id).map_err(|e| e.to_string())?;
+        if ledger.transfer(id).await.map_err(|e| e.to_string())?.is_some() {
+            moved.push(u);
+        } else if remove {
+            tracing::warn!(%node, unbonding = %u.id, "an unbonding recorded without its ledger move (a crash between them) is removed");
+            store.remove_unbonding(u.id).await.map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(moved)
 }
 
 /// Returns every unbonding of `node` whose period has ended to its earnings.
 async fn withdraw(state: &AppState, node: NodeKeyId) -> Result<(), ApiError> {
     let _slashes_wait = state.validation.lock().await;
     let now = Timestamp::now();
-    let open = state.store.unbondings_of(node).await?;
+    let open = unbondings(state.store.as_ref(), state.ledger.as_ref(), node, true)
+        .await
+        .map_err(ApiError::internal)?;
     let (due, waiting): (Vec<_>, Vec<_>) = open
         .into_iter()
         .partition(|u| u.withdrawable_at.unix_ms() <= now.unix_ms());
@@ -228,10 +263,9 @@ pub async fn status(state: &AppState, node: NodeKeyId) -> Result<StakeStatus, Ap
         }
     };
     state.nodes.set_bond(node, bonded);
-    let unbonding = state
-        .store
-        .unbondings_of(node)
-        .await?
+    let unbonding = unbondings(state.store.as_ref(), state.ledger.as_ref(), node, false)
+        .await
+        .map_err(ApiError::internal)?
         .into_iter()
         .map(|u| Unbonding {
             amount: u.amount,
@@ -247,6 +281,7 @@ pub async fn status(state: &AppState, node: NodeKeyId) -> Result<StakeStatus, Ap
         min_worker_bond: rules.min_worker_bond,
         min_validator_bond: rules.min_validator_bond,
         suspended: state.validation.is_suspended(&node),
+        suspended_until: state.nodes.suspended_until(&node),
         slashes: state.store.slashes(Some(node)).await?,
     })
 }

@@ -207,6 +207,9 @@ impl TestNetwork {
         let admin_token = "test-admin-token".to_owned();
         let mut config = HubConfig::new(dir.path().join("hub"), admin_token.clone());
         config.heartbeat_interval_ms = 1_000;
+        // Second opinions are drawn at random; tests that count rounds or wait for a PASS to be
+        // final would see one in ten PASSes go to another validator. `hub::validate` turns them on.
+        config.rules.second_opinion_bps = 0;
         adjust(&mut config);
         let hub = TestHub::start_layered(config, "127.0.0.1:0".parse().expect("address"), layer)
             .await

@@ -49,8 +49,11 @@ pub struct StakeStatus {
     /// The network's minimum bonds.
     pub min_worker_bond: Amount,
     pub min_validator_bond: Amount,
-    /// Suspended after a conviction: no tasks, no attestations.
+    /// Suspended after a conviction: no tasks, no attestations, no probes.
     pub suspended: bool,
+    /// When the suspension ends (the network's suspension period after the latest conviction).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suspended_until: Option<Timestamp>,
     pub slashes: Vec<Slash>,
 }
 

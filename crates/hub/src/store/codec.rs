@@ -18,6 +18,14 @@ where
     })
 }
 
+/// A suspension's time, stored as Unix milliseconds.
+pub(crate) fn suspended_at(ms: i64) -> Result<stacknet_protocol::Timestamp, StoreError> {
+    stacknet_protocol::Timestamp::from_unix_ms(ms).map_err(|e| StoreError::Corrupt {
+        table: "validation_suspended",
+        detail: format!("{ms}: {e}"),
+    })
+}
+
 pub(crate) fn hash32(table: &'static str, bytes: &[u8]) -> Result<[u8; 32], StoreError> {
     <[u8; 32]>::try_from(bytes).map_err(|_| StoreError::Corrupt {
         table,

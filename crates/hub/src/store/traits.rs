@@ -149,8 +149,10 @@ pub trait ValidationStore: Send + Sync + fmt::Debug + 'static {
     fn add_slash(&self, id: String, slash: SlashRecord) -> StoreFuture<'_, bool>;
     /// The slashes of `node` (every key's when `None`), oldest first.
     fn slashes(&self, node: Option<NodeKeyId>) -> StoreFuture<'_, Vec<SlashRecord>>;
+    /// Records that `node` was suspended at `at` (a later conviction moves the time on).
     fn suspend(&self, node: NodeKeyId, at: Timestamp) -> StoreFuture<'_, ()>;
-    fn suspended(&self) -> StoreFuture<'_, Vec<NodeKeyId>>;
+    /// Every key ever suspended, with the time of its latest suspension.
+    fn suspended(&self) -> StoreFuture<'_, Vec<(NodeKeyId, Timestamp)>>;
     /// The log size through which every logged paperwork's sampling was decided (`None`: never
     /// recorded, a store from before sampling was recoverable).
     fn sampled_through(&self) -> StoreFuture<'_, Option<u64>>;
@@ -166,6 +168,8 @@ pub trait StakeStore: Send + Sync + fmt::Debug + 'static {
     fn add_unbonding(&self, unbonding: UnbondingRecord) -> StoreFuture<'_, ()>;
     /// The key's unbondings not withdrawn yet, earliest `withdrawable_at` first.
     fn unbondings_of(&self, node: NodeKeyId) -> StoreFuture<'_, Vec<UnbondingRecord>>;
+    /// Removes an unbonding not withdrawn yet: one whose ledger move never happened.
+    fn remove_unbonding(&self, id: String) -> StoreFuture<'_, ()>;
     /// Marks unbondings withdrawn at `at` (those withdrawn before keep their time).
     fn mark_withdrawn(&self, ids: Vec<String>, at: Timestamp) -> StoreFuture<'_, ()>;
     /// Takes `amount` off `node`'s open unbondings for the slash `id`, in one transaction: the

@@ -205,6 +205,11 @@ impl std::fmt::Debug for Validation {
     }
 }
 
+/// When a suspension that began at `at` ends.
+fn suspension_end(at: Timestamp, rules: &NetworkRules) -> Timestamp {
+    at.plus_ms(i64::try_from(rules.suspension_ms).unwrap_or(i64::MAX))
+}
+
 impl Validation {
     pub async fn open(
         store: Arc<dyn Store>,
@@ -213,8 +218,8 @@ impl Validation {
         challenge_window_ms: u64,
         nodes: Arc<Nodes>,
     ) -> Result<Self, StoreError> {
-        for node in store.suspended().await? {
-            nodes.suspend(node);
+        for (node, at) in store.suspended().await? {
+            nodes.suspend(node, suspension_end(at, &rules));
         }
         Ok(Self {
             store,
@@ -246,10 +251,13 @@ impl Validation {
         self.nodes.is_suspended(node)
     }
 
+    /// Suspends `node` for the network's suspension period from now.
     pub async fn suspend(&self, node: NodeKeyId) -> Result<(), StoreError> {
-        self.store.suspend(node, Timestamp::now()).await?;
-        self.nodes.suspend(node);
-        tracing::warn!(%node, "node suspended after a conviction");
+        let now = Timestamp::now();
+        self.store.suspend(node, now).await?;
+        let until = suspension_end(now, &self.rules);
+        self.nodes.suspend(node, until);
+        tracing::warn!(%node, %until, "node suspended after a conviction");
         Ok(())
     }
 

@@ -113,6 +113,8 @@ pub async fn slash(
     let from_unbonding = row.from_unbonding;
     let from_stake = Amount::from_micros(amount.micros() - from_unbonding.micros());
     if from_unbonding.micros() > 0 {
+        // A record left without its ledger move by a crash must not take a share of the cut.
+        crate::stake::unbondings(v.store.as_ref(), v.ledger.as_ref(), offender, true).await?;
         v.store
             .slash_unbondings(id.clone(), offender, from_unbonding, row.at)
             .await

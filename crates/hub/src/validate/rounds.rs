@@ -459,7 +459,26 @@ async fn decide_check(v: &Validation, case: &mut Case, votes: Vec<Attestation>) 
         .iter()
         .flat_map(|r| r.members.iter().map(|m| m.validator.node_key_id()))
         .collect();
+    // A PASS of an earlier check round: this round is its second opinion.
+    let passed_before = case.rounds[..case.rounds.len().saturating_sub(1)]
+        .iter()
+        .filter(|r| r.round == Round::Check)
+        .flat_map(|r| &r.members)
+        .any(|m| {
+            m.attestation
+                .as_ref()
+                .is_some_and(|a| a.body.verdict == Verdict::Pass)
+        });
     match vote.map(|a| a.verdict) {
+        Some(Verdict::Pass) if !passed_before && second_opinion(v) => {
+            let mut exclude = checkers;
+            exclude.push(case.node_key);
+            if open_round(v, case, Round::Check, &exclude).await? > 0 {
+                tracing::info!(paperwork = %case.paperwork, "a check passed: a second opinion is asked");
+                return Ok(());
+            }
+            finish(v, case, Status::Passed).await
+        }
         Some(Verdict::Pass) => finish(v, case, Status::Passed).await,
         Some(Verdict::Fail) if vote.and_then(objective_code).is_some() => {
             let mut exclude = checkers.clone();
@@ -477,6 +496,8 @@ async fn decide_check(v: &Validation, case: &mut Case, votes: Vec<Attestation>) 
             Ok(())
         }
         Some(Verdict::Fail) => finish(v, case, Status::Disputed).await,
+        // A second opinion that could not decide leaves the first PASS standing.
+        Some(Verdict::Inconclusive) | None if passed_before => finish(v, case, Status::Passed).await,
         Some(Verdict::Inconclusive) | None => {
             let checks = case.rounds.iter().filter(|r| r.round == Round::Check).count();
             let mut exclude = checkers;
@@ -487,6 +508,15 @@ async fn decide_check(v: &Validation, case: &mut Case, votes: Vec<Attestation>) 
             finish(v, case, Status::Inconclusive).await
         }
     }
+}
+
+/// Whether a PASS gets a second opinion: `second_opinion_bps` of them, drawn from the hub's own
+/// randomness when the PASS is decided, so neither the worker nor the first validator (which could
+/// compute anything derived from the public log, or grind its own salt) can know in advance.
+fn second_opinion(v: &Validation) -> bool {
+    let mut draw = [0u8; 32];
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut draw);
+    super::sample::is_sampled(&Sha256Digest(draw), u64::from(v.rules.second_opinion_bps))
 }
 
 async fn decide_committee(v: &Validation, case: &mut Case, votes: Vec<Attestation>) -> Result<(), String> {

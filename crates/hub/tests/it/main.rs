@@ -56,6 +56,7 @@ on_every_backend! {
     store::payout_updates_only_from_the_states_named,
     store::payouts_by_state_and_by_node_oldest_first,
     store::unbondings_are_recorded_once_listed_by_maturity_and_leave_when_withdrawn,
+    store::a_suspension_keeps_the_time_of_the_latest_conviction,
     store::concurrent_appends_from_two_replicas_fill_the_log_without_gaps,
     store::a_broken_connection_is_replaced,
     store::evidence_adds_into_its_node_day_and_kind_and_lists_in_order,

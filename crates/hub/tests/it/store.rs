@@ -656,9 +656,33 @@ pub async fn unbondings_are_recorded_once_listed_by_maturity_and_leave_when_with
         .mark_withdrawn(vec![early.id.clone(), "unbond:none".into()], at(30))
         .await
         .unwrap();
-    assert_eq!(store.unbondings_of(one).await.unwrap(), vec![late]);
+    assert_eq!(store.unbondings_of(one).await.unwrap(), vec![late.clone()]);
     assert_eq!(store.unbondings_of(two).await.unwrap(), vec![other]);
     assert!(store.unbondings_of(NodeKeyId::random()).await.unwrap().is_empty());
+    // Removing (a record whose ledger move never happened) takes open records only.
+    store.remove_unbonding(early.id.clone()).await.unwrap();
+    store.remove_unbonding(late.id.clone()).await.unwrap();
+    assert!(store.unbondings_of(one).await.unwrap().is_empty());
+    store.add_unbonding(early.clone()).await.unwrap();
+    assert!(
+        store.unbondings_of(one).await.unwrap().is_empty(),
+        "the withdrawn record stayed, so its id is still taken"
+    );
+}
+
+pub async fn a_suspension_keeps_the_time_of_the_latest_conviction(db: &TestDb) {
+    let store: &Arc<dyn Store> = &db.store;
+    let (one, two) = (NodeKeyId::random(), NodeKeyId::random());
+    store.suspend(one, at(10)).await.unwrap();
+    store.suspend(two, at(5)).await.unwrap();
+    // A later conviction moves the time on; a retried earlier one does not move it back.
+    store.suspend(one, at(30)).await.unwrap();
+    store.suspend(one, at(20)).await.unwrap();
+    let mut expected = vec![(one, at(30)), (two, at(5))];
+    expected.sort_by_key(|(n, _)| n.to_string());
+    let mut got: Vec<_> = store.suspended().await.unwrap();
+    got.retain(|(n, _)| *n == one || *n == two);
+    assert_eq!(got, expected);
 }
 
 pub async fn evidence_adds_into_its_node_day_and_kind_and_lists_in_order(db: &TestDb) {

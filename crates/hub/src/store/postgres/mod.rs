@@ -416,6 +416,14 @@ impl StakeStore for PgStore {
         })
     }
 
+    fn remove_unbonding(&self, id: String) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            let sql = "DELETE FROM unbondings WHERE id = $1 AND withdrawn_at IS NULL";
+            self.execute(sql, &[&id]).await?;
+            Ok(())
+        })
+    }
+
     fn mark_withdrawn(&self, ids: Vec<String>, at: Timestamp) -> StoreFuture<'_, ()> {
         Box::pin(async move {
             let sql = "UPDATE unbondings SET withdrawn_at = $2 WHERE id = ANY($1) AND withdrawn_at IS NULL";

@@ -5,7 +5,7 @@ use tokio_postgres::Row;
 
 use super::PgStore;
 use crate::store::codec::{
-    case_from, kept_from, material_json, parse, parse_json, to_i64, to_u64, validator_from,
+    case_from, kept_from, material_json, parse, parse_json, suspended_at, to_i64, to_u64, validator_from,
 };
 use crate::store::records::{CaseRecord, KeptTask, SlashRecord, ValidatorRecord, WorkerStats};
 use crate::store::traits::{StoreError, StoreFuture, ValidationStore};
@@ -214,20 +214,23 @@ impl ValidationStore for PgStore {
 
     fn suspend(&self, node: NodeKeyId, at: Timestamp) -> StoreFuture<'_, ()> {
         Box::pin(async move {
-            let sql =
-                "INSERT INTO validation_suspended (node_key, at) VALUES ($1, $2) ON CONFLICT DO NOTHING";
+            let sql = "INSERT INTO validation_suspended (node_key, at) VALUES ($1, $2)
+                 ON CONFLICT (node_key) DO UPDATE SET at = GREATEST(validation_suspended.at, EXCLUDED.at)";
             self.execute(sql, &[&node.to_string(), &at.unix_ms()]).await?;
             Ok(())
         })
     }
 
-    fn suspended(&self) -> StoreFuture<'_, Vec<NodeKeyId>> {
+    fn suspended(&self) -> StoreFuture<'_, Vec<(NodeKeyId, Timestamp)>> {
         Box::pin(async move {
-            let sql = "SELECT node_key FROM validation_suspended ORDER BY node_key";
+            let sql = "SELECT node_key, at FROM validation_suspended ORDER BY node_key";
             self.query(sql, &[])
                 .await?
                 .iter()
-                .map(|r| parse("validation_suspended", r.try_get(0)?))
+                .map(|r| {
+                    let node = parse("validation_suspended", r.try_get(0)?)?;
+                    Ok((node, suspended_at(r.try_get(1)?)?))
+                })
                 .collect()
         })
     }

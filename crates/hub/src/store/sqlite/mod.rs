@@ -414,6 +414,16 @@ impl StakeStore for SqliteStore {
         })
     }
 
+    fn remove_unbonding(&self, id: String) -> StoreFuture<'_, ()> {
+        self.with(move |conn| {
+            conn.execute(
+                "DELETE FROM unbondings WHERE id = ?1 AND withdrawn_at IS NULL",
+                params![id],
+            )?;
+            Ok(())
+        })
+    }
+
     fn mark_withdrawn(&self, ids: Vec<String>, at: Timestamp) -> StoreFuture<'_, ()> {
         self.with(move |conn| {
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;

@@ -5,7 +5,7 @@ use stacknet_protocol::{NodeKeyId, PaperworkId, PublicKey, Timestamp};
 
 use super::SqliteStore;
 use crate::store::codec::{
-    case_from, kept_from, material_json, parse, parse_json, to_i64, to_u64, validator_from,
+    case_from, kept_from, material_json, parse, parse_json, suspended_at, to_i64, to_u64, validator_from,
 };
 use crate::store::records::{CaseRecord, KeptTask, SlashRecord, ValidatorRecord, WorkerStats};
 use crate::store::traits::{StoreError, StoreFuture, ValidationStore};
@@ -252,20 +252,24 @@ impl ValidationStore for SqliteStore {
     fn suspend(&self, node: NodeKeyId, at: Timestamp) -> StoreFuture<'_, ()> {
         self.with(move |c| {
             c.execute(
-                "INSERT OR IGNORE INTO validation_suspended (node_key, at) VALUES (?1, ?2)",
+                "INSERT INTO validation_suspended (node_key, at) VALUES (?1, ?2)
+                 ON CONFLICT (node_key) DO UPDATE SET at = MAX(at, excluded.at)",
                 params![node.to_string(), at.unix_ms()],
             )?;
             Ok(())
         })
     }
 
-    fn suspended(&self) -> StoreFuture<'_, Vec<NodeKeyId>> {
+    fn suspended(&self) -> StoreFuture<'_, Vec<(NodeKeyId, Timestamp)>> {
         self.with(move |c| {
-            let mut stmt = c.prepare_cached("SELECT node_key FROM validation_suspended ORDER BY node_key")?;
+            let mut stmt =
+                c.prepare_cached("SELECT node_key, at FROM validation_suspended ORDER BY node_key")?;
             let rows = stmt
-                .query_map([], |r| r.get::<_, String>(0))?
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?
                 .collect::<Result<Vec<_>, _>>()?;
-            rows.iter().map(|n| parse("validation_suspended", n)).collect()
+            rows.iter()
+                .map(|(n, at)| Ok((parse("validation_suspended", n)?, suspended_at(*at)?)))
+                .collect()
         })
     }
 

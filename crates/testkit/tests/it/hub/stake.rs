@@ -4,6 +4,7 @@
 
 use serde_json::{json, Value};
 use stacknet_hub::rules::credits;
+use stacknet_hub::store::UnbondingRecord;
 use stacknet_ledger::{AccountId, Reason, TransferId};
 use stacknet_node::NodeOptions;
 use stacknet_protocol::filing::{NodeAction, NodeRequest};
@@ -18,6 +19,7 @@ use super::{chat_body, client, post_chat};
 on_both_stores!(
     a_node_is_routed_only_while_its_bond_reaches_the_minimum,
     a_withdrawal_waits_for_the_unbonding_period_then_returns_the_stake_once,
+    an_unbonding_recorded_without_its_ledger_move_is_never_paid,
     a_request_signed_by_another_key_cannot_move_the_stake,
     a_replayed_stake_request_moves_nothing_twice,
     a_node_top_up_is_applied_once_per_reference_and_needs_the_admin_token,
@@ -76,6 +78,19 @@ fn micros(v: &Value) -> i64 {
     v.as_str()
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("an amount: {v}"))
+}
+
+/// Withdraws, once the unbonding period has ended, the 10 credits unbonded of a 1,000-credit bond:
+/// they are back in the earnings, 990 stay bonded, nothing is left unbonding.
+async fn withdraw_the_10_unbonded(net: &TestNetwork) {
+    let withdrawn = wait_until("the unbonding period ends", WAIT_DEADLINE, || async {
+        let (status, body) = stake(net, NodeAction::Withdraw).await;
+        (status == 200).then_some(body)
+    })
+    .await;
+    assert_eq!(micros(&withdrawn["earnings"]), credits(10).micros());
+    assert_eq!(micros(&withdrawn["bonded"]), credits(990).micros());
+    assert_eq!(withdrawn["unbonding"], json!([]));
 }
 
 async fn topup_node(
@@ -206,14 +221,7 @@ async fn a_withdrawal_waits_for_the_unbonding_period_then_returns_the_stake_once
     );
     assert_eq!(posted(&net, AccountId::node(nk)).await, 0);
 
-    let withdrawn = wait_until("the unbonding period ends", WAIT_DEADLINE, || async {
-        let (status, body) = stake(&net, NodeAction::Withdraw).await;
-        (status == 200).then_some(body)
-    })
-    .await;
-    assert_eq!(micros(&withdrawn["earnings"]), credits(10).micros());
-    assert_eq!(micros(&withdrawn["bonded"]), credits(990).micros());
-    assert_eq!(withdrawn["unbonding"], json!([]));
+    withdraw_the_10_unbonded(&net).await;
     // Nothing is left to withdraw: a second withdrawal moves nothing.
     let (status, _) = stake(&net, NodeAction::Withdraw).await;
     assert_eq!(status, 400);
@@ -223,6 +231,58 @@ async fn a_withdrawal_waits_for_the_unbonding_period_then_returns_the_stake_once
         reasons(&net, AccountId::unbonding(nk)).await,
         [Reason::Unbond, Reason::Unbond]
     );
+    books_balance(&net).await;
+}
+
+/// An unbond writes its record, then its ledger move. A crash between them leaves a record whose
+/// money never moved: it is never shown, never withdrawn (the withdrawal would ask the unbonding
+/// account for more than it holds), and goes at the next withdrawal. A refused unbond leaves none.
+async fn an_unbonding_recorded_without_its_ledger_move_is_never_paid(db: Db) {
+    let net = unbonded(&db, |c| c.rules.unbonding_period_ms = 1_000).await;
+    let nk = node_id(&net);
+    let store = net.hub.hub.state.store.clone();
+    assert_eq!(topup_node(&net, nk, credits(1_000), "c").await.status(), 200);
+    let (status, _) = stake(
+        &net,
+        NodeAction::Bond {
+            amount: credits(1_000),
+        },
+    )
+    .await;
+    assert_eq!(status, 200);
+    // What the crash left: a matured record of 500 credits, nothing in the ledger under its id.
+    let long_ago = Timestamp::from_unix_ms(1_000).unwrap();
+    let orphan = UnbondingRecord {
+        id: format!("unbond:{}", "0".repeat(32)),
+        node_key: nk,
+        amount: credits(500),
+        created_at: long_ago,
+        withdrawable_at: long_ago,
+        withdrawn_at: None,
+    };
+    store.add_unbonding(orphan).await.unwrap();
+    let (status, body) = stake(&net, NodeAction::Stake).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["unbonding"], json!([]), "{body}");
+    // A refused unbond (more than is bonded) leaves no record of its own.
+    let (status, body) = stake(
+        &net,
+        NodeAction::Unbond {
+            amount: credits(5_000),
+        },
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(store.unbondings_of(nk).await.unwrap().len(), 1);
+
+    let (status, _) = stake(&net, NodeAction::Unbond { amount: credits(10) }).await;
+    assert_eq!(status, 200);
+    withdraw_the_10_unbonded(&net).await;
+    assert!(
+        store.unbondings_of(nk).await.unwrap().is_empty(),
+        "the orphan is removed"
+    );
+    assert_eq!(posted(&net, AccountId::unbonding(nk)).await, 0);
     books_balance(&net).await;
 }
 

@@ -326,6 +326,8 @@ on_both_stores!(
     a_batch_logged_but_not_sampled_before_a_crash_is_sampled_at_the_restart,
     a_restarted_validator_reveals_what_it_committed_to_before,
     a_conviction_whose_slash_the_ledger_failed_is_finished_by_the_ticker_once,
+    a_suspension_ends_after_its_period_and_a_rebonded_worker_is_eligible_again,
+    a_pass_given_a_second_opinion_that_fails_goes_to_a_committee,
 );
 
 async fn paperwork_claiming_another_model_file_or_other_tokens_is_refused_and_not_billed(db: Db) {
@@ -704,6 +706,17 @@ async fn a_slash_reaches_what_the_worker_is_unbonding_once_and_shows_in_its_stak
     }
     let id = worker(&net);
     assert_eq!(posted(&net, AccountId::stake(id)).await, credits(50).micros());
+    // And a record a crash left between an unbond's record and its ledger move: the latest to
+    // mature, so a slash that trusted the records would cut it first and leave real ones whole.
+    let orphan = stacknet_hub::store::UnbondingRecord {
+        id: format!("unbond:{}", "f".repeat(32)),
+        node_key: id,
+        amount: credits(700),
+        created_at: Timestamp::now(),
+        withdrawable_at: Timestamp::now().plus_ms(30 * 24 * 3_600_000),
+        withdrawn_at: None,
+    };
+    net.hub.hub.state.store.add_unbonding(orphan).await.unwrap();
     convict_the_task(&net, &validators).await;
 
     // 10% of the 1,000 bonded and unbonding: 50 from the bond, the other 50 from the latest unbonding.
@@ -750,6 +763,144 @@ async fn a_slash_reaches_what_the_worker_is_unbonding_once_and_shows_in_its_stak
         credits(900).micros()
     );
     assert_eq!(net.hub.hub.state.store.slashes(Some(id)).await.unwrap().len(), 1);
+    let totals = ledger(&net).sum_check().await.unwrap();
+    assert!(totals.is_balanced(), "{totals:?}");
+}
+
+/// A conviction suspends the worker for the network's suspension period: no task at all. After it,
+/// the key is eligible again once it bonds back to the minimum (the slash took it below), and then,
+/// like any node whose evidence put it under the reputation floor, it gets guardians' probes only
+/// until their evidence lifts it (`hub::reputation`): the conviction's evidence stays.
+async fn a_suspension_ends_after_its_period_and_a_rebonded_worker_is_eligible_again(db: Db) {
+    let period_ms = 4_000;
+    let (net, _) = network(&db, |c| c.rules.suspension_ms = period_ms).await;
+    let mut validators = Vec::new();
+    for _ in 0..6 {
+        validators.push(Validator::bonded(&net).await);
+    }
+    assert_eq!(chat(&net).await.status(), 200);
+    net.hub.hub.state.writer.flush().await;
+    let id = worker(&net);
+    let before = Timestamp::now();
+    convict_the_task(&net, &validators).await;
+    let nodes = &net.hub.hub.state.nodes;
+    let until = nodes.suspended_until(&id).expect("suspended by the conviction");
+    assert!(
+        until.unix_ms() >= before.unix_ms() + period_ms as i64
+            && until.unix_ms() <= Timestamp::now().unix_ms() + period_ms as i64,
+        "{until}"
+    );
+    let key = net.nodes[0].key.clone();
+    let (status, body) = signed_post(&net, &key, stacknet_api::paths::STAKE, NodeAction::Stake).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["suspended"], json!(true), "{body}");
+    assert_eq!(body["suspended_until"], json!(until.to_string()), "{body}");
+    assert_eq!(chat(&net).await.status(), 503);
+
+    wait_until("the suspension ends", WAIT_DEADLINE, || async {
+        (!nodes.is_suspended(&id)).then_some(())
+    })
+    .await;
+    // 900 bonded of the 1,000 the network asks: still no task.
+    assert_eq!(chat(&net).await.status(), 503);
+    let resp = admin(
+        &net,
+        &format!("/nodes/{id}/topup"),
+        json!({"amount": credits(100).micros().to_string(), "reference": "rebond"}),
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    let (status, body) = signed_post(
+        &net,
+        &key,
+        stacknet_api::paths::STAKE,
+        NodeAction::Bond { amount: credits(100) },
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["suspended"], json!(false), "{body}");
+    assert!(nodes.is_bonded(&id));
+    let report = client()
+        .get(format!("{}{}/{id}", net.hub.url(), stacknet_api::paths::NODES))
+        .send()
+        .await
+        .unwrap();
+    let report: Value = report.json().await.unwrap();
+    assert_eq!(report["suspended"], json!(false), "{report}");
+    assert_eq!(report["below_floor"], json!(true), "{report}");
+    assert_eq!(chat(&net).await.status(), 503, "probes only, below the floor");
+    let totals = ledger(&net).sum_check().await.unwrap();
+    assert!(totals.is_balanced(), "{totals:?}");
+}
+
+/// The validator of those with an assignment now that is not in `not`.
+async fn assigned<'a>(net: &TestNetwork, validators: &'a [Validator], not: &[&Validator]) -> &'a Validator {
+    let mut found = Vec::new();
+    for v in validators.iter().filter(|v| not.iter().all(|n| n.id() != v.id())) {
+        if !v.assignments(net).await.assignments.is_empty() {
+            found.push(v);
+        }
+    }
+    assert_eq!(found.len(), 1, "one validator holds the check");
+    found[0]
+}
+
+/// Every PASS asked for a second opinion (`second_opinion_bps` 10,000): the first PASS leaves the
+/// task pending (not filable), a second validator checks it, and its FAIL citing an objective check
+/// escalates to a committee of five others, which convicts as after a first FAIL.
+async fn a_pass_given_a_second_opinion_that_fails_goes_to_a_committee(db: Db) {
+    let (net, _) = network(&db, |c| c.rules.second_opinion_bps = 10_000).await;
+    let mut validators = Vec::new();
+    for _ in 0..7 {
+        validators.push(Validator::bonded(&net).await);
+    }
+    assert_eq!(chat(&net).await.status(), 200);
+    net.hub.hub.state.writer.flush().await;
+    let first = assigned(&net, &validators, &[]).await;
+    let (att, salt) = first.commit_to(&net, Verdict::Pass, None).await;
+    assert_eq!(
+        ack(first.reveal(&net, &att, &salt).await).await.status,
+        "revealed"
+    );
+    let paperwork = the_case(&net).await;
+    let case = net.hub.hub.state.store.case(paperwork).await.unwrap().unwrap();
+    assert!(case.open, "a PASS with a second opinion to come is not final");
+    let node = &net.nodes[0];
+    let hub = HubClient::connect(&net.hub.url()).await.unwrap();
+    let verdicts = file_wallet(&hub, &node.key, node.node.wallet()).await.unwrap();
+    assert_ne!(verdicts[0].status(), "settled", "{verdicts:?}");
+
+    let second = assigned(&net, &validators, &[first]).await;
+    let (att, salt) = second
+        .commit_to(&net, Verdict::Fail, Some("C3_teacher_forced"))
+        .await;
+    assert_eq!(
+        ack(second.reveal(&net, &att, &salt).await).await.status,
+        "revealed"
+    );
+    let mut committee = Vec::new();
+    for v in validators
+        .iter()
+        .filter(|v| v.id() != first.id() && v.id() != second.id())
+    {
+        let list = v.assignments(&net).await;
+        assert_eq!(list.assignments.len(), 1, "all five others sit on the committee");
+        assert_eq!(list.assignments[0].round, Round::Committee);
+        committee.push(v);
+    }
+    assert_eq!(committee.len(), 5);
+    let mut votes = Vec::new();
+    for (i, v) in committee.iter().enumerate() {
+        let verdict = if i < 3 { Verdict::Fail } else { Verdict::Pass };
+        let code = (verdict == Verdict::Fail).then_some("C3_teacher_forced");
+        votes.push((v, v.commit_to(&net, verdict, code).await));
+    }
+    let mut last = String::new();
+    for (v, (a, s)) in &votes {
+        last = ack(v.reveal(&net, a, s).await).await.status;
+    }
+    assert_eq!(last, "convicted");
+    assert!(net.hub.hub.state.nodes.is_suspended(&worker(&net)));
     let totals = ledger(&net).sum_check().await.unwrap();
     assert!(totals.is_balanced(), "{totals:?}");
 }
