@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use anyhow::Result;
 use serde_json::{json, Value};
 use stacknet_node::backend::llama::LocalModel;
+use stacknet_node::validator::checks::C3;
 use stacknet_node::validator::{forced, verdict};
 use stacknet_protocol::attestation::{CheckResult, Verdict};
 use stacknet_protocol::contract::Workload;
@@ -78,8 +79,8 @@ pub fn cheats(model: &LocalModel, args: &ValidateArgs) -> Result<()> {
         };
         let (mut fails, mut inconclusive, mut tokens) = (0, 0, 0);
         let mut codes: BTreeMap<String, usize> = BTreeMap::new();
-        // Sampled cheats: what C3 would catch with another EPSILON.
-        let mut what_if = [0usize; WHAT_IF_EPSILONS.len()];
+        // Its sampled tasks: what the whole verdict would be with another EPSILON.
+        let (mut sampled, mut what_if) = (0, [0usize; WHAT_IF_EPSILONS.len()]);
         for i in 0..args.cheat_tasks {
             let greedy = seed_cheat.is_none() && i % 2 == 0;
             let t = prompts::task(
@@ -92,15 +93,19 @@ pub fn cheats(model: &LocalModel, args: &ValidateArgs) -> Result<()> {
                 Some(how) => seed_cheat_claim(how, model, &t)?,
                 None => cheats::cheat(Cheat::ALL[k], model, &t.request, t.workload, other_sha)?,
             };
-            let results = judge(&claim, &t.request, t.workload, model)?;
+            // The probe scores as the validator does, and keeps every position's distance.
+            let probe = Probe::new(model, None, Some(claim.sampling.clone()));
+            let results = judge(&claim, &t.request, t.workload, &probe)?;
             tokens += claim.tokens.len();
-            if seed_cheat.is_some() {
-                let probe = Probe::new(model, None, Some(claim.sampling.clone()));
-                judge(&claim, &t.request, t.workload, &probe)?;
+            if claim.sampling.temperature_milli != 0 {
+                sampled += 1;
                 let d = probe.distances();
                 let ends = claim.tokens.last().is_some_and(|&id| model.is_eog(id));
+                let before_c3 = results
+                    .iter()
+                    .any(|r| !r.passed && !r.inconclusive && r.code.as_deref() != Some(C3));
                 for (caught, eps) in what_if.iter_mut().zip(WHAT_IF_EPSILONS) {
-                    *caught += usize::from(fails_with(&d, ends, false, eps, f64::INFINITY));
+                    *caught += usize::from(before_c3 || fails_with(&d, ends, false, eps, f64::INFINITY));
                 }
             }
             match verdict(&results) {
@@ -124,13 +129,13 @@ pub fn cheats(model: &LocalModel, args: &ValidateArgs) -> Result<()> {
             100.0 * fails as f64 / n as f64,
             inconclusive
         );
-        if seed_cheat.is_some() {
+        if sampled > 0 {
             let row: Vec<String> = WHAT_IF_EPSILONS
                 .iter()
                 .zip(what_if)
-                .map(|(eps, caught)| format!("EPSILON {eps}: {caught}/{n}"))
+                .map(|(eps, caught)| format!("{eps}: {caught}/{sampled}"))
                 .collect();
-            println!("  what-if C3 alone: {}", row.join(", "));
+            println!("  sampled tasks caught at EPSILON {}", row.join(", "));
         }
     }
     println!();

@@ -22,8 +22,9 @@
 //! across worker and validator threads 1/2 and micro-batches 1, 32 and the validator's) found one
 //! honest greedy gap of 0.026 (38x under [`DELTA_HARD`]) and, in one sampled 246-token answer whose
 //! worker and validator ran on different thread counts, five distances up to 0.026 at its last
-//! positions, past 256 tokens of context: over [`EPSILON`], and that honest task fails. [`EPSILON`] must rise (0.1 to 0.25 keeps
-//! most of the sampled cheats' detection) once its effect on the end-token rule is measured. A Q4_0
+//! positions, past 256 tokens of context. So [`EPSILON`] is 0.1, about 4x the largest honest
+//! distance (at 1e-3 that honest task failed); the sampled cheats' detection it keeps, the
+//! end-token rule's included, is measured by `stacknet-bench validate --parts detect`. A Q4_0
 //! copy of the weights under the Q4_1 sha256 is failed on 55% of its answers at `DELTA_HARD` 1.0.
 
 use stacknet_protocol::attestation::{CheckResult, Mismatch};
@@ -37,7 +38,7 @@ pub const DELTA_HARD: f32 = 1.0;
 /// A greedy gap this large fails the task on its own.
 pub const DELTA_MAX: f32 = 8.0;
 /// How far (in probability mass) a sampled position's draw may lie outside the claimed slice.
-pub const EPSILON: f64 = 1e-3;
+pub const EPSILON: f64 = 0.1;
 /// The fewest hard mismatches that fail a task...
 pub const MIN_HARD: usize = 3;
 /// ... or this share of its output positions, in basis points, if more.
@@ -284,13 +285,43 @@ mod tests {
             let honest = sampler::sample(&logits, &s, i).expect("a token");
             assert!(!position(&logits, &s, i, honest).hard);
         }
-        // The least likely candidate is almost never the draw's token.
-        let unlikely = sampler::distribution(&logits, &s).last().expect("candidates").0;
-        let misses = (0..30)
-            .filter(|&i| position(&logits, &s, i, unlikely).hard)
+        // The least likely candidate holds the draw (give or take EPSILON each side) only as often
+        // as its slice and the margins are wide.
+        let (unlikely, p) = sampler::distribution(&logits, &s)
+            .into_iter()
+            .min_by(|a, b| a.1.total_cmp(&b.1))
+            .expect("candidates");
+        let draws = 1_000;
+        let held = (0..draws)
+            .filter(|&i| !position(&logits, &s, i, unlikely).hard)
             .count();
-        assert!(misses > 25, "{misses}");
+        let share = held as f64 / draws as f64;
+        assert!(
+            share <= p + 2.0 * EPSILON + 0.05,
+            "{held} of {draws} held, slice {p}"
+        );
         let p = position(&logits, &s, 0, 10_000);
         assert!(p.hard && p.mismatch.gap_milli == u32::MAX);
+    }
+
+    #[test]
+    fn an_honest_draw_replayed_on_slightly_moved_logits_is_not_a_hard_mismatch() {
+        // Worker and validator on other thread counts: logits apart by up to about 0.03 (the
+        // calibration's largest honest gap), which moves the slices by a few hundredths.
+        let s = sampling(800);
+        let logits: Vec<f32> = (0..50).map(|i| ((i * 7) % 13) as f32 / 3.0).collect();
+        let moved: Vec<f32> = logits
+            .iter()
+            .enumerate()
+            .map(|(i, l)| if i % 2 == 0 { l + 0.03 } else { l - 0.03 })
+            .collect();
+        let mut worst: f64 = 0.0;
+        for i in 0..300 {
+            let honest = sampler::sample(&logits, &s, i).expect("a token");
+            let p = position(&moved, &s, i, honest);
+            worst = worst.max(p.distance);
+            assert!(!p.hard, "position {i}: distance {}", p.distance);
+        }
+        assert!(worst > 1e-3, "the drift is real: {worst}");
     }
 }
