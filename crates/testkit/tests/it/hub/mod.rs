@@ -83,3 +83,17 @@ pub async fn models(net: &stacknet_testkit::network::TestNetwork) -> Value {
         .await
         .unwrap()
 }
+
+/// `GET` a hub path without credentials (a public read), which must answer 200 with JSON.
+pub async fn get_json<T: serde::de::DeserializeOwned>(
+    net: &stacknet_testkit::network::TestNetwork,
+    path: &str,
+) -> T {
+    let resp = client()
+        .get(format!("{}{path}", net.hub.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{path}");
+    resp.json().await.unwrap()
+}

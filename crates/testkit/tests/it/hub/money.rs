@@ -1204,14 +1204,7 @@ async fn a_node_that_streams_without_end_is_cut_off_at_the_output_cap() {
     // (1 / 12) is below the routing floor, so it gets no client task even once it answers well.
     // The node's record flushes the evidence first, so this does not race the periodic flush.
     let id = net.nodes[0].key.public_key().node_key_id();
-    let record: Value = client()
-        .get(format!("{}{}", net.hub.url(), stacknet_api::paths::node(&id)))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let record: Value = super::get_json(&net, &stacknet_api::paths::node(&id)).await;
     assert_eq!(record["below_floor"], json!(true), "{record}");
     net.upstream
         .set_script(Script::text("four words of answer").chunks(2));

@@ -27,7 +27,7 @@ use stacknet_testkit::validators::top_up_and_bond;
 use stacknet_testkit::{wait_until, WAIT_DEADLINE};
 use tokio::sync::mpsc;
 
-use super::{chat_body, client, post_chat};
+use super::{chat_body, client, get_json, post_chat};
 
 /// What a planted node does differently from an honest one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -126,16 +126,6 @@ async fn add_planted(net: &mut TestNetwork, plant: Plant) -> NodeKeyId {
     let backend = Planted::new(Arc::new(OpenAiUpstream::new(&config).unwrap()), plant);
     let i = net.add_backend_node(Arc::new(backend)).await;
     net.nodes[i].node.node_key_id()
-}
-
-async fn get_json<T: serde::de::DeserializeOwned>(net: &TestNetwork, path: &str) -> T {
-    let resp = client()
-        .get(format!("{}{path}", net.hub.url()))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200, "{path}");
-    resp.json().await.unwrap()
 }
 
 async fn nodes(net: &TestNetwork) -> BTreeMap<NodeKeyId, NodeReport> {

@@ -820,12 +820,7 @@ async fn a_suspension_ends_after_its_period_and_a_rebonded_worker_is_eligible_ag
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["suspended"], json!(false), "{body}");
     assert!(nodes.is_bonded(&id));
-    let report = client()
-        .get(format!("{}{}/{id}", net.hub.url(), stacknet_api::paths::NODES))
-        .send()
-        .await
-        .unwrap();
-    let report: Value = report.json().await.unwrap();
+    let report: Value = super::get_json(&net, &stacknet_api::paths::node(&id)).await;
     assert_eq!(report["suspended"], json!(false), "{report}");
     assert_eq!(report["below_floor"], json!(true), "{report}");
     assert_eq!(chat(&net).await.status(), 503, "probes only, below the floor");
