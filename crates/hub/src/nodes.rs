@@ -734,7 +734,6 @@ impl Nodes {
         z ^ (z >> 31)
     }
 
-    /// Leases a slot on a node that can run `need`, avoiding `exclude` (a node that just failed).
     /// `node` is not picked until `until` (a later time than one set before wins).
     pub fn suspend(&self, node: NodeKeyId, until: Timestamp) {
         if let Ok(mut s) = self.suspended.write() {

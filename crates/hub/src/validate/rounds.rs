@@ -454,10 +454,12 @@ pub async fn advance(v: &Validation, case: &mut Case) -> Result<bool, String> {
 
 async fn decide_check(v: &Validation, case: &mut Case, votes: Vec<Attestation>) -> Result<(), String> {
     let vote = votes.first();
-    let checkers: Vec<NodeKeyId> = case
+    // Every validator that sat on this case, and the worker: none of them checks it again.
+    let exclude: Vec<NodeKeyId> = case
         .rounds
         .iter()
         .flat_map(|r| r.members.iter().map(|m| m.validator.node_key_id()))
+        .chain([case.node_key])
         .collect();
     // A PASS of an earlier check round: this round is its second opinion.
     let passed_before = case.rounds[..case.rounds.len().saturating_sub(1)]
@@ -471,8 +473,6 @@ async fn decide_check(v: &Validation, case: &mut Case, votes: Vec<Attestation>) 
         });
     match vote.map(|a| a.verdict) {
         Some(Verdict::Pass) if !passed_before && second_opinion(v) => {
-            let mut exclude = checkers;
-            exclude.push(case.node_key);
             if open_round(v, case, Round::Check, &exclude).await? > 0 {
                 tracing::info!(paperwork = %case.paperwork, "a check passed: a second opinion is asked");
                 return Ok(());
@@ -481,8 +481,6 @@ async fn decide_check(v: &Validation, case: &mut Case, votes: Vec<Attestation>) 
         }
         Some(Verdict::Pass) => finish(v, case, Status::Passed).await,
         Some(Verdict::Fail) if vote.and_then(objective_code).is_some() => {
-            let mut exclude = checkers.clone();
-            exclude.push(case.node_key);
             let seed = case.seed;
             let enough = draw(v, &seed, u32::MAX, v.rules.committee_size, &exclude)
                 .await?
@@ -500,8 +498,6 @@ async fn decide_check(v: &Validation, case: &mut Case, votes: Vec<Attestation>) 
         Some(Verdict::Inconclusive) | None if passed_before => finish(v, case, Status::Passed).await,
         Some(Verdict::Inconclusive) | None => {
             let checks = case.rounds.iter().filter(|r| r.round == Round::Check).count();
-            let mut exclude = checkers;
-            exclude.push(case.node_key);
             if checks < 2 && open_round(v, case, Round::Check, &exclude).await? > 0 {
                 return Ok(());
             }

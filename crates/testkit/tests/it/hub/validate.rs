@@ -469,13 +469,7 @@ async fn a_three_of_five_committee_convicts_and_moves_exactly_the_right_amounts(
     let treasury_before = posted(&net, AccountId::treasury()).await;
 
     // The one checker fails it, citing C2: a committee of the five others is drawn.
-    let mut checker = None;
-    for v in &validators {
-        if !v.assignments(&net).await.assignments.is_empty() {
-            checker = Some(v);
-        }
-    }
-    let checker = checker.expect("one validator checks the task");
+    let checker = assigned(&net, &validators, &[]).await;
     let (att, salt) = checker
         .commit_to(&net, Verdict::Fail, Some("C2_termination"))
         .await;
@@ -656,13 +650,7 @@ async fn the_case(net: &TestNetwork) -> stacknet_protocol::PaperworkId {
 
 /// The first checker fails the one sampled task; three of the five others fail it too: convicted.
 async fn convict_the_task(net: &TestNetwork, validators: &[Validator]) {
-    let mut checker = None;
-    for v in validators {
-        if !v.assignments(net).await.assignments.is_empty() {
-            checker = Some(v);
-        }
-    }
-    let checker = checker.expect("one validator checks the task");
+    let checker = assigned(net, validators, &[]).await;
     let (att, salt) = checker
         .commit_to(net, Verdict::Fail, Some("C2_termination"))
         .await;
