@@ -16,6 +16,7 @@
 pub mod catalog;
 pub mod output;
 pub mod paths;
+pub mod proof;
 pub mod request;
 pub mod types;
 

@@ -42,6 +42,18 @@ pub const GUARDIAN: &str = "/stacknet/v1/guardian";
 pub const NODES: &str = "/stacknet/v1/nodes";
 /// Public: one node's reputation, with the evidence it is computed from.
 pub const NODE: &str = "/stacknet/v1/nodes/{id}";
+/// A Stack's injections (owner key): `GET` lists, `POST` creates.
+pub const INJECTIONS: &str = "/stacknet/v1/injections";
+/// One injection: `GET` (with `?versions=true`, every version), `PUT` a new version, `DELETE` turns it off.
+pub const INJECTION: &str = "/stacknet/v1/injections/{id}";
+/// The skills registry: `GET` is public, `POST` publishes (owner key).
+pub const SKILLS: &str = "/stacknet/v1/skills";
+/// One skill: `GET` public, `PUT` a new version, `DELETE` unpublishes (its creator's owner key).
+pub const SKILL: &str = "/stacknet/v1/skills/{id}";
+/// A Stack's referral codes (owner key): `GET` lists them with whom they brought, `POST` makes one.
+pub const REFERRALS: &str = "/stacknet/v1/referrals";
+/// A node registers with a referral code: a signed `refer` request.
+pub const NODE_REFERRER: &str = "/stacknet/v1/nodes/referrer";
 /// Credits to a node key's earnings account.
 pub const ADMIN_NODE_TOPUP: &str = "/stacknet/v1/admin/nodes/{id}/topup";
 
@@ -73,4 +85,14 @@ pub fn admin_key(prefix: &str) -> String {
 /// `/stacknet/v1/admin/stacks/{id}/topup` for one Stack.
 pub fn admin_stack_topup(id: &impl std::fmt::Display) -> String {
     ADMIN_STACK_TOPUP.replace("{id}", &id.to_string())
+}
+
+/// `/stacknet/v1/injections/{id}` for one injection.
+pub fn injection(id: &impl std::fmt::Display) -> String {
+    INJECTION.replace("{id}", &id.to_string())
+}
+
+/// `/stacknet/v1/skills/{id}` for one skill.
+pub fn skill(id: &impl std::fmt::Display) -> String {
+    SKILL.replace("{id}", &id.to_string())
 }

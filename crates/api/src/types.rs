@@ -3,12 +3,18 @@
 //! admin API and money after the task have their own modules, re-exported here.
 
 mod admin;
+mod attribution;
 mod log;
 mod settle;
 mod validate;
 
 pub use admin::{
-    NewKey, NewStack, Price, PriceList, RevokedKey, SetPrice, Stack, StackList, TopUp, TopUpAnswer,
+    KeyRole, NewKey, NewKeyRequest, NewStack, Price, PriceList, ReferralShare, RevokedKey, SetPrice, Stack,
+    StackList, TopUp, TopUpAnswer,
+};
+pub use attribution::{
+    Injection, InjectionList, InjectionSpec, NodeReferral, Referral, ReferralList, Skill, SkillList,
+    SkillSpec,
 };
 pub use log::{ConsistencyProof, ConsistencyQuery, InclusionProof, InclusionQuery, LogCheckpoint};
 pub use settle::{

@@ -218,6 +218,7 @@ fn make_paperwork(hub: &SecretKey, node: &SecretKey, n: usize) -> Result<Vec<Sig
                 split: split.clone(),
                 parties: Parties::default(),
                 skills: Vec::new(),
+                skill_royalties_bps: Vec::new(),
                 injections: Vec::new(),
                 created_at: now,
                 expires_at: now.plus_ms(60_000),

@@ -6,7 +6,8 @@ use serde::Serialize;
 use serde_json::Value;
 use stacknet_api::paths;
 use stacknet_api::types::{
-    ErrorBody, NewKey, NewStack, Price, PriceList, RevokedKey, SetPrice, Stack, StackList, TopUp, TopUpAnswer,
+    ErrorBody, KeyRole, NewKey, NewKeyRequest, NewStack, Price, PriceList, RevokedKey, SetPrice, Stack,
+    StackList, TopUp, TopUpAnswer,
 };
 use stacknet_protocol::{Amount, StackId};
 
@@ -52,9 +53,10 @@ impl AdminClient {
         serde_json::from_value(v).with_context(|| format!("the hub's answer to {path} is malformed"))
     }
 
-    pub async fn create_stack(&self, name: &str) -> Result<Stack> {
+    pub async fn create_stack(&self, name: &str, referral_code: Option<String>) -> Result<Stack> {
         let body = NewStack {
             name: name.to_owned(),
+            referral_code,
         };
         self.call(reqwest::Method::POST, paths::ADMIN_STACKS, Some(&body))
             .await
@@ -65,11 +67,11 @@ impl AdminClient {
             .await
     }
 
-    pub async fn create_key(&self, stack: StackId) -> Result<NewKey> {
+    pub async fn create_key(&self, stack: StackId, role: KeyRole) -> Result<NewKey> {
         self.call(
             reqwest::Method::POST,
             &paths::admin_stack_keys(&stack),
-            None::<&()>,
+            Some(&NewKeyRequest { role }),
         )
         .await
     }

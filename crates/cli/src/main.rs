@@ -8,6 +8,7 @@ mod models;
 mod nodes;
 mod paperwork;
 mod serve;
+mod stack;
 mod stake;
 mod validator;
 mod verify;
@@ -55,6 +56,17 @@ enum Command {
         /// The Stack's API key (sk_...).
         #[arg(long, env = "OPENAI_API_KEY", hide_env_values = true)]
         api_key: String,
+        /// One of the Stack's skills: the statement of its royalties account instead.
+        #[arg(long)]
+        skill: Option<stacknet_protocol::SkillId>,
+    },
+    /// Manage a Stack with an owner API key: injections, the skills it publishes, referral codes.
+    Stack(stack::StackArgs),
+    /// The public skills registry: every published skill with its usage and earnings.
+    Skills {
+        /// The hub's URL.
+        #[arg(long, env = "STACKNET_HUB", default_value = "http://127.0.0.1:8080")]
+        hub: String,
     },
     /// Your Node Key's paperwork and earnings: list the wallet, file with the hub, statement, redeem.
     Paperwork(paperwork::PaperworkArgs),
@@ -85,6 +97,16 @@ enum Command {
         /// The signed checkpoint the proof is checked against (JSON from /stacknet/v1/log/checkpoint, or its note).
         #[arg(long, requires = "inclusion")]
         checkpoint: Option<PathBuf>,
+        /// Run as a light node of this hub: follow its checkpoints, check each extends the last, and
+        /// stop with an alarm on a split view (pin the hub with --hub-key).
+        #[arg(long, conflicts_with_all = ["file", "paperwork", "hub", "inclusion"])]
+        follow: Option<String>,
+        /// With --follow: milliseconds between polls.
+        #[arg(long, default_value = "5000", requires = "follow")]
+        interval_ms: u64,
+        /// With --follow: stop after this many polls (default: never).
+        #[arg(long, requires = "follow")]
+        rounds: Option<u64>,
     },
 }
 
@@ -121,11 +143,21 @@ struct AdminArgs {
 #[derive(Subcommand)]
 enum AdminCommand {
     /// Create a Stack (an app with its own API keys).
-    CreateStack { name: String },
+    CreateStack {
+        name: String,
+        /// The referral code (ref_...) of the Stack that brought this one: it earns a share of this one's top-ups.
+        #[arg(long)]
+        referral_code: Option<String>,
+    },
     /// List Stacks.
     Stacks,
     /// Create an API key for a Stack; it is shown once.
-    CreateKey { stack: StackId },
+    CreateKey {
+        stack: StackId,
+        /// `owner` manages the Stack (injections, skills, referral codes); `client` only makes requests.
+        #[arg(long, default_value = "client")]
+        role: stacknet_api::types::KeyRole,
+    },
     /// Revoke an API key by its prefix (as create-key showed it); hubs refuse it within a second.
     RevokeKey { prefix: String },
     /// Credit a Stack's balance (or, with --treasury, the protocol treasury) in micro-credits.
@@ -153,6 +185,12 @@ enum AdminCommand {
         per_request: Amount,
         #[arg(long, default_value = "0")]
         per_unit: Amount,
+        /// The Stack credited as the model's provider in every contract for it.
+        #[arg(long)]
+        model_provider: Option<StackId>,
+        /// The Stack credited as the provider of the model's data.
+        #[arg(long)]
+        data_provider: Option<StackId>,
     },
     /// List model prices.
     Prices,
@@ -189,7 +227,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Node(args) => runtime()?.block_on(serve::node(args))?,
         Command::Key(cmd) => key(cmd)?,
         Command::Admin(args) => runtime()?.block_on(admin(args))?,
-        Command::Statement { hub, api_key } => runtime()?.block_on(stack_statement(&hub, &api_key))?,
+        Command::Statement { hub, api_key, skill } => {
+            runtime()?.block_on(stack_statement(&hub, &api_key, skill))?
+        }
+        Command::Stack(args) => runtime()?.block_on(stack::run(args))?,
+        Command::Skills { hub } => runtime()?.block_on(stack::registry(&hub))?,
         Command::Paperwork(args) => runtime()?.block_on(paperwork::run(args))?,
         Command::Stake(args) => runtime()?.block_on(stake::run(args))?,
         Command::Validator(args) => runtime()?.block_on(validator::run(args))?,
@@ -203,7 +245,20 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             hub,
             inclusion,
             checkpoint,
+            follow,
+            interval_ms,
+            rounds,
         } => {
+            if let Some(hub) = follow {
+                let interval = std::time::Duration::from_millis(interval_ms);
+                return match runtime()?.block_on(verify::follow(&hub, hub_key.as_deref(), interval, rounds)) {
+                    Ok(()) => Ok(ExitCode::SUCCESS),
+                    Err(e) => {
+                        println!("{e:#}");
+                        Ok(ExitCode::FAILURE)
+                    }
+                };
+            }
             let options = verify::VerifyOptions {
                 input: file,
                 hub_key,
@@ -264,14 +319,17 @@ fn key(cmd: KeyCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn stack_statement(hub: &str, api_key: &str) -> anyhow::Result<()> {
-    let url = format!(
-        "{}{}",
-        hub.trim_end_matches('/'),
-        stacknet_api::paths::STACK_STATEMENT
-    );
-    let statement: stacknet_api::types::StackStatement = get_json(&url, Some(api_key)).await?;
-    print_json(&statement)
+async fn stack_statement(
+    hub: &str,
+    api_key: &str,
+    skill: Option<stacknet_protocol::SkillId>,
+) -> anyhow::Result<()> {
+    let client = stacknet_sdk::Client::new(hub)?.with_api_key(api_key);
+    let query = stacknet_api::types::StatementQuery {
+        skill,
+        ..Default::default()
+    };
+    print_json(&client.statement(&query).await?)
 }
 
 /// GETs `url` (with `bearer`, if any) and reads its JSON as `T`; a refusal is an error with the
@@ -317,9 +375,11 @@ async fn admin(args: AdminArgs) -> anyhow::Result<()> {
     };
     let client = admin::AdminClient::new(&args.hub, token);
     match args.command {
-        AdminCommand::CreateStack { name } => print_json(&client.create_stack(&name).await?),
+        AdminCommand::CreateStack { name, referral_code } => {
+            print_json(&client.create_stack(&name, referral_code).await?)
+        }
         AdminCommand::Stacks => print_json(&client.list_stacks().await?),
-        AdminCommand::CreateKey { stack } => print_json(&client.create_key(stack).await?),
+        AdminCommand::CreateKey { stack, role } => print_json(&client.create_key(stack, role).await?),
         AdminCommand::RevokeKey { prefix } => print_json(&client.revoke_key(&prefix).await?),
         AdminCommand::Topup {
             stack,
@@ -338,6 +398,8 @@ async fn admin(args: AdminArgs) -> anyhow::Result<()> {
             output_per_mtok,
             per_request,
             per_unit,
+            model_provider,
+            data_provider,
         } => {
             let price = stacknet_api::types::SetPrice {
                 model,
@@ -345,6 +407,8 @@ async fn admin(args: AdminArgs) -> anyhow::Result<()> {
                 output_per_mtok: Some(output_per_mtok),
                 per_request: Some(per_request),
                 per_unit: Some(per_unit),
+                model_provider,
+                data_provider,
             };
             print_json(&client.set_price(&price).await?)
         }

@@ -207,6 +207,11 @@ pub struct NodeArgs {
     /// ~/.local/share/stacknet/models]
     #[arg(long, env = "STACKNET_MODELS_DIR")]
     pub models_dir: Option<PathBuf>,
+    /// Register the Node Key with this Stack referral code (ref_...) before connecting: that Stack
+    /// is the node's referrer, credited in every later contract. Once per key; the same code
+    /// again is harmless.
+    #[arg(long, env = "STACKNET_REFERRAL_CODE")]
+    pub referral_code: Option<String>,
     #[command(flatten)]
     pub upstream: UpstreamArgs,
 }
@@ -364,6 +369,18 @@ pub async fn node(args: NodeArgs) -> Result<()> {
             stacknet_node::backend::build::model_names(&pulled).join(", ")
         ));
     }
+    if let Some(code) = &args.referral_code {
+        let (key, warning) = stacknet_protocol::keystore::load_or_create(&config.key_path())?;
+        if let Some(w) = warning {
+            say(&w);
+        }
+        let hub = stacknet_node::settlement::HubClient::connect(&config.hub).await?;
+        let referral = hub.refer(&key, code).await?;
+        say(&format!(
+            "Node Key {} is referred by Stack {} (since {})",
+            referral.node, referral.referrer, referral.since
+        ));
+    }
     stacknet_node::run(config, shutdown_signal()).await?;
     Ok(())
 }
@@ -503,7 +520,7 @@ async fn first_start_key(hub: &Hub, data_dir: &Path) -> Result<String> {
         created_at: Timestamp::now(),
     };
     hub.state.store.create_stack(stack.clone()).await?;
-    let (key, _) = stacknet_hub::admin::issue_key(&hub.state, stack.id)
+    let (key, _) = stacknet_hub::admin::issue_key(&hub.state, stack.id, stacknet_hub::store::KeyRole::Owner)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(key)

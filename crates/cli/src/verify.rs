@@ -7,24 +7,24 @@
 //! An answer's fingerprint alone does not cover its content: the content is checked against the
 //! `output_sha256` of the answer's paperwork, given as a file (`--paperwork`, offline) or fetched
 //! with its inclusion proof and checkpoint from the hub (`--hub`). The verdict names every check it
-//! made and every check it could not make.
+//! made and every check it could not make. The checks themselves are the SDK's
+//! (`stacknet_sdk::verify`), as is the light node of `--follow` (`stacknet_sdk::follow`).
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value;
-use stacknet_api::output::{digest_of_response, digest_of_stream};
-use stacknet_api::paths;
-use stacknet_api::types::{ErrorBody, HubInfo, LogCheckpoint};
-use stacknet_hub::log::{log_origin, paperwork_leaf, verify_inclusion_response};
-use stacknet_protocol::fingerprint::Attribution;
-use stacknet_protocol::paperwork::{check_paperwork, Paperwork};
-use stacknet_protocol::{FingerprintId, PublicKey, Signed};
+use stacknet_api::types::{InclusionProof, LogCheckpoint};
+use stacknet_protocol::paperwork::Paperwork;
+use stacknet_protocol::{PublicKey, Signed};
+use stacknet_sdk::follow::{FollowError, Follower, Step};
+use stacknet_sdk::verify::{self as check, Content};
+use stacknet_sdk::Client;
 
 /// The largest document read (a file, stdin or a hub's answer): long answers are far below this.
-pub const MAX_VERIFY_INPUT_BYTES: u64 = 64 * 1024 * 1024;
-
+pub const MAX_VERIFY_INPUT_BYTES: u64 = stacknet_sdk::client::MAX_ANSWER_BYTES;
 /// A paperwork's inclusion proof (`GET /stacknet/v1/log/proof/inclusion`) and the checkpoint
 /// (`GET /stacknet/v1/log/checkpoint`, or its signed note alone) it is checked against.
 #[derive(Debug, Clone, Default)]
@@ -65,16 +65,10 @@ impl Trust {
     }
 }
 
-/// The content of an answer as the client received it.
-enum Content {
-    Whole(Value),
-    Stream(Vec<Value>),
-}
-
 /// A paperwork and, when there is one, its inclusion proof and checkpoint note.
 struct Evidence {
     paperwork: Signed<Paperwork>,
-    log: Option<(Value, String)>,
+    log: Option<(InclusionProof, String)>,
     hub_key: Option<(PublicKey, Trust)>,
 }
 
@@ -121,7 +115,12 @@ pub async fn verify(options: &VerifyOptions) -> Result<String> {
         .map(PublicKey::from_hex)
         .transpose()
         .map_err(|e| anyhow!("--hub-key: {e}"))?;
-    let (doc, content) = document(&text)?;
+    let content = Content::parse(&text)
+        .map_err(|_| anyhow!("input is neither JSON nor an event stream with an attribution chunk"))?;
+    let doc = content
+        .proof_fields()
+        .cloned()
+        .ok_or_else(|| anyhow!("input is neither JSON nor an event stream with an attribution chunk"))?;
     if doc.get("attribution").is_some() {
         verify_answer(&doc, &content, hub_key, options).await
     } else if doc.get("contract").is_some() && doc.get("node_key").is_some() {
@@ -134,47 +133,19 @@ pub async fn verify(options: &VerifyOptions) -> Result<String> {
     }
 }
 
-/// The JSON document, or from an SSE transcript the last `data:` chunk that has an attribution
-/// and every chunk, to recompute the output digest from.
-fn document(text: &str) -> Result<(Value, Content)> {
-    if let Ok(v) = serde_json::from_str::<Value>(text) {
-        return Ok((v.clone(), Content::Whole(v)));
-    }
-    let chunks: Vec<Value> = text
-        .lines()
-        .filter_map(|l| l.strip_prefix("data:"))
-        .map(str::trim)
-        .filter(|d| *d != "[DONE]")
-        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
-        .collect();
-    let last = chunks
-        .iter()
-        .rfind(|c| c.get("attribution").is_some())
-        .cloned()
-        .ok_or_else(|| anyhow!("input is neither JSON nor an event stream with an attribution chunk"))?;
-    Ok((last, Content::Stream(chunks)))
-}
-
 async fn verify_answer(
     doc: &Value,
     content: &Content,
     hub_key: Option<PublicKey>,
     options: &VerifyOptions,
 ) -> Result<String> {
-    let claimed: FingerprintId = doc
-        .get("fingerprint")
-        .and_then(Value::as_str)
-        .ok_or_else(|| anyhow!("the response has no \"fingerprint\""))?
-        .parse()
-        .map_err(|e| anyhow!("fingerprint: {e}"))?;
-    let attribution: Attribution =
-        serde_json::from_value(doc["attribution"].clone()).map_err(|e| anyhow!("attribution: {e}"))?;
-    attribution.verify_claim(claimed).map_err(|e| anyhow!("{e}"))?;
-    let f = &attribution.fingerprint;
+    let verified = check::fingerprint(content)?;
+    let f = &verified.fingerprint;
     let head = format!(
-        "valid: {claimed} signed by node {} ({}) for stack {}, contract {}, at {}",
+        "valid: {} signed by node {} ({}) for stack {}, contract {}, at {}",
+        verified.id,
         f.node_key,
-        attribution.signed_by.0.to_tagged(),
+        verified.signed_by.to_tagged(),
         f.stack,
         f.contract,
         f.timestamp
@@ -207,66 +178,38 @@ async fn verify_answer(
             "{head}; content not checked: no paperwork given (pass --paperwork FILE or --hub URL)"
         ));
     };
-    let named = named.ok_or_else(|| anyhow!("the answer names no paperwork (no \"paperwork\" field)"))?;
-    Ok(format!(
-        "{head}; {}",
-        check_content(claimed, named, content, &evidence)?
-    ))
+    if named.is_none() {
+        bail!("the answer names no paperwork (no \"paperwork\" field)");
+    }
+    Ok(format!("{head}; {}", check_content(content, &evidence)?))
 }
 
 /// The checks that bind an answer's content to its paperwork; returns what they established.
-fn check_content(
-    claimed: FingerprintId,
-    named: &str,
-    content: &Content,
-    evidence: &Evidence,
-) -> Result<String> {
+fn check_content(content: &Content, evidence: &Evidence) -> Result<String> {
     let pw = &evidence.paperwork;
     let (hub, trust) = evidence
         .hub_key
         .unwrap_or((pw.body.contract.body.hub, Trust::Named));
-    let checked = check_paperwork(pw, &hub).map_err(|e| anyhow!("paperwork: {e}"))?;
-    if checked.id.to_string() != named {
-        bail!("the paperwork is {}, but the answer names {named}", checked.id);
-    }
-    if checked.fingerprint != claimed {
-        bail!(
-            "paperwork {} carries fingerprint {}, but the answer's is {claimed}",
-            checked.id,
-            checked.fingerprint
-        );
-    }
-    let workload = pw.body.contract.body.workload;
-    let got = match content {
-        Content::Whole(body) => digest_of_response(workload, body),
-        Content::Stream(chunks) => digest_of_stream(workload, chunks),
-    }
-    .map_err(|e| anyhow!("cannot compute the output digest: {e}"))?;
-    let signed = pw.body.output_sha256;
-    if got != signed {
-        bail!(
-            "the content's output digest {got} differs from the output_sha256 {signed} of paperwork {}: \
-             the content is not what the node produced",
-            checked.id
-        );
-    }
+    let checked = check::answer(content, pw, &hub)?;
     let log = match &evidence.log {
         Some((inclusion, note)) => inclusion_clause(pw, inclusion, note, &hub, trust)?,
         None => "; log inclusion not checked: no --inclusion and --checkpoint given".to_owned(),
     };
     Ok(format!(
-        "content checked: output digest {got} equals the output_sha256 of paperwork {} \
+        "content checked: output digest {} equals the output_sha256 of paperwork {} \
          (paperwork signed by the node, fingerprint bound, contract signed by {}){log}",
-        checked.id,
+        checked.output_sha256,
+        checked.paperwork,
         trust.words()
     ))
 }
 
-fn log_files(proof: &LogProof) -> Result<Option<(Value, String)>> {
+fn log_files(proof: &LogProof) -> Result<Option<(InclusionProof, String)>> {
     match (&proof.inclusion, &proof.checkpoint) {
         (None, None) => Ok(None),
         (Some(inclusion), Some(checkpoint)) => Ok(Some((
-            json_file(inclusion)?,
+            serde_json::from_value(json_file(inclusion)?)
+                .map_err(|e| anyhow!("{}: not an inclusion proof: {e}", inclusion.display()))?,
             checkpoint_note(read_small(checkpoint)?)?,
         ))),
         _ => bail!("--inclusion and --checkpoint go together"),
@@ -276,14 +219,12 @@ fn log_files(proof: &LogProof) -> Result<Option<(Value, String)>> {
 /// `; in the hub's paperwork log at ...`, or why the proof fails.
 fn inclusion_clause(
     pw: &Signed<Paperwork>,
-    inclusion: &Value,
+    inclusion: &InclusionProof,
     note: &str,
     hub: &PublicKey,
     trust: Trust,
 ) -> Result<String> {
-    let leaf = paperwork_leaf(pw).map_err(|e| anyhow!("{e}"))?;
-    let v = verify_inclusion_response(&leaf, inclusion, note, &log_origin(hub), hub)
-        .map_err(|e| anyhow!("inclusion proof: {e}"))?;
+    let v = check::inclusion(pw, inclusion, note, hub)?;
     Ok(format!(
         "; in the hub's paperwork log at index {} of the checkpoint of size {} signed by {}",
         v.leaf_index,
@@ -295,40 +236,22 @@ fn inclusion_clause(
 /// The answer's paperwork, the checkpoint and the paperwork's inclusion proof at its size, from
 /// the hub; its key from `/stacknet/v1/hub` (with a warning) when none is pinned.
 async fn fetch(hub: &str, named: &str, pinned: Option<PublicKey>) -> Result<Evidence> {
-    let base = hub.trim_end_matches('/');
-    let http = reqwest::Client::new();
+    let client = Client::new(hub)?;
+    let base = client.base().to_owned();
     let hub_key = match pinned {
         Some(k) => (k, Trust::Pinned),
-        None => {
-            let info: HubInfo =
-                serde_json::from_value(get_json(&http, &format!("{base}{}", paths::HUB_INFO)).await?)
-                    .map_err(|e| anyhow!("{base}{}: {e}", paths::HUB_INFO))?;
-            eprintln!(
-                "warning: hub key {} is the one {base} announced, not one you pinned: pass --hub-key",
-                info.hub_key.to_hex()
-            );
-            (info.hub_key, Trust::Announced)
-        }
+        None => (announced(&client).await?, Trust::Announced),
     };
     let id: stacknet_protocol::PaperworkId = named
         .parse()
         .map_err(|e| anyhow!("the answer's paperwork id {named:?}: {e}"))?;
-    let pw_url = format!("{base}{}", paths::paperwork(&id));
-    let paperwork = serde_json::from_value(get_json(&http, &pw_url).await?)
-        .map_err(|e| anyhow!("{pw_url}: not a paperwork: {e}"))?;
-    let cp_url = format!("{base}{}", paths::LOG_CHECKPOINT);
-    let checkpoint: LogCheckpoint =
-        serde_json::from_value(get_json(&http, &cp_url).await?).map_err(|e| anyhow!("{cp_url}: {e}"))?;
+    let paperwork = client
+        .paperwork(id)
+        .await
+        .with_context(|| format!("{base}: paperwork {id}"))?;
+    let checkpoint: LogCheckpoint = client.checkpoint().await?;
     // Proved against the size of the checkpoint just read, so later appends cannot race it.
-    let inclusion = get_json(
-        &http,
-        &format!(
-            "{base}{}?paperwork={id}&tree_size={}",
-            paths::LOG_INCLUSION,
-            checkpoint.size
-        ),
-    )
-    .await?;
+    let inclusion = client.inclusion(id, Some(checkpoint.size)).await?;
     Ok(Evidence {
         paperwork,
         log: Some((inclusion, checkpoint.note)),
@@ -336,29 +259,15 @@ async fn fetch(hub: &str, named: &str, pinned: Option<PublicKey>) -> Result<Evid
     })
 }
 
-async fn get_json(http: &reqwest::Client, url: &str) -> Result<Value> {
-    let mut resp = http
-        .get(url)
-        .send()
-        .await
-        .with_context(|| format!("cannot reach {url}"))?;
-    let status = resp.status();
-    let mut body = Vec::new();
-    while let Some(chunk) = resp.chunk().await.with_context(|| format!("reading {url}"))? {
-        body.extend_from_slice(&chunk);
-        if body.len() as u64 > MAX_VERIFY_INPUT_BYTES {
-            bail!("{url} answered more than {MAX_VERIFY_INPUT_BYTES} bytes");
-        }
-    }
-    let v: Value =
-        serde_json::from_slice(&body).with_context(|| format!("{url} answered {status} without JSON"))?;
-    if !status.is_success() {
-        bail!(
-            "{url} answered {status}: {}",
-            ErrorBody::message_of(&v).unwrap_or_else(|| "no error message".to_owned())
-        );
-    }
-    Ok(v)
+/// The key the hub announces, with a warning that it was not pinned.
+async fn announced(client: &Client) -> Result<PublicKey> {
+    let info = client.hub_info().await?;
+    eprintln!(
+        "warning: hub key {} is the one {} announced, not one you pinned: pass --hub-key",
+        info.hub_key.to_hex(),
+        client.base()
+    );
+    Ok(info.hub_key)
 }
 
 fn verify_paperwork(doc: &Value, hub_key: Option<PublicKey>, proof: &LogProof) -> Result<String> {
@@ -367,13 +276,11 @@ fn verify_paperwork(doc: &Value, hub_key: Option<PublicKey>, proof: &LogProof) -
         Some(k) => (k, Trust::Pinned),
         None => (pw.body.contract.body.hub, Trust::Named),
     };
-    let id = check_paperwork(&pw, &hub).map_err(|e| anyhow!("{e}"))?.id;
+    let id = check::paperwork(&pw, &hub)?;
     let included = match log_files(proof)? {
         None => String::new(),
         Some((inclusion, note)) => {
-            let leaf = paperwork_leaf(&pw).map_err(|e| anyhow!("{e}"))?;
-            let v = verify_inclusion_response(&leaf, &inclusion, &note, &log_origin(&hub), &hub)
-                .map_err(|e| anyhow!("inclusion proof: {e}"))?;
+            let v = check::inclusion(&pw, &inclusion, &note, &hub)?;
             format!(
                 "; in the hub's paperwork log at index {} of the signed checkpoint of size {}",
                 v.leaf_index, v.checkpoint.size
@@ -388,4 +295,35 @@ fn verify_paperwork(doc: &Value, hub_key: Option<PublicKey>, proof: &LogProof) -
         pw.body.usage.output_tokens,
         trust.words()
     ))
+}
+
+/// `stacknet verify --follow HUB`: a light node. Polls the hub's checkpoint every `interval`,
+/// checks each against the last (a consistency proof from the hub), prints what it established,
+/// and stops with an error on the first alarm (a split view, a log that does not extend the last).
+/// `rounds` bounds the polls (`None`: until stopped). A hub that cannot be reached is reported and
+/// polled again: it proves nothing either way.
+pub async fn follow(hub: &str, hub_key: Option<&str>, interval: Duration, rounds: Option<u64>) -> Result<()> {
+    let client = Client::new(hub)?;
+    let key = match hub_key {
+        Some(k) => PublicKey::from_hex(k).map_err(|e| anyhow!("--hub-key: {e}"))?,
+        None => announced(&client).await?,
+    };
+    let mut follower = Follower::new(client, key);
+    let mut round = 0u64;
+    loop {
+        match follower.poll().await {
+            Ok(Step::First { size, root }) => println!("checkpoint: size {size}, root {root}"),
+            Ok(Step::Grew { from, to, root }) => {
+                println!("consistent: size {from} -> {to}, root {root}")
+            }
+            Ok(Step::Same { .. } | Step::Older { .. }) => {}
+            Err(FollowError::Alarm(alarm)) => bail!("ALARM: {alarm}"),
+            Err(FollowError::Hub(e)) => eprintln!("warning: {e}"),
+        }
+        round += 1;
+        if rounds.is_some_and(|r| round >= r) {
+            return Ok(());
+        }
+        tokio::time::sleep(interval).await;
+    }
 }

@@ -5,16 +5,20 @@ use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::Json;
 use stacknet_api::types::NodeTopUp;
-use stacknet_api::types::{Balance, NewKey, Price, PriceList, RevokedKey, Stack, StackList, TopUpAnswer};
+use stacknet_api::types::{
+    Balance, NewKey, NewKeyRequest, Price, PriceList, ReferralShare, RevokedKey, Stack, StackList,
+    TopUpAnswer,
+};
 /// The admin API's request bodies, kept here under their old paths for the hub's own callers.
 pub use stacknet_api::types::{NewStack, SetPrice, TopUp};
 use stacknet_ledger::{AccountId, LedgerError, Reason, Transfer, TransferId};
 use stacknet_protocol::contract::PriceTerms;
 use stacknet_protocol::{Amount, NodeKeyId, StackId, Timestamp};
 
+use crate::attribution::{self, ModelParties};
 use crate::auth::{self, bearer, hash_key};
 use crate::error::ApiError;
-use crate::store::{ApiKeyRecord, ModelPrice, StackRecord};
+use crate::store::{ApiKeyRecord, DocRecord, KeyRole, ModelPrice, StackRecord};
 use crate::AppState;
 
 /// The longest Stack name.
@@ -41,6 +45,10 @@ pub async fn create_stack(
     if name.is_empty() || name.chars().count() > MAX_STACK_NAME_CHARS {
         return Err(ApiError::invalid("name", "name must be 1 to 200 characters"));
     }
+    // An unknown code is refused before the Stack exists.
+    if let Some(code) = &req.referral_code {
+        attribution::http::referrer_of(&state, code, "referral_code")?;
+    }
     let stack = StackRecord {
         id: StackId::random(),
         name,
@@ -51,11 +59,22 @@ pub async fn create_stack(
         .create_stack(stack.clone())
         .await
         .map_err(ApiError::internal)?;
-    Ok(Json(stack_json(stack)))
+    if let Some(code) = &req.referral_code {
+        attribution::http::bind_referrer(
+            &state,
+            attribution::STACK_REFERRER,
+            stack.id.to_string(),
+            code,
+            "referral_code",
+        )
+        .await?;
+    }
+    Ok(Json(stack_json(&state, stack)))
 }
 
-fn stack_json(s: StackRecord) -> Stack {
+fn stack_json(state: &AppState, s: StackRecord) -> Stack {
     Stack {
+        referred_by: state.attribution.stack_referrer(s.id).map(|r| r.stack),
         id: s.id,
         name: s.name,
         created_at: s.created_at,
@@ -68,22 +87,32 @@ pub async fn list_stacks(
 ) -> Result<Json<StackList>, ApiError> {
     check_admin(&state, &headers)?;
     let stacks = state.store.stacks().await.map_err(ApiError::internal)?;
-    Ok(Json(StackList::new(stacks.into_iter().map(stack_json).collect())))
+    Ok(Json(StackList::new(
+        stacks.into_iter().map(|s| stack_json(&state, s)).collect(),
+    )))
 }
 
-/// Creates an API key for a Stack; the key is in this response and nowhere else, ever.
+/// Creates an API key for a Stack (body, optional: `{"role": "owner"}`; a `client` key without
+/// it); the key is in this response and nowhere else, ever.
 pub async fn create_key(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(stack): Path<String>,
+    body: axum::body::Bytes,
 ) -> Result<Json<NewKey>, ApiError> {
     check_admin(&state, &headers)?;
     let stack: StackId = stack
         .parse()
         .map_err(|e: stacknet_protocol::IdError| ApiError::invalid("stack", e.to_string()))?;
-    let (api_key, record) = issue_key(&state, stack).await?;
+    let req: NewKeyRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        NewKeyRequest::default()
+    } else {
+        json_body(&body)?
+    };
+    let (api_key, record) = issue_key(&state, stack, req.role).await?;
     Ok(Json(NewKey {
         stack,
+        role: record.role,
         api_key,
         prefix: record.prefix,
         created_at: record.created_at,
@@ -91,7 +120,11 @@ pub async fn create_key(
 }
 
 /// Creates and stores a key, and makes it usable at once.
-pub async fn issue_key(state: &AppState, stack: StackId) -> Result<(String, ApiKeyRecord), ApiError> {
+pub async fn issue_key(
+    state: &AppState,
+    stack: StackId,
+    role: KeyRole,
+) -> Result<(String, ApiKeyRecord), ApiError> {
     known_stack(state, stack).await?;
     let key = auth::new_api_key();
     let record = ApiKeyRecord {
@@ -100,13 +133,14 @@ pub async fn issue_key(state: &AppState, stack: StackId) -> Result<(String, ApiK
         stack,
         created_at: Timestamp::now(),
         revoked_at: None,
+        role,
     };
     state
         .store
         .create_api_key(record.clone())
         .await
         .map_err(ApiError::internal)?;
-    state.api_keys.insert(record.hash, stack);
+    state.api_keys.insert(&record);
     Ok((key, record))
 }
 
@@ -256,6 +290,7 @@ pub(crate) async fn credit_from(
             e => ApiError::internal(e),
         })?;
     let replayed = outcome.first().is_some_and(|o| o.replayed);
+    let referral = referral_share(state, &account, &transfer_id, req.amount).await?;
     let balance = state
         .ledger
         .balance(account.clone())
@@ -267,7 +302,51 @@ pub(crate) async fn credit_from(
         amount: req.amount,
         replayed,
         balance: balance_json(&balance),
+        referral,
     })
+}
+
+/// Pays a referred Stack's referrer its share of a top-up, from the treasury, under an id derived
+/// from the top-up's (so a top-up sent again pays it at most once, and retries one the treasury
+/// could not cover before). Other accounts, and Stacks nobody referred, have no share.
+async fn referral_share(
+    state: &AppState,
+    account: &AccountId,
+    topup: &TransferId,
+    amount: Amount,
+) -> Result<Option<ReferralShare>, ApiError> {
+    let Some(referred) = account.stack_id() else {
+        return Ok(None);
+    };
+    let Some(referrer) = state.attribution.stack_referrer(referred) else {
+        return Ok(None);
+    };
+    let share = attribution::topup_share(amount.micros(), state.config.referral_topup_bps);
+    if share <= 0 {
+        return Ok(None);
+    }
+    let digest = <sha2::Sha256 as sha2::Digest>::digest(topup.to_string().as_bytes());
+    let id =
+        TransferId::new(&format!("referral:{}", hex::encode(&digest[..16]))).map_err(ApiError::internal)?;
+    let transfer = Transfer::posted(
+        id.clone(),
+        AccountId::treasury(),
+        AccountId::stack(referrer.stack),
+        Amount::from_micros(share),
+        Reason::Referral,
+    );
+    let paid = match state.ledger.create_transfers(vec![transfer.into()]).await {
+        Ok(_) => true,
+        // A short treasury owes it: the same top-up sent again retries it.
+        Err(LedgerError::InsufficientFunds { .. }) => false,
+        Err(e) => return Err(ApiError::internal(e)),
+    };
+    Ok(Some(ReferralShare {
+        stack: referrer.stack,
+        amount: Amount::from_micros(share),
+        transfer: id.to_string(),
+        paid,
+    }))
 }
 
 /// A ledger balance as the API shows it: `held` is the open holds on the account.
@@ -317,25 +396,56 @@ pub async fn set_price(
         per_request: req.per_request.unwrap_or(Amount::ZERO),
         per_unit: req.per_unit.unwrap_or(Amount::ZERO),
     };
+    for (field, party) in [
+        ("model_provider", req.model_provider),
+        ("data_provider", req.data_provider),
+    ] {
+        if let Some(stack) = party {
+            known_stack(&state, stack).await.map_err(|_| {
+                ApiError::invalid(field, format!("{field} {stack} is not a Stack of this hub"))
+            })?;
+        }
+    }
     let record = ModelPrice {
         model: req.model.clone(),
         price: price.clone(),
         updated_at: Timestamp::now(),
     };
+    // The catalog's parties are written before the price: a crash between the two leaves the new
+    // parties with the old price, and the same request sent again completes it.
+    let parties = ModelParties {
+        model_provider: req.model_provider,
+        data_provider: req.data_provider,
+    };
+    let (version, current) = state.attribution.model_parties(&req.model);
+    if current != parties {
+        let doc = DocRecord {
+            kind: attribution::MODEL.to_owned(),
+            id: req.model.clone(),
+            version: version + 1,
+            stack: None,
+            json: serde_json::to_string(&parties).map_err(ApiError::internal)?,
+            created_at: record.updated_at,
+        };
+        state.attribution.write(&*state.store, doc).await?;
+    }
     state
         .store
         .set_price(record.clone())
         .await
         .map_err(ApiError::internal)?;
     state.prices.set(req.model, price);
-    Ok(Json(price_json(&record)))
+    Ok(Json(price_json(&state, &record)))
 }
 
-fn price_json(p: &ModelPrice) -> Price {
+fn price_json(state: &AppState, p: &ModelPrice) -> Price {
+    let (_, parties) = state.attribution.model_parties(&p.model);
     Price {
         model: p.model.clone(),
         price: p.price.clone(),
         updated_at: p.updated_at,
+        model_provider: parties.model_provider,
+        data_provider: parties.data_provider,
     }
 }
 
@@ -347,7 +457,7 @@ pub async fn list_prices(
     check_admin(&state, &headers)?;
     let prices = state.store.prices().await.map_err(ApiError::internal)?;
     Ok(Json(PriceList::new(
-        prices.iter().map(price_json).collect(),
+        prices.iter().map(|p| price_json(&state, p)).collect(),
         state.prices.default_price().clone(),
     )))
 }

@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 use stacknet_protocol::StackId;
 
 use crate::error::ApiError;
-use crate::store::ApiKeyRecord;
+use crate::store::{ApiKeyRecord, KeyRole};
 
 /// Random bytes in a key: 192 bits, so a plain SHA-256 is enough to store it (no password hashing needed).
 pub const API_KEY_RANDOM_BYTES: usize = 24;
@@ -28,15 +28,36 @@ pub fn hash_key(key: &str) -> [u8; 32] {
     Sha256::digest(key.as_bytes()).into()
 }
 
+/// Who a request comes from: a live API key's Stack, role and listed prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub stack: StackId,
+    pub role: KeyRole,
+    /// The key's prefix as listed (what an injection's `keys` names it by).
+    pub prefix: String,
+}
+
+impl Caller {
+    /// Refused (403) unless the key is its Stack's `owner` key.
+    pub fn owner(self) -> Result<Self, ApiError> {
+        match self.role {
+            KeyRole::Owner => Ok(self),
+            KeyRole::Client => Err(ApiError::Forbidden(
+                "this needs an owner API key of the Stack; a client key only makes requests".to_owned(),
+            )),
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct ApiKeys {
-    by_hash: RwLock<HashMap<[u8; 32], StackId>>,
+    by_hash: RwLock<HashMap<[u8; 32], Caller>>,
 }
 
 impl ApiKeys {
-    pub fn insert(&self, hash: [u8; 32], stack: StackId) {
+    pub fn insert(&self, record: &ApiKeyRecord) {
         if let Ok(mut map) = self.by_hash.write() {
-            map.insert(hash, stack);
+            map.insert(record.hash, caller_of(record));
         }
     }
 
@@ -54,7 +75,7 @@ impl ApiKeys {
                 if key.revoked_at.is_some() {
                     map.remove(&key.hash);
                 } else {
-                    map.insert(key.hash, key.stack);
+                    map.insert(key.hash, caller_of(key));
                 }
             }
         }
@@ -62,13 +83,30 @@ impl ApiKeys {
 
     /// The Stack a request's `Authorization: Bearer sk_...` belongs to.
     pub fn authenticate(&self, headers: &HeaderMap) -> Result<StackId, ApiError> {
+        Ok(self.caller(headers)?.stack)
+    }
+
+    /// Who a request's `Authorization: Bearer sk_...` is.
+    pub fn caller(&self, headers: &HeaderMap) -> Result<Caller, ApiError> {
         let key = bearer(headers).ok_or(ApiError::MissingKey)?;
-        self.stack_of(key).ok_or(ApiError::InvalidKey)
+        self.caller_of(key).ok_or(ApiError::InvalidKey)
     }
 
     /// The Stack an API key belongs to, if it is a live key.
     pub fn stack_of(&self, key: &str) -> Option<StackId> {
-        self.by_hash.read().ok()?.get(&hash_key(key)).copied()
+        Some(self.caller_of(key)?.stack)
+    }
+
+    fn caller_of(&self, key: &str) -> Option<Caller> {
+        self.by_hash.read().ok()?.get(&hash_key(key)).cloned()
+    }
+}
+
+fn caller_of(record: &ApiKeyRecord) -> Caller {
+    Caller {
+        stack: record.stack,
+        role: record.role,
+        prefix: record.prefix.clone(),
     }
 }
 

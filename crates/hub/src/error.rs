@@ -78,6 +78,10 @@ pub enum ApiError {
     BadSignature(String),
     #[error("Conflict: {0}")]
     Conflict(String),
+    /// The caller is known but may not do this (a client key managing its Stack, a Stack
+    /// changing another's skill).
+    #[error("{0}")]
+    Forbidden(String),
     #[error("{0}")]
     Internal(Internal),
     /// A request the router refused before any handler ran: a method the endpoint does not take,
@@ -177,6 +181,7 @@ impl ApiError {
             }
             ApiError::BadSignature(_) => StatusCode::UNAUTHORIZED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::BodyTooLarge { .. } | ApiError::TaskTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Abandoned => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::AtCapacity { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -205,6 +210,7 @@ impl ApiError {
             ApiError::InsufficientEarnings { .. } => ("billing_error", Some("insufficient_earnings")),
             ApiError::BadSignature(_) => ("invalid_request_error", Some("invalid_signature")),
             ApiError::Conflict(_) => ("invalid_request_error", Some("conflict")),
+            ApiError::Forbidden(_) => ("invalid_request_error", Some("insufficient_permissions")),
             ApiError::BodyTooLarge { .. } => ("invalid_request_error", Some("request_too_large")),
             ApiError::TaskTooLarge { .. } => ("invalid_request_error", Some("max_frame_bytes_exceeded")),
             ApiError::Abandoned => ("api_error", Some("task_abandoned")),

@@ -27,6 +27,7 @@
 //! [`serve`] runs it on a listener until a shutdown future completes.
 
 pub mod admin;
+pub mod attribution;
 pub mod auth;
 pub mod capped;
 pub mod error;
@@ -148,6 +149,8 @@ pub struct HubConfig {
     pub payout_rail: Option<PayoutRail>,
     /// Stakes and validation (issue 11): minimum bonds, periods, sampling, quorum, slashing.
     pub rules: rules::NetworkRules,
+    /// The share of a referred Stack's top-ups its referrer earns (from the treasury), in basis points.
+    pub referral_topup_bps: u32,
 }
 
 impl std::fmt::Debug for HubConfig {
@@ -188,6 +191,7 @@ impl HubConfig {
             payments_webhook_secret: None,
             payout_rail: None,
             rules: rules::NetworkRules::default(),
+            referral_topup_bps: attribution::DEFAULT_REFERRAL_TOPUP_BPS,
         }
     }
 }
@@ -222,6 +226,8 @@ pub struct AppState {
     pub prices: Arc<Prices>,
     pub log: Arc<MerkleLog>,
     pub api_keys: Arc<ApiKeys>,
+    /// Injections, skills, referral codes and bindings, model catalog parties.
+    pub attribution: Arc<attribution::Registry>,
     pub nodes: Arc<Nodes>,
     pub writer: SettleWriter,
     pub validation: Arc<validate::Validation>,
@@ -305,7 +311,13 @@ impl Hub {
         let ledger = layer(ledger);
         let api_keys = Arc::new(ApiKeys::default());
         let prices = Arc::new(Prices::new(config.default_price.clone(), Vec::new()));
-        let seen = refresh::catch_up(&*store, &api_keys, &prices, refresh::Seen::default()).await?;
+        let attribution = Arc::new(attribution::Registry::default());
+        let registry = refresh::Registry {
+            api_keys: api_keys.clone(),
+            prices: prices.clone(),
+            attribution: attribution.clone(),
+        };
+        let seen = refresh::catch_up(&*store, &registry, refresh::Seen::default()).await?;
         let log = Arc::new(MerkleLog::new());
         money::recover(&store, &ledger, &log)
             .await
@@ -316,13 +328,7 @@ impl Hub {
         let (shutdown, shutting_down) = tokio::sync::watch::channel(false);
         money::start_expiry(ledger.clone(), shutting_down.clone());
         money::start_repair(store.clone(), ledger.clone(), shutting_down.clone());
-        refresh::start(
-            store.clone(),
-            api_keys.clone(),
-            prices.clone(),
-            seen,
-            shutting_down.clone(),
-        );
+        refresh::start(store.clone(), registry, seen, shutting_down.clone());
         let nodes = Arc::new(Nodes::default());
         nodes.reputation.reload(&*store).await?;
         reputation::start(store.clone(), nodes.clone(), shutting_down.clone());
@@ -359,6 +365,7 @@ impl Hub {
             prices,
             log,
             api_keys,
+            attribution,
             nodes,
             shutting_down,
         };
@@ -412,6 +419,31 @@ impl Hub {
             .route(paths::NODES, get(reputation::list))
             .route(paths::NODE, get(reputation::one))
             .route(paths::ADMIN_CANARIES, post(validate::http::create_canary))
+            .route(
+                paths::INJECTIONS,
+                get(attribution::http::list_injections).post(attribution::http::create_injection),
+            )
+            .route(
+                paths::INJECTION,
+                get(attribution::http::get_injection)
+                    .put(attribution::http::update_injection)
+                    .delete(attribution::http::delete_injection),
+            )
+            .route(
+                paths::SKILLS,
+                get(attribution::http::list_skills).post(attribution::http::create_skill),
+            )
+            .route(
+                paths::SKILL,
+                get(attribution::http::get_skill)
+                    .put(attribution::http::update_skill)
+                    .delete(attribution::http::delete_skill),
+            )
+            .route(
+                paths::REFERRALS,
+                get(attribution::http::list_referrals).post(attribution::http::create_referral),
+            )
+            .route(paths::NODE_REFERRER, post(attribution::http::node_referrer))
             .fallback(|| async { ApiError::NotFound("no such endpoint".to_owned()) })
             .layer(DefaultBodyLimit::max(limit))
             .layer(axum::middleware::map_response(move |response| {

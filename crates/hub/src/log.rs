@@ -12,7 +12,8 @@
 //! What a leaf is ([`paperwork_leaf`]), the origin line ([`log_origin`]) and the bodies of the three
 //! log endpoints ([`inclusion_json`], [`consistency_json`], [`checkpoint_json`], typed in
 //! `stacknet_api::types`) are defined here once and described in docs/PROTOCOL.md ("Paperwork log");
-//! [`verify`] is the client side, pure, for the CLI.
+//! the client side, pure, is `stacknet_api::proof` (re-exported here), which the SDK and CLI use;
+//! [`verify`] holds its tests against this log.
 
 pub mod verify;
 
@@ -20,71 +21,14 @@ use std::fmt;
 use std::sync::{PoisonError, RwLock};
 
 use stacknet_api::types::{ConsistencyProof, InclusionProof, LogCheckpoint};
-use stacknet_protocol::checkpoint::{vkey_string, Checkpoint, CheckpointError};
-use stacknet_protocol::jcs::{self, JcsError};
-use stacknet_protocol::merkle::{self, Hash, MerkleError};
-use stacknet_protocol::paperwork::Paperwork;
-use stacknet_protocol::{PublicKey, SecretKey, Signed};
+use stacknet_protocol::checkpoint::{vkey_string, Checkpoint};
+use stacknet_protocol::merkle::{self, Hash};
+use stacknet_protocol::SecretKey;
 
-pub use verify::{
-    open_checkpoint, verify_consistency_response, verify_inclusion_response, VerifiedConsistency,
-    VerifiedInclusion,
+pub use stacknet_api::proof::{
+    log_origin, open_checkpoint, paperwork_leaf, verify_consistency_response, verify_inclusion_response,
+    LogError, VerifiedConsistency, VerifiedInclusion, LOG_ORIGIN_KEY_HEX_CHARS, LOG_ORIGIN_PREFIX,
 };
-
-/// The origin line of a hub's checkpoints is this prefix and the first [`LOG_ORIGIN_KEY_HEX_CHARS`]
-/// hex characters of the hub key; it is also the checkpoint's signing key name.
-pub const LOG_ORIGIN_PREFIX: &str = "stacknet.hub/";
-pub const LOG_ORIGIN_KEY_HEX_CHARS: usize = 16;
-
-/// Why a log query, a checkpoint or a proof response was refused.
-#[derive(Debug, thiserror::Error)]
-pub enum LogError {
-    #[error("leaf {index} is not in a tree of size {size}")]
-    LeafOutOfRange { index: u64, size: u64 },
-    #[error("the log has {size} leaves; there is no tree of size {requested} yet")]
-    TreeTooLarge { requested: u64, size: u64 },
-    #[error("a consistency proof goes from a smaller tree to a larger one, not from size {from} to {to}")]
-    SizeDecreased { from: u64, to: u64 },
-    #[error("cannot encode the paperwork as canonical JSON: {0}")]
-    PaperworkJson(#[source] serde_json::Error),
-    #[error("cannot encode the paperwork as canonical JSON: {0}")]
-    PaperworkCanonical(#[from] JcsError),
-    #[error("checkpoint: {0}")]
-    Checkpoint(#[from] CheckpointError),
-    #[error("the checkpoint is for log {got:?}, expected {expected:?}")]
-    WrongOrigin { expected: String, got: String },
-    #[error("malformed proof response: {0}")]
-    MalformedResponse(#[source] serde_json::Error),
-    #[error("{field} is not a 32-byte hash in hex")]
-    BadHash { field: String },
-    #[error("the proof is for leaf hash {got}, not {expected}")]
-    LeafMismatch { expected: String, got: String },
-    #[error("the proof is for a tree of size {proof}, the checkpoint for size {checkpoint}")]
-    SizeMismatch { proof: u64, checkpoint: u64 },
-    #[error("the proof is from size {from} to {to}, the checkpoints are of sizes {old} and {new}")]
-    ConsistencySizeMismatch { from: u64, to: u64, old: u64, new: u64 },
-    #[error("proof does not verify: {0}")]
-    Proof(#[from] MerkleError),
-    #[error("leaves for index {first} cannot be appended to a tree of size {size}: the next leaf is {size}")]
-    NotNextIndex { first: u64, size: u64 },
-}
-
-/// The leaf of a paperwork: `merkle::leaf_hash` of the RFC 8785 canonical JSON of the *signed*
-/// paperwork (its fields and `signature`), encoded from the typed object so that spelling, field order
-/// and whitespace of whatever JSON it arrived as do not matter. The signature is part of the leaf, so
-/// the log commits to the exact object that was filed, not only to what was signed.
-pub fn paperwork_leaf(pw: &Signed<Paperwork>) -> Result<Hash, LogError> {
-    let value = serde_json::to_value(pw).map_err(LogError::PaperworkJson)?;
-    Ok(merkle::leaf_hash(jcs::canonicalize_signed(&value)?.as_bytes()))
-}
-
-/// The origin line (and signing key name) of the checkpoints of the hub with this key:
-/// `stacknet.hub/` + the first 16 hex characters of the key.
-pub fn log_origin(hub: &PublicKey) -> String {
-    let hex = hub.to_hex();
-    let short = hex.get(..LOG_ORIGIN_KEY_HEX_CHARS).unwrap_or(&hex);
-    format!("{LOG_ORIGIN_PREFIX}{short}")
-}
 
 /// A checkpoint of the log as the hub hands it out.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -402,8 +346,10 @@ pub fn checkpoint_json(checkpoint: &SignedCheckpoint) -> LogCheckpoint {
 mod tests {
     use proptest::prelude::*;
     use serde_json::json;
-    use stacknet_protocol::checkpoint::Checkpoint;
     use stacknet_protocol::examples;
+    use stacknet_protocol::jcs;
+    use stacknet_protocol::paperwork::Paperwork;
+    use stacknet_protocol::Signed;
 
     use super::*;
 

@@ -156,8 +156,24 @@ pub async fn stack_statement(
     Query(q): Query<StatementQuery>,
 ) -> Result<Json<StackStatement>, ApiError> {
     let stack = state.api_keys.authenticate(&headers)?;
-    let statement = statement_json(&*state.ledger, AccountId::stack(stack), q.after, q.limit).await?;
-    Ok(Json(StackStatement { stack, statement }))
+    let account = match q.skill {
+        None => AccountId::stack(stack),
+        Some(skill) => {
+            // Another Stack's skill is as unknown as a missing one.
+            state
+                .attribution
+                .skill(skill)
+                .filter(|s| s.creator == stack)
+                .ok_or_else(|| ApiError::NotFound(format!("skill {skill} of this Stack")))?;
+            AccountId::creator(skill)
+        }
+    };
+    let statement = statement_json(&*state.ledger, account, q.after, q.limit).await?;
+    Ok(Json(StackStatement {
+        stack,
+        skill: q.skill,
+        statement,
+    }))
 }
 
 /// Checks a Node Key request: its signature, that it is addressed to this hub, its time, and that

@@ -17,13 +17,14 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 use stacknet_api::output::OutputDigester;
-use stacknet_protocol::contract::{Parties, PriceTerms, PromptContract, Usage, Workload};
+use stacknet_protocol::contract::{PriceTerms, PromptContract, Usage, Workload};
 use stacknet_protocol::paperwork::{check_paperwork_for, request_digest, Paperwork};
 use stacknet_protocol::wire::{self, Attachment, ErrorCode, ErrorFrame, HubMessage, Task};
 use stacknet_protocol::{Amount, ContractId, NodeKeyId, Nonce, Signed, StackId, Timestamp, UserId};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
+use crate::attribution::Shaped;
 use crate::capped::{self, CappedSender, Offer};
 use crate::error::ApiError;
 use crate::log::paperwork_leaf;
@@ -55,20 +56,33 @@ async fn run(
     body: Result<Bytes, BytesRejection>,
     workload: Workload,
 ) -> Result<Response, ApiError> {
-    let stack = state.api_keys.authenticate(&headers)?;
+    let caller = state.api_keys.caller(&headers)?;
     let api = workload::api(workload).ok_or_else(|| ApiError::NotFound("no such endpoint".to_owned()))?;
     let limit = state.config.max_body_bytes;
     let bytes = body.map_err(|rejection| match rejection.status() {
         StatusCode::PAYLOAD_TOO_LARGE => ApiError::BodyTooLarge { limit },
         _ => ApiError::MalformedJson(rejection.body_text()),
     })?;
-    let body_len = bytes.len();
+    let mut body_len = bytes.len();
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let parsed = api.parse(content_type.as_deref(), bytes)?;
-    execute(state, stack, api, parsed, body_len, None).await
+    let mut parsed = api.parse(content_type.as_deref(), bytes)?;
+    let shaped = state.attribution.shape(
+        &caller,
+        workload,
+        &mut parsed.request.body,
+        state.config.split.skills_bps,
+    )?;
+    if shaped.changed {
+        // The shaped body is what the node runs and what the hold must cover: validated again as
+        // a whole (a skill's model, injected messages and tools), and measured again.
+        let body = std::mem::take(&mut parsed.request.body);
+        body_len = body_len.max(serde_json::to_vec(&body).map_err(ApiError::internal)?.len());
+        parsed.request = stacknet_api::request::validate(workload, body)?;
+    }
+    execute(state, caller.stack, api, parsed, body_len, None, shaped).await
 }
 
 /// A guardian's probe (`crate::guardian`): `request`, an OpenAI chat request, run on `node` as an
@@ -85,7 +99,7 @@ pub async fn probe(
     let bytes = Bytes::from(serde_json::to_vec(request).map_err(ApiError::internal)?);
     let body_len = bytes.len();
     let parsed = api.parse(Some("application/json"), bytes)?;
-    execute(state, stack, api, parsed, body_len, Some(node)).await
+    execute(state, stack, api, parsed, body_len, Some(node), Shaped::default()).await
 }
 
 /// Runs a parsed request of `stack` on a node: any node that serves it, or only `pinned`.
@@ -96,6 +110,7 @@ async fn execute(
     parsed: Parsed,
     body_len: usize,
     pinned: Option<NodeKeyId>,
+    shaped: Shaped,
 ) -> Result<Response, ApiError> {
     let workload = parsed.request.workload;
     let Parsed { request: req, files } = parsed;
@@ -127,7 +142,6 @@ async fn execute(
         state.config.hold_grace_ms,
     )
     .await?;
-    let user = user_id(stack, req.user.as_deref());
     let attachments: Vec<Attachment> = files.iter().map(|(a, _)| a.clone()).collect();
     let need = Need {
         model: &req.model,
@@ -173,7 +187,7 @@ async fn execute(
                     format!("node {node} is not connected, may not be routed tasks, or does not serve {} for this request", req.model),
                 ),
             })?;
-        let contract = sign_contract(&state, stack, user, &lease, &req, &price, held.0.max_cost)?;
+        let contract = sign_contract(&state, stack, &lease, &req, &price, held.0.max_cost, &shaped)?;
         let task = HubMessage::Task(Box::new(Task {
             contract: contract.clone(),
             request: req.body.clone(),
@@ -282,11 +296,11 @@ fn user_id(stack: StackId, user: Option<&str>) -> UserId {
 fn sign_contract(
     state: &AppState,
     stack: StackId,
-    user: UserId,
     lease: &Lease,
     req: &ApiRequest,
     price: &PriceTerms,
     max_cost: Amount,
+    shaped: &Shaped,
 ) -> Result<Signed<PromptContract>, ApiError> {
     let now = Timestamp::now();
     // The warm bonus is a term of the contract the hub signs: kept only when a heartbeat of the
@@ -300,16 +314,17 @@ fn sign_contract(
         id: ContractId::random(),
         hub: state.hub_key.public_key(),
         stack,
-        user,
+        user: user_id(stack, req.user.as_deref()),
         node_key: lease.node.id,
         workload: req.workload,
         model: req.model.clone(),
         price: price.clone(),
         max_cost,
         split,
-        parties: Parties::default(),
-        skills: Vec::new(),
-        injections: Vec::new(),
+        parties: state.attribution.parties(&req.model, lease.node.id),
+        skills: shaped.skills.clone(),
+        skill_royalties_bps: shaped.royalties.clone(),
+        injections: shaped.injections.clone(),
         created_at: now,
         expires_at: now.plus_ms(i64::try_from(state.config.request_timeout_ms).unwrap_or(i64::MAX)),
         nonce: Nonce::random(),
@@ -776,6 +791,7 @@ impl Running {
             .accept(record)
             .await
             .map_err(ApiError::internal)?;
+        self.state.attribution.used(&contract.skills);
         Ok(Accepted {
             usage: pw.body.usage,
             fingerprint: checked.fingerprint.to_string(),

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::Value;
 use stacknet_api::paths;
 use stacknet_api::types::{
-    ErrorBody, FilingAnswer, FilingRequest, HubInfo, NodeStatement, Payout, StakeStatus,
+    ErrorBody, FilingAnswer, FilingRequest, HubInfo, NodeReferral, NodeStatement, Payout, StakeStatus,
 };
 use stacknet_protocol::filing::{Filing, FilingVerdict, NodeAction, NodeRequest};
 use stacknet_protocol::paperwork::Paperwork;
@@ -149,6 +149,15 @@ impl HubClient {
     /// A stake request (`Stake`, `Bond`, `Unbond` or `Withdraw`) and where the key's stake stands after it.
     pub async fn stake(&self, key: &SecretKey, action: NodeAction) -> Result<StakeStatus, SettlementError> {
         self.node_request(key, paths::STAKE, action).await
+    }
+
+    /// Registers the Node Key with a Stack's referral code (once: the same code again is answered
+    /// as it stands, another is refused).
+    pub async fn refer(&self, key: &SecretKey, code: &str) -> Result<NodeReferral, SettlementError> {
+        let action = NodeAction::Refer {
+            code: code.to_owned(),
+        };
+        self.node_request(key, paths::NODE_REFERRER, action).await
     }
 
     /// Redeems `amount` of earnings (all when `None`) to `destination`.

@@ -166,6 +166,11 @@ pub struct PromptContract {
     pub parties: Parties,
     /// Sorted, without duplicates.
     pub skills: Vec<SkillId>,
+    /// Each skill's royalty in basis points of the task's cost, in the order of `skills`; their sum
+    /// is at most `split.skills_bps`, and what the royalties leave of the skills' share goes to the
+    /// protocol treasury. Empty (and then left out of the JSON): the skills' share is divided equally.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skill_royalties_bps: Vec<u32>,
     /// Sorted, without duplicates.
     pub injections: Vec<InjectionId>,
     pub created_at: Timestamp,

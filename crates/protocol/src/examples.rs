@@ -73,6 +73,7 @@ pub fn contract() -> PromptContract {
             ..Parties::default()
         },
         skills: vec![SkillId::from_digest(id_bytes(0x51))],
+        skill_royalties_bps: Vec::new(),
         injections: vec![InjectionId::from_digest(id_bytes(0x1a))],
         created_at: at(0),
         expires_at: at(60_000),

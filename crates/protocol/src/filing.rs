@@ -73,6 +73,9 @@ pub enum NodeAction {
     },
     /// A guardian hands in what its probes of one node saw over a window.
     Telemetry { report: Box<Signed<Telemetry>> },
+    /// The key registers with a Stack's referral code: that Stack becomes its referrer, named in
+    /// every later contract for it. Only once: a key's referrer never changes.
+    Refer { code: String },
 }
 
 /// The Stack a guardian's probes run as: derived from its key, so a node sees an id like any other

@@ -311,7 +311,7 @@ async fn create_stack(state: &stacknet_hub::AppState, name: &str) -> (StackId, S
         .create_stack(stack.clone())
         .await
         .expect("stack stored");
-    let (key, _) = stacknet_hub::admin::issue_key(state, stack.id)
+    let (key, _) = stacknet_hub::admin::issue_key(state, stack.id, stacknet_hub::store::KeyRole::Owner)
         .await
         .expect("key issued");
     (stack.id, key)

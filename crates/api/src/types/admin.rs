@@ -12,6 +12,10 @@ use super::Balance;
 #[serde(deny_unknown_fields)]
 pub struct NewStack {
     pub name: String,
+    /// A referral code (`ref_...`) of the Stack that brought this one: that Stack earns a share of
+    /// this one's top-ups for good.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub referral_code: Option<String>,
 }
 
 /// A Stack, as the admin API shows it (`POST` and `GET /stacknet/v1/admin/stacks`).
@@ -20,6 +24,9 @@ pub struct Stack {
     pub id: StackId,
     pub name: String,
     pub created_at: Timestamp,
+    /// The Stack that referred this one, if one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub referred_by: Option<StackId>,
 }
 
 /// `GET /stacknet/v1/admin/stacks`.
@@ -39,10 +46,49 @@ impl StackList {
     }
 }
 
+/// What an API key may do. An `owner` key manages its Stack (injections, skills, referral codes,
+/// buying Node Keys) and makes requests; a `client` key only makes requests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyRole {
+    Owner,
+    #[default]
+    Client,
+}
+
+impl KeyRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyRole::Owner => "owner",
+            KeyRole::Client => "client",
+        }
+    }
+}
+
+impl std::str::FromStr for KeyRole {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "owner" => Ok(KeyRole::Owner),
+            "client" => Ok(KeyRole::Client),
+            other => Err(format!("role {other:?} is neither owner nor client")),
+        }
+    }
+}
+
+/// The body of `POST /stacknet/v1/admin/stacks/{id}/keys` (optional: a `client` key).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewKeyRequest {
+    #[serde(default)]
+    pub role: KeyRole,
+}
+
 /// `POST /stacknet/v1/admin/stacks/{id}/keys`: the new key, shown in this answer and nowhere else.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NewKey {
     pub stack: StackId,
+    pub role: KeyRole,
     /// The secret (`sk_...`).
     pub api_key: String,
     /// The first characters of the key, kept by the hub to recognise it by.
@@ -82,6 +128,20 @@ pub struct TopUpAnswer {
     pub replayed: bool,
     /// The account's balance after the top-up.
     pub balance: Balance,
+    /// The share of a Stack's top-up its referrer earns, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub referral: Option<ReferralShare>,
+}
+
+/// A referrer's share of a top-up, paid by the protocol treasury under its own transfer id (the
+/// top-up's id with `referral:` before it), so a top-up sent again pays it once. `paid` is false
+/// when the treasury could not cover it: sending the same top-up again retries it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReferralShare {
+    pub stack: StackId,
+    pub amount: Amount,
+    pub transfer: String,
+    pub paid: bool,
 }
 
 /// `POST /stacknet/v1/admin/prices`: a model's price; fields left out are zero.
@@ -97,6 +157,12 @@ pub struct SetPrice {
     pub per_request: Option<Amount>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub per_unit: Option<Amount>,
+    /// The Stack credited as the model's provider in every contract for this model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_provider: Option<StackId>,
+    /// The Stack credited as the provider of the model's data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_provider: Option<StackId>,
 }
 
 /// A model's price as set (the answer to `POST /stacknet/v1/admin/prices`, and each entry of the
@@ -106,6 +172,10 @@ pub struct Price {
     pub model: String,
     pub price: PriceTerms,
     pub updated_at: Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_provider: Option<StackId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_provider: Option<StackId>,
 }
 
 /// `GET /stacknet/v1/admin/prices`: every priced model, and the default for the others.

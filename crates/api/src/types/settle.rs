@@ -62,12 +62,19 @@ pub struct StatementQuery {
     pub after: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<u32>,
+    /// One of the Stack's skills: the statement of its royalties account (`creator:skill_...`)
+    /// instead of the Stack's balance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skill: Option<stacknet_protocol::SkillId>,
 }
 
 /// `GET /stacknet/v1/statement`: the Stack whose API key is used.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StackStatement {
     pub stack: StackId,
+    /// The skill whose royalties account this is, when one was asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skill: Option<stacknet_protocol::SkillId>,
     #[serde(flatten)]
     pub statement: Statement,
 }

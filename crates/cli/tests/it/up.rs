@@ -16,7 +16,7 @@ const MODEL_LOAD_DEADLINE: Duration = Duration::from_secs(60);
 pub(crate) struct Up {
     child: Child,
     pub(crate) base_url: String,
-    api_key: String,
+    pub(crate) api_key: String,
     /// What `up` printed on stdout, up to and including its settings.
     printed: Vec<String>,
 }

@@ -255,3 +255,101 @@ async fn verify_checks_the_content_of_an_untouched_answer_streamed_and_not() {
         );
     }
 }
+
+/// `stacknet ARGS` with the Stack's key of `up` in the environment.
+fn stacknet(up: &Up, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_stacknet"))
+        .args(args)
+        .env("OPENAI_API_KEY", &up.api_key)
+        .output()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn verify_follow_checks_each_checkpoint_and_the_stack_commands_publish_a_skill() {
+    let net = Network::start().await;
+    let (up, hub, key) = (&net.up, net.hub.clone(), net.key.clone());
+    chat(up, false).await;
+    // A skill published with `stacknet stack` (up's key is its Stack's owner key), then listed.
+    let out = stacknet(
+        up,
+        &[
+            "stack",
+            "--hub",
+            &hub,
+            "skill",
+            "publish",
+            "--name",
+            "cli",
+            "--instructions",
+            "Be kind.",
+            "--royalty-bps",
+            "100",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let skill: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = skill["id"].as_str().unwrap();
+    let out = stacknet(up, &["skills", "--hub", &hub]);
+    assert!(
+        out.status.success() && text(&out.stdout).contains(id),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = stacknet(up, &["statement", "--hub", &hub, "--skill", id]);
+    assert!(
+        text(&out.stdout).contains(&format!("\"skill\": \"{id}\"")),
+        "{}",
+        text(&out.stdout)
+    );
+
+    // Two polls: the first checkpoint, then (after one more answer) one proven to extend it.
+    let follow = {
+        let (hub, key) = (hub.clone(), key.clone());
+        let api_key = up.api_key.clone();
+        std::thread::spawn(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_stacknet"))
+                .args([
+                    "verify",
+                    "--follow",
+                    &hub,
+                    "--hub-key",
+                    &key,
+                    "--rounds",
+                    "2",
+                    "--interval-ms",
+                    "3000",
+                ])
+                .env("OPENAI_API_KEY", api_key)
+                .output()
+                .unwrap()
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(1_000)).await;
+    chat(up, false).await;
+    let out = follow.join().unwrap();
+    let said = text(&out.stdout);
+    assert!(out.status.success(), "{said} {}", text(&out.stderr));
+    assert!(said.starts_with("checkpoint: size 1, root "), "{said}");
+    assert!(said.contains("consistent: size 1 -> 2, root "), "{said}");
+    // A wrong hub key: every checkpoint is an alarm.
+    let stranger = stacknet_protocol::SecretKey::generate().public_key().to_hex();
+    let out = stacknet(
+        up,
+        &[
+            "verify",
+            "--follow",
+            &hub,
+            "--hub-key",
+            &stranger,
+            "--rounds",
+            "1",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stdout).starts_with("ALARM: a checkpoint that does not verify"),
+        "{}",
+        text(&out.stdout)
+    );
+}

@@ -1,140 +1,21 @@
-//! The client side of the paperwork log, for `stacknet verify` and monitors: pure functions over a
-//! signed checkpoint note and the JSON of a proof endpoint. Nothing is fetched; the caller brings the
-//! hub key it trusts and the origin it expects (normally [`super::log_origin`] of that key).
-//!
-//! A proof is accepted only against a checkpoint of exactly its tree size. A proof against a smaller
-//! tree says nothing about the checkpoint without a consistency proof as well, so a client that holds
-//! a checkpoint asks for the inclusion proof at that checkpoint's size instead (`tree_size=`).
-
-use serde::Deserialize;
-use serde_json::Value;
-use stacknet_api::types::{ConsistencyProof, InclusionProof};
-use stacknet_protocol::checkpoint::Checkpoint;
-use stacknet_protocol::merkle::{self, Hash};
-use stacknet_protocol::PublicKey;
-
-use super::LogError;
-
-/// An inclusion proof that verified against a signed checkpoint.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VerifiedInclusion {
-    pub leaf_index: u64,
-    pub leaf_hash: Hash,
-    /// The opened checkpoint: its size is the proof's tree size, its root the one proven.
-    pub checkpoint: Checkpoint,
-}
-
-/// A consistency proof that verified between two signed checkpoints.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VerifiedConsistency {
-    pub old: Checkpoint,
-    pub new: Checkpoint,
-}
-
-/// Opens a checkpoint note signed by `hub_key` under the key name `origin`, and checks that it is the
-/// checkpoint of that log (the signature alone does not say which origin line it covers).
-pub fn open_checkpoint(note: &str, origin: &str, hub_key: &PublicKey) -> Result<Checkpoint, LogError> {
-    let checkpoint = Checkpoint::open(note, origin, hub_key)?;
-    if checkpoint.origin != origin {
-        return Err(LogError::WrongOrigin {
-            expected: origin.to_owned(),
-            got: checkpoint.origin,
-        });
-    }
-    Ok(checkpoint)
-}
-
-/// Checks that `leaf_hash` (for paperwork, [`super::paperwork_leaf`]) is in the tree that the signed
-/// `checkpoint_note` commits to, given the body of the inclusion endpoint.
-pub fn verify_inclusion_response(
-    leaf_hash: &Hash,
-    response: &Value,
-    checkpoint_note: &str,
-    origin: &str,
-    hub_key: &PublicKey,
-) -> Result<VerifiedInclusion, LogError> {
-    let checkpoint = open_checkpoint(checkpoint_note, origin, hub_key)?;
-    let body = InclusionProof::deserialize(response).map_err(LogError::MalformedResponse)?;
-    let claimed = parse_hash("leaf_hash", &body.leaf_hash)?;
-    if claimed != *leaf_hash {
-        return Err(LogError::LeafMismatch {
-            expected: hex::encode(leaf_hash),
-            got: body.leaf_hash,
-        });
-    }
-    if body.tree_size != checkpoint.size {
-        return Err(LogError::SizeMismatch {
-            proof: body.tree_size,
-            checkpoint: checkpoint.size,
-        });
-    }
-    let proof = parse_proof(&body.proof)?;
-    merkle::verify_inclusion(
-        body.leaf_index,
-        body.tree_size,
-        leaf_hash,
-        &proof,
-        &checkpoint.root,
-    )?;
-    Ok(VerifiedInclusion {
-        leaf_index: body.leaf_index,
-        leaf_hash: *leaf_hash,
-        checkpoint,
-    })
-}
-
-/// Checks that the log of the signed `new_note` extends that of `old_note`, given the body of the
-/// consistency endpoint for their two sizes.
-pub fn verify_consistency_response(
-    response: &Value,
-    old_note: &str,
-    new_note: &str,
-    origin: &str,
-    hub_key: &PublicKey,
-) -> Result<VerifiedConsistency, LogError> {
-    let old = open_checkpoint(old_note, origin, hub_key)?;
-    let new = open_checkpoint(new_note, origin, hub_key)?;
-    let body = ConsistencyProof::deserialize(response).map_err(LogError::MalformedResponse)?;
-    if body.from != old.size || body.to != new.size {
-        return Err(LogError::ConsistencySizeMismatch {
-            from: body.from,
-            to: body.to,
-            old: old.size,
-            new: new.size,
-        });
-    }
-    let proof = parse_proof(&body.proof)?;
-    merkle::verify_consistency(old.size, new.size, &old.root, &new.root, &proof)?;
-    Ok(VerifiedConsistency { old, new })
-}
-
-fn parse_proof(proof: &[String]) -> Result<Vec<Hash>, LogError> {
-    proof
-        .iter()
-        .enumerate()
-        .map(|(i, h)| parse_hash(&format!("proof[{i}]"), h))
-        .collect()
-}
-
-fn parse_hash(field: &str, hex_hash: &str) -> Result<Hash, LogError> {
-    hex::decode(hex_hash)
-        .ok()
-        .and_then(|bytes| merkle::hash_from_slice(&bytes).ok())
-        .ok_or_else(|| LogError::BadHash {
-            field: field.to_owned(),
-        })
-}
+//! Tests of the client side of the log (`stacknet_api::proof`, re-exported by [`super`]) against
+//! proofs this log builds.
 
 #[cfg(test)]
 mod tests {
     use serde_json::json;
-    use stacknet_protocol::checkpoint::CheckpointError;
+    use stacknet_protocol::checkpoint::{Checkpoint, CheckpointError};
     use stacknet_protocol::examples;
     use stacknet_protocol::merkle::MerkleError;
     use stacknet_protocol::SecretKey;
 
-    use super::*;
-    use crate::log::{consistency_json, inclusion_json, log_origin, paperwork_leaf, MerkleLog};
+    use serde_json::Value;
+    use stacknet_protocol::merkle::{self, Hash};
+
+    use crate::log::{
+        consistency_json, inclusion_json, log_origin, paperwork_leaf, verify_consistency_response,
+        verify_inclusion_response, LogError, MerkleLog, VerifiedInclusion,
+    };
 
     /// Index of the paperwork in [`fixture`]'s log of [`LOG_SIZE`] leaves.
     const PAPERWORK_INDEX: u64 = 5;

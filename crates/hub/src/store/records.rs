@@ -20,6 +20,24 @@ pub struct ApiKeyRecord {
     pub created_at: Timestamp,
     /// When the key was revoked; a revoked key authenticates nothing.
     pub revoked_at: Option<Timestamp>,
+    pub role: KeyRole,
+}
+
+pub use stacknet_api::types::KeyRole;
+
+/// A version of a registry document: an injection, a skill, a referral code, a referrer binding,
+/// a model's providers. A few columns to find it by and the document itself as JSON, which only
+/// its module (`crate::attribution`) reads. A version, once written, never changes: an update is
+/// the next version, and two writers racing for one version get one winner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DocRecord {
+    pub kind: String,
+    pub id: String,
+    pub version: u64,
+    /// The Stack it belongs to (its owner, the referrer), where it has one.
+    pub stack: Option<StackId>,
+    pub json: String,
+    pub created_at: Timestamp,
 }
 
 /// Registry rows written after a version, and the version to ask from next time. Every write to a

@@ -9,8 +9,9 @@ use std::pin::Pin;
 use stacknet_protocol::{Amount, NodeKeyId, PaperworkId, Timestamp};
 
 use super::records::{
-    ApiKeyRecord, CaseRecord, Changes, EvidenceRow, KeptTask, LoggedPaperwork, ModelPrice, PaperworkRecord,
-    PayoutRecord, PayoutState, SlashRecord, StackRecord, UnbondingRecord, ValidatorRecord, WorkerStats,
+    ApiKeyRecord, CaseRecord, Changes, DocRecord, EvidenceRow, KeptTask, LoggedPaperwork, ModelPrice,
+    PaperworkRecord, PayoutRecord, PayoutState, SlashRecord, StackRecord, UnbondingRecord, ValidatorRecord,
+    WorkerStats,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -205,11 +206,34 @@ pub trait ReputationStore: Send + Sync + fmt::Debug + 'static {
     fn telemetry(&self, node: NodeKeyId, limit: u32) -> StoreFuture<'_, Vec<String>>;
 }
 
+/// The attribution registry's documents (`crate::attribution`), versioned and never changed once
+/// written, and named counters (a skill's usage) that only grow, so replicas add into one row.
+pub trait DocStore: Send + Sync + fmt::Debug + 'static {
+    /// Writes a document's version; false (nothing written) when that kind, id and version exist.
+    fn put_doc(&self, doc: DocRecord) -> StoreFuture<'_, bool>;
+    /// Every version written at or after `version` (of an earlier answer), as
+    /// [`RegistryStore::api_keys_since`] for keys; 0 gives them all.
+    fn docs_since(&self, version: u64) -> StoreFuture<'_, Changes<DocRecord>>;
+    /// Every version of one document, oldest first.
+    fn doc_versions(&self, kind: String, id: String) -> StoreFuture<'_, Vec<DocRecord>>;
+    /// Adds to named counters (made when missing), in one transaction.
+    fn add_counts(&self, rows: Vec<(String, u64)>) -> StoreFuture<'_, ()>;
+    /// The counters named, in the order asked (0 for one never counted).
+    fn counts(&self, names: Vec<String>) -> StoreFuture<'_, Vec<u64>>;
+}
+
 /// Everything the hub keeps outside the ledger: every store implements all six domains (one
 /// database holds them), so the hub passes one `Arc<dyn Store>` around. The methods of a trait
 /// object's supertraits need no import, so `store.stacks()` works on an `Arc<dyn Store>` as it is.
 pub trait Store:
-    RegistryStore + LogStore + SettlementStore + PayoutStore + StakeStore + ValidationStore + ReputationStore
+    RegistryStore
+    + LogStore
+    + SettlementStore
+    + PayoutStore
+    + StakeStore
+    + ValidationStore
+    + ReputationStore
+    + DocStore
 {
 }
 
@@ -221,6 +245,7 @@ impl<
             + StakeStore
             + ValidationStore
             + ReputationStore
+            + DocStore
             + ?Sized,
     > Store for T
 {

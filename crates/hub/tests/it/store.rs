@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use rand_core::RngCore;
 use stacknet_hub::store::{
-    ApiKeyRecord, EvidenceRow, ModelPrice, PaperworkRecord, PayoutRecord, PayoutState, StackRecord, Store,
-    UnbondingRecord,
+    ApiKeyRecord, DocRecord, EvidenceRow, KeyRole, ModelPrice, PaperworkRecord, PayoutRecord, PayoutState,
+    StackRecord, Store, UnbondingRecord,
 };
 use stacknet_protocol::contract::PriceTerms;
 use stacknet_protocol::{Amount, ContractId, NodeKeyId, PaperworkId, StackId, Timestamp};
@@ -91,10 +91,27 @@ pub async fn stacks_and_api_keys_round_trip(db: &TestDb) {
         stack: later.id,
         created_at: at(30),
         revoked_at: None,
+        role: KeyRole::Owner,
     };
     store.create_api_key(key.clone()).await.unwrap();
-    assert_eq!(store.api_keys().await.unwrap(), vec![key.clone()]);
-
+    let client = ApiKeyRecord {
+        hash: random_bytes(),
+        prefix: "sk_live_cd34".into(),
+        role: KeyRole::Client,
+        ..key.clone()
+    };
+    store.create_api_key(client.clone()).await.unwrap();
+    let mut keys = store.api_keys().await.unwrap();
+    keys.sort_by(|a, b| a.prefix.cmp(&b.prefix));
+    assert_eq!(keys, vec![key.clone(), client.clone()], "each key keeps its role");
+    assert_eq!(
+        store
+            .revoke_key(client.prefix.clone(), at(31))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
     let orphan = ApiKeyRecord {
         hash: random_bytes(),
         stack: StackId::random(),
@@ -108,11 +125,16 @@ pub async fn stacks_and_api_keys_round_trip(db: &TestDb) {
         store.create_stack(later).await.is_err(),
         "a Stack id is created once"
     );
-    assert_eq!(store.api_keys().await.unwrap(), vec![key.clone()]);
+    let live = |keys: Vec<ApiKeyRecord>| {
+        keys.into_iter()
+            .filter(|k| k.revoked_at.is_none())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(live(store.api_keys().await.unwrap()), vec![key.clone()]);
 
     // Revoking by prefix; the change is among those since the version seen before it.
     let before = store.api_keys_since(0).await.unwrap();
-    assert_eq!(before.records, vec![key.clone()]);
+    assert_eq!(live(before.records), vec![key.clone()]);
     let revoked = store.revoke_key(key.prefix.clone(), at(40)).await.unwrap();
     let expected = ApiKeyRecord {
         revoked_at: Some(at(40)),
@@ -132,7 +154,65 @@ pub async fn stacks_and_api_keys_round_trip(db: &TestDb) {
     let after = store.api_keys_since(before.version + 1).await.unwrap();
     assert_eq!(after.records, vec![expected.clone()]);
     assert!(after.version > before.version);
-    assert_eq!(store.api_keys().await.unwrap(), vec![expected]);
+    assert_eq!(live(store.api_keys().await.unwrap()), Vec::<ApiKeyRecord>::new());
+    assert!(store.api_keys().await.unwrap().contains(&expected));
+}
+
+pub async fn documents_keep_every_version_once_and_counters_add_up(db: &TestDb) {
+    let store = &db.store;
+    let stack = StackId::random();
+    let doc = |id: &str, version: u64, json: &str| DocRecord {
+        kind: "skill".into(),
+        id: id.into(),
+        version,
+        stack: Some(stack),
+        json: json.into(),
+        created_at: at(i64::try_from(version).unwrap()),
+    };
+    assert!(store.put_doc(doc("skill_a", 1, "{\"v\":1}")).await.unwrap());
+    // A version is written once: the second writer of version 1 loses, and nothing changes.
+    assert!(!store
+        .put_doc(doc("skill_a", 1, "{\"v\":\"other\"}"))
+        .await
+        .unwrap());
+    let first = store.docs_since(0).await.unwrap();
+    assert_eq!(first.records, vec![doc("skill_a", 1, "{\"v\":1}")]);
+    assert!(store.put_doc(doc("skill_a", 2, "{\"v\":2}")).await.unwrap());
+    let model = DocRecord {
+        kind: "model".into(),
+        stack: None,
+        ..doc("m", 1, "{}")
+    };
+    assert!(store.put_doc(model.clone()).await.unwrap());
+    // What was written since the last version seen (its own version may come again).
+    let later = store.docs_since(first.version + 1).await.unwrap();
+    assert_eq!(later.records, vec![doc("skill_a", 2, "{\"v\":2}"), model]);
+    assert!(later.version > first.version);
+    assert_eq!(
+        store
+            .doc_versions("skill".into(), "skill_a".into())
+            .await
+            .unwrap(),
+        vec![doc("skill_a", 1, "{\"v\":1}"), doc("skill_a", 2, "{\"v\":2}")]
+    );
+    assert!(store
+        .doc_versions("skill".into(), "none".into())
+        .await
+        .unwrap()
+        .is_empty());
+
+    store
+        .add_counts(vec![("a".into(), 2), ("b".into(), 1), ("a".into(), 3)])
+        .await
+        .unwrap();
+    store.add_counts(vec![("a".into(), 1)]).await.unwrap();
+    assert_eq!(
+        store
+            .counts(vec!["b".into(), "a".into(), "never".into()])
+            .await
+            .unwrap(),
+        vec![1, 6, 0]
+    );
 }
 
 pub async fn set_price_replaces_and_prices_sort_bytewise(db: &TestDb) {

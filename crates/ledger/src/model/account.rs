@@ -119,6 +119,13 @@ impl AccountId {
     pub fn payout_pending(node_key: NodeKeyId) -> Self {
         Self(Inner::PayoutPending(node_key))
     }
+    /// The Stack whose balance this is, if it is a Stack's.
+    pub fn stack_id(&self) -> Option<StackId> {
+        match self.0 {
+            Inner::Stack(s) => Some(s),
+            _ => None,
+        }
+    }
     /// A named door to the outside world (`topup`, `payout`, `webhook`...): 1 to 32 characters of
     /// `a-z 0-9 _ -`, so names stay readable in statements and never need escaping.
     pub fn external(name: &str) -> Result<Self, ParseError> {

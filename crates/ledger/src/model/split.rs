@@ -2,7 +2,10 @@
 //! parties of the contract's attribution split, plus the warm-pool bonus from the treasury.
 //!
 //! Rounding rule (never creates or loses a micro-credit): every share is `floor(cost * bps / 10_000)`;
-//! the skills' share is divided equally among the contract's skills, each part rounded down; a share
+//! a skill with a royalty in the contract (`skill_royalties_bps`) gets `floor(cost * royalty /
+//! 10_000)` and what the royalties leave of the skills' share goes to the treasury; without
+//! royalties the skills' share is divided equally among the contract's skills, each part rounded
+//! down; a share
 //! whose party the contract does not name (no referrer, no skills, no provider) goes to the treasury;
 //! whatever the rounding left over (less than one micro-credit per share) goes to the executing node.
 //! So the shares always add up to exactly the captured cost. The warm bonus is
@@ -37,6 +40,10 @@ pub enum SplitError {
     Negative(Amount),
     #[error("the contract's skills are not sorted and unique")]
     Skills,
+    #[error("the contract names {royalties} skill royalties for {skills} skills")]
+    RoyaltyCount { royalties: usize, skills: usize },
+    #[error("the contract's skill royalties add up to {0} basis points, more than the skills' share")]
+    RoyaltiesOverShare(u64),
     #[error("the settlement's amounts for {0} add up to more than the largest amount")]
     Overflow(AccountId),
     #[error(transparent)]
@@ -100,7 +107,35 @@ pub fn shares(captured: Amount, contract: &PromptContract) -> Result<Vec<Share>,
         },
     ];
     let skills_total = part(amount, split.skills_bps);
-    if contract.skills.is_empty() {
+    let royalties = &contract.skill_royalties_bps;
+    if !royalties.is_empty() {
+        if royalties.len() != contract.skills.len() {
+            return Err(SplitError::RoyaltyCount {
+                royalties: royalties.len(),
+                skills: contract.skills.len(),
+            });
+        }
+        let sum: u64 = royalties.iter().map(|&r| u64::from(r)).sum();
+        if sum > u64::from(split.skills_bps) {
+            return Err(SplitError::RoyaltiesOverShare(sum));
+        }
+        let mut paid = 0;
+        for (skill, &royalty) in contract.skills.iter().zip(royalties) {
+            let share = part(amount, royalty);
+            paid += share;
+            out.push(Share {
+                role: format!("skill:{skill}"),
+                account: AccountId::creator(*skill),
+                amount: Amount::from_micros(share),
+            });
+        }
+        // Each royalty rounds down, as the whole share does: paid <= skills_total.
+        out.push(Share {
+            role: "skills".into(),
+            account: AccountId::treasury(),
+            amount: Amount::from_micros((skills_total - paid).max(0)),
+        });
+    } else if contract.skills.is_empty() {
         out.push(Share {
             role: "skills".into(),
             account: AccountId::treasury(),
@@ -231,6 +266,32 @@ mod tests {
             c.parties = Default::default();
         }
         c
+    }
+
+    #[test]
+    fn royalties_pay_each_skill_its_own_part_and_the_rest_of_the_share_to_the_treasury() {
+        let mut c = contract_with(2, true);
+        // 5% skills share: 3% and 1.5% royalties, 0.5% left to the treasury.
+        c.skill_royalties_bps = vec![300, 150];
+        let s = shares(Amount::from_micros(1_000_000), &c).unwrap();
+        let of = |role: &str| s.iter().find(|s| s.role == role).map(|s| s.amount.micros());
+        assert_eq!(of(&format!("skill:{}", c.skills[0])), Some(30_000));
+        assert_eq!(of(&format!("skill:{}", c.skills[1])), Some(15_000));
+        assert_eq!(of("skills"), Some(5_000));
+        assert_eq!(s.iter().map(|s| s.amount.micros()).sum::<i64>(), 1_000_000);
+        c.skill_royalties_bps = vec![300, 201];
+        assert_eq!(
+            shares(Amount::from_micros(1), &c),
+            Err(SplitError::RoyaltiesOverShare(501))
+        );
+        c.skill_royalties_bps = vec![300];
+        assert_eq!(
+            shares(Amount::from_micros(1), &c),
+            Err(SplitError::RoyaltyCount {
+                royalties: 1,
+                skills: 2
+            })
+        );
     }
 
     #[test]

@@ -111,6 +111,8 @@ reasons! {
     Topup => "topup",
     Refund => "refund",
     Fee => "fee",
+    // A Stack's share of the top-ups of a Stack it referred, paid by the treasury.
+    Referral => "referral",
 }
 
 /// A transfer between two accounts: posted at once, or pending (a hold) until posted, voided or expired.

@@ -43,6 +43,9 @@ pub struct Terms {
     parties: [Option<usize>; 3],
     split: Split,
     warm: bool,
+    /// Each skill's royalty in basis points (the first `skills` of them are written into the
+    /// contract); `None`: no royalties, the skills' share divided equally.
+    royalties: Option<[u32; SKILLS]>,
 }
 
 #[derive(Clone, Debug)]
@@ -69,13 +72,16 @@ pub fn terms() -> impl Strategy<Value = Terms> {
         prop::array::uniform3(party),
         split,
         any::<bool>(),
+        // Up to 300 each: mostly within a skills' share of 500, sometimes past it (refused).
+        proptest::option::of(prop::array::uniform3(0..=300u32)),
     )
-        .prop_map(|(node, skills, parties, split, warm)| Terms {
+        .prop_map(|(node, skills, parties, split, warm, royalties)| Terms {
             node,
             skills,
             parties,
             split,
             warm,
+            royalties,
         })
 }
 
@@ -148,6 +154,10 @@ impl World {
                 data_provider: party(terms.parties[2]),
             },
             skills: self.skills[..terms.skills].to_vec(),
+            skill_royalties_bps: terms
+                .royalties
+                .map(|r| r[..terms.skills].to_vec())
+                .unwrap_or_default(),
             ..template().clone()
         }
     }
@@ -164,8 +174,31 @@ impl World {
                 prop_assert_eq!(total, u64::from(BPS_TOTAL) - u64::from(*n) - 1);
                 return Ok(vec![]);
             }
+            (Err(SplitError::RoyaltiesOverShare(sum)), _) => {
+                // Refused exactly when the royalties ask more than the skills' share.
+                let asked: u64 = contract.skill_royalties_bps.iter().map(|&r| u64::from(r)).sum();
+                prop_assert_eq!(sum, asked);
+                prop_assert!(asked > u64::from(contract.split.skills_bps));
+                return Ok(vec![]);
+            }
             (Err(e), _) => return Err(TestCaseError::fail(format!("{terms:?}: {e}"))),
         };
+        // The model of royalties: each skill gets floor(cost * royalty / 10,000), and the treasury
+        // what they leave of the skills' share; without royalties, equal parts.
+        let skills_share =
+            i128::from(captured.amount) * i128::from(contract.split.skills_bps) / i128::from(BPS_TOTAL);
+        let n = i128::try_from(contract.skills.len()).unwrap_or(1).max(1);
+        for (i, skill) in contract.skills.iter().enumerate() {
+            let want = match contract.skill_royalties_bps.get(i) {
+                Some(&r) => i128::from(captured.amount) * i128::from(r) / i128::from(BPS_TOTAL),
+                None => skills_share / n,
+            };
+            let got = shares
+                .iter()
+                .find(|s| s.role == format!("skill:{skill}"))
+                .map_or(0, |s| i128::from(s.amount.micros()));
+            prop_assert_eq!(got, want, "skill {} of {:?}", i, terms);
+        }
         let sum: i128 = shares.iter().map(|s| i128::from(s.amount.micros())).sum();
         prop_assert_eq!(sum, i128::from(captured.amount), "shares of {:?}", terms);
         prop_assert!(shares.iter().all(|s| s.amount.micros() > 0), "{:?}", shares);

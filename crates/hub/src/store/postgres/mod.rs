@@ -18,6 +18,7 @@
 //! ([`stacknet_ledger::pg`]): the hub and the ledger may share a schema and take the same locks.
 //! The paperwork log and filing are in `log`.
 
+mod docs;
 mod log;
 mod reputation;
 mod validate;
@@ -68,6 +69,8 @@ CREATE INDEX IF NOT EXISTS payouts_by_state ON payouts (state, created_at);
 ALTER TABLE api_keys ADD COLUMN IF NOT EXISTS revoked_at TEXT;
 ALTER TABLE api_keys ADD COLUMN IF NOT EXISTS version BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE prices ADD COLUMN IF NOT EXISTS version BIGINT NOT NULL DEFAULT 0;
+-- A key's role; keys made before roles existed could do everything, so they are owners.
+ALTER TABLE api_keys ADD COLUMN IF NOT EXISTS role TEXT NOT NULL DEFAULT 'owner';
 ALTER TABLE events ADD COLUMN IF NOT EXISTS expires_at TEXT COLLATE "C";
 CREATE INDEX IF NOT EXISTS events_expiring ON events (kind, expires_at) WHERE expires_at IS NOT NULL;
 CREATE INDEX IF NOT EXISTS api_keys_by_version ON api_keys (version);
@@ -90,6 +93,7 @@ fn key_of(row: &Row) -> Result<ApiKeyRecord, StoreError> {
             .try_get::<_, Option<&str>>(4)?
             .map(|at| parse("api_keys", at))
             .transpose()?,
+        role: parse("api_keys", row.try_get(5)?)?,
     })
 }
 
@@ -143,6 +147,7 @@ impl PgStore {
         pool.migrate(SCHEMA).await?;
         pool.migrate(validate::SCHEMA).await?;
         pool.migrate(reputation::SCHEMA).await?;
+        pool.migrate(docs::SCHEMA).await?;
         Ok(Arc::new(Self {
             pool,
             schema: schema.to_owned(),
@@ -222,16 +227,19 @@ impl RegistryStore for PgStore {
 
     fn create_api_key(&self, key: ApiKeyRecord) -> StoreFuture<'_, ()> {
         Box::pin(async move {
-            let sql = "INSERT INTO api_keys (hash, prefix, stack, created_at, revoked_at, version)
-                 VALUES ($1, $2, $3, $4, $5, (SELECT COALESCE(MAX(version), 0) + 1 FROM api_keys))";
+            let sql = "INSERT INTO api_keys (hash, prefix, stack, created_at, revoked_at, role, version)
+                 VALUES ($1, $2, $3, $4, $5, $6, (SELECT COALESCE(MAX(version), 0) + 1 FROM api_keys))";
             let (hash, stack, at) = (
                 key.hash.as_slice(),
                 key.stack.to_string(),
                 key.created_at.to_string(),
             );
             let revoked = key.revoked_at.map(|at| at.to_string());
-            self.execute(sql, &[&hash, &key.prefix, &stack, &at, &revoked])
-                .await?;
+            self.execute(
+                sql,
+                &[&hash, &key.prefix, &stack, &at, &revoked, &key.role.as_str()],
+            )
+            .await?;
             Ok(())
         })
     }
@@ -240,7 +248,7 @@ impl RegistryStore for PgStore {
         Box::pin(async move {
             let rows = self
                 .query(
-                    "SELECT hash, prefix, stack, created_at, revoked_at FROM api_keys",
+                    "SELECT hash, prefix, stack, created_at, revoked_at, role FROM api_keys",
                     &[],
                 )
                 .await?;
@@ -253,7 +261,7 @@ impl RegistryStore for PgStore {
             let sql = "UPDATE api_keys SET revoked_at = $2,
                      version = (SELECT COALESCE(MAX(version), 0) + 1 FROM api_keys)
                  WHERE prefix = $1 AND revoked_at IS NULL
-                 RETURNING hash, prefix, stack, created_at, revoked_at";
+                 RETURNING hash, prefix, stack, created_at, revoked_at, role";
             let at = at.to_string();
             let rows = self.query(sql, &[&prefix, &at]).await?;
             rows.iter().map(key_of).collect()
@@ -262,13 +270,13 @@ impl RegistryStore for PgStore {
 
     fn api_keys_since(&self, version: u64) -> StoreFuture<'_, Changes<ApiKeyRecord>> {
         Box::pin(async move {
-            let sql = "SELECT hash, prefix, stack, created_at, revoked_at, version FROM api_keys
+            let sql = "SELECT hash, prefix, stack, created_at, revoked_at, role, version FROM api_keys
                  WHERE version >= $1 ORDER BY version";
             let since = i64::try_from(version).unwrap_or(i64::MAX);
             let rows = self.query(sql, &[&since]).await?;
             Ok(Changes {
                 records: rows.iter().map(key_of).collect::<Result<_, _>>()?,
-                version: version_of(&rows, 5, version)?,
+                version: version_of(&rows, 6, version)?,
             })
         })
     }

@@ -2,6 +2,7 @@
 //! that runs as one process. Calls run on tokio's blocking pool over one connection; the paperwork
 //! log and filing are in `log`.
 
+mod docs;
 mod log;
 mod reputation;
 mod validate;
@@ -63,12 +64,14 @@ CREATE TABLE IF NOT EXISTS unbonding_slashes (
 ";
 
 /// Columns added after the first release: `(table, column, definition)`, added where missing.
-const ADDED_COLUMNS: [(&str, &str, &str); 4] = [
+const ADDED_COLUMNS: [(&str, &str, &str); 5] = [
     ("api_keys", "revoked_at", "TEXT"),
     ("api_keys", "version", "INTEGER NOT NULL DEFAULT 0"),
     ("prices", "version", "INTEGER NOT NULL DEFAULT 0"),
     // When a signed request's nonce may be forgotten (NULL: an event kept for good).
     ("events", "expires_at", "TEXT"),
+    // A key's role; keys made before roles existed could do everything, so they are owners.
+    ("api_keys", "role", "TEXT NOT NULL DEFAULT 'owner'"),
 ];
 
 /// Indexes on the added columns (created after them).
@@ -95,22 +98,23 @@ fn add_missing_columns(conn: &Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
-const KEY_COLUMNS: &str = "hash, prefix, stack, created_at, revoked_at";
+const KEY_COLUMNS: &str = "hash, prefix, stack, created_at, revoked_at, role";
 
-/// An `api_keys` row as SQLite gives it: hash, prefix, stack, created_at, revoked_at.
-type KeyRow = (Vec<u8>, String, String, String, Option<String>);
+/// An `api_keys` row as SQLite gives it: hash, prefix, stack, created_at, revoked_at, role.
+type KeyRow = (Vec<u8>, String, String, String, Option<String>, String);
 
 fn key_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<KeyRow> {
-    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
 }
 
-fn key_from((hash, prefix, stack, at, revoked): KeyRow) -> Result<ApiKeyRecord, StoreError> {
+fn key_from((hash, prefix, stack, at, revoked, role): KeyRow) -> Result<ApiKeyRecord, StoreError> {
     Ok(ApiKeyRecord {
         hash: hash32("api_keys", &hash)?,
         prefix,
         stack: parse("api_keys", &stack)?,
         created_at: parse("api_keys", &at)?,
         revoked_at: revoked.map(|at| parse("api_keys", &at)).transpose()?,
+        role: parse("api_keys", &role)?,
     })
 }
 
@@ -125,6 +129,7 @@ impl SqliteStore {
         conn.execute_batch(SCHEMA)?;
         conn.execute_batch(validate::SCHEMA)?;
         conn.execute_batch(reputation::SCHEMA)?;
+        conn.execute_batch(docs::SCHEMA)?;
         add_missing_columns(&conn)?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
@@ -182,14 +187,15 @@ impl RegistryStore for SqliteStore {
     fn create_api_key(&self, key: ApiKeyRecord) -> StoreFuture<'_, ()> {
         self.with(move |conn| {
             conn.execute(
-                "INSERT INTO api_keys (hash, prefix, stack, created_at, revoked_at, version)
-                 VALUES (?1, ?2, ?3, ?4, ?5, (SELECT COALESCE(MAX(version), 0) + 1 FROM api_keys))",
+                "INSERT INTO api_keys (hash, prefix, stack, created_at, revoked_at, role, version)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, (SELECT COALESCE(MAX(version), 0) + 1 FROM api_keys))",
                 params![
                     key.hash.as_slice(),
                     key.prefix,
                     key.stack.to_string(),
                     key.created_at.to_string(),
                     key.revoked_at.map(|at| at.to_string()),
+                    key.role.as_str(),
                 ],
             )?;
             Ok(())
@@ -222,7 +228,7 @@ impl RegistryStore for SqliteStore {
             let mut stmt = conn.prepare(&format!(
                 "SELECT {KEY_COLUMNS}, version FROM api_keys WHERE version >= ?1 ORDER BY version"
             ))?;
-            let rows = stmt.query_map([since], |r| Ok((key_of(r)?, r.get::<_, i64>(5)?)))?;
+            let rows = stmt.query_map([since], |r| Ok((key_of(r)?, r.get::<_, i64>(6)?)))?;
             let mut changes = Changes {
                 records: Vec::new(),
                 version,

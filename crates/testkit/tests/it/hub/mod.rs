@@ -1,5 +1,6 @@
 //! The hub end to end: hub + node + mock upstream on loopback ports, called as an OpenAI client would.
 
+mod attribution;
 mod cancel;
 mod chat;
 mod errors;
