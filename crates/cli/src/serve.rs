@@ -64,6 +64,10 @@ pub struct MoneyArgs {
     /// crash), in milliseconds.
     #[arg(long, env = "STACKNET_HOLD_GRACE_MS", default_value_t = stacknet_hub::money::DEFAULT_HOLD_GRACE_MS)]
     pub hold_grace_ms: u64,
+    /// The share of a referred Stack's top-ups its referrer earns (paid by the treasury), in basis points.
+    #[arg(long, env = "STACKNET_REFERRAL_TOPUP_BPS", default_value_t = stacknet_hub::attribution::DEFAULT_REFERRAL_TOPUP_BPS,
+          value_parser = clap::value_parser!(u32).range(0..=10_000))]
+    pub referral_topup_bps: u32,
     /// Output tokens assumed for a request without max_tokens when its maximum cost is held.
     #[arg(long, env = "STACKNET_DEFAULT_MAX_OUTPUT_TOKENS", default_value_t = stacknet_hub::DEFAULT_MAX_OUTPUT_TOKENS)]
     pub default_max_output_tokens: u64,
@@ -113,6 +117,7 @@ impl HubArgs {
         config.database = self.money.database.clone();
         config.challenge_window_ms = self.money.challenge_window_ms;
         config.hold_grace_ms = self.money.hold_grace_ms;
+        config.referral_topup_bps = self.money.referral_topup_bps;
         config.default_max_output_tokens = self.money.default_max_output_tokens;
         config.payments_webhook_secret = self.money.payments_webhook_secret.clone();
         anyhow::ensure!(
