@@ -54,6 +54,12 @@ pub const SKILL: &str = "/stacknet/v1/skills/{id}";
 pub const REFERRALS: &str = "/stacknet/v1/referrals";
 /// A node registers with a referral code: a signed `refer` request.
 pub const NODE_REFERRER: &str = "/stacknet/v1/nodes/referrer";
+/// The Node Key market: `GET` the open listings; `POST` a signed `list` or `unlist` request.
+pub const MARKET_KEYS: &str = "/stacknet/v1/market/keys";
+/// Public: one Node Key id's state, listing and rebindings.
+pub const MARKET_KEY: &str = "/stacknet/v1/market/keys/{id}";
+/// `POST` (an owner API key of the buying Stack): buys the listed key.
+pub const MARKET_BUY: &str = "/stacknet/v1/market/keys/{id}/buy";
 /// Credits to a node key's earnings account.
 pub const ADMIN_NODE_TOPUP: &str = "/stacknet/v1/admin/nodes/{id}/topup";
 
@@ -95,4 +101,14 @@ pub fn injection(id: &impl std::fmt::Display) -> String {
 /// `/stacknet/v1/skills/{id}` for one skill.
 pub fn skill(id: &impl std::fmt::Display) -> String {
     SKILL.replace("{id}", &id.to_string())
+}
+
+/// `/stacknet/v1/market/keys/{id}` for one Node Key id.
+pub fn market_key(id: &impl std::fmt::Display) -> String {
+    MARKET_KEY.replace("{id}", &id.to_string())
+}
+
+/// `/stacknet/v1/market/keys/{id}/buy` for one Node Key id.
+pub fn market_buy(id: &impl std::fmt::Display) -> String {
+    MARKET_BUY.replace("{id}", &id.to_string())
 }

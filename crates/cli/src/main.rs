@@ -4,6 +4,7 @@
 mod admin;
 mod guardian;
 mod keystore;
+mod market;
 mod models;
 mod nodes;
 mod paperwork;
@@ -62,6 +63,8 @@ enum Command {
     },
     /// Manage a Stack with an owner API key: injections, the skills it publishes, referral codes.
     Stack(stack::StackArgs),
+    /// The Node Key market: list your key for sale, buy one for your Stack, see a key's state.
+    Market(market::MarketArgs),
     /// The public skills registry: every published skill with its usage and earnings.
     Skills {
         /// The hub's URL.
@@ -231,6 +234,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             runtime()?.block_on(stack_statement(&hub, &api_key, skill))?
         }
         Command::Stack(args) => runtime()?.block_on(stack::run(args))?,
+        Command::Market(args) => runtime()?.block_on(market::run(args))?,
         Command::Skills { hub } => runtime()?.block_on(stack::registry(&hub))?,
         Command::Paperwork(args) => runtime()?.block_on(paperwork::run(args))?,
         Command::Stake(args) => runtime()?.block_on(stake::run(args))?,

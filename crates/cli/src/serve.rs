@@ -68,6 +68,11 @@ pub struct MoneyArgs {
     #[arg(long, env = "STACKNET_REFERRAL_TOPUP_BPS", default_value_t = stacknet_hub::attribution::DEFAULT_REFERRAL_TOPUP_BPS,
           value_parser = clap::value_parser!(u32).range(0..=10_000))]
     pub referral_topup_bps: u32,
+    /// The Node Key market's transfer fee, in basis points of the price (half to the key's
+    /// originator, half to the protocol).
+    #[arg(long, env = "STACKNET_KEY_TRANSFER_FEE_BPS", default_value_t = stacknet_hub::market::DEFAULT_KEY_TRANSFER_FEE_BPS,
+          value_parser = clap::value_parser!(u32).range(0..=10_000))]
+    pub key_transfer_fee_bps: u32,
     /// Output tokens assumed for a request without max_tokens when its maximum cost is held.
     #[arg(long, env = "STACKNET_DEFAULT_MAX_OUTPUT_TOKENS", default_value_t = stacknet_hub::DEFAULT_MAX_OUTPUT_TOKENS)]
     pub default_max_output_tokens: u64,
@@ -118,6 +123,7 @@ impl HubArgs {
         config.challenge_window_ms = self.money.challenge_window_ms;
         config.hold_grace_ms = self.money.hold_grace_ms;
         config.referral_topup_bps = self.money.referral_topup_bps;
+        config.key_transfer_fee_bps = self.money.key_transfer_fee_bps;
         config.default_max_output_tokens = self.money.default_max_output_tokens;
         config.payments_webhook_secret = self.money.payments_webhook_secret.clone();
         anyhow::ensure!(

@@ -70,6 +70,8 @@ struct Evidence {
     paperwork: Signed<Paperwork>,
     log: Option<(InclusionProof, String)>,
     hub_key: Option<(PublicKey, Trust)>,
+    /// The paperwork's Node Key id's rebindings (fetched with `--hub`; none offline).
+    chain: Vec<stacknet_protocol::binding::Rebinding>,
 }
 
 fn read_limited(reader: impl Read, what: &str) -> Result<String> {
@@ -158,6 +160,7 @@ async fn verify_answer(
                 .map_err(|e| anyhow!("{}: not a paperwork: {e}", file.display()))?,
             log: log_files(&options.proof)?,
             hub_key: hub_key.map(|k| (k, Trust::Pinned)),
+            chain: Vec::new(),
         }),
         (None, Some(hub)) => {
             if options.proof.inclusion.is_some() {
@@ -190,7 +193,7 @@ fn check_content(content: &Content, evidence: &Evidence) -> Result<String> {
     let (hub, trust) = evidence
         .hub_key
         .unwrap_or((pw.body.contract.body.hub, Trust::Named));
-    let checked = check::answer(content, pw, &hub)?;
+    let checked = check::answer_bound(content, pw, &hub, &evidence.chain)?;
     let log = match &evidence.log {
         Some((inclusion, note)) => inclusion_clause(pw, inclusion, note, &hub, trust)?,
         None => "; log inclusion not checked: no --inclusion and --checkpoint given".to_owned(),
@@ -252,10 +255,15 @@ async fn fetch(hub: &str, named: &str, pinned: Option<PublicKey>) -> Result<Evid
     let checkpoint: LogCheckpoint = client.checkpoint().await?;
     // Proved against the size of the checkpoint just read, so later appends cannot race it.
     let inclusion = client.inclusion(id, Some(checkpoint.size)).await?;
+    let chain = client
+        .key_state(paperwork.body.contract.body.node_key)
+        .await?
+        .bindings;
     Ok(Evidence {
         paperwork,
         log: Some((inclusion, checkpoint.note)),
         hub_key: Some(hub_key),
+        chain,
     })
 }
 
@@ -276,7 +284,7 @@ fn verify_paperwork(doc: &Value, hub_key: Option<PublicKey>, proof: &LogProof) -
         Some(k) => (k, Trust::Pinned),
         None => (pw.body.contract.body.hub, Trust::Named),
     };
-    let id = check::paperwork(&pw, &hub)?;
+    let id = check::paperwork(&pw, &hub, &[])?;
     let included = match log_files(proof)? {
         None => String::new(),
         Some((inclusion, note)) => {

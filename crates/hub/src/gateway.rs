@@ -93,9 +93,19 @@ where
             return;
         }
     };
+    // The id the key runs as: its own, or the one a sale bound it to; a key a sale replaced runs
+    // as nothing.
+    let id = match state.attribution.acting_id(&hello.node_key) {
+        Ok(id) => id,
+        Err(why) => {
+            let _ = sink.send(error_frame(ErrorCode::Unauthenticated, &why)).await;
+            let _ = sink.close().await;
+            return;
+        }
+    };
     let (outbox, inbox) = mpsc::channel(OUTBOX_LEN);
     let conn_id = state.nodes.next_conn_id();
-    let record = state.nodes.record_for(hello.node_key.node_key_id());
+    let record = state.nodes.record_for(id);
     let node = Arc::new(
         NodeHandle::new(
             hello.node_key,
@@ -105,6 +115,7 @@ where
             conn_id,
             outbox,
         )
+        .with_id(id)
         .with_record(record),
     );
     let welcome = HubMessage::Welcome {

@@ -34,6 +34,7 @@ pub mod error;
 pub mod gateway;
 pub mod guardian;
 pub mod log;
+pub mod market;
 pub mod money;
 pub mod nodes;
 pub mod payout;
@@ -151,6 +152,9 @@ pub struct HubConfig {
     pub rules: rules::NetworkRules,
     /// The share of a referred Stack's top-ups its referrer earns (from the treasury), in basis points.
     pub referral_topup_bps: u32,
+    /// The Node Key market's transfer fee, in basis points of the price (half to the key's
+    /// originator, half to the protocol).
+    pub key_transfer_fee_bps: u32,
 }
 
 impl std::fmt::Debug for HubConfig {
@@ -192,6 +196,7 @@ impl HubConfig {
             payout_rail: None,
             rules: rules::NetworkRules::default(),
             referral_topup_bps: attribution::DEFAULT_REFERRAL_TOPUP_BPS,
+            key_transfer_fee_bps: market::DEFAULT_KEY_TRANSFER_FEE_BPS,
         }
     }
 }
@@ -370,6 +375,7 @@ impl Hub {
             shutting_down,
         };
         payout::resume(&state);
+        market::recover(&state).await.map_err(HubError::Recover)?;
         Ok(Self {
             state,
             shutdown: Arc::new(shutdown),
@@ -444,6 +450,9 @@ impl Hub {
                 get(attribution::http::list_referrals).post(attribution::http::create_referral),
             )
             .route(paths::NODE_REFERRER, post(attribution::http::node_referrer))
+            .route(paths::MARKET_KEYS, get(market::listings).post(market::offer))
+            .route(paths::MARKET_KEY, get(market::key_state))
+            .route(paths::MARKET_BUY, post(market::buy))
             .fallback(|| async { ApiError::NotFound("no such endpoint".to_owned()) })
             .layer(DefaultBodyLimit::max(limit))
             .layer(axum::middleware::map_response(move |response| {

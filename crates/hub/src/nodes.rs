@@ -238,6 +238,12 @@ impl NodeHandle {
         }
     }
 
+    /// The same handle, running as `id`: the id a sale bound its key to.
+    pub fn with_id(mut self, id: NodeKeyId) -> Self {
+        self.id = id;
+        self
+    }
+
     /// Takes the models a heartbeat named as ready: only models this connection offers count (at
     /// most [`MAX_READY_MODELS`]), and a model left out is cold from now on.
     pub fn set_ready(&self, ready: &[ModelReady]) {

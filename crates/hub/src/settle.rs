@@ -192,7 +192,25 @@ pub(crate) async fn check_node_request(
         &req.body.nonce,
     )
     .await?;
-    Ok(req.body.node_key.node_key_id())
+    acting_id(state, &req.body.node_key, req.body.acts_for)
+}
+
+/// The Node Key id a signed request of `key` acts for (`named`, if the request names one): the
+/// key's own, or the one a sale bound it to. Refused (401) for a key a sale replaced, and for an
+/// id the key does not operate.
+pub(crate) fn acting_id(
+    state: &AppState,
+    key: &stacknet_protocol::PublicKey,
+    named: Option<NodeKeyId>,
+) -> Result<NodeKeyId, ApiError> {
+    let id = state.attribution.acting_id(key).map_err(ApiError::BadSignature)?;
+    match named {
+        Some(n) if n != id => Err(ApiError::BadSignature(format!(
+            "key {} does not operate {n}",
+            key.to_hex()
+        ))),
+        _ => Ok(id),
+    }
 }
 
 /// The checks every signed node message shares: the right hub, a time near ours, a new nonce.
@@ -304,11 +322,14 @@ pub async fn file(
         ));
     }
     fresh(&state, &filing.hub, filing.created_at, "filing", &filing.nonce).await?;
-    let node = filing.node_key.node_key_id();
+    // The key in force files: a key a sale replaced files nothing, and the buyer's key files the
+    // id's paperwork, that signed before the sale included.
+    let node = acting_id(&state, &filing.node_key, None)?;
     let hub = state.hub_key.public_key();
     let window = i64::try_from(state.config.challenge_window_ms).unwrap_or(i64::MAX);
     // The documents: checked in parallel on the blocking pool (three signatures each).
-    let checked = check_documents(docs, hub, node).await?;
+    let keys = state.attribution.key_times(node);
+    let checked = check_documents(docs, hub, node, keys).await?;
     let mut by_id: BTreeMap<PaperworkId, Result<Checked, String>> = BTreeMap::new();
     for (id, result) in checked {
         by_id.insert(id, result);
@@ -425,7 +446,9 @@ async fn check_documents(
     docs: Vec<Signed<Paperwork>>,
     hub: stacknet_protocol::PublicKey,
     node: NodeKeyId,
+    keys: Vec<(Timestamp, stacknet_protocol::PublicKey)>,
 ) -> Result<Vec<(PaperworkId, Result<Checked, String>)>, ApiError> {
+    let keys = std::sync::Arc::new(keys);
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).max(1);
     let per = docs.len().div_ceil(workers).max(1);
     let mut chunks = Vec::new();
@@ -437,10 +460,11 @@ async fn check_documents(
     let tasks: Vec<_> = chunks
         .into_iter()
         .map(|chunk| {
+            let keys = keys.clone();
             tokio::task::spawn_blocking(move || {
                 chunk
                     .into_iter()
-                    .map(|doc| check_document(doc, &hub, node))
+                    .map(|doc| check_document(doc, &hub, node, &keys))
                     .collect::<Result<Vec<_>, ApiError>>()
             })
         })
@@ -452,10 +476,13 @@ async fn check_documents(
     Ok(out)
 }
 
+/// `keys`: when each sale of `node` bound which key (none: never sold); a paperwork must be signed
+/// by the key in force when its contract was signed.
 fn check_document(
     doc: Signed<Paperwork>,
     hub: &stacknet_protocol::PublicKey,
     node: NodeKeyId,
+    keys: &[(Timestamp, stacknet_protocol::PublicKey)],
 ) -> Result<(PaperworkId, Result<Checked, String>), ApiError> {
     let signing = doc
         .signing_bytes()
@@ -468,20 +495,30 @@ fn check_document(
     let body = &doc.body;
     let contract = &body.contract.body;
     let signer = body.node_key.node_key_id();
-    let refusal = if signer != node {
+    let signed_in_force = match crate::attribution::key_at(keys, contract.created_at) {
+        Some(key) => body.node_key == key,
+        None => signer == node,
+    };
+    let refusal = if contract.node_key != node && signer == node {
         Some(format!(
-            "paperwork of another node ({signer}), not of the filing key {node}"
+            "the contract is assigned to {}, but the paperwork is from {signer}",
+            contract.node_key
+        ))
+    } else if contract.node_key != node {
+        Some(format!(
+            "paperwork of another node ({}), not of the filing key's {node}",
+            contract.node_key
+        ))
+    } else if !signed_in_force {
+        Some(format!(
+            "paperwork of {node} signed by key {}, which did not operate it when its contract was signed",
+            body.node_key.to_hex()
         ))
     } else if contract.hub != *hub {
         Some(format!(
             "the contract was signed by hub key {}, not by this hub ({})",
             contract.hub.to_hex(),
             hub.to_hex()
-        ))
-    } else if contract.node_key != signer {
-        Some(format!(
-            "the contract is assigned to {}, but the paperwork is from {signer}",
-            contract.node_key
         ))
     } else if let Err(e) = body.node_key.verify(&signing, &doc.signature) {
         Some(format!("paperwork signature invalid: {e}"))

@@ -740,7 +740,8 @@ impl Running {
     /// [`Self::accept`] without its evidence: every refusal of the node's paperwork is `NodeFailed`.
     async fn accept_checked(&mut self, pw: Signed<Paperwork>) -> Result<Accepted, ApiError> {
         let invalid = |why: String| ApiError::NodeFailed(format!("the node's paperwork was refused: {why}"));
-        let checked = check_paperwork_for(&pw, &self.contract).map_err(|e| invalid(e.to_string()))?;
+        let checked = check_paperwork_for(&pw, &self.contract, &self.lease.node.key)
+            .map_err(|e| invalid(e.to_string()))?;
         let req_digest = request_digest(&self.req.body).map_err(|e| invalid(e.to_string()))?;
         if pw.body.request_sha256 != req_digest {
             return Err(invalid("request_sha256 does not match the request".into()));

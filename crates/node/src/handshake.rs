@@ -10,7 +10,7 @@ use stacknet_protocol::wire::{
 use stacknet_protocol::{PublicKey, SignError, Signed, Timestamp};
 use tokio::time::{timeout_at, Instant};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
-use tracing::warn;
+use tracing::{info, warn};
 
 use crate::shared::Shared;
 
@@ -26,6 +26,8 @@ pub const SOFTWARE: &str = concat!("stacknet/", env!("CARGO_PKG_VERSION"));
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Welcomed {
     pub hub: PublicKey,
+    /// The Node Key id the hub runs this node as: its key's own, or the id a sale bound the key to.
+    pub node: stacknet_protocol::NodeKeyId,
     pub heartbeat_interval: Duration,
     /// What the hub accepts from this node (frame size, output files).
     pub limits: Limits,
@@ -108,7 +110,7 @@ where
             limits,
         } => {
             if node_key != shared.id {
-                warn!(welcomed_as = %node_key, node_key = %shared.id, "the hub welcomed this node under another id");
+                info!(runs_as = %node_key, own_id = %shared.id, "the hub runs this key as the Node Key id a sale bound it to");
             }
             if heartbeat_interval_ms > MAX_HEARTBEAT_INTERVAL_MS {
                 warn!(
@@ -120,6 +122,7 @@ where
             let heartbeat_interval_ms = heartbeat_interval_ms.min(MAX_HEARTBEAT_INTERVAL_MS);
             Ok(Welcomed {
                 hub,
+                node: node_key,
                 heartbeat_interval: Duration::from_millis(heartbeat_interval_ms),
                 limits: limits.unwrap_or(Limits::LEGACY),
             })

@@ -27,9 +27,10 @@ pub fn sign_paperwork(key: &SecretKey, task: FinishedTask) -> Result<Signed<Pape
     let now = Timestamp::now();
     let node_key = key.public_key();
     let c = &task.contract.body;
+    // The contract's id: the key's own, or the id a sale bound it to (the task checked it is ours).
     let fingerprint = Fingerprint::new(
         c.stack,
-        node_key.node_key_id(),
+        c.node_key,
         c.skills.clone(),
         c.injections.clone(),
         now,

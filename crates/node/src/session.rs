@@ -78,7 +78,7 @@ where
             return SessionEnd::Lost { welcomed: false };
         }
     };
-    info!(hub = %welcomed.hub, node_key = %shared.id, "connected to the hub");
+    info!(hub = %welcomed.hub, node_key = %welcomed.node, "connected to the hub");
     // Saturating and capped: the interval comes from the hub and the count from the operator, and
     // the deadline is an `Instant` plus this.
     let liveness = (!welcomed.heartbeat_interval.is_zero()).then(|| {
@@ -87,7 +87,7 @@ where
             .saturating_mul(shared.options.heartbeat_misses.max(1))
             .min(FAR_FUTURE)
     });
-    let mut session = Session::new(Arc::clone(shared), welcomed.hub, welcomed.limits, liveness);
+    let mut session = Session::new(Arc::clone(shared), welcomed, liveness);
     let end = session.serve(&mut ws, shutdown).await;
     session.stop().await;
     end
@@ -116,6 +116,8 @@ struct RunningTask {
 struct Session {
     shared: Arc<Shared>,
     hub: PublicKey,
+    /// The Node Key id the hub runs this node as (see [`crate::handshake::Welcomed`]).
+    me: stacknet_protocol::NodeKeyId,
     /// What the hub accepts from this node.
     hub_limits: Limits,
     pending: HashMap<ContractId, Pending>,
@@ -130,9 +132,11 @@ struct Session {
 }
 
 impl Session {
-    fn new(shared: Arc<Shared>, hub: PublicKey, hub_limits: Limits, liveness: Option<Duration>) -> Self {
+    fn new(shared: Arc<Shared>, welcomed: crate::handshake::Welcomed, liveness: Option<Duration>) -> Self {
         let (out_tx, out_rx) = mpsc::channel(OUTBOUND_QUEUE_LEN);
+        let (hub, hub_limits, me) = (welcomed.hub, welcomed.limits, welcomed.node);
         Self {
+            me,
             shared,
             hub,
             hub_limits,
@@ -416,7 +420,7 @@ impl Session {
         if self.draining {
             return Err(Refusal::new(ErrorCode::Overloaded, "the node is shutting down"));
         }
-        task::check(task, &self.hub, self.shared.id, &self.shared.offers)?;
+        task::check(task, &self.hub, self.me, &self.shared.offers)?;
         let limit = Limits::OURS.max_file_bytes;
         if task.attachments.len() > MAX_TASK_FILES
             || task.attachments.iter().any(|a| a.size == 0 || a.size > limit)

@@ -7,7 +7,8 @@ use std::time::Duration;
 use serde_json::Value;
 use stacknet_api::paths;
 use stacknet_api::types::{
-    ErrorBody, FilingAnswer, FilingRequest, HubInfo, NodeReferral, NodeStatement, Payout, StakeStatus,
+    ErrorBody, FilingAnswer, FilingRequest, HubInfo, Listing, NodeReferral, NodeStatement, Payout,
+    StakeStatus,
 };
 use stacknet_protocol::filing::{Filing, FilingVerdict, NodeAction, NodeRequest};
 use stacknet_protocol::paperwork::Paperwork;
@@ -88,14 +89,35 @@ impl HubClient {
         path: &str,
         action: NodeAction,
     ) -> Result<T, SettlementError> {
-        let body = self.signed_request(key, action)?;
+        self.node_request_for(key, None, path, action).await
+    }
+
+    /// As [`Self::node_request`], naming the id acted for (an id a sale bound `key` to).
+    async fn node_request_for<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &SecretKey,
+        node: Option<stacknet_protocol::NodeKeyId>,
+        path: &str,
+        action: NodeAction,
+    ) -> Result<T, SettlementError> {
+        let body = self.signed_request_for(key, node, action)?;
         let answer = self.call(reqwest::Method::POST, path, Some(body)).await?;
         serde_json::from_value(answer).map_err(|e| SettlementError::Malformed(e.to_string()))
     }
 
     /// `action` as a request to this hub signed with `key`, as JSON bytes.
     fn signed_request(&self, key: &SecretKey, action: NodeAction) -> Result<Vec<u8>, SettlementError> {
+        self.signed_request_for(key, None, action)
+    }
+
+    fn signed_request_for(
+        &self,
+        key: &SecretKey,
+        node: Option<stacknet_protocol::NodeKeyId>,
+        action: NodeAction,
+    ) -> Result<Vec<u8>, SettlementError> {
         let req = NodeRequest {
+            acts_for: node,
             node_key: key.public_key(),
             hub: self.hub_key,
             action,
@@ -158,6 +180,25 @@ impl HubClient {
             code: code.to_owned(),
         };
         self.node_request(key, paths::NODE_REFERRER, action).await
+    }
+
+    /// Lists the Node Key id `key` operates for sale at `price`, paid to the Stack `proceeds`. `node`
+    /// names the id when `key` operates one a sale bound it to (the offer must say which id).
+    pub async fn list(
+        &self,
+        key: &SecretKey,
+        node: Option<stacknet_protocol::NodeKeyId>,
+        price: Amount,
+        proceeds: stacknet_protocol::StackId,
+    ) -> Result<Listing, SettlementError> {
+        let action = NodeAction::List { price, proceeds };
+        self.node_request_for(key, node, paths::MARKET_KEYS, action).await
+    }
+
+    /// Withdraws the key's listing.
+    pub async fn unlist(&self, key: &SecretKey) -> Result<Listing, SettlementError> {
+        self.node_request(key, paths::MARKET_KEYS, NodeAction::Unlist)
+            .await
     }
 
     /// Redeems `amount` of earnings (all when `None`) to `destination`.

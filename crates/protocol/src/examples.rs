@@ -202,6 +202,7 @@ pub fn filing_verdict() -> Result<Signed<FilingVerdict>, SignError> {
 
 pub fn node_request() -> Result<Signed<NodeRequest>, SignError> {
     let body = NodeRequest {
+        acts_for: None,
         node_key: node_key().public_key(),
         hub: hub_key().public_key(),
         action: NodeAction::Redeem {

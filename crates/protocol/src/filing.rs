@@ -76,6 +76,12 @@ pub enum NodeAction {
     /// The key registers with a Stack's referral code: that Stack becomes its referrer, named in
     /// every later contract for it. Only once: a key's referrer never changes.
     Refer { code: String },
+    /// The key's owner offers its Node Key id for sale at `price`, paid to the Stack `proceeds`
+    /// (less the transfer fee). This signed request is the seller's half of the rebinding: whoever
+    /// buys at this price binds a new key to the id with it.
+    List { price: Amount, proceeds: StackId },
+    /// Withdraws the key's listing.
+    Unlist,
 }
 
 /// The Stack a guardian's probes run as: derived from its key, so a node sees an id like any other
@@ -93,6 +99,11 @@ pub fn probes_stack(guardian: &PublicKey) -> StackId {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeRequest {
     pub node_key: PublicKey,
+    /// The Node Key id acted for, when `node_key` operates an id bound to it by a sale (absent: the
+    /// id `node_key` operates: its own, or the one a sale bound it to, which the hub knows).
+    /// (Not `node`: the `probe` action has a field of that name, flattened into the same object.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acts_for: Option<NodeKeyId>,
     pub hub: PublicKey,
     #[serde(flatten)]
     pub action: NodeAction,

@@ -124,8 +124,18 @@ pub struct Attribution {
 }
 
 impl Attribution {
-    /// Checks the attribution on its own and returns the fingerprint id it proves.
+    /// Checks the attribution on its own and returns the fingerprint id it proves. The signer must
+    /// be the id's first key (its id is `node_key`); for an id sold since, see [`Self::verify_bound`].
     pub fn verify(&self) -> Result<FingerprintId, FingerprintError> {
+        self.verify_bound(None)
+    }
+
+    /// As [`Self::verify`], with the key that operated `node_key` when the task ran (from the id's
+    /// bindings, `crate::binding::key_in_force`); `None`: the id's first key.
+    pub fn verify_bound(
+        &self,
+        key_in_force: Option<&crate::keys::PublicKey>,
+    ) -> Result<FingerprintId, FingerprintError> {
         let f = &self.fingerprint;
         if !is_sorted_unique(&f.skills) {
             return Err(FingerprintError::NotSorted { field: "skills" });
@@ -133,11 +143,14 @@ impl Attribution {
         if !is_sorted_unique(&f.injections) {
             return Err(FingerprintError::NotSorted { field: "injections" });
         }
-        let actual = self.signed_by.0.node_key_id();
-        if actual != f.node_key {
+        let in_force = match key_in_force {
+            Some(key) => *key == self.signed_by.0,
+            None => self.signed_by.0.node_key_id() == f.node_key,
+        };
+        if !in_force {
             return Err(FingerprintError::KeyMismatch {
                 claimed: f.node_key,
-                actual,
+                actual: self.signed_by.0.node_key_id(),
             });
         }
         let bytes = f.signing_bytes()?;
@@ -153,7 +166,16 @@ impl Attribution {
 
     /// Checks the attribution and that it proves the fingerprint id a response claims.
     pub fn verify_claim(&self, claimed: FingerprintId) -> Result<(), FingerprintError> {
-        let actual = self.verify()?;
+        self.verify_claim_bound(claimed, None)
+    }
+
+    /// As [`Self::verify_claim`], with the key in force (see [`Self::verify_bound`]).
+    pub fn verify_claim_bound(
+        &self,
+        claimed: FingerprintId,
+        key_in_force: Option<&crate::keys::PublicKey>,
+    ) -> Result<(), FingerprintError> {
+        let actual = self.verify_bound(key_in_force)?;
         if actual != claimed {
             return Err(FingerprintError::IdMismatch { claimed, actual });
         }

@@ -14,6 +14,7 @@
 //! `docs/PROTOCOL.md` describes every object with a golden example; `tests/it/golden.rs` pins them.
 
 pub mod attestation;
+pub mod binding;
 pub mod checkpoint;
 pub mod contract;
 pub mod examples;

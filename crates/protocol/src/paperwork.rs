@@ -162,26 +162,41 @@ pub struct Checked {
 
 /// Checks every signature and binding of a paperwork against the hub's key.
 pub fn check_paperwork(pw: &Signed<Paperwork>, hub: &PublicKey) -> Result<Checked, PaperworkError> {
-    check(pw, hub, None)
+    check(pw, hub, None, None)
+}
+
+/// As [`check_paperwork`], for an id that may have been sold: `key_in_force` is the key that
+/// operated the contract's `node_key` when the hub signed the contract (`crate::binding::key_in_force`
+/// at its `created_at`); `None` is the id's first key, the one whose id it is.
+pub fn check_paperwork_bound(
+    pw: &Signed<Paperwork>,
+    hub: &PublicKey,
+    key_in_force: Option<&PublicKey>,
+) -> Result<Checked, PaperworkError> {
+    check(pw, hub, None, key_in_force)
 }
 
 /// As [`check_paperwork`], for the hub that issued the contract and still holds it: when the
 /// embedded contract is exactly `issued` (signature included), re-verifying the hub's own signature
 /// proves nothing new and is skipped; any other contract is refused.
+/// The hub names the key it sent the task to (the key the node proved at its hello), which must
+/// have signed.
 pub fn check_paperwork_for(
     pw: &Signed<Paperwork>,
     issued: &Signed<PromptContract>,
+    sent_to: &PublicKey,
 ) -> Result<Checked, PaperworkError> {
     if pw.body.contract != *issued {
         return Err(PaperworkError::NotIssuedContract);
     }
-    check(pw, &issued.body.hub, Some(issued))
+    check(pw, &issued.body.hub, Some(issued), Some(sent_to))
 }
 
 fn check(
     pw: &Signed<Paperwork>,
     hub: &PublicKey,
     issued: Option<&Signed<PromptContract>>,
+    key_in_force: Option<&PublicKey>,
 ) -> Result<Checked, PaperworkError> {
     let body = &pw.body;
     let contract = &body.contract.body;
@@ -195,7 +210,11 @@ fn check(
         body.contract.verify(hub).map_err(PaperworkError::Contract)?;
     }
     let signer = body.node_key.node_key_id();
-    if signer != contract.node_key {
+    let assigned = match key_in_force {
+        Some(key) => body.node_key == *key,
+        None => signer == contract.node_key,
+    };
+    if !assigned {
         return Err(PaperworkError::NotAssignedNode {
             assigned: contract.node_key,
             signer,
@@ -203,7 +222,12 @@ fn check(
     }
     pw.verify(&body.node_key).map_err(PaperworkError::Signature)?;
     let f = &body.fingerprint;
-    let fingerprint = f.verify().map_err(PaperworkError::Fingerprint)?;
+    let fingerprint = f
+        .verify_bound(Some(&body.node_key))
+        .map_err(PaperworkError::Fingerprint)?;
+    if f.fingerprint.node_key != contract.node_key {
+        return Err(PaperworkError::FingerprintMismatch { field: "node_key" });
+    }
     let fp = &f.fingerprint;
     let mismatch = |field| Err(PaperworkError::FingerprintMismatch { field });
     if f.signed_by.0 != body.node_key {

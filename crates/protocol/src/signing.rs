@@ -29,10 +29,11 @@ pub enum Domain {
     Hello,
     NodeRequest,
     FilingVerdict,
+    Binding,
 }
 
 impl Domain {
-    pub const ALL: [Domain; 10] = [
+    pub const ALL: [Domain; 11] = [
         Domain::Contract,
         Domain::Paperwork,
         Domain::Fingerprint,
@@ -43,6 +44,7 @@ impl Domain {
         Domain::Hello,
         Domain::NodeRequest,
         Domain::FilingVerdict,
+        Domain::Binding,
     ];
 
     pub fn tag(&self) -> &'static str {
@@ -57,6 +59,7 @@ impl Domain {
             Domain::Hello => "stacknet/hello/v1",
             Domain::NodeRequest => "stacknet/node-request/v1",
             Domain::FilingVerdict => "stacknet/filing-verdict/v1",
+            Domain::Binding => "stacknet/binding/v1",
         }
     }
 }

@@ -9,12 +9,14 @@ use serde::Serialize;
 use serde_json::Value;
 use stacknet_api::paths;
 use stacknet_api::types::{
-    ConsistencyProof, ErrorBody, ErrorDetail, HubInfo, InclusionProof, Injection, InjectionList,
-    InjectionSpec, LogCheckpoint, ModelList, Referral, ReferralList, Skill, SkillList, SkillSpec,
-    StackStatement, StatementQuery,
+    BuyKey, ConsistencyProof, ErrorBody, ErrorDetail, HubInfo, InclusionProof, Injection, InjectionList,
+    InjectionSpec, KeyState, Listing, ListingList, LogCheckpoint, ModelList, Referral, ReferralList, Sale,
+    Skill, SkillList, SkillSpec, StackStatement, StatementQuery,
 };
+use stacknet_protocol::binding::{KeyBinding, Rebinding};
 use stacknet_protocol::paperwork::Paperwork;
 use stacknet_protocol::{FingerprintId, InjectionId, PaperworkId, Signed, SkillId};
+use stacknet_protocol::{NodeKeyId, SecretKey, Timestamp};
 
 use crate::verify::Content;
 
@@ -97,6 +99,9 @@ pub struct Evidence {
     pub paperwork: Signed<Paperwork>,
     pub checkpoint: LogCheckpoint,
     pub inclusion: InclusionProof,
+    /// The rebindings of the paperwork's Node Key id (empty: never sold), for
+    /// [`crate::verify::answer_bound`].
+    pub chain: Vec<Rebinding>,
 }
 
 impl Client {
@@ -287,11 +292,47 @@ impl Client {
         let paperwork = self.paperwork(id).await?;
         let checkpoint = self.checkpoint().await?;
         let inclusion = self.inclusion(id, Some(checkpoint.size)).await?;
+        let chain = self
+            .key_state(paperwork.body.contract.body.node_key)
+            .await?
+            .bindings;
         Ok(Evidence {
             paperwork,
             checkpoint,
             inclusion,
+            chain,
         })
+    }
+
+    // -- Stacknet: the Node Key market -----------------------------------------------------------
+
+    /// The open listings.
+    pub async fn listings(&self) -> Result<ListingList, Error> {
+        self.get(paths::MARKET_KEYS).await
+    }
+
+    /// A Node Key id's status, operating key, rebindings and listing.
+    pub async fn key_state(&self, node: NodeKeyId) -> Result<KeyState, Error> {
+        self.get(&paths::market_key(&node)).await
+    }
+
+    /// Buys a listed Node Key id for this client's Stack (an owner key), binding `new_key` to it:
+    /// the binding, signed by `new_key`, accepts exactly `listing`'s offer. Keep `new_key`: it is
+    /// what operates the id from now on.
+    pub async fn buy_key(&self, listing: &Listing, new_key: &SecretKey) -> Result<Sale, Error> {
+        let body = KeyBinding {
+            node: listing.node,
+            seq: listing.seq,
+            from_key: listing.seller_key,
+            to_key: new_key.public_key(),
+            offer: listing.offer_sha256,
+            hub: listing.offer.body.hub,
+            created_at: Timestamp::now(),
+        };
+        let binding = Signed::sign(body, new_key)
+            .map_err(|e| Error::Invalid(format!("cannot sign the binding: {e}")))?;
+        self.post(&paths::market_buy(&listing.node), &BuyKey { binding })
+            .await
     }
 
     // -- Stacknet: attribution (an owner key changes things; the skills registry is public) ----

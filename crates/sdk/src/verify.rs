@@ -16,8 +16,9 @@ use stacknet_api::proof::{
     VerifiedConsistency, VerifiedInclusion,
 };
 use stacknet_api::types::{ConsistencyProof, InclusionProof};
+use stacknet_protocol::binding::{key_in_force, Rebinding};
 use stacknet_protocol::fingerprint::{Attribution, Fingerprint};
-use stacknet_protocol::paperwork::{check_paperwork, Paperwork};
+use stacknet_protocol::paperwork::{check_paperwork_bound, Paperwork};
 use stacknet_protocol::{FingerprintId, PaperworkId, PublicKey, Sha256Digest, Signed};
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -49,6 +50,8 @@ pub enum VerifyError {
     Digest(String),
     #[error("log proof: {0}")]
     Log(String),
+    #[error("the Node Key's bindings: {0}")]
+    Bindings(String),
 }
 
 impl From<LogError> for VerifyError {
@@ -105,8 +108,41 @@ pub struct VerifiedFingerprint {
     pub signed_by: PublicKey,
 }
 
-/// Checks an answer's `attribution` against the `fingerprint` it claims.
+/// Checks an answer's `attribution` against the `fingerprint` it claims, signed by the id's first
+/// key (see [`fingerprint_bound`] for an id sold since).
 pub fn fingerprint(answer: &Content) -> Result<VerifiedFingerprint, VerifyError> {
+    fingerprint_with(answer, None)
+}
+
+/// As [`fingerprint`], for an id that may have changed hands: `chain` is its rebindings (the hub's
+/// `GET /stacknet/v1/market/keys/{id}`), checked against `hub_key`; the signer must be the key in
+/// force at the fingerprint's time.
+pub fn fingerprint_bound(
+    answer: &Content,
+    chain: &[Rebinding],
+    hub_key: &PublicKey,
+) -> Result<VerifiedFingerprint, VerifyError> {
+    let fields = answer.proof_fields().ok_or(VerifyError::Missing("attribution"))?;
+    let attribution: Attribution = serde_json::from_value(
+        fields
+            .get("attribution")
+            .cloned()
+            .ok_or(VerifyError::Missing("attribution"))?,
+    )
+    .map_err(|e| VerifyError::Malformed {
+        field: "attribution",
+        message: e.to_string(),
+    })?;
+    let f = &attribution.fingerprint;
+    let key = key_in_force(f.node_key, chain, hub_key, f.timestamp)
+        .map_err(|e| VerifyError::Bindings(e.to_string()))?;
+    fingerprint_with(answer, key.as_ref())
+}
+
+fn fingerprint_with(
+    answer: &Content,
+    key_in_force: Option<&PublicKey>,
+) -> Result<VerifiedFingerprint, VerifyError> {
     let fields = answer.proof_fields().ok_or(VerifyError::Missing("attribution"))?;
     let claimed: FingerprintId = fields
         .get("fingerprint")
@@ -128,7 +164,7 @@ pub fn fingerprint(answer: &Content) -> Result<VerifiedFingerprint, VerifyError>
         message: e.to_string(),
     })?;
     attribution
-        .verify_claim(claimed)
+        .verify_claim_bound(claimed, key_in_force)
         .map_err(|e| VerifyError::Attribution(e.to_string()))?;
     Ok(VerifiedFingerprint {
         id: claimed,
@@ -146,19 +182,35 @@ pub struct VerifiedAnswer {
     pub output_sha256: Sha256Digest,
 }
 
-/// Checks an answer against its paperwork and the hub key: see the module documentation.
+/// Checks an answer against its paperwork and the hub key: see the module documentation. The
+/// node's id must never have been sold; otherwise use [`answer_bound`] with its rebindings.
 pub fn answer(
     answer: &Content,
     paperwork: &Signed<Paperwork>,
     hub_key: &PublicKey,
 ) -> Result<VerifiedAnswer, VerifyError> {
-    let verified = fingerprint(answer)?;
+    answer_bound(answer, paperwork, hub_key, &[])
+}
+
+/// As [`answer`], for an id that may have changed hands: `chain` is its rebindings; the signer must
+/// be the key in force when the hub signed the task's contract.
+pub fn answer_bound(
+    answer: &Content,
+    paperwork: &Signed<Paperwork>,
+    hub_key: &PublicKey,
+    chain: &[Rebinding],
+) -> Result<VerifiedAnswer, VerifyError> {
+    let contract = &paperwork.body.contract.body;
+    let key = key_in_force(contract.node_key, chain, hub_key, contract.created_at)
+        .map_err(|e| VerifyError::Bindings(e.to_string()))?;
+    let verified = fingerprint_with(answer, Some(&paperwork.body.node_key))?;
     let named = answer
         .proof_fields()
         .and_then(|f| f.get("paperwork"))
         .and_then(Value::as_str)
         .ok_or(VerifyError::Missing("paperwork"))?;
-    let checked = check_paperwork(paperwork, hub_key).map_err(|e| VerifyError::Paperwork(e.to_string()))?;
+    let checked = check_paperwork_bound(paperwork, hub_key, key.as_ref())
+        .map_err(|e| VerifyError::Paperwork(e.to_string()))?;
     if checked.id.to_string() != named {
         return Err(VerifyError::OtherPaperwork {
             paperwork: checked.id,
@@ -193,9 +245,17 @@ pub fn answer(
     })
 }
 
-/// Checks a paperwork on its own against the hub key; returns its id.
-pub fn paperwork(pw: &Signed<Paperwork>, hub_key: &PublicKey) -> Result<PaperworkId, VerifyError> {
-    Ok(check_paperwork(pw, hub_key)
+/// Checks a paperwork on its own against the hub key; returns its id. `chain`: the id's
+/// rebindings (empty for an id never sold).
+pub fn paperwork(
+    pw: &Signed<Paperwork>,
+    hub_key: &PublicKey,
+    chain: &[Rebinding],
+) -> Result<PaperworkId, VerifyError> {
+    let contract = &pw.body.contract.body;
+    let key = key_in_force(contract.node_key, chain, hub_key, contract.created_at)
+        .map_err(|e| VerifyError::Bindings(e.to_string()))?;
+    Ok(check_paperwork_bound(pw, hub_key, key.as_ref())
         .map_err(|e| VerifyError::Paperwork(e.to_string()))?
         .id)
 }

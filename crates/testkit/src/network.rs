@@ -111,9 +111,18 @@ impl TestNode {
         backend: Arc<dyn Backend>,
         data: &std::path::Path,
     ) -> Self {
+        Self::start_keyed(options, backend, data, SecretKey::generate()).await
+    }
+
+    /// As [`TestNode::start_backend`], with the node's key given (a key bought on the market).
+    pub async fn start_keyed(
+        options: NodeOptions,
+        backend: Arc<dyn Backend>,
+        data: &std::path::Path,
+        key: SecretKey,
+    ) -> Self {
         let wallet =
             Wallet::open(data.join(format!("wallet-{}.sqlite", rand_suffix()))).expect("wallet opens");
-        let key = SecretKey::generate();
         let node = Node::new(key.clone(), wallet, backend, options).expect("node options valid");
         let (stop, stopped) = oneshot::channel::<()>();
         let running = node.clone();
@@ -245,6 +254,18 @@ impl TestNetwork {
         let node = TestNode::start_with(options, &base, &[MOCK_MODEL], self.dir.path()).await;
         self.wait_connected(&node).await;
         self.bond(&node).await;
+        self.nodes.push(node);
+        self.nodes.len() - 1
+    }
+
+    /// Starts one more node on the shared upstream with `key` (one a sale bound to an id, say): not
+    /// bonded, and not waited for (the test knows which id the hub runs it as).
+    pub async fn add_node_with_key(&mut self, key: SecretKey) -> usize {
+        let mut options = NodeOptions::new(self.hub.url());
+        options.max_concurrency = 64;
+        let config = UpstreamConfig::new(self.upstream.base_url(), vec![MOCK_MODEL.to_owned()]);
+        let backend = OpenAiUpstream::new(&config).expect("upstream config is valid");
+        let node = TestNode::start_keyed(options, Arc::new(backend), self.dir.path(), key).await;
         self.nodes.push(node);
         self.nodes.len() - 1
     }

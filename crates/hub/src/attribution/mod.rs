@@ -41,6 +41,13 @@ pub const REFERRAL: &str = "referral";
 pub const NODE_REFERRER: &str = "node_referrer";
 pub const STACK_REFERRER: &str = "stack_referrer";
 pub const MODEL: &str = "model";
+/// A Node Key's listing on the market (by id; a version per change), [`crate::market`].
+pub const LISTING: &str = "listing";
+/// A Node Key's rebinding (by id; version = the sale's sequence number).
+pub const BINDING: &str = "binding";
+/// A sale begun: written before its money moves, so a crash between the ledger and the binding is
+/// finished at start ([`crate::market::recover`]).
+pub const SALE: &str = "sale";
 
 /// The most skills one request may invoke.
 pub const MAX_SKILLS_PER_REQUEST: usize = 8;
@@ -93,6 +100,24 @@ pub struct Referrer {
     pub since: Timestamp,
 }
 
+/// A Node Key's listing as stored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListingDoc {
+    /// The seller's signed `list` request: the offer a buyer's binding accepts.
+    pub offer: stacknet_protocol::Signed<stacknet_protocol::filing::NodeRequest>,
+    /// The sale's sequence number: one more than the id's bindings when it was listed.
+    pub seq: u64,
+    pub state: ListingState,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ListingState {
+    Open,
+    Withdrawn,
+    Sold,
+}
+
 #[derive(Debug, Default)]
 struct Inner {
     injections: HashMap<InjectionId, Injection>,
@@ -102,6 +127,11 @@ struct Inner {
     node_referrers: HashMap<NodeKeyId, Referrer>,
     stack_referrers: HashMap<StackId, Referrer>,
     models: HashMap<String, (u64, ModelParties)>,
+    /// Each sold id's rebindings, by sequence number.
+    bindings: HashMap<NodeKeyId, BTreeMap<u64, stacknet_protocol::binding::Rebinding>>,
+    /// The key a sale bound to an id, for the id it operates.
+    operators: HashMap<stacknet_protocol::PublicKey, NodeKeyId>,
+    listings: HashMap<NodeKeyId, (u64, ListingDoc)>,
 }
 
 /// The registry in memory; see the module documentation.
@@ -241,6 +271,83 @@ impl Registry {
             .ok()
             .and_then(|i| i.models.get(model).cloned())
             .unwrap_or_default()
+    }
+
+    /// The id's rebindings, first sale first.
+    pub fn chain(&self, node: NodeKeyId) -> Vec<stacknet_protocol::binding::Rebinding> {
+        self.inner
+            .read()
+            .ok()
+            .and_then(|i| i.bindings.get(&node).map(|b| b.values().cloned().collect()))
+            .unwrap_or_default()
+    }
+
+    /// The key a sale bound to `node` last (`None`: never sold; its first key operates it).
+    pub fn operating_key(&self, node: NodeKeyId) -> Option<stacknet_protocol::PublicKey> {
+        let inner = self.inner.read().ok()?;
+        let chain = inner.bindings.get(&node)?;
+        chain.values().next_back().map(|r| r.binding.body.to_key)
+    }
+
+    /// The key in force for `node` at `at`, with when each sale took effect: `None` before the first.
+    pub fn key_in_force(&self, node: NodeKeyId, at: Timestamp) -> Option<stacknet_protocol::PublicKey> {
+        key_at(&self.key_times(node), at)
+    }
+
+    /// When each sale of `node` bound which key, in order.
+    pub fn key_times(&self, node: NodeKeyId) -> Vec<(Timestamp, stacknet_protocol::PublicKey)> {
+        self.chain(node)
+            .iter()
+            .map(|r| (r.binding.body.created_at, r.binding.body.to_key))
+            .collect()
+    }
+
+    /// The id `key` acts for: the one a sale bound it to, else its own; refused for a key a sale
+    /// replaced.
+    pub fn acting_id(&self, key: &stacknet_protocol::PublicKey) -> Result<NodeKeyId, String> {
+        let inner = self
+            .inner
+            .read()
+            .map_err(|_| "the registry's lock was poisoned".to_owned())?;
+        if let Some(id) = inner.operators.get(key) {
+            return Ok(*id);
+        }
+        let own = key.node_key_id();
+        if inner.bindings.contains_key(&own) {
+            return Err(format!(
+                "Node Key {own} was sold: key {} no longer operates it",
+                key.to_hex()
+            ));
+        }
+        // A key a later sale replaced, operating an id it had bought.
+        if inner
+            .bindings
+            .values()
+            .any(|chain| chain.values().any(|r| r.binding.body.to_key == *key))
+        {
+            return Err(format!("key {} was sold on: it operates nothing", key.to_hex()));
+        }
+        Ok(own)
+    }
+
+    /// The id's listing and its version (`None`: never listed).
+    pub fn listing(&self, node: NodeKeyId) -> Option<(u64, ListingDoc)> {
+        self.inner.read().ok()?.listings.get(&node).cloned()
+    }
+
+    /// The open listings, by id.
+    pub fn open_listings(&self) -> Vec<(NodeKeyId, ListingDoc)> {
+        let Ok(inner) = self.inner.read() else {
+            return Vec::new();
+        };
+        let mut out: Vec<(NodeKeyId, ListingDoc)> = inner
+            .listings
+            .iter()
+            .filter(|(_, (_, l))| l.state == ListingState::Open)
+            .map(|(n, (_, l))| (*n, l.clone()))
+            .collect();
+        out.sort_by_key(|(n, _)| *n);
+        out
     }
 
     /// The contract's parties for a task of `model` on `node`.
@@ -451,6 +558,14 @@ impl Registry {
     }
 }
 
+/// The key in force at `at` among sales `(took effect, key bound)` in order; `None` before the first.
+pub fn key_at(
+    times: &[(Timestamp, stacknet_protocol::PublicKey)],
+    at: Timestamp,
+) -> Option<stacknet_protocol::PublicKey> {
+    times.iter().rev().find(|(t, _)| *t <= at).map(|(_, k)| *k)
+}
+
 /// A tool definition's function name.
 pub fn tool_name(tool: &Value) -> Option<String> {
     tool.get("function")?.get("name")?.as_str().map(str::to_owned)
@@ -555,6 +670,38 @@ impl Inner {
                 let parties: ModelParties = serde_json::from_str(&doc.json).map_err(bad)?;
                 self.models.insert(doc.id.clone(), (doc.version, parties));
             }
+            LISTING => {
+                let node: NodeKeyId = doc
+                    .id
+                    .parse()
+                    .map_err(|e: stacknet_protocol::IdError| e.to_string())?;
+                if self.listings.get(&node).is_some_and(|(v, _)| *v >= doc.version) {
+                    return Ok(());
+                }
+                let listing: ListingDoc = serde_json::from_str(&doc.json).map_err(bad)?;
+                self.listings.insert(node, (doc.version, listing));
+            }
+            BINDING => {
+                let node: NodeKeyId = doc
+                    .id
+                    .parse()
+                    .map_err(|e: stacknet_protocol::IdError| e.to_string())?;
+                let rebinding: stacknet_protocol::binding::Rebinding =
+                    serde_json::from_str(&doc.json).map_err(bad)?;
+                if rebinding.binding.body.seq != doc.version || rebinding.binding.body.node != node {
+                    return Err("a binding stored under another id or version".to_owned());
+                }
+                let chain = self.bindings.entry(node).or_default();
+                chain.entry(doc.version).or_insert(rebinding);
+                // The last binding's key operates the id; the keys before it operate nothing.
+                for r in chain.values() {
+                    self.operators.remove(&r.binding.body.to_key);
+                }
+                if let Some(last) = chain.values().next_back() {
+                    self.operators.insert(last.binding.body.to_key, node);
+                }
+            }
+            SALE => {}
             other => return Err(format!("unknown kind {other:?}")),
         }
         Ok(())

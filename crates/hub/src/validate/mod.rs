@@ -350,3 +350,22 @@ impl Validation {
         Ok(out)
     }
 }
+
+/// A paperwork of `node` whose validation may still slash it: a case in committee (a first check
+/// failed it), or a conviction whose money has not all moved. `None`: no slash is pending.
+pub async fn slash_pending(
+    state: &crate::AppState,
+    node: NodeKeyId,
+) -> Result<Option<stacknet_protocol::PaperworkId>, crate::error::ApiError> {
+    for record in state.store.cases_about(Some(node)).await? {
+        if !record.open || record.canary {
+            continue;
+        }
+        let case: Case = serde_json::from_str(&record.json).map_err(crate::error::ApiError::internal)?;
+        let in_committee = case.rounds.iter().any(|r| r.round == Round::Committee);
+        if in_committee || case.status == Status::Convicted {
+            return Ok(Some(case.paperwork));
+        }
+    }
+    Ok(None)
+}

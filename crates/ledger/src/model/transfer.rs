@@ -113,6 +113,8 @@ reasons! {
     Fee => "fee",
     // A Stack's share of the top-ups of a Stack it referred, paid by the treasury.
     Referral => "referral",
+    // A Node Key's price, and its transfer fee, paid by the buying Stack.
+    KeySale => "key_sale",
 }
 
 /// A transfer between two accounts: posted at once, or pending (a hold) until posted, voided or expired.

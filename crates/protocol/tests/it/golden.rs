@@ -72,7 +72,8 @@ fn the_issuing_hub_may_skip_its_own_signature_but_only_for_the_exact_contract() 
     use stacknet_protocol::paperwork::{check_paperwork_for, PaperworkError};
     let pw = examples::paperwork().unwrap();
     let issued = examples::signed_contract().unwrap();
-    let checked = check_paperwork_for(&pw, &issued).unwrap();
+    let node = examples::node_key().public_key();
+    let checked = check_paperwork_for(&pw, &issued, &node).unwrap();
     assert_eq!(
         checked,
         check_paperwork(&pw, &examples::hub_key().public_key()).unwrap()
@@ -80,9 +81,15 @@ fn the_issuing_hub_may_skip_its_own_signature_but_only_for_the_exact_contract() 
     let mut other = issued.clone();
     other.body.max_cost = stacknet_protocol::Amount::from_micros(1);
     assert_eq!(
-        check_paperwork_for(&pw, &other),
+        check_paperwork_for(&pw, &other, &node),
         Err(PaperworkError::NotIssuedContract)
     );
+    // Sent to another key (the one a sale bound the id to): this one's signature is not it.
+    let stranger = stacknet_protocol::SecretKey::generate().public_key();
+    assert!(matches!(
+        check_paperwork_for(&pw, &issued, &stranger),
+        Err(PaperworkError::NotAssignedNode { .. })
+    ));
 }
 
 /// The hub's default split shares out exactly the whole captured cost (the golden contracts carry it,

@@ -10,6 +10,7 @@ mod keys;
 mod limits;
 mod log;
 mod malformed;
+mod market;
 mod money;
 mod money_faults;
 mod queue;

@@ -771,6 +771,7 @@ async fn statement_request(
 ) -> u16 {
     let key = SecretKey::generate();
     let req = NodeRequest {
+        acts_for: None,
         node_key: key.public_key(),
         hub,
         action: NodeAction::Statement,

@@ -363,6 +363,7 @@ pub async fn bonded_guardian(net: &TestNetwork) -> SecretKey {
 /// Hands `report` in again, as its guardian would (a new signed request, the same report).
 async fn hand_in(net: &TestNetwork, key: &SecretKey, report: &Signed<Telemetry>) -> TelemetryReceipt {
     let req = NodeRequest {
+        acts_for: None,
         node_key: key.public_key(),
         hub: net.hub.hub.state.hub_key.public_key(),
         action: NodeAction::Telemetry {
@@ -481,6 +482,7 @@ async fn a_bonded_guardian_probes_every_node_and_its_signed_reports_move_their_s
     body.nonce = Nonce::random();
     let forged = Signed::sign(body, &key).unwrap();
     let req = NodeRequest {
+        acts_for: None,
         node_key: key.public_key(),
         hub: net.hub.hub.state.hub_key.public_key(),
         action: NodeAction::Telemetry {

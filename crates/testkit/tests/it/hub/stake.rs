@@ -47,6 +47,7 @@ fn node_id(net: &TestNetwork) -> NodeKeyId {
 /// `action` signed by `signer` in the name of `key`'s public key, as the body the hub gets.
 fn signed(net: &TestNetwork, key: &SecretKey, signer: &SecretKey, action: NodeAction) -> Vec<u8> {
     let req = NodeRequest {
+        acts_for: None,
         node_key: key.public_key(),
         hub: net.hub.hub.state.hub_key.public_key(),
         action,
@@ -306,6 +307,7 @@ async fn a_request_signed_by_another_key_cannot_move_the_stake(db: Db) {
     }
     // Addressed to another hub, or outside the clock tolerance: refused too.
     let mut req = NodeRequest {
+        acts_for: None,
         node_key: victim.public_key(),
         hub: thief.public_key(),
         action: NodeAction::Unbond { amount: credits(1) },

@@ -205,6 +205,7 @@ impl Validator {
 
     async fn send(&self, net: &TestNetwork, action: NodeAction) -> reqwest::Response {
         let req = NodeRequest {
+            acts_for: None,
             node_key: self.key.public_key(),
             hub: net.hub.hub.state.hub_key.public_key(),
             action,
@@ -626,6 +627,7 @@ async fn canaries_slash_a_validator_that_passes_a_known_bad_task_or_fails_a_know
 /// `action` signed by `key` and posted to `path`: (status, body).
 async fn signed_post(net: &TestNetwork, key: &SecretKey, path: &str, action: NodeAction) -> (u16, Value) {
     let req = NodeRequest {
+        acts_for: None,
         node_key: key.public_key(),
         hub: net.hub.hub.state.hub_key.public_key(),
         action,
