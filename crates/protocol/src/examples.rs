@@ -234,6 +234,41 @@ pub fn hello() -> Result<Signed<Hello>, SignError> {
     Signed::sign(body, &node_key())
 }
 
+/// The key that bought the example Node Key: seed of 32 bytes 0x05.
+pub fn buyer_key() -> SecretKey {
+    SecretKey::from_seed(&[5; 32])
+}
+
+/// The example Node Key's offer: a `list` request signed by it.
+pub fn offer() -> Result<Signed<NodeRequest>, SignError> {
+    let body = NodeRequest {
+        acts_for: None,
+        node_key: node_key().public_key(),
+        hub: hub_key().public_key(),
+        action: NodeAction::List {
+            price: Amount::from_micros(250_000_000),
+            proceeds: StackId::from_digest(id_bytes(0x5e)),
+        },
+        created_at: at(8_000_000),
+        nonce: Nonce([0x6b; 16]),
+    };
+    Signed::sign(body, &node_key())
+}
+
+/// The example Node Key's first sale: the buyer's key accepts [`offer`].
+pub fn binding() -> Result<Signed<crate::binding::KeyBinding>, SignError> {
+    let body = crate::binding::KeyBinding {
+        node: node_key().public_key().node_key_id(),
+        seq: 1,
+        from_key: node_key().public_key(),
+        to_key: buyer_key().public_key(),
+        offer: offer()?.digest()?,
+        hub: hub_key().public_key(),
+        created_at: at(8_100_000),
+    };
+    Signed::sign(body, &buyer_key())
+}
+
 /// One golden example: what a second implementation needs to check its encoder and signer.
 #[derive(Debug, Clone, Serialize)]
 pub struct Golden {
@@ -278,5 +313,6 @@ pub fn all() -> Result<Vec<Golden>, SignError> {
         golden("hello", &hello()?, &node_key())?,
         golden("node-request", &node_request()?, &node_key())?,
         golden("filing-verdict", &filing_verdict()?, &hub_key())?,
+        golden("binding", &binding()?, &buyer_key())?,
     ])
 }
