@@ -122,21 +122,24 @@ pub fn fingerprint_bound(
     chain: &[Rebinding],
     hub_key: &PublicKey,
 ) -> Result<VerifiedFingerprint, VerifyError> {
-    let fields = answer.proof_fields().ok_or(VerifyError::Missing("attribution"))?;
-    let attribution: Attribution = serde_json::from_value(
-        fields
-            .get("attribution")
-            .cloned()
-            .ok_or(VerifyError::Missing("attribution"))?,
-    )
-    .map_err(|e| VerifyError::Malformed {
-        field: "attribution",
-        message: e.to_string(),
-    })?;
+    let attribution = attribution_of(answer)?;
     let f = &attribution.fingerprint;
     let key = key_in_force(f.node_key, chain, hub_key, f.timestamp)
         .map_err(|e| VerifyError::Bindings(e.to_string()))?;
     fingerprint_with(answer, key.as_ref())
+}
+
+/// The answer's `attribution`, decoded.
+fn attribution_of(answer: &Content) -> Result<Attribution, VerifyError> {
+    let fields = answer.proof_fields().ok_or(VerifyError::Missing("attribution"))?;
+    let value = fields
+        .get("attribution")
+        .cloned()
+        .ok_or(VerifyError::Missing("attribution"))?;
+    serde_json::from_value(value).map_err(|e| VerifyError::Malformed {
+        field: "attribution",
+        message: e.to_string(),
+    })
 }
 
 fn fingerprint_with(
@@ -153,16 +156,7 @@ fn fingerprint_with(
             field: "fingerprint",
             message: e.to_string(),
         })?;
-    let attribution: Attribution = serde_json::from_value(
-        fields
-            .get("attribution")
-            .cloned()
-            .ok_or(VerifyError::Missing("attribution"))?,
-    )
-    .map_err(|e| VerifyError::Malformed {
-        field: "attribution",
-        message: e.to_string(),
-    })?;
+    let attribution = attribution_of(answer)?;
     attribution
         .verify_claim_bound(claimed, key_in_force)
         .map_err(|e| VerifyError::Attribution(e.to_string()))?;

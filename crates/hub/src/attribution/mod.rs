@@ -591,16 +591,18 @@ pub fn topup_share(amount: i64, bps: u32) -> i64 {
     i64::try_from(v).unwrap_or(0)
 }
 
+/// A document's id, as the typed id its kind uses.
+fn parse_id<T: std::str::FromStr<Err = stacknet_protocol::IdError>>(id: &str) -> Result<T, String> {
+    id.parse().map_err(|e: stacknet_protocol::IdError| e.to_string())
+}
+
 impl Inner {
     fn apply(&mut self, doc: &DocRecord) -> Result<(), String> {
         let stack = || doc.stack.ok_or_else(|| "it names no Stack".to_owned());
         let bad = |e: serde_json::Error| e.to_string();
         match doc.kind.as_str() {
             INJECTION => {
-                let id: InjectionId = doc
-                    .id
-                    .parse()
-                    .map_err(|e: stacknet_protocol::IdError| e.to_string())?;
+                let id: InjectionId = parse_id(&doc.id)?;
                 if self.injections.get(&id).is_some_and(|i| i.version >= doc.version) {
                     return Ok(());
                 }
@@ -617,10 +619,7 @@ impl Inner {
                 );
             }
             SKILL => {
-                let id: SkillId = doc
-                    .id
-                    .parse()
-                    .map_err(|e: stacknet_protocol::IdError| e.to_string())?;
+                let id: SkillId = parse_id(&doc.id)?;
                 if self.skills.get(&id).is_some_and(|s| s.version >= doc.version) {
                     return Ok(());
                 }
@@ -650,16 +649,10 @@ impl Inner {
                 };
                 // Version 1 is the only one: the first binding stays.
                 if doc.kind == NODE_REFERRER {
-                    let node: NodeKeyId = doc
-                        .id
-                        .parse()
-                        .map_err(|e: stacknet_protocol::IdError| e.to_string())?;
+                    let node: NodeKeyId = parse_id(&doc.id)?;
                     self.node_referrers.entry(node).or_insert(referrer);
                 } else {
-                    let referred: StackId = doc
-                        .id
-                        .parse()
-                        .map_err(|e: stacknet_protocol::IdError| e.to_string())?;
+                    let referred: StackId = parse_id(&doc.id)?;
                     self.stack_referrers.entry(referred).or_insert(referrer);
                 }
             }
@@ -671,10 +664,7 @@ impl Inner {
                 self.models.insert(doc.id.clone(), (doc.version, parties));
             }
             LISTING => {
-                let node: NodeKeyId = doc
-                    .id
-                    .parse()
-                    .map_err(|e: stacknet_protocol::IdError| e.to_string())?;
+                let node: NodeKeyId = parse_id(&doc.id)?;
                 if self.listings.get(&node).is_some_and(|(v, _)| *v >= doc.version) {
                     return Ok(());
                 }
@@ -682,10 +672,7 @@ impl Inner {
                 self.listings.insert(node, (doc.version, listing));
             }
             BINDING => {
-                let node: NodeKeyId = doc
-                    .id
-                    .parse()
-                    .map_err(|e: stacknet_protocol::IdError| e.to_string())?;
+                let node: NodeKeyId = parse_id(&doc.id)?;
                 let rebinding: stacknet_protocol::binding::Rebinding =
                     serde_json::from_str(&doc.json).map_err(bad)?;
                 if rebinding.binding.body.seq != doc.version || rebinding.binding.body.node != node {
