@@ -58,6 +58,8 @@ pub const NODE_REFERRER: &str = "/stacknet/v1/nodes/referrer";
 pub const MARKET_KEYS: &str = "/stacknet/v1/market/keys";
 /// Public: one Node Key id's state, listing and rebindings.
 pub const MARKET_KEY: &str = "/stacknet/v1/market/keys/{id}";
+/// Public: every Node Key binding, in the order the checkpoints' bindings line commits to.
+pub const MARKET_BINDINGS: &str = "/stacknet/v1/market/bindings";
 /// `POST` (an owner API key of the buying Stack): buys the listed key.
 pub const MARKET_BUY: &str = "/stacknet/v1/market/keys/{id}/buy";
 /// Credits to a node key's earnings account.

@@ -182,3 +182,42 @@ fn parse_hash(field: &str, hex_hash: &str) -> Result<Hash, LogError> {
             field: field.to_owned(),
         })
 }
+
+/// The checkpoint extension line that commits to the hub's Node Key bindings:
+/// `stacknet-bindings <count> <hex root>`, the RFC 6962 root of the leaves [`binding_leaf`] of every
+/// rebinding in the hub's order (`GET /stacknet/v1/market/bindings`).
+pub const BINDINGS_EXTENSION: &str = "stacknet-bindings";
+
+/// The leaf of a rebinding in the bindings tree: `merkle::leaf_hash` of its RFC 8785 canonical JSON.
+pub fn binding_leaf(r: &stacknet_protocol::binding::Rebinding) -> Result<Hash, LogError> {
+    let value = serde_json::to_value(r).map_err(LogError::PaperworkJson)?;
+    Ok(merkle::leaf_hash(jcs::canonicalize(&value)?.as_bytes()))
+}
+
+/// The root of the bindings tree of `bindings` (every one, in the hub's order).
+pub fn bindings_root(bindings: &[stacknet_protocol::binding::Rebinding]) -> Result<Hash, LogError> {
+    let leaves = bindings.iter().map(binding_leaf).collect::<Result<Vec<_>, _>>()?;
+    Ok(merkle::root(&leaves))
+}
+
+/// The extension line for `count` bindings whose tree has `root`.
+pub fn bindings_extension(count: u64, root: &Hash) -> String {
+    format!("{BINDINGS_EXTENSION} {count} {}", hex::encode(root))
+}
+
+/// The bindings a checkpoint commits to, `(count, root)`; `None` when it has no such line (a hub
+/// from before bindings were committed to).
+pub fn checkpoint_bindings(cp: &Checkpoint) -> Result<Option<(u64, Hash)>, LogError> {
+    let Some(line) = cp.extensions.iter().find_map(|l| {
+        l.strip_prefix(BINDINGS_EXTENSION)
+            .and_then(|r| r.strip_prefix(' '))
+    }) else {
+        return Ok(None);
+    };
+    let bad = || LogError::BadHash {
+        field: BINDINGS_EXTENSION.to_owned(),
+    };
+    let (count, root) = line.split_once(' ').ok_or_else(bad)?;
+    let count: u64 = count.parse().map_err(|_| bad())?;
+    Ok(Some((count, parse_hash(BINDINGS_EXTENSION, root)?)))
+}

@@ -18,7 +18,7 @@ pub use attribution::{
     SkillSpec,
 };
 pub use log::{ConsistencyProof, ConsistencyQuery, InclusionProof, InclusionQuery, LogCheckpoint};
-pub use market::{BuyKey, KeyState, Listing, ListingList, Sale};
+pub use market::{BindingList, BuyKey, KeyState, Listing, ListingList, Sale};
 pub use settle::{
     Balance, Direction, NodeStatement, PaymentAnswer, PaymentEvent, Payout, PayoutAck, PayoutCallback,
     PayoutCallbackAnswer, PayoutRequest, PayoutState, StackStatement, Statement, StatementLine,

@@ -453,6 +453,7 @@ impl Hub {
             .route(paths::MARKET_KEYS, get(market::listings).post(market::offer))
             .route(paths::MARKET_KEY, get(market::key_state))
             .route(paths::MARKET_BUY, post(market::buy))
+            .route(paths::MARKET_BINDINGS, get(market::bindings))
             .fallback(|| async { ApiError::NotFound("no such endpoint".to_owned()) })
             .layer(DefaultBodyLimit::max(limit))
             .layer(axum::middleware::map_response(move |response| {

@@ -143,8 +143,20 @@ impl MerkleLog {
     /// Signs the current size and root as a C2SP checkpoint, with `origin` as origin line and key name
     /// (see [`log_origin`]).
     pub fn checkpoint(&self, origin: &str, key: &SecretKey) -> Result<SignedCheckpoint, LogError> {
+        self.checkpoint_with(origin, key, Vec::new())
+    }
+
+    /// As [`Self::checkpoint`], with extension lines (the bindings line, `stacknet_api::proof`).
+    pub fn checkpoint_with(
+        &self,
+        origin: &str,
+        key: &SecretKey,
+        extensions: Vec<String>,
+    ) -> Result<SignedCheckpoint, LogError> {
         let (size, root) = self.head();
-        let note = Checkpoint::new(origin, size, root).sign(origin, key)?;
+        let mut checkpoint = Checkpoint::new(origin, size, root);
+        checkpoint.extensions = extensions;
+        let note = checkpoint.sign(origin, key)?;
         Ok(SignedCheckpoint {
             origin: origin.to_owned(),
             size,

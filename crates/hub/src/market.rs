@@ -82,6 +82,17 @@ async fn list(
             format!("{proceeds} is not a Stack of this hub"),
         ));
     }
+    // The offer is checked on its own by every verifier: it must name the id it sells.
+    let named = offer
+        .body
+        .acts_for
+        .unwrap_or_else(|| offer.body.node_key.node_key_id());
+    if named != node {
+        return Err(ApiError::invalid(
+            "acts_for",
+            format!("this key operates {node}, which it bought: the offer must name it in acts_for (`stacknet market list --node {node}`)"),
+        ));
+    }
     let current = state.attribution.listing(node);
     if let Some((_, l)) = &current {
         if l.state == ListingState::Open {
@@ -444,6 +455,46 @@ async fn finish(
         }
     }
     Ok(())
+}
+
+/// Every rebinding the hub holds, in the order its checkpoints commit to (the store's write order).
+pub async fn all_bindings(state: &AppState) -> Result<Vec<Rebinding>, ApiError> {
+    state
+        .store
+        .docs_of_kind(BINDING.to_owned())
+        .await?
+        .iter()
+        .map(|d| serde_json::from_str(&d.json).map_err(ApiError::internal))
+        .collect()
+}
+
+/// `GET /stacknet/v1/market/bindings`: every rebinding, in the order the checkpoints' bindings line
+/// commits to; `?count=N`: the first N (what a checkpoint of N bindings covered).
+pub async fn bindings(
+    State(state): State<AppState>,
+    axum::extract::Query(q): axum::extract::Query<BindingsQuery>,
+) -> Result<Json<stacknet_api::types::BindingList>, ApiError> {
+    let mut data = all_bindings(&state).await?;
+    if let Some(count) = q.count {
+        let count = usize::try_from(count).unwrap_or(usize::MAX);
+        if count > data.len() {
+            return Err(ApiError::invalid(
+                "count",
+                format!("the hub holds {} bindings, not {count}", data.len()),
+            ));
+        }
+        data.truncate(count);
+    }
+    Ok(Json(stacknet_api::types::BindingList {
+        object: "list".to_owned(),
+        data,
+    }))
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BindingsQuery {
+    pub count: Option<u64>,
 }
 
 /// At start: a sale whose money moved but whose binding was never written (a crash between them)

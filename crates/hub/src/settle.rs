@@ -53,9 +53,18 @@ pub const STATEMENT_LINES: u32 = 100;
 /// `GET /stacknet/v1/log/checkpoint`: the log's size and root, signed by the hub key.
 pub async fn checkpoint(State(state): State<AppState>) -> Result<Json<LogCheckpoint>, ApiError> {
     state.writer.catch_up().await.map_err(ApiError::internal)?;
+    // Every checkpoint also commits to the Node Key bindings (read from the store, in its order),
+    // so a follower catches a hub that shows different bindings to different verifiers.
+    let bindings = crate::market::all_bindings(&state).await?;
+    let root = stacknet_api::proof::bindings_root(&bindings).map_err(ApiError::internal)?;
+    let line = stacknet_api::proof::bindings_extension(bindings.len() as u64, &root);
     let cp = state
         .log
-        .checkpoint(&log_origin(&state.hub_key.public_key()), &state.hub_key)
+        .checkpoint_with(
+            &log_origin(&state.hub_key.public_key()),
+            &state.hub_key,
+            vec![line],
+        )
         .map_err(ApiError::internal)?;
     Ok(Json(checkpoint_json(&cp)))
 }

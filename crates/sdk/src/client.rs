@@ -311,6 +311,15 @@ impl Client {
         self.get(paths::MARKET_KEYS).await
     }
 
+    /// Every Node Key binding the hub holds, in the order its checkpoints commit to (the first
+    /// `count` when given).
+    pub async fn bindings(&self, count: Option<u64>) -> Result<Vec<Rebinding>, Error> {
+        let q = count.map(|c| format!("?count={c}")).unwrap_or_default();
+        let list: stacknet_api::types::BindingList =
+            self.get(&format!("{}{q}", paths::MARKET_BINDINGS)).await?;
+        Ok(list.data)
+    }
+
     /// A Node Key id's status, operating key, rebindings and listing.
     pub async fn key_state(&self, node: NodeKeyId) -> Result<KeyState, Error> {
         self.get(&paths::market_key(&node)).await

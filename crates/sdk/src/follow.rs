@@ -10,11 +10,16 @@
 //!   when the hub cannot give one that verifies);
 //! - a smaller one than the last must be a prefix of it (a consistency proof from it to the last).
 //!
+//! Each checkpoint also commits to the hub's Node Key bindings (its `stacknet-bindings` line: how
+//! many, and the root of their tree). The same rules hold for them: one count, one root
+//! ([`Alarm::BindingsSplitView`]); a larger count must extend the bindings seen before, checked by
+//! fetching them and recomputing both roots ([`Alarm::BindingsInconsistent`]).
+//!
 //! Roots are remembered for the last [`REMEMBERED_SIZES`] sizes seen.
 
 use std::collections::BTreeMap;
 
-use stacknet_api::proof::{log_origin, open_checkpoint};
+use stacknet_api::proof::{bindings_root, checkpoint_bindings, log_origin, open_checkpoint};
 use stacknet_protocol::checkpoint::Checkpoint;
 use stacknet_protocol::merkle::Hash;
 use stacknet_protocol::PublicKey;
@@ -53,6 +58,14 @@ pub enum Alarm {
     Inconsistent { from: u64, to: u64, reason: String },
     #[error("a checkpoint that does not verify against the hub key: {0}")]
     BadCheckpoint(String),
+    #[error("split view: the hub signed two checkpoints of {count} Node Key bindings with different roots {first} and {second}")]
+    BindingsSplitView {
+        count: u64,
+        first: String,
+        second: String,
+    },
+    #[error("the bindings of a checkpoint ({to}) do not extend those of an earlier one ({from}): {reason}")]
+    BindingsInconsistent { from: u64, to: u64, reason: String },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +87,9 @@ pub struct Follower {
     /// The largest checkpoint seen, as its note.
     last: Option<(Checkpoint, String)>,
     roots: BTreeMap<u64, Hash>,
+    /// The bindings' roots seen, by count, and the largest count seen.
+    binding_roots: BTreeMap<u64, Hash>,
+    bindings: Option<u64>,
 }
 
 impl Follower {
@@ -85,6 +101,8 @@ impl Follower {
             hub_key,
             last: None,
             roots: BTreeMap::new(),
+            binding_roots: BTreeMap::new(),
+            bindings: None,
         }
     }
 
@@ -134,8 +152,67 @@ impl Follower {
                 Step::Older { size: cp.size }
             }
         };
+        self.check_bindings(&cp).await?;
         self.remember(cp, note);
         Ok(step)
+    }
+
+    /// The checkpoint's bindings line against the bindings seen before (see the module documentation).
+    async fn check_bindings(&mut self, cp: &Checkpoint) -> Result<(), FollowError> {
+        let Some((count, root)) = checkpoint_bindings(cp).map_err(|e| Alarm::BadCheckpoint(e.to_string()))?
+        else {
+            return Ok(());
+        };
+        if let Some(seen) = self.binding_roots.get(&count) {
+            if *seen != root {
+                return Err(Alarm::BindingsSplitView {
+                    count,
+                    first: hex::encode(seen),
+                    second: hex::encode(root),
+                }
+                .into());
+            }
+            return Ok(());
+        }
+        // New: the hub's bindings up to the larger count must give both roots.
+        let known = self.bindings.unwrap_or(0);
+        let upto = count.max(known);
+        let inconsistent = |reason: String| Alarm::BindingsInconsistent {
+            from: known.min(count),
+            to: upto,
+            reason,
+        };
+        let list = match self.client.bindings(Some(upto)).await {
+            Ok(list) => list,
+            // A hub that signed a count of bindings it cannot serve.
+            Err(Error::Api { message, .. }) => {
+                return Err(inconsistent(format!("the hub does not serve them: {message}")).into())
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let root_of = |n: u64| {
+            let n = usize::try_from(n).unwrap_or(usize::MAX).min(list.len());
+            bindings_root(&list[..n]).map_err(|e| inconsistent(e.to_string()))
+        };
+        if list.len() as u64 != upto {
+            return Err(inconsistent(format!("the hub served {} bindings", list.len())).into());
+        }
+        if root_of(count)? != root {
+            return Err(inconsistent("the bindings served do not give the signed root".to_owned()).into());
+        }
+        if let Some(seen) = self.binding_roots.get(&known) {
+            if root_of(known)? != *seen {
+                return Err(
+                    inconsistent("the bindings seen before are not a prefix of these".to_owned()).into(),
+                );
+            }
+        }
+        self.binding_roots.insert(count, root);
+        while self.binding_roots.len() > REMEMBERED_SIZES {
+            self.binding_roots.pop_first();
+        }
+        self.bindings = Some(upto.max(count));
+        Ok(())
     }
 
     /// Fetches and checks the proof that the log of `new_note` extends that of `old_note`.

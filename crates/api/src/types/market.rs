@@ -63,6 +63,14 @@ pub struct BuyKey {
     pub binding: Signed<KeyBinding>,
 }
 
+/// `GET /stacknet/v1/market/bindings`: every rebinding, in the order checkpoints commit to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BindingList {
+    /// Always `list`.
+    pub object: String,
+    pub data: Vec<Rebinding>,
+}
+
 /// A sale done.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Sale {

@@ -216,6 +216,8 @@ pub trait DocStore: Send + Sync + fmt::Debug + 'static {
     fn docs_since(&self, version: u64) -> StoreFuture<'_, Changes<DocRecord>>;
     /// Every version of one document, oldest first.
     fn doc_versions(&self, kind: String, id: String) -> StoreFuture<'_, Vec<DocRecord>>;
+    /// Every document of a kind, every version, in write order (then id and version).
+    fn docs_of_kind(&self, kind: String) -> StoreFuture<'_, Vec<DocRecord>>;
     /// Adds to named counters (made when missing), in one transaction.
     fn add_counts(&self, rows: Vec<(String, u64)>) -> StoreFuture<'_, ()>;
     /// The counters named, in the order asked (0 for one never counted).

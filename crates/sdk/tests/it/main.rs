@@ -234,3 +234,75 @@ async fn two_checkpoints_of_one_size_with_different_roots_are_a_split_view_offli
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn a_follower_checks_the_node_key_bindings_every_checkpoint_commits_to() {
+    let net = TestNetwork::start_with(Script::text("x"), |c| {
+        c.rules.probation_tasks = 0;
+        c.rules.new_sample_bps = 0;
+        c.rules.established_sample_bps = 0;
+    })
+    .await;
+    topup(&net, net.stack).await;
+    let hub = Client::new(&net.hub.url()).unwrap().with_api_key(&net.api_key);
+    let key = hub.hub_info().await.unwrap().hub_key;
+    let mut follower = Follower::new(hub.clone(), key);
+    assert!(matches!(
+        follower.poll().await.unwrap(),
+        Step::First { size: 0, .. }
+    ));
+    assert!(hub
+        .checkpoint()
+        .await
+        .unwrap()
+        .note
+        .contains("\nstacknet-bindings 0 "));
+
+    // A sale: the next checkpoint commits to one binding, which the follower fetches and checks.
+    let node = &net.nodes[0];
+    let seller = stacknet_node::settlement::HubClient::connect(&net.hub.url())
+        .await
+        .unwrap();
+    let (proceeds, _) = net.new_stack("seller").await;
+    let listing = seller
+        .list(
+            &node.key,
+            None,
+            stacknet_protocol::Amount::from_micros(1_000),
+            proceeds,
+        )
+        .await
+        .unwrap();
+    hub.buy_key(&listing, &SecretKey::generate()).await.unwrap();
+    assert_eq!(follower.poll().await.unwrap(), Step::Same { size: 0 });
+    assert!(hub
+        .checkpoint()
+        .await
+        .unwrap()
+        .note
+        .contains("\nstacknet-bindings 1 "));
+    assert_eq!(hub.bindings(None).await.unwrap().len(), 1);
+
+    // The same log with other bindings, signed by the hub: a split view of its bindings.
+    let hub_key = net.hub.hub.state.hub_key.clone();
+    let signed = |line: String| {
+        MerkleLog::new()
+            .checkpoint_with(&log_origin(&key), &hub_key, vec![line])
+            .unwrap()
+            .note
+    };
+    let other = stacknet_api::proof::bindings_extension(1, &[9u8; 32]);
+    let err = follower.observe(&signed(other)).await.unwrap_err();
+    assert!(
+        matches!(err, FollowError::Alarm(Alarm::BindingsSplitView { count: 1, .. })),
+        "{err}"
+    );
+    // A count of bindings the hub cannot show.
+    let more = stacknet_api::proof::bindings_extension(2, &[9u8; 32]);
+    let err = follower.observe(&signed(more)).await.unwrap_err();
+    assert!(
+        matches!(err, FollowError::Alarm(Alarm::BindingsInconsistent { .. })),
+        "{err}"
+    );
+    assert_eq!(follower.poll().await.unwrap(), Step::Same { size: 0 });
+}

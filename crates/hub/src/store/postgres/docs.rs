@@ -82,6 +82,14 @@ impl DocStore for PgStore {
         })
     }
 
+    fn docs_of_kind(&self, kind: String) -> StoreFuture<'_, Vec<DocRecord>> {
+        Box::pin(async move {
+            let sql = "SELECT kind, id, version, stack, json, created_at, seq FROM registry_docs
+                 WHERE kind = $1 ORDER BY seq, id, version";
+            self.query(sql, &[&kind]).await?.iter().map(doc_of).collect()
+        })
+    }
+
     fn add_counts(&self, rows: Vec<(String, u64)>) -> StoreFuture<'_, ()> {
         Box::pin(async move {
             // Summed per name first: ON CONFLICT needs the batch's names distinct.

@@ -92,6 +92,16 @@ impl DocStore for SqliteStore {
         })
     }
 
+    fn docs_of_kind(&self, kind: String) -> StoreFuture<'_, Vec<DocRecord>> {
+        self.with(move |c| {
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM registry_docs WHERE kind = ?1 ORDER BY seq, id, version"
+            ))?;
+            let rows = stmt.query_map([kind], row_of)?;
+            rows.map(|row| doc_from(row?)).collect()
+        })
+    }
+
     fn add_counts(&self, rows: Vec<(String, u64)>) -> StoreFuture<'_, ()> {
         self.with(move |c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;

@@ -195,6 +195,31 @@ async fn a_node_key_is_sold_once_and_its_new_key_runs_and_files_for_the_id(db: D
         posted(&net, AccountId::node(id)).await > 0,
         "the earnings went to the id"
     );
+
+    // Sold on: the buyer's key lists the id (naming it: the offer is checked on its own), the
+    // rival buys it, and the chain of two sales checks for any verifier.
+    let err = hub
+        .list(&new_key, None, Amount::from_micros(1_000_000), buyer)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("400") && err.contains("acts_for"), "{err}");
+    let resale = hub
+        .list(&new_key, Some(id), Amount::from_micros(1_000_000), buyer)
+        .await
+        .unwrap();
+    assert_eq!(resale.seq, 2);
+    let third = SecretKey::generate();
+    rival_sdk.buy_key(&resale, &third).await.unwrap();
+    let chain = rival_sdk.key_state(id).await.unwrap().bindings;
+    assert_eq!(chain.len(), 2);
+    let now = stacknet_protocol::Timestamp::now();
+    assert_eq!(
+        stacknet_protocol::binding::key_in_force(id, &chain, &info_key, now),
+        Ok(Some(third.public_key()))
+    );
+    let err = hub.statement(&new_key).await.unwrap_err().to_string();
+    assert!(err.contains("401") && err.contains("sold on"), "{err}");
     books_balance(&net).await;
 }
 
