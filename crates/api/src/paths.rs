@@ -50,6 +50,8 @@ pub const INJECTION: &str = "/stacknet/v1/injections/{id}";
 pub const SKILLS: &str = "/stacknet/v1/skills";
 /// One skill: `GET` public, `PUT` a new version, `DELETE` unpublishes (its creator's owner key).
 pub const SKILL: &str = "/stacknet/v1/skills/{id}";
+/// `POST` (its creator's owner key): moves a skill's royalties into its Stack's balance.
+pub const SKILL_COLLECT: &str = "/stacknet/v1/skills/{id}/collect";
 /// A Stack's referral codes (owner key): `GET` lists them with whom they brought, `POST` makes one.
 pub const REFERRALS: &str = "/stacknet/v1/referrals";
 /// A node registers with a referral code: a signed `refer` request.
@@ -98,6 +100,11 @@ pub fn admin_stack_topup(id: &impl std::fmt::Display) -> String {
 /// `/stacknet/v1/injections/{id}` for one injection.
 pub fn injection(id: &impl std::fmt::Display) -> String {
     INJECTION.replace("{id}", &id.to_string())
+}
+
+/// `/stacknet/v1/skills/{id}/collect` for one skill.
+pub fn skill_collect(id: &impl std::fmt::Display) -> String {
+    SKILL_COLLECT.replace("{id}", &id.to_string())
 }
 
 /// `/stacknet/v1/skills/{id}` for one skill.

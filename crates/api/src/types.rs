@@ -14,8 +14,8 @@ pub use admin::{
     StackList, TopUp, TopUpAnswer,
 };
 pub use attribution::{
-    Injection, InjectionList, InjectionSpec, NodeReferral, Referral, ReferralList, Skill, SkillList,
-    SkillSpec,
+    Collected, Injection, InjectionList, InjectionSpec, NodeReferral, Referral, ReferralList, Skill,
+    SkillList, SkillSpec,
 };
 pub use log::{ConsistencyProof, ConsistencyQuery, InclusionProof, InclusionQuery, LogCheckpoint};
 pub use market::{BindingList, BuyKey, KeyState, Listing, ListingList, Sale};

@@ -116,6 +116,10 @@ pub enum SkillCommand {
     Unpublish {
         id: SkillId,
     },
+    /// Move its royalties into the Stack's balance.
+    Collect {
+        id: SkillId,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -178,6 +182,7 @@ pub async fn run(args: StackArgs) -> Result<()> {
             SkillCommand::List => print(&hub.skills().await?),
             SkillCommand::Show { id } => print(&hub.skill(id).await?),
             SkillCommand::Unpublish { id } => print(&hub.unpublish_skill(id).await?),
+            SkillCommand::Collect { id } => print(&hub.collect_royalties(id).await?),
         },
         StackCommand::Referral(c) => match c {
             ReferralCommand::Create => print(&hub.create_referral().await?),

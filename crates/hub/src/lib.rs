@@ -445,6 +445,7 @@ impl Hub {
                     .put(attribution::http::update_skill)
                     .delete(attribution::http::delete_skill),
             )
+            .route(paths::SKILL_COLLECT, post(attribution::http::collect))
             .route(
                 paths::REFERRALS,
                 get(attribution::http::list_referrals).post(attribution::http::create_referral),

@@ -395,6 +395,12 @@ impl Client {
             .await
     }
 
+    /// Moves a skill's royalties into its Stack's balance (its creator's owner key).
+    pub async fn collect_royalties(&self, id: SkillId) -> Result<stacknet_api::types::Collected, Error> {
+        self.post(&paths::skill_collect(&id), &serde_json::json!({}))
+            .await
+    }
+
     pub async fn referrals(&self) -> Result<ReferralList, Error> {
         self.get(paths::REFERRALS).await
     }

@@ -97,8 +97,20 @@ pub struct Skill {
     pub created_at: Timestamp,
     /// Tasks accepted with this skill.
     pub usage: u64,
-    /// Royalties credited so far: the balance of its `creator:skill_...` account.
+    /// Royalties credited so far: what its `creator:skill_...` account holds plus what its Stack
+    /// collected from it.
     pub earnings: Amount,
+}
+
+/// The answer to `POST /stacknet/v1/skills/{id}/collect`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Collected {
+    pub skill: SkillId,
+    /// The Stack credited.
+    pub stack: StackId,
+    pub amount: Amount,
+    /// The ledger transfer (`royalty:<skill>:<n>`, the skill's n-th collection).
+    pub transfer: String,
 }
 
 /// `GET /stacknet/v1/skills`: the public registry (every public, active skill) and, for an owner

@@ -28,7 +28,15 @@ fn admin_bodies_keep_their_fields() {
     let one = json!({"id": stack, "name": "my app", "created_at": AT});
     round_trip::<Stack>(one.clone());
     round_trip::<StackList>(json!({"object": "list", "data": [one]}));
-    round_trip::<NewKey>(json!({"stack": stack, "api_key": "sk_x", "prefix": "sk_x", "created_at": AT}));
+    round_trip::<NewKey>(
+        json!({"stack": stack, "role": "client", "api_key": "sk_x", "prefix": "sk_x", "created_at": AT}),
+    );
+    round_trip::<NewKeyRequest>(json!({"role": "owner"}));
+    assert_eq!(
+        serde_json::from_value::<NewKeyRequest>(json!({})).unwrap().role,
+        KeyRole::Client
+    );
+    round_trip::<Stack>(json!({"id": stack, "name": "brought", "created_at": AT, "referred_by": stack}));
     let topup: TopUp = round_trip(json!({"amount": "5000", "id": "inv-1"}));
     assert_eq!(topup.amount.micros(), 5000);
     round_trip::<TopUp>(json!({"amount": "5000"}));
@@ -37,10 +45,16 @@ fn admin_bodies_keep_their_fields() {
         "account": format!("stack:{stack}"), "transfer": "topup:admin:inv-1", "amount": "5000",
         "replayed": false, "balance": balance("5000", "0", "5000"),
     }));
+    round_trip::<TopUpAnswer>(json!({
+        "account": format!("stack:{stack}"), "transfer": "topup:admin:inv-2", "amount": "5000",
+        "replayed": false, "balance": balance("5000", "0", "5000"),
+        "referral": {"stack": stack, "amount": "250", "transfer": "referral:00", "paid": false},
+    }));
     let terms = json!({"input_per_mtok": "1", "output_per_mtok": "2", "per_request": "3", "per_unit": "0"});
     round_trip::<SetPrice>(json!({"model": "m", "input_per_mtok": "1", "per_request": "3"}));
     let price = json!({"model": "m", "price": terms, "updated_at": AT});
     round_trip::<Price>(price.clone());
+    round_trip::<Price>(json!({"model": "m", "price": terms, "updated_at": AT, "model_provider": stack}));
     round_trip::<PriceList>(json!({"object": "list", "data": [price], "default": terms}));
 }
 

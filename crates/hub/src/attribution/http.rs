@@ -599,12 +599,86 @@ pub async fn node_referrer(
     }))
 }
 
-/// What a skill has earned: its creator account's balance (nothing leaves it yet).
+/// What a skill has earned: its creator account's balance plus every collection from it.
 pub async fn earnings(state: &AppState, skill: SkillId) -> Result<Amount, ApiError> {
-    Ok(state
+    let held = state
         .ledger
         .balance(AccountId::creator(skill))
         .await
         .map_err(ApiError::internal)?
-        .posted)
+        .posted;
+    let (_, collected) = collections(state, skill).await?;
+    Ok(Amount::from_micros(held.micros().saturating_add(collected)))
+}
+
+/// The id of a skill's `n`-th collection.
+fn collection_id(skill: SkillId, n: u64) -> Result<stacknet_ledger::TransferId, ApiError> {
+    stacknet_ledger::TransferId::new(&format!("royalty:{skill}:{n}")).map_err(ApiError::internal)
+}
+
+/// How many collections a skill had, and their sum: its collection transfers are numbered from 1,
+/// so the ledger itself is the record (collections are rare: one lookup each).
+async fn collections(state: &AppState, skill: SkillId) -> Result<(u64, i64), ApiError> {
+    let (mut n, mut sum) = (0u64, 0i64);
+    while let Some(t) = state
+        .ledger
+        .transfer(collection_id(skill, n + 1)?)
+        .await
+        .map_err(ApiError::internal)?
+    {
+        n += 1;
+        sum = sum.saturating_add(t.amount.micros());
+    }
+    Ok((n, sum))
+}
+
+/// `POST /stacknet/v1/skills/{id}/collect`: moves the skill's royalties into its Stack's balance.
+/// Two collections racing for one number: the ledger takes one (the other is a replay when it
+/// asked the same amount, a 409 otherwise), so nothing moves twice.
+pub async fn collect(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<stacknet_api::types::Collected>, ApiError> {
+    let caller = owner(&state, &headers)?;
+    let skill = own_skill(&state, &caller, &id)?;
+    let available = state
+        .ledger
+        .balance(AccountId::creator(skill.id))
+        .await
+        .map_err(ApiError::internal)?
+        .available();
+    if available.micros() <= 0 {
+        return Err(ApiError::invalid(
+            "id",
+            format!("skill {} has no royalties to collect", skill.id),
+        ));
+    }
+    let (n, _) = collections(&state, skill.id).await?;
+    let transfer = collection_id(skill.id, n + 1)?;
+    let t = stacknet_ledger::Transfer::posted(
+        transfer.clone(),
+        AccountId::creator(skill.id),
+        AccountId::stack(caller.stack),
+        available,
+        stacknet_ledger::Reason::Royalty,
+    );
+    state
+        .ledger
+        .create_transfers(vec![t.into()])
+        .await
+        .map_err(|e| match e {
+            stacknet_ledger::LedgerError::IdReused { .. }
+            | stacknet_ledger::LedgerError::InsufficientFunds { .. } => ApiError::Conflict(format!(
+                "another collection of skill {} ran at the same time: ask again",
+                skill.id
+            )),
+            e => ApiError::internal(e),
+        })?;
+    Ok(Json(stacknet_api::types::Collected {
+        skill: skill.id,
+        stack: caller.stack,
+        amount: available,
+        transfer: transfer.to_string(),
+    }))
 }

@@ -115,6 +115,8 @@ reasons! {
     Referral => "referral",
     // A Node Key's price, and its transfer fee, paid by the buying Stack.
     KeySale => "key_sale",
+    // A skill's royalties, collected from its creator account into its Stack's balance.
+    Royalty => "royalty",
 }
 
 /// A transfer between two accounts: posted at once, or pending (a hold) until posted, voided or expired.

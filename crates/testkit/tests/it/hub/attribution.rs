@@ -76,7 +76,7 @@ async fn client_key(net: &TestNetwork, stack: StackId) -> (String, String) {
 async fn a_request_with_two_injections_and_two_skills_is_shaped_listed_and_paid_to_every_party(db: Db) {
     let net = priced(&db, Script::text("shaped answer"), |c| c.challenge_window_ms = 0).await;
     topup(&net, 10_000_000).await;
-    let (_, key_a) = net.new_stack("skills A").await;
+    let (creator_a, key_a) = net.new_stack("skills A").await;
     let (creator_b, key_b) = net.new_stack("skills B").await;
     let (referrer, key_r) = net.new_stack("referrer").await;
     let (model_provider, _) = net.new_stack("model maker").await;
@@ -248,6 +248,32 @@ async fn a_request_with_two_injections_and_two_skills_is_shaped_listed_and_paid_
     )
     .await;
     assert_eq!(status, 404);
+
+    // The creator collects its royalties into its Stack's balance; earnings still count them.
+    let collect = format!("/stacknet/v1/skills/{skill_a}/collect");
+    let (status, _) = call(&net, reqwest::Method::POST, &collect, Some(&key_b), None).await;
+    assert_eq!(status, 403, "another Stack's skill");
+    let (status, done) = call(&net, reqwest::Method::POST, &collect, Some(&key_a), None).await;
+    assert_eq!(
+        (status, done["amount"].as_str()),
+        (200, Some(part(300).to_string().as_str())),
+        "{done}"
+    );
+    assert_eq!(done["transfer"], format!("royalty:{skill_a}:1"));
+    assert_eq!(posted(&net, AccountId::creator(skill_a)).await, 0);
+    assert_eq!(posted(&net, AccountId::stack(creator_a)).await, part(300));
+    let (status, _) = call(&net, reqwest::Method::POST, &collect, Some(&key_a), None).await;
+    assert_eq!(status, 400, "nothing left to collect");
+    let (_, shown) = call(
+        &net,
+        reqwest::Method::GET,
+        &format!("/stacknet/v1/skills/{skill_a}"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(shown["earnings"], part(300).to_string());
+    books_balance(&net).await;
 }
 
 async fn a_referral_chain_credits_the_nodes_referrer_and_shares_top_ups_once(db: Db) {
