@@ -1213,7 +1213,9 @@ async fn a_node_that_streams_without_end_is_cut_off_at_the_output_cap() {
     assert_eq!(resp.status(), 503, "below the floor");
     let v: Value = resp.json().await.unwrap();
     assert_eq!(v["error"]["code"], "no_node_available", "{v}");
+    // The refused request's hold is voided by a task spawned when its handler drops the hold, so
+    // the 503 can arrive first: wait for the release rather than race it (it lost under load).
+    wait_until("the hold is released", WAIT_DEADLINE, released).await;
     assert_eq!(statement(&net).await["balance"]["available"], "1000000");
-    assert_eq!(statement(&net).await["balance"]["held"], "0");
     books_balance(&net).await;
 }
