@@ -140,8 +140,9 @@ async fn write_listing(
     state.attribution.write(&*state.store, record).await
 }
 
-/// Refused (409) while a slash may be pending, while unbonding, while suspended.
-async fn sellable(state: &AppState, node: NodeKeyId) -> Result<(), ApiError> {
+/// Refused (409) while a slash may be pending, while unbonding, while suspended; otherwise the
+/// earnings the key has filed (what its stake status read), which a sale pays to the seller.
+async fn sellable(state: &AppState, node: NodeKeyId) -> Result<Amount, ApiError> {
     if let Some(paperwork) = crate::validate::slash_pending(state, node).await? {
         return Err(ApiError::Conflict(format!(
             "{node} may be slashed (the validation of its paperwork {paperwork} is in committee or its conviction is settling): it cannot change hands until that is decided"
@@ -158,7 +159,7 @@ async fn sellable(state: &AppState, node: NodeKeyId) -> Result<(), ApiError> {
             "{node} is suspended after a conviction"
         )));
     }
-    Ok(())
+    Ok(stake.earnings)
 }
 
 fn listing_json(node: NodeKeyId, doc: &ListingDoc) -> Result<Listing, ApiError> {
@@ -298,12 +299,7 @@ pub async fn buy(
         ));
     }
     new_key_is_free(&state, &b.to_key, node)?;
-    sellable(&state, node).await?;
-    let NodeAction::List { price, proceeds } = listing.offer.body.action else {
-        return Err(ApiError::internal(
-            "a listing whose offer is not a `list` request",
-        ));
-    };
+    let earnings = sellable(&state, node).await?;
     let intent = serde_json::json!({"rebinding": rebinding, "buyer": buyer.stack});
     let digest =
         hex::encode(&Sha256::digest(serde_json::to_vec(&rebinding).map_err(ApiError::internal)?)[..16]);
@@ -316,7 +312,7 @@ pub async fn buy(
         created_at: Timestamp::now(),
     };
     state.store.put_doc(sale_doc).await?;
-    let sale = pay(&state, node, listing.seq, buyer.stack, price, proceeds, b.to_key).await?;
+    let sale = pay(&state, node, &listing, buyer.stack, b.to_key, earnings).await?;
     finish(&state, node, version, &listing, &rebinding).await?;
     Ok(Json(sale))
 }
@@ -339,20 +335,23 @@ fn new_key_is_free(state: &AppState, key: &PublicKey, node: NodeKeyId) -> Result
 async fn pay(
     state: &AppState,
     node: NodeKeyId,
-    seq: u64,
+    listing: &ListingDoc,
     buyer: StackId,
-    price: Amount,
-    proceeds: StackId,
     new_key: PublicKey,
+    earnings: Amount,
 ) -> Result<Sale, ApiError> {
+    let NodeAction::List { price, proceeds } = listing.offer.body.action else {
+        return Err(ApiError::internal(
+            "a listing whose offer is not a `list` request",
+        ));
+    };
+    let seq = listing.seq;
     let (to_seller, to_originator, to_protocol) =
         sale_shares(price.micros(), state.config.key_transfer_fee_bps);
     let originator = state
         .attribution
         .node_referrer(node)
         .map_or_else(AccountId::treasury, |r| AccountId::stack(r.stack));
-    // The earnings the seller filed are the seller's: they go with the price.
-    let earnings = crate::stake::status(state, node).await?.earnings;
     let from = AccountId::stack(buyer);
     let mut parts = vec![
         ("price", from.clone(), AccountId::stack(proceeds), to_seller),
@@ -500,8 +499,12 @@ pub struct BindingsQuery {
 /// At start: a sale whose money moved but whose binding was never written (a crash between them)
 /// is finished; one whose money never moved is left as it is (its buyer was not charged).
 pub async fn recover(state: &AppState) -> Result<(), String> {
-    let docs = state.store.docs_since(0).await.map_err(|e| e.to_string())?;
-    for doc in docs.records.iter().filter(|d| d.kind == SALE) {
+    let sales = state
+        .store
+        .docs_of_kind(SALE.to_owned())
+        .await
+        .map_err(|e| e.to_string())?;
+    for doc in &sales {
         let intent: serde_json::Value = serde_json::from_str(&doc.json).map_err(|e| e.to_string())?;
         let rebinding: Rebinding =
             serde_json::from_value(intent["rebinding"].clone()).map_err(|e| e.to_string())?;

@@ -289,11 +289,6 @@ impl Registry {
         chain.values().next_back().map(|r| r.binding.body.to_key)
     }
 
-    /// The key in force for `node` at `at`, with when each sale took effect: `None` before the first.
-    pub fn key_in_force(&self, node: NodeKeyId, at: Timestamp) -> Option<stacknet_protocol::PublicKey> {
-        key_at(&self.key_times(node), at)
-    }
-
     /// When each sale of `node` bound which key, in order.
     pub fn key_times(&self, node: NodeKeyId) -> Vec<(Timestamp, stacknet_protocol::PublicKey)> {
         self.chain(node)
