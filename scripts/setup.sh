@@ -17,6 +17,8 @@ command -v g++ >/dev/null 2>&1 || apt_install g++
 command -v cmake >/dev/null 2>&1 || apt_install cmake
 # (libclang-cpp alone, which other packages pull in, is not enough: bindgen loads libclang.so.)
 dpkg -s libclang-dev >/dev/null 2>&1 || apt_install libclang-dev
+# Code execution runs strangers' programs in bubblewrap (`stacknet up` serves it where it can).
+command -v bwrap >/dev/null 2>&1 || apt_install bubblewrap
 
 # The toolchain pinned in rust-toolchain.toml, with rustfmt and clippy, through rustup: Debian's own
 # package where the release has one (trixie and later), otherwise the official installer.

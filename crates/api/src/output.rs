@@ -10,6 +10,9 @@
 //!   arrays joined, so it is the same however the response was split ([`join_embeddings`]).
 //! - files (images): for one file, SHA-256 of its bytes; for several, SHA-256 of the canonical
 //!   JSON array of their lowercase hex SHA-256s, in order.
+//! - results (code execution, page fetch, web search): the node sends the whole result object in one chunk; the digest is
+//!   SHA-256 of the canonical JSON of the response without the members the hub adds
+//!   ([`HUB_MEMBERS`]: the proof and the usage), which is the chunk exactly.
 //!
 //! [`output_kind`] decides per workload with one exhaustive match.
 
@@ -30,7 +33,12 @@ pub enum OutputKind {
     Embeddings,
     /// Files in binary frames.
     Files,
+    /// One JSON object, the whole result, in one chunk.
+    Result,
 }
+
+/// The members the hub adds to a [`OutputKind::Result`] answer, which its digest leaves out.
+pub const HUB_MEMBERS: [&str; 4] = ["fingerprint", "attribution", "paperwork", "usage"];
 
 /// The kind of output of `workload`; `None` for workloads without an API yet.
 pub fn output_kind(workload: Workload) -> Option<OutputKind> {
@@ -38,13 +46,11 @@ pub fn output_kind(workload: Workload) -> Option<OutputKind> {
         Workload::Chat | Workload::Completion => Some(OutputKind::Choices),
         Workload::Embedding => Some(OutputKind::Embeddings),
         Workload::ImageEdit => Some(OutputKind::Files),
+        Workload::CodeExecution | Workload::WebFetch | Workload::WebSearch => Some(OutputKind::Result),
         Workload::ImageGeneration
         | Workload::VideoGeneration
         | Workload::Speech
-        | Workload::Transcription
-        | Workload::CodeExecution
-        | Workload::WebSearch
-        | Workload::WebFetch => None,
+        | Workload::Transcription => None,
     }
 }
 
@@ -86,6 +92,7 @@ impl OutputDigester {
         match self.kind {
             OutputKind::Choices => self.choices.add(chunk),
             OutputKind::Embeddings => self.data.push(chunk.get("data").cloned().unwrap_or(Value::Null)),
+            OutputKind::Result => self.data.push(chunk.clone()),
             OutputKind::Files => {}
         }
     }
@@ -107,6 +114,12 @@ impl OutputDigester {
                 many => canonical_digest(&Value::Array(joined_data(many)))?,
             },
             OutputKind::Files => files_digest(&self.files)?,
+            // One chunk is the result; several (which the hub refuses to answer with) are digested
+            // as their array, so no two outputs share a digest.
+            OutputKind::Result => match self.data.as_slice() {
+                [one] => canonical_digest(one)?,
+                many => canonical_digest(&Value::Array(many.to_vec()))?,
+            },
         })
     }
 }
@@ -212,6 +225,16 @@ pub fn digest_of_response(workload: Workload, body: &Value) -> Result<Sha256Dige
         OutputKind::Embeddings => Ok(canonical_digest(
             body.get("data").ok_or(DigestError::Missing("data"))?,
         )?),
+        OutputKind::Result => {
+            let mut result = body
+                .as_object()
+                .ok_or(DigestError::Missing("result object"))?
+                .clone();
+            for member in HUB_MEMBERS {
+                result.remove(member);
+            }
+            Ok(canonical_digest(&Value::Object(result))?)
+        }
         OutputKind::Files => {
             let items = body
                 .get("data")

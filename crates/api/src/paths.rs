@@ -7,6 +7,12 @@ pub const CHAT_COMPLETIONS: &str = "/v1/chat/completions";
 pub const COMPLETIONS: &str = "/v1/completions";
 pub const EMBEDDINGS: &str = "/v1/embeddings";
 pub const IMAGE_EDITS: &str = "/v1/images/edits";
+/// Sandboxed code execution, in the shape of Piston's `execute`.
+pub const EXECUTE: &str = "/stacknet/v1/execute";
+/// A page fetched by a node, as readable markdown.
+pub const FETCH: &str = "/stacknet/v1/fetch";
+/// Web search, in the shape of LiteLLM's search API.
+pub const SEARCH: &str = "/v1/search";
 
 pub const HUB_INFO: &str = "/stacknet/v1/hub";
 /// The node gateway (WebSocket).

@@ -407,6 +407,24 @@ pub struct UpArgs {
     /// Where the built-in models are pulled to and loaded from [default: <data-dir>/models]
     #[arg(long, env = "STACKNET_MODELS_DIR")]
     pub models_dir: Option<PathBuf>,
+    /// Serve no code execution, even where this machine can sandbox it.
+    #[arg(long)]
+    pub no_sandbox: bool,
+    /// Serve web search through this engine: searxng (with --search-url), brave or tavily (with
+    /// --search-api-key).
+    #[arg(long, value_parser = ["searxng", "brave", "tavily"])]
+    pub search_engine: Option<String>,
+    /// The search engine's address (a SearXNG instance with its JSON format on).
+    #[arg(long, requires = "search_engine")]
+    pub search_url: Option<String>,
+    /// The search engine's API key (Brave, Tavily).
+    #[arg(
+        long,
+        env = "STACKNET_SEARCH_API_KEY",
+        requires = "search_engine",
+        hide_env_values = true
+    )]
+    pub search_api_key: Option<String>,
     #[command(flatten)]
     pub upstream: UpstreamArgs,
     #[command(flatten)]
@@ -506,10 +524,49 @@ async fn up_backend(
         .upstream
         .max_concurrency
         .unwrap_or_else(|| stacknet_node::config::default_max_concurrency(&backends));
-    Ok((
-        stacknet_node::backend::build::build(&backends, &store).await?,
-        max_concurrency,
-    ))
+    let models = stacknet_node::backend::build::build(&backends, &store).await?;
+    // Page fetch everywhere (it needs nothing but the network), code execution where this machine
+    // can sandbox it; `up` serves the models either way.
+    let fetch = stacknet_node::backend::web_fetch::WebFetch::with_defaults()?;
+    let mut all: Vec<std::sync::Arc<dyn stacknet_node::Backend>> = vec![models, std::sync::Arc::new(fetch)];
+    say("page fetch: web-fetch (public addresses only, robots.txt honoured)");
+    if let Some(engine) = &args.search_engine {
+        let config = stacknet_node::config::SearchBackendConfig {
+            engine: match engine.as_str() {
+                "brave" => stacknet_node::config::SearchEngine::Brave,
+                "tavily" => stacknet_node::config::SearchEngine::Tavily,
+                _ => stacknet_node::config::SearchEngine::Searxng,
+            },
+            base_url: args.search_url.clone(),
+            api_key: args.search_api_key.clone().map(stacknet_node::ApiKey::new),
+            timeout_ms: None,
+        };
+        all.push(std::sync::Arc::new(
+            stacknet_node::backend::web_search::WebSearch::new(config)?,
+        ));
+        say(&format!("web search: web-search ({engine})"));
+    }
+    if args.no_sandbox {
+        let all = stacknet_node::backend::multi::MultiBackend::new(all)?;
+        return Ok((std::sync::Arc::new(all), max_concurrency));
+    }
+    let config = stacknet_node::config::SandboxBackendConfig {
+        state_dir: Some(data_dir.join("node").join("sandbox")),
+        ..Default::default()
+    };
+    match stacknet_node::backend::sandbox::Sandbox::start(&config).await {
+        Ok(sandbox) => {
+            say(&format!(
+                "code execution: {} (bubblewrap, {})",
+                sandbox.languages().join(", "),
+                sandbox.hierarchy()
+            ));
+            all.push(std::sync::Arc::new(sandbox));
+        }
+        Err(e) => say(&format!("code execution is off: {e}")),
+    }
+    let all = stacknet_node::backend::multi::MultiBackend::new(all)?;
+    Ok((std::sync::Arc::new(all), max_concurrency))
 }
 
 /// The built-in models `stacknet up` serves when no upstream is given.

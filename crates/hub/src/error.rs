@@ -257,12 +257,13 @@ impl ApiError {
         serde_json::to_value(self.error_body()).expect("an error body is strings only")
     }
 
-    /// The error a node reported for a task, as the client sees it.
-    pub fn from_node(code: ErrorCode, message: String, model: &str, timeout_ms: u64) -> Self {
+    /// The error a node reported for a task, as the client sees it; `param` is the field a
+    /// refusal of the request names (the workload's input).
+    pub fn from_node(code: ErrorCode, message: String, model: &str, timeout_ms: u64, param: &str) -> Self {
         match code {
-            ErrorCode::InvalidRequest => ApiError::invalid("messages", message),
+            ErrorCode::InvalidRequest => ApiError::invalid(param, message),
             ErrorCode::ContextLengthExceeded => ApiError::InvalidField {
-                param: "messages".to_owned(),
+                param: param.to_owned(),
                 message: format!("context_length_exceeded: {message}"),
             },
             ErrorCode::UnknownModel => ApiError::UnknownModel(model.to_owned()),

@@ -526,6 +526,7 @@ impl Running {
                 message,
                 &self.req.model,
                 self.state.config.request_timeout_ms,
+                self.api.input_param(),
             ),
             _ => ApiError::NodeFailed("the node disconnected before finishing the task".to_owned()),
         }

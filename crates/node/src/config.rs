@@ -110,6 +110,9 @@ pub enum BackendConfig {
     Upstream(UpstreamConfig),
     Llama(LlamaBackendConfig),
     Embeddings(EmbeddingsBackendConfig),
+    Sandbox(SandboxBackendConfig),
+    Fetch(FetchBackendConfig),
+    Search(SearchBackendConfig),
 }
 
 impl BackendConfig {
@@ -119,6 +122,9 @@ impl BackendConfig {
             BackendConfig::Upstream(_) => "upstream",
             BackendConfig::Llama(_) => "llama",
             BackendConfig::Embeddings(_) => "embeddings",
+            BackendConfig::Sandbox(_) => "sandbox",
+            BackendConfig::Fetch(_) => "fetch",
+            BackendConfig::Search(_) => "search",
         }
     }
 }
@@ -145,6 +151,112 @@ impl LlamaBackendConfig {
             context_tokens: None,
         }
     }
+}
+
+/// Sandboxed code execution (bubblewrap and cgroups; see `backend::sandbox`). Every field is
+/// optional; limits are the most a request may ask for (requests ask for less, or get the API's
+/// defaults).
+///
+/// ```toml
+/// [[backend]]
+/// kind = "sandbox"
+/// languages = ["python", "bash"]   # default: each of python, bash, javascript installed
+/// max_run_timeout_ms = 60000
+/// max_memory_bytes = 1073741824
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SandboxBackendConfig {
+    #[serde(default)]
+    pub languages: Option<Vec<String>>,
+    /// The longest wall time a run may ask for [default: 60000].
+    #[serde(default)]
+    pub max_run_timeout_ms: Option<u64>,
+    /// The most memory a run may ask for [default: 1 GiB].
+    #[serde(default)]
+    pub max_memory_bytes: Option<u64>,
+    /// Processes and threads in one run [default: 64].
+    #[serde(default)]
+    pub max_processes: Option<u64>,
+    /// Bytes of stdout, and of stderr, kept [default: 65536; at most 131072].
+    #[serde(default)]
+    pub max_output_bytes: Option<u64>,
+    /// The largest file a run may write [default: 16 MiB].
+    #[serde(default)]
+    pub max_file_bytes: Option<u64>,
+    /// The size of each of `/work` and `/tmp` in a run [default: 64 MiB].
+    #[serde(default)]
+    pub work_dir_bytes: Option<u64>,
+    /// CPU share of one run, in thousandths of a core [default: 1000].
+    #[serde(default)]
+    pub millicpus: Option<u64>,
+    /// Runs at once [default: 4]; a node running as root gives each its own uid.
+    #[serde(default)]
+    pub slots: Option<usize>,
+    /// The uid of the first slot when the node runs as root [default: 61000].
+    #[serde(default)]
+    pub first_uid: Option<u32>,
+    /// The bwrap program [default: found in /usr/bin].
+    #[serde(default)]
+    pub bwrap: Option<PathBuf>,
+    /// Where the programs' files wait for their runs [default: a directory under the system's
+    /// temporary directory].
+    #[serde(default)]
+    pub state_dir: Option<PathBuf>,
+}
+
+/// Page fetch through the SSRF-safe fetcher (see `fetch`): public addresses only, robots.txt
+/// honoured. Every field is optional.
+///
+/// ```toml
+/// [[backend]]
+/// kind = "fetch"
+/// max_bytes = 5242880
+/// timeout_ms = 15000
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FetchBackendConfig {
+    /// Bytes of a page read, at most [default: 5 MiB].
+    #[serde(default)]
+    pub max_bytes: Option<u64>,
+    /// The whole fetch, redirects included [default: 15000].
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+    /// Redirects followed [default: 5].
+    #[serde(default)]
+    pub max_redirects: Option<usize>,
+}
+
+/// Web search through the operator's engine.
+///
+/// ```toml
+/// [[backend]]
+/// kind = "search"
+/// engine = "searxng"                  # or "brave", "tavily" (with api_key)
+/// base_url = "http://127.0.0.1:8888"  # searxng: the instance, with `json` among its formats
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SearchBackendConfig {
+    pub engine: SearchEngine,
+    /// The engine's address: required for SearXNG; Brave's and Tavily's public APIs by default.
+    #[serde(default)]
+    pub base_url: Option<String>,
+    #[serde(default)]
+    pub api_key: Option<ApiKey>,
+    /// One query at most [default: 10000].
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+}
+
+/// A search engine a node can use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SearchEngine {
+    Searxng,
+    Brave,
+    Tavily,
 }
 
 /// A built-in embeddings model, served by candle from the models directory.

@@ -34,6 +34,7 @@ pub mod backoff;
 mod chain;
 pub mod config;
 pub mod digest;
+pub mod fetch;
 pub mod guardian;
 mod handshake;
 pub mod models;

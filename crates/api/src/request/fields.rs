@@ -81,3 +81,16 @@ pub(crate) fn one_of(
         )),
     }
 }
+
+/// A `model` that may be left out, and otherwise must be `only` (a workload with one model, whose
+/// engine the node chooses).
+pub(crate) fn fixed_model(obj: &Map<String, Value>, only: &str) -> Result<(), RequestError> {
+    match obj.get("model") {
+        None | Some(Value::Null) => Ok(()),
+        Some(Value::String(m)) if m == only => Ok(()),
+        Some(_) => Err(RequestError::invalid(
+            "model",
+            format!("model must be {only:?} (or left out)"),
+        )),
+    }
+}

@@ -3,10 +3,13 @@
 //! runs anything (a hub is a peer too), so both sides apply exactly the same rules.
 
 pub mod chat;
+pub mod code;
 pub mod completion;
 pub mod embeddings;
+pub mod fetch;
 mod fields;
 pub mod image_edit;
+pub mod search;
 
 use serde_json::Value;
 use stacknet_protocol::contract::Workload;
@@ -120,13 +123,13 @@ pub fn validate(workload: Workload, body: Value) -> Result<ApiRequest, RequestEr
         Workload::Completion => completion::validate(body),
         Workload::Embedding => embeddings::validate(body).map(|(request, _)| request),
         Workload::ImageEdit => image_edit::validate(body).map(|(request, _)| request),
+        Workload::CodeExecution => code::validate(body).map(|(request, _)| request),
+        Workload::WebFetch => fetch::validate(body).map(|(request, _)| request),
+        Workload::WebSearch => search::validate(body).map(|(request, _)| request),
         Workload::ImageGeneration
         | Workload::VideoGeneration
         | Workload::Speech
-        | Workload::Transcription
-        | Workload::CodeExecution
-        | Workload::WebSearch
-        | Workload::WebFetch => Err(RequestError::Unsupported(workload)),
+        | Workload::Transcription => Err(RequestError::Unsupported(workload)),
     }
 }
 

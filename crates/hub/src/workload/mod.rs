@@ -8,9 +8,11 @@
 //! and lives in `crate::task`.
 
 mod chat;
+mod code;
 mod completion;
 mod embeddings;
 mod image_edit;
+mod result;
 
 use axum::body::Bytes;
 use serde_json::{json, Value};
@@ -119,6 +121,11 @@ pub trait WorkloadApi: Send + Sync + 'static {
         }
     }
 
+    /// The field a node's refusal of the request names (`param` of the 400): the workload's input.
+    fn input_param(&self) -> &'static str {
+        "messages"
+    }
+
     /// The answer is a stream of server-sent events (chunks relayed as they come).
     fn streams(&self, request: &ApiRequest) -> bool {
         let _ = request;
@@ -147,22 +154,25 @@ pub fn api(workload: Workload) -> Option<&'static dyn WorkloadApi> {
         Workload::Completion => Some(&completion::COMPLETION),
         Workload::Embedding => Some(&embeddings::Embeddings),
         Workload::ImageEdit => Some(&image_edit::ImageEdit),
+        Workload::CodeExecution => Some(&code::Execute),
+        Workload::WebFetch => Some(&result::FETCH),
+        Workload::WebSearch => Some(&result::SEARCH),
         Workload::ImageGeneration
         | Workload::VideoGeneration
         | Workload::Speech
-        | Workload::Transcription
-        | Workload::CodeExecution
-        | Workload::WebSearch
-        | Workload::WebFetch => None,
+        | Workload::Transcription => None,
     }
 }
 
 /// Every workload that has an API, for the router.
-pub const SERVED: [Workload; 4] = [
+pub const SERVED: [Workload; 7] = [
     Workload::Chat,
     Workload::Completion,
     Workload::Embedding,
     Workload::ImageEdit,
+    Workload::CodeExecution,
+    Workload::WebFetch,
+    Workload::WebSearch,
 ];
 
 /// A JSON body, validated by the shared validator.

@@ -15,9 +15,13 @@ use stacknet_protocol::Sha256Digest;
 use super::embed::CandleEmbeddings;
 use super::llama::{LlamaChat, LlamaConfig};
 use super::multi::MultiBackend;
+use super::sandbox::Sandbox;
 use super::upstream::OpenAiUpstream;
+use super::web_fetch::WebFetch;
+use super::web_search::WebSearch;
 use super::{Backend, BackendError};
 use crate::config::{BackendConfig, EmbeddingsBackendConfig, LlamaBackendConfig};
+use crate::fetch::{FetchPolicy, Fetcher};
 use crate::models::{self, ModelSpec, ModelStore};
 
 /// Why the configured backends could not be built. The messages are for an operator: each says
@@ -113,6 +117,14 @@ pub fn model_names(configs: &[BackendConfig]) -> Vec<String> {
             BackendConfig::Upstream(u) => u.models.clone(),
             BackendConfig::Llama(l) => vec![l.model.clone()],
             BackendConfig::Embeddings(e) => vec![e.model.clone()],
+            BackendConfig::Fetch(_) => vec![stacknet_api::request::fetch::MODEL.to_owned()],
+            BackendConfig::Search(_) => vec![stacknet_api::request::search::MODEL.to_owned()],
+            BackendConfig::Sandbox(s) => s.languages.clone().unwrap_or_else(|| {
+                stacknet_api::request::code::LANGUAGES
+                    .iter()
+                    .map(|(l, _)| (*l).to_owned())
+                    .collect()
+            }),
         })
         .collect()
 }
@@ -148,6 +160,21 @@ async fn build_one(config: &BackendConfig, models: &ModelStore) -> Result<Arc<dy
             let loaded = blocking(move || CandleEmbeddings::from_store(&store, spec, threads)).await?;
             Ok(Arc::new(loaded))
         }
+        BackendConfig::Sandbox(sandbox) => Ok(Arc::new(Sandbox::start(sandbox).await?)),
+        BackendConfig::Fetch(fetch) => {
+            let defaults = FetchPolicy::default();
+            let policy = FetchPolicy {
+                max_bytes: fetch.max_bytes.unwrap_or(defaults.max_bytes),
+                timeout: fetch
+                    .timeout_ms
+                    .map_or(defaults.timeout, std::time::Duration::from_millis),
+                max_redirects: fetch.max_redirects.unwrap_or(defaults.max_redirects),
+                user_agent: defaults.user_agent,
+            };
+            let fetcher = Fetcher::new(policy).map_err(|e| BackendError::Setup(e.to_string()))?;
+            Ok(Arc::new(WebFetch::new(fetcher)))
+        }
+        BackendConfig::Search(search) => Ok(Arc::new(WebSearch::new(search.clone())?)),
     }
 }
 

@@ -7,7 +7,9 @@
 //! upstream by dropping its HTTP request) and returns what it produced until then, which the node
 //! signs for like any finished task (one rule for every workload). One module
 //! per implementation: [`upstream`] (an OpenAI-compatible server), [`llama`] (built-in chat on
-//! llama.cpp), [`embed`] (built-in embeddings on candle); sandboxes and fetchers later.
+//! llama.cpp), [`embed`] (built-in embeddings on candle), [`sandbox`] (code execution in
+//! bubblewrap), [`web_fetch`] (pages through the SSRF-safe fetcher), [`web_search`] (the
+//! operator's search engine).
 //! [`multi`] puts several behind one, and [`build`](mod@build) turns the node's `[[backend]]`
 //! configuration into that one backend.
 
@@ -15,8 +17,11 @@ pub mod build;
 pub mod embed;
 pub mod llama;
 pub mod multi;
+pub mod sandbox;
 pub mod sse;
 pub mod upstream;
+pub mod web_fetch;
+pub mod web_search;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -117,6 +122,29 @@ pub struct BackendOutcome {
     /// What a built-in text backend commits to, and the token ids it hashes (they travel to the hub
     /// with `done`, for validators). `None` for backends that cannot replay (upstreams).
     pub committed: Option<Committed>,
+}
+
+impl BackendOutcome {
+    /// The outcome of a task that is one unit (a page, a query), answered by a backend with no
+    /// model file, ready from start.
+    pub fn one_unit(id: &str, version: String, model: &str) -> Self {
+        Self {
+            usage: Some(Usage {
+                input_tokens: 0,
+                output_tokens: 0,
+                units: 1,
+            }),
+            info: BackendInfo {
+                id: id.to_owned(),
+                version,
+                model: model.to_owned(),
+                model_sha256: None,
+            },
+            warm: true,
+            files: Vec::new(),
+            committed: None,
+        }
+    }
 }
 
 /// A commitment and the generated token ids it hashes.

@@ -3,9 +3,11 @@
 
 mod conviction;
 mod embed;
+mod fetch;
 mod hub;
 mod local;
 mod mock_upstream;
 mod models;
 mod node;
+mod sandbox;
 mod validator;
