@@ -38,10 +38,11 @@ rustup show active-toolchain >/dev/null 2>&1 || rustup toolchain install
 
 python3 -c "import venv, ensurepip" >/dev/null 2>&1 || apt_install python3-venv
 
-# The official OpenAI Python SDK, which a test drives against `stacknet up` to prove compatibility.
+# The official OpenAI and MCP Python SDKs, which tests drive against `stacknet up` to prove
+# compatibility.
 venv="${STACKNET_VENV:-$HOME/.cache/stacknet/venv}"
-if ! "$venv/bin/python" -c "import openai" >/dev/null 2>&1; then
-    echo "== installing the OpenAI Python SDK into $venv"
+if ! "$venv/bin/python" -c "import openai, mcp" >/dev/null 2>&1; then
+    echo "== installing the OpenAI and MCP Python SDKs into $venv"
     python3 -m venv "$venv"
-    "$venv/bin/pip" install -q --disable-pip-version-check openai
+    "$venv/bin/pip" install -q --disable-pip-version-check openai mcp
 fi

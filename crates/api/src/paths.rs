@@ -13,6 +13,8 @@ pub const EXECUTE: &str = "/stacknet/v1/execute";
 pub const FETCH: &str = "/stacknet/v1/fetch";
 /// Web search, in the shape of LiteLLM's search API.
 pub const SEARCH: &str = "/v1/search";
+/// The network's tools over MCP (streamable HTTP).
+pub const MCP: &str = "/mcp";
 
 pub const HUB_INFO: &str = "/stacknet/v1/hub";
 /// The node gateway (WebSocket).

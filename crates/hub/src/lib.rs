@@ -35,6 +35,7 @@ pub mod gateway;
 pub mod guardian;
 pub mod log;
 pub mod market;
+pub mod mcp;
 pub mod money;
 pub mod nodes;
 pub mod payout;
@@ -455,6 +456,7 @@ impl Hub {
             .route(paths::MARKET_KEY, get(market::key_state))
             .route(paths::MARKET_BUY, post(market::buy))
             .route(paths::MARKET_BINDINGS, get(market::bindings))
+            .merge(mcp::router(self.state.clone()))
             .fallback(|| async { ApiError::NotFound("no such endpoint".to_owned()) })
             .layer(DefaultBodyLimit::max(limit))
             .layer(axum::middleware::map_response(move |response| {

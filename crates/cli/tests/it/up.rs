@@ -401,3 +401,67 @@ async fn the_official_openai_python_sdk_works_unmodified() {
     );
     assert!(text(&out.stdout).contains("\"text\": \"The capital of France is Paris.\""));
 }
+
+/// The official MCP Python SDK lists the network's tools at `stacknet up`'s `/mcp` and calls one: a
+/// program runs in the sandbox of `up`'s node, and the tool result is the same answer as the HTTP
+/// endpoint's, fingerprint and paperwork included; a refused fetch is a tool error with its reason.
+/// A wrong key is refused before any tool. `scripts/test.sh` installs the SDK (and bubblewrap).
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs the MCP Python SDK (STACKNET_SDK_PYTHON) and bubblewrap; scripts/test.sh runs it"]
+async fn the_official_mcp_python_sdk_calls_the_network_tools() {
+    let python = std::env::var_os("STACKNET_SDK_PYTHON")
+        .expect("STACKNET_SDK_PYTHON is not set: this test needs the MCP Python SDK (scripts/test.sh installs it and sets it)");
+    let upstream = MockUpstream::start(Script::text("unused")).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let up = start_up(dir.path(), upstream.base_url());
+    chat(&up, false).await; // waits until the node is connected
+    let mcp = format!("{}/mcp", up.base_url.trim_end_matches("/v1"));
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/mcp_sdk_check.py");
+    let run = |key: String| {
+        let (python, mcp) = (python.clone(), mcp.clone());
+        async move {
+            tokio::process::Command::new(python)
+                .arg(script)
+                .arg(mcp)
+                .arg(key)
+                .output()
+                .await
+                .unwrap()
+        }
+    };
+    let out = run(up.api_key.clone()).await;
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let got: Value = serde_json::from_str(text(&out.stdout).trim()).unwrap();
+    assert_eq!(
+        got["tools"],
+        serde_json::json!(["run_code", "web_fetch", "web_search"])
+    );
+    assert_eq!(got["is_error"], false, "{got}");
+    assert_eq!(got["structured"]["run"]["stdout"], "42\n", "{got}");
+    assert!(
+        got["structured"]["paperwork"]
+            .as_str()
+            .unwrap()
+            .starts_with("pw_"),
+        "{got}"
+    );
+    assert_eq!(got["refused_is_error"], true, "{got}");
+    assert!(
+        got["refused"]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("link-local"),
+        "{got}"
+    );
+    let out = run("sk_not_a_key".to_owned()).await;
+    assert!(
+        !out.status.success(),
+        "a wrong key is refused: {}",
+        text(&out.stdout)
+    );
+}
