@@ -551,7 +551,9 @@ async fn up_backend(
         return Ok((std::sync::Arc::new(all), max_concurrency));
     }
     let config = stacknet_node::config::SandboxBackendConfig {
-        state_dir: Some(data_dir.join("node").join("sandbox")),
+        // Beside node/, whose files are all the node's secrets (0600): the runs' uids must be able to pass
+        // through this one (0711) to their own files.
+        state_dir: Some(data_dir.join("sandbox")),
         ..Default::default()
     };
     match stacknet_node::backend::sandbox::Sandbox::start(&config).await {

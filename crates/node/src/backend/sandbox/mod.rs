@@ -264,6 +264,18 @@ impl Sandbox {
         fs::create_dir_all(&staging)
             .and_then(|()| fs::set_permissions(&staging, fs::Permissions::from_mode(0o711)))
             .map_err(|e| setup(format!("cannot make {}: {e}", staging.display())))?;
+        // A directory someone else made (or a link to one) could be read or swapped under the
+        // runs: it must be this process's own.
+        let own = fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(u32::MAX);
+        match fs::symlink_metadata(&staging) {
+            Ok(m) if m.is_dir() && m.uid() == own => {}
+            _ => {
+                return Err(setup(format!(
+                    "{} is not a directory of this process's own user",
+                    staging.display()
+                )))
+            }
+        }
         let wanted: Vec<String> = match &config.languages {
             Some(list) => list.clone(),
             None => code::LANGUAGES.iter().map(|(l, _)| (*l).to_owned()).collect(),
