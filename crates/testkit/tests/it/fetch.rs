@@ -436,3 +436,53 @@ async fn search_engines_answer_in_one_shape_charged_one_query() {
     let hub_key = net.hub.hub.state.hub_key.public_key();
     verify::answer(&Content::Whole(answer.clone()), &paperwork, &hub_key).expect("the answer verifies");
 }
+
+/// Every way to name a non-public address, refused. Run as it is, and inside an empty network
+/// namespace by [`refusals_need_no_network`], where any connection attempt would fail differently
+/// (no route, not a refusal): so the refusals come before any packet.
+#[tokio::test]
+async fn ssrf_refusals_come_before_any_connection() {
+    let web = web_fetch(Vec::new(), FetchPolicy::default());
+    for url in [
+        "http://127.0.0.1/",
+        "http://2130706433/",
+        "http://0x7f.1/",
+        "http://017700000001/",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[::1]/",
+        "http://[::ffff:127.0.0.1]/",
+        "http://10.0.0.1/",
+        "http://100.64.0.1/",
+        "http://localhost/",
+    ] {
+        let err = web.page(url, Format::Markdown).await.unwrap_err();
+        assert!(matches!(err, FetchError::Refused { .. }), "{url}: {err:?}");
+    }
+}
+
+/// The refusals above, inside a network namespace of its own with no interface up (`unshare
+/// --net`, which needs root, as CI runs): they still come out as refusals by name.
+#[test]
+#[ignore = "needs root for `unshare --net`; scripts/test.sh runs it"]
+fn refusals_need_no_network() {
+    let exe = std::env::current_exe().unwrap();
+    let out = std::process::Command::new("unshare")
+        .arg("--net")
+        .arg("--")
+        .arg(exe)
+        .args([
+            "--exact",
+            "fetch::ssrf_refusals_come_before_any_connection",
+            "--test-threads",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{printed}");
+    assert!(printed.contains("1 passed"), "{printed}");
+}
