@@ -5,7 +5,8 @@
 //! runs) and its markdown renderer; plain text, markdown and JSON pass through as they are; other
 //! content types are refused. robots.txt is read with `texting_robots` for the agent `stacknet`,
 //! as RFC 9309 says: a missing one (4xx) allows everything, an unreachable one (5xx, a failure)
-//! disallows everything; each host's answer is kept for ten minutes.
+//! disallows everything; each host's answer is kept for ten minutes. It is asked before every
+//! request, redirects included.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -65,13 +66,12 @@ impl WebFetch {
 
     /// Fetches `url` as `format`: the result object the API answers with.
     pub async fn page(&self, url: &str, format: Format) -> Result<Value, FetchError> {
-        let target = crate::fetch::parse(url)?;
-        self.robots_allow(&target).await?;
-        let fetched = self.fetcher.get(url).await?;
-        if fetched.url != target {
-            // A redirect may lead to another host, whose robots.txt counts for the page itself.
-            self.robots_allow(&fetched.url).await?;
-        }
+        // robots.txt is asked before each request: the page's and every redirect's, whose target
+        // may be another site (or a disallowed path of the same one).
+        let robots = |hop: reqwest::Url| -> BoxFuture<'_, Result<(), FetchError>> {
+            Box::pin(async move { self.robots_allow(&hop).await })
+        };
+        let fetched = self.fetcher.get_checked(url, &robots).await?;
         let media = fetched
             .content_type
             .as_deref()

@@ -7,7 +7,8 @@
 //! addresses that were checked. The check *is* the client's DNS resolver, so there is no second
 //! lookup for a rebinding answer to slip into. Literal IP hosts (in every form the URL standard
 //! reads: `2130706433`, `0x7f.1`, `017700000001` are all 127.0.0.1) are checked before the request.
-//! Redirects are followed by hand, each hop checked again; proxy variables are ignored; only
+//! Redirects are followed by hand, each hop checked again (and by the caller's own check, such
+//! as robots.txt, before it is requested); proxy variables are ignored; only
 //! `http` and `https` on their URL's port, without credentials in the URL. Bodies are read up to a
 //! size limit, everything within a time limit.
 
@@ -18,6 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use futures_util::future::BoxFuture;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use reqwest::Url;
 
@@ -75,6 +77,9 @@ pub struct Fetched {
     /// Each URL redirected from, in order.
     pub redirects: Vec<String>,
 }
+
+/// A caller's check of each URL a fetch is about to request; an error refuses it.
+pub type HopCheck<'a> = &'a (dyn Fn(Url) -> BoxFuture<'a, Result<(), FetchError>> + Send + Sync);
 
 /// The fetcher.
 #[derive(Clone, Debug)]
@@ -161,19 +166,26 @@ impl Fetcher {
 
     /// `GET url`, following redirects, within the policy.
     pub async fn get(&self, url: &str) -> Result<Fetched, FetchError> {
+        self.get_checked(url, &|_| Box::pin(async { Ok(()) })).await
+    }
+
+    /// [`Fetcher::get`], with `check` asked before each request (the first and every redirect's),
+    /// after the address policy: a caller's own rule for what may be requested at all (robots.txt).
+    pub async fn get_checked(&self, url: &str, check: HopCheck<'_>) -> Result<Fetched, FetchError> {
         let mut url = parse(url)?;
         let limit = self.policy.timeout;
         let shown = url.to_string();
-        match tokio::time::timeout(limit, self.follow(&mut url)).await {
+        match tokio::time::timeout(limit, self.follow(&mut url, check)).await {
             Ok(result) => result,
             Err(_) => Err(FetchError::Timeout { url: shown, limit }),
         }
     }
 
-    async fn follow(&self, url: &mut Url) -> Result<Fetched, FetchError> {
+    async fn follow(&self, url: &mut Url, check: HopCheck<'_>) -> Result<Fetched, FetchError> {
         let mut redirects = Vec::new();
         loop {
             self.check_literal(url)?;
+            check(url.clone()).await?;
             let shown = url.to_string();
             let response = self
                 .client

@@ -37,6 +37,10 @@ either side as they pass. Without them the ring would spread out over a few thou
 Cassini spacecraft photographed them in detail before it plunged into the planet in 2017.</p>
 </article><footer>Copyright, cookies, newsletter sign-up</footer></body></html>"#;
 
+/// Requests the local sites served at `/private/page`, which their robots.txt disallows: none may
+/// ever arrive.
+static PRIVATE_HITS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 /// A local site: an article, robots.txt that disallows `/private/`, redirects, a large and a slow page.
 async fn site() -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -52,7 +56,10 @@ async fn site() -> SocketAddr {
         )
         .route(
             "/private/page",
-            get(|| async { ([(header::CONTENT_TYPE, "text/html")], ARTICLE) }),
+            get(|| async {
+                PRIVATE_HITS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                ([(header::CONTENT_TYPE, "text/html")], ARTICLE)
+            }),
         )
         .route("/plain", get(|| async { "just text\n" }))
         .route(
@@ -63,6 +70,7 @@ async fn site() -> SocketAddr {
                     "decimal" => "http://2130706433/".to_owned(),
                     "localhost" => "http://localhost/".to_owned(),
                     "article" => "/article".to_owned(),
+                    "private" => "/private/page".to_owned(),
                     "loop" => "/to/loop".to_owned(),
                     port => format!("http://127.0.0.1:{port}/"),
                 };
@@ -242,6 +250,20 @@ async fn robots_txt_is_honoured() {
         .page(&format!("http://{addr}/article"), Format::Markdown)
         .await
         .is_ok());
+    // A redirect to a disallowed path is refused before that path is requested.
+    let err = web
+        .page(&format!("http://{addr}/to/private"), Format::Markdown)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("robots.txt disallows /private/page"),
+        "{err}"
+    );
+    assert_eq!(
+        PRIVATE_HITS.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "a page robots.txt disallows was requested"
+    );
     let err = web
         .page(&format!("http://{broken}/page"), Format::Markdown)
         .await
