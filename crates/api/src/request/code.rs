@@ -64,8 +64,23 @@ impl Execute {
     /// Sandbox seconds the request may use: the wall-time limit, rounded up. What the escrow holds
     /// units for, and what a node's paperwork may claim at most.
     pub fn max_seconds(&self) -> u64 {
-        self.run_timeout_ms.div_ceil(1000).max(1)
+        seconds_of(self.run_timeout_ms)
     }
+}
+
+/// Sandbox seconds a wall-time limit holds: the limit in seconds, rounded up, at least 1.
+pub fn seconds_of(run_timeout_ms: u64) -> u64 {
+    run_timeout_ms.div_ceil(1000).max(1)
+}
+
+/// [`Execute::max_seconds`] of a request the validator has taken, read from its body without
+/// validating (and decoding its files) again.
+pub fn held_seconds(body: &Value) -> u64 {
+    seconds_of(
+        body.get("run_timeout")
+            .and_then(Value::as_u64)
+            .unwrap_or(DEFAULT_RUN_TIMEOUT_MS),
+    )
 }
 
 /// The canonical name of a language or alias; `None` if no node can serve it.
@@ -317,6 +332,8 @@ mod tests {
             (run.run_timeout_ms, run.cpu_time_ms, run.max_seconds()),
             (1500, 1500, 2)
         );
+        assert_eq!(held_seconds(&json!({"run_timeout": 1500})), 2);
+        assert_eq!(held_seconds(&json!({"language": "python"})), 10);
     }
 
     #[test]

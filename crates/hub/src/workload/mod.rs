@@ -8,7 +8,6 @@
 //! and lives in `crate::task`.
 
 mod chat;
-mod code;
 mod completion;
 mod embeddings;
 mod image_edit;
@@ -154,7 +153,7 @@ pub fn api(workload: Workload) -> Option<&'static dyn WorkloadApi> {
         Workload::Completion => Some(&completion::COMPLETION),
         Workload::Embedding => Some(&embeddings::Embeddings),
         Workload::ImageEdit => Some(&image_edit::ImageEdit),
-        Workload::CodeExecution => Some(&code::Execute),
+        Workload::CodeExecution => Some(&result::EXECUTE),
         Workload::WebFetch => Some(&result::FETCH),
         Workload::WebSearch => Some(&result::SEARCH),
         Workload::ImageGeneration
