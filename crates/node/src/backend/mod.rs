@@ -125,14 +125,14 @@ pub struct BackendOutcome {
 }
 
 impl BackendOutcome {
-    /// The outcome of a task that is one unit (a page, a query), answered by a backend with no
-    /// model file, ready from start.
-    pub fn one_unit(id: &str, version: String, model: &str) -> Self {
+    /// The outcome of a task counted in `units` only (sandbox seconds, a page, a query), answered
+    /// by a backend with no model file, ready from start.
+    pub fn units(units: u64, id: &str, version: String, model: &str) -> Self {
         Self {
             usage: Some(Usage {
                 input_tokens: 0,
                 output_tokens: 0,
-                units: 1,
+                units,
             }),
             info: BackendInfo {
                 id: id.to_owned(),

@@ -222,7 +222,8 @@ impl Backend for WebFetch {
                 other => BackendError::InvalidRequest(other.to_string()),
             })?;
             chunks.send(page).await.map_err(|_| BackendError::Abandoned)?;
-            Ok(BackendOutcome::one_unit(
+            Ok(BackendOutcome::units(
+                1,
                 BACKEND_ID,
                 env!("CARGO_PKG_VERSION").to_owned(),
                 fetch::MODEL,

@@ -218,7 +218,8 @@ impl Backend for WebSearch {
                 () = task.cancel.cancelled() => return Err(BackendError::Abandoned),
             };
             chunks.send(result).await.map_err(|_| BackendError::Abandoned)?;
-            Ok(BackendOutcome::one_unit(
+            Ok(BackendOutcome::units(
+                1,
                 BACKEND_ID,
                 format!("{}; {:?}", env!("CARGO_PKG_VERSION"), this.config.engine).to_lowercase(),
                 search::MODEL,

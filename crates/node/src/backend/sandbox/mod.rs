@@ -38,8 +38,7 @@ use std::time::{Duration, Instant};
 use futures_util::future::BoxFuture;
 use serde_json::{json, Value};
 use stacknet_api::request::code::{self, CodeFile, Execute};
-use stacknet_protocol::contract::{Usage, Workload};
-use stacknet_protocol::paperwork::BackendInfo;
+use stacknet_protocol::contract::Workload;
 use stacknet_protocol::values::Timestamp;
 use stacknet_protocol::wire::{ModelOffer, ModelReady};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -446,28 +445,19 @@ impl Inner {
             },
         });
         chunks.send(body).await.map_err(|_| BackendError::Abandoned)?;
-        Ok(BackendOutcome {
-            usage: Some(Usage {
-                input_tokens: 0,
-                output_tokens: 0,
-                units: seconds,
-            }),
-            info: BackendInfo {
-                id: BACKEND_ID.to_owned(),
-                version: format!(
-                    "{}; {}; {} {}",
-                    self.tools.bwrap_version,
-                    self.hierarchy.version(),
-                    runtime.language,
-                    runtime.version
-                ),
-                model: runtime.language.to_owned(),
-                model_sha256: None,
-            },
-            warm: true,
-            files: Vec::new(),
-            committed: None,
-        })
+        let version = format!(
+            "{}; {}; {} {}",
+            self.tools.bwrap_version,
+            self.hierarchy.version(),
+            runtime.language,
+            runtime.version
+        );
+        Ok(BackendOutcome::units(
+            seconds,
+            BACKEND_ID,
+            version,
+            runtime.language,
+        ))
     }
 
     /// Runs `argv --version` in the sandbox and returns the version it prints.
@@ -577,18 +567,27 @@ impl Inner {
     }
 
     /// Reaps the bwrap processes reparented to the node that have ended. Only zombies named bwrap
-    /// whose parent is this process and which no run is waiting for: tokio reaps its own children.
+    /// among this process's children (listed per thread in `/proc/self/task/*/children`, not a scan
+    /// of every process) which no run is waiting for: tokio reaps its own children.
     fn reap_orphans() {
-        let me = std::process::id().to_string();
         let Ok(waited) = children().lock() else { return };
-        let Ok(entries) = fs::read_dir("/proc") else {
+        let Ok(threads) = fs::read_dir("/proc/self/task") else {
             return;
         };
-        for entry in entries.flatten() {
-            let Some(pid) = entry.file_name().to_str().and_then(|p| p.parse::<i32>().ok()) else {
+        let pids: Vec<i32> = threads
+            .flatten()
+            .filter_map(|t| fs::read_to_string(t.path().join("children")).ok())
+            .flat_map(|list| {
+                list.split_whitespace()
+                    .filter_map(|p| p.parse().ok())
+                    .collect::<Vec<i32>>()
+            })
+            .collect();
+        for pid in pids {
+            if u32::try_from(pid).is_ok_and(|p| waited.contains(&p)) {
                 continue;
-            };
-            let Ok(status) = fs::read_to_string(entry.path().join("status")) else {
+            }
+            let Ok(status) = fs::read_to_string(format!("/proc/{pid}/status")) else {
                 continue;
             };
             let field = |name: &str| {
@@ -599,9 +598,7 @@ impl Inner {
                     .unwrap_or("")
                     .to_owned()
             };
-            let ours = u32::try_from(pid).is_ok_and(|p| waited.contains(&p));
-            if field("PPid:") == me && field("State:").starts_with('Z') && field("Name:") == "bwrap" && !ours
-            {
+            if field("State:").starts_with('Z') && field("Name:") == "bwrap" {
                 let _ = nix::sys::wait::waitpid(
                     nix::unistd::Pid::from_raw(pid),
                     Some(nix::sys::wait::WaitPidFlag::WNOHANG),
