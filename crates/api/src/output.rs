@@ -10,9 +10,9 @@
 //!   arrays joined, so it is the same however the response was split ([`join_embeddings`]).
 //! - files (images): for one file, SHA-256 of its bytes; for several, SHA-256 of the canonical
 //!   JSON array of their lowercase hex SHA-256s, in order.
-//! - results (code execution, page fetch, web search): the node sends the whole result object in one chunk; the digest is
-//!   SHA-256 of the canonical JSON of the response without the members the hub adds
-//!   ([`HUB_MEMBERS`]: the proof and the usage), which is the chunk exactly.
+//! - results (code execution, page fetch, web search): the node sends the whole result object in
+//!   one chunk; the digest is SHA-256 of the canonical JSON of the response without the members
+//!   the hub adds ([`HUB_MEMBERS`]: the proof and the usage), which is the chunk exactly.
 //!
 //! [`output_kind`] decides per workload with one exhaustive match.
 

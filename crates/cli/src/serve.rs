@@ -546,26 +546,24 @@ async fn up_backend(
         ));
         say(&format!("web search: web-search ({engine})"));
     }
-    if args.no_sandbox {
-        let all = stacknet_node::backend::multi::MultiBackend::new(all)?;
-        return Ok((std::sync::Arc::new(all), max_concurrency));
-    }
-    let config = stacknet_node::config::SandboxBackendConfig {
-        // Beside node/, whose files are all the node's secrets (0600): the runs' uids must be able to pass
-        // through this one (0711) to their own files.
-        state_dir: Some(data_dir.join("sandbox")),
-        ..Default::default()
-    };
-    match stacknet_node::backend::sandbox::Sandbox::start(&config).await {
-        Ok(sandbox) => {
-            say(&format!(
-                "code execution: {} (bubblewrap, {})",
-                sandbox.languages().join(", "),
-                sandbox.hierarchy()
-            ));
-            all.push(std::sync::Arc::new(sandbox));
+    if !args.no_sandbox {
+        let config = stacknet_node::config::SandboxBackendConfig {
+            // Beside node/, whose files are all the node's secrets (0600): the runs' uids must be
+            // able to pass through this one (0711) to their own files.
+            state_dir: Some(data_dir.join("sandbox")),
+            ..Default::default()
+        };
+        match stacknet_node::backend::sandbox::Sandbox::start(&config).await {
+            Ok(sandbox) => {
+                say(&format!(
+                    "code execution: {} (bubblewrap, {})",
+                    sandbox.languages().join(", "),
+                    sandbox.hierarchy()
+                ));
+                all.push(std::sync::Arc::new(sandbox));
+            }
+            Err(e) => say(&format!("code execution is off: {e}")),
         }
-        Err(e) => say(&format!("code execution is off: {e}")),
     }
     let all = stacknet_node::backend::multi::MultiBackend::new(all)?;
     Ok((std::sync::Arc::new(all), max_concurrency))
