@@ -40,9 +40,12 @@ python3 -c "import venv, ensurepip" >/dev/null 2>&1 || apt_install python3-venv
 
 # The official OpenAI and MCP Python SDKs, which tests drive against `stacknet up` to prove
 # compatibility.
+# Pinned, so a new major version (mcp 2 renamed FastMCP) cannot change what the tests run.
 venv="${STACKNET_VENV:-$HOME/.cache/stacknet/venv}"
-if ! "$venv/bin/python" -c "import openai, mcp" >/dev/null 2>&1; then
+sdks="openai==3.57.0 mcp==2.3.0"
+if ! "$venv/bin/python" -c "import importlib.metadata as m; assert m.version('openai') == '3.57.0' and m.version('mcp') == '2.3.0'" >/dev/null 2>&1; then
     echo "== installing the OpenAI and MCP Python SDKs into $venv"
     python3 -m venv "$venv"
-    "$venv/bin/pip" install -q --disable-pip-version-check openai mcp
+    # shellcheck disable=SC2086
+    "$venv/bin/pip" install -q --disable-pip-version-check $sdks
 fi

@@ -3,14 +3,15 @@
 //! receives, in a form the client can recompute from the response alone:
 //!
 //! - chat and completions: SHA-256 of the RFC 8785 canonical JSON of the `choices` array of the
-//!   non-streamed response. A streamed answer is folded into the same array by [`Assembler`] (the
+//!   non-streamed response, without the `annotations` of its messages (the hub's citations of a
+//!   web search, not the node's output). A streamed answer is folded into the same array by [`Assembler`] (the
 //!   same code the hub uses to answer a non-streamed request), so both digests are equal.
 //! - embeddings: SHA-256 of the canonical JSON of the response's `data` array. A response larger
 //!   than a frame travels as several chunks ([`split_embeddings`]); the digest is over their `data`
 //!   arrays joined, so it is the same however the response was split ([`join_embeddings`]).
 //! - files (images): for one file, SHA-256 of its bytes; for several, SHA-256 of the canonical
 //!   JSON array of their lowercase hex SHA-256s, in order.
-//! - results (code execution, page fetch, web search): the node sends the whole result object in
+//! - results (code execution, page fetch, web search, tool calls): the node sends the whole result object in
 //!   one chunk; the digest is SHA-256 of the canonical JSON of the response without the members
 //!   the hub adds ([`HUB_MEMBERS`]: the proof and the usage), which is the chunk exactly.
 //!
@@ -46,7 +47,9 @@ pub fn output_kind(workload: Workload) -> Option<OutputKind> {
         Workload::Chat | Workload::Completion => Some(OutputKind::Choices),
         Workload::Embedding => Some(OutputKind::Embeddings),
         Workload::ImageEdit => Some(OutputKind::Files),
-        Workload::CodeExecution | Workload::WebFetch | Workload::WebSearch => Some(OutputKind::Result),
+        Workload::CodeExecution | Workload::WebFetch | Workload::WebSearch | Workload::ToolCall => {
+            Some(OutputKind::Result)
+        }
         Workload::ImageGeneration
         | Workload::VideoGeneration
         | Workload::Speech
@@ -219,9 +222,22 @@ pub fn files_digest(files: &[Sha256Digest]) -> Result<Sha256Digest, JcsError> {
 /// The output digest recomputed from a whole (non-streamed) response, as a client can.
 pub fn digest_of_response(workload: Workload, body: &Value) -> Result<Sha256Digest, DigestError> {
     match output_kind(workload).ok_or(DigestError::Unsupported(workload))? {
-        OutputKind::Choices => Ok(canonical_digest(
-            body.get("choices").ok_or(DigestError::Missing("choices"))?,
-        )?),
+        OutputKind::Choices => {
+            let mut choices = body
+                .get("choices")
+                .ok_or(DigestError::Missing("choices"))?
+                .clone();
+            // The hub's `url_citation` annotations (chat with `web_search_options`) are not the
+            // node's output.
+            if let Some(list) = choices.as_array_mut() {
+                for choice in list {
+                    if let Some(message) = choice.get_mut("message").and_then(Value::as_object_mut) {
+                        message.remove("annotations");
+                    }
+                }
+            }
+            Ok(canonical_digest(&choices)?)
+        }
         OutputKind::Embeddings => Ok(canonical_digest(
             body.get("data").ok_or(DigestError::Missing("data"))?,
         )?),

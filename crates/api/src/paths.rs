@@ -13,6 +13,8 @@ pub const EXECUTE: &str = "/stacknet/v1/execute";
 pub const FETCH: &str = "/stacknet/v1/fetch";
 /// Web search, in the shape of LiteLLM's search API.
 pub const SEARCH: &str = "/v1/search";
+/// A call of a tool an operator installed on a node, in the shape of MCP's `tools/call`.
+pub const TOOL_CALL: &str = "/stacknet/v1/tools/call";
 /// The network's tools over MCP (streamable HTTP).
 pub const MCP: &str = "/mcp";
 

@@ -20,8 +20,9 @@ use axum::extract::State;
 use axum::response::Response;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use sha2::{Digest, Sha256};
+use stacknet_protocol::contract::Workload;
 use stacknet_protocol::wire::{
-    self, Attachment, ErrorCode, ErrorFrame, Hello, HubMessage, Limits, NodeMessage, WireError,
+    self, Attachment, ErrorCode, ErrorFrame, Hello, HubMessage, Limits, ModelOffer, NodeMessage, WireError,
 };
 use stacknet_protocol::{ContractId, Nonce, Sha256Digest, Signed, Timestamp};
 use tokio::sync::mpsc;
@@ -310,6 +311,12 @@ fn check_hello(frame: &Result<String, Message>, nonce: &Nonce, state: &AppState)
     // A model offered with a file other than the one the catalog pins is refused outright: its tasks
     // would all fail C0 at acceptance.
     for offer in &body.models {
+        if let Some(why) = tool_refusal(offer) {
+            return Err(error_frame(
+                ErrorCode::InvalidRequest,
+                format!("model offer {:?} refused: {why}", offer.name),
+            ));
+        }
         if offer.model_sha256.is_some() {
             if let Some(why) =
                 crate::validate::envelope::contradicts_pin(&offer.name, offer.model_sha256.as_ref())
@@ -322,6 +329,24 @@ fn check_hello(frame: &Result<String, Message>, nonce: &Nonce, state: &AppState)
         }
     }
     Ok(body)
+}
+
+/// Why an offer is refused as a tool: a `tool_call` model carries its spec (within its limits), under
+/// a tool name that is not one of the network's own; no other model carries one.
+fn tool_refusal(offer: &ModelOffer) -> Option<String> {
+    let is_tool = offer.workloads.contains(&Workload::ToolCall);
+    match &offer.tool {
+        None if is_tool => Some("a tool_call model must carry its tool spec".to_owned()),
+        None => None,
+        Some(_) if !is_tool => Some("only a tool_call model carries a tool spec".to_owned()),
+        Some(_) if !stacknet_api::request::tool::is_tool_name(&offer.name) => {
+            Some("a tool's name is 1 to 128 letters, digits, '_', '-' or '.'".to_owned())
+        }
+        Some(_) if crate::mcp::NETWORK_TOOLS.contains(&offer.name.as_str()) => {
+            Some("that name is one of the network's own tools".to_owned())
+        }
+        Some(spec) => spec.refusal(),
+    }
 }
 
 async fn read_loop<R, E>(

@@ -32,6 +32,7 @@ pub mod auth;
 pub mod capped;
 pub mod error;
 pub mod gateway;
+pub mod grounding;
 pub mod guardian;
 pub mod log;
 pub mod market;

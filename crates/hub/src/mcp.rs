@@ -2,7 +2,11 @@
 //! stateless (no session lives in one replica), authenticated with a Stack API key like every
 //! other endpoint.
 //!
-//! Tools: `run_code` (sandboxed code execution), `web_fetch` (a page as markdown), `web_search`.
+//! Tools: the network's own, `run_code` (sandboxed code execution), `web_fetch` (a page as
+//! markdown), `web_search`; and the tools operators installed on their nodes (MCP servers each node
+//! runs in its sandbox), offered by connected nodes as `tool_call` models named
+//! `<server>__<tool>`, listed with the description and input schema their node gave (where several
+//! nodes offer one name, the node with the lowest key id is the one listed).
 //! A tool call is a task like any other: it goes through the same request path as the HTTP
 //! endpoint (`task::respond`, with the caller's key), so it is routed to a node, held for, charged,
 //! and answered with its fingerprint and paperwork, which the tool result carries (as text and as
@@ -115,6 +119,32 @@ fn tools() -> Vec<Tool> {
     ]
 }
 
+/// The network's own tools: no node's tool is listed or called under these names.
+pub const NETWORK_TOOLS: [&str; 3] = ["run_code", "web_fetch", "web_search"];
+
+/// The tools operators installed on the connected nodes, by name.
+fn operator_tools(state: &AppState) -> Vec<Tool> {
+    let mut nodes = state.nodes.connected();
+    nodes.sort_by_key(|n| n.id);
+    let mut tools = std::collections::BTreeMap::new();
+    for node in &nodes {
+        for offer in &node.models {
+            if let Some(spec) = &offer.tool {
+                if !NETWORK_TOOLS.contains(&offer.name.as_str()) {
+                    tools.entry(offer.name.clone()).or_insert_with(|| {
+                        Tool::new(
+                            offer.name.clone(),
+                            spec.description.clone(),
+                            Arc::new(spec.input_schema.clone()),
+                        )
+                    });
+                }
+            }
+        }
+    }
+    tools.into_values().collect()
+}
+
 /// The task a tool call is: its workload and the request body of the HTTP endpoint.
 fn task_of(name: &str, args: JsonObject) -> Result<(Workload, Value), String> {
     match name {
@@ -131,9 +161,11 @@ fn task_of(name: &str, args: JsonObject) -> Result<(Workload, Value), String> {
         }
         "web_fetch" => Ok((Workload::WebFetch, Value::Object(args))),
         "web_search" => Ok((Workload::WebSearch, Value::Object(args))),
-        other => Err(format!(
-            "no tool {other:?}; the tools are run_code, web_fetch, web_search"
+        other if stacknet_api::request::tool::is_tool_name(other) => Ok((
+            Workload::ToolCall,
+            json!({"name": other, "arguments": Value::Object(args)}),
         )),
+        other => Err(format!("no tool {other:?}")),
     }
 }
 
@@ -152,7 +184,9 @@ impl ServerHandler for Tools {
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
-        Ok(ListToolsResult::with_all_items(tools()))
+        let mut all = tools();
+        all.extend(operator_tools(&self.state));
+        Ok(ListToolsResult::with_all_items(all))
     }
 
     async fn call_tool(
@@ -162,6 +196,12 @@ impl ServerHandler for Tools {
     ) -> Result<CallToolResponse, ErrorData> {
         let (workload, body) = task_of(&request.name, request.arguments.unwrap_or_default())
             .map_err(|m| ErrorData::invalid_params(m, None))?;
+        if workload == Workload::ToolCall && !self.state.nodes.knows_model(&request.name) {
+            return Err(ErrorData::invalid_params(
+                format!("no tool {:?}: no node offers it", request.name),
+                None,
+            ));
+        }
         // The caller's key, from the HTTP request the call came in.
         let mut headers = HeaderMap::new();
         if let Some(auth) = context
@@ -180,11 +220,18 @@ impl ServerHandler for Tools {
             .map_err(|e| ErrorData::internal_error(format!("the answer could not be read: {e}"), None))?;
         let value: Value = serde_json::from_slice(&answer)
             .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&answer).into_owned()));
-        let text = ContentBlock::text(value.to_string());
-        let mut result = if ok {
-            CallToolResult::success(vec![text])
+        // An operator's tool answers with its own content (and says whether it failed); the
+        // network's tools and every refusal with the whole answer as text.
+        let own = (ok && workload == Workload::ToolCall)
+            .then(|| value.get("content").cloned())
+            .flatten()
+            .and_then(|c| serde_json::from_value::<Vec<ContentBlock>>(c).ok());
+        let failed = !ok || value.get("isError").and_then(Value::as_bool) == Some(true);
+        let content = own.unwrap_or_else(|| vec![ContentBlock::text(value.to_string())]);
+        let mut result = if failed {
+            CallToolResult::error(content)
         } else {
-            CallToolResult::error(vec![text])
+            CallToolResult::success(content)
         };
         result.structured_content = Some(value);
         Ok(result.into())

@@ -1103,6 +1103,7 @@ mod tests {
             workloads: vec![Workload::Chat],
             backend: "test".into(),
             model_sha256: None,
+            tool: None,
         };
         let limits = Limits {
             max_frame_bytes,

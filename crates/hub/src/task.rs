@@ -82,7 +82,45 @@ async fn run(
         body_len = body_len.max(serde_json::to_vec(&body).map_err(ApiError::internal)?.len());
         parsed.request = stacknet_api::request::validate(workload, body)?;
     }
-    execute(state, caller.stack, api, parsed, body_len, None, shaped).await
+    let options = match workload {
+        Workload::Chat => crate::grounding::take(&mut parsed.request.body)?,
+        _ => None,
+    };
+    let Some(options) = options else {
+        return execute(state, caller.stack, api, parsed, body_len, None, shaped).await;
+    };
+    // Chat with `web_search_options`: a search task first, then the chat with its results.
+    let query = crate::grounding::search_request(&parsed.request.body, &options)?;
+    let search_api =
+        workload::api(Workload::WebSearch).ok_or_else(|| ApiError::internal("no search workload"))?;
+    let query = Bytes::from(serde_json::to_vec(&query).map_err(ApiError::internal)?);
+    let query_len = query.len();
+    let search = search_api.parse(Some("application/json"), query)?;
+    let searched = execute(
+        state.clone(),
+        caller.stack,
+        search_api,
+        search,
+        query_len,
+        None,
+        Shaped::default(),
+    )
+    .await
+    .unwrap_or_else(IntoResponse::into_response);
+    if !searched.status().is_success() {
+        return Ok(crate::grounding::search_failed(searched).await);
+    }
+    let answer = axum::body::to_bytes(searched.into_body(), 2 * wire::MAX_FRAME_BYTES)
+        .await
+        .map_err(|e| ApiError::internal(format!("the search's answer could not be read: {e}")))?;
+    let search_answer: Value = serde_json::from_slice(&answer).map_err(ApiError::internal)?;
+    let mut body = std::mem::take(&mut parsed.request.body);
+    crate::grounding::ground(&mut body, &crate::grounding::results(&search_answer));
+    body_len = body_len.max(serde_json::to_vec(&body).map_err(ApiError::internal)?.len());
+    parsed.request = stacknet_api::request::validate(workload, body)?;
+    let stream = parsed.request.stream;
+    let response = execute(state, caller.stack, api, parsed, body_len, None, shaped).await?;
+    Ok(crate::grounding::finish(response, search_answer, stream).await)
 }
 
 /// A guardian's probe (`crate::guardian`): `request`, an OpenAI chat request, run on `node` as an

@@ -113,6 +113,7 @@ pub enum BackendConfig {
     Sandbox(SandboxBackendConfig),
     Fetch(FetchBackendConfig),
     Search(SearchBackendConfig),
+    Mcp(McpBackendConfig),
 }
 
 impl BackendConfig {
@@ -125,6 +126,7 @@ impl BackendConfig {
             BackendConfig::Sandbox(_) => "sandbox",
             BackendConfig::Fetch(_) => "fetch",
             BackendConfig::Search(_) => "search",
+            BackendConfig::Mcp(_) => "mcp",
         }
     }
 }
@@ -196,6 +198,10 @@ pub struct SandboxBackendConfig {
     /// The uid of the first slot when the node runs as root [default: 61000].
     #[serde(default)]
     pub first_uid: Option<u32>,
+    /// Sandboxes made ahead of runs, each holding a slot while it waits [default: 1; at most
+    /// `slots`; 0: every run makes its own, and no language is reported warm].
+    #[serde(default)]
+    pub warm: Option<usize>,
     /// The bwrap program [default: found in /usr/bin].
     #[serde(default)]
     pub bwrap: Option<PathBuf>,
@@ -248,6 +254,42 @@ pub struct SearchBackendConfig {
     /// One query at most [default: 10000].
     #[serde(default)]
     pub timeout_ms: Option<u64>,
+}
+
+/// An MCP server the operator installed (stdio transport), run in the sandbox: a fresh sandbox for
+/// each call (no state survives between callers), none of the node's files in it but what `binds`
+/// names, no network. Its tools are offered as `<name>__<tool>`.
+///
+/// ```toml
+/// [[backend]]
+/// kind = "mcp"
+/// name = "notes"
+/// command = ["/usr/bin/python3", "/opt/mcp/notes/server.py"]
+/// binds = ["/opt/mcp/notes"]          # read-only, at the same place; readable by the sandbox's uids
+/// env = { NOTES_LIMIT = "10" }
+/// # timeout_ms = 30000
+/// # [backend.sandbox]                 # the sandbox's limits, as for kind = "sandbox"
+/// # first_uid = 61100
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct McpBackendConfig {
+    /// The server's name on the network: 1 to 32 of lowercase letters, digits and `-`.
+    pub name: String,
+    /// The program and its arguments.
+    pub command: Vec<String>,
+    /// Host paths the server sees, read-only, at the same place.
+    #[serde(default)]
+    pub binds: Vec<PathBuf>,
+    /// Environment variables of the server (the sandbox sets `PATH`, `HOME`, `TMPDIR`, `LANG`).
+    #[serde(default)]
+    pub env: std::collections::BTreeMap<String, String>,
+    /// One call at most, the server's start included [default: 30000].
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+    /// The sandbox's limits [default: as for `kind = "sandbox"`; `languages` is not used].
+    #[serde(default)]
+    pub sandbox: SandboxBackendConfig,
 }
 
 /// A search engine a node can use.

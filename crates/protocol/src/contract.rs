@@ -34,6 +34,8 @@ pub enum Workload {
     CodeExecution,
     WebSearch,
     WebFetch,
+    /// A call of a tool an operator installed on a node (an MCP server run in the node's sandbox).
+    ToolCall,
 }
 
 /// Prices for one task, fixed when the contract is signed.

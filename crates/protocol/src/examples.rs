@@ -225,6 +225,7 @@ pub fn hello() -> Result<Signed<Hello>, SignError> {
             workloads: vec![Workload::Chat, Workload::Completion],
             backend: "llama.cpp".to_owned(),
             model_sha256: Some(Sha256Digest([0xb1; 32])),
+            tool: None,
         }],
         max_concurrency: 4,
         software: "stacknet/0.1.0".to_owned(),

@@ -74,6 +74,46 @@ pub struct ModelOffer {
     pub backend: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model_sha256: Option<Sha256Digest>,
+    /// For a tool (a `tool_call` model): what it does and the schema of its arguments.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool: Option<ToolSpec>,
+}
+
+/// The longest description of a tool a node may offer.
+pub const MAX_TOOL_DESCRIPTION_BYTES: usize = 2048;
+/// The largest input schema of a tool a node may offer (as compact JSON).
+pub const MAX_TOOL_SCHEMA_BYTES: usize = 16 * 1024;
+
+/// A tool an operator installed on a node (a tool of an MCP server the node runs in its sandbox),
+/// offered as a model of the `tool_call` workload: what the hub lists it with at its MCP endpoint.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToolSpec {
+    pub description: String,
+    /// The JSON Schema of the tool's arguments: an object schema.
+    pub input_schema: serde_json::Map<String, Value>,
+}
+
+impl ToolSpec {
+    /// Why the hub refuses this spec, if it does: a description or schema over its limit, or a
+    /// schema that is not an object schema.
+    pub fn refusal(&self) -> Option<String> {
+        if self.description.len() > MAX_TOOL_DESCRIPTION_BYTES {
+            return Some(format!(
+                "a tool's description is at most {MAX_TOOL_DESCRIPTION_BYTES} bytes"
+            ));
+        }
+        let schema_bytes = serde_json::to_vec(&self.input_schema).map_or(usize::MAX, |v| v.len());
+        if schema_bytes > MAX_TOOL_SCHEMA_BYTES {
+            return Some(format!(
+                "a tool's input schema is at most {MAX_TOOL_SCHEMA_BYTES} bytes"
+            ));
+        }
+        if self.input_schema.get("type").and_then(Value::as_str) != Some("object") {
+            return Some("a tool's input schema must be of type \"object\"".to_owned());
+        }
+        None
+    }
 }
 
 /// What one side accepts from the other; each side sends no frame and no file larger than the

@@ -337,6 +337,7 @@ impl Backend for CheatBackend {
             workloads: vec![Workload::Chat, Workload::Completion],
             backend: BACKEND_ID.to_owned(),
             model_sha256: Some(self.model.config().model_sha256),
+            tool: None,
         }]
     }
 

@@ -43,6 +43,7 @@ impl Backend for InvertImages {
             workloads: vec![Workload::ImageEdit],
             backend: "fixture-invert".to_owned(),
             model_sha256: None,
+            tool: None,
         }]
     }
 
@@ -159,6 +160,7 @@ impl Backend for WideEmbeddings {
             workloads: vec![Workload::Embedding],
             backend: "fixture-wide-embed".to_owned(),
             model_sha256: None,
+            tool: None,
         }]
     }
 

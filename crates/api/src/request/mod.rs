@@ -10,6 +10,7 @@ pub mod fetch;
 mod fields;
 pub mod image_edit;
 pub mod search;
+pub mod tool;
 
 use serde_json::Value;
 use stacknet_protocol::contract::Workload;
@@ -126,6 +127,7 @@ pub fn validate(workload: Workload, body: Value) -> Result<ApiRequest, RequestEr
         Workload::CodeExecution => code::validate(body).map(|(request, _)| request),
         Workload::WebFetch => fetch::validate(body).map(|(request, _)| request),
         Workload::WebSearch => search::validate(body).map(|(request, _)| request),
+        Workload::ToolCall => tool::validate(body).map(|(request, _)| request),
         Workload::ImageGeneration
         | Workload::VideoGeneration
         | Workload::Speech

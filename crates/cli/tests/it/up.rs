@@ -417,13 +417,19 @@ async fn the_official_mcp_python_sdk_calls_the_network_tools() {
     chat(&up, false).await; // waits until the node is connected
     let mcp = format!("{}/mcp", up.base_url.trim_end_matches("/v1"));
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/mcp_sdk_check.py");
+    let calls = serde_json::json!([
+        ["run_code", {"language": "python", "code": "print(6 * 7)"}],
+        ["web_fetch", {"url": "http://169.254.169.254/latest/meta-data/"}]
+    ])
+    .to_string();
     let run = |key: String| {
-        let (python, mcp) = (python.clone(), mcp.clone());
+        let (python, mcp, calls) = (python.clone(), mcp.clone(), calls.clone());
         async move {
             tokio::process::Command::new(python)
                 .arg(script)
                 .arg(mcp)
                 .arg(key)
+                .arg(calls)
                 .output()
                 .await
                 .unwrap()
@@ -441,18 +447,19 @@ async fn the_official_mcp_python_sdk_calls_the_network_tools() {
         got["tools"],
         serde_json::json!(["run_code", "web_fetch", "web_search"])
     );
-    assert_eq!(got["is_error"], false, "{got}");
-    assert_eq!(got["structured"]["run"]["stdout"], "42\n", "{got}");
+    let (result, refused) = (&got["calls"][0], &got["calls"][1]);
+    assert_eq!(result["is_error"], false, "{got}");
+    assert_eq!(result["structured"]["run"]["stdout"], "42\n", "{got}");
     assert!(
-        got["structured"]["paperwork"]
+        result["structured"]["paperwork"]
             .as_str()
             .unwrap()
             .starts_with("pw_"),
         "{got}"
     );
-    assert_eq!(got["refused_is_error"], true, "{got}");
+    assert_eq!(refused["is_error"], true, "{got}");
     assert!(
-        got["refused"]["error"]["message"]
+        refused["structured"]["error"]["message"]
             .as_str()
             .unwrap()
             .contains("link-local"),

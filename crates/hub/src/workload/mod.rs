@@ -156,6 +156,7 @@ pub fn api(workload: Workload) -> Option<&'static dyn WorkloadApi> {
         Workload::CodeExecution => Some(&result::EXECUTE),
         Workload::WebFetch => Some(&result::FETCH),
         Workload::WebSearch => Some(&result::SEARCH),
+        Workload::ToolCall => Some(&result::TOOL_CALL),
         Workload::ImageGeneration
         | Workload::VideoGeneration
         | Workload::Speech
@@ -164,7 +165,7 @@ pub fn api(workload: Workload) -> Option<&'static dyn WorkloadApi> {
 }
 
 /// Every workload that has an API, for the router.
-pub const SERVED: [Workload; 7] = [
+pub const SERVED: [Workload; 8] = [
     Workload::Chat,
     Workload::Completion,
     Workload::Embedding,
@@ -172,6 +173,7 @@ pub const SERVED: [Workload; 7] = [
     Workload::CodeExecution,
     Workload::WebFetch,
     Workload::WebSearch,
+    Workload::ToolCall,
 ];
 
 /// A JSON body, validated by the shared validator.

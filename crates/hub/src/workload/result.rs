@@ -1,8 +1,8 @@
 //! Workloads whose node sends the whole result as one JSON object in one chunk (code execution,
-//! page fetch, web search): the hub answers with it, adding `usage` in the workload's unit and the
+//! page fetch, web search, tool calls): the hub answers with it, adding `usage` in the workload's unit and the
 //! proof. One [`ResultApi`] serves them all; they differ in their path, their unit and how many
 //! units a request holds: sandbox seconds for code execution (its `run_timeout`, in the shape of
-//! Piston's `execute`), one page, one query.
+//! Piston's `execute`), one page, one query, one call.
 
 use axum::body::Bytes;
 use serde_json::{json, Value};
@@ -70,6 +70,15 @@ pub const SEARCH: ResultApi = ResultApi {
     unit: "queries",
     held: |_| 1,
     input: "query",
+};
+
+/// `POST /stacknet/v1/tools/call`: a call of a tool an operator installed on a node.
+pub const TOOL_CALL: ResultApi = ResultApi {
+    workload: Workload::ToolCall,
+    path: stacknet_api::paths::TOOL_CALL,
+    unit: "calls",
+    held: |_| 1,
+    input: "arguments",
 };
 
 impl WorkloadApi for ResultApi {

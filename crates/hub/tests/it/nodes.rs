@@ -16,6 +16,7 @@ fn node(key: PublicKey, conn_id: u64, models: impl IntoIterator<Item = String>) 
             workloads: vec![Workload::Chat],
             backend: "upstream".into(),
             model_sha256: None,
+            tool: None,
         })
         .collect();
     let limits = Limits {

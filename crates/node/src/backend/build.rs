@@ -14,6 +14,7 @@ use stacknet_protocol::Sha256Digest;
 
 use super::embed::CandleEmbeddings;
 use super::llama::{LlamaChat, LlamaConfig};
+use super::mcp::McpTools;
 use super::multi::MultiBackend;
 use super::sandbox::Sandbox;
 use super::upstream::OpenAiUpstream;
@@ -119,6 +120,7 @@ pub fn model_names(configs: &[BackendConfig]) -> Vec<String> {
             BackendConfig::Embeddings(e) => vec![e.model.clone()],
             BackendConfig::Fetch(_) => vec![stacknet_api::request::fetch::MODEL.to_owned()],
             BackendConfig::Search(_) => vec![stacknet_api::request::search::MODEL.to_owned()],
+            BackendConfig::Mcp(m) => vec![stacknet_api::request::tool::offered_name(&m.name, "*")],
             BackendConfig::Sandbox(s) => s.languages.clone().unwrap_or_else(|| {
                 stacknet_api::request::code::LANGUAGES
                     .iter()
@@ -175,6 +177,7 @@ async fn build_one(config: &BackendConfig, models: &ModelStore) -> Result<Arc<dy
             Ok(Arc::new(WebFetch::new(fetcher)))
         }
         BackendConfig::Search(search) => Ok(Arc::new(WebSearch::new(search.clone())?)),
+        BackendConfig::Mcp(mcp) => Ok(Arc::new(McpTools::start(mcp).await?)),
     }
 }
 

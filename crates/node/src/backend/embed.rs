@@ -170,6 +170,7 @@ impl Backend for CandleEmbeddings {
             workloads: vec![Workload::Embedding],
             backend: BACKEND_ID.to_owned(),
             model_sha256: Some(self.inner.model_sha256),
+            tool: None,
         }]
     }
 

@@ -9,13 +9,14 @@
 //! per implementation: [`upstream`] (an OpenAI-compatible server), [`llama`] (built-in chat on
 //! llama.cpp), [`embed`] (built-in embeddings on candle), [`sandbox`] (code execution in
 //! bubblewrap), [`web_fetch`] (pages through the SSRF-safe fetcher), [`web_search`] (the
-//! operator's search engine).
+//! operator's search engine), [`mcp`] (the tools of an operator's MCP server, run in the sandbox).
 //! [`multi`] puts several behind one, and [`build`](mod@build) turns the node's `[[backend]]`
 //! configuration into that one backend.
 
 pub mod build;
 pub mod embed;
 pub mod llama;
+pub mod mcp;
 pub mod multi;
 pub mod sandbox;
 pub mod sse;

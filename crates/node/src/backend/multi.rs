@@ -131,6 +131,7 @@ mod tests {
                     workloads: self.workloads.clone(),
                     backend: self.id.to_owned(),
                     model_sha256: None,
+                    tool: None,
                 })
                 .collect()
         }

@@ -106,6 +106,7 @@ impl Backend for OpenAiUpstream {
                 workloads: vec![Workload::Chat, Workload::Completion],
                 backend: BACKEND_ID.to_owned(),
                 model_sha256: None,
+                tool: None,
             })
             .collect()
     }

@@ -188,6 +188,7 @@ impl Backend for WebFetch {
             workloads: vec![Workload::WebFetch],
             backend: BACKEND_ID.to_owned(),
             model_sha256: None,
+            tool: None,
         }]
     }
 

@@ -188,6 +188,7 @@ impl Backend for WebSearch {
             workloads: vec![Workload::WebSearch],
             backend: BACKEND_ID.to_owned(),
             model_sha256: None,
+            tool: None,
         }]
     }
 

@@ -508,3 +508,123 @@ fn refusals_need_no_network() {
     assert!(out.status.success(), "{printed}");
     assert!(printed.contains("1 passed"), "{printed}");
 }
+
+/// Chat with `web_search_options`: the hub runs a search task, then the chat with the results in
+/// its context, each with its own paperwork; the answer's message carries `url_citation`
+/// annotations for the results its content cites, whole and streamed, and the chat's paperwork
+/// still verifies (the annotations are the hub's, outside the output digest).
+#[tokio::test]
+async fn chat_with_web_search_options_cites_what_the_search_found() {
+    use stacknet_node::backend::web_search::WebSearch;
+    use stacknet_node::config::{SearchBackendConfig, SearchEngine};
+    use stacknet_testkit::mock_upstream::MOCK_MODEL;
+
+    let (addr, asked) = engines().await;
+    let searxng = WebSearch::new(SearchBackendConfig {
+        engine: SearchEngine::Searxng,
+        base_url: Some(format!("http://{addr}")),
+        api_key: None,
+        timeout_ms: None,
+    })
+    .unwrap();
+    let mut net = TestNetwork::start(Script::text("Rust [1] is documented at docs.rs [2], not [7].")).await;
+    let url = format!("{}/chat/completions", net.base_url());
+    let chat = |stream: bool, options: Value| {
+        json!({"model": MOCK_MODEL, "stream": stream, "web_search_options": options,
+               "messages": [{"role": "user", "content": "what is rust?"}]})
+    };
+    // No search node yet: the request fails, saying it was the search.
+    let resp = client()
+        .post(&url)
+        .bearer_auth(&net.api_key)
+        .json(&chat(false, json!({})))
+        .send()
+        .await
+        .unwrap();
+    let err: Value = resp.json().await.unwrap();
+    assert_eq!(err["error"]["param"], "web_search_options", "{err}");
+    assert!(
+        err["error"]["message"].as_str().unwrap().contains("web search"),
+        "{err}"
+    );
+    net.add_backend_node(Arc::new(searxng)).await;
+    let resp = client()
+        .post(&url)
+        .bearer_auth(&net.api_key)
+        .json(&chat(false, json!({"search_context_size": "huge"})))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let err: Value = resp.json().await.unwrap();
+    assert_eq!(
+        err["error"]["param"], "web_search_options.search_context_size",
+        "{err}"
+    );
+
+    let resp = client()
+        .post(&url)
+        .bearer_auth(&net.api_key)
+        .json(&chat(false, json!({"search_context_size": "low"})))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let answer: Value = resp.json().await.unwrap();
+    let annotations = &answer["choices"][0]["message"]["annotations"];
+    assert_eq!(
+        annotations,
+        &json!([
+            {"type": "url_citation", "url_citation": {"start_index": 5, "end_index": 8, "title": "Rust", "url": "https://www.rust-lang.org/"}},
+            {"type": "url_citation", "url_citation": {"start_index": 34, "end_index": 37, "title": "Docs", "url": "https://docs.rs/tokio"}}
+        ]),
+        "{answer}"
+    );
+    assert!(asked
+        .lock()
+        .unwrap()
+        .contains(&"searxng q=what is rust? format=json".to_owned()));
+    // The node ran a plain chat with the results in its context.
+    let ran = net.upstream.last_request().unwrap();
+    assert!(ran.get("web_search_options").is_none(), "{ran}");
+    assert_eq!(ran["messages"][0]["role"], "system", "{ran}");
+    assert!(
+        ran["messages"][0]["content"]
+            .as_str()
+            .unwrap()
+            .contains("[1] Rust\nURL: https://www.rust-lang.org/"),
+        "{ran}"
+    );
+    // Two tasks, each with paperwork that verifies.
+    let hub_key = net.hub.hub.state.hub_key.public_key();
+    let search = &answer["web_search"];
+    assert_eq!(search["usage"]["queries"], 1, "{answer}");
+    let paperwork = paperwork_of(&net, search).await;
+    verify::answer(&Content::Whole(search.clone()), &paperwork, &hub_key).expect("the search verifies");
+    let paperwork = paperwork_of(&net, &answer).await;
+    assert_eq!(paperwork.body.contract.body.workload, Workload::Chat);
+    verify::answer(&Content::Whole(answer.clone()), &paperwork, &hub_key).expect("the chat verifies");
+
+    // Streamed: the annotations in a chunk of their own before the last, which carries the search.
+    let resp = client()
+        .post(&url)
+        .bearer_auth(&net.api_key)
+        .json(&chat(true, json!({})))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let events = crate::hub::sse_events(&resp.text().await.unwrap());
+    let noted: Vec<&Value> = events
+        .iter()
+        .filter(|e| e.pointer("/choices/0/delta/annotations").is_some())
+        .collect();
+    assert_eq!(noted.len(), 1, "{events:?}");
+    assert_eq!(noted[0]["choices"][0]["delta"]["annotations"], *annotations);
+    let chunks: Vec<Value> = events.iter().filter(|e| e.is_object()).cloned().collect();
+    let last = chunks.last().unwrap();
+    assert_eq!(last["web_search"]["object"], "search", "{last}");
+    let paperwork = paperwork_of(&net, last).await;
+    verify::answer(&Content::Stream(chunks.clone()), &paperwork, &hub_key)
+        .expect("the streamed chat verifies");
+}

@@ -6,6 +6,7 @@ mod embed;
 mod fetch;
 mod hub;
 mod local;
+mod mcp;
 mod mock_upstream;
 mod models;
 mod node;

@@ -149,6 +149,7 @@ async fn a_task_streams_its_chunks_in_order_and_ends_with_paperwork_already_in_t
         workloads: vec![Workload::Chat, Workload::Completion],
         backend: "openai-upstream".to_owned(),
         model_sha256: None,
+        tool: None,
     };
     assert_eq!(hello.body.models, vec![offer]);
     assert_eq!(hello.body.max_concurrency, 4);

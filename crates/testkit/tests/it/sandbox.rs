@@ -23,7 +23,7 @@ use stacknet_protocol::ContractId;
 use stacknet_sdk::verify::{self, Content};
 use stacknet_testkit::mock_upstream::Script;
 use stacknet_testkit::network::TestNetwork;
-use stacknet_testkit::wait_until;
+use stacknet_testkit::{wait_until, WAIT_DEADLINE};
 use tokio::sync::mpsc;
 
 use crate::hub::{client, paperwork_of};
@@ -38,6 +38,9 @@ async fn sandbox(dir: &Path, first_uid: u32) -> Sandbox {
         work_dir_bytes: Some(8 * 1024 * 1024),
         max_processes: Some(32),
         max_output_bytes: Some(16 * 1024),
+        // Every run makes its own sandbox (so nothing of the sandbox's uids is left between runs);
+        // `sandboxes_made_ahead_serve_runs_warm` tests the others.
+        warm: Some(0),
         ..Default::default()
     };
     Sandbox::start(&config)
@@ -47,6 +50,15 @@ async fn sandbox(dir: &Path, first_uid: u32) -> Sandbox {
 
 /// Runs a request on the sandbox, as the node's runtime would, and returns its result.
 async fn try_run(sandbox: &Sandbox, body: Value) -> Result<(Value, u64), BackendError> {
+    let (result, outcome) = run_outcome(sandbox, body).await?;
+    Ok((result, outcome.usage.expect("usage").units))
+}
+
+/// As [`try_run`], with the whole outcome.
+async fn run_outcome(
+    sandbox: &Sandbox,
+    body: Value,
+) -> Result<(Value, stacknet_node::BackendOutcome), BackendError> {
     let (request, _) = code::validate(body.clone()).expect("a valid request");
     let task = BackendTask {
         contract: ContractId::random(),
@@ -60,7 +72,7 @@ async fn try_run(sandbox: &Sandbox, body: Value) -> Result<(Value, u64), Backend
     let outcome = sandbox.execute(task, tx).await?;
     let result = rx.recv().await.expect("one result chunk");
     assert!(rx.try_recv().is_err(), "exactly one chunk");
-    Ok((result, outcome.usage.expect("usage").units))
+    Ok((result, outcome))
 }
 
 /// The Stack's available balance, in micro-credits.
@@ -91,7 +103,17 @@ async fn run(sandbox: &Sandbox, language: &str, code: &str, extra: Value) -> Val
 
 /// The uids the sandbox's slots run as hold no process (not even a zombie), and its state
 /// directory no run.
-fn nothing_left(dir: &Path, first_uid: u32) {
+pub(crate) fn nothing_left(dir: &Path, first_uid: u32) {
+    let (left, runs) = leftovers(dir, first_uid);
+    assert!(left.is_empty(), "processes left behind: {left:?}");
+    assert!(runs.is_empty(), "files left behind: {runs:?}");
+}
+
+type Process = (std::ffi::OsString, u32, String, String, String);
+
+/// The processes of the sandbox's uids (pid, uid, name, state, parent) and the runs in its state
+/// directory.
+fn leftovers(dir: &Path, first_uid: u32) -> (Vec<Process>, Vec<PathBuf>) {
     let mut left = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
         let Ok(status) = std::fs::read_to_string(entry.path().join("status")) else {
@@ -120,13 +142,12 @@ fn nothing_left(dir: &Path, first_uid: u32) {
             ));
         }
     }
-    assert!(left.is_empty(), "processes left behind: {left:?}");
     let runs: Vec<PathBuf> = std::fs::read_dir(dir.join("state"))
         .unwrap()
         .flatten()
         .map(|e| e.path())
         .collect();
-    assert!(runs.is_empty(), "files left behind: {runs:?}");
+    (left, runs)
 }
 
 #[tokio::test]
@@ -453,4 +474,61 @@ async fn code_runs_through_the_hub_charged_per_second_with_paperwork() {
             .contains("over this node's limit"),
         "{err}"
     );
+}
+
+/// Sandboxes made ahead of runs: a run takes one (its outcome says warm), another is made in the
+/// background, and the languages are reported ready; every run still starts clean (nothing one run
+/// left in `/work` is there for the next) and under its own limits (a sandbox made ahead has the
+/// most memory any run may ask for, a run gets what it asked). Dropped, the sandbox leaves no
+/// process, cgroup or file.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs bubblewrap and cgroup limits (scripts/test.sh installs bubblewrap and runs it)"]
+async fn sandboxes_made_ahead_serve_runs_warm() {
+    const FIRST_UID: u32 = 61_060;
+    let dir = tempfile::tempdir().unwrap();
+    let config = SandboxBackendConfig {
+        first_uid: Some(FIRST_UID),
+        state_dir: Some(dir.path().join("state")),
+        warm: Some(2),
+        ..Default::default()
+    };
+    let sb = Sandbox::start(&config).await.unwrap();
+    let ready: Vec<String> = sb.ready().into_iter().map(|r| r.name).collect();
+    assert_eq!(ready, ["python", "bash", "javascript"]);
+    let made_ahead = &sb;
+    let two_waiting = move || async move { (made_ahead.waiting() == 2).then_some(()) };
+    wait_until("two sandboxes are made ahead", WAIT_DEADLINE, two_waiting).await;
+    for _ in 0..3 {
+        let (result, outcome) = run_outcome(
+            &sb,
+            json!({"language": "bash", "files": [{"name": "m.sh",
+                "content": "ls /work; touch /work/left-behind; echo $((6 * 7))"}]}),
+        )
+        .await
+        .unwrap();
+        assert_eq!(result["run"]["stdout"], "m.sh\n42\n", "{result}");
+        assert!(outcome.warm, "the run took a sandbox made ahead");
+        wait_until("another is made in its place", WAIT_DEADLINE, two_waiting).await;
+    }
+    let (result, outcome) = run_outcome(
+        &sb,
+        json!({"language": "python", "run_memory_limit": 64 * 1024 * 1024, "files": [{"name": "m.py",
+            "content": "x = bytearray(256 * 1024 * 1024)\nprint(len(x))"}]}),
+    )
+    .await
+    .unwrap();
+    assert!(outcome.warm);
+    assert_eq!(result["run"]["status"], "ML", "{result}");
+    wait_until("another is made in its place", WAIT_DEADLINE, two_waiting).await;
+    drop(sb);
+    let mut gone = false;
+    for _ in 0..100 {
+        let (left, runs) = leftovers(dir.path(), FIRST_UID);
+        if left.is_empty() && runs.is_empty() {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(gone, "left behind: {:?}", leftovers(dir.path(), FIRST_UID));
 }

@@ -150,6 +150,7 @@ impl Backend for LlamaChat {
             workloads: vec![Workload::Chat, Workload::Completion],
             backend: BACKEND_ID.to_owned(),
             model_sha256: Some(self.config.model_sha256),
+            tool: None,
         }]
     }
 

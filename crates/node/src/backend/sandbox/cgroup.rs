@@ -180,6 +180,28 @@ impl Hierarchy {
         dirs
     }
 
+    /// Removes the cgroups of runs that `stale` names (those of a node process that is gone: its
+    /// runs, and sandboxes it made ahead, died with it, but nothing else removes their cgroups).
+    pub fn sweep(&self, stale: impl Fn(&str) -> bool) {
+        for base in self.dirs("") {
+            let Ok(entries) = fs::read_dir(&base) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if entry.path().is_dir() && stale(&name) {
+                    let group = RunGroup {
+                        hierarchy: self.clone(),
+                        name,
+                    };
+                    if let Err(e) = group.remove_now() {
+                        tracing::warn!("{e}");
+                    }
+                }
+            }
+        }
+    }
+
     /// Makes the cgroup of one run with its limits. A directory left by a run that did not clean
     /// up (a node killed mid-run) is emptied and reused.
     pub fn create(&self, name: &str, limits: RunLimits) -> Result<RunGroup, String> {
@@ -294,40 +316,78 @@ impl RunGroup {
         pids
     }
 
+    /// Sets the run's memory limit (without swap), before its program starts.
+    pub fn set_memory(&self, bytes: u64) -> Result<(), String> {
+        let write = |path: PathBuf| {
+            fs::write(&path, bytes.to_string()).map_err(|e| format!("cannot write {}: {e}", path.display()))
+        };
+        match &self.hierarchy {
+            Hierarchy::V2 { base } => write(base.join(&self.name).join("memory.max")),
+            Hierarchy::V1 { memory, .. } => {
+                let dir = memory.join(&self.name);
+                let memsw = dir.join("memory.memsw.limit_in_bytes");
+                if !memsw.exists() {
+                    return write(dir.join("memory.limit_in_bytes"));
+                }
+                // The memory limit may never exceed memory + swap: lowered first, raised second.
+                write(dir.join("memory.limit_in_bytes"))
+                    .and_then(|()| write(memsw.clone()))
+                    .or_else(|_| write(memsw).and_then(|()| write(dir.join("memory.limit_in_bytes"))))
+            }
+        }
+    }
+
     /// Kills whatever is left in the cgroup and removes it. The run's processes normally died with
     /// its sandbox (a pid namespace ends with its first process); this is the backstop.
     pub async fn remove(self) -> Result<(), String> {
-        let dirs = self.hierarchy.dirs(&self.name);
+        for _ in 0..200 {
+            if self.try_remove() {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Err(self.left())
+    }
+
+    /// As [`RunGroup::remove`], blocking the thread while it waits (where nothing can be awaited:
+    /// a sandbox dropped with sandboxes made ahead).
+    pub fn remove_now(self) -> Result<(), String> {
+        for _ in 0..200 {
+            if self.try_remove() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Err(self.left())
+    }
+
+    /// Kills the cgroup's processes and removes its directories; true once they are gone.
+    fn try_remove(&self) -> bool {
         if let Hierarchy::V2 { base } = &self.hierarchy {
             let kill = base.join(&self.name).join("cgroup.kill");
             if kill.exists() {
                 let _ = fs::write(kill, "1");
             }
         }
-        for _ in 0..200 {
-            for pid in self.members() {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
-            let left: Vec<&PathBuf> = dirs
-                .iter()
-                .filter(|d| match fs::remove_dir(d) {
-                    Ok(()) => false,
-                    Err(e) => e.kind() != io::ErrorKind::NotFound,
-                })
-                .collect();
-            if left.is_empty() {
-                return Ok(());
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+        for pid in self.members() {
+            let _ =
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
         }
-        Err(format!(
+        self.hierarchy
+            .dirs(&self.name)
+            .iter()
+            .all(|d| match fs::remove_dir(d) {
+                Ok(()) => true,
+                Err(e) => e.kind() == io::ErrorKind::NotFound,
+            })
+    }
+
+    fn left(&self) -> String {
+        format!(
             "the cgroup of run {} could not be removed: processes {:?} are left",
             self.name,
             self.members()
-        ))
+        )
     }
 }
 

@@ -15,8 +15,15 @@
 //! rlimits `prlimit` sets (CPU seconds, file size, open files, no core dumps), the wall time, the
 //! bytes of stdout and stderr, and the tmpfs sizes. The chain that starts a run is
 //! `sh` (joins the run's cgroup, before anything of the run exists) → `setpriv` → `prlimit` →
-//! `bwrap` → the interpreter: every step an `exec`, so the run's first process is in its cgroup
-//! before it can fork.
+//! `bwrap` → `sh` (waits for `go`, copies the files in, sets the run's CPU limit) → the
+//! interpreter: every step an `exec`, so the run's first process is in its cgroup before it can
+//! fork.
+//!
+//! A sandbox can be made before its program is known ([`Jail`] keeps `warm` of them waiting): the
+//! chain stops at the `sh` inside bwrap, reading stdin. A run gives it its memory limit, its files
+//! and its `run.sh`, writes `go`, and then the program's stdin; a new one is made in the background.
+//! Each sandbox serves one run. The same [`Jail`] runs an operator's MCP server ([`Jail::open`]),
+//! talked to through its pipes.
 //!
 //! After a run, whatever is left in its cgroup is killed and the cgroup removed; the tmpfs went
 //! with the mount namespace, and the host-side copy of the program's files (read-only to the run,
@@ -45,7 +52,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 use tokio::sync::{mpsc, Semaphore};
 
-use self::cgroup::{Hierarchy, RunGroup, RunLimits};
+use self::cgroup::{Hierarchy, RunGroup, RunLimits, RunStats};
 use super::{Backend, BackendError, BackendOutcome, BackendTask, Cancellation};
 use crate::config::SandboxBackendConfig;
 
@@ -62,6 +69,8 @@ pub mod defaults {
     pub const WORK_DIR_BYTES: u64 = 64 * 1024 * 1024;
     pub const MILLICPUS: u64 = 1000;
     pub const SLOTS: usize = 4;
+    /// Sandboxes made ahead of runs.
+    pub const WARM: usize = 1;
     pub const FIRST_UID: u32 = 61_000;
 }
 
@@ -76,8 +85,11 @@ const JOIN_FAILED: i32 = 125;
 /// Joins the cgroups whose `cgroup.procs` files are given (after their count), then becomes the
 /// rest of the command line.
 const JOIN_SCRIPT: &str = r#"n=$1; shift; while [ "$n" -gt 0 ]; do echo $$ > "$1" || { echo "stacknet-sandbox: cannot join the cgroup $1" >&2; exit 125; }; shift; n=$((n-1)); done; exec "$@""#;
-/// Inside the sandbox: copies the program's files into the work directory, then runs it.
-const COPY_SCRIPT: &str = r#"cp -R /in/. /work/ && exec "$@""#;
+/// Inside the sandbox: waits for `go` on stdin (a sandbox made ahead of its run waits here until
+/// the run's program is given), copies the program's files into the work directory, and runs
+/// `/in/run.sh` (the run's CPU limit, then `exec` of the program); the rest of stdin is the
+/// program's.
+const START_SCRIPT: &str = r#"read -r go && [ "$go" = go ] && cp -R /in/files/. /work/ && . /in/run.sh"#;
 /// Where the files the dynamic linker (and interpreters' alternatives) need are.
 const ETC_FILES: [&str; 5] = [
     "/etc/alternatives",
@@ -180,7 +192,7 @@ struct Tools {
     bwrap_version: String,
 }
 
-/// The sandbox backend.
+/// The sandbox backend: code execution in a [`Jail`].
 #[derive(Debug)]
 pub struct Sandbox {
     inner: Arc<Inner>,
@@ -189,15 +201,112 @@ pub struct Sandbox {
 
 #[derive(Debug)]
 struct Inner {
+    jail: Arc<Jail>,
+    runtimes: Vec<Runtime>,
+}
+
+/// What runs programs in fresh sandboxes: the tools, the cgroup hierarchy, the limits and the slots.
+/// Code execution runs a program to its end ([`Sandbox`]); an operator's MCP server is talked to
+/// while it runs ([`Jail::open`]).
+#[derive(Debug)]
+pub struct Jail {
     tools: Tools,
     hierarchy: Hierarchy,
-    runtimes: Vec<Runtime>,
     limits: SandboxLimits,
     /// Free slots: the uid each runs as (`None`: the node's own, when it is not root).
-    free: Mutex<Vec<Option<u32>>>,
-    slots: Semaphore,
+    free: Arc<Mutex<Vec<Option<u32>>>>,
+    slots: Arc<Semaphore>,
     /// Where the program's files wait for the run, under a directory only its owner can list.
     staging: PathBuf,
+    /// Sandboxes made ahead of runs, waiting for their program.
+    warm: Mutex<Vec<Waiting>>,
+    /// How many to keep made ahead.
+    warm_target: usize,
+    /// Being made ahead now.
+    filling: std::sync::atomic::AtomicUsize,
+}
+
+/// What a program sees of the host beyond the sandbox's own root: host paths bound read-only at
+/// the same place, and environment variables (besides `PATH`, `HOME`, `TMPDIR` and `LANG`).
+#[derive(Clone, Debug, Default)]
+pub struct Extras {
+    pub binds: Vec<PathBuf>,
+    pub env: Vec<(String, String)>,
+}
+
+/// A sandbox made for a run, before and after its program: its slot, cgroup and staging directory.
+struct Prepared {
+    slot: Slot,
+    name: String,
+    staging: PathBuf,
+    group: RunGroup,
+}
+
+/// A sandbox started, waiting for `go` and its program (see [`START_SCRIPT`]).
+struct Waiting {
+    prepared: Prepared,
+    child: tokio::process::Child,
+    pid: Option<u32>,
+}
+
+impl std::fmt::Debug for Waiting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Waiting")
+            .field("run", &self.prepared.name)
+            .finish()
+    }
+}
+
+/// A program running in a fresh sandbox, talked to through its pipes; [`Cell::close`] ends it and
+/// cleans up after it.
+pub struct Cell<'a> {
+    jail: &'a Jail,
+    prepared: Prepared,
+    child: tokio::process::Child,
+    pid: Option<u32>,
+    pub stdin: Option<tokio::process::ChildStdin>,
+    pub stdout: Option<tokio::process::ChildStdout>,
+    pub stderr: Option<tokio::process::ChildStderr>,
+}
+
+impl std::fmt::Debug for Cell<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cell").field("run", &self.prepared.name).finish()
+    }
+}
+
+impl Drop for Jail {
+    /// The sandboxes made ahead go with it: killed, their cgroups and files removed.
+    fn drop(&mut self) {
+        let pool = self.warm.get_mut().map(std::mem::take).unwrap_or_default();
+        if pool.is_empty() {
+            return;
+        }
+        for mut waiting in pool {
+            let _ = waiting.child.start_kill();
+            forget_child(waiting.pid);
+            let Prepared {
+                name, staging, group, ..
+            } = waiting.prepared;
+            if let Err(e) = group.remove_now() {
+                tracing::error!(run = %name, "{e}");
+            }
+            let _ = fs::remove_dir_all(&staging);
+        }
+        Self::reap_orphans();
+    }
+}
+
+impl Cell<'_> {
+    /// Ends the program (if it is still running) and everything it started, and cleans up.
+    pub async fn close(self) {
+        let waiting = Waiting {
+            prepared: self.prepared,
+            child: self.child,
+            pid: self.pid,
+        };
+        self.jail.end(waiting).await;
+    }
 }
 
 /// Runs started by this process, numbering their cgroups and staging directories (process-wide: a
@@ -210,6 +319,21 @@ static RUNS: AtomicU64 = AtomicU64::new(0);
 fn children() -> &'static Mutex<HashSet<u32>> {
     static CHILDREN: std::sync::OnceLock<Mutex<HashSet<u32>>> = std::sync::OnceLock::new();
     CHILDREN.get_or_init(|| Mutex::new(HashSet::new()))
+}
+
+/// Whether `name` is a run (`run-<pid>-<n>`) of a node process that is gone.
+fn stale_run(name: &str) -> bool {
+    name.strip_prefix("run-")
+        .and_then(|rest| rest.split('-').next())
+        .and_then(|pid| pid.parse::<u32>().ok())
+        .is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists())
+}
+
+/// Takes a run's first process out of the set of waited-for children, once it has been waited for.
+fn forget_child(pid: Option<u32>) {
+    if let (Some(pid), Ok(mut waited)) = (pid, children().lock()) {
+        waited.remove(&pid);
+    }
 }
 
 /// How a run ended, before its status is told.
@@ -236,12 +360,83 @@ struct Run {
     cpu_ms: u64,
     memory: u64,
     internal: bool,
+    /// The sandbox was made ahead of the run.
+    warm: bool,
 }
 
 impl Sandbox {
     /// Checks every piece the sandbox needs and each language's interpreter (by running it in the
     /// sandbox); refuses, saying what is missing, when one is.
     pub async fn start(config: &SandboxBackendConfig) -> Result<Sandbox, BackendError> {
+        let setup = |why: String| BackendError::Setup(format!("sandbox: {why}"));
+        let wanted: Vec<String> = match &config.languages {
+            Some(list) => list.clone(),
+            None => code::LANGUAGES.iter().map(|(l, _)| (*l).to_owned()).collect(),
+        };
+        let mut inner = Inner {
+            jail: Arc::new(Jail::new(config).await?),
+            runtimes: Vec::new(),
+        };
+        for name in &wanted {
+            let canonical = code::canonical_language(name).ok_or_else(|| {
+                setup(format!(
+                    "no language {name:?}; the languages are python, bash, javascript"
+                ))
+            })?;
+            let Some((language, argv)) = interpreter(canonical) else {
+                if config.languages.is_some() {
+                    return Err(setup(format!(
+                        "no interpreter for {canonical} is installed under /usr"
+                    )));
+                }
+                continue;
+            };
+            let version = inner
+                .probe(&argv)
+                .await
+                .map_err(|e| setup(format!("{language}: {e}")))?;
+            inner.runtimes.push(Runtime {
+                language,
+                argv,
+                version,
+            });
+        }
+        if inner.runtimes.is_empty() {
+            return Err(setup(
+                "no interpreter is installed under /usr (python3, bash or node)".into(),
+            ));
+        }
+        inner.jail.refill();
+        Ok(Sandbox {
+            inner: Arc::new(inner),
+            ready_at: Timestamp::now(),
+        })
+    }
+
+    /// The languages served, with their versions: `python 3.11.2`.
+    pub fn languages(&self) -> Vec<String> {
+        self.inner
+            .runtimes
+            .iter()
+            .map(|r| format!("{} {}", r.language, r.version))
+            .collect()
+    }
+
+    /// Which cgroup version limits the runs.
+    pub fn hierarchy(&self) -> &'static str {
+        self.inner.jail.hierarchy.version()
+    }
+
+    /// Sandboxes made ahead, waiting for a run now.
+    pub fn waiting(&self) -> usize {
+        self.inner.jail.warm.lock().map_or(0, |w| w.len())
+    }
+}
+
+impl Jail {
+    /// Checks every piece a sandbox needs (the tools, the cgroup limits, the state directory);
+    /// refuses, saying what is missing, when one is.
+    pub async fn new(config: &SandboxBackendConfig) -> Result<Jail, BackendError> {
         let setup = |why: String| BackendError::Setup(format!("sandbox: {why}"));
         let limits = SandboxLimits::from_config(config)?;
         let tools = find_tools(config.bwrap.as_deref()).await.map_err(setup)?;
@@ -275,71 +470,41 @@ impl Sandbox {
                 )))
             }
         }
-        let wanted: Vec<String> = match &config.languages {
-            Some(list) => list.clone(),
-            None => code::LANGUAGES.iter().map(|(l, _)| (*l).to_owned()).collect(),
-        };
-        let mut inner = Inner {
-            tools,
-            hierarchy,
-            runtimes: Vec::new(),
-            limits,
-            free: Mutex::new(free),
-            slots: Semaphore::new(slots),
-            staging,
-        };
+        // What node processes that are gone left: their runs' cgroups and staged files.
+        hierarchy.sweep(stale_run);
+        if let Ok(entries) = fs::read_dir(&staging) {
+            for entry in entries.flatten() {
+                if stale_run(&entry.file_name().to_string_lossy()) {
+                    let _ = fs::remove_dir_all(entry.path());
+                }
+            }
+        }
         // bwrap's pid-1 process outlives the bwrap the node waits for, briefly, and is then an
         // orphan: reparented to the node rather than to a PID 1 that may never reap it (some
         // container inits do not), and reaped after each run.
         nix::sys::prctl::set_child_subreaper(true)
             .map_err(|e| setup(format!("cannot become a child subreaper: {e}")))?;
-        for name in &wanted {
-            let canonical = code::canonical_language(name).ok_or_else(|| {
-                setup(format!(
-                    "no language {name:?}; the languages are python, bash, javascript"
-                ))
-            })?;
-            let Some((language, argv)) = interpreter(canonical) else {
-                if config.languages.is_some() {
-                    return Err(setup(format!(
-                        "no interpreter for {canonical} is installed under /usr"
-                    )));
-                }
-                continue;
-            };
-            let version = inner
-                .probe(&argv)
-                .await
-                .map_err(|e| setup(format!("{language}: {e}")))?;
-            inner.runtimes.push(Runtime {
-                language,
-                argv,
-                version,
-            });
-        }
-        if inner.runtimes.is_empty() {
-            return Err(setup(
-                "no interpreter is installed under /usr (python3, bash or node)".into(),
-            ));
-        }
-        Ok(Sandbox {
-            inner: Arc::new(inner),
-            ready_at: Timestamp::now(),
+        Ok(Jail {
+            tools,
+            hierarchy,
+            limits,
+            free: Arc::new(Mutex::new(free)),
+            slots: Arc::new(Semaphore::new(slots)),
+            staging,
+            warm: Mutex::new(Vec::new()),
+            warm_target: config.warm.unwrap_or(defaults::WARM).min(slots),
+            filling: std::sync::atomic::AtomicUsize::new(0),
         })
     }
 
-    /// The languages served, with their versions: `python 3.11.2`.
-    pub fn languages(&self) -> Vec<String> {
-        self.inner
-            .runtimes
-            .iter()
-            .map(|r| format!("{} {}", r.language, r.version))
-            .collect()
+    /// The limits runs are held to.
+    pub fn limits(&self) -> &SandboxLimits {
+        &self.limits
     }
 
-    /// Which cgroup version limits the runs.
-    pub fn hierarchy(&self) -> &'static str {
-        self.inner.hierarchy.version()
+    /// The sandbox's software, for paperwork: bwrap's version and the cgroup version.
+    pub fn version(&self) -> String {
+        format!("{}; {}", self.tools.bwrap_version, self.hierarchy.version())
     }
 }
 
@@ -353,12 +518,17 @@ impl Backend for Sandbox {
                 workloads: vec![Workload::CodeExecution],
                 backend: BACKEND_ID.to_owned(),
                 model_sha256: None,
+                tool: None,
             })
             .collect()
     }
 
-    /// Every language is ready from start: its interpreter ran in the sandbox then.
+    /// Every language is ready from start (its interpreter ran in the sandbox then) where sandboxes
+    /// are made ahead of runs; none is where every run makes its own.
     fn ready(&self) -> Vec<ModelReady> {
+        if self.inner.jail.warm_target == 0 {
+            return Vec::new();
+        }
         self.inner
             .runtimes
             .iter()
@@ -379,16 +549,16 @@ impl Backend for Sandbox {
     }
 }
 
-/// A slot held by a run; returned when dropped.
-struct Slot<'a> {
-    inner: &'a Inner,
+/// A slot held by a sandbox; returned when dropped.
+struct Slot {
+    free: Arc<Mutex<Vec<Option<u32>>>>,
     uid: Option<u32>,
-    _permit: tokio::sync::SemaphorePermit<'a>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
 }
 
-impl Drop for Slot<'_> {
+impl Drop for Slot {
     fn drop(&mut self) {
-        if let Ok(mut free) = self.inner.free.lock() {
+        if let Ok(mut free) = self.free.lock() {
             free.push(self.uid);
         }
     }
@@ -410,23 +580,24 @@ impl Inner {
             })?;
         let (_, exec) = code::validate((*task.request).clone())
             .map_err(|e| BackendError::InvalidRequest(e.to_string()))?;
-        if exec.run_timeout_ms > self.limits.max_run_timeout_ms {
+        let limits = self.jail.limits();
+        if exec.run_timeout_ms > limits.max_run_timeout_ms {
             return Err(BackendError::InvalidRequest(format!(
                 "run_timeout {} ms is over this node's limit of {} ms",
-                exec.run_timeout_ms, self.limits.max_run_timeout_ms
+                exec.run_timeout_ms, limits.max_run_timeout_ms
             )));
         }
-        if exec.memory_bytes > self.limits.max_memory_bytes {
+        if exec.memory_bytes > limits.max_memory_bytes {
             return Err(BackendError::InvalidRequest(format!(
                 "run_memory_limit {} bytes is over this node's limit of {} bytes",
-                exec.memory_bytes, self.limits.max_memory_bytes
+                exec.memory_bytes, limits.max_memory_bytes
             )));
         }
         let main = exec.files.first().map(|f| f.name.clone()).unwrap_or_default();
         let mut argv = runtime.argv.clone();
         argv.push(main);
         argv.extend(exec.args.iter().cloned());
-        let run = self.run(&exec, &argv, &task.cancel).await?;
+        let run = self.jail.run(&exec, &argv, &task.cancel).await?;
         let seconds = run.wall_ms.div_ceil(1000).clamp(1, exec.max_seconds());
         let body = json!({
             "language": runtime.language,
@@ -446,18 +617,15 @@ impl Inner {
         });
         chunks.send(body).await.map_err(|_| BackendError::Abandoned)?;
         let version = format!(
-            "{}; {}; {} {}",
-            self.tools.bwrap_version,
-            self.hierarchy.version(),
+            "{}; {} {}",
+            self.jail.version(),
             runtime.language,
             runtime.version
         );
-        Ok(BackendOutcome::units(
-            seconds,
-            BACKEND_ID,
-            version,
-            runtime.language,
-        ))
+        let mut outcome = BackendOutcome::units(seconds, BACKEND_ID, version, runtime.language);
+        // Warm only when the run's sandbox was made ahead of it.
+        outcome.warm = run.warm;
+        Ok(outcome)
     }
 
     /// Runs `argv --version` in the sandbox and returns the version it prints.
@@ -469,10 +637,11 @@ impl Inner {
             args: Vec::new(),
             run_timeout_ms: 10_000,
             cpu_time_ms: 10_000,
-            memory_bytes: code::DEFAULT_MEMORY_BYTES.min(self.limits.max_memory_bytes),
+            memory_bytes: code::DEFAULT_MEMORY_BYTES.min(self.jail.limits.max_memory_bytes),
         };
         let argv = [argv[0].clone(), "--version".to_owned()];
         let run = self
+            .jail
             .run(&exec, &argv, &Cancellation::never())
             .await
             .map_err(|e| e.to_string())?;
@@ -487,10 +656,12 @@ impl Inner {
         }
         Ok(version_in(&printed).unwrap_or_else(|| "unknown".to_owned()))
     }
+}
 
-    async fn slot(&self, cancel: &Cancellation) -> Result<Slot<'_>, BackendError> {
+impl Jail {
+    async fn slot(&self, cancel: &Cancellation) -> Result<Slot, BackendError> {
         let permit = tokio::select! {
-            permit = self.slots.acquire() => permit.map_err(|_| BackendError::Setup("the sandbox is closed".into()))?,
+            permit = Arc::clone(&self.slots).acquire_owned() => permit.map_err(|_| BackendError::Setup("the sandbox is closed".into()))?,
             () = cancel.cancelled() => return Err(BackendError::Abandoned),
         };
         let uid = self
@@ -500,48 +671,201 @@ impl Inner {
             .pop()
             .ok_or_else(|| BackendError::Setup("no free sandbox slot under a permit".into()))?;
         Ok(Slot {
-            inner: self,
+            free: Arc::clone(&self.free),
             uid,
             _permit: permit,
         })
     }
 
-    /// Runs `argv` in a fresh sandbox with `exec`'s files, stdin and limits; cleans up after it
-    /// whatever happened.
-    async fn run(&self, exec: &Execute, argv: &[String], cancel: &Cancellation) -> Result<Run, BackendError> {
+    /// Makes a sandbox's slot, empty staging directory and cgroup (with the most memory a run may
+    /// have: a run sets its own when its program is given).
+    async fn prepare(&self, cancel: &Cancellation) -> Result<Prepared, BackendError> {
         let slot = self.slot(cancel).await?;
         let n = RUNS.fetch_add(1, Ordering::Relaxed);
         let name = format!("run-{}-{n}", std::process::id());
         let staging = self.staging.join(&name);
         let setup = |why: String| BackendError::Setup(format!("sandbox: {why}"));
         let limits = RunLimits {
-            memory_bytes: exec.memory_bytes,
+            memory_bytes: self.limits.max_memory_bytes,
             pids: self.limits.max_processes,
             millicpus: self.limits.millicpus,
         };
-        let prepared = stage(&staging, &exec.files, slot.uid).map_err(setup);
-        let group = match prepared.and_then(|()| self.hierarchy.create(&name, limits).map_err(setup)) {
-            Ok(group) => group,
+        let made = make_staging(&staging, slot.uid).map_err(setup);
+        match made.and_then(|()| self.hierarchy.create(&name, limits).map_err(setup)) {
+            Ok(group) => Ok(Prepared {
+                slot,
+                name,
+                staging,
+                group,
+            }),
             Err(e) => {
                 let _ = fs::remove_dir_all(&staging);
-                return Err(e);
+                Err(e)
             }
-        };
-        let result = self
-            .supervise(exec, argv, slot.uid, &staging, &group, cancel)
-            .await;
+        }
+    }
+
+    /// After a run: kills whatever is left in its cgroup and removes it, reaps what the node
+    /// inherited, deletes the staged files; the cgroup's figures, read before it went.
+    async fn cleanup(&self, prepared: Prepared) -> RunStats {
+        let Prepared {
+            slot,
+            name,
+            staging,
+            group,
+        } = prepared;
         let stats = group.stats();
-        let removed = group.remove().await;
-        Self::reap_orphans();
-        let unstaged = fs::remove_dir_all(&staging);
-        let mut run = result?;
-        if let Err(e) = removed {
+        if let Err(e) = group.remove().await {
             // The run's answer stands; the operator must see the leak.
             tracing::error!(run = %name, "{e}");
         }
-        if let Err(e) = unstaged {
+        Self::reap_orphans();
+        if let Err(e) = fs::remove_dir_all(&staging) {
             tracing::error!(run = %name, "cannot remove {}: {e}", staging.display());
         }
+        drop(slot);
+        stats
+    }
+
+    /// Starts a sandbox that waits for its program.
+    async fn start(&self, extras: &Extras, cancel: &Cancellation) -> Result<Waiting, BackendError> {
+        let prepared = self.prepare(cancel).await?;
+        match self.spawn(extras, &prepared) {
+            Ok(child) => Ok(Waiting {
+                pid: child.id(),
+                child,
+                prepared,
+            }),
+            Err(e) => {
+                self.cleanup(prepared).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Gives a waiting sandbox its program: its memory limit, its files and `run.sh` (its CPU
+    /// limit, then `argv`); the run starts when `go` is written to its stdin.
+    fn give(&self, waiting: &Waiting, exec: &Execute, argv: &[String]) -> Result<(), BackendError> {
+        let setup = |why: String| BackendError::Setup(format!("sandbox: {why}"));
+        let prepared = &waiting.prepared;
+        prepared.group.set_memory(exec.memory_bytes).map_err(setup)?;
+        stage(
+            &prepared.staging,
+            &exec.files,
+            &run_script(exec, argv),
+            prepared.slot.uid,
+        )
+        .map_err(setup)
+    }
+
+    /// Ends a sandbox's program (if it still runs) and everything of it; its cgroup's figures.
+    async fn end(&self, mut waiting: Waiting) -> RunStats {
+        let _ = waiting.child.start_kill();
+        let _ = waiting.child.wait().await;
+        forget_child(waiting.pid);
+        self.cleanup(waiting.prepared).await
+    }
+
+    /// A sandbox made ahead, still waiting; `None` when there is none.
+    fn take_warm(self: &Arc<Self>) -> Option<Waiting> {
+        loop {
+            let mut waiting = self.warm.lock().ok()?.pop()?;
+            if matches!(waiting.child.try_wait(), Ok(None)) {
+                return Some(waiting);
+            }
+            // It died waiting (killed from outside): cleaned up, and the next one tried.
+            let jail = Arc::clone(self);
+            tokio::spawn(async move {
+                jail.end(waiting).await;
+            });
+        }
+    }
+
+    /// Makes sandboxes ahead of runs, in the background, until `warm_target` wait.
+    fn refill(self: &Arc<Self>) {
+        let Ok(pool) = self.warm.lock() else { return };
+        let have = pool.len() + self.filling.load(Ordering::Relaxed);
+        let missing = self.warm_target.saturating_sub(have);
+        self.filling.fetch_add(missing, Ordering::Relaxed);
+        drop(pool);
+        for _ in 0..missing {
+            let jail = Arc::clone(self);
+            tokio::spawn(async move {
+                let made = jail.start(&Extras::default(), &Cancellation::never()).await;
+                match (made, jail.warm.lock()) {
+                    (Ok(waiting), Ok(mut pool)) => pool.push(waiting),
+                    (Err(e), _) => tracing::warn!("a sandbox could not be made ahead of its run: {e}"),
+                    (Ok(_), Err(_)) => {}
+                }
+                jail.filling.fetch_sub(1, Ordering::Relaxed);
+            });
+        }
+    }
+
+    /// Starts `argv` in a fresh sandbox with `exec`'s files and limits and what `extras` adds, its
+    /// stdin, stdout and stderr piped to the node; [`Cell::close`] ends it. `exec`'s wall time is
+    /// not enforced here: the caller bounds the conversation.
+    pub async fn open(
+        &self,
+        exec: &Execute,
+        argv: &[String],
+        extras: &Extras,
+        cancel: &Cancellation,
+    ) -> Result<Cell<'_>, BackendError> {
+        let mut waiting = self.start(extras, cancel).await?;
+        let given = self.give(&waiting, exec, argv);
+        let mut stdin = waiting.child.stdin.take();
+        let went = match (&given, stdin.as_mut()) {
+            (Ok(()), Some(pipe)) => pipe
+                .write_all(b"go\n")
+                .await
+                .map_err(|e| BackendError::Setup(format!("sandbox: cannot start the program: {e}"))),
+            (Ok(()), None) => Err(BackendError::Setup(
+                "sandbox: the program's stdin is missing".into(),
+            )),
+            (Err(e), _) => Err(e.clone()),
+        };
+        if let Err(e) = went {
+            self.end(waiting).await;
+            return Err(e);
+        }
+        let Waiting {
+            prepared,
+            mut child,
+            pid,
+        } = waiting;
+        Ok(Cell {
+            jail: self,
+            prepared,
+            stdin,
+            stdout: child.stdout.take(),
+            stderr: child.stderr.take(),
+            child,
+            pid,
+        })
+    }
+
+    /// Runs `argv` with `exec`'s files, stdin and limits in a sandbox made ahead (when one waits)
+    /// or a fresh one; cleans up after it whatever happened, and makes the next sandbox ahead.
+    async fn run(
+        self: &Arc<Self>,
+        exec: &Execute,
+        argv: &[String],
+        cancel: &Cancellation,
+    ) -> Result<Run, BackendError> {
+        let (mut waiting, warm) = match self.take_warm() {
+            Some(waiting) => (waiting, true),
+            None => (self.start(&Extras::default(), cancel).await?, false),
+        };
+        let result = match self.give(&waiting, exec, argv) {
+            Ok(()) => self.supervise(exec, &mut waiting, cancel).await,
+            Err(e) => Err(e),
+        };
+        let stats = self.end(waiting).await;
+        self.refill();
+        let setup = |why: String| BackendError::Setup(format!("sandbox: {why}"));
+        let mut run = result?;
+        run.warm = warm;
         run.cpu_ms = stats.cpu_time_ms;
         run.memory = stats.memory_peak_bytes.unwrap_or(0);
         if run.status.is_none() || run.status == Some("SG") {
@@ -607,44 +931,45 @@ impl Inner {
         }
     }
 
-    /// Starts the chain and follows the run to its end: output (capped), wall time, cancellation.
-    async fn supervise(
-        &self,
-        exec: &Execute,
-        argv: &[String],
-        uid: Option<u32>,
-        staging: &Path,
-        group: &RunGroup,
-        cancel: &Cancellation,
-    ) -> Result<Run, BackendError> {
-        let mut command = self.command(exec, argv, uid, staging, group);
+    /// Starts the chain in `prepared`'s sandbox, its pid among the node's waited-for children.
+    fn spawn(&self, extras: &Extras, prepared: &Prepared) -> Result<tokio::process::Child, BackendError> {
+        let mut command = self.command(extras, prepared.slot.uid, &prepared.staging, &prepared.group);
         command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
-        let started = Instant::now();
         // The set is held across the spawn, so no reaper scans between the child's start and its
         // pid being in the set.
-        let mut child = {
-            let mut waited = children()
-                .lock()
-                .map_err(|_| BackendError::Setup("sandbox: the children's set is poisoned".into()))?;
-            let child = command.spawn().map_err(|e| {
-                BackendError::Setup(format!("sandbox: cannot start {}: {e}", self.tools.sh.display()))
-            })?;
-            if let Some(pid) = child.id() {
-                waited.insert(pid);
-            }
-            child
-        };
-        let pid = child.id();
+        let mut waited = children()
+            .lock()
+            .map_err(|_| BackendError::Setup("sandbox: the children's set is poisoned".into()))?;
+        let child = command.spawn().map_err(|e| {
+            BackendError::Setup(format!("sandbox: cannot start {}: {e}", self.tools.sh.display()))
+        })?;
+        if let Some(pid) = child.id() {
+            waited.insert(pid);
+        }
+        Ok(child)
+    }
+
+    /// Starts the program given to a waiting sandbox and follows the run to its end: output
+    /// (capped), wall time, cancellation.
+    async fn supervise(
+        &self,
+        exec: &Execute,
+        waiting: &mut Waiting,
+        cancel: &Cancellation,
+    ) -> Result<Run, BackendError> {
+        let child = &mut waiting.child;
         let (Some(mut stdin), Some(mut stdout), Some(mut stderr)) =
             (child.stdin.take(), child.stdout.take(), child.stderr.take())
         else {
             return Err(BackendError::Setup("sandbox: the run's pipes are missing".into()));
         };
-        let input = exec.stdin.clone();
+        let mut input = b"go\n".to_vec();
+        input.extend_from_slice(&exec.stdin);
+        let started = Instant::now();
         // The program may never read its stdin (or exit first): a writer of its own, whose broken
         // pipe is no error.
         let feeding = tokio::spawn(async move {
@@ -672,7 +997,7 @@ impl Inner {
                         break Ended::StderrLimit;
                     },
                 },
-                status = child.wait(), if !out_open && !err_open => {
+                status = waiting.child.wait(), if !out_open && !err_open => {
                     break Ended::Exited(status.ok().and_then(|s| s.code()));
                 }
             }
@@ -680,13 +1005,10 @@ impl Inner {
         if !matches!(ended, Ended::Exited(_)) {
             // Killing bwrap ends the sandbox: its pid namespace dies with its first process
             // (`--die-with-parent`); the cgroup's removal is the backstop.
-            let _ = child.start_kill();
-            let _ = child.wait().await;
+            let _ = waiting.child.start_kill();
+            let _ = waiting.child.wait().await;
         }
         feeding.abort();
-        if let (Some(pid), Ok(mut waited)) = (pid, children().lock()) {
-            waited.remove(&pid);
-        }
         run.wall_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         tell(&mut run, ended, exec, cap);
         Ok(run)
@@ -694,14 +1016,7 @@ impl Inner {
 
     /// `sh` (joins the cgroup) → `setpriv` (as root: the slot's uid) → `prlimit` → `bwrap` →
     /// `sh` (copies the files in) → the program.
-    fn command(
-        &self,
-        exec: &Execute,
-        argv: &[String],
-        uid: Option<u32>,
-        staging: &Path,
-        group: &RunGroup,
-    ) -> Command {
+    fn command(&self, extras: &Extras, uid: Option<u32>, staging: &Path, group: &RunGroup) -> Command {
         let t = &self.tools;
         let l = &self.limits;
         let mut c = Command::new(&t.sh);
@@ -717,7 +1032,8 @@ impl Inner {
             c.arg(&t.setpriv)
                 .args(["--reuid", &id, "--regid", &id, "--clear-groups", "--no-new-privs"]);
         }
-        let cpu_seconds = exec.cpu_time_ms.div_ceil(1000).max(1);
+        // The most any run may have: a run's own limit is set by its `run.sh` (see [`run_script`]).
+        let cpu_seconds = l.max_run_timeout_ms.div_ceil(1000).max(1);
         c.arg(&t.prlimit).args([
             format!("--cpu={cpu_seconds}:{}", cpu_seconds + 1),
             format!("--fsize={}", l.max_file_bytes),
@@ -773,10 +1089,16 @@ impl Inner {
             .args(["--size", &size, "--tmpfs", "/work"])
             .arg("--ro-bind")
             .arg(staging)
-            .arg("/in")
-            // bwrap's root is a writable tmpfs of no set size: read-only once everything is in it.
-            .args(["--remount-ro", "/", "--chdir", "/work", "--"]);
-        c.arg(&t.sh).arg("-c").arg(COPY_SCRIPT).arg("sh").args(argv);
+            .arg("/in");
+        for (key, value) in &extras.env {
+            c.arg("--setenv").arg(key).arg(value);
+        }
+        for path in &extras.binds {
+            c.arg("--ro-bind").arg(path).arg(path);
+        }
+        // bwrap's root is a writable tmpfs of no set size: read-only once everything is in it.
+        c.args(["--remount-ro", "/", "--chdir", "/work", "--"]);
+        c.arg(&t.sh).arg("-c").arg(START_SCRIPT).arg("sh");
         c
     }
 }
@@ -837,23 +1159,50 @@ fn tell(run: &mut Run, ended: Ended, exec: &Execute, cap: usize) {
     run.message = message;
 }
 
-/// Writes the program's files under `dir` (made fresh), owned by the run's uid, so the sandbox can
-/// read them; only the owner can read the directory.
-fn stage(dir: &Path, files: &[CodeFile], uid: Option<u32>) -> Result<(), String> {
-    let err = |path: &Path, e: std::io::Error| format!("cannot write {}: {e}", path.display());
+/// Makes a sandbox's staging directory, empty, owned by the run's uid, only the owner can read it.
+fn make_staging(dir: &Path, uid: Option<u32>) -> Result<(), String> {
+    let err = |e: std::io::Error| format!("cannot make {}: {e}", dir.display());
     let _ = fs::remove_dir_all(dir);
-    fs::create_dir(dir).map_err(|e| err(dir, e))?;
-    fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(|e| err(dir, e))?;
+    fs::create_dir(dir).map_err(err)?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(err)?;
+    if let Some(uid) = uid {
+        std::os::unix::fs::chown(dir, Some(uid), Some(uid)).map_err(err)?;
+    }
+    Ok(())
+}
+
+/// The script a run's sandbox runs once its files are in: the run's CPU limit (soft, then a second
+/// more hard: lowered in that order, as a soft limit may never exceed the hard one), then `exec`
+/// of the program, every word quoted.
+fn run_script(exec: &Execute, argv: &[String]) -> String {
+    let seconds = exec.cpu_time_ms.div_ceil(1000).max(1);
+    let quoted: Vec<String> = argv
+        .iter()
+        .map(|a| format!("'{}'", a.replace('\'', r"'\''")))
+        .collect();
+    format!(
+        "ulimit -S -t {seconds} && ulimit -H -t {} && exec {}\n",
+        seconds + 1,
+        quoted.join(" ")
+    )
+}
+
+/// Writes the program's files under `dir/files` and its `run.sh` in `dir` (the sandbox sees `dir`
+/// as `/in`), owned by the run's uid, so the sandbox can read them.
+fn stage(dir: &Path, files: &[CodeFile], script: &str, uid: Option<u32>) -> Result<(), String> {
+    let err = |path: &Path, e: std::io::Error| format!("cannot write {}: {e}", path.display());
     let own = |path: &Path| match uid {
         Some(uid) => std::os::unix::fs::chown(path, Some(uid), Some(uid)).map_err(|e| err(path, e)),
         None => Ok(()),
     };
-    own(dir)?;
+    let root = dir.join("files");
+    fs::create_dir(&root).map_err(|e| err(&root, e))?;
+    own(&root)?;
     for file in files {
         // Names are checked relative paths of plain parts (no `..`, not absolute), and only this
-        // function writes here: nothing can point outside `dir`.
-        let path = dir.join(&file.name);
-        let mut made = dir.to_owned();
+        // function writes here: nothing can point outside `root`.
+        let path = root.join(&file.name);
+        let mut made = root.clone();
         for part in Path::new(&file.name)
             .parent()
             .into_iter()
@@ -868,7 +1217,9 @@ fn stage(dir: &Path, files: &[CodeFile], uid: Option<u32>) -> Result<(), String>
         fs::write(&path, &file.content).map_err(|e| err(&path, e))?;
         own(&path)?;
     }
-    Ok(())
+    let run = dir.join("run.sh");
+    fs::write(&run, script).map_err(|e| err(&run, e))?;
+    own(&run)
 }
 
 /// The first version number in an interpreter's `--version` output: `3.11.2` of
@@ -952,12 +1303,40 @@ mod tests {
                 content: b"X = 1".to_vec(),
             },
         ];
-        stage(&run, &files, None).unwrap();
-        assert_eq!(fs::read(run.join("pkg/sub/util.py")).unwrap(), b"X = 1");
+        make_staging(&run, None).unwrap();
+        stage(&run, &files, "exec true\n", None).unwrap();
+        assert_eq!(fs::read(run.join("files/pkg/sub/util.py")).unwrap(), b"X = 1");
+        assert_eq!(fs::read(run.join("run.sh")).unwrap(), b"exec true\n");
         assert_eq!(fs::metadata(&run).unwrap().permissions().mode() & 0o777, 0o700);
-        // Staging again starts from an empty directory.
-        stage(&run, &files[..1], None).unwrap();
-        assert!(!run.join("pkg").exists());
+        // Made again, it starts empty.
+        make_staging(&run, None).unwrap();
+        assert!(!run.join("files").exists());
+    }
+
+    #[test]
+    fn runs_of_gone_processes_are_stale() {
+        assert!(stale_run("run-999999999-1"));
+        assert!(!stale_run(&format!("run-{}-1", std::process::id())));
+        assert!(!stale_run("stacknet-node"));
+        assert!(!stale_run("run-x-1"));
+    }
+
+    #[test]
+    fn the_run_script_quotes_every_word() {
+        let exec = Execute {
+            language: String::new(),
+            files: Vec::new(),
+            stdin: Vec::new(),
+            args: Vec::new(),
+            run_timeout_ms: 5000,
+            cpu_time_ms: 2500,
+            memory_bytes: 0,
+        };
+        let argv = ["/usr/bin/python3".to_owned(), "it's $HOME; `x`".to_owned()];
+        assert_eq!(
+            run_script(&exec, &argv),
+            "ulimit -S -t 3 && ulimit -H -t 4 && exec '/usr/bin/python3' 'it'\\''s $HOME; `x`'\n"
+        );
     }
 
     #[test]

@@ -34,6 +34,7 @@ pub(super) fn hello(key: &SecretKey, hub: PublicKey, challenge: Nonce) -> Hello 
             workloads: vec![stacknet_protocol::contract::Workload::Chat],
             backend: "test".into(),
             model_sha256: None,
+            tool: None,
         }],
         max_concurrency: 1,
         software: "test".into(),

@@ -65,6 +65,7 @@ impl Backend for Committing {
             workloads: vec![Workload::Chat],
             backend: "llama.cpp".to_owned(),
             model_sha256: None,
+            tool: None,
         }]
     }
 
@@ -1027,6 +1028,7 @@ async fn a_hello_offering_a_model_file_other_than_the_catalog_pin_is_refused() {
         workloads: vec![Workload::Chat],
         backend: "llama.cpp".to_owned(),
         model_sha256: Some(other),
+        tool: None,
     }];
     let signed = Signed::sign(hello, &key).unwrap();
     let frame = wire::encode(&NodeMessage::Hello(Box::new(signed))).unwrap();
