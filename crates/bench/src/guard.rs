@@ -39,7 +39,8 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-fn quantiles(mut v: Vec<Duration>) -> (f64, f64) {
+/// The p50 and p99 of `v`, in milliseconds.
+pub(crate) fn quantiles(mut v: Vec<Duration>) -> (f64, f64) {
     v.sort();
     let at = |q: f64| {
         let i = ((v.len().saturating_sub(1)) as f64 * q).round() as usize;

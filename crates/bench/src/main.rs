@@ -11,6 +11,8 @@
 //!   calibration of the C3 thresholds, and detection rates per cheat and of a cheaper quantisation.
 //! - `guard` ([`guard`]): a guardian probe's time to first token, and cancel-to-stop, each through
 //!   the hub against the mock upstream directly.
+//! - `sandbox` ([`sandbox`]): a program run bare, in a sandbox made for the run, and in one made
+//!   ahead of it.
 //!
 //! Run it optimised: `cargo run --release -p stacknet-bench -- [core|models|money|validate]`.
 
@@ -18,6 +20,7 @@ mod guard;
 mod mock;
 mod models;
 mod money;
+mod sandbox;
 mod validate;
 
 use std::process::ExitCode;
@@ -53,6 +56,8 @@ enum BenchCommand {
     /// A guardian probe's time to first token and a cancelled stream's time to stop its upstream,
     /// through the hub against the mock upstream directly.
     Guard(guard::GuardArgs),
+    /// `print(1)` in Python: bare, in a sandbox made for the run, in one made ahead of it.
+    Sandbox(sandbox::SandboxArgs),
 }
 
 fn main() -> ExitCode {
@@ -84,6 +89,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Some(BenchCommand::Models(args)) => models::run(args).await,
             Some(BenchCommand::Money(args)) => money::run(args).await,
             Some(BenchCommand::Guard(args)) => guard::run(args).await,
+            Some(BenchCommand::Sandbox(args)) => sandbox::run(args).await,
             // llama.cpp blocks: off the async threads.
             Some(BenchCommand::Validate(args)) => tokio::task::spawn_blocking(move || validate::run(args))
                 .await

@@ -340,11 +340,11 @@ impl RunGroup {
     /// Kills whatever is left in the cgroup and removes it. The run's processes normally died with
     /// its sandbox (a pid namespace ends with its first process); this is the backstop.
     pub async fn remove(self) -> Result<(), String> {
-        for _ in 0..200 {
+        for attempt in 0..REMOVE_ATTEMPTS {
             if self.try_remove() {
                 return Ok(());
             }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            tokio::time::sleep(remove_pause(attempt)).await;
         }
         Err(self.left())
     }
@@ -352,11 +352,11 @@ impl RunGroup {
     /// As [`RunGroup::remove`], blocking the thread while it waits (where nothing can be awaited:
     /// a sandbox dropped with sandboxes made ahead).
     pub fn remove_now(self) -> Result<(), String> {
-        for _ in 0..200 {
+        for attempt in 0..REMOVE_ATTEMPTS {
             if self.try_remove() {
                 return Ok(());
             }
-            std::thread::sleep(Duration::from_millis(10));
+            std::thread::sleep(remove_pause(attempt));
         }
         Err(self.left())
     }
@@ -389,6 +389,15 @@ impl RunGroup {
             self.members()
         )
     }
+}
+
+/// Tries to remove a run's cgroup before giving up (about two seconds in all).
+const REMOVE_ATTEMPTS: u32 = 200;
+
+/// The pause after a failed try: the sandbox's last processes are usually gone within a
+/// millisecond or two of its end, so short at first, then 10 ms.
+fn remove_pause(attempt: u32) -> Duration {
+    Duration::from_millis(1u64 << attempt.min(3)).min(Duration::from_millis(10))
 }
 
 #[derive(Debug)]
