@@ -67,6 +67,9 @@ pub enum ApiError {
     NodeFailed(String),
     #[error("The request timed out after {0} ms.")]
     Timeout(u64),
+    /// The node's own limit ended the task first (a tool's wall time, an upstream's time-out).
+    #[error("The node did not finish in time: {0}")]
+    NodeTimeout(String),
     #[error("Not found: {0}")]
     NotFound(String),
     #[error("Insufficient balance: {available} micro-credits available, this request may cost up to {needed}. Top up the Stack's balance.")]
@@ -190,7 +193,7 @@ impl ApiError {
             | ApiError::QueueFull { .. }
             | ApiError::QueueTimeout { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Upstream(_) | ApiError::NodeFailed(_) => StatusCode::BAD_GATEWAY,
-            ApiError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::Timeout(_) | ApiError::NodeTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Rejected { status, .. } => *status,
         }
@@ -221,7 +224,7 @@ impl ApiError {
             ApiError::NoBondedNode { .. } => ("service_unavailable_error", Some("no_bonded_node")),
             ApiError::Upstream(_) => ("api_error", Some("upstream_error")),
             ApiError::NodeFailed(_) => ("api_error", Some("node_error")),
-            ApiError::Timeout(_) => ("timeout_error", Some("timeout")),
+            ApiError::Timeout(_) | ApiError::NodeTimeout(_) => ("timeout_error", Some("timeout")),
             ApiError::Internal(_) => ("api_error", Some("internal_error")),
             ApiError::Rejected { status, .. } if status.is_server_error() => ("api_error", None),
             ApiError::Rejected { status, .. } if *status == StatusCode::METHOD_NOT_ALLOWED => {
@@ -259,7 +262,7 @@ impl ApiError {
 
     /// The error a node reported for a task, as the client sees it; `param` is the field a
     /// refusal of the request names (the workload's input).
-    pub fn from_node(code: ErrorCode, message: String, model: &str, timeout_ms: u64, param: &str) -> Self {
+    pub fn from_node(code: ErrorCode, message: String, model: &str, param: &str) -> Self {
         match code {
             ErrorCode::InvalidRequest => ApiError::invalid(param, message),
             ErrorCode::ContextLengthExceeded => ApiError::InvalidField {
@@ -268,7 +271,7 @@ impl ApiError {
             },
             ErrorCode::UnknownModel => ApiError::UnknownModel(model.to_owned()),
             ErrorCode::UpstreamFailed => ApiError::Upstream(message),
-            ErrorCode::Timeout => ApiError::Timeout(timeout_ms),
+            ErrorCode::Timeout => ApiError::NodeTimeout(message),
             ErrorCode::Overloaded => ApiError::NoNode {
                 model: model.to_owned(),
                 retry_after_s: 1,

@@ -59,22 +59,13 @@ pub fn take(body: &mut Value) -> Result<Option<Options>, ApiError> {
             ))
         }
     };
-    let country = match options
-        .get("user_location")
-        .and_then(|l| l.get("approximate"))
-        .and_then(|a| a.get("country"))
-    {
-        None | Some(Value::Null) => None,
-        Some(Value::String(c)) if c.len() == 2 && c.chars().all(|c| c.is_ascii_alphabetic()) => {
-            Some(c.to_ascii_lowercase())
-        }
-        Some(_) => {
-            return Err(ApiError::invalid(
-                "web_search_options.user_location.approximate.country",
-                "country must be a two-letter ISO country code",
-            ))
-        }
-    };
+    let country = stacknet_api::request::search::country(
+        options
+            .get("user_location")
+            .and_then(|l| l.get("approximate"))
+            .and_then(|a| a.get("country")),
+        "web_search_options.user_location.approximate.country",
+    )?;
     Ok(Some(Options { results, country }))
 }
 

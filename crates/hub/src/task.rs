@@ -559,13 +559,9 @@ impl Running {
             _ => Kind::Dropped,
         });
         match event {
-            TaskEvent::Error(code, message) => ApiError::from_node(
-                code,
-                message,
-                &self.req.model,
-                self.state.config.request_timeout_ms,
-                self.api.input_param(),
-            ),
+            TaskEvent::Error(code, message) => {
+                ApiError::from_node(code, message, &self.req.model, self.api.input_param())
+            }
             _ => ApiError::NodeFailed("the node disconnected before finishing the task".to_owned()),
         }
     }

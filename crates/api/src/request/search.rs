@@ -27,6 +27,20 @@ pub struct Search {
     pub country: Option<String>,
 }
 
+/// A two-letter country code (absent or `null`: none), lowercased; `param` names the field.
+pub fn country(value: Option<&Value>, param: &str) -> Result<Option<String>, RequestError> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(c)) if c.len() == 2 && c.chars().all(|c| c.is_ascii_alphabetic()) => {
+            Ok(Some(c.to_ascii_lowercase()))
+        }
+        Some(_) => Err(RequestError::invalid(
+            param,
+            format!("{param} must be a two-letter country code"),
+        )),
+    }
+}
+
 pub fn validate(body: Value) -> Result<(ApiRequest, Search), RequestError> {
     let obj = object(&body)?;
     let query = match obj.get("query") {
@@ -70,18 +84,7 @@ pub fn validate(body: Value) -> Result<(ApiRequest, Search), RequestError> {
             ))
         }
     };
-    let country = match obj.get("country") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(c)) if c.len() == 2 && c.chars().all(|c| c.is_ascii_alphabetic()) => {
-            Some(c.to_ascii_lowercase())
-        }
-        Some(_) => {
-            return Err(RequestError::invalid(
-                "country",
-                "country must be a two-letter country code",
-            ))
-        }
-    };
+    let country = country(obj.get("country"), "country")?;
     fields::fixed_model(obj, MODEL)?;
     let user = fields::user(obj)?;
     let request = ApiRequest::whole(Workload::WebSearch, MODEL.to_owned(), user, 1, body);

@@ -210,10 +210,7 @@ impl Inner {
         chunks: mpsc::Sender<Value>,
     ) -> Result<BackendOutcome, BackendError> {
         if task.workload != Workload::Embedding || task.model != self.model_name {
-            return Err(BackendError::Unsupported {
-                model: task.model,
-                workload: task.workload,
-            });
+            return Err(task.unsupported());
         }
         let request = EmbeddingRequest::parse(&task.request, self.dimensions)?;
         let embedded = self.embed(request.inputs).await?;

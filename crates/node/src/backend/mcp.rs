@@ -251,12 +251,8 @@ impl Inner {
             .tools
             .iter()
             .find(|t| t.model == task.model && task.workload == Workload::ToolCall)
-            .ok_or_else(|| BackendError::Unsupported {
-                model: task.model.clone(),
-                workload: task.workload,
-            })?;
-        let (_, call) = tool::validate((*task.request).clone())
-            .map_err(|e| BackendError::InvalidRequest(e.to_string()))?;
+            .ok_or_else(|| task.unsupported())?;
+        let (_, call) = tool::validate((*task.request).clone())?;
         let name = offered.tool.clone();
         let (_, result) = self
             .session(&task.cancel, move |client| async move {

@@ -54,6 +54,23 @@ pub struct BackendTask {
     pub cancel: Cancellation,
 }
 
+impl BackendTask {
+    /// What a backend answers a task whose model or workload it does not serve.
+    pub fn unsupported(&self) -> BackendError {
+        BackendError::Unsupported {
+            model: self.model.clone(),
+            workload: self.workload,
+        }
+    }
+}
+
+/// A request the workload's validator refuses: the client's error, with the validator's message.
+impl From<stacknet_api::request::RequestError> for BackendError {
+    fn from(e: stacknet_api::request::RequestError) -> Self {
+        BackendError::InvalidRequest(e.to_string())
+    }
+}
+
 /// The receiving end of a task's cancellation: cheap to clone, checkable from any thread (the
 /// llama.cpp worker checks it between tokens) and awaitable (an upstream request races it).
 #[derive(Clone, Debug)]

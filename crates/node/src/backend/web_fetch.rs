@@ -207,13 +207,9 @@ impl Backend for WebFetch {
         let this = self.clone();
         Box::pin(async move {
             if task.workload != Workload::WebFetch || task.model != fetch::MODEL {
-                return Err(BackendError::Unsupported {
-                    model: task.model,
-                    workload: task.workload,
-                });
+                return Err(task.unsupported());
             }
-            let (_, request) = fetch::validate((*task.request).clone())
-                .map_err(|e| BackendError::InvalidRequest(e.to_string()))?;
+            let (_, request) = fetch::validate((*task.request).clone())?;
             let page = tokio::select! {
                 page = this.page(&request.url, request.format) => page,
                 () = task.cancel.cancelled() => return Err(BackendError::Abandoned),

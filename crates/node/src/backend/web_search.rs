@@ -207,13 +207,9 @@ impl Backend for WebSearch {
         let this = self.clone();
         Box::pin(async move {
             if task.workload != Workload::WebSearch || task.model != search::MODEL {
-                return Err(BackendError::Unsupported {
-                    model: task.model,
-                    workload: task.workload,
-                });
+                return Err(task.unsupported());
             }
-            let (_, request) = search::validate((*task.request).clone())
-                .map_err(|e| BackendError::InvalidRequest(e.to_string()))?;
+            let (_, request) = search::validate((*task.request).clone())?;
             let result = tokio::select! {
                 r = this.search(&request) => r?,
                 () = task.cancel.cancelled() => return Err(BackendError::Abandoned),

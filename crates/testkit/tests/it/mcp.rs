@@ -224,6 +224,13 @@ async fn an_operators_mcp_server_is_called_through_a_node_in_its_sandbox() {
     let hang = &got["calls"][4];
     assert_eq!(hang["is_error"], true, "{got}");
     assert_eq!(hang["structured"]["error"]["code"], "timeout", "{got}");
+    assert!(
+        hang["structured"]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("within 15s"),
+        "the node's own limit is named: {got}"
+    );
     for failed in [flood, hang] {
         assert!(failed["structured"].get("paperwork").is_none(), "{got}");
     }

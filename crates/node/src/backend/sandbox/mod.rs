@@ -574,12 +574,8 @@ impl Inner {
             .runtimes
             .iter()
             .find(|r| r.language == task.model && task.workload == Workload::CodeExecution)
-            .ok_or_else(|| BackendError::Unsupported {
-                model: task.model.clone(),
-                workload: task.workload,
-            })?;
-        let (_, exec) = code::validate((*task.request).clone())
-            .map_err(|e| BackendError::InvalidRequest(e.to_string()))?;
+            .ok_or_else(|| task.unsupported())?;
+        let (_, exec) = code::validate((*task.request).clone())?;
         let limits = self.jail.limits();
         if exec.run_timeout_ms > limits.max_run_timeout_ms {
             return Err(BackendError::InvalidRequest(format!(
