@@ -364,3 +364,111 @@ async fn a_reconnected_node_is_not_marked_for_its_own_earlier_tasks() {
     expect_bad_contract(&mut second, unknown).await;
     assert_eq!(marks(&net, &key), 1, "only the unknown contract is a mark");
 }
+
+/// A node's tool offers are checked at hello: a `tool_call` model carries its spec within the
+/// limits, under a tool name that is not one of the network's own; no other model carries one.
+/// Each refusal names the offer and the rule; a good offer connects.
+#[tokio::test]
+async fn tool_offers_that_break_the_rules_are_refused_at_hello() {
+    use stacknet_protocol::contract::Workload;
+    use wire::{ToolSpec, MAX_TOOL_DESCRIPTION_BYTES};
+
+    let net = TestNetwork::start(Script::echo()).await;
+    let schema = |v: serde_json::Value| v.as_object().unwrap().clone();
+    let spec = |description: String, input_schema| {
+        Some(ToolSpec {
+            description,
+            input_schema,
+        })
+    };
+    let good = || spec("adds".into(), schema(serde_json::json!({"type": "object"})));
+    let offer = |name: &str, workload: Workload, tool: Option<ToolSpec>| wire::ModelOffer {
+        name: name.into(),
+        workloads: vec![workload],
+        backend: "mcp-stdio".into(),
+        model_sha256: None,
+        tool,
+    };
+    let huge = serde_json::json!({"type": "object", "description": "x".repeat(17 * 1024)});
+    let cases = [
+        (
+            offer("notes__add", Workload::ToolCall, None),
+            "a tool_call model must carry its tool spec",
+        ),
+        (
+            offer("mock-model", Workload::Chat, good()),
+            "only a tool_call model carries a tool spec",
+        ),
+        (
+            offer("notes add", Workload::ToolCall, good()),
+            "a tool's name is 1 to 128 letters",
+        ),
+        (
+            offer("run_code", Workload::ToolCall, good()),
+            "one of the network's own tools",
+        ),
+        (
+            offer(
+                "notes__add",
+                Workload::ToolCall,
+                spec(
+                    "d".repeat(MAX_TOOL_DESCRIPTION_BYTES + 1),
+                    schema(serde_json::json!({"type": "object"})),
+                ),
+            ),
+            "description is at most 2048 bytes",
+        ),
+        (
+            offer("notes__add", Workload::ToolCall, spec("d".into(), schema(huge))),
+            "input schema is at most 16384 bytes",
+        ),
+        (
+            offer(
+                "notes__add",
+                Workload::ToolCall,
+                spec("d".into(), schema(serde_json::json!({"type": "string"}))),
+            ),
+            "must be of type \"object\"",
+        ),
+    ];
+    for (bad, why) in cases {
+        let (mut ws, nonce, hub) = connect(&net).await;
+        let key = SecretKey::generate();
+        let mut body = hello(&key, hub, nonce);
+        body.models = vec![bad];
+        let signed = Signed::sign(body, &key).unwrap();
+        ws.send(Message::Text(
+            wire::encode(&NodeMessage::Hello(Box::new(signed)))
+                .unwrap()
+                .into(),
+        ))
+        .await
+        .unwrap();
+        let (code, message) = expect_error_and_close(&mut ws).await;
+        assert_eq!(code, ErrorCode::InvalidRequest, "{message}");
+        assert!(message.contains(why), "{message} (expected: {why})");
+    }
+    // A good tool offer connects beside the mock node.
+    let (mut ws, nonce, hub) = connect(&net).await;
+    let key = SecretKey::generate();
+    let mut body = hello(&key, hub, nonce);
+    body.models = vec![offer("notes__add", Workload::ToolCall, good())];
+    let signed = Signed::sign(body, &key).unwrap();
+    ws.send(Message::Text(
+        wire::encode(&NodeMessage::Hello(Box::new(signed)))
+            .unwrap()
+            .into(),
+    ))
+    .await
+    .unwrap();
+    let Some(Ok(Message::Text(t))) = ws.next().await else {
+        panic!("a welcome")
+    };
+    assert!(
+        matches!(
+            wire::decode::<HubMessage>(t.as_bytes()).unwrap(),
+            HubMessage::Welcome { .. }
+        ),
+        "{t}"
+    );
+}
