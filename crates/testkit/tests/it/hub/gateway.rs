@@ -43,6 +43,12 @@ pub(super) fn hello(key: &SecretKey, hub: PublicKey, challenge: Nonce) -> Hello 
     }
 }
 
+/// Sends a signed hello.
+pub(super) async fn send_hello(ws: &mut Ws, signed: Signed<Hello>) {
+    let frame = wire::encode(&NodeMessage::Hello(Box::new(signed))).unwrap();
+    ws.send(Message::Text(frame.into())).await.unwrap();
+}
+
 /// Reads frames until the hub's error frame; then the connection must end.
 pub(super) async fn expect_error_and_close(ws: &mut Ws) -> (ErrorCode, String) {
     let mut error = None;
@@ -68,13 +74,7 @@ async fn a_hello_with_a_wrong_signature_is_refused() {
     let mut signed = Signed::sign(hello(&key, hub, nonce), &key).unwrap();
     // Claim another key than the one that signed.
     signed.body.node_key = SecretKey::generate().public_key();
-    ws.send(Message::Text(
-        wire::encode(&NodeMessage::Hello(Box::new(signed)))
-            .unwrap()
-            .into(),
-    ))
-    .await
-    .unwrap();
+    send_hello(&mut ws, signed).await;
     let (code, message) = expect_error_and_close(&mut ws).await;
     assert_eq!(code, ErrorCode::Unauthenticated);
     assert_eq!(message, "hello signature does not verify with its node_key");
@@ -87,11 +87,7 @@ async fn a_replayed_hello_for_another_challenge_is_refused() {
     let (mut ws, _nonce, hub) = connect(&net).await;
     let key = SecretKey::generate();
     let stale = Signed::sign(hello(&key, hub, Nonce::random()), &key).unwrap();
-    ws.send(Message::Text(
-        wire::encode(&NodeMessage::Hello(Box::new(stale))).unwrap().into(),
-    ))
-    .await
-    .unwrap();
+    send_hello(&mut ws, stale).await;
     let (code, message) = expect_error_and_close(&mut ws).await;
     assert_eq!(code, ErrorCode::Unauthenticated);
     assert_eq!(message, "hello does not answer this connection's challenge");
@@ -119,13 +115,7 @@ async fn a_malformed_frame_after_welcome_closes_only_that_connection() {
     let (mut ws, nonce, hub) = connect(&net).await;
     let key = SecretKey::generate();
     let signed = Signed::sign(hello(&key, hub, nonce), &key).unwrap();
-    ws.send(Message::Text(
-        wire::encode(&NodeMessage::Hello(Box::new(signed)))
-            .unwrap()
-            .into(),
-    ))
-    .await
-    .unwrap();
+    send_hello(&mut ws, signed).await;
     let Some(Ok(Message::Text(t))) = ws.next().await else {
         panic!("welcome")
     };
@@ -183,13 +173,7 @@ async fn a_flood_of_malformed_frames_does_not_disturb_other_nodes() {
 async fn join(net: &TestNetwork, key: &SecretKey) -> Ws {
     let (mut ws, nonce, hub) = connect(net).await;
     let signed = Signed::sign(hello(key, hub, nonce), key).unwrap();
-    ws.send(Message::Text(
-        wire::encode(&NodeMessage::Hello(Box::new(signed)))
-            .unwrap()
-            .into(),
-    ))
-    .await
-    .unwrap();
+    send_hello(&mut ws, signed).await;
     let welcomed = next_hub_message(&mut ws).await;
     assert!(matches!(welcomed, HubMessage::Welcome { .. }), "{welcomed:?}");
     net.bond_key(key.public_key().node_key_id()).await;
@@ -437,13 +421,7 @@ async fn tool_offers_that_break_the_rules_are_refused_at_hello() {
         let mut body = hello(&key, hub, nonce);
         body.models = vec![bad];
         let signed = Signed::sign(body, &key).unwrap();
-        ws.send(Message::Text(
-            wire::encode(&NodeMessage::Hello(Box::new(signed)))
-                .unwrap()
-                .into(),
-        ))
-        .await
-        .unwrap();
+        send_hello(&mut ws, signed).await;
         let (code, message) = expect_error_and_close(&mut ws).await;
         assert_eq!(code, ErrorCode::InvalidRequest, "{message}");
         assert!(message.contains(why), "{message} (expected: {why})");
@@ -454,13 +432,7 @@ async fn tool_offers_that_break_the_rules_are_refused_at_hello() {
     let mut body = hello(&key, hub, nonce);
     body.models = vec![offer("notes__add", Workload::ToolCall, good())];
     let signed = Signed::sign(body, &key).unwrap();
-    ws.send(Message::Text(
-        wire::encode(&NodeMessage::Hello(Box::new(signed)))
-            .unwrap()
-            .into(),
-    ))
-    .await
-    .unwrap();
+    send_hello(&mut ws, signed).await;
     let Some(Ok(Message::Text(t))) = ws.next().await else {
         panic!("a welcome")
     };
