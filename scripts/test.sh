@@ -21,15 +21,16 @@ export STACKNET_MODELS_DIR="${STACKNET_MODELS_DIR:-$HOME/.cache/stacknet/models}
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
-(cd fuzz && cargo fmt -- --check)
 
-# One build of everything the tests run: the test binaries, the `stacknet` binary the CLI tests start,
-# the examples. Every later step reuses it, so each native library (llama.cpp above all, SQLite, ring)
-# compiles once per cold run: `cargo test` below is this same invocation, the models are pulled with
-# the binary built here (a `cargo run -p stacknet-cli` is another cargo invocation), and clippy only
-# type-checks, reusing the build scripts' outputs.
-echo "== cargo build (tests and binaries)"
-cargo test --workspace --locked --no-run
+# One build of everything the tests run, in one cargo invocation so every dependency compiles once with
+# one feature set: the test binaries, the `stacknet` binary the CLI tests start, the examples and the
+# fuzz targets (a workspace member whose targets are `test = false`, so `cargo test` leaves them out).
+# Every later step reuses it, so each native library (llama.cpp above all, SQLite, ring) compiles once
+# per cold run: `cargo test` below selects the same packages and features and only links what this
+# built, the models are pulled with the binary built here (a `cargo run -p stacknet-cli` is another
+# cargo invocation), and clippy only type-checks, reusing the build scripts' outputs.
+echo "== cargo build (tests, binaries, examples, fuzz targets)"
+cargo build --workspace --locked --lib --bins --tests --examples
 
 # The real models the tests run, pulled once into a cache: `models pull` is a no-op once a model is
 # present and verified against its pinned sha256, so later runs are offline and fast.
@@ -40,9 +41,6 @@ done
 
 echo "== cargo clippy (warnings denied)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
-
-echo "== fuzz targets build"
-cargo build --manifest-path fuzz/Cargo.toml --locked --bins
 
 echo "== cargo test (ignored tests included)"
 log="$(mktemp)"
