@@ -37,6 +37,8 @@ rustup show active-toolchain >/dev/null 2>&1 || rustup toolchain install
 [ "$what" = build ] && exit 0
 
 python3 -c "import venv, ensurepip" >/dev/null 2>&1 || apt_install python3-venv
+# Speech for the speech-to-text tests (the built-in Whisper hears what espeak-ng says).
+command -v espeak-ng >/dev/null 2>&1 || apt_install espeak-ng
 
 # The official OpenAI and MCP Python SDKs, which tests drive against `stacknet up` to prove
 # compatibility.

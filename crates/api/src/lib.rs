@@ -13,6 +13,8 @@
 //!
 //! Depends only on the protocol crate: no I/O, no async.
 
+#[cfg(feature = "audio")]
+pub mod audio;
 pub mod catalog;
 pub mod output;
 pub mod paths;

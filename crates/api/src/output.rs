@@ -9,8 +9,9 @@
 //! - embeddings: SHA-256 of the canonical JSON of the response's `data` array. A response larger
 //!   than a frame travels as several chunks ([`split_embeddings`]); the digest is over their `data`
 //!   arrays joined, so it is the same however the response was split ([`join_embeddings`]).
-//! - files (images): for one file, SHA-256 of its bytes; for several, SHA-256 of the canonical
-//!   JSON array of their lowercase hex SHA-256s, in order.
+//! - files (images; speech and transcriptions, whose answer is one file, the body): for one file,
+//!   SHA-256 of its bytes; for several, SHA-256 of the canonical JSON array of their lowercase hex
+//!   SHA-256s, in order.
 //! - results (code execution, page fetch, web search, tool calls): the node sends the whole result object in
 //!   one chunk; the digest is SHA-256 of the canonical JSON of the response without the members
 //!   the hub adds ([`HUB_MEMBERS`]: the proof and the usage), which is the chunk exactly.
@@ -46,14 +47,12 @@ pub fn output_kind(workload: Workload) -> Option<OutputKind> {
     match workload {
         Workload::Chat | Workload::Completion => Some(OutputKind::Choices),
         Workload::Embedding => Some(OutputKind::Embeddings),
-        Workload::ImageEdit => Some(OutputKind::Files),
+        // Speech and transcriptions answer with one file: the body, exactly as the node made it.
+        Workload::ImageEdit | Workload::Speech | Workload::Transcription => Some(OutputKind::Files),
         Workload::CodeExecution | Workload::WebFetch | Workload::WebSearch | Workload::ToolCall => {
             Some(OutputKind::Result)
         }
-        Workload::ImageGeneration
-        | Workload::VideoGeneration
-        | Workload::Speech
-        | Workload::Transcription => None,
+        Workload::ImageGeneration | Workload::VideoGeneration => None,
     }
 }
 
@@ -67,6 +66,50 @@ pub enum DigestError {
     Missing(&'static str),
     #[error("an image is not valid base64")]
     Base64,
+    #[error("{0:?} is answered with bytes, not JSON: its digest is the SHA-256 of the body")]
+    Bytes(Workload),
+    #[error("the header {0} is not base64url of JSON")]
+    Header(&'static str),
+}
+
+/// The response headers that carry a bytes answer's proof (PROTOCOL.md 7.7), as HTTP/2 spells them
+/// (lowercase). `fingerprint` and `paperwork` as the JSON answers carry them; `attribution` and
+/// `usage` are JSON values, sent as the base64url (no padding) of their canonical JSON.
+pub mod headers {
+    pub const FINGERPRINT: &str = "stacknet-fingerprint";
+    pub const PAPERWORK: &str = "stacknet-paperwork";
+    pub const ATTRIBUTION: &str = "stacknet-attribution";
+    pub const USAGE: &str = "stacknet-usage";
+}
+
+/// A JSON value as a header carries it: base64url, no padding, of its canonical JSON.
+pub fn json_header(value: &Value) -> Result<String, JcsError> {
+    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(jcs::canonicalize(value)?))
+}
+
+/// The proof members of a bytes answer, read back from its headers (`get` looks one up by its
+/// lowercase name): `{"fingerprint", "paperwork", "attribution", "usage"}`, as a JSON answer
+/// carries them, so the same checks apply.
+pub fn proof_of_headers(get: impl Fn(&str) -> Option<String>) -> Result<Value, DigestError> {
+    let text = |name: &'static str| get(name).ok_or(DigestError::Missing(name));
+    let decoded = |name: &'static str| -> Result<Value, DigestError> {
+        let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(text(name)?.trim())
+            .map_err(|_| DigestError::Header(name))?;
+        serde_json::from_slice(&raw).map_err(|_| DigestError::Header(name))
+    };
+    Ok(json!({
+        "fingerprint": text(headers::FINGERPRINT)?,
+        "paperwork": text(headers::PAPERWORK)?,
+        "attribution": decoded(headers::ATTRIBUTION)?,
+        "usage": decoded(headers::USAGE)?,
+    }))
+}
+
+/// Workloads whose answer is the node's one output file itself (audio, a transcription), its proof
+/// in the response's headers (PROTOCOL.md 7.7): their digest is the SHA-256 of the body.
+pub fn answers_with_bytes(workload: Workload) -> bool {
+    matches!(workload, Workload::Speech | Workload::Transcription)
 }
 
 /// Folds a task's output as it arrives and gives its digest; the node and the hub run the same one.
@@ -251,6 +294,7 @@ pub fn digest_of_response(workload: Workload, body: &Value) -> Result<Sha256Dige
             }
             Ok(canonical_digest(&Value::Object(result))?)
         }
+        OutputKind::Files if answers_with_bytes(workload) => Err(DigestError::Bytes(workload)),
         OutputKind::Files => {
             let items = body
                 .get("data")

@@ -7,6 +7,10 @@ pub const CHAT_COMPLETIONS: &str = "/v1/chat/completions";
 pub const COMPLETIONS: &str = "/v1/completions";
 pub const EMBEDDINGS: &str = "/v1/embeddings";
 pub const IMAGE_EDITS: &str = "/v1/images/edits";
+/// Text to speech: audio bytes out.
+pub const AUDIO_SPEECH: &str = "/v1/audio/speech";
+/// Speech to text: an uploaded audio file in.
+pub const AUDIO_TRANSCRIPTIONS: &str = "/v1/audio/transcriptions";
 /// Sandboxed code execution, in the shape of Piston's `execute`.
 pub const EXECUTE: &str = "/stacknet/v1/execute";
 /// A page fetched by a node, as readable markdown.

@@ -13,6 +13,8 @@
 //!   the hub against the mock upstream directly.
 //! - `sandbox` ([`sandbox`]): a program run bare, in a sandbox made for the run, and in one made
 //!   ahead of it.
+//! - `speech` ([`speech`]): built-in speech to text (Whisper tiny.en) directly and through a hub
+//!   and a node: real-time factors.
 //!
 //! Run it optimised: `cargo run --release -p stacknet-bench -- [core|models|money|validate]`.
 
@@ -21,6 +23,7 @@ mod mock;
 mod models;
 mod money;
 mod sandbox;
+mod speech;
 mod validate;
 
 use std::process::ExitCode;
@@ -58,6 +61,9 @@ enum BenchCommand {
     Guard(guard::GuardArgs),
     /// `print(1)` in Python: bare, in a sandbox made for the run, in one made ahead of it.
     Sandbox(sandbox::SandboxArgs),
+    /// Speech to text (Whisper tiny.en on candle) directly and through a hub and a node: the
+    /// real-time factor of each.
+    Speech(speech::SpeechArgs),
 }
 
 fn main() -> ExitCode {
@@ -90,6 +96,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Some(BenchCommand::Money(args)) => money::run(args).await,
             Some(BenchCommand::Guard(args)) => guard::run(args).await,
             Some(BenchCommand::Sandbox(args)) => sandbox::run(args).await,
+            Some(BenchCommand::Speech(args)) => speech::run(args).await,
             // llama.cpp blocks: off the async threads.
             Some(BenchCommand::Validate(args)) => tokio::task::spawn_blocking(move || validate::run(args))
                 .await

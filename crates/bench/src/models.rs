@@ -71,7 +71,7 @@ pub(crate) fn default_models_dir() -> PathBuf {
 }
 
 /// Pulls a model unless it is present and verified (no progress bar: `stacknet models pull` has one).
-async fn pull(store: &ModelStore, spec: &ModelSpec, options: &PullOptions) -> Result<PathBuf> {
+pub(crate) async fn pull(store: &ModelStore, spec: &ModelSpec, options: &PullOptions) -> Result<PathBuf> {
     if let Some(path) = store.path_of(spec) {
         return Ok(path);
     }
@@ -414,7 +414,7 @@ async fn hub_stream(client: &reqwest::Client, url: &str, key: &str, body: &Value
     Ok(Stream::new(started, &arrivals, tokens, text))
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
+pub(crate) fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     match values.len() {
         0 => f64::NAN,

@@ -83,8 +83,13 @@ enum Command {
     Validator(validator::ValidatorArgs),
     /// Check a response (its fingerprint, and its content against its paperwork), or a paperwork.
     Verify {
-        /// A JSON response, an SSE transcript, or a paperwork; `-` or nothing for stdin.
+        /// A JSON response, an SSE transcript, or a paperwork; `-` or nothing for stdin. With
+        /// --headers: the body of a bytes answer (speech audio, a transcription), as saved.
         file: Option<PathBuf>,
+        /// For a bytes answer: its response headers, as `curl -D FILE` saves them (`name: value`
+        /// lines), which carry its proof.
+        #[arg(long, conflicts_with = "follow")]
+        headers: Option<PathBuf>,
         /// Require paperwork contracts and checkpoints to be signed by this hub key (hex).
         #[arg(long)]
         hub_key: Option<String>,
@@ -244,6 +249,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Models(args) => runtime()?.block_on(models::run(args, keystore::default_data_dir()))?,
         Command::Verify {
             file,
+            headers,
             hub_key,
             paperwork,
             hub,
@@ -265,6 +271,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             let options = verify::VerifyOptions {
                 input: file,
+                headers,
                 hub_key,
                 proof: verify::LogProof {
                     inclusion,

@@ -10,7 +10,7 @@ use rand_core::RngCore;
 use stacknet_hub::rules::NetworkRules;
 use stacknet_hub::{Hub, HubConfig};
 use stacknet_node::config::{
-    ApiKey, BackendConfig, EmbeddingsBackendConfig, LlamaBackendConfig, NodeConfig, UpstreamConfig,
+    ApiKey, BackendConfig, CandleBackendConfig, LlamaBackendConfig, NodeConfig, UpstreamConfig,
 };
 use stacknet_node::models::ModelStore;
 use stacknet_protocol::keystore::restrict_to_owner;
@@ -32,6 +32,9 @@ pub struct HubArgs {
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "STACKNET_MAX_BODY_BYTES", default_value_t = stacknet_hub::DEFAULT_MAX_BODY_BYTES)]
     pub max_body_bytes: usize,
+    /// Largest upload accepted (image edits, transcriptions), in bytes.
+    #[arg(long, env = "STACKNET_MAX_UPLOAD_BYTES", default_value_t = stacknet_hub::DEFAULT_MAX_UPLOAD_BYTES)]
+    pub max_upload_bytes: usize,
     /// Requests in flight at once; more get 429.
     #[arg(long, env = "STACKNET_MAX_CONCURRENT_REQUESTS", default_value_t = stacknet_hub::DEFAULT_MAX_CONCURRENT_REQUESTS)]
     pub max_concurrent_requests: usize,
@@ -115,6 +118,7 @@ impl HubArgs {
         };
         let mut config = HubConfig::new(data_dir, admin_token);
         config.max_body_bytes = self.max_body_bytes;
+        config.max_upload_bytes = self.max_upload_bytes;
         config.max_concurrent_requests = self.max_concurrent_requests;
         config.request_timeout_ms = self.request_timeout_ms;
         config.max_queued_output_bytes = self.max_queued_output_bytes;
@@ -191,6 +195,16 @@ pub struct UpstreamArgs {
     /// Model names the upstream serves (repeat, or comma-separate).
     #[arg(long = "model", env = "STACKNET_MODELS", value_delimiter = ',')]
     pub models: Vec<String>,
+    /// Text-to-speech models the upstream serves at /audio/speech (repeat, or comma-separate).
+    #[arg(long = "speech-model", env = "STACKNET_SPEECH_MODELS", value_delimiter = ',')]
+    pub speech_models: Vec<String>,
+    /// Speech-to-text models the upstream serves at /audio/transcriptions (repeat, or comma-separate).
+    #[arg(
+        long = "transcription-model",
+        env = "STACKNET_TRANSCRIPTION_MODELS",
+        value_delimiter = ','
+    )]
+    pub transcription_models: Vec<String>,
     /// Tasks run at once.
     #[arg(long, env = "STACKNET_MAX_CONCURRENCY")]
     pub max_concurrency: Option<u32>,
@@ -287,9 +301,13 @@ impl UpstreamArgs {
         if !backends.iter().any(is_upstream) {
             let Some(url) = &self.upstream else {
                 anyhow::ensure!(
-                    self.models.is_empty() && self.upstream_api_key.is_none(),
-                    "--model and --upstream-api-key go with --upstream URL (built-in models are named \
-                     in [[backend]] tables of --config, or served as pulled)"
+                    self.models.is_empty()
+                        && self.speech_models.is_empty()
+                        && self.transcription_models.is_empty()
+                        && self.upstream_api_key.is_none(),
+                    "--model, --speech-model, --transcription-model and --upstream-api-key go with \
+                     --upstream URL (built-in models are named in [[backend]] tables of --config, or \
+                     served as pulled)"
                 );
                 return Ok(());
             };
@@ -310,11 +328,17 @@ impl UpstreamArgs {
         if !self.models.is_empty() {
             upstream.models = self.models.clone();
         }
+        if !self.speech_models.is_empty() {
+            upstream.speech_models = self.speech_models.clone();
+        }
+        if !self.transcription_models.is_empty() {
+            upstream.transcription_models = self.transcription_models.clone();
+        }
         for backend in backends.iter() {
             if let BackendConfig::Upstream(u) = backend {
                 anyhow::ensure!(
-                    !u.models.is_empty(),
-                    "name at least one --model the upstream serves"
+                    u.all_models().next().is_some(),
+                    "name at least one --model (or --speech-model, --transcription-model) the upstream serves"
                 );
             }
         }
@@ -440,6 +464,7 @@ pub async fn up(args: UpArgs) -> Result<()> {
         data_dir: Some(data_dir.join("hub")),
         admin_token: None,
         max_body_bytes: stacknet_hub::DEFAULT_MAX_BODY_BYTES,
+        max_upload_bytes: stacknet_hub::DEFAULT_MAX_UPLOAD_BYTES,
         max_concurrent_requests: stacknet_hub::DEFAULT_MAX_CONCURRENT_REQUESTS,
         request_timeout_ms: stacknet_hub::DEFAULT_REQUEST_TIMEOUT_MS,
         max_queued_output_bytes: stacknet_hub::DEFAULT_MAX_QUEUED_OUTPUT_BYTES,
@@ -499,7 +524,8 @@ pub async fn up(args: UpArgs) -> Result<()> {
 }
 
 /// The model server `up`'s node forwards to, or the built-in models, pulled on first run: SmolLM2
-/// for chat and completions on llama.cpp, all-MiniLM-L6-v2 for embeddings on candle.
+/// for chat and completions on llama.cpp, all-MiniLM-L6-v2 for embeddings and Whisper tiny.en for
+/// speech to text on candle.
 /// `up`'s backend, and the tasks its node runs at once (`--max-concurrency`, else the default for it).
 async fn up_backend(
     args: &UpArgs,
@@ -510,14 +536,15 @@ async fn up_backend(
     args.upstream.apply(&mut backends)?;
     if backends.is_empty() {
         let options = stacknet_node::models::PullOptions::from_env();
-        for name in [UP_CHAT_MODEL, UP_EMBEDDING_MODEL] {
+        for name in [UP_CHAT_MODEL, UP_EMBEDDING_MODEL, UP_TRANSCRIPTION_MODEL] {
             let spec =
                 stacknet_node::models::find(name).with_context(|| format!("{name} is not in the catalog"))?;
             crate::models::pull(&store, spec, &options).await?;
         }
         backends = vec![
             BackendConfig::Llama(LlamaBackendConfig::new(UP_CHAT_MODEL)),
-            BackendConfig::Embeddings(EmbeddingsBackendConfig::new(UP_EMBEDDING_MODEL)),
+            BackendConfig::Embeddings(CandleBackendConfig::new(UP_EMBEDDING_MODEL)),
+            BackendConfig::Transcription(CandleBackendConfig::new(UP_TRANSCRIPTION_MODEL)),
         ];
     }
     let max_concurrency = args
@@ -572,6 +599,7 @@ async fn up_backend(
 /// The built-in models `stacknet up` serves when no upstream is given.
 pub const UP_CHAT_MODEL: &str = "smollm2-135m-instruct";
 pub const UP_EMBEDDING_MODEL: &str = "all-minilm-l6-v2";
+pub const UP_TRANSCRIPTION_MODEL: &str = "whisper-tiny-en";
 
 /// On first start: a Stack named "default" and an API key; later starts reuse the key in up.env.
 async fn first_start_key(hub: &Hub, data_dir: &Path) -> Result<String> {

@@ -1,8 +1,10 @@
 //! `stacknet verify`: checks of what the network hands out.
 //!
 //! Accepts a chat/completion response (JSON), a streamed response (the SSE text, whose last data
-//! chunk carries the fingerprint and the paperwork id), or a paperwork (signed JSON), and for a
-//! paperwork, its inclusion proof against a signed checkpoint of the hub's log.
+//! chunk carries the fingerprint and the paperwork id), a bytes answer (speech audio, a
+//! transcription: the saved body, with `--headers` its saved response headers, which carry the
+//! proof), or a paperwork (signed JSON), and for a paperwork, its inclusion proof against a signed
+//! checkpoint of the hub's log.
 //!
 //! An answer's fingerprint alone does not cover its content: the content is checked against the
 //! `output_sha256` of the answer's paperwork, given as a file (`--paperwork`, offline) or fetched
@@ -38,6 +40,8 @@ pub struct LogProof {
 pub struct VerifyOptions {
     /// The document; `None` or `-` for stdin.
     pub input: Option<PathBuf>,
+    /// The response headers of a bytes answer (then `input` is its body).
+    pub headers: Option<PathBuf>,
     /// The hub key (hex) contracts and checkpoints must be signed by.
     pub hub_key: Option<String>,
     pub proof: LogProof,
@@ -75,6 +79,10 @@ struct Evidence {
 }
 
 fn read_limited(reader: impl Read, what: &str) -> Result<String> {
+    String::from_utf8(read_bytes(reader, what)?).with_context(|| format!("{what} is not UTF-8"))
+}
+
+fn read_bytes(reader: impl Read, what: &str) -> Result<Vec<u8>> {
     let mut bytes = Vec::new();
     reader
         .take(MAX_VERIFY_INPUT_BYTES.saturating_add(1))
@@ -83,7 +91,30 @@ fn read_limited(reader: impl Read, what: &str) -> Result<String> {
     if bytes.len() as u64 > MAX_VERIFY_INPUT_BYTES {
         bail!("{what} is larger than {MAX_VERIFY_INPUT_BYTES} bytes");
     }
-    String::from_utf8(bytes).with_context(|| format!("{what} is not UTF-8"))
+    Ok(bytes)
+}
+
+/// A bytes answer: its body (the input) and the proof its saved headers carry. Header lines are
+/// `name: value` (a status line and anything else without a colon is skipped); names are matched
+/// without regard to case, and the last of a repeated name counts.
+fn bytes_answer(input: Option<&Path>, headers: &Path) -> Result<Content> {
+    let body = match input {
+        Some(p) if p.as_os_str() != "-" => {
+            let file = std::fs::File::open(p).with_context(|| format!("cannot read {}", p.display()))?;
+            read_bytes(file, &p.display().to_string())?
+        }
+        _ => read_bytes(std::io::stdin(), "stdin")?,
+    };
+    let text = read_small(headers)?;
+    let mut lines = std::collections::HashMap::new();
+    for line in text.lines() {
+        if let Some((name, value)) = line.split_once(':') {
+            lines.insert(name.trim().to_ascii_lowercase(), value.trim().to_owned());
+        }
+    }
+    let proof = stacknet_api::output::proof_of_headers(|name| lines.get(name).cloned())
+        .map_err(|e| anyhow!("{}: {e}", headers.display()))?;
+    Ok(Content::Bytes { body, proof })
 }
 
 fn read_small(path: &Path) -> Result<String> {
@@ -105,18 +136,27 @@ fn checkpoint_note(text: String) -> Result<String> {
     }
 }
 
-/// Returns the one-line verdict for a valid document; an error says why it is not.
-pub async fn verify(options: &VerifyOptions) -> Result<String> {
-    let text = match options.input.as_deref() {
-        Some(p) if p.as_os_str() != "-" => read_small(p)?,
-        _ => read_limited(std::io::stdin(), "stdin")?,
-    };
-    let hub_key = options
+fn hub_key(options: &VerifyOptions) -> Result<Option<PublicKey>> {
+    options
         .hub_key
         .as_deref()
         .map(PublicKey::from_hex)
         .transpose()
-        .map_err(|e| anyhow!("--hub-key: {e}"))?;
+        .map_err(|e| anyhow!("--hub-key: {e}"))
+}
+
+/// Returns the one-line verdict for a valid document; an error says why it is not.
+pub async fn verify(options: &VerifyOptions) -> Result<String> {
+    if let Some(headers) = &options.headers {
+        let content = bytes_answer(options.input.as_deref(), headers)?;
+        let doc = content.proof_fields().cloned().unwrap_or_default();
+        return verify_answer(&doc, &content, hub_key(options)?, options).await;
+    }
+    let text = match options.input.as_deref() {
+        Some(p) if p.as_os_str() != "-" => read_small(p)?,
+        _ => read_limited(std::io::stdin(), "stdin")?,
+    };
+    let hub_key = hub_key(options)?;
     let content = Content::parse(&text)
         .map_err(|_| anyhow!("input is neither JSON nor an event stream with an attribution chunk"))?;
     let doc = content

@@ -77,6 +77,8 @@ use crate::store::Store;
 
 /// Defaults for the configurable limits.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+/// Uploads (image edits, transcriptions) take OpenAI's 25 MB audio limit and the form around it.
+pub const DEFAULT_MAX_UPLOAD_BYTES: usize = 32 * 1024 * 1024;
 pub const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 1024;
 pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 300_000;
 pub const DEFAULT_HEARTBEAT_INTERVAL_MS: u64 = 5_000;
@@ -129,6 +131,9 @@ pub struct HubConfig {
     pub database: Option<String>,
     pub admin_token: String,
     pub max_body_bytes: usize,
+    /// The largest body of an upload endpoint (multipart: `/v1/images/edits`,
+    /// `/v1/audio/transcriptions`); never less than `max_body_bytes`.
+    pub max_upload_bytes: usize,
     pub max_concurrent_requests: usize,
     pub request_timeout_ms: u64,
     pub heartbeat_interval_ms: u64,
@@ -165,6 +170,7 @@ impl std::fmt::Debug for HubConfig {
             .field("data_dir", &self.data_dir)
             .field("admin_token", &"<redacted>")
             .field("max_body_bytes", &self.max_body_bytes)
+            .field("max_upload_bytes", &self.max_upload_bytes)
             .field("max_concurrent_requests", &self.max_concurrent_requests)
             .field("request_timeout_ms", &self.request_timeout_ms)
             .field("challenge_window_ms", &self.challenge_window_ms)
@@ -173,12 +179,22 @@ impl std::fmt::Debug for HubConfig {
 }
 
 impl HubConfig {
+    /// The largest body `api` takes.
+    pub fn body_limit(&self, api: &dyn workload::WorkloadApi) -> usize {
+        if api.uploads() {
+            self.max_upload_bytes.max(self.max_body_bytes)
+        } else {
+            self.max_body_bytes
+        }
+    }
+
     pub fn new(data_dir: PathBuf, admin_token: String) -> Self {
         Self {
             data_dir,
             database: None,
             admin_token,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            max_upload_bytes: DEFAULT_MAX_UPLOAD_BYTES,
             max_concurrent_requests: DEFAULT_MAX_CONCURRENT_REQUESTS,
             request_timeout_ms: DEFAULT_REQUEST_TIMEOUT_MS,
             heartbeat_interval_ms: DEFAULT_HEARTBEAT_INTERVAL_MS,
@@ -389,7 +405,8 @@ impl Hub {
         let mut router = Router::new();
         for w in workload::SERVED {
             if let Some(api) = workload::api(w) {
-                router = router.route(api.path(), by_workload(w));
+                let endpoint = by_workload(w).layer(DefaultBodyLimit::max(self.state.config.body_limit(api)));
+                router = router.route(api.path(), endpoint);
             }
         }
         router

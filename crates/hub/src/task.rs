@@ -58,7 +58,7 @@ async fn run(
 ) -> Result<Response, ApiError> {
     let caller = state.api_keys.caller(&headers)?;
     let api = workload::api(workload).ok_or_else(|| ApiError::NotFound("no such endpoint".to_owned()))?;
-    let limit = state.config.max_body_bytes;
+    let limit = state.config.body_limit(api);
     let bytes = body.map_err(|rejection| match rejection.status() {
         StatusCode::PAYLOAD_TOO_LARGE => ApiError::BodyTooLarge { limit },
         _ => ApiError::MalformedJson(rejection.body_text()),
@@ -617,8 +617,10 @@ impl Running {
         loop {
             if let Some(pw) = self.take(event)? {
                 let accepted = self.accept(*pw).await?;
-                let body = self.api.answer(&self.req, &self.out, &self.stamp(), accepted)?;
-                return Ok(axum::Json(body).into_response());
+                return self
+                    .api
+                    .answer(&self.req, &self.out, &self.stamp(), accepted)?
+                    .into_response();
             }
             event = self.next().await?;
         }

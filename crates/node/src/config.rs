@@ -65,8 +65,17 @@ pub struct UpstreamConfig {
     /// Sent as `Authorization: Bearer <key>` when set.
     #[serde(default)]
     pub api_key: Option<ApiKey>,
-    /// The model names the node advertises; the upstream must serve them under the same names.
+    /// The chat (and legacy completion) models the node advertises; the upstream must serve them
+    /// under the same names.
+    #[serde(default)]
     pub models: Vec<String>,
+    /// Text-to-speech models it serves at `/audio/speech` (OpenAI's API: speaches, LocalAI,
+    /// OpenAI itself).
+    #[serde(default)]
+    pub speech_models: Vec<String>,
+    /// Speech-to-text models it serves at `/audio/transcriptions`.
+    #[serde(default)]
+    pub transcription_models: Vec<String>,
     #[serde(default = "default_upstream_timeout_secs")]
     pub timeout_secs: u64,
 }
@@ -77,8 +86,18 @@ impl UpstreamConfig {
             base_url: base_url.into(),
             api_key: None,
             models,
+            speech_models: Vec::new(),
+            transcription_models: Vec::new(),
             timeout_secs: DEFAULT_UPSTREAM_TIMEOUT_SECS,
         }
+    }
+
+    /// Every model name it serves, whatever the workload.
+    pub fn all_models(&self) -> impl Iterator<Item = &String> {
+        self.models
+            .iter()
+            .chain(&self.speech_models)
+            .chain(&self.transcription_models)
     }
 
     pub fn timeout(&self) -> Duration {
@@ -100,16 +119,23 @@ impl UpstreamConfig {
 /// model = "all-minilm-l6-v2"
 ///
 /// [[backend]]
+/// kind = "transcription"              # built-in speech to text on candle (CPU)
+/// model = "whisper-tiny-en"
+///
+/// [[backend]]
 /// kind = "upstream"                   # an OpenAI-compatible server
 /// base_url = "http://127.0.0.1:11434/v1"
-/// models = ["llama3.2"]
+/// models = ["llama3.2"]               # chat and completions
+/// # speech_models = ["tts-1"]         # /audio/speech
+/// # transcription_models = ["whisper-1"]  # /audio/transcriptions
 /// ```
 #[derive(Clone, Debug, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum BackendConfig {
     Upstream(UpstreamConfig),
     Llama(LlamaBackendConfig),
-    Embeddings(EmbeddingsBackendConfig),
+    Embeddings(CandleBackendConfig),
+    Transcription(CandleBackendConfig),
     Sandbox(SandboxBackendConfig),
     Fetch(FetchBackendConfig),
     Search(SearchBackendConfig),
@@ -123,6 +149,7 @@ impl BackendConfig {
             BackendConfig::Upstream(_) => "upstream",
             BackendConfig::Llama(_) => "llama",
             BackendConfig::Embeddings(_) => "embeddings",
+            BackendConfig::Transcription(_) => "transcription",
             BackendConfig::Sandbox(_) => "sandbox",
             BackendConfig::Fetch(_) => "fetch",
             BackendConfig::Search(_) => "search",
@@ -301,18 +328,19 @@ pub enum SearchEngine {
     Tavily,
 }
 
-/// A built-in embeddings model, served by candle from the models directory.
+/// A built-in model served by candle from the models directory: embeddings (`kind =
+/// "embeddings"`) or speech to text (`kind = "transcription"`).
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct EmbeddingsBackendConfig {
-    /// A catalog name that serves embeddings (`all-minilm-l6-v2`).
+pub struct CandleBackendConfig {
+    /// A catalog name that serves the kind's workload (`all-minilm-l6-v2`, `whisper-tiny-en`).
     pub model: String,
     /// Inference threads [default: every core].
     #[serde(default)]
     pub threads: Option<usize>,
 }
 
-impl EmbeddingsBackendConfig {
+impl CandleBackendConfig {
     pub fn new(model: impl Into<String>) -> Self {
         Self {
             model: model.into(),
@@ -620,7 +648,7 @@ mod tests {
         let BackendConfig::Embeddings(embed) = &config.backends[2] else {
             unreachable!()
         };
-        assert_eq!(*embed, EmbeddingsBackendConfig::new("all-minilm-l6-v2"));
+        assert_eq!(*embed, CandleBackendConfig::new("all-minilm-l6-v2"));
         assert_eq!(upstream(&config, 3).timeout_secs, 5);
     }
 

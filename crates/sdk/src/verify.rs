@@ -10,7 +10,7 @@
 //! - [`consistency`]: a later checkpoint extends an earlier one (see also [`crate::follow`]).
 
 use serde_json::Value;
-use stacknet_api::output::{digest_of_response, digest_of_stream};
+use stacknet_api::output::{answers_with_bytes, digest_of_response, digest_of_stream, DigestError};
 use stacknet_api::proof::{
     log_origin, paperwork_leaf, verify_consistency_response, verify_inclusion_response, LogError,
     VerifiedConsistency, VerifiedInclusion,
@@ -66,6 +66,12 @@ pub enum Content {
     Whole(Value),
     /// The `data:` chunks of a streamed answer, in order (the last carries the proof fields).
     Stream(Vec<Value>),
+    /// An answer that is bytes (speech, a transcription): the body exactly as received, and the
+    /// proof members its headers carry (`stacknet_api::output::proof_of_headers`).
+    Bytes {
+        body: Vec<u8>,
+        proof: Value,
+    },
 }
 
 impl Content {
@@ -95,6 +101,7 @@ impl Content {
         match self {
             Content::Whole(v) => Some(v),
             Content::Stream(chunks) => chunks.iter().rfind(|c| c.get("attribution").is_some()),
+            Content::Bytes { proof, .. } => Some(proof),
         }
     }
 }
@@ -222,6 +229,8 @@ pub fn answer_bound(
     let content = match answer {
         Content::Whole(body) => digest_of_response(workload, body),
         Content::Stream(chunks) => digest_of_stream(workload, chunks),
+        Content::Bytes { body, .. } if answers_with_bytes(workload) => Ok(Sha256Digest::of(body)),
+        Content::Bytes { .. } => Err(DigestError::Unsupported(workload)),
     }
     .map_err(|e| VerifyError::Digest(e.to_string()))?;
     let signed = paperwork.body.output_sha256;

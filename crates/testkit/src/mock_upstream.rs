@@ -3,7 +3,8 @@
 //! straight into strings, no logging on the request path).
 //!
 //! It serves `POST /v1/chat/completions` and `POST /v1/completions`, streaming (SSE, with a final
-//! usage chunk when `stream_options.include_usage` asks) or not, and `GET /v1/models`. What it answers
+//! usage chunk when `stream_options.include_usage` asks) or not, `GET /v1/models`, and the audio
+//! endpoints `POST /v1/audio/speech` and `POST /v1/audio/transcriptions` ([`audio`]). What it answers
 //! is a [`Script`], changeable between requests: the reply (by default `You said: <last user
 //! message>`), how many chunks, a delay per chunk, or a failure: an HTTP error with an OpenAI error
 //! body, a connection dropped after some chunks, a request that never answers. It counts requests and
@@ -29,6 +30,7 @@ use tokio::task::JoinHandle;
 
 use format::{events, full_response, Endpoint, Reply};
 
+pub mod audio;
 mod format;
 
 /// The model the mock lists unless told otherwise.
@@ -203,6 +205,8 @@ impl MockUpstream {
             .route("/v1/chat/completions", post(chat))
             .route("/v1/completions", post(completions))
             .route("/v1/models", get(models_list))
+            .route("/v1/audio/speech", post(speech))
+            .route("/v1/audio/transcriptions", post(transcription))
             .with_state(Arc::clone(&shared));
         let listener = listener.tap_io(|tcp| {
             let _ = tcp.set_nodelay(true);
@@ -288,6 +292,48 @@ async fn chat(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
 
 async fn completions(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
     answer(&shared, Endpoint::Completion, &body).await
+}
+
+/// The scripted failure of an audio request, if any (an HTTP error; the other failures are for
+/// streams).
+fn audio_failure(shared: &Shared) -> Option<Response> {
+    shared.requests.fetch_add(1, Ordering::SeqCst);
+    match &lock(&shared.script).failure {
+        Some(Failure::Status {
+            status,
+            message,
+            code,
+        }) => Some(error_response(*status, message, code.as_deref())),
+        _ => None,
+    }
+}
+
+async fn speech(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    let request: Value = match serde_json::from_slice(&body) {
+        Ok(v @ Value::Object(_)) => v,
+        _ => return error_response(400, "the request body must be a JSON object", None),
+    };
+    *lock(&shared.last_request) = Some(request.clone());
+    audio_failure(&shared).unwrap_or_else(|| audio::speech(&request))
+}
+
+/// The last request is recorded as its fields, with the file as `{"sha256", "size"}`.
+async fn transcription(
+    State(shared): State<Arc<Shared>>,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (fields, file) = match audio::read_form(&headers, body) {
+        Ok(form) => form,
+        Err(why) => return error_response(400, why, None),
+    };
+    let mut seen = fields.clone();
+    seen.insert(
+        "file".into(),
+        json!({"sha256": stacknet_protocol::Sha256Digest::of(&file).to_string(), "size": file.len()}),
+    );
+    *lock(&shared.last_request) = Some(Value::Object(seen));
+    audio_failure(&shared).unwrap_or_else(|| audio::transcription(&fields, &file))
 }
 
 async fn models_list(State(shared): State<Arc<Shared>>) -> Response {

@@ -2,6 +2,7 @@
 //! runs it at the edge (a client gets a 400 naming the field) and the node runs it again before it
 //! runs anything (a hub is a peer too), so both sides apply exactly the same rules.
 
+pub mod audio;
 pub mod chat;
 pub mod code;
 pub mod completion;
@@ -128,10 +129,9 @@ pub fn validate(workload: Workload, body: Value) -> Result<ApiRequest, RequestEr
         Workload::WebFetch => fetch::validate(body).map(|(request, _)| request),
         Workload::WebSearch => search::validate(body).map(|(request, _)| request),
         Workload::ToolCall => tool::validate(body).map(|(request, _)| request),
-        Workload::ImageGeneration
-        | Workload::VideoGeneration
-        | Workload::Speech
-        | Workload::Transcription => Err(RequestError::Unsupported(workload)),
+        Workload::Speech => audio::validate_speech(body).map(|(request, _)| request),
+        Workload::Transcription => audio::validate_transcription(body).map(|(request, _)| request),
+        Workload::ImageGeneration | Workload::VideoGeneration => Err(RequestError::Unsupported(workload)),
     }
 }
 

@@ -11,6 +11,7 @@ fn models_list_shows_the_pinned_catalog_and_what_is_here() {
     for (name, workloads, license) in [
         ("smollm2-135m-instruct", "chat,completion", "Apache-2.0"),
         ("all-minilm-l6-v2", "embedding", "Apache-2.0"),
+        ("whisper-tiny-en", "transcription", "MIT"),
         ("gemma-3-270m", "chat,completion", "Gemma"),
     ] {
         let row = listing
@@ -33,7 +34,7 @@ fn models_pull_and_rm_explain_unknown_and_absent_models() {
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
         text(&out.stderr).trim(),
-        "error: no model \"no-such\" in the catalog; known: smollm2-135m-instruct, all-minilm-l6-v2, gemma-3-270m"
+        "error: no model \"no-such\" in the catalog; known: smollm2-135m-instruct, all-minilm-l6-v2, whisper-tiny-en, gemma-3-270m"
     );
     let rm = stacknet(&["models", "rm", "smollm2-135m-instruct"], dir.path());
     assert!(rm.status.success());

@@ -39,6 +39,11 @@ fn spawn_up(data: &std::path::Path, upstream: &str) -> Child {
             upstream,
             "--model",
             "mock-model",
+            // The mock also serves OpenAI's audio endpoints.
+            "--speech-model",
+            "mock-tts",
+            "--transcription-model",
+            "mock-stt",
         ])
         .arg("--data-dir")
         .arg(data)
@@ -369,6 +374,34 @@ async fn up_serves_the_builtin_models_by_default() {
         "{embedded}"
     );
     assert!(embedded["fingerprint"].as_str().unwrap().starts_with("fp_"));
+
+    // Speech to text with the built-in Whisper: speech made by espeak-ng, heard back.
+    let said = "Please open the window and let the fresh air in.";
+    let speech = Command::new("espeak-ng")
+        .args(["--stdout", "-s", "150", said])
+        .output()
+        .expect("espeak-ng runs (scripts/setup.sh installs it)");
+    let mut form = b"--b\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nwhisper-tiny-en\r\n\
+        --b\r\nContent-Disposition: form-data; name=\"response_format\"\r\n\r\ntext\r\n\
+        --b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"speech.wav\"\r\n\r\n"
+        .to_vec();
+    form.extend_from_slice(&speech.stdout);
+    form.extend_from_slice(b"\r\n--b--\r\n");
+    let resp = client
+        .post(format!("{}/audio/transcriptions", up.base_url))
+        .bearer_auth(&up.api_key)
+        .header("content-type", "multipart/form-data; boundary=b")
+        .body(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers()["stacknet-paperwork"]
+        .to_str()
+        .unwrap()
+        .starts_with("pw_"));
+    let heard = resp.text().await.unwrap();
+    assert_eq!(heard.trim(), said, "{heard}");
 }
 
 /// The official OpenAI Python SDK, unmodified, against `stacknet up` (tests/openai_sdk_check.py).
@@ -390,6 +423,8 @@ async fn the_official_openai_python_sdk_works_unmodified() {
         .env("OPENAI_BASE_URL", &up.base_url)
         .env("OPENAI_API_KEY", &up.api_key)
         .env("MODEL", "mock-model")
+        .env("SPEECH_MODEL", "mock-tts")
+        .env("TRANSCRIPTION_MODEL", "mock-stt")
         .output()
         .await
         .unwrap();
@@ -400,6 +435,7 @@ async fn the_official_openai_python_sdk_works_unmodified() {
         text(&out.stderr)
     );
     assert!(text(&out.stdout).contains("\"text\": \"The capital of France is Paris.\""));
+    assert!(text(&out.stdout).contains("\"heard\": \"The quick brown fox jumps over the lazy dog.\""));
 }
 
 /// The official MCP Python SDK lists the network's tools at `stacknet up`'s `/mcp` and calls one: a

@@ -353,3 +353,69 @@ async fn verify_follow_checks_each_checkpoint_and_the_stack_commands_publish_a_s
         text(&out.stdout)
     );
 }
+
+/// A bytes answer (speech) saved as `curl -D headers -o body` would: `verify BODY --headers FILE`
+/// checks its fingerprint and its content against the paperwork the headers name; one byte of the
+/// audio changed is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn verify_checks_a_saved_speech_answer_with_its_headers() {
+    let Network {
+        _upstream,
+        dir,
+        up,
+        hub,
+        key,
+    } = Network::start().await;
+    chat(&up, false).await; // waits until the node is connected
+    let resp = reqwest::Client::new()
+        .post(format!("{}/audio/speech", up.base_url))
+        .bearer_auth(&up.api_key)
+        .json(&serde_json::json!({"model": "mock-tts", "input": "Bonjour.", "voice": "alloy", "response_format": "wav"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut headers = String::from("HTTP/1.1 200 OK\r\n");
+    for (name, value) in resp.headers() {
+        // As curl writes them: the case the server sent, CRLF line ends.
+        headers.push_str(&format!(
+            "{}: {}\r\n",
+            name.as_str().to_ascii_uppercase(),
+            value.to_str().unwrap()
+        ));
+    }
+    let audio = resp.bytes().await.unwrap().to_vec();
+    let (body, saved) = (dir.path().join("speech.wav"), dir.path().join("headers.txt"));
+    std::fs::write(&body, &audio).unwrap();
+    std::fs::write(&saved, &headers).unwrap();
+    let verify = |file: &std::path::Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_stacknet"))
+            .arg("verify")
+            .arg(file)
+            .arg("--headers")
+            .arg(&saved)
+            .args(["--hub", hub.as_str(), "--hub-key", key.as_str()])
+            .output()
+            .unwrap()
+    };
+    let ok = verify(&body);
+    let said = text(&ok.stdout);
+    assert_eq!(ok.status.code(), Some(0), "{said}");
+    assert!(
+        said.starts_with("valid: fp_") && said.contains("; content checked: output digest "),
+        "{said}"
+    );
+
+    let mut altered = audio.clone();
+    let last = altered.len() - 1;
+    altered[last] ^= 1;
+    let changed = dir.path().join("changed.wav");
+    std::fs::write(&changed, &altered).unwrap();
+    let bad = verify(&changed);
+    assert_eq!(bad.status.code(), Some(1), "{}", text(&bad.stdout));
+    assert!(
+        text(&bad.stdout).contains("the content is not what the node produced"),
+        "{}",
+        text(&bad.stdout)
+    );
+}

@@ -2,13 +2,13 @@
 //! whole answer assembled from OpenAI chunks.
 
 use axum::body::Bytes;
-use serde_json::{json, Value};
+use serde_json::json;
 use stacknet_api::ApiRequest;
 use stacknet_protocol::contract::{Usage, Workload};
 
 use super::{
-    parse_json, text_output_bytes, text_usage, usage_json, with_proof, Accepted, Collected, Parsed, Stamp,
-    WorkloadApi,
+    parse_json, text_output_bytes, text_usage, usage_json, with_proof, Accepted, Answer, Collected, Parsed,
+    Stamp, WorkloadApi,
 };
 use crate::error::ApiError;
 
@@ -54,12 +54,12 @@ impl WorkloadApi for Text {
         out: &Collected,
         stamp: &Stamp,
         accepted: Accepted,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<Answer, ApiError> {
         let body = json!({
             "id": stamp.id, "object": self.object, "created": stamp.created, "model": stamp.model,
             "choices": out.digester.choices(self.workload),
             "usage": usage_json(&accepted.usage),
         });
-        Ok(with_proof(body, accepted))
+        Ok(Answer::Json(with_proof(body, accepted)))
     }
 }

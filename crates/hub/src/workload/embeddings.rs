@@ -9,7 +9,7 @@ use stacknet_api::ApiRequest;
 use stacknet_protocol::contract::{Usage, Workload};
 
 use super::{
-    input_bound, parse_json, with_proof, Accepted, Collected, Parsed, Stamp, WorkloadApi,
+    input_bound, parse_json, with_proof, Accepted, Answer, Collected, Parsed, Stamp, WorkloadApi,
     OUTPUT_ALLOWANCE_BYTES,
 };
 use crate::error::ApiError;
@@ -74,7 +74,7 @@ impl WorkloadApi for Embeddings {
         out: &Collected,
         _stamp: &Stamp,
         accepted: Accepted,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<Answer, ApiError> {
         // Large answers come in several chunks, each under the hub's frame limit.
         let mut body = join_embeddings(&out.chunks).ok_or_else(|| {
             ApiError::NodeFailed(format!(
@@ -92,6 +92,6 @@ impl WorkloadApi for Embeddings {
             "usage".into(),
             json!({"prompt_tokens": u.input_tokens, "total_tokens": u.input_tokens}),
         );
-        Ok(with_proof(body, accepted))
+        Ok(Answer::Json(with_proof(body, accepted)))
     }
 }

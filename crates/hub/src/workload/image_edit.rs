@@ -4,20 +4,22 @@
 
 use axum::body::Bytes;
 use base64::Engine as _;
-use serde_json::{json, Map, Value};
-use stacknet_api::request::image_edit::{file_descriptor, FILE_FIELDS};
+use serde_json::{json, Value};
+use stacknet_api::request::image_edit::FILE_FIELDS;
 use stacknet_api::ApiRequest;
 use stacknet_protocol::contract::{Usage, Workload};
-use stacknet_protocol::wire::Attachment;
-use stacknet_protocol::Sha256Digest;
 
+use super::multipart::{read_multipart, Form};
 use super::{
-    input_bound, with_proof, Accepted, Collected, Files, Parsed, Stamp, WorkloadApi, OUTPUT_ALLOWANCE_BYTES,
+    input_bound, with_proof, Accepted, Answer, Collected, Parsed, Stamp, WorkloadApi, OUTPUT_ALLOWANCE_BYTES,
 };
 use crate::error::ApiError;
 
-/// Most text bytes in one multipart text field.
-pub const MAX_TEXT_FIELD_BYTES: usize = 64 * 1024;
+/// The upload's form: its file fields, and `n`, a number.
+const FORM: Form = Form {
+    files: &FILE_FIELDS,
+    numbers: &["n"],
+};
 
 #[derive(Debug)]
 pub struct ImageEdit;
@@ -28,9 +30,13 @@ impl WorkloadApi for ImageEdit {
     }
 
     fn parse(&self, content_type: Option<&str>, body: Bytes) -> Result<Parsed, ApiError> {
-        let (fields, files) = read_multipart(content_type, body)?;
+        let (fields, files) = read_multipart(content_type, body, &FORM)?;
         let request = stacknet_api::request::validate(Workload::ImageEdit, Value::Object(fields))?;
         Ok(Parsed { request, files })
+    }
+
+    fn uploads(&self) -> bool {
+        true
     }
 
     fn max_usage(&self, request: &ApiRequest, _body_len: usize, _default_max_output: u64) -> Usage {
@@ -60,7 +66,7 @@ impl WorkloadApi for ImageEdit {
         out: &Collected,
         stamp: &Stamp,
         accepted: Accepted,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<Answer, ApiError> {
         if out.files.is_empty() {
             return Err(ApiError::NodeFailed("the node returned no image".into()));
         }
@@ -70,83 +76,9 @@ impl WorkloadApi for ImageEdit {
             .iter()
             .map(|(_, bytes)| json!({"b64_json": engine.encode(bytes)}))
             .collect();
-        Ok(with_proof(
+        Ok(Answer::Json(with_proof(
             json!({"created": stamp.created, "data": data}),
             accepted,
-        ))
+        )))
     }
-}
-
-/// Splits a multipart body into its text fields and its files. Each file becomes an attachment
-/// (its sha256, size and content type) and, in the fields, its descriptor.
-fn read_multipart(content_type: Option<&str>, body: Bytes) -> Result<(Map<String, Value>, Files), ApiError> {
-    let boundary = content_type
-        .and_then(|ct| multer::parse_boundary(ct).ok())
-        .ok_or_else(|| {
-            ApiError::MalformedJson("the body must be multipart/form-data with a boundary".into())
-        })?;
-    let stream = futures_util::stream::once(async move { Ok::<_, std::convert::Infallible>(body) });
-    let mut multipart = multer::Multipart::new(stream, boundary);
-    let mut fields = Map::new();
-    let mut files = Vec::new();
-    // The whole body is in memory already: every await below resolves at once.
-    let mut next = || futures_util::FutureExt::now_or_never(multipart.next_field());
-    loop {
-        let field = match next() {
-            Some(Ok(Some(field))) => field,
-            Some(Ok(None)) => break,
-            Some(Err(e)) => return Err(ApiError::MalformedJson(format!("multipart: {e}"))),
-            None => return Err(ApiError::MalformedJson("multipart: the body ended early".into())),
-        };
-        let name = field.name().unwrap_or("").to_owned();
-        let filename = field.file_name().map(str::to_owned);
-        let content_type = field
-            .content_type()
-            .map_or_else(|| "application/octet-stream".to_owned(), ToString::to_string);
-        let bytes = match futures_util::FutureExt::now_or_never(field.bytes()) {
-            Some(Ok(b)) => b,
-            Some(Err(e)) => return Err(ApiError::MalformedJson(format!("multipart field {name}: {e}"))),
-            None => return Err(ApiError::MalformedJson("multipart: the body ended early".into())),
-        };
-        if fields.contains_key(&name) {
-            return Err(ApiError::invalid(
-                &name,
-                format!("{name} is given more than once"),
-            ));
-        }
-        if FILE_FIELDS.contains(&name.as_str()) {
-            let sha256 = Sha256Digest::of(&bytes);
-            let size = bytes.len() as u64;
-            fields.insert(
-                name,
-                file_descriptor(&sha256, size, &content_type, filename.as_deref()),
-            );
-            files.push((
-                Attachment {
-                    sha256,
-                    size,
-                    content_type,
-                },
-                bytes,
-            ));
-        } else {
-            if bytes.len() > MAX_TEXT_FIELD_BYTES {
-                return Err(ApiError::invalid(
-                    &name,
-                    format!("{name} is over {MAX_TEXT_FIELD_BYTES} bytes"),
-                ));
-            }
-            let text = String::from_utf8(bytes.to_vec())
-                .map_err(|_| ApiError::invalid(&name, format!("{name} must be UTF-8 text")))?;
-            let value = if name == "n" {
-                // Multipart fields are text; `n` is read as a number so the shared validator sees
-                // the same types as in a JSON body.
-                text.parse::<u64>().map_or(Value::String(text), Value::from)
-            } else {
-                Value::String(text)
-            };
-            fields.insert(name, value);
-        }
-    }
-    Ok((fields, files))
 }

@@ -7,13 +7,17 @@
 //! The request path itself (admission, contract, node, paperwork) is the same for every workload
 //! and lives in `crate::task`.
 
+mod audio;
 mod chat;
 mod completion;
 mod embeddings;
 mod image_edit;
+mod multipart;
 mod result;
 
 use axum::body::Bytes;
+use axum::http::{header, HeaderValue};
+use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 use stacknet_api::output::OutputDigester;
 use stacknet_api::ApiRequest;
@@ -76,6 +80,54 @@ pub struct Accepted {
     pub paperwork: String,
 }
 
+/// A whole answer.
+#[derive(Debug)]
+pub enum Answer {
+    /// An OpenAI JSON object, the proof among its members.
+    Json(Value),
+    /// The node's one output file as the body, exactly as it made it (audio, a transcription); the
+    /// proof in headers (PROTOCOL.md 7.7).
+    Bytes {
+        content_type: String,
+        bytes: Bytes,
+        accepted: Accepted,
+    },
+}
+
+impl Answer {
+    pub fn into_response(self) -> Result<Response, ApiError> {
+        let (content_type, bytes, accepted) = match self {
+            Answer::Json(body) => return Ok(axum::Json(body).into_response()),
+            Answer::Bytes {
+                content_type,
+                bytes,
+                accepted,
+            } => (content_type, bytes, accepted),
+        };
+        use stacknet_api::output::{headers, json_header};
+        let value = |v: String| HeaderValue::from_str(&v).map_err(ApiError::internal);
+        let usage = json!({
+            "input_tokens": accepted.usage.input_tokens,
+            "output_tokens": accepted.usage.output_tokens,
+            "units": accepted.usage.units,
+        });
+        let mut response = bytes.into_response();
+        let h = response.headers_mut();
+        h.insert(header::CONTENT_TYPE, value(content_type)?);
+        h.insert(headers::FINGERPRINT, value(accepted.fingerprint)?);
+        h.insert(headers::PAPERWORK, value(accepted.paperwork)?);
+        h.insert(
+            headers::ATTRIBUTION,
+            value(json_header(&accepted.attribution).map_err(ApiError::internal)?)?,
+        );
+        h.insert(
+            headers::USAGE,
+            value(json_header(&usage).map_err(ApiError::internal)?)?,
+        );
+        Ok(response)
+    }
+}
+
 /// The response's identity, stamped on every chunk whatever the node's upstream called it.
 #[derive(Debug, Clone)]
 pub struct Stamp {
@@ -120,6 +172,11 @@ pub trait WorkloadApi: Send + Sync + 'static {
         }
     }
 
+    /// A multipart upload endpoint, which takes bodies up to the hub's `max_upload_bytes`.
+    fn uploads(&self) -> bool {
+        false
+    }
+
     /// The field a node's refusal of the request names (`param` of the 400): the workload's input.
     fn input_param(&self) -> &'static str {
         "messages"
@@ -143,7 +200,7 @@ pub trait WorkloadApi: Send + Sync + 'static {
         out: &Collected,
         stamp: &Stamp,
         accepted: Accepted,
-    ) -> Result<Value, ApiError>;
+    ) -> Result<Answer, ApiError>;
 }
 
 /// The API module of `workload`; `None` for workloads that have none yet.
@@ -157,15 +214,14 @@ pub fn api(workload: Workload) -> Option<&'static dyn WorkloadApi> {
         Workload::WebFetch => Some(&result::FETCH),
         Workload::WebSearch => Some(&result::SEARCH),
         Workload::ToolCall => Some(&result::TOOL_CALL),
-        Workload::ImageGeneration
-        | Workload::VideoGeneration
-        | Workload::Speech
-        | Workload::Transcription => None,
+        Workload::Speech => Some(&audio::SPEECH),
+        Workload::Transcription => Some(&audio::TRANSCRIPTION),
+        Workload::ImageGeneration | Workload::VideoGeneration => None,
     }
 }
 
 /// Every workload that has an API, for the router.
-pub const SERVED: [Workload; 8] = [
+pub const SERVED: [Workload; 10] = [
     Workload::Chat,
     Workload::Completion,
     Workload::Embedding,
@@ -174,6 +230,8 @@ pub const SERVED: [Workload; 8] = [
     Workload::WebFetch,
     Workload::WebSearch,
     Workload::ToolCall,
+    Workload::Speech,
+    Workload::Transcription,
 ];
 
 /// A JSON body, validated by the shared validator.

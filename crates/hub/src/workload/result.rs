@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use stacknet_api::ApiRequest;
 use stacknet_protocol::contract::{Usage, Workload};
 
-use super::{parse_json, with_proof, Accepted, Collected, Parsed, Stamp, WorkloadApi};
+use super::{parse_json, with_proof, Accepted, Answer, Collected, Parsed, Stamp, WorkloadApi};
 use crate::error::ApiError;
 
 /// The most bytes a result may take: a frame. (Nodes cap what they send far below it: a sandbox's
@@ -122,7 +122,7 @@ impl WorkloadApi for ResultApi {
         out: &Collected,
         _stamp: &Stamp,
         accepted: Accepted,
-    ) -> Result<Value, ApiError> {
-        answer(out, accepted, self.unit)
+    ) -> Result<Answer, ApiError> {
+        answer(out, accepted, self.unit).map(Answer::Json)
     }
 }

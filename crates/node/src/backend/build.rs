@@ -20,8 +20,9 @@ use super::sandbox::Sandbox;
 use super::upstream::OpenAiUpstream;
 use super::web_fetch::WebFetch;
 use super::web_search::WebSearch;
+use super::whisper::Whisper;
 use super::{Backend, BackendError};
-use crate::config::{BackendConfig, EmbeddingsBackendConfig, LlamaBackendConfig};
+use crate::config::{BackendConfig, CandleBackendConfig, LlamaBackendConfig};
 use crate::fetch::{FetchPolicy, Fetcher};
 use crate::models::{self, ModelSpec, ModelStore};
 
@@ -79,7 +80,7 @@ pub async fn build(configs: &[BackendConfig], models: &ModelStore) -> Result<Arc
 }
 
 /// A backend for each built-in catalog model already pulled into `models`: llama.cpp for those
-/// that chat, candle for those that embed. Cheap (file metadata and markers, no hashing).
+/// that chat, candle for those that embed or transcribe. Cheap (file metadata and markers, no hashing).
 pub fn pulled(models: &ModelStore) -> Vec<BackendConfig> {
     models::catalog()
         .iter()
@@ -88,9 +89,9 @@ pub fn pulled(models: &ModelStore) -> Vec<BackendConfig> {
             if spec.serves(Workload::Chat) {
                 Some(BackendConfig::Llama(LlamaBackendConfig::new(&spec.name)))
             } else if spec.serves(Workload::Embedding) {
-                Some(BackendConfig::Embeddings(EmbeddingsBackendConfig::new(
-                    &spec.name,
-                )))
+                Some(BackendConfig::Embeddings(CandleBackendConfig::new(&spec.name)))
+            } else if spec.serves(Workload::Transcription) {
+                Some(BackendConfig::Transcription(CandleBackendConfig::new(&spec.name)))
             } else {
                 None
             }
@@ -115,9 +116,9 @@ pub fn model_names(configs: &[BackendConfig]) -> Vec<String> {
     configs
         .iter()
         .flat_map(|c| match c {
-            BackendConfig::Upstream(u) => u.models.clone(),
+            BackendConfig::Upstream(u) => u.all_models().cloned().collect(),
             BackendConfig::Llama(l) => vec![l.model.clone()],
-            BackendConfig::Embeddings(e) => vec![e.model.clone()],
+            BackendConfig::Embeddings(e) | BackendConfig::Transcription(e) => vec![e.model.clone()],
             BackendConfig::Fetch(_) => vec![stacknet_api::request::fetch::MODEL.to_owned()],
             BackendConfig::Search(_) => vec![stacknet_api::request::search::MODEL.to_owned()],
             BackendConfig::Mcp(m) => vec![stacknet_api::request::tool::offered_name(&m.name, "*")],
@@ -134,7 +135,7 @@ pub fn model_names(configs: &[BackendConfig]) -> Vec<String> {
 async fn build_one(config: &BackendConfig, models: &ModelStore) -> Result<Arc<dyn Backend>, BuildError> {
     match config {
         BackendConfig::Upstream(upstream) => {
-            if upstream.models.is_empty() {
+            if upstream.all_models().next().is_none() {
                 return Err(BuildError::UpstreamWithoutModels {
                     base_url: upstream.base_url.clone(),
                 });
@@ -160,6 +161,14 @@ async fn build_one(config: &BackendConfig, models: &ModelStore) -> Result<Arc<dy
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
             let store = models.clone();
             let loaded = blocking(move || CandleEmbeddings::from_store(&store, spec, threads)).await?;
+            Ok(Arc::new(loaded))
+        }
+        BackendConfig::Transcription(stt) => {
+            let (spec, dir) = pulled_model(models, &stt.model, config.kind(), Workload::Transcription)?;
+            let threads = stt
+                .threads
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+            let loaded = blocking(move || Whisper::load(&dir, spec, threads)).await?;
             Ok(Arc::new(loaded))
         }
         BackendConfig::Sandbox(sandbox) => Ok(Arc::new(Sandbox::start(sandbox).await?)),
@@ -309,7 +318,7 @@ mod tests {
             "{err}"
         );
         assert!(
-            err.contains("(the catalog: smollm2-135m-instruct, all-minilm-l6-v2, gemma-3-270m)"),
+            err.contains("(the catalog: smollm2-135m-instruct, all-minilm-l6-v2, whisper-tiny-en, gemma-3-270m)"),
             "{err}"
         );
     }

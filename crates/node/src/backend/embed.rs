@@ -137,14 +137,7 @@ impl CandleEmbeddings {
 
 /// The pinned SHA-256 of a model's [`WEIGHTS_FILE`], from its catalog entry.
 pub fn weights_sha256(spec: &ModelSpec) -> Result<Sha256Digest, BackendError> {
-    let file = spec
-        .files
-        .iter()
-        .find(|f| f.path == WEIGHTS_FILE)
-        .ok_or_else(|| BackendError::Setup(format!("model {} has no {WEIGHTS_FILE}", spec.name)))?;
-    file.sha256
-        .parse()
-        .map_err(|_| BackendError::Setup(format!("model {}: bad pinned sha256", spec.name)))
+    super::file_sha256(spec, WEIGHTS_FILE)
 }
 
 /// The worker loop: one request at a time until every sender is gone.
@@ -194,14 +187,7 @@ impl Backend for CandleEmbeddings {
 impl Inner {
     async fn embed(&self, inputs: Vec<String>) -> Result<Embedded, BackendError> {
         let (reply, answer) = oneshot::channel();
-        let stopped = || BackendError::Setup("the embeddings worker has stopped".to_owned());
-        // A full queue means this node is already [`QUEUE_CAPACITY`] requests behind: failing fast
-        // lets the hub place the task on a node that can start it now.
-        self.jobs.try_send(Job { inputs, reply }).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => BackendError::Busy,
-            mpsc::error::TrySendError::Closed(_) => stopped(),
-        })?;
-        answer.await.map_err(|_| stopped())?
+        super::ask_worker(&self.jobs, Job { inputs, reply }, answer, "embeddings").await
     }
 
     async fn run(

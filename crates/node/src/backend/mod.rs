@@ -7,7 +7,8 @@
 //! upstream by dropping its HTTP request) and returns what it produced until then, which the node
 //! signs for like any finished task (one rule for every workload). One module
 //! per implementation: [`upstream`] (an OpenAI-compatible server), [`llama`] (built-in chat on
-//! llama.cpp), [`embed`] (built-in embeddings on candle), [`sandbox`] (code execution in
+//! llama.cpp), [`embed`] (built-in embeddings on candle), [`whisper`] (built-in speech to text on
+//! candle), [`sandbox`] (code execution in
 //! bubblewrap), [`web_fetch`] (pages through the SSRF-safe fetcher), [`web_search`] (the
 //! operator's search engine), [`mcp`] (the tools of an operator's MCP server, run in the sandbox).
 //! [`multi`] puts several behind one, and [`build`](mod@build) turns the node's `[[backend]]`
@@ -23,6 +24,7 @@ pub mod sse;
 pub mod upstream;
 pub mod web_fetch;
 pub mod web_search;
+pub mod whisper;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -219,6 +221,38 @@ impl BackendError {
             BackendError::Busy => ErrorCode::Overloaded,
         }
     }
+}
+
+/// Hands `job` to a built-in model's worker queue and awaits the worker's reply on `answer`. A full
+/// queue means the node is already a queue's length behind: [`BackendError::Busy`] lets the hub place
+/// the task on a node that can start it now. A worker that has stopped is a setup error naming it.
+pub(crate) async fn ask_worker<J, T>(
+    jobs: &mpsc::Sender<J>,
+    job: J,
+    answer: tokio::sync::oneshot::Receiver<Result<T, BackendError>>,
+    worker: &str,
+) -> Result<T, BackendError> {
+    let stopped = || BackendError::Setup(format!("the {worker} worker has stopped"));
+    jobs.try_send(job).map_err(|e| match e {
+        mpsc::error::TrySendError::Full(_) => BackendError::Busy,
+        mpsc::error::TrySendError::Closed(_) => stopped(),
+    })?;
+    answer.await.map_err(|_| stopped())?
+}
+
+/// The pinned SHA-256 of the file `path` of a catalog model (what offers and paperwork name).
+pub fn file_sha256(
+    spec: &stacknet_api::catalog::ModelSpec,
+    path: &str,
+) -> Result<stacknet_protocol::Sha256Digest, BackendError> {
+    let file = spec
+        .files
+        .iter()
+        .find(|f| f.path == path)
+        .ok_or_else(|| BackendError::Setup(format!("model {} has no {path}", spec.name)))?;
+    file.sha256
+        .parse()
+        .map_err(|_| BackendError::Setup(format!("model {}: bad pinned sha256", spec.name)))
 }
 
 /// A way to run tasks. Implementations are cheap to share (`Arc<dyn Backend>`); `execute` returns a

@@ -7,6 +7,11 @@
 //! `"stream_options": {"include_usage": true}` (for exact token counts in paperwork), and each SSE
 //! event is forwarded the moment it is parsed. A cancelled task drops its HTTP request (the
 //! connection closes, so the upstream stops generating) and returns what was forwarded until then.
+//!
+//! Speech (`/audio/speech`) and transcriptions (`/audio/transcriptions`) are forwarded as the
+//! client sent them (a transcription's upload rebuilt as a multipart form from the task's fields and
+//! file), with the contract's model; the upstream's body comes back unchanged as the task's one output
+//! file, read up to the hub's file limit.
 
 use crate::chain::error_chain;
 use std::collections::HashMap;
@@ -25,7 +30,7 @@ use stacknet_protocol::Timestamp;
 use tokio::sync::mpsc;
 
 use super::sse::SseParser;
-use super::{Backend, BackendError, BackendOutcome, BackendTask, Cancellation};
+use super::{Backend, BackendError, BackendOutcome, BackendTask, Cancellation, OutputFile};
 use crate::config::UpstreamConfig;
 use crate::usage::reported_usage;
 
@@ -55,9 +60,12 @@ struct Inner {
     client: reqwest::Client,
     chat_url: String,
     completions_url: String,
+    speech_url: String,
+    transcriptions_url: String,
     /// `Bearer <key>`, marked sensitive so it never shows in debug output.
     auth: Option<HeaderValue>,
-    models: Vec<String>,
+    /// Each model with the workloads it is served for.
+    offers: Vec<(String, Vec<Workload>)>,
     timeout: Duration,
     /// Per model: when it first answered since it last went cold, and when it last answered.
     answered: Mutex<HashMap<String, (Timestamp, Instant)>>,
@@ -87,8 +95,10 @@ impl OpenAiUpstream {
                 client,
                 chat_url: format!("{base}/chat/completions"),
                 completions_url: format!("{base}/completions"),
+                speech_url: format!("{base}/audio/speech"),
+                transcriptions_url: format!("{base}/audio/transcriptions"),
                 auth,
-                models: config.models.clone(),
+                offers: offers(config),
                 timeout: config.timeout(),
                 answered: Mutex::new(HashMap::new()),
             }),
@@ -99,11 +109,11 @@ impl OpenAiUpstream {
 impl Backend for OpenAiUpstream {
     fn models(&self) -> Vec<ModelOffer> {
         self.inner
-            .models
+            .offers
             .iter()
-            .map(|name| ModelOffer {
+            .map(|(name, workloads)| ModelOffer {
                 name: name.clone(),
-                workloads: vec![Workload::Chat, Workload::Completion],
+                workloads: workloads.clone(),
                 backend: BACKEND_ID.to_owned(),
                 model_sha256: None,
                 tool: None,
@@ -146,6 +156,7 @@ impl Inner {
         let url = match task.workload {
             Workload::Chat => &self.chat_url,
             Workload::Completion => &self.completions_url,
+            Workload::Speech | Workload::Transcription => return self.run_audio(task).await,
             workload => {
                 return Err(BackendError::Unsupported {
                     model: task.model,
@@ -154,24 +165,13 @@ impl Inner {
             }
         };
         let body = streaming_body(&task.request, &task.model)?;
-        let mut request = self
+        let request = self
             .client
             .post(url)
             .header(CONTENT_TYPE, "application/json")
-            .timeout(self.timeout)
             .body(body);
-        if let Some(auth) = &self.auth {
-            request = request.header(AUTHORIZATION, auth.clone());
-        }
         let cancel = task.cancel.clone();
-        let response = tokio::select! {
-            biased;
-            () = cancel.cancelled() => return Err(BackendError::Abandoned),
-            sent = request.send() => sent.map_err(|e| self.map_err(e))?,
-        };
-        if !response.status().is_success() {
-            return Err(refusal(response).await);
-        }
+        let response = self.send(request, &cancel).await?;
         let warm = self.is_warm(&task.model);
         let usage = self.forward_stream(response, &chunks, &cancel).await?;
         self.answered(&task.model);
@@ -188,6 +188,97 @@ impl Inner {
             files: Vec::new(),
             committed: None,
         })
+    }
+
+    /// Sends `request` with the upstream's time limit and key; a successful answer's headers, or
+    /// the upstream's refusal. Cancelling drops the request.
+    async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+        cancel: &Cancellation,
+    ) -> Result<reqwest::Response, BackendError> {
+        let mut request = request.timeout(self.timeout);
+        if let Some(auth) = &self.auth {
+            request = request.header(AUTHORIZATION, auth.clone());
+        }
+        let response = tokio::select! {
+            biased;
+            () = cancel.cancelled() => return Err(BackendError::Abandoned),
+            sent = request.send() => sent.map_err(|e| self.map_err(e))?,
+        };
+        if !response.status().is_success() {
+            return Err(refusal(response).await);
+        }
+        Ok(response)
+    }
+
+    /// Speech or a transcription: one request, its body the task's one output file.
+    async fn run_audio(&self, task: BackendTask) -> Result<BackendOutcome, BackendError> {
+        use stacknet_api::request::audio;
+        let (request, units) = if task.workload == Workload::Speech {
+            let (_, speech) = audio::validate_speech(Value::clone(&task.request))?;
+            let mut body = Value::clone(&task.request);
+            body["model"] = Value::String(task.model.clone());
+            let body = serde_json::to_vec(&body)
+                .map_err(|e| BackendError::InvalidRequest(format!("cannot encode the request: {e}")))?;
+            let request = self
+                .client
+                .post(&self.speech_url)
+                .header(CONTENT_TYPE, "application/json")
+                .body(body);
+            (request, speech.units())
+        } else {
+            let (_, transcription) = audio::validate_transcription(Value::clone(&task.request))?;
+            let file = task
+                .files
+                .iter()
+                .find(|f| f.meta.sha256 == transcription.file.sha256)
+                .ok_or_else(|| BackendError::InvalidRequest("the task lacks the audio file".to_owned()))?;
+            check_length(&transcription.file, &file.bytes)?;
+            let form = TranscriptionForm::new(&task.request, &task.model, &transcription.file, &file.bytes);
+            let request = self
+                .client
+                .post(&self.transcriptions_url)
+                .header(CONTENT_TYPE, form.content_type())
+                .body(form.body);
+            (request, transcription.file.seconds())
+        };
+        let cancel = task.cancel.clone();
+        let response = self.send(request, &cancel).await?;
+        let content_type = response
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("application/octet-stream")
+            .to_owned();
+        let limit = stacknet_protocol::wire::Limits::OURS.max_file_bytes;
+        let bytes = tokio::select! {
+            biased;
+            () = cancel.cancelled() => return Err(BackendError::Abandoned),
+            read = read_capped(response, limit) => read.map_err(|e| match e {
+                Capped::Over => BackendError::Malformed(format!("the upstream's answer is over {limit} bytes")),
+                Capped::Http(e) => self.map_err(e),
+            })?,
+        };
+        if bytes.is_empty() {
+            return Err(BackendError::Malformed(
+                "the upstream's answer is empty".to_owned(),
+            ));
+        }
+        let warm = self.is_warm(&task.model);
+        self.answered(&task.model);
+        let mut outcome = BackendOutcome::units(
+            units,
+            BACKEND_ID,
+            env!("CARGO_PKG_VERSION").to_owned(),
+            &task.model,
+        );
+        outcome.warm = warm;
+        outcome.files = vec![OutputFile {
+            content_type,
+            bytes: bytes.into(),
+        }];
+        Ok(outcome)
     }
 
     /// Whether `model` answered within [`UPSTREAM_WARM_FOR`].
@@ -270,6 +361,138 @@ impl Inner {
             BackendError::Connect(error_chain(&e))
         }
     }
+}
+
+/// Measures the task's audio as the hub did (the same code): a hub that understates its length
+/// would have the node work for less than the seconds it is paid.
+pub fn check_length(
+    file: &stacknet_api::request::audio::AudioRef,
+    bytes: &bytes::Bytes,
+) -> Result<(), BackendError> {
+    let hint = stacknet_api::audio::hint(file.filename.as_deref(), &file.content_type);
+    let info = stacknet_api::audio::probe(bytes.clone(), Some(&hint))
+        .map_err(|e| BackendError::InvalidRequest(format!("file: {e}")))?;
+    if info.duration_ms != file.duration_ms {
+        return Err(BackendError::InvalidRequest(format!(
+            "file: the audio is {} ms long, not the {} ms the task says",
+            info.duration_ms, file.duration_ms
+        )));
+    }
+    Ok(())
+}
+
+/// Each configured model with the workloads it is served for (a name in several lists is one
+/// offer), in the order first named.
+fn offers(config: &UpstreamConfig) -> Vec<(String, Vec<Workload>)> {
+    let mut offers: Vec<(String, Vec<Workload>)> = Vec::new();
+    let lists: [(&[String], &[Workload]); 3] = [
+        (&config.models, &[Workload::Chat, Workload::Completion]),
+        (&config.speech_models, &[Workload::Speech]),
+        (&config.transcription_models, &[Workload::Transcription]),
+    ];
+    for (names, workloads) in lists {
+        for name in names {
+            match offers.iter_mut().find(|(n, _)| n == name) {
+                Some((_, w)) => w.extend_from_slice(workloads),
+                None => offers.push((name.clone(), workloads.to_vec())),
+            }
+        }
+    }
+    offers
+}
+
+enum Capped {
+    Over,
+    Http(reqwest::Error),
+}
+
+/// A whole response body, refused once it passes `limit` bytes.
+async fn read_capped(mut response: reqwest::Response, limit: u64) -> Result<Vec<u8>, Capped> {
+    let mut body = Vec::new();
+    while let Some(piece) = response.chunk().await.map_err(Capped::Http)? {
+        if (body.len() + piece.len()) as u64 > limit {
+            return Err(Capped::Over);
+        }
+        body.extend_from_slice(&piece);
+    }
+    Ok(body)
+}
+
+/// A transcription request as the upstream gets it: OpenAI's multipart form, rebuilt from the
+/// task's fields (each as text; arrays as repeated `name[]` fields, as OpenAI's SDKs send them)
+/// and its audio file, with the contract's model.
+struct TranscriptionForm {
+    boundary: String,
+    body: Vec<u8>,
+}
+
+impl TranscriptionForm {
+    fn new(
+        request: &Value,
+        model: &str,
+        file: &stacknet_api::request::audio::AudioRef,
+        bytes: &[u8],
+    ) -> Self {
+        // Not in the file: a boundary inside the audio would end its part early.
+        let mut boundary = format!("stacknet-{}", &file.sha256.to_string()[..32]);
+        while bytes.windows(boundary.len()).any(|w| w == boundary.as_bytes()) {
+            boundary.push('x');
+        }
+        let mut body = Vec::with_capacity(bytes.len() + 1024);
+        let mut text = |name: &str, value: &str| {
+            body.extend_from_slice(
+                format!(
+                    "--{boundary}\r\nContent-Disposition: form-data; name=\"{}\"\r\n\r\n{value}\r\n",
+                    quoted(name)
+                )
+                .as_bytes(),
+            );
+        };
+        text("model", model);
+        if let Some(fields) = request.as_object() {
+            for (name, value) in fields {
+                match (name.as_str(), value) {
+                    ("model" | "file", _) | (_, Value::Null) => {}
+                    (_, Value::Array(items)) => {
+                        for item in items {
+                            text(&format!("{name}[]"), &plain(item));
+                        }
+                    }
+                    (_, other) => text(name, &plain(other)),
+                }
+            }
+        }
+        let filename = file.filename.clone().unwrap_or_else(|| "audio".to_owned());
+        body.extend_from_slice(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{}\"\r\nContent-Type: {}\r\n\r\n",
+                quoted(&filename),
+                file.content_type.replace(['\r', '\n'], "")
+            )
+            .as_bytes(),
+        );
+        body.extend_from_slice(bytes);
+        body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+        Self { boundary, body }
+    }
+
+    fn content_type(&self) -> String {
+        format!("multipart/form-data; boundary={}", self.boundary)
+    }
+}
+
+/// A JSON value as a form field's text: strings as they are, the rest as JSON.
+fn plain(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// A name or file name inside a quoted header parameter: quotes and line breaks escaped as
+/// browsers do (WHATWG's multipart encoding).
+fn quoted(name: &str) -> String {
+    name.replace('"', "%22").replace('\r', "%0D").replace('\n', "%0A")
 }
 
 #[derive(Default)]

@@ -11,4 +11,5 @@ mod mock_upstream;
 mod models;
 mod node;
 mod sandbox;
+mod transcribe;
 mod validator;

@@ -16,10 +16,10 @@ use stacknet_testkit::network::TestNetwork;
 
 use super::{chat_body, client, paperwork_of, post_chat, sse_events};
 
-const BOUNDARY: &str = "stacknet-test-boundary-7f3a";
+pub(crate) const BOUNDARY: &str = "stacknet-test-boundary-7f3a";
 
 /// A multipart/form-data body: text fields, then one file field.
-fn multipart(fields: &[(&str, &str)], file: (&str, &str, &str, &[u8])) -> Vec<u8> {
+pub(crate) fn multipart(fields: &[(&str, &str)], file: (&str, &str, &str, &[u8])) -> Vec<u8> {
     let mut out = Vec::new();
     for (name, value) in fields {
         out.extend_from_slice(

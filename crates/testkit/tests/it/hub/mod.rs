@@ -1,10 +1,11 @@
 //! The hub end to end: hub + node + mock upstream on loopback ports, called as an OpenAI client would.
 
 mod attribution;
+mod audio;
 mod cancel;
 mod chat;
 mod errors;
-mod files;
+pub(crate) mod files;
 mod gateway;
 mod keys;
 mod limits;
