@@ -318,7 +318,9 @@ mod tests {
             "{err}"
         );
         assert!(
-            err.contains("(the catalog: smollm2-135m-instruct, all-minilm-l6-v2, whisper-tiny-en, gemma-3-270m)"),
+            err.contains(
+                "(the catalog: smollm2-135m-instruct, all-minilm-l6-v2, whisper-tiny-en, gemma-3-270m)"
+            ),
             "{err}"
         );
     }
