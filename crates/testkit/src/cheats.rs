@@ -205,12 +205,16 @@ fn random_ids(model: &LocalModel, n: usize, seed: u32) -> Vec<u32> {
     let vocab = model.n_vocab().max(1);
     (0..n as u32)
         .map(|i| (sampler::draw(seed, i) * f64::from(vocab)) as u32)
-        .map(|id| {
-            if model.is_eog(id) {
-                id.saturating_sub(1)
-            } else {
-                id
+        // Never an end token: the lie must be in what was generated, not a stop a check of the
+        // termination catches first. One step down is not enough (SmolLM2's end tokens are
+        // neighbours: 1 lands on 0), so keep stepping down, wrapping at 0.
+        .map(|mut id| {
+            let mut steps = 0;
+            while model.is_eog(id) && steps < vocab {
+                id = id.checked_sub(1).unwrap_or(vocab - 1);
+                steps += 1;
             }
+            id
         })
         .collect()
 }
