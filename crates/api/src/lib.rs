@@ -20,6 +20,7 @@ pub mod output;
 pub mod paths;
 pub mod proof;
 pub mod request;
+pub mod ssrf;
 pub mod types;
 
 pub use request::{ApiRequest, RequestError};

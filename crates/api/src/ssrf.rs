@@ -1,5 +1,7 @@
 //! Which addresses a fetch may connect to: public unicast only, as Stripe's Smokescreen decides.
-//! Every refusal names the address's class, so an operator and a client read why.
+//! Every refusal names the address's class, so an operator and a client read why. The node's
+//! fetcher applies it to every address it connects to; the hub applies it to the literal addresses
+//! of a request's URLs (an image in a chat message), so those are refused before any node is asked.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 

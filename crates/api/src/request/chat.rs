@@ -83,8 +83,12 @@ fn check_messages(obj: &Map<String, Value>) -> Result<u64, RequestError> {
         match m.get("content") {
             None | Some(Value::Null | Value::String(_)) => {}
             Some(Value::Array(parts)) => {
-                let here = parts.iter().filter(|p| p["type"] == "image_url").count();
-                images = images.saturating_add(u64::try_from(here).unwrap_or(u64::MAX));
+                for (j, part) in parts.iter().enumerate() {
+                    if part["type"] == "image_url" {
+                        check_image(part, &format!("messages[{i}].content[{j}].image_url"))?;
+                        images = images.saturating_add(1);
+                    }
+                }
             }
             Some(_) => {
                 return Err(RequestError::invalid(
@@ -95,6 +99,80 @@ fn check_messages(obj: &Map<String, Value>) -> Result<u64, RequestError> {
         }
     }
     Ok(images)
+}
+
+/// The `detail` an image part may ask for.
+pub const IMAGE_DETAILS: [&str; 3] = ["auto", "low", "high"];
+
+/// An `image_url` part: `{"url": ...}` (and an optional `detail`), where the URL is an `http(s)`
+/// URL (the node fetches it, from public addresses only) or a base64 `data:` URL of an image.
+fn check_image(part: &Value, param: &str) -> Result<(), RequestError> {
+    let image = part
+        .get("image_url")
+        .and_then(Value::as_object)
+        .ok_or_else(|| RequestError::invalid(param, format!("{param} must be an object with a url")))?;
+    let url_param = format!("{param}.url");
+    let url = image
+        .get("url")
+        .and_then(Value::as_str)
+        .ok_or_else(|| RequestError::invalid(&url_param, format!("{url_param} must be a string")))?;
+    if let Some(why) = image_url_refusal(url) {
+        return Err(RequestError::invalid(&url_param, format!("{url_param} {why}")));
+    }
+    match image.get("detail") {
+        None | Some(Value::Null) => Ok(()),
+        Some(Value::String(d)) if IMAGE_DETAILS.contains(&d.as_str()) => Ok(()),
+        Some(_) => Err(RequestError::invalid(
+            &format!("{param}.detail"),
+            format!("{param}.detail must be one of {}", IMAGE_DETAILS.join(", ")),
+        )),
+    }
+}
+
+/// Why `url` cannot be an image of a chat message; `None` when it can be.
+pub fn image_url_refusal(url: &str) -> Option<&'static str> {
+    let lower = url.get(..8).unwrap_or(url).to_ascii_lowercase();
+    if lower.starts_with("http://") || lower.starts_with("https://") {
+        return None;
+    }
+    if lower.starts_with("data:") {
+        let header = url.get(5..).and_then(|rest| rest.split_once(','));
+        return match header {
+            Some((h, data))
+                if h.to_ascii_lowercase().starts_with("image/")
+                    && h.to_ascii_lowercase().ends_with(";base64")
+                    && !data.is_empty() =>
+            {
+                None
+            }
+            _ => Some("must be a base64 data: URL of an image (data:image/png;base64,...)"),
+        };
+    }
+    Some("must be an http or https URL, or a data: URL of an image")
+}
+
+/// Every `http(s)` image URL of a chat request's messages, with where it is (`(message, part)`).
+pub fn fetched_images(body: &Value) -> Vec<(usize, usize, &str)> {
+    let mut found = Vec::new();
+    let Some(messages) = body.get("messages").and_then(Value::as_array) else {
+        return found;
+    };
+    for (i, m) in messages.iter().enumerate() {
+        let Some(parts) = m.get("content").and_then(Value::as_array) else {
+            continue;
+        };
+        for (j, part) in parts.iter().enumerate() {
+            if part["type"] != "image_url" {
+                continue;
+            }
+            if let Some(url) = part.pointer("/image_url/url").and_then(Value::as_str) {
+                if !url.get(..5).unwrap_or("").eq_ignore_ascii_case("data:") {
+                    found.push((i, j, url));
+                }
+            }
+        }
+    }
+    found
 }
 
 #[cfg(test)]
@@ -121,6 +199,38 @@ mod tests {
         assert_eq!((r.prompts, r.images, r.generations()), (3, 0, 12));
         let one = parse_json(Workload::Completion, br#"{"model": "m", "prompt": "a"}"#).unwrap();
         assert_eq!(one.generations(), 1);
+    }
+
+    #[test]
+    fn images_are_http_urls_or_base64_data_urls_of_images() {
+        let with = |url: &str| {
+            validate(json!({"model": "m", "messages": [{"role": "user", "content": [
+                {"type": "text", "text": "what is this?"},
+                {"type": "image_url", "image_url": {"url": url, "detail": "low"}}]}]}))
+        };
+        for ok in [
+            "https://example.com/a.png",
+            "HTTP://example.com/a",
+            "data:image/png;base64,iVBORw0KGgo=",
+        ] {
+            assert!(with(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "ftp://example.com/a.png",
+            "file:///etc/passwd",
+            "data:text/plain;base64,aGk=",
+            "data:image/png,raw",
+            "a.png",
+        ] {
+            let Err(RequestError::Invalid { param, .. }) = with(bad) else {
+                panic!("{bad} should be refused");
+            };
+            assert_eq!(param, "messages[0].content[1].image_url.url");
+        }
+        let body = json!({"messages": [{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": "data:image/png;base64,AA=="}},
+            {"type": "image_url", "image_url": {"url": "https://example.com/b.jpg"}}]}]});
+        assert_eq!(fetched_images(&body), vec![(0, 1, "https://example.com/b.jpg")]);
     }
 
     #[test]

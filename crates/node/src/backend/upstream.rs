@@ -8,6 +8,11 @@
 //! event is forwarded the moment it is parsed. A cancelled task drops its HTTP request (the
 //! connection closes, so the upstream stops generating) and returns what was forwarded until then.
 //!
+//! Images in chat messages given by `http(s)` URL are fetched by the node, through the one SSRF-safe
+//! fetcher (public addresses only, at most [`MAX_IMAGE_BYTES`] each, within its time limit), and
+//! forwarded inline as `data:` URLs: the upstream never fetches a stranger's URL from inside the
+//! operator's network, and a URL that is not an image is the client's error, named.
+//!
 //! Speech (`/audio/speech`) and transcriptions (`/audio/transcriptions`) are forwarded as the
 //! client sent them (a transcription's upload rebuilt as a multipart form from the task's fields and
 //! file), with the contract's model; the upstream's body comes back unchanged as the task's one output
@@ -32,7 +37,9 @@ use tokio::sync::mpsc;
 use super::sse::SseParser;
 use super::{Backend, BackendError, BackendOutcome, BackendTask, Cancellation, OutputFile};
 use crate::config::UpstreamConfig;
+use crate::fetch::{FetchPolicy, Fetcher};
 use crate::usage::reported_usage;
+use base64::Engine as _;
 
 /// The backend id in Hello and paperwork.
 pub const BACKEND_ID: &str = "openai-upstream";
@@ -48,6 +55,11 @@ pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// `keep_alive`; vLLM and llama.cpp server keep theirs loaded for good). The node cannot see inside
 /// the upstream, so a model is warm only on this evidence: it answered, and recently.
 pub const UPSTREAM_WARM_FOR: Duration = Duration::from_secs(300);
+
+/// The largest image fetched for a chat message (OpenAI's own limit).
+pub const MAX_IMAGE_BYTES: u64 = 20 * 1024 * 1024;
+/// The most images fetched for one request.
+pub const MAX_FETCHED_IMAGES: usize = 16;
 
 /// An OpenAI-compatible upstream: `/chat/completions` for chat, `/completions` for completion.
 #[derive(Clone, Debug)]
@@ -66,6 +78,8 @@ struct Inner {
     auth: Option<HeaderValue>,
     /// Each model with the workloads it is served for.
     offers: Vec<(String, Vec<Workload>)>,
+    /// Fetches chat messages' images.
+    images: Fetcher,
     timeout: Duration,
     /// Per model: when it first answered since it last went cold, and when it last answered.
     answered: Mutex<HashMap<String, (Timestamp, Instant)>>,
@@ -73,6 +87,17 @@ struct Inner {
 
 impl OpenAiUpstream {
     pub fn new(config: &UpstreamConfig) -> Result<Self, BackendError> {
+        let policy = FetchPolicy {
+            max_bytes: MAX_IMAGE_BYTES,
+            ..FetchPolicy::default()
+        };
+        let images = Fetcher::new(policy).map_err(|e| BackendError::Setup(e.to_string()))?;
+        Self::with_image_fetcher(config, images)
+    }
+
+    /// An upstream whose chat images are fetched by `images` (tests give one that reaches their
+    /// local server).
+    pub fn with_image_fetcher(config: &UpstreamConfig, images: Fetcher) -> Result<Self, BackendError> {
         let client = reqwest::Client::builder()
             .tcp_nodelay(true)
             .connect_timeout(CONNECT_TIMEOUT)
@@ -99,6 +124,7 @@ impl OpenAiUpstream {
                 transcriptions_url: format!("{base}/audio/transcriptions"),
                 auth,
                 offers: offers(config),
+                images,
                 timeout: config.timeout(),
                 answered: Mutex::new(HashMap::new()),
             }),
@@ -164,7 +190,8 @@ impl Inner {
                 })
             }
         };
-        let body = streaming_body(&task.request, &task.model)?;
+        let inlined = self.inline_images(&task.request, &task.cancel).await?;
+        let body = streaming_body(inlined.as_ref().unwrap_or(task.request.as_ref()), &task.model)?;
         let request = self
             .client
             .post(url)
@@ -188,6 +215,55 @@ impl Inner {
             files: Vec::new(),
             committed: None,
         })
+    }
+
+    /// The request with its `http(s)` images fetched and inlined as `data:` URLs; `None` when it
+    /// has none (nothing is copied).
+    async fn inline_images(
+        &self,
+        request: &Value,
+        cancel: &Cancellation,
+    ) -> Result<Option<Value>, BackendError> {
+        let wanted: Vec<(usize, usize, String)> = stacknet_api::request::chat::fetched_images(request)
+            .into_iter()
+            .map(|(i, j, url)| (i, j, url.to_owned()))
+            .collect();
+        if wanted.is_empty() {
+            return Ok(None);
+        }
+        if wanted.len() > MAX_FETCHED_IMAGES {
+            return Err(BackendError::InvalidRequest(format!(
+                "messages: {} images by URL, more than the {MAX_FETCHED_IMAGES} a node fetches for one request",
+                wanted.len()
+            )));
+        }
+        let mut copy = request.clone();
+        for (i, j, url) in wanted {
+            let param = format!("messages[{i}].content[{j}].image_url.url");
+            let fetched = tokio::select! {
+                biased;
+                () = cancel.cancelled() => return Err(BackendError::Abandoned),
+                fetched = self.images.get(&url) => fetched,
+            }
+            .map_err(|e| BackendError::InvalidRequest(format!("{param}: {e}")))?;
+            let content_type = fetched
+                .content_type
+                .as_deref()
+                .and_then(|ct| ct.split(';').next())
+                .map(|ct| ct.trim().to_ascii_lowercase())
+                .unwrap_or_default();
+            if fetched.status != 200 || !content_type.starts_with("image/") {
+                return Err(BackendError::InvalidRequest(format!(
+                    "{param}: {url} is not an image (HTTP {}, content type {content_type:?})",
+                    fetched.status
+                )));
+            }
+            let data = base64::engine::general_purpose::STANDARD.encode(&fetched.body);
+            if let Some(slot) = copy.pointer_mut(&format!("/messages/{i}/content/{j}/image_url/url")) {
+                *slot = Value::String(format!("data:{content_type};base64,{data}"));
+            }
+        }
+        Ok(Some(copy))
     }
 
     /// Sends `request` with the upstream's time limit and key; a successful answer's headers, or

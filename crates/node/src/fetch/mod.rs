@@ -12,7 +12,9 @@
 //! `http` and `https` on their URL's port, without credentials in the URL. Bodies are read up to a
 //! size limit, everything within a time limit.
 
-pub mod ssrf;
+/// The address policy (in `stacknet_api`, so the hub refuses a literal private address in a
+/// request before any node is asked).
+pub use stacknet_api::ssrf;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;

@@ -41,8 +41,13 @@ Cassini spacecraft photographed them in detail before it plunged into the planet
 /// ever arrive.
 static PRIVATE_HITS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
-/// A local site: an article, robots.txt that disallows `/private/`, redirects, a large and a slow page.
-async fn site() -> SocketAddr {
+/// The bytes of the local site's `/cat.png` (a PNG signature and a few bytes: an image as far as
+/// its content type and the node's forwarding go).
+pub(crate) const CAT_PNG: &[u8] = b"\x89PNG\r\n\x1a\nnot really a cat, but bytes of one";
+
+/// A local site: an article, robots.txt that disallows `/private/`, redirects, a large and a slow
+/// page, an image.
+pub(crate) async fn site() -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let app = Router::new()
@@ -62,6 +67,10 @@ async fn site() -> SocketAddr {
             }),
         )
         .route("/plain", get(|| async { "just text\n" }))
+        .route(
+            "/cat.png",
+            get(|| async { ([(header::CONTENT_TYPE, "image/png")], CAT_PNG) }),
+        )
         .route(
             "/to/{target}",
             get(|Path(target): Path<String>| async move {

@@ -13,3 +13,4 @@ mod node;
 mod sandbox;
 mod transcribe;
 mod validator;
+mod vision;
