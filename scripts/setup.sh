@@ -19,6 +19,10 @@ command -v cmake >/dev/null 2>&1 || apt_install cmake
 dpkg -s libclang-dev >/dev/null 2>&1 || apt_install libclang-dev
 # Code execution runs strangers' programs in bubblewrap (`stacknet up` serves it where it can).
 command -v bwrap >/dev/null 2>&1 || apt_install bubblewrap
+# The fallback voice (text to speech) and its encoders: programs the node runs, never links.
+for program in espeak-ng:espeak-ng lame:lame flac:flac opusenc:opus-tools; do
+    command -v "${program%%:*}" >/dev/null 2>&1 || apt_install "${program#*:}"
+done
 
 # The toolchain pinned in rust-toolchain.toml, with rustfmt and clippy, through rustup: Debian's own
 # package where the release has one (trixie and later), otherwise the official installer.
@@ -37,8 +41,6 @@ rustup show active-toolchain >/dev/null 2>&1 || rustup toolchain install
 [ "$what" = build ] && exit 0
 
 python3 -c "import venv, ensurepip" >/dev/null 2>&1 || apt_install python3-venv
-# Speech for the speech-to-text tests (the built-in Whisper hears what espeak-ng says).
-command -v espeak-ng >/dev/null 2>&1 || apt_install espeak-ng
 
 # The official OpenAI and MCP Python SDKs, which tests drive against `stacknet up` to prove
 # compatibility.

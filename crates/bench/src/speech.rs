@@ -1,17 +1,22 @@
-//! `stacknet-bench speech`: the built-in speech to text (Whisper tiny.en on candle) called directly,
-//! against the same model through a hub and a node, in one process. The audio is English speech made
-//! by espeak-ng; each round transcribes it once directly ([`Whisper::transcribe`], the worker the
-//! node's tasks run on, given the WAV bytes) and once as a client would (`POST
-//! /v1/audio/transcriptions`, multipart, timed at the client until the whole body is read). The
-//! real-time factor is processing time over audio length; medians over the rounds.
+//! `stacknet-bench speech`: the built-in speech to text (Whisper tiny.en on candle) and text to
+//! speech (the eSpeak NG fallback voice) called directly, against the same through a hub and a node,
+//! in one process. Each round transcribes English speech once directly ([`Whisper::transcribe`],
+//! the worker the node's tasks run on, given the WAV bytes) and once as a client would (`POST
+//! /v1/audio/transcriptions`, multipart, timed at the client until the whole body is read), then
+//! speaks the same text once directly ([`EspeakVoice::speak`]) and once through `POST
+//! /v1/audio/speech`. The real-time factor is processing time over audio length; medians over the
+//! rounds.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{ensure, Context, Result};
+use stacknet_node::backend::multi::MultiBackend;
+use stacknet_node::backend::voice::EspeakVoice;
 use stacknet_node::backend::whisper::Whisper;
 use stacknet_node::models::{self as catalog, ModelStore, PullOptions};
+use stacknet_node::Cancellation;
 use stacknet_testkit::mock_upstream::Script;
 use stacknet_testkit::network::TestNetwork;
 
@@ -53,8 +58,12 @@ pub async fn run(args: SpeechArgs) -> Result<()> {
     let wav = bytes::Bytes::from(out.stdout);
     let seconds = stacknet_api::audio::probe(wav.clone(), Some("wav"))?.duration_ms as f64 / 1000.0;
 
+    let voice = EspeakVoice::start(None).await?;
+    let (_, speech) = stacknet_api::request::audio::validate_speech(serde_json::json!({
+        "model": stacknet_node::backend::voice::MODEL, "input": SPEECH, "voice": "alloy", "response_format": "wav"}))?;
+    let both = MultiBackend::new(vec![Arc::new(whisper.clone()), Arc::new(voice.clone())])?;
     let mut net = TestNetwork::start_without_nodes(Script::echo(), |_| {}).await;
-    net.add_backend_node(Arc::new(whisper.clone())).await;
+    net.add_backend_node(Arc::new(both)).await;
     let client = reqwest::Client::builder().tcp_nodelay(true).build()?;
     let url = format!("{}/audio/transcriptions", net.base_url());
     let body = form(&wav);
@@ -68,7 +77,33 @@ pub async fn run(args: SpeechArgs) -> Result<()> {
         args.rounds
     );
     let (mut direct, mut hub) = (Vec::new(), Vec::new());
+    let (mut spoken_direct, mut spoken_hub) = (Vec::new(), Vec::new());
+    let speech_url = format!("{}/audio/speech", net.base_url());
+    let mut spoken_seconds = 0.0;
     for _ in 0..args.rounds {
+        let started = Instant::now();
+        let audio = voice.speak(&speech, &Cancellation::never()).await?;
+        spoken_direct.push(started.elapsed().as_secs_f64());
+        spoken_seconds = stacknet_api::audio::probe(audio, Some("wav"))?.duration_ms as f64 / 1000.0;
+        let started = Instant::now();
+        let resp = client
+            .post(&speech_url)
+            .bearer_auth(&net.api_key)
+            .json(
+                &serde_json::json!({"model": stacknet_node::backend::voice::MODEL, "input": SPEECH,
+                "voice": "alloy", "response_format": "wav"}),
+            )
+            .send()
+            .await?;
+        let status = resp.status();
+        let audio = resp.bytes().await?;
+        spoken_hub.push(started.elapsed().as_secs_f64());
+        ensure!(
+            status.is_success(),
+            "HTTP {status}: {}",
+            String::from_utf8_lossy(&audio)
+        );
+
         let started = Instant::now();
         let heard = whisper.transcribe(wav.clone(), "wav").await?;
         direct.push(started.elapsed().as_secs_f64());
@@ -95,19 +130,28 @@ pub async fn run(args: SpeechArgs) -> Result<()> {
         );
     }
     let (d, h) = (median(direct), median(hub));
+    let (sd, sh) = (median(spoken_direct), median(spoken_hub));
     println!("| path | median time | real-time factor |");
     println!("|---|---|---|");
-    println!(
-        "| direct (Whisper::transcribe) | {:.1} ms | {:.3} |",
-        d * 1000.0,
-        d / seconds
+    let row =
+        |what: &str, t: f64, audio: f64| println!("| {what} | {:.1} ms | {:.3} |", t * 1000.0, t / audio);
+    row("transcription, direct (Whisper::transcribe)", d, seconds);
+    row("transcription, through hub + node (HTTP)", h, seconds);
+    row(
+        &format!("speech ({spoken_seconds:.2} s, wav), direct (EspeakVoice::speak)"),
+        sd,
+        spoken_seconds,
+    );
+    row(
+        &format!("speech ({spoken_seconds:.2} s, wav), through hub + node (HTTP)"),
+        sh,
+        spoken_seconds,
     );
     println!(
-        "| through hub + node (HTTP) | {:.1} ms | {:.3} |",
-        h * 1000.0,
-        h / seconds
+        "\ntranscription hub / direct: {:.3}x; speech hub / direct: {:.3}x",
+        h / d,
+        sh / sd
     );
-    println!("\nhub / direct: {:.3}x", h / d);
     Ok(())
 }
 

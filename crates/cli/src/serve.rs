@@ -557,6 +557,17 @@ async fn up_backend(
     let fetch = stacknet_node::backend::web_fetch::WebFetch::with_defaults()?;
     let mut all: Vec<std::sync::Arc<dyn stacknet_node::Backend>> = vec![models, std::sync::Arc::new(fetch)];
     say("page fetch: web-fetch (public addresses only, robots.txt honoured)");
+    // The fallback voice wherever eSpeak NG is installed (scripts/setup.sh installs it).
+    match stacknet_node::backend::voice::EspeakVoice::start(None).await {
+        Ok(voice) => {
+            say(&format!(
+                "text to speech: espeak-ng {} (model \"espeak-ng\", OpenAI's voice names)",
+                voice.version()
+            ));
+            all.push(std::sync::Arc::new(voice));
+        }
+        Err(e) => say(&format!("text to speech: not served ({e})")),
+    }
     if let Some(engine) = &args.search_engine {
         let config = stacknet_node::config::SearchBackendConfig {
             engine: match engine.as_str() {

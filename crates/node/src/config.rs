@@ -123,6 +123,9 @@ impl UpstreamConfig {
 /// model = "whisper-tiny-en"
 ///
 /// [[backend]]
+/// kind = "espeak"                     # built-in text to speech: eSpeak NG, model "espeak-ng"
+///
+/// [[backend]]
 /// kind = "upstream"                   # an OpenAI-compatible server
 /// base_url = "http://127.0.0.1:11434/v1"
 /// models = ["llama3.2"]               # chat and completions
@@ -136,6 +139,8 @@ pub enum BackendConfig {
     Llama(LlamaBackendConfig),
     Embeddings(CandleBackendConfig),
     Transcription(CandleBackendConfig),
+    /// The fallback voice: text to speech with eSpeak NG.
+    Espeak(EspeakBackendConfig),
     Sandbox(SandboxBackendConfig),
     Fetch(FetchBackendConfig),
     Search(SearchBackendConfig),
@@ -150,6 +155,7 @@ impl BackendConfig {
             BackendConfig::Llama(_) => "llama",
             BackendConfig::Embeddings(_) => "embeddings",
             BackendConfig::Transcription(_) => "transcription",
+            BackendConfig::Espeak(_) => "espeak",
             BackendConfig::Sandbox(_) => "sandbox",
             BackendConfig::Fetch(_) => "fetch",
             BackendConfig::Search(_) => "search",
@@ -326,6 +332,15 @@ pub enum SearchEngine {
     Searxng,
     Brave,
     Tavily,
+}
+
+/// The built-in fallback voice (`kind = "espeak"`): eSpeak NG, run as a program.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EspeakBackendConfig {
+    /// The program [default: `espeak-ng` on the PATH].
+    #[serde(default)]
+    pub program: Option<std::path::PathBuf>,
 }
 
 /// A built-in model served by candle from the models directory: embeddings (`kind =

@@ -375,17 +375,22 @@ async fn up_serves_the_builtin_models_by_default() {
     );
     assert!(embedded["fingerprint"].as_str().unwrap().starts_with("fp_"));
 
-    // Speech to text with the built-in Whisper: speech made by espeak-ng, heard back.
+    // The round trip: `up`'s fallback voice speaks a sentence, its Whisper hears it back.
     let said = "Please open the window and let the fresh air in.";
-    let speech = Command::new("espeak-ng")
-        .args(["--stdout", "-s", "150", said])
-        .output()
-        .expect("espeak-ng runs (scripts/setup.sh installs it)");
+    let spoken = client
+        .post(format!("{}/audio/speech", up.base_url))
+        .bearer_auth(&up.api_key)
+        .json(&serde_json::json!({"model": "espeak-ng", "input": said, "voice": "alloy", "response_format": "wav"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(spoken.status(), 200);
+    let speech = spoken.bytes().await.unwrap();
     let mut form = b"--b\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nwhisper-tiny-en\r\n\
         --b\r\nContent-Disposition: form-data; name=\"response_format\"\r\n\r\ntext\r\n\
         --b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"speech.wav\"\r\n\r\n"
         .to_vec();
-    form.extend_from_slice(&speech.stdout);
+    form.extend_from_slice(&speech);
     form.extend_from_slice(b"\r\n--b--\r\n");
     let resp = client
         .post(format!("{}/audio/transcriptions", up.base_url))

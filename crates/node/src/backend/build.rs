@@ -18,6 +18,7 @@ use super::mcp::McpTools;
 use super::multi::MultiBackend;
 use super::sandbox::Sandbox;
 use super::upstream::OpenAiUpstream;
+use super::voice::EspeakVoice;
 use super::web_fetch::WebFetch;
 use super::web_search::WebSearch;
 use super::whisper::Whisper;
@@ -119,6 +120,7 @@ pub fn model_names(configs: &[BackendConfig]) -> Vec<String> {
             BackendConfig::Upstream(u) => u.all_models().cloned().collect(),
             BackendConfig::Llama(l) => vec![l.model.clone()],
             BackendConfig::Embeddings(e) | BackendConfig::Transcription(e) => vec![e.model.clone()],
+            BackendConfig::Espeak(_) => vec![super::voice::MODEL.to_owned()],
             BackendConfig::Fetch(_) => vec![stacknet_api::request::fetch::MODEL.to_owned()],
             BackendConfig::Search(_) => vec![stacknet_api::request::search::MODEL.to_owned()],
             BackendConfig::Mcp(m) => vec![stacknet_api::request::tool::offered_name(&m.name, "*")],
@@ -171,6 +173,7 @@ async fn build_one(config: &BackendConfig, models: &ModelStore) -> Result<Arc<dy
             let loaded = blocking(move || Whisper::load(&dir, spec, threads)).await?;
             Ok(Arc::new(loaded))
         }
+        BackendConfig::Espeak(espeak) => Ok(Arc::new(EspeakVoice::start(espeak.program.clone()).await?)),
         BackendConfig::Sandbox(sandbox) => Ok(Arc::new(Sandbox::start(sandbox).await?)),
         BackendConfig::Fetch(fetch) => {
             let defaults = FetchPolicy::default();

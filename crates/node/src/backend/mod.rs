@@ -8,7 +8,7 @@
 //! signs for like any finished task (one rule for every workload). One module
 //! per implementation: [`upstream`] (an OpenAI-compatible server), [`llama`] (built-in chat on
 //! llama.cpp), [`embed`] (built-in embeddings on candle), [`whisper`] (built-in speech to text on
-//! candle), [`sandbox`] (code execution in
+//! candle), [`voice`] (built-in text to speech: eSpeak NG, the fallback voice), [`sandbox`] (code execution in
 //! bubblewrap), [`web_fetch`] (pages through the SSRF-safe fetcher), [`web_search`] (the
 //! operator's search engine), [`mcp`] (the tools of an operator's MCP server, run in the sandbox).
 //! [`multi`] puts several behind one, and [`build`](mod@build) turns the node's `[[backend]]`
@@ -22,6 +22,7 @@ pub mod multi;
 pub mod sandbox;
 pub mod sse;
 pub mod upstream;
+pub mod voice;
 pub mod web_fetch;
 pub mod web_search;
 pub mod whisper;

@@ -1,5 +1,6 @@
-//! The built-in speech to text (Whisper tiny.en on candle) with the real model, through hub and node
-//! as a client calls it: speech made by espeak-ng comes back as its text (word error rate at most
+//! The built-in speech (the eSpeak NG fallback voice) and speech to text (Whisper tiny.en on candle)
+//! with the real model, through hub and node as a client calls them: the voice's every format
+//! decodes and Whisper hears its speech back; speech made by espeak-ng comes back as its text (word error rate at most
 //! 10%), audio over 30 seconds in several windows, the same bytes for the same audio, and what the
 //! model cannot do refused by name.
 //!
@@ -9,7 +10,9 @@
 
 use std::sync::{Arc, OnceLock};
 
-use serde_json::Value;
+use serde_json::{json, Value};
+use stacknet_node::backend::multi::MultiBackend;
+use stacknet_node::backend::voice::EspeakVoice;
 use stacknet_node::backend::whisper::Whisper;
 use stacknet_node::models::{self, ModelStore};
 use stacknet_testkit::mock_upstream::Script;
@@ -169,4 +172,90 @@ fn word_error_rate_counts_edits_over_the_words_said() {
         word_error_rate("the cat sat on the mat", "the cat sit on mat"),
         2.0 / 6.0
     );
+}
+
+/// A network whose node speaks with the fallback voice and hears with Whisper.
+async fn speaking_network() -> TestNetwork {
+    let voice = EspeakVoice::start(None)
+        .await
+        .expect("espeak-ng runs (scripts/setup.sh installs it)");
+    let both = MultiBackend::new(vec![Arc::new(voice), Arc::new(whisper())]).unwrap();
+    let mut net = TestNetwork::start_without_nodes(Script::echo(), |_| {}).await;
+    net.add_backend_node(Arc::new(both)).await;
+    net
+}
+
+async fn speak(net: &TestNetwork, body: Value) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(format!("{}/audio/speech", net.base_url()))
+        .bearer_auth(&net.api_key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+#[ignore = "needs espeak-ng, lame, flac, opusenc and the whisper-tiny-en model; scripts/test.sh runs it"]
+async fn the_fallback_voice_speaks_every_format_and_whisper_hears_it_back() {
+    let net = speaking_network().await;
+    let said = "Please open the window and let the fresh air in. The children are playing in the garden.";
+    let request = |format: &str| json!({"model": "espeak-ng", "input": said, "voice": "alloy", "response_format": format});
+    let resp = speak(&net, request("wav")).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "audio/wav");
+    assert!(!resp.headers()["stacknet-usage"].is_empty());
+    let wav = resp.bytes().await.unwrap().to_vec();
+    let length = stacknet_api::audio::probe(wav.clone(), Some("wav"))
+        .unwrap()
+        .duration_ms;
+
+    // The round trip: what the voice said, Whisper hears.
+    let (status, body) = transcribe(&net, &wav, &[("response_format", "text")]).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let heard = String::from_utf8(body).unwrap();
+    let wer = word_error_rate(said, &heard);
+    assert!(wer <= 0.10, "WER {wer:.2}: heard {heard:?}");
+
+    // Deterministic: the same request, the same bytes.
+    assert_eq!(
+        speak(&net, request("wav")).await.bytes().await.unwrap().to_vec(),
+        wav
+    );
+
+    // Every format it writes decodes as itself, as long as the WAV.
+    for (format, content_type) in [
+        ("mp3", "audio/mpeg"),
+        ("flac", "audio/flac"),
+        ("opus", "audio/ogg"),
+    ] {
+        let resp = speak(&net, request(format)).await;
+        assert_eq!(resp.status(), 200, "{format}");
+        assert_eq!(resp.headers()["content-type"], content_type);
+        let bytes = resp.bytes().await.unwrap().to_vec();
+        let info = stacknet_api::audio::probe(bytes, Some(if format == "opus" { "ogg" } else { format }))
+            .unwrap_or_else(|e| panic!("{format}: {e}"));
+        let off = info.duration_ms.abs_diff(length);
+        assert!(
+            off * 10 < length,
+            "{format}: {} ms against {length} ms",
+            info.duration_ms
+        );
+    }
+    let pcm = speak(&net, request("pcm")).await.bytes().await.unwrap();
+    let pcm_ms = pcm.len() as u64 / 2 * 1000 / 24_000;
+    assert!(
+        pcm.len() % 2 == 0 && pcm_ms.abs_diff(length) < 50,
+        "{pcm_ms} ms against {length} ms"
+    );
+
+    // What it cannot do: refused by name.
+    let aac = speak(&net, request("aac")).await;
+    assert_eq!(aac.status(), 400);
+    assert!(aac.text().await.unwrap().contains("aac cannot be written"));
+    let mut unknown = request("wav");
+    unknown["voice"] = json!("robot");
+    let resp = speak(&net, unknown).await;
+    assert_eq!(resp.status(), 400);
+    assert!(resp.text().await.unwrap().contains("is not a voice of espeak-ng"));
 }

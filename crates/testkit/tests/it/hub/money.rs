@@ -1154,7 +1154,7 @@ async fn best_of_cannot_escape_the_hold(db: Db) {
 }
 
 async fn images_cannot_escape_the_hold(db: Db) {
-    let picture = json!({"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}});
+    let picture = json!({"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}});
     let body = json!({"model": MOCK_MODEL, "max_tokens": 50, "messages": [{"role": "user",
         "content": [{"type": "text", "text": "which is bigger?"}, picture, picture]}]});
     let hold = hold_for(&body, 1, 2, 1);
