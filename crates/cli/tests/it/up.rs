@@ -443,6 +443,79 @@ async fn the_official_openai_python_sdk_works_unmodified() {
     assert!(text(&out.stdout).contains("\"heard\": \"The quick brown fox jumps over the lazy dog.\""));
 }
 
+/// The official OpenAI Python SDK against `stacknet up`'s built-in speech (tests/openai_audio_check.py):
+/// the fallback voice in every format it writes, Whisper hearing it back in every response format,
+/// bad input refused with OpenAI's errors. `scripts/test.sh` provides the SDK, the models and eSpeak NG.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs the Python SDK (STACKNET_SDK_PYTHON), the models (STACKNET_MODELS_DIR) and espeak-ng; scripts/test.sh runs it"]
+async fn the_official_openai_python_sdk_speaks_and_transcribes_with_the_builtin_models() {
+    let python = std::env::var_os("STACKNET_SDK_PYTHON")
+        .expect("STACKNET_SDK_PYTHON is not set: this test needs the OpenAI Python SDK (scripts/test.sh installs it and sets it)");
+    let models = std::env::var_os("STACKNET_MODELS_DIR").expect(
+        "STACKNET_MODELS_DIR is not set: this test needs the models (scripts/test.sh pulls them and sets it)",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_stacknet"))
+        .args(["up", "--listen", "127.0.0.1:0", "--no-sandbox"])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .env("STACKNET_MODELS_DIR", models)
+        .env("STACKNET_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let base_url = loop {
+        let line = lines.next().expect("up prints its settings").unwrap();
+        if let Some(v) = line.strip_prefix("OPENAI_BASE_URL=") {
+            break v.to_owned();
+        }
+    };
+    std::thread::spawn(move || lines.for_each(drop));
+    let up = Up {
+        child,
+        base_url,
+        api_key: api_key_in(dir.path()),
+        printed: Vec::new(),
+    };
+    let client = reqwest::Client::new();
+    let models_listed = || async {
+        let resp = client
+            .get(format!("{}/models", up.base_url))
+            .bearer_auth(&up.api_key)
+            .send()
+            .await
+            .ok()?;
+        let text = resp.text().await.ok()?;
+        (text.contains("espeak-ng") && text.contains("whisper-tiny-en")).then_some(())
+    };
+    wait_until(
+        "up serves its voice and Whisper",
+        MODEL_LOAD_DEADLINE,
+        models_listed,
+    )
+    .await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/openai_audio_check.py");
+    let out = tokio::process::Command::new(python)
+        .arg(script)
+        .env("OPENAI_BASE_URL", &up.base_url)
+        .env("OPENAI_API_KEY", &up.api_key)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert!(
+        text(&out.stdout).contains("\"ok\": true"),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
 /// The official MCP Python SDK lists the network's tools at `stacknet up`'s `/mcp` and calls one: a
 /// program runs in the sandbox of `up`'s node, and the tool result is the same answer as the HTTP
 /// endpoint's, fingerprint and paperwork included; a refused fetch is a tool error with its reason.

@@ -1,0 +1,73 @@
+"""The official OpenAI Python SDK, unmodified, against `stacknet up`'s built-in speech: the fallback
+voice speaks a sentence in every format it writes, the built-in Whisper hears it back (word error
+rate at most 10%) in every response format, and bad input is refused with OpenAI's errors.
+
+Reads OPENAI_BASE_URL and OPENAI_API_KEY; exits non-zero with a message on the first thing that is
+not as the SDK's users expect.
+"""
+import json
+import re
+import sys
+
+import openai
+
+VOICE, WHISPER = "espeak-ng", "whisper-tiny-en"
+SENTENCE = "Please open the window and let the fresh air in. The children are playing in the garden."
+client = openai.OpenAI()
+
+
+def words(text):
+    return [w for w in re.sub(r"[^a-z0-9 ]", " ", text.lower()).split() if w]
+
+
+def wer(said, heard):
+    a, b = words(said), words(heard)
+    row = list(range(len(b) + 1))
+    for i, wa in enumerate(a):
+        prev, row[0] = row[0], i + 1
+        for j, wb in enumerate(b):
+            cur = row[j + 1]
+            row[j + 1] = min(prev + (wa != wb), row[j] + 1, cur + 1)
+            prev = cur
+    return row[len(b)] / max(len(a), 1)
+
+
+magic = {"wav": b"RIFF", "mp3": b"\xff", "flac": b"fLaC", "opus": b"OggS"}
+audio = {}
+for fmt, head in magic.items():
+    raw = client.audio.speech.with_raw_response.create(model=VOICE, voice="alloy", input=SENTENCE, response_format=fmt)
+    body = raw.parse().content
+    assert body.startswith(head), (fmt, body[:8])
+    assert raw.headers["stacknet-paperwork"].startswith("pw_"), raw.headers
+    audio[fmt] = body
+pcm = client.audio.speech.create(model=VOICE, voice="alloy", input=SENTENCE, response_format="pcm").content
+assert len(pcm) % 2 == 0 and len(pcm) > 24_000, len(pcm)
+
+heard = {}
+for fmt in ("wav", "mp3", "flac"):
+    said = client.audio.transcriptions.create(model=WHISPER, file=(f"speech.{fmt}", audio[fmt]))
+    heard[fmt] = wer(SENTENCE, said.text)
+    assert heard[fmt] <= 0.10, (fmt, said.text)
+wav = ("speech.wav", audio["wav"], "audio/wav")
+text = client.audio.transcriptions.create(model=WHISPER, file=wav, response_format="text")
+assert wer(SENTENCE, text) <= 0.10, text
+srt = client.audio.transcriptions.create(model=WHISPER, file=wav, response_format="srt")
+assert srt.startswith("1\n00:00:00,000 --> "), srt
+vtt = client.audio.transcriptions.create(model=WHISPER, file=wav, response_format="vtt")
+assert vtt.startswith("WEBVTT"), vtt
+verbose = client.audio.transcriptions.create(model=WHISPER, file=wav, response_format="verbose_json")
+assert verbose.segments and verbose.segments[0].start == 0.0 and verbose.duration > 3, verbose
+
+for bad, param in [
+    (lambda: client.audio.transcriptions.create(model=WHISPER, file=("notes.mp3", b"not audio at all", "audio/mpeg")), "file"),
+    (lambda: client.audio.transcriptions.create(model=WHISPER, file=("empty.wav", b"", "audio/wav")), "file"),
+    (lambda: client.audio.speech.create(model=VOICE, voice="alloy", input=SENTENCE, response_format="ogg"), "response_format"),
+    (lambda: client.audio.speech.create(model=VOICE, voice="robot", input=SENTENCE), "input"),
+]:
+    try:
+        bad()
+        sys.exit(f"accepted: {param}")
+    except openai.BadRequestError as e:
+        assert e.status_code == 400 and e.param == param, (param, e)
+
+print(json.dumps({"ok": True, "wer": heard}))
