@@ -81,6 +81,33 @@ fn read_settings(lines: &mut impl Iterator<Item = std::io::Result<String>>) -> (
     }
 }
 
+/// `stacknet up` with no upstream, serving the built-in models from STACKNET_MODELS_DIR's cache
+/// (which scripts/test.sh fills), with `extra` arguments. Its output after the settings is drained.
+fn start_builtin_up(data: &std::path::Path, extra: &[&str]) -> Up {
+    let models = std::env::var_os("STACKNET_MODELS_DIR").expect(
+        "STACKNET_MODELS_DIR is not set: this test needs the models (scripts/test.sh pulls them and sets it)",
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_stacknet"))
+        .args(["up", "--listen", "127.0.0.1:0"])
+        .args(extra)
+        .arg("--data-dir")
+        .arg(data)
+        .env("STACKNET_MODELS_DIR", models)
+        .env("STACKNET_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (base_url, printed) = read_settings(&mut lines);
+    std::thread::spawn(move || lines.for_each(drop));
+    Up {
+        child,
+        base_url,
+        api_key: api_key_in(data),
+        printed,
+    }
+}
+
 pub(crate) fn start_up(data: &std::path::Path, upstream: &str) -> Up {
     let mut child = spawn_up(data, upstream);
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
@@ -303,34 +330,8 @@ async fn secret_files_are_0600_even_when_they_existed_with_wider_modes() {
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "needs the models (STACKNET_MODELS_DIR); scripts/test.sh runs it"]
 async fn up_serves_the_builtin_models_by_default() {
-    let models = std::env::var_os("STACKNET_MODELS_DIR").expect(
-        "STACKNET_MODELS_DIR is not set: this test needs the models (scripts/test.sh pulls them and sets it)",
-    );
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_stacknet"))
-        .args(["up", "--listen", "127.0.0.1:0"])
-        .arg("--data-dir")
-        .arg(dir.path())
-        .env("STACKNET_MODELS_DIR", models)
-        .env("STACKNET_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut field = |name: &str| loop {
-        let line = lines.next().expect("up prints its settings").unwrap();
-        if let Some(v) = line.strip_prefix(name) {
-            return v.to_owned();
-        }
-    };
-    let base_url = field("OPENAI_BASE_URL=");
-    std::thread::spawn(move || lines.for_each(drop));
-    let up = Up {
-        child,
-        base_url,
-        api_key: api_key_in(dir.path()),
-        printed: Vec::new(),
-    };
+    let up = start_builtin_up(dir.path(), &[]);
     let client = reqwest::Client::new();
     let answered = || async {
         let resp = client
@@ -451,33 +452,8 @@ async fn the_official_openai_python_sdk_works_unmodified() {
 async fn the_official_openai_python_sdk_speaks_and_transcribes_with_the_builtin_models() {
     let python = std::env::var_os("STACKNET_SDK_PYTHON")
         .expect("STACKNET_SDK_PYTHON is not set: this test needs the OpenAI Python SDK (scripts/test.sh installs it and sets it)");
-    let models = std::env::var_os("STACKNET_MODELS_DIR").expect(
-        "STACKNET_MODELS_DIR is not set: this test needs the models (scripts/test.sh pulls them and sets it)",
-    );
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_stacknet"))
-        .args(["up", "--listen", "127.0.0.1:0", "--no-sandbox"])
-        .arg("--data-dir")
-        .arg(dir.path())
-        .env("STACKNET_MODELS_DIR", models)
-        .env("STACKNET_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let base_url = loop {
-        let line = lines.next().expect("up prints its settings").unwrap();
-        if let Some(v) = line.strip_prefix("OPENAI_BASE_URL=") {
-            break v.to_owned();
-        }
-    };
-    std::thread::spawn(move || lines.for_each(drop));
-    let up = Up {
-        child,
-        base_url,
-        api_key: api_key_in(dir.path()),
-        printed: Vec::new(),
-    };
+    let up = start_builtin_up(dir.path(), &["--no-sandbox"]);
     let client = reqwest::Client::new();
     let models_listed = || async {
         let resp = client

@@ -18,7 +18,6 @@
 mod model;
 mod request;
 
-use std::panic::AssertUnwindSafe;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -29,12 +28,12 @@ use stacknet_protocol::paperwork::BackendInfo;
 use stacknet_protocol::values::Sha256Digest;
 use stacknet_protocol::wire::{ModelOffer, ModelReady};
 use stacknet_protocol::Timestamp;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 pub use model::{Embedded, MAX_BATCH_POSITIONS, MAX_INPUT_TOKENS};
 pub use request::{response_body, EmbeddingRequest, EncodingFormat, MAX_INPUTS};
 
-use super::{Backend, BackendError, BackendOutcome, BackendTask};
+use super::{ask_worker, serve_jobs, Backend, BackendError, BackendOutcome, BackendTask, Job};
 use crate::models::{ModelSpec, ModelStore};
 use model::Encoder;
 
@@ -64,13 +63,8 @@ struct Inner {
     model_sha256: Sha256Digest,
     dimensions: usize,
     threads: usize,
-    jobs: mpsc::Sender<Job>,
-}
-
-/// One request for the worker: the texts, and where the vectors go.
-struct Job {
-    inputs: Vec<String>,
-    reply: oneshot::Sender<Result<Embedded, BackendError>>,
+    /// The worker's queue: the texts of one request each.
+    jobs: mpsc::Sender<Job<Vec<String>, Embedded>>,
 }
 
 impl CandleEmbeddings {
@@ -91,7 +85,7 @@ impl CandleEmbeddings {
         let (jobs, queue) = mpsc::channel(QUEUE_CAPACITY);
         std::thread::Builder::new()
             .name("stacknet-embed".to_owned())
-            .spawn(move || serve(encoder, queue))
+            .spawn(move || serve_jobs(queue, "embedding", |inputs: &Vec<String>| encoder.embed(inputs)))
             .map_err(|e| BackendError::Setup(format!("cannot start the embeddings worker: {e}")))?;
         Ok(Self {
             inner: Arc::new(Inner {
@@ -140,22 +134,6 @@ pub fn weights_sha256(spec: &ModelSpec) -> Result<Sha256Digest, BackendError> {
     super::file_sha256(spec, WEIGHTS_FILE)
 }
 
-/// The worker loop: one request at a time until every sender is gone.
-fn serve(encoder: Encoder, mut queue: mpsc::Receiver<Job>) {
-    while let Some(job) = queue.blocking_recv() {
-        // The task was abandoned while it waited: spare the forward pass.
-        if job.reply.is_closed() {
-            continue;
-        }
-        // A panic inside candle or the tokenizer must fail this request, not kill the worker and
-        // with it every later request.
-        let result = std::panic::catch_unwind(AssertUnwindSafe(|| encoder.embed(&job.inputs)))
-            .unwrap_or_else(|_| Err(BackendError::Setup("the embedding model panicked".to_owned())));
-        // The task may have gone away meanwhile; nobody is left to tell.
-        let _ = job.reply.send(result);
-    }
-}
-
 impl Backend for CandleEmbeddings {
     fn models(&self) -> Vec<ModelOffer> {
         vec![ModelOffer {
@@ -186,8 +164,7 @@ impl Backend for CandleEmbeddings {
 
 impl Inner {
     async fn embed(&self, inputs: Vec<String>) -> Result<Embedded, BackendError> {
-        let (reply, answer) = oneshot::channel();
-        super::ask_worker(&self.jobs, Job { inputs, reply }, answer, "embeddings").await
+        ask_worker(&self.jobs, inputs, "embeddings").await
     }
 
     async fn run(

@@ -224,21 +224,46 @@ impl BackendError {
     }
 }
 
-/// Hands `job` to a built-in model's worker queue and awaits the worker's reply on `answer`. A full
-/// queue means the node is already a queue's length behind: [`BackendError::Busy`] lets the hub place
-/// the task on a node that can start it now. A worker that has stopped is a setup error naming it.
-pub(crate) async fn ask_worker<J, T>(
-    jobs: &mpsc::Sender<J>,
-    job: J,
-    answer: tokio::sync::oneshot::Receiver<Result<T, BackendError>>,
+/// A request for a built-in model's worker thread, and where its answer goes.
+pub(crate) struct Job<I, T> {
+    input: I,
+    reply: tokio::sync::oneshot::Sender<Result<T, BackendError>>,
+}
+
+/// Hands `input` to a built-in model's worker queue and awaits the worker's answer. A full queue
+/// means the node is already a queue's length behind: [`BackendError::Busy`] lets the hub place the
+/// task on a node that can start it now. A worker that has stopped is a setup error naming it.
+pub(crate) async fn ask_worker<I, T>(
+    jobs: &mpsc::Sender<Job<I, T>>,
+    input: I,
     worker: &str,
 ) -> Result<T, BackendError> {
+    let (reply, answer) = tokio::sync::oneshot::channel();
     let stopped = || BackendError::Setup(format!("the {worker} worker has stopped"));
-    jobs.try_send(job).map_err(|e| match e {
+    jobs.try_send(Job { input, reply }).map_err(|e| match e {
         mpsc::error::TrySendError::Full(_) => BackendError::Busy,
         mpsc::error::TrySendError::Closed(_) => stopped(),
     })?;
     answer.await.map_err(|_| stopped())?
+}
+
+/// A built-in model's worker loop: one job at a time, on this (blocking) thread, until every sender
+/// is gone. A job whose task was abandoned while it waited is skipped (spare the work); a panic
+/// inside the model fails its job, not the worker and with it every later job.
+pub(crate) fn serve_jobs<I, T>(
+    mut queue: mpsc::Receiver<Job<I, T>>,
+    model: &str,
+    mut run: impl FnMut(&I) -> Result<T, BackendError>,
+) {
+    while let Some(job) = queue.blocking_recv() {
+        if job.reply.is_closed() {
+            continue;
+        }
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&job.input)))
+            .unwrap_or_else(|_| Err(BackendError::Setup(format!("the {model} model panicked"))));
+        // The task may have gone away meanwhile; nobody is left to tell.
+        let _ = job.reply.send(result);
+    }
 }
 
 /// The pinned SHA-256 of the file `path` of a catalog model (what offers and paperwork name).

@@ -17,7 +17,6 @@ mod ct2;
 pub mod mel;
 
 use std::io::Write as _;
-use std::panic::AssertUnwindSafe;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -32,10 +31,12 @@ use stacknet_protocol::values::Sha256Digest;
 use stacknet_protocol::wire::{ModelOffer, ModelReady};
 use stacknet_protocol::Timestamp;
 use tokenizers::Tokenizer;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use super::embed::CANDLE_VERSION;
-use super::{Backend, BackendError, BackendOutcome, BackendTask, Cancellation, OutputFile};
+use super::{
+    ask_worker, serve_jobs, Backend, BackendError, BackendOutcome, BackendTask, Cancellation, Job, OutputFile,
+};
 use crate::models::ModelSpec;
 
 /// The backend id in Hello and paperwork.
@@ -58,16 +59,15 @@ pub struct Whisper {
 struct Inner {
     model_name: String,
     model_sha256: Sha256Digest,
-    jobs: mpsc::Sender<Job>,
+    jobs: mpsc::Sender<Job<Transcribe, Heard>>,
 }
 
 /// One transcription for the worker.
-struct Job {
+struct Transcribe {
     audio: bytes::Bytes,
     hint: String,
     prompt: Option<String>,
     cancel: Cancellation,
-    reply: oneshot::Sender<Result<Heard, BackendError>>,
 }
 
 /// One window's text.
@@ -107,7 +107,7 @@ impl Whisper {
     /// starts its worker, which runs on at most `threads` threads. Blocking (reads 75 MB).
     pub fn load(dir: &Path, spec: &ModelSpec, threads: usize) -> Result<Self, BackendError> {
         let sha256 = super::file_sha256(spec, WEIGHTS_FILE)?;
-        let engine = Engine::load(dir)?;
+        let mut engine = Engine::load(dir)?;
         // Every parallel loop of candle runs on the rayon pool current when it is called: each
         // transcription runs inside this one, so it takes at most `threads` threads.
         let pool = rayon::ThreadPoolBuilder::new()
@@ -118,7 +118,13 @@ impl Whisper {
         let (jobs, queue) = mpsc::channel(QUEUE_CAPACITY);
         std::thread::Builder::new()
             .name("stacknet-whisper".to_owned())
-            .spawn(move || serve(engine, &pool, queue))
+            .spawn(move || {
+                serve_jobs(queue, "transcription", |job: &Transcribe| {
+                    pool.install(|| {
+                        engine.transcribe(job.audio.clone(), &job.hint, job.prompt.as_deref(), &job.cancel)
+                    })
+                })
+            })
             .map_err(|e| BackendError::Setup(format!("cannot start the transcription worker: {e}")))?;
         Ok(Self {
             inner: Arc::new(Inner {
@@ -136,21 +142,6 @@ impl Whisper {
         self.inner
             .transcribe(audio, hint.to_owned(), None, Cancellation::never())
             .await
-    }
-}
-
-fn serve(mut engine: Engine, pool: &rayon::ThreadPool, mut queue: mpsc::Receiver<Job>) {
-    while let Some(job) = queue.blocking_recv() {
-        if job.reply.is_closed() {
-            continue;
-        }
-        let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            pool.install(|| {
-                engine.transcribe(job.audio.clone(), &job.hint, job.prompt.as_deref(), &job.cancel)
-            })
-        }))
-        .unwrap_or_else(|_| Err(BackendError::Setup("the transcription model panicked".to_owned())));
-        let _ = job.reply.send(result);
     }
 }
 
@@ -190,15 +181,13 @@ impl Inner {
         prompt: Option<String>,
         cancel: Cancellation,
     ) -> Result<Heard, BackendError> {
-        let (reply, answer) = oneshot::channel();
-        let job = Job {
+        let job = Transcribe {
             audio,
             hint,
             prompt,
             cancel,
-            reply,
         };
-        super::ask_worker(&self.jobs, job, answer, "transcription").await
+        ask_worker(&self.jobs, job, "transcription").await
     }
 
     async fn run(&self, task: BackendTask) -> Result<BackendOutcome, BackendError> {

@@ -11,6 +11,7 @@ use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Map, Value};
 
+use stacknet_api::audio::{pcm16, wav_pcm16};
 use stacknet_node::backend::whisper::cue_time;
 
 use super::error_response;
@@ -20,37 +21,28 @@ pub const RATE: u32 = 16_000;
 /// Samples per byte of text (10 ms).
 pub const SAMPLES_PER_BYTE: usize = 160;
 
-/// `text` as the mock speaks it: 16-bit PCM samples, one run of [`SAMPLES_PER_BYTE`] per byte.
+/// `text` as the mock speaks it: one run of [`SAMPLES_PER_BYTE`] samples per byte, each run the
+/// 16-bit value `(byte - 128) * 128` (as a float sample, so it writes back exactly).
+fn samples(text: &str) -> Vec<f32> {
+    text.bytes()
+        .flat_map(|b| {
+            let sample = f32::from((i16::from(b) - 128) * 128) / f32::from(i16::MAX);
+            std::iter::repeat_n(sample, SAMPLES_PER_BYTE)
+        })
+        .collect()
+}
+
+/// `text` as the mock speaks it, as raw 16-bit little-endian PCM.
 pub fn speak_pcm(text: &str) -> Vec<u8> {
-    let mut pcm = Vec::with_capacity(text.len() * SAMPLES_PER_BYTE * 2);
-    for b in text.bytes() {
-        let sample = (i16::from(b) - 128) * 128;
-        for _ in 0..SAMPLES_PER_BYTE {
-            pcm.extend_from_slice(&sample.to_le_bytes());
-        }
-    }
-    pcm
+    samples(text)
+        .into_iter()
+        .flat_map(|s| pcm16(s).to_le_bytes())
+        .collect()
 }
 
 /// `text` as the mock speaks it, in a WAV file.
 pub fn speak(text: &str) -> Vec<u8> {
-    let pcm = speak_pcm(text);
-    let len = u32::try_from(pcm.len()).unwrap_or(u32::MAX);
-    let mut out = Vec::with_capacity(44 + pcm.len());
-    out.extend_from_slice(b"RIFF");
-    out.extend_from_slice(&len.saturating_add(36).to_le_bytes());
-    out.extend_from_slice(b"WAVEfmt ");
-    out.extend_from_slice(&16u32.to_le_bytes());
-    out.extend_from_slice(&1u16.to_le_bytes());
-    out.extend_from_slice(&1u16.to_le_bytes());
-    out.extend_from_slice(&RATE.to_le_bytes());
-    out.extend_from_slice(&(RATE * 2).to_le_bytes());
-    out.extend_from_slice(&2u16.to_le_bytes());
-    out.extend_from_slice(&16u16.to_le_bytes());
-    out.extend_from_slice(b"data");
-    out.extend_from_slice(&len.to_le_bytes());
-    out.extend_from_slice(&pcm);
-    out
+    wav_pcm16(&samples(text), RATE)
 }
 
 /// The text a WAV file made by [`speak`] says; `None` for any other file.

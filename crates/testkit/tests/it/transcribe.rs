@@ -18,7 +18,7 @@ use stacknet_node::models::{self, ModelStore};
 use stacknet_testkit::mock_upstream::Script;
 use stacknet_testkit::network::TestNetwork;
 
-use crate::hub::files::{multipart, BOUNDARY};
+use crate::hub::files::{multipart, post_multipart};
 
 const MODEL: &str = "whisper-tiny-en";
 
@@ -88,17 +88,7 @@ async fn transcribe(net: &TestNetwork, wav: &[u8], fields: &[(&str, &str)]) -> (
     let mut all = vec![("model", MODEL)];
     all.extend_from_slice(fields);
     let body = multipart(&all, ("file", "speech.wav", "audio/wav", wav));
-    let resp = reqwest::Client::new()
-        .post(format!("{}/audio/transcriptions", net.base_url()))
-        .bearer_auth(&net.api_key)
-        .header(
-            "content-type",
-            format!("multipart/form-data; boundary={BOUNDARY}"),
-        )
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let resp = post_multipart(net, "audio/transcriptions", body).await;
     (resp.status().as_u16(), resp.bytes().await.unwrap().to_vec())
 }
 

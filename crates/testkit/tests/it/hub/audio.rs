@@ -15,7 +15,7 @@ use stacknet_testkit::mock_upstream::audio::speak;
 use stacknet_testkit::mock_upstream::Script;
 use stacknet_testkit::network::TestNetwork;
 
-use super::files::{multipart, BOUNDARY};
+use super::files::{multipart, post_multipart};
 use super::{client, paperwork_of};
 
 const TTS: &str = "mock-tts";
@@ -48,17 +48,8 @@ async fn transcribe(
     file: (&str, &str, &[u8]),
 ) -> reqwest::Response {
     let (filename, content_type, bytes) = file;
-    client()
-        .post(format!("{}/audio/transcriptions", net.base_url()))
-        .bearer_auth(&net.api_key)
-        .header(
-            "content-type",
-            format!("multipart/form-data; boundary={BOUNDARY}"),
-        )
-        .body(multipart(fields, ("file", filename, content_type, bytes)))
-        .send()
-        .await
-        .unwrap()
+    let body = multipart(fields, ("file", filename, content_type, bytes));
+    post_multipart(net, "audio/transcriptions", body).await
 }
 
 /// The body, and the proof members its headers carry, checked against the paperwork they name:

@@ -39,6 +39,21 @@ pub(crate) fn multipart(fields: &[(&str, &str)], file: (&str, &str, &str, &[u8])
     out
 }
 
+/// `POST` of a multipart `body` (made by [`multipart`]) to `path` of the network's OpenAI API.
+pub(crate) async fn post_multipart(net: &TestNetwork, path: &str, body: Vec<u8>) -> reqwest::Response {
+    client()
+        .post(format!("{}/{path}", net.base_url()))
+        .bearer_auth(&net.api_key)
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={BOUNDARY}"),
+        )
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
 /// Pseudo-random bytes (no two frames alike), deterministic.
 fn noise(len: usize) -> Vec<u8> {
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
@@ -63,17 +78,7 @@ async fn a_file_larger_than_a_frame_travels_to_the_node_and_bytes_come_back() {
         &[("model", INVERT_MODEL), ("prompt", "invert it"), ("n", "2")],
         ("image", "in.png", "image/png", &image),
     );
-    let resp = client()
-        .post(format!("{}/images/edits", net.base_url()))
-        .bearer_auth(&net.api_key)
-        .header(
-            "content-type",
-            format!("multipart/form-data; boundary={BOUNDARY}"),
-        )
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let resp = post_multipart(&net, "images/edits", body).await;
     assert_eq!(resp.status(), 200);
     let answer: Value = resp.json().await.unwrap();
     let engine = base64::engine::general_purpose::STANDARD;
