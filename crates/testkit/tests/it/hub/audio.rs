@@ -226,3 +226,54 @@ async fn balance(net: &TestNetwork) -> stacknet_ledger::Balance {
         .await
         .unwrap()
 }
+
+/// A hostile hub understates an upload's length, so the node would transcribe a minute and be paid
+/// for a second: the node measures the file itself, with the hub's own code, and refuses the task
+/// before its upstream is asked.
+#[tokio::test]
+async fn a_node_refuses_a_task_whose_audio_is_longer_than_the_hub_says() {
+    use stacknet_node::backend::InputFile;
+    use stacknet_node::{Backend, BackendError, BackendTask, Cancellation};
+    use stacknet_protocol::wire::Attachment;
+
+    let mock = stacknet_testkit::mock_upstream::MockUpstream::start(Script::echo())
+        .await
+        .unwrap();
+    let mut config = UpstreamConfig::new(mock.base_url(), Vec::new());
+    config.transcription_models = vec![STT.to_owned()];
+    let upstream = OpenAiUpstream::new(&config).unwrap();
+    let wav = speak("a sentence long enough to last a while");
+    let sha256 = Sha256Digest::of(&wav);
+    let task = |duration_ms: u64| BackendTask {
+        contract: stacknet_protocol::ContractId::random(),
+        workload: stacknet_protocol::contract::Workload::Transcription,
+        model: STT.to_owned(),
+        request: Arc::new(
+            json!({"model": STT, "file": {"sha256": sha256.to_string(), "size": wav.len(),
+            "content_type": "audio/wav", "filename": "a.wav", "duration_ms": duration_ms}}),
+        ),
+        files: Arc::new(vec![InputFile {
+            meta: Attachment {
+                sha256,
+                size: wav.len() as u64,
+                content_type: "audio/wav".to_owned(),
+            },
+            bytes: wav.clone().into(),
+        }]),
+        cancel: Cancellation::never(),
+    };
+    let run = |t: BackendTask| {
+        let (tx, _rx) = tokio::sync::mpsc::channel(4);
+        upstream.execute(t, tx)
+    };
+    let err = run(task(1)).await.unwrap_err();
+    assert!(
+        matches!(&err, BackendError::InvalidRequest(m) if m.contains("not the 1 ms the task says")),
+        "{err:?}"
+    );
+    assert_eq!(mock.requests(), 0, "the upstream was not asked");
+    // The true length (38 bytes at 10 ms each) is served, and paid in seconds rounded up.
+    let outcome = run(task(380)).await.unwrap();
+    assert_eq!(outcome.usage.unwrap().units, 1);
+    assert_eq!(mock.requests(), 1);
+}
