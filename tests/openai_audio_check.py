@@ -1,17 +1,21 @@
-"""The official OpenAI Python SDK, unmodified, against `stacknet up`'s built-in speech: the fallback
-voice speaks a sentence in every format it writes, the built-in Whisper hears it back (word error
-rate at most 10%) in every response format, and bad input is refused with OpenAI's errors.
+"""The official OpenAI Python SDK, unmodified, against `stacknet up`'s built-in speech and vision:
+the Piper voice and the fallback voice speak a sentence in every format they write, the built-in
+Whisper hears it back (word error rate at most 10%) in every response format, the built-in OCR model
+reads back text rendered here into an image, and bad input is refused with OpenAI's errors.
 
 Reads OPENAI_BASE_URL and OPENAI_API_KEY; exits non-zero with a message on the first thing that is
 not as the SDK's users expect.
 """
+import base64
+import io
 import json
 import re
 import sys
 
 import openai
+from PIL import Image, ImageDraw, ImageFont
 
-VOICE, WHISPER = "espeak-ng", "whisper-tiny-en"
+VOICE, PIPER, WHISPER, OCR = "espeak-ng", "piper-en-us-joe-medium", "whisper-tiny-en", "pp-ocrv6-tiny"
 SENTENCE = "Please open the window and let the fresh air in. The children are playing in the garden."
 client = openai.OpenAI()
 
@@ -58,11 +62,44 @@ assert vtt.startswith("WEBVTT"), vtt
 verbose = client.audio.transcriptions.create(model=WHISPER, file=wav, response_format="verbose_json")
 assert verbose.segments and verbose.segments[0].start == 0.0 and verbose.duration > 3, verbose
 
+# The neural voice: every format decodes as itself, Whisper hears it, the same request gives the
+# same bytes.
+for fmt, head in magic.items():
+    body = client.audio.speech.create(model=PIPER, voice="nova", input=SENTENCE, response_format=fmt).content
+    assert body.startswith(head), (fmt, body[:8])
+    if fmt == "wav":
+        said = client.audio.transcriptions.create(model=WHISPER, file=("piper.wav", body))
+        heard["piper"] = wer(SENTENCE, said.text)
+        assert heard["piper"] <= 0.10, said.text
+        again = client.audio.speech.create(model=PIPER, voice="nova", input=SENTENCE, response_format="wav").content
+        assert again == body, "the same request gave other bytes"
+
+# Vision: text rendered here, read back by the built-in OCR model through chat.
+LINES = ["The quick brown fox jumps", "over the lazy dog 1234"]
+font = ImageFont.load_default(size=36)
+image = Image.new("RGB", (760, 70 + 56 * len(LINES)), "white")
+draw = ImageDraw.Draw(image)
+for i, line in enumerate(LINES):
+    draw.text((32, 32 + 56 * i), line, fill="black", font=font)
+png = io.BytesIO()
+image.save(png, format="PNG")
+url = "data:image/png;base64," + base64.b64encode(png.getvalue()).decode()
+read = client.chat.completions.create(model=OCR, messages=[{"role": "user", "content": [
+    {"type": "text", "text": "What does the picture say?"},
+    {"type": "image_url", "image_url": {"url": url}},
+]}])
+assert read.choices[0].message.content == "\n".join(LINES), read.choices[0].message.content
+assert read.usage.prompt_tokens >= 85 and read.to_dict()["paperwork"].startswith("pw_"), read
+
 for bad, param in [
     (lambda: client.audio.transcriptions.create(model=WHISPER, file=("notes.mp3", b"not audio at all", "audio/mpeg")), "file"),
     (lambda: client.audio.transcriptions.create(model=WHISPER, file=("empty.wav", b"", "audio/wav")), "file"),
     (lambda: client.audio.speech.create(model=VOICE, voice="alloy", input=SENTENCE, response_format="ogg"), "response_format"),
     (lambda: client.audio.speech.create(model=VOICE, voice="robot", input=SENTENCE), "input"),
+    (lambda: client.audio.speech.create(model=PIPER, voice="robot", input=SENTENCE), "input"),
+    (lambda: client.chat.completions.create(model=OCR, messages=[{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": "http://192.168.1.1/secret.png"}}]}]),
+     "messages[0].content[0].image_url.url"),
 ]:
     try:
         bad()

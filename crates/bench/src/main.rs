@@ -13,8 +13,8 @@
 //!   the hub against the mock upstream directly.
 //! - `sandbox` ([`sandbox`]): a program run bare, in a sandbox made for the run, and in one made
 //!   ahead of it.
-//! - `speech` ([`speech`]): built-in speech to text (Whisper tiny.en) directly and through a hub
-//!   and a node: real-time factors.
+//! - `speech` ([`speech`]): the built-in speech and vision models (Whisper tiny.en, the Piper and
+//!   eSpeak NG voices, PP-OCR) directly and through a hub and a node: real-time factors, images/s.
 //!
 //! Run it optimised: `cargo run --release -p stacknet-bench -- [core|models|money|validate]`.
 

@@ -1,44 +1,68 @@
-//! `stacknet-bench speech`: the built-in speech to text (Whisper tiny.en on candle) and text to
-//! speech (the eSpeak NG fallback voice) called directly, against the same through a hub and a node,
-//! in one process. Each round transcribes English speech once directly ([`Whisper::transcribe`],
-//! the worker the node's tasks run on, given the WAV bytes) and once as a client would (`POST
-//! /v1/audio/transcriptions`, multipart, timed at the client until the whole body is read), then
-//! speaks the same text once directly ([`EspeakVoice::speak`]) and once through `POST
-//! /v1/audio/speech`. The real-time factor is processing time over audio length; medians over the
-//! rounds.
+//! `stacknet-bench speech`: the built-in speech and vision models called directly, against the same
+//! through a hub and a node, in one process: speech to text (Whisper tiny.en on candle), text to
+//! speech (the Piper voice on ONNX Runtime, and the eSpeak NG fallback voice) and OCR (PP-OCRv6 tiny
+//! on ONNX Runtime). Each round runs every model once directly (the call the node's task makes:
+//! [`Whisper::transcribe`], [`PiperVoice::speak`], [`EspeakVoice::speak`], [`Ocr::read_request`])
+//! and once as a client would (the OpenAI endpoint over HTTP, timed at the client until the whole
+//! body is read). Speech is reported as a real-time factor (processing time over audio length), OCR
+//! as images per second; medians over the rounds.
 
+use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{ensure, Context, Result};
+use base64::Engine as _;
+use serde_json::{json, Value};
 use stacknet_node::backend::multi::MultiBackend;
+use stacknet_node::backend::ocr::Ocr;
+use stacknet_node::backend::onnx::Runtime;
+use stacknet_node::backend::piper::PiperVoice;
 use stacknet_node::backend::voice::EspeakVoice;
 use stacknet_node::backend::whisper::Whisper;
 use stacknet_node::models::{self as catalog, ModelStore, PullOptions};
-use stacknet_node::Cancellation;
+use stacknet_node::{Backend, Cancellation};
 use stacknet_testkit::mock_upstream::Script;
 use stacknet_testkit::network::TestNetwork;
 
 use crate::models::{default_models_dir, median, pull};
 
-const MODEL: &str = "whisper-tiny-en";
+const WHISPER: &str = "whisper-tiny-en";
+const PIPER: &str = "piper-en-us-joe-medium";
+const OCR: &str = "pp-ocrv6-tiny";
 const BOUNDARY: &str = "stacknet-bench-speech";
 const SPEECH: &str =
     "The lighthouse keeper climbed the narrow stairs every evening to light the great lamp. \
     Ships far out at sea watched for its beam and steered away from the rocks.";
+/// Two lines of rendered text (the OCR tests' fixture).
+const IMAGE: &[u8] = include_bytes!("../../testkit/tests/it/fixtures/two-lines.png");
 
 #[derive(clap::Args)]
 pub struct SpeechArgs {
     /// Where models are stored; pulled there first when absent [default: stacknet's]
     #[arg(long, env = "STACKNET_MODELS_DIR")]
     models_dir: Option<PathBuf>,
-    /// Threads for candle, the same on both sides [default: this machine's cores]
+    /// Threads for every model, the same on both sides [default: this machine's cores]
     #[arg(long)]
     threads: Option<usize>,
     /// Rounds of direct then hub runs; medians are reported.
     #[arg(long, default_value_t = 5)]
     rounds: usize,
+}
+
+/// How long `work` took, in seconds, and what it gave.
+async fn timed<T>(work: impl Future<Output = Result<T>>) -> Result<(f64, T)> {
+    let started = Instant::now();
+    let out = work.await?;
+    Ok((started.elapsed().as_secs_f64(), out))
+}
+
+/// The direct and the through-the-hub times of one model, over the rounds.
+#[derive(Default)]
+struct Pair {
+    direct: Vec<f64>,
+    hub: Vec<f64>,
 }
 
 pub async fn run(args: SpeechArgs) -> Result<()> {
@@ -47,9 +71,25 @@ pub async fn run(args: SpeechArgs) -> Result<()> {
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let store = ModelStore::new(args.models_dir.clone().unwrap_or_else(default_models_dir));
-    let spec = catalog::find(MODEL).with_context(|| format!("{MODEL} is not in the catalog"))?;
-    let dir = pull(&store, spec, &PullOptions::from_env()).await?;
-    let whisper = tokio::task::spawn_blocking(move || Whisper::load(&dir, spec, threads)).await??;
+    let options = PullOptions::from_env();
+    let mut dirs = Vec::new();
+    for name in [WHISPER, catalog::ONNX_RUNTIME, PIPER, OCR] {
+        let spec = catalog::find(name).with_context(|| format!("{name} is not in the catalog"))?;
+        dirs.push((spec, pull(&store, spec, &options).await?));
+    }
+    let (whisper_spec, whisper_dir) = dirs[0].clone();
+    let whisper =
+        tokio::task::spawn_blocking(move || Whisper::load(&whisper_dir, whisper_spec, threads)).await??;
+    let runtime = Runtime::from_store(&store)?;
+    let (piper_spec, piper_dir) = dirs[2].clone();
+    let piper = tokio::task::spawn_blocking(move || {
+        PiperVoice::load(runtime, &piper_dir, piper_spec, threads, None, false)
+    })
+    .await??;
+    let (ocr_spec, ocr_dir) = dirs[3].clone();
+    let images = stacknet_node::backend::images::fetcher()?;
+    let ocr = tokio::task::spawn_blocking(move || Ocr::load(runtime, &ocr_dir, ocr_spec, threads, images))
+        .await??;
     let out = std::process::Command::new("espeak-ng")
         .args(["--stdout", "-s", "150", SPEECH])
         .output()
@@ -57,108 +97,142 @@ pub async fn run(args: SpeechArgs) -> Result<()> {
     ensure!(out.status.success(), "espeak-ng failed");
     let wav = bytes::Bytes::from(out.stdout);
     let seconds = stacknet_api::audio::probe(wav.clone(), Some("wav"))?.duration_ms as f64 / 1000.0;
-
     let voice = EspeakVoice::start(None).await?;
-    let (_, speech) = stacknet_api::request::audio::validate_speech(serde_json::json!({
-        "model": stacknet_node::backend::voice::MODEL, "input": SPEECH, "voice": "alloy", "response_format": "wav"}))?;
-    let both = MultiBackend::new(vec![Arc::new(whisper.clone()), Arc::new(voice.clone())])?;
+
+    let all: Vec<Arc<dyn Backend>> = vec![
+        Arc::new(whisper.clone()),
+        Arc::new(voice.clone()),
+        Arc::new(piper.clone()),
+        Arc::new(ocr.clone()),
+    ];
     let mut net = TestNetwork::start_without_nodes(Script::echo(), |_| {}).await;
-    net.add_backend_node(Arc::new(both)).await;
+    net.add_backend_node(Arc::new(MultiBackend::new(all)?)).await;
     let client = reqwest::Client::builder().tcp_nodelay(true).build()?;
-    let url = format!("{}/audio/transcriptions", net.base_url());
-    let body = form(&wav);
-
-    println!(
-        "stacknet-bench speech: {MODEL} on candle, directly vs through hub + node ({} cores, {threads} threads, one process, loopback)",
-        std::thread::available_parallelism().map_or(0, |n| n.get())
-    );
-    println!(
-        "audio: {seconds:.2} s of espeak-ng speech (WAV, 22.05 kHz), {} rounds\n",
-        args.rounds
-    );
-    let (mut direct, mut hub) = (Vec::new(), Vec::new());
-    let (mut spoken_direct, mut spoken_hub) = (Vec::new(), Vec::new());
-    let speech_url = format!("{}/audio/speech", net.base_url());
-    let mut spoken_seconds = 0.0;
-    for _ in 0..args.rounds {
-        let started = Instant::now();
-        let audio = voice.speak(&speech, &Cancellation::never()).await?;
-        spoken_direct.push(started.elapsed().as_secs_f64());
-        spoken_seconds = stacknet_api::audio::probe(audio, Some("wav"))?.duration_ms as f64 / 1000.0;
-        let started = Instant::now();
-        let resp = client
-            .post(&speech_url)
+    let post_json = |path: &str, body: Value| {
+        let request = client
+            .post(format!("{}/{path}", net.base_url()))
             .bearer_auth(&net.api_key)
-            .json(
-                &serde_json::json!({"model": stacknet_node::backend::voice::MODEL, "input": SPEECH,
-                "voice": "alloy", "response_format": "wav"}),
-            )
-            .send()
-            .await?;
-        let status = resp.status();
-        let audio = resp.bytes().await?;
-        spoken_hub.push(started.elapsed().as_secs_f64());
-        ensure!(
-            status.is_success(),
-            "HTTP {status}: {}",
-            String::from_utf8_lossy(&audio)
-        );
-
-        let started = Instant::now();
-        let heard = whisper.transcribe(wav.clone(), "wav").await?;
-        direct.push(started.elapsed().as_secs_f64());
-        ensure!(!heard.text().is_empty(), "nothing heard");
-
-        let started = Instant::now();
-        let resp = client
-            .post(&url)
+            .json(&body);
+        async move { answer(request).await }
+    };
+    let form_body = form(&wav);
+    let transcribe_over_http = || {
+        let request = client
+            .post(format!("{}/audio/transcriptions", net.base_url()))
             .bearer_auth(&net.api_key)
             .header(
                 "content-type",
                 format!("multipart/form-data; boundary={BOUNDARY}"),
             )
-            .body(body.clone())
-            .send()
-            .await?;
-        let status = resp.status();
-        let answer = resp.bytes().await?;
-        hub.push(started.elapsed().as_secs_f64());
-        ensure!(
-            status.is_success(),
-            "HTTP {status}: {}",
-            String::from_utf8_lossy(&answer)
-        );
-    }
-    let (d, h) = (median(direct), median(hub));
-    let (sd, sh) = (median(spoken_direct), median(spoken_hub));
-    println!("| path | median time | real-time factor |");
-    println!("|---|---|---|");
-    let row =
-        |what: &str, t: f64, audio: f64| println!("| {what} | {:.1} ms | {:.3} |", t * 1000.0, t / audio);
-    row("transcription, direct (Whisper::transcribe)", d, seconds);
-    row("transcription, through hub + node (HTTP)", h, seconds);
-    row(
-        &format!("speech ({spoken_seconds:.2} s, wav), direct (EspeakVoice::speak)"),
-        sd,
-        spoken_seconds,
+            .body(form_body.clone());
+        async move { answer(request).await }
+    };
+    let speech_request =
+        |model: &str| json!({"model": model, "input": SPEECH, "voice": "alloy", "response_format": "wav"});
+    let (_, espeak_speech) =
+        stacknet_api::request::audio::validate_speech(speech_request(stacknet_node::backend::voice::MODEL))?;
+    let (_, piper_speech) = stacknet_api::request::audio::validate_speech(speech_request(PIPER))?;
+    let url = format!(
+        "data:image/png;base64,{}",
+        base64::engine::general_purpose::STANDARD.encode(IMAGE)
     );
-    row(
-        &format!("speech ({spoken_seconds:.2} s, wav), through hub + node (HTTP)"),
-        sh,
-        spoken_seconds,
+    let read = json!({"model": OCR, "messages": [{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": url}}]}]});
+
+    println!(
+        "stacknet-bench speech: built-in models directly vs through hub + node ({} cores, {threads} threads, one process, loopback)",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     println!(
-        "\ntranscription hub / direct: {:.3}x; speech hub / direct: {:.3}x",
-        h / d,
-        sh / sd
+        "transcribed: {seconds:.2} s of espeak-ng speech (WAV, 22.05 kHz); spoken: {} characters as WAV; read: a {} byte PNG with two lines of text; {} rounds\n",
+        SPEECH.chars().count(),
+        IMAGE.len(),
+        args.rounds
     );
+    let never = Cancellation::never();
+    let (mut stt, mut espeak, mut neural, mut vision) =
+        (Pair::default(), Pair::default(), Pair::default(), Pair::default());
+    let (mut espeak_seconds, mut piper_seconds) = (0.0, 0.0);
+    for _ in 0..args.rounds {
+        let (t, heard) = timed(async { Ok(whisper.transcribe(wav.clone(), "wav").await?) }).await?;
+        ensure!(!heard.text().is_empty(), "nothing heard");
+        stt.direct.push(t);
+        stt.hub.push(timed(transcribe_over_http()).await?.0);
+
+        let (t, audio) = timed(async { Ok(voice.speak(&espeak_speech, &never).await?) }).await?;
+        espeak_seconds = stacknet_api::audio::probe(audio, Some("wav"))?.duration_ms as f64 / 1000.0;
+        espeak.direct.push(t);
+        espeak.hub.push(
+            timed(post_json(
+                "audio/speech",
+                speech_request(stacknet_node::backend::voice::MODEL),
+            ))
+            .await?
+            .0,
+        );
+
+        let (t, audio) = timed(async { Ok(piper.speak(&piper_speech, &never).await?) }).await?;
+        piper_seconds = stacknet_api::audio::probe(audio, Some("wav"))?.duration_ms as f64 / 1000.0;
+        neural.direct.push(t);
+        neural
+            .hub
+            .push(timed(post_json("audio/speech", speech_request(PIPER))).await?.0);
+
+        let (t, texts) = timed(async { Ok(ocr.read_request(&read, &never).await?) }).await?;
+        ensure!(texts.first().is_some_and(|t| !t.is_empty()), "nothing read");
+        vision.direct.push(t);
+        vision
+            .hub
+            .push(timed(post_json("chat/completions", read.clone())).await?.0);
+    }
+    println!("| model | path | median time | real-time factor / rate |");
+    println!("|---|---|---|---|");
+    let mut ratios = Vec::new();
+    for (name, pair, per) in [
+        (format!("{WHISPER} ({seconds:.2} s of audio)"), stt, Some(seconds)),
+        (
+            format!("{PIPER} ({piper_seconds:.2} s spoken)"),
+            neural,
+            Some(piper_seconds),
+        ),
+        (
+            format!("espeak-ng ({espeak_seconds:.2} s spoken)"),
+            espeak,
+            Some(espeak_seconds),
+        ),
+        (format!("{OCR} (one image)"), vision, None),
+    ] {
+        let (d, h) = (median(pair.direct), median(pair.hub));
+        for (path, t) in [("direct", d), ("hub + node (HTTP)", h)] {
+            let rate = match per {
+                Some(audio) => format!("RTF {:.3}", t / audio),
+                None => format!("{:.1} images/s", 1.0 / t),
+            };
+            println!("| {name} | {path} | {:.1} ms | {rate} |", t * 1000.0);
+        }
+        ratios.push(format!("{name}: {:.3}x", h / d));
+    }
+    println!("\nhub / direct: {}", ratios.join("; "));
     Ok(())
+}
+
+/// Sends `request` and reads the whole body; a refusal is an error with its body.
+async fn answer(request: reqwest::RequestBuilder) -> Result<bytes::Bytes> {
+    let resp = request.send().await?;
+    let status = resp.status();
+    let body = resp.bytes().await?;
+    ensure!(
+        status.is_success(),
+        "HTTP {status}: {}",
+        String::from_utf8_lossy(&body)
+    );
+    Ok(body)
 }
 
 /// The multipart body of a transcription of `wav`.
 fn form(wav: &[u8]) -> Vec<u8> {
     let mut body = format!(
-        "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\n{MODEL}\r\n\
+        "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\n{WHISPER}\r\n\
          --{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"speech.wav\"\r\nContent-Type: audio/wav\r\n\r\n"
     )
     .into_bytes();

@@ -117,7 +117,11 @@ fn write_list(store: &ModelStore) -> std::io::Result<()> {
             out,
             "{:<24} {:<18} {:>9}  {:<11} {:<10}  {}",
             spec.name,
-            workloads.join(","),
+            if spec.engine == models::Engine::Library {
+                "(runtime)".to_owned()
+            } else {
+                workloads.join(",")
+            },
             megabytes(spec.size_bytes()),
             spec.license,
             status,

@@ -10,7 +10,7 @@ use rand_core::RngCore;
 use stacknet_hub::rules::NetworkRules;
 use stacknet_hub::{Hub, HubConfig};
 use stacknet_node::config::{
-    ApiKey, BackendConfig, CandleBackendConfig, LlamaBackendConfig, NodeConfig, UpstreamConfig,
+    ApiKey, BackendConfig, LlamaBackendConfig, ModelBackendConfig, NodeConfig, UpstreamConfig,
 };
 use stacknet_node::models::ModelStore;
 use stacknet_protocol::keystore::restrict_to_owner;
@@ -525,7 +525,7 @@ pub async fn up(args: UpArgs) -> Result<()> {
 
 /// The model server `up`'s node forwards to, or the built-in models, pulled on first run: SmolLM2
 /// for chat and completions on llama.cpp, all-MiniLM-L6-v2 for embeddings and Whisper tiny.en for
-/// speech to text on candle.
+/// speech to text on candle, the Piper voice and PP-OCR on ONNX Runtime.
 /// `up`'s backend, and the tasks its node runs at once (`--max-concurrency`, else the default for it).
 async fn up_backend(
     args: &UpArgs,
@@ -534,18 +534,28 @@ async fn up_backend(
     let store = ModelStore::new(args.models_dir.clone().unwrap_or_else(|| data_dir.join("models")));
     let mut backends = Vec::new();
     args.upstream.apply(&mut backends)?;
-    if backends.is_empty() {
+    // The voices need eSpeak NG (scripts/setup.sh installs it): the fallback voice is it, and the
+    // Piper voice's phonemes come from it.
+    let espeak = stacknet_node::backend::voice::EspeakVoice::start(None).await;
+    let built_in = backends.is_empty();
+    if built_in {
         let options = stacknet_node::models::PullOptions::from_env();
-        for name in [UP_CHAT_MODEL, UP_EMBEDDING_MODEL, UP_TRANSCRIPTION_MODEL] {
+        for name in UP_MODELS {
             let spec =
                 stacknet_node::models::find(name).with_context(|| format!("{name} is not in the catalog"))?;
             crate::models::pull(&store, spec, &options).await?;
         }
         backends = vec![
             BackendConfig::Llama(LlamaBackendConfig::new(UP_CHAT_MODEL)),
-            BackendConfig::Embeddings(CandleBackendConfig::new(UP_EMBEDDING_MODEL)),
-            BackendConfig::Transcription(CandleBackendConfig::new(UP_TRANSCRIPTION_MODEL)),
+            BackendConfig::Embeddings(ModelBackendConfig::new(UP_EMBEDDING_MODEL)),
+            BackendConfig::Transcription(ModelBackendConfig::new(UP_TRANSCRIPTION_MODEL)),
+            BackendConfig::Ocr(ModelBackendConfig::new(UP_OCR_MODEL)),
         ];
+        if espeak.is_ok() {
+            backends.push(BackendConfig::Piper(
+                stacknet_node::config::PiperBackendConfig::new(UP_SPEECH_MODEL),
+            ));
+        }
     }
     let max_concurrency = args
         .upstream
@@ -557,11 +567,15 @@ async fn up_backend(
     let fetch = stacknet_node::backend::web_fetch::WebFetch::with_defaults()?;
     let mut all: Vec<std::sync::Arc<dyn stacknet_node::Backend>> = vec![models, std::sync::Arc::new(fetch)];
     say("page fetch: web-fetch (public addresses only, robots.txt honoured)");
-    // The fallback voice wherever eSpeak NG is installed (scripts/setup.sh installs it).
-    match stacknet_node::backend::voice::EspeakVoice::start(None).await {
+    match espeak {
         Ok(voice) => {
             say(&format!(
-                "text to speech: espeak-ng {} (model \"espeak-ng\", OpenAI's voice names)",
+                "text to speech: {}espeak-ng {} (model \"espeak-ng\", the fallback voice; OpenAI's voice names)",
+                if built_in {
+                    format!("{UP_SPEECH_MODEL} (neural, on ONNX Runtime) and ")
+                } else {
+                    String::new()
+                },
                 voice.version()
             ));
             all.push(std::sync::Arc::new(voice));
@@ -611,6 +625,17 @@ async fn up_backend(
 pub const UP_CHAT_MODEL: &str = "smollm2-135m-instruct";
 pub const UP_EMBEDDING_MODEL: &str = "all-minilm-l6-v2";
 pub const UP_TRANSCRIPTION_MODEL: &str = "whisper-tiny-en";
+pub const UP_SPEECH_MODEL: &str = "piper-en-us-joe-medium";
+pub const UP_OCR_MODEL: &str = "pp-ocrv6-tiny";
+/// Everything `up` pulls on first run: its models and the runtime of the ONNX ones.
+pub const UP_MODELS: [&str; 6] = [
+    UP_CHAT_MODEL,
+    UP_EMBEDDING_MODEL,
+    UP_TRANSCRIPTION_MODEL,
+    stacknet_node::models::ONNX_RUNTIME,
+    UP_SPEECH_MODEL,
+    UP_OCR_MODEL,
+];
 
 /// On first start: a Stack named "default" and an API key; later starts reuse the key in up.env.
 async fn first_start_key(hub: &Hub, data_dir: &Path) -> Result<String> {

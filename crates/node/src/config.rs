@@ -123,6 +123,14 @@ impl UpstreamConfig {
 /// model = "whisper-tiny-en"
 ///
 /// [[backend]]
+/// kind = "piper"                      # built-in neural text to speech on ONNX Runtime
+/// model = "piper-en-us-joe-medium"    # (needs `onnxruntime` pulled too)
+///
+/// [[backend]]
+/// kind = "ocr"                        # built-in OCR: reads the images of chat requests
+/// model = "pp-ocrv6-tiny"
+///
+/// [[backend]]
 /// kind = "espeak"                     # built-in text to speech: eSpeak NG, model "espeak-ng"
 ///
 /// [[backend]]
@@ -137,10 +145,14 @@ impl UpstreamConfig {
 pub enum BackendConfig {
     Upstream(UpstreamConfig),
     Llama(LlamaBackendConfig),
-    Embeddings(CandleBackendConfig),
-    Transcription(CandleBackendConfig),
+    Embeddings(ModelBackendConfig),
+    Transcription(ModelBackendConfig),
     /// The fallback voice: text to speech with eSpeak NG.
     Espeak(EspeakBackendConfig),
+    /// A neural Piper voice on ONNX Runtime.
+    Piper(PiperBackendConfig),
+    /// Built-in OCR on ONNX Runtime, answering chat requests with images.
+    Ocr(ModelBackendConfig),
     Sandbox(SandboxBackendConfig),
     Fetch(FetchBackendConfig),
     Search(SearchBackendConfig),
@@ -156,6 +168,8 @@ impl BackendConfig {
             BackendConfig::Embeddings(_) => "embeddings",
             BackendConfig::Transcription(_) => "transcription",
             BackendConfig::Espeak(_) => "espeak",
+            BackendConfig::Piper(_) => "piper",
+            BackendConfig::Ocr(_) => "ocr",
             BackendConfig::Sandbox(_) => "sandbox",
             BackendConfig::Fetch(_) => "fetch",
             BackendConfig::Search(_) => "search",
@@ -343,19 +357,49 @@ pub struct EspeakBackendConfig {
     pub program: Option<std::path::PathBuf>,
 }
 
-/// A built-in model served by candle from the models directory: embeddings (`kind =
-/// "embeddings"`) or speech to text (`kind = "transcription"`).
+/// A neural Piper voice (`kind = "piper"`) on ONNX Runtime, phonemized by eSpeak NG.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct CandleBackendConfig {
-    /// A catalog name that serves the kind's workload (`all-minilm-l6-v2`, `whisper-tiny-en`).
+pub struct PiperBackendConfig {
+    /// A catalog name that serves speech (`piper-en-us-joe-medium`).
+    pub model: String,
+    /// Inference threads [default: every core].
+    #[serde(default)]
+    pub threads: Option<usize>,
+    /// The phonemizer program [default: `espeak-ng` on the PATH].
+    #[serde(default)]
+    pub espeak: Option<std::path::PathBuf>,
+    /// Use the voice's trained noise (livelier; the same request no longer gives the same bytes, so
+    /// validators cannot re-run it) [default: false, deterministic].
+    #[serde(default)]
+    pub natural: bool,
+}
+
+impl PiperBackendConfig {
+    pub fn new(model: impl Into<String>) -> Self {
+        Self {
+            model: model.into(),
+            threads: None,
+            espeak: None,
+            natural: false,
+        }
+    }
+}
+
+/// A built-in model served from the models directory: embeddings (`kind = "embeddings"`) or speech
+/// to text (`kind = "transcription"`) on candle, OCR (`kind = "ocr"`) on ONNX Runtime.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelBackendConfig {
+    /// A catalog name that serves the kind's workload (`all-minilm-l6-v2`, `whisper-tiny-en`,
+    /// `pp-ocrv6-tiny`).
     pub model: String,
     /// Inference threads [default: every core].
     #[serde(default)]
     pub threads: Option<usize>,
 }
 
-impl CandleBackendConfig {
+impl ModelBackendConfig {
     pub fn new(model: impl Into<String>) -> Self {
         Self {
             model: model.into(),
@@ -663,7 +707,7 @@ mod tests {
         let BackendConfig::Embeddings(embed) = &config.backends[2] else {
             unreachable!()
         };
-        assert_eq!(*embed, CandleBackendConfig::new("all-minilm-l6-v2"));
+        assert_eq!(*embed, ModelBackendConfig::new("all-minilm-l6-v2"));
         assert_eq!(upstream(&config, 3).timeout_secs, 5);
     }
 

@@ -57,7 +57,7 @@ pub use backend::build::BuildError;
 pub use backend::upstream::OpenAiUpstream;
 pub use backend::{Backend, BackendError, BackendOutcome, BackendTask, Cancellation, Canceller};
 pub use config::{
-    ApiKey, BackendConfig, CandleBackendConfig, LlamaBackendConfig, NodeConfig, NodeOptions, UpstreamConfig,
+    ApiKey, BackendConfig, LlamaBackendConfig, ModelBackendConfig, NodeConfig, NodeOptions, UpstreamConfig,
 };
 pub use digest::{digest_of_response, digest_of_stream, request_digest, OutputDigester};
 pub use handshake::SOFTWARE;

@@ -444,12 +444,14 @@ async fn the_official_openai_python_sdk_works_unmodified() {
     assert!(text(&out.stdout).contains("\"heard\": \"The quick brown fox jumps over the lazy dog.\""));
 }
 
-/// The official OpenAI Python SDK against `stacknet up`'s built-in speech (tests/openai_audio_check.py):
-/// the fallback voice in every format it writes, Whisper hearing it back in every response format,
-/// bad input refused with OpenAI's errors. `scripts/test.sh` provides the SDK, the models and eSpeak NG.
+/// The official OpenAI Python SDK against `stacknet up`'s built-in speech and vision
+/// (tests/openai_audio_check.py): the Piper voice and the fallback voice in every format they write,
+/// Whisper hearing them back in every response format, the OCR model reading back text the script
+/// renders, bad input refused with OpenAI's errors. `scripts/test.sh` provides the SDK (and Pillow),
+/// the models and eSpeak NG.
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "needs the Python SDK (STACKNET_SDK_PYTHON), the models (STACKNET_MODELS_DIR) and espeak-ng; scripts/test.sh runs it"]
-async fn the_official_openai_python_sdk_speaks_and_transcribes_with_the_builtin_models() {
+async fn the_official_openai_python_sdk_speaks_transcribes_and_reads_with_the_builtin_models() {
     let python = std::env::var_os("STACKNET_SDK_PYTHON")
         .expect("STACKNET_SDK_PYTHON is not set: this test needs the OpenAI Python SDK (scripts/test.sh installs it and sets it)");
     let dir = tempfile::tempdir().unwrap();
@@ -463,10 +465,16 @@ async fn the_official_openai_python_sdk_speaks_and_transcribes_with_the_builtin_
             .await
             .ok()?;
         let text = resp.text().await.ok()?;
-        (text.contains("espeak-ng") && text.contains("whisper-tiny-en")).then_some(())
+        let all = [
+            "espeak-ng",
+            "whisper-tiny-en",
+            "piper-en-us-joe-medium",
+            "pp-ocrv6-tiny",
+        ];
+        all.iter().all(|m| text.contains(m)).then_some(())
     };
     wait_until(
-        "up serves its voice and Whisper",
+        "up serves its voices, Whisper and OCR",
         MODEL_LOAD_DEADLINE,
         models_listed,
     )

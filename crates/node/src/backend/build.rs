@@ -16,6 +16,9 @@ use super::embed::CandleEmbeddings;
 use super::llama::{LlamaChat, LlamaConfig};
 use super::mcp::McpTools;
 use super::multi::MultiBackend;
+use super::ocr::Ocr;
+use super::onnx::Runtime;
+use super::piper::PiperVoice;
 use super::sandbox::Sandbox;
 use super::upstream::OpenAiUpstream;
 use super::voice::EspeakVoice;
@@ -23,9 +26,9 @@ use super::web_fetch::WebFetch;
 use super::web_search::WebSearch;
 use super::whisper::Whisper;
 use super::{Backend, BackendError};
-use crate::config::{BackendConfig, CandleBackendConfig, LlamaBackendConfig};
+use crate::config::{BackendConfig, LlamaBackendConfig, ModelBackendConfig, PiperBackendConfig};
 use crate::fetch::{FetchPolicy, Fetcher};
-use crate::models::{self, ModelSpec, ModelStore};
+use crate::models::{self, Engine, ModelSpec, ModelStore};
 
 /// Why the configured backends could not be built. The messages are for an operator: each says
 /// what to do.
@@ -40,6 +43,12 @@ pub enum BuildError {
         name: String,
         kind: &'static str,
         workload: Workload,
+    },
+    #[error("{name} runs on {engine:?}, not on a `kind = \"{kind}\"` backend")]
+    WrongEngine {
+        name: String,
+        kind: &'static str,
+        engine: Engine,
     },
     #[error(
         "model {name} is not in {} (run `stacknet models pull {name} --models-dir {}`)",
@@ -81,20 +90,30 @@ pub async fn build(configs: &[BackendConfig], models: &ModelStore) -> Result<Arc
 }
 
 /// A backend for each built-in catalog model already pulled into `models`: llama.cpp for those
-/// that chat, candle for those that embed or transcribe. Cheap (file metadata and markers, no hashing).
+/// that chat, candle for those that embed or transcribe, ONNX Runtime for the voice and OCR (when
+/// the runtime is pulled too). Cheap (file metadata and markers, no hashing).
 pub fn pulled(models: &ModelStore) -> Vec<BackendConfig> {
+    let onnx = models::find(models::ONNX_RUNTIME).is_some_and(|spec| models.path_of(spec).is_some());
     models::catalog()
         .iter()
         .filter(|spec| models.path_of(spec).is_some())
         .filter_map(|spec| {
-            if spec.serves(Workload::Chat) {
-                Some(BackendConfig::Llama(LlamaBackendConfig::new(&spec.name)))
-            } else if spec.serves(Workload::Embedding) {
-                Some(BackendConfig::Embeddings(CandleBackendConfig::new(&spec.name)))
-            } else if spec.serves(Workload::Transcription) {
-                Some(BackendConfig::Transcription(CandleBackendConfig::new(&spec.name)))
-            } else {
-                None
+            let name = spec.name.as_str();
+            match spec.engine {
+                Engine::LlamaCpp => Some(BackendConfig::Llama(LlamaBackendConfig::new(name))),
+                Engine::Candle if spec.serves(Workload::Embedding) => {
+                    Some(BackendConfig::Embeddings(ModelBackendConfig::new(name)))
+                }
+                Engine::Candle if spec.serves(Workload::Transcription) => {
+                    Some(BackendConfig::Transcription(ModelBackendConfig::new(name)))
+                }
+                Engine::OnnxRuntime if onnx && spec.serves(Workload::Speech) => {
+                    Some(BackendConfig::Piper(PiperBackendConfig::new(name)))
+                }
+                Engine::OnnxRuntime if onnx && spec.serves(Workload::Chat) => {
+                    Some(BackendConfig::Ocr(ModelBackendConfig::new(name)))
+                }
+                _ => None,
             }
         })
         .collect()
@@ -119,7 +138,10 @@ pub fn model_names(configs: &[BackendConfig]) -> Vec<String> {
         .flat_map(|c| match c {
             BackendConfig::Upstream(u) => u.all_models().cloned().collect(),
             BackendConfig::Llama(l) => vec![l.model.clone()],
-            BackendConfig::Embeddings(e) | BackendConfig::Transcription(e) => vec![e.model.clone()],
+            BackendConfig::Embeddings(e) | BackendConfig::Transcription(e) | BackendConfig::Ocr(e) => {
+                vec![e.model.clone()]
+            }
+            BackendConfig::Piper(p) => vec![p.model.clone()],
             BackendConfig::Espeak(_) => vec![super::voice::MODEL.to_owned()],
             BackendConfig::Fetch(_) => vec![stacknet_api::request::fetch::MODEL.to_owned()],
             BackendConfig::Search(_) => vec![stacknet_api::request::search::MODEL.to_owned()],
@@ -158,19 +180,32 @@ async fn build_one(config: &BackendConfig, models: &ModelStore) -> Result<Arc<dy
         }
         BackendConfig::Embeddings(embed) => {
             let (spec, _) = pulled_model(models, &embed.model, config.kind(), Workload::Embedding)?;
-            let threads = embed
-                .threads
-                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+            let threads = embed.threads.unwrap_or_else(every_core);
             let store = models.clone();
             let loaded = blocking(move || CandleEmbeddings::from_store(&store, spec, threads)).await?;
             Ok(Arc::new(loaded))
         }
         BackendConfig::Transcription(stt) => {
             let (spec, dir) = pulled_model(models, &stt.model, config.kind(), Workload::Transcription)?;
-            let threads = stt
-                .threads
-                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+            let threads = stt.threads.unwrap_or_else(every_core);
             let loaded = blocking(move || Whisper::load(&dir, spec, threads)).await?;
+            Ok(Arc::new(loaded))
+        }
+        BackendConfig::Piper(piper) => {
+            let (spec, dir) = pulled_model(models, &piper.model, config.kind(), Workload::Speech)?;
+            let runtime = Runtime::from_store(models)?;
+            let threads = piper.threads.unwrap_or_else(every_core);
+            let (espeak, natural) = (piper.espeak.clone(), piper.natural);
+            let loaded =
+                blocking(move || PiperVoice::load(runtime, &dir, spec, threads, espeak, natural)).await?;
+            Ok(Arc::new(loaded))
+        }
+        BackendConfig::Ocr(ocr) => {
+            let (spec, dir) = pulled_model(models, &ocr.model, config.kind(), Workload::Chat)?;
+            let runtime = Runtime::from_store(models)?;
+            let threads = ocr.threads.unwrap_or_else(every_core);
+            let images = super::images::fetcher()?;
+            let loaded = blocking(move || Ocr::load(runtime, &dir, spec, threads, images)).await?;
             Ok(Arc::new(loaded))
         }
         BackendConfig::Espeak(espeak) => Ok(Arc::new(EspeakVoice::start(espeak.program.clone()).await?)),
@@ -212,6 +247,18 @@ pub(crate) fn pulled_model(
             workload,
         });
     }
+    let runs_on = match kind {
+        "llama" => Engine::LlamaCpp,
+        "piper" | "ocr" => Engine::OnnxRuntime,
+        _ => Engine::Candle,
+    };
+    if spec.engine != runs_on {
+        return Err(BuildError::WrongEngine {
+            name: name.to_owned(),
+            kind,
+            engine: spec.engine,
+        });
+    }
     let path = models.path_of(spec).ok_or_else(|| BuildError::NotPulled {
         name: name.to_owned(),
         models_dir: models.dir().to_owned(),
@@ -228,8 +275,17 @@ pub(crate) fn pinned_sha256(spec: &ModelSpec) -> Result<Sha256Digest, BuildError
     }
 }
 
+/// The models of the catalog (not the runtime library).
 fn catalog_names() -> Vec<String> {
-    models::catalog().iter().map(|m| m.name.clone()).collect()
+    models::catalog()
+        .iter()
+        .filter(|m| m.engine != Engine::Library)
+        .map(|m| m.name.clone())
+        .collect()
+}
+
+fn every_core() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// Runs a model load (which reads hundreds of megabytes) off the async workers.
@@ -322,7 +378,8 @@ mod tests {
         );
         assert!(
             err.contains(
-                "(the catalog: smollm2-135m-instruct, all-minilm-l6-v2, whisper-tiny-en, gemma-3-270m)"
+                "(the catalog: smollm2-135m-instruct, all-minilm-l6-v2, whisper-tiny-en, gemma-3-270m, \
+                 piper-en-us-joe-medium, pp-ocrv6-tiny)"
             ),
             "{err}"
         );

@@ -8,7 +8,9 @@
 //! signs for like any finished task (one rule for every workload). One module
 //! per implementation: [`upstream`] (an OpenAI-compatible server), [`llama`] (built-in chat on
 //! llama.cpp), [`embed`] (built-in embeddings on candle), [`whisper`] (built-in speech to text on
-//! candle), [`voice`] (built-in text to speech: eSpeak NG, the fallback voice), [`sandbox`] (code execution in
+//! candle), [`piper`] (built-in text to speech: a neural Piper voice on ONNX Runtime), [`voice`] (the
+//! fallback voice: eSpeak NG), [`ocr`] (built-in OCR of chat images: PP-OCR on ONNX Runtime, the one
+//! [`onnx`] runtime), [`sandbox`] (code execution in
 //! bubblewrap), [`web_fetch`] (pages through the SSRF-safe fetcher), [`web_search`] (the
 //! operator's search engine), [`mcp`] (the tools of an operator's MCP server, run in the sandbox).
 //! [`multi`] puts several behind one, and [`build`](mod@build) turns the node's `[[backend]]`
@@ -16,9 +18,13 @@
 
 pub mod build;
 pub mod embed;
+pub mod images;
 pub mod llama;
 pub mod mcp;
 pub mod multi;
+pub mod ocr;
+pub mod onnx;
+pub mod piper;
 pub mod sandbox;
 pub mod sse;
 pub mod upstream;

@@ -9,7 +9,7 @@
 //! connection closes, so the upstream stops generating) and returns what was forwarded until then.
 //!
 //! Images in chat messages given by `http(s)` URL are fetched by the node, through the one SSRF-safe
-//! fetcher (public addresses only, at most [`MAX_IMAGE_BYTES`] each, within its time limit), and
+//! fetcher (public addresses only, at most [`MAX_IMAGE_BYTES`](super::images::MAX_IMAGE_BYTES) each, within its time limit), and
 //! forwarded inline as `data:` URLs: the upstream never fetches a stranger's URL from inside the
 //! operator's network, and a URL that is not an image is the client's error, named.
 //!
@@ -37,9 +37,8 @@ use tokio::sync::mpsc;
 use super::sse::SseParser;
 use super::{Backend, BackendError, BackendOutcome, BackendTask, Cancellation, OutputFile};
 use crate::config::UpstreamConfig;
-use crate::fetch::{FetchPolicy, Fetcher};
+use crate::fetch::Fetcher;
 use crate::usage::reported_usage;
-use base64::Engine as _;
 
 /// The backend id in Hello and paperwork.
 pub const BACKEND_ID: &str = "openai-upstream";
@@ -55,11 +54,6 @@ pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// `keep_alive`; vLLM and llama.cpp server keep theirs loaded for good). The node cannot see inside
 /// the upstream, so a model is warm only on this evidence: it answered, and recently.
 pub const UPSTREAM_WARM_FOR: Duration = Duration::from_secs(300);
-
-/// The largest image fetched for a chat message (OpenAI's own limit).
-pub const MAX_IMAGE_BYTES: u64 = 20 * 1024 * 1024;
-/// The most images fetched for one request.
-pub const MAX_FETCHED_IMAGES: usize = 16;
 
 /// An OpenAI-compatible upstream: `/chat/completions` for chat, `/completions` for completion.
 #[derive(Clone, Debug)]
@@ -87,12 +81,7 @@ struct Inner {
 
 impl OpenAiUpstream {
     pub fn new(config: &UpstreamConfig) -> Result<Self, BackendError> {
-        let policy = FetchPolicy {
-            max_bytes: MAX_IMAGE_BYTES,
-            ..FetchPolicy::default()
-        };
-        let images = Fetcher::new(policy).map_err(|e| BackendError::Setup(e.to_string()))?;
-        Self::with_image_fetcher(config, images)
+        Self::with_image_fetcher(config, super::images::fetcher()?)
     }
 
     /// An upstream whose chat images are fetched by `images` (tests give one that reaches their
@@ -190,7 +179,7 @@ impl Inner {
                 })
             }
         };
-        let inlined = self.inline_images(&task.request, &task.cancel).await?;
+        let inlined = super::images::inline(&self.images, &task.request, &task.cancel).await?;
         let body = streaming_body(inlined.as_ref().unwrap_or(task.request.as_ref()), &task.model)?;
         let request = self
             .client
@@ -215,55 +204,6 @@ impl Inner {
             files: Vec::new(),
             committed: None,
         })
-    }
-
-    /// The request with its `http(s)` images fetched and inlined as `data:` URLs; `None` when it
-    /// has none (nothing is copied).
-    async fn inline_images(
-        &self,
-        request: &Value,
-        cancel: &Cancellation,
-    ) -> Result<Option<Value>, BackendError> {
-        let wanted: Vec<(usize, usize, String)> = stacknet_api::request::chat::fetched_images(request)
-            .into_iter()
-            .map(|(i, j, url)| (i, j, url.to_owned()))
-            .collect();
-        if wanted.is_empty() {
-            return Ok(None);
-        }
-        if wanted.len() > MAX_FETCHED_IMAGES {
-            return Err(BackendError::InvalidRequest(format!(
-                "messages: {} images by URL, more than the {MAX_FETCHED_IMAGES} a node fetches for one request",
-                wanted.len()
-            )));
-        }
-        let mut copy = request.clone();
-        for (i, j, url) in wanted {
-            let param = format!("messages[{i}].content[{j}].image_url.url");
-            let fetched = tokio::select! {
-                biased;
-                () = cancel.cancelled() => return Err(BackendError::Abandoned),
-                fetched = self.images.get(&url) => fetched,
-            }
-            .map_err(|e| BackendError::InvalidRequest(format!("{param}: {e}")))?;
-            let content_type = fetched
-                .content_type
-                .as_deref()
-                .and_then(|ct| ct.split(';').next())
-                .map(|ct| ct.trim().to_ascii_lowercase())
-                .unwrap_or_default();
-            if fetched.status != 200 || !content_type.starts_with("image/") {
-                return Err(BackendError::InvalidRequest(format!(
-                    "{param}: {url} is not an image (HTTP {}, content type {content_type:?})",
-                    fetched.status
-                )));
-            }
-            let data = base64::engine::general_purpose::STANDARD.encode(&fetched.body);
-            if let Some(slot) = copy.pointer_mut(&format!("/messages/{i}/content/{j}/image_url/url")) {
-                *slot = Value::String(format!("data:{content_type};base64,{data}"));
-            }
-        }
-        Ok(Some(copy))
     }
 
     /// Sends `request` with the upstream's time limit and key; a successful answer's headers, or

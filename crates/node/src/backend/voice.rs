@@ -124,9 +124,7 @@ impl EspeakVoice {
                     names.join(", ")
                 ))
             })?;
-        if speech.format == "aac" {
-            return Err(unencodable("aac", "no AAC encoder"));
-        }
+        check_format(&speech.format)?;
         let _slot = self
             .slots
             .clone()
@@ -170,6 +168,14 @@ impl EspeakVoice {
     }
 }
 
+/// Refuses, before any work, a format no node writes (`aac`: Debian has no free AAC encoder).
+pub(crate) fn check_format(format: &str) -> Result<(), BackendError> {
+    if format == "aac" {
+        return Err(unencodable("aac", "no AAC encoder"));
+    }
+    Ok(())
+}
+
 /// A format this node cannot write: the client's error, naming what it can.
 fn unencodable(format: &str, why: &str) -> BackendError {
     BackendError::InvalidRequest(format!(
@@ -205,7 +211,11 @@ pub async fn encode(mono: &stacknet_api::audio::Mono, format: &str) -> Result<Ve
 
 /// Runs `program args` with `input` on its standard input; its standard output, or why it failed
 /// (`Err` inside: not found, or a failing exit). The process dies with the future.
-async fn pipe(program: &str, args: &[&str], input: Vec<u8>) -> Result<Result<Vec<u8>, String>, BackendError> {
+pub(crate) async fn pipe(
+    program: &str,
+    args: &[&str],
+    input: Vec<u8>,
+) -> Result<Result<Vec<u8>, String>, BackendError> {
     let spawned = tokio::process::Command::new(program)
         .args(args)
         .stdin(Stdio::piped())

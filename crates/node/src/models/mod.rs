@@ -30,7 +30,8 @@ pub use marker::MARKER_FILE;
 pub use pypi::DEFAULT_INDEX_URL;
 /// The catalog and its types live in `stacknet_api` (the hub needs the pins too).
 pub use stacknet_api::catalog::{
-    self, catalog, find, find_in, FilePart, ModelFile, ModelSpec, Source, WheelPart,
+    self, catalog, find, find_in, Engine, FilePart, ModelFile, ModelSpec, Source, WheelPart, ONNX_RUNTIME,
+    ONNX_RUNTIME_VERSION,
 };
 pub use stacknet_protocol::contract::Workload;
 pub use store::{ModelStatus, ModelStore, PullOptions};

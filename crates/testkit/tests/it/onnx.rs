@@ -1,0 +1,346 @@
+//! The built-in ONNX models on ONNX Runtime, with the real models and the real runtime, through hub
+//! and node as a client calls them:
+//!
+//! - the Piper voice speaks every format it writes, Whisper hears its speech back (word error rate at
+//!   most 10%), the same request gives the same bytes (a validator can re-run it), `speed` shortens
+//!   it, and what it cannot do is refused by name;
+//! - PP-OCR reads an image with rendered text (PNG and JPEG) through chat, streamed or whole, images
+//!   given inline or fetched by the node, with usage by the documented rule; a request it cannot read
+//!   is the client's error, named, and moves no money.
+//!
+//! The models are read from `$STACKNET_MODELS_DIR` (`stacknet models pull onnxruntime
+//! piper-en-us-joe-medium pp-ocrv6-tiny whisper-tiny-en`), phonemes come from Debian's `espeak-ng`;
+//! `scripts/test.sh` provides them all, so a bare `cargo test` ignores these tests.
+
+use std::sync::{Arc, OnceLock};
+
+use axum::http::header;
+use axum::routing::get;
+use axum::Router;
+use base64::Engine as _;
+use serde_json::{json, Value};
+use stacknet_ledger::AccountId;
+use stacknet_node::backend::multi::MultiBackend;
+use stacknet_node::backend::ocr::Ocr;
+use stacknet_node::backend::onnx::Runtime;
+use stacknet_node::backend::piper::PiperVoice;
+use stacknet_node::fetch::{FetchPolicy, Fetcher};
+use stacknet_node::models::{self, ModelStore};
+use stacknet_node::{Backend, BackendError, BackendTask, Cancellation};
+use stacknet_protocol::contract::Workload;
+use stacknet_protocol::ContractId;
+use stacknet_testkit::mock_upstream::Script;
+use stacknet_testkit::network::TestNetwork;
+
+use crate::hub::client;
+use crate::transcribe::{whisper, word_error_rate};
+
+const VOICE: &str = "piper-en-us-joe-medium";
+const OCR: &str = "pp-ocrv6-tiny";
+/// What the fixtures say (rendered by Pillow's default font, 32 px, black on white).
+const TWO_LINES: &str = "Stacknet reads text in images.\nInvoice 2026-12-01 total 42.50";
+const TWO_LINES_PNG: &[u8] = include_bytes!("fixtures/two-lines.png");
+const TWO_LINES_JPG: &[u8] = include_bytes!("fixtures/two-lines.jpg");
+
+fn store() -> ModelStore {
+    let dir = std::env::var_os("STACKNET_MODELS_DIR").expect(
+        "STACKNET_MODELS_DIR is not set: this test needs the models (scripts/test.sh pulls them and sets it)",
+    );
+    ModelStore::new(dir)
+}
+
+fn runtime() -> &'static Runtime {
+    Runtime::from_store(&store()).expect("onnxruntime is pulled and loads")
+}
+
+fn threads() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
+/// The voice, loaded once for every test of this binary.
+fn piper() -> PiperVoice {
+    static VOICE_MODEL: OnceLock<PiperVoice> = OnceLock::new();
+    VOICE_MODEL
+        .get_or_init(|| {
+            let store = store();
+            let spec = models::find(VOICE).expect("the catalog has the voice");
+            let dir = store.path_of(spec).expect("the voice is pulled");
+            PiperVoice::load(runtime(), &dir, spec, threads(), None, false).expect("the voice loads")
+        })
+        .clone()
+}
+
+fn ocr_with(images: Fetcher) -> Ocr {
+    let store = store();
+    let spec = models::find(OCR).expect("the catalog has the OCR model");
+    let dir = store.path_of(spec).expect("the OCR model is pulled");
+    Ocr::load(runtime(), &dir, spec, threads(), images).expect("the OCR model loads")
+}
+
+fn ocr() -> Ocr {
+    static OCR_MODEL: OnceLock<Ocr> = OnceLock::new();
+    OCR_MODEL
+        .get_or_init(|| ocr_with(Fetcher::new(FetchPolicy::default()).unwrap()))
+        .clone()
+}
+
+async fn network(backends: Vec<Arc<dyn Backend>>) -> TestNetwork {
+    let mut net = TestNetwork::start_without_nodes(Script::echo(), |_| {}).await;
+    net.add_backend_node(Arc::new(MultiBackend::new(backends).unwrap()))
+        .await;
+    net
+}
+
+async fn post(net: &TestNetwork, path: &str, body: &Value) -> reqwest::Response {
+    client()
+        .post(format!("{}/{path}", net.base_url()))
+        .bearer_auth(&net.api_key)
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+#[ignore = "needs onnxruntime, the Piper voice, whisper-tiny-en (STACKNET_MODELS_DIR), espeak-ng, lame, flac and opusenc; scripts/test.sh runs it"]
+async fn the_piper_voice_speaks_every_format_and_whisper_hears_it_back() {
+    let net = network(vec![Arc::new(piper()), Arc::new(whisper())]).await;
+    let said = "Please open the window and let the fresh air in. The children are playing in the garden.";
+    let request =
+        |format: &str| json!({"model": VOICE, "input": said, "voice": "alloy", "response_format": format});
+    let resp = post(&net, "audio/speech", &request("wav")).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "audio/wav");
+    let wav = resp.bytes().await.unwrap().to_vec();
+    let length = stacknet_api::audio::probe(wav.clone(), Some("wav"))
+        .unwrap()
+        .duration_ms;
+    assert!((3_000..15_000).contains(&length), "{length} ms");
+
+    let form = crate::hub::files::multipart(
+        &[("model", "whisper-tiny-en"), ("response_format", "text")],
+        ("file", "speech.wav", "audio/wav", &wav),
+    );
+    let heard = crate::hub::files::post_multipart(&net, "audio/transcriptions", form)
+        .await
+        .text()
+        .await
+        .unwrap();
+    let wer = word_error_rate(said, &heard);
+    assert!(wer <= 0.10, "WER {wer:.2}: heard {heard:?}");
+
+    // Deterministic: the same request, the same bytes.
+    let again = post(&net, "audio/speech", &request("wav"))
+        .await
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(again.to_vec(), wav);
+
+    for (format, content_type, hint) in [
+        ("mp3", "audio/mpeg", "mp3"),
+        ("flac", "audio/flac", "flac"),
+        ("opus", "audio/ogg", "ogg"),
+    ] {
+        let resp = post(&net, "audio/speech", &request(format)).await;
+        assert_eq!(resp.status(), 200, "{format}");
+        assert_eq!(resp.headers()["content-type"], content_type);
+        let info = stacknet_api::audio::probe(resp.bytes().await.unwrap().to_vec(), Some(hint))
+            .unwrap_or_else(|e| panic!("{format}: {e}"));
+        assert!(
+            info.duration_ms.abs_diff(length) * 10 < length,
+            "{format}: {} ms",
+            info.duration_ms
+        );
+    }
+    let pcm = post(&net, "audio/speech", &request("pcm"))
+        .await
+        .bytes()
+        .await
+        .unwrap();
+    let pcm_ms = pcm.len() as u64 / 2 * 1000 / 24_000;
+    assert!(
+        pcm.len() % 2 == 0 && pcm_ms.abs_diff(length) < 50,
+        "{pcm_ms} ms against {length} ms"
+    );
+
+    // Twice the speed: about half as long.
+    let mut fast = request("wav");
+    fast["speed"] = json!(2.0);
+    let fast = post(&net, "audio/speech", &fast)
+        .await
+        .bytes()
+        .await
+        .unwrap()
+        .to_vec();
+    let fast_ms = stacknet_api::audio::probe(fast, Some("wav")).unwrap().duration_ms;
+    assert!(
+        fast_ms * 10 < length * 7,
+        "{fast_ms} ms at speed 2 against {length} ms"
+    );
+
+    // What it cannot do: refused by name, nothing charged.
+    let ledger = &net.hub.hub.state.ledger;
+    let before = ledger.balance(AccountId::stack(net.stack)).await.unwrap();
+    let aac = post(&net, "audio/speech", &request("aac")).await;
+    assert_eq!(aac.status(), 400);
+    assert!(aac.text().await.unwrap().contains("aac cannot be written"));
+    let mut unknown = request("wav");
+    unknown["voice"] = json!("robot");
+    let resp = post(&net, "audio/speech", &unknown).await;
+    assert_eq!(resp.status(), 400);
+    assert!(resp
+        .text()
+        .await
+        .unwrap()
+        .contains("is not a voice of piper-en-us-joe-medium"));
+    assert_eq!(ledger.balance(AccountId::stack(net.stack)).await.unwrap(), before);
+}
+
+fn data_url(content_type: &str, bytes: &[u8]) -> String {
+    format!(
+        "data:{content_type};base64,{}",
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    )
+}
+
+fn read_request(urls: &[String]) -> Value {
+    let mut content = vec![json!({"type": "text", "text": "What does this say?"})];
+    content.extend(
+        urls.iter()
+            .map(|u| json!({"type": "image_url", "image_url": {"url": u}})),
+    );
+    json!({"model": OCR, "messages": [{"role": "user", "content": content}]})
+}
+
+#[tokio::test]
+#[ignore = "needs onnxruntime and pp-ocrv6-tiny (STACKNET_MODELS_DIR); scripts/test.sh runs it"]
+async fn the_ocr_model_reads_rendered_text_through_chat() {
+    let net = network(vec![Arc::new(ocr())]).await;
+    let png = data_url("image/png", TWO_LINES_PNG);
+    let resp = post(
+        &net,
+        "chat/completions",
+        &read_request(std::slice::from_ref(&png)),
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    let answer: Value = resp.json().await.unwrap();
+    assert_eq!(answer["choices"][0]["message"]["content"], TWO_LINES, "{answer}");
+    assert_eq!(answer["choices"][0]["finish_reason"], "stop");
+    // Input: the text part's 5 words and marks, and 85 for the image; output: its words and marks.
+    assert_eq!(answer["usage"]["prompt_tokens"], 5 + 85);
+    assert_eq!(answer["usage"]["completion_tokens"], 16);
+
+    // A JPEG of the same, and two images at once: each one's text, a blank line between.
+    let jpg = data_url("image/jpeg", TWO_LINES_JPG);
+    let both: Value = post(&net, "chat/completions", &read_request(&[png.clone(), jpg]))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        both["choices"][0]["message"]["content"],
+        format!("{TWO_LINES}\n\n{TWO_LINES}"),
+        "{both}"
+    );
+
+    // Streamed, and cut at max_tokens.
+    let mut short = read_request(std::slice::from_ref(&png));
+    short["max_tokens"] = json!(3);
+    short["stream"] = json!(true);
+    let events = post(&net, "chat/completions", &short).await.text().await.unwrap();
+    let chunks: Vec<Value> = events
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter(|d| *d != "[DONE]")
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    let text: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(text, "Stacknet reads text");
+    assert!(chunks
+        .iter()
+        .any(|c| c["choices"][0]["finish_reason"] == "length"));
+}
+
+#[tokio::test]
+#[ignore = "needs onnxruntime and pp-ocrv6-tiny (STACKNET_MODELS_DIR); scripts/test.sh runs it"]
+async fn what_the_ocr_model_cannot_read_is_refused_by_name_and_costs_nothing() {
+    let net = network(vec![Arc::new(ocr())]).await;
+    let ledger = &net.hub.hub.state.ledger;
+    let before = ledger.balance(AccountId::stack(net.stack)).await.unwrap();
+    let gif = data_url("image/gif", b"GIF89a\x01\x00\x01\x00");
+    let cut = data_url("image/png", &TWO_LINES_PNG[..200]);
+    let text_only = json!({"model": OCR, "messages": [{"role": "user", "content": "What does this say?"}]});
+    for (body, says) in [
+        (read_request(&[gif]), "not a PNG or JPEG image"),
+        (read_request(&[cut]), "cannot be decoded"),
+        (text_only, "no image_url part"),
+        (read_request(&["http://10.0.0.7/page.png".to_owned()]), "private"),
+    ] {
+        let resp = post(&net, "chat/completions", &body).await;
+        assert_eq!(resp.status(), 400);
+        let err: Value = resp.json().await.unwrap();
+        let message = err["error"]["message"].as_str().unwrap();
+        assert!(message.contains(says), "{says}: {err}");
+    }
+    assert_eq!(ledger.balance(AccountId::stack(net.stack)).await.unwrap(), before);
+}
+
+/// A local server with the fixture at `/two-lines.png`.
+async fn image_site() -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = Router::new().route(
+        "/two-lines.png",
+        get(|| async { ([(header::CONTENT_TYPE, "image/png")], TWO_LINES_PNG) }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}
+
+async fn run(ocr: &Ocr, request: Value) -> Result<Vec<Value>, BackendError> {
+    let task = BackendTask {
+        contract: ContractId::random(),
+        workload: Workload::Chat,
+        model: OCR.to_owned(),
+        request: Arc::new(request),
+        files: Arc::default(),
+        cancel: Cancellation::never(),
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+    let collect = tokio::spawn(async move {
+        let mut all = Vec::new();
+        while let Some(c) = rx.recv().await {
+            all.push(c);
+        }
+        all
+    });
+    ocr.execute(task, tx).await?;
+    Ok(collect.await.unwrap())
+}
+
+#[tokio::test]
+#[ignore = "needs onnxruntime and pp-ocrv6-tiny (STACKNET_MODELS_DIR); scripts/test.sh runs it"]
+async fn images_by_url_are_fetched_by_the_node_through_the_ssrf_safe_fetcher() {
+    let site = image_site().await;
+    let url = format!("http://{site}/two-lines.png");
+    let allowed = ocr_with(Fetcher::with_test_allowlist(FetchPolicy::default(), vec![site]).unwrap());
+    let chunks = run(&allowed, read_request(std::slice::from_ref(&url)))
+        .await
+        .unwrap();
+    let text: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(text, TWO_LINES);
+    // The node's own fetcher refuses the same local address, by class.
+    let err = run(&ocr(), read_request(&[url])).await.unwrap_err();
+    assert!(
+        matches!(&err, BackendError::InvalidRequest(m) if m.contains("loopback")),
+        "{err:?}"
+    );
+}
