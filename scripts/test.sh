@@ -35,7 +35,7 @@ cargo build --workspace --locked --lib --bins --tests --examples
 # The real models the tests run, pulled once into a cache: `models pull` is a no-op once a model is
 # present and verified against its pinned sha256, so later runs are offline and fast.
 echo "== models (cached in $STACKNET_MODELS_DIR)"
-for model in smollm2-135m-instruct all-minilm-l6-v2 whisper-tiny-en onnxruntime piper-en-us-joe-medium pp-ocrv6-tiny; do
+for model in smollm2-135m-instruct all-minilm-l6-v2 whisper-tiny-en onnxruntime piper-en-us-joe-medium pp-ocrv6-tiny terrain-diffusion-128; do
     "$CARGO_TARGET_DIR/debug/stacknet" models pull "$model" --models-dir "$STACKNET_MODELS_DIR"
 done
 

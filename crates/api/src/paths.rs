@@ -7,6 +7,7 @@ pub const CHAT_COMPLETIONS: &str = "/v1/chat/completions";
 pub const COMPLETIONS: &str = "/v1/completions";
 pub const EMBEDDINGS: &str = "/v1/embeddings";
 pub const IMAGE_EDITS: &str = "/v1/images/edits";
+pub const IMAGE_GENERATIONS: &str = "/v1/images/generations";
 /// Text to speech: audio bytes out.
 pub const AUDIO_SPEECH: &str = "/v1/audio/speech";
 /// Speech to text: an uploaded audio file in.

@@ -1,11 +1,12 @@
-//! `stacknet-bench speech`: the built-in speech and vision models called directly, against the same
-//! through a hub and a node, in one process: speech to text (Whisper tiny.en on candle), text to
-//! speech (the Piper voice on ONNX Runtime, and the eSpeak NG fallback voice) and OCR (PP-OCRv6 tiny
-//! on ONNX Runtime). Each round runs every model once directly (the call the node's task makes:
-//! [`Whisper::transcribe`], [`PiperVoice::speak`], [`EspeakVoice::speak`], [`Ocr::read_request`])
-//! and once as a client would (the OpenAI endpoint over HTTP, timed at the client until the whole
-//! body is read). Speech is reported as a real-time factor (processing time over audio length), OCR
-//! as images per second; medians over the rounds.
+//! `stacknet-bench speech`: the built-in speech, vision and image models called directly, against
+//! the same through a hub and a node, in one process: speech to text (Whisper tiny.en on candle),
+//! text to speech (the Piper voice on ONNX Runtime, and the eSpeak NG fallback voice), OCR (PP-OCRv6
+//! tiny) and image generation (the terrain model), both on ONNX Runtime. Each round runs every model
+//! once directly (the call the node's task makes: [`Whisper::transcribe`], [`PiperVoice::speak`],
+//! [`EspeakVoice::speak`], [`Ocr::read_request`], [`Terrain::generate`]) and once as a client would
+//! (the OpenAI endpoint over HTTP, timed at the client until the whole body is read). Speech is
+//! reported as a real-time factor (processing time over audio length), OCR and images as images per
+//! second; medians over the rounds.
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -19,6 +20,7 @@ use stacknet_node::backend::multi::MultiBackend;
 use stacknet_node::backend::ocr::Ocr;
 use stacknet_node::backend::onnx::Runtime;
 use stacknet_node::backend::piper::PiperVoice;
+use stacknet_node::backend::terrain::Terrain;
 use stacknet_node::backend::voice::EspeakVoice;
 use stacknet_node::backend::whisper::Whisper;
 use stacknet_node::models::{self as catalog, ModelStore, PullOptions};
@@ -31,6 +33,7 @@ use crate::models::{default_models_dir, median, pull};
 const WHISPER: &str = "whisper-tiny-en";
 const PIPER: &str = "piper-en-us-joe-medium";
 const OCR: &str = "pp-ocrv6-tiny";
+const TERRAIN: &str = "terrain-diffusion-128";
 const BOUNDARY: &str = "stacknet-bench-speech";
 const SPEECH: &str =
     "The lighthouse keeper climbed the narrow stairs every evening to light the great lamp. \
@@ -73,7 +76,7 @@ pub async fn run(args: SpeechArgs) -> Result<()> {
     let store = ModelStore::new(args.models_dir.clone().unwrap_or_else(default_models_dir));
     let options = PullOptions::from_env();
     let mut dirs = Vec::new();
-    for name in [WHISPER, catalog::ONNX_RUNTIME, PIPER, OCR] {
+    for name in [WHISPER, catalog::ONNX_RUNTIME, PIPER, OCR, TERRAIN] {
         let spec = catalog::find(name).with_context(|| format!("{name} is not in the catalog"))?;
         dirs.push((spec, pull(&store, spec, &options).await?));
     }
@@ -90,6 +93,10 @@ pub async fn run(args: SpeechArgs) -> Result<()> {
     let images = stacknet_node::backend::images::fetcher()?;
     let ocr = tokio::task::spawn_blocking(move || Ocr::load(runtime, &ocr_dir, ocr_spec, threads, images))
         .await??;
+    let (terrain_spec, terrain_path) = dirs[4].clone();
+    let terrain =
+        tokio::task::spawn_blocking(move || Terrain::load(runtime, &terrain_path, terrain_spec, threads))
+            .await??;
     let out = std::process::Command::new("espeak-ng")
         .args(["--stdout", "-s", "150", SPEECH])
         .output()
@@ -104,6 +111,7 @@ pub async fn run(args: SpeechArgs) -> Result<()> {
         Arc::new(voice.clone()),
         Arc::new(piper.clone()),
         Arc::new(ocr.clone()),
+        Arc::new(terrain.clone()),
     ];
     let mut net = TestNetwork::start_without_nodes(Script::echo(), |_| {}).await;
     net.add_backend_node(Arc::new(MultiBackend::new(all)?)).await;
@@ -150,8 +158,15 @@ pub async fn run(args: SpeechArgs) -> Result<()> {
         args.rounds
     );
     let never = Cancellation::never();
-    let (mut stt, mut espeak, mut neural, mut vision) =
-        (Pair::default(), Pair::default(), Pair::default(), Pair::default());
+    let draw = json!({"model": TERRAIN, "prompt": "a mountain lake", "size": "256x256", "seed": 1});
+    let (_, drawing) = stacknet_api::request::image_generation::validate(draw.clone())?;
+    let (mut stt, mut espeak, mut neural, mut vision, mut images) = (
+        Pair::default(),
+        Pair::default(),
+        Pair::default(),
+        Pair::default(),
+        Pair::default(),
+    );
     let (mut espeak_seconds, mut piper_seconds) = (0.0, 0.0);
     for _ in 0..args.rounds {
         let (t, heard) = timed(async { Ok(whisper.transcribe(wav.clone(), "wav").await?) }).await?;
@@ -184,6 +199,13 @@ pub async fn run(args: SpeechArgs) -> Result<()> {
         vision
             .hub
             .push(timed(post_json("chat/completions", read.clone())).await?.0);
+
+        let (t, pngs) = timed(async { Ok(terrain.generate(&drawing, &never).await?) }).await?;
+        ensure!(pngs.len() == 1, "no image");
+        images.direct.push(t);
+        images
+            .hub
+            .push(timed(post_json("images/generations", draw.clone())).await?.0);
     }
     println!("| model | path | median time | real-time factor / rate |");
     println!("|---|---|---|---|");
@@ -201,6 +223,7 @@ pub async fn run(args: SpeechArgs) -> Result<()> {
             Some(espeak_seconds),
         ),
         (format!("{OCR} (one image)"), vision, None),
+        (format!("{TERRAIN} (one 256x256 PNG)"), images, None),
     ] {
         let (d, h) = (median(pair.direct), median(pair.hub));
         for (path, t) in [("direct", d), ("hub + node (HTTP)", h)] {

@@ -205,6 +205,9 @@ pub struct UpstreamArgs {
         value_delimiter = ','
     )]
     pub transcription_models: Vec<String>,
+    /// Image models the upstream serves at /images/generations (repeat, or comma-separate).
+    #[arg(long = "image-model", env = "STACKNET_IMAGE_MODELS", value_delimiter = ',')]
+    pub image_models: Vec<String>,
     /// Tasks run at once.
     #[arg(long, env = "STACKNET_MAX_CONCURRENCY")]
     pub max_concurrency: Option<u32>,
@@ -304,8 +307,9 @@ impl UpstreamArgs {
                     self.models.is_empty()
                         && self.speech_models.is_empty()
                         && self.transcription_models.is_empty()
+                        && self.image_models.is_empty()
                         && self.upstream_api_key.is_none(),
-                    "--model, --speech-model, --transcription-model and --upstream-api-key go with \
+                    "--model, --speech-model, --transcription-model, --image-model and --upstream-api-key go with \
                      --upstream URL (built-in models are named in [[backend]] tables of --config, or \
                      served as pulled)"
                 );
@@ -334,11 +338,14 @@ impl UpstreamArgs {
         if !self.transcription_models.is_empty() {
             upstream.transcription_models = self.transcription_models.clone();
         }
+        if !self.image_models.is_empty() {
+            upstream.image_models = self.image_models.clone();
+        }
         for backend in backends.iter() {
             if let BackendConfig::Upstream(u) = backend {
                 anyhow::ensure!(
                     u.all_models().next().is_some(),
-                    "name at least one --model (or --speech-model, --transcription-model) the upstream serves"
+                    "name at least one --model (or --speech-model, --transcription-model, --image-model) the upstream serves"
                 );
             }
         }
@@ -550,6 +557,7 @@ async fn up_backend(
             BackendConfig::Embeddings(ModelBackendConfig::new(UP_EMBEDDING_MODEL)),
             BackendConfig::Transcription(ModelBackendConfig::new(UP_TRANSCRIPTION_MODEL)),
             BackendConfig::Ocr(ModelBackendConfig::new(UP_OCR_MODEL)),
+            BackendConfig::Terrain(ModelBackendConfig::new(UP_IMAGE_MODEL)),
         ];
         if espeak.is_ok() {
             backends.push(BackendConfig::Piper(
@@ -627,14 +635,17 @@ pub const UP_EMBEDDING_MODEL: &str = "all-minilm-l6-v2";
 pub const UP_TRANSCRIPTION_MODEL: &str = "whisper-tiny-en";
 pub const UP_SPEECH_MODEL: &str = "piper-en-us-joe-medium";
 pub const UP_OCR_MODEL: &str = "pp-ocrv6-tiny";
+/// Terrain, not text to image: the prompt only seeds it.
+pub const UP_IMAGE_MODEL: &str = "terrain-diffusion-128";
 /// Everything `up` pulls on first run: its models and the runtime of the ONNX ones.
-pub const UP_MODELS: [&str; 6] = [
+pub const UP_MODELS: [&str; 7] = [
     UP_CHAT_MODEL,
     UP_EMBEDDING_MODEL,
     UP_TRANSCRIPTION_MODEL,
     stacknet_node::models::ONNX_RUNTIME,
     UP_SPEECH_MODEL,
     UP_OCR_MODEL,
+    UP_IMAGE_MODEL,
 ];
 
 /// On first start: a Stack named "default" and an API key; later starts reuse the key in up.env.

@@ -76,6 +76,9 @@ pub struct UpstreamConfig {
     /// Speech-to-text models it serves at `/audio/transcriptions`.
     #[serde(default)]
     pub transcription_models: Vec<String>,
+    /// Image models it serves at `/images/generations` (OpenAI's images API, answering `b64_json`).
+    #[serde(default)]
+    pub image_models: Vec<String>,
     #[serde(default = "default_upstream_timeout_secs")]
     pub timeout_secs: u64,
 }
@@ -88,6 +91,7 @@ impl UpstreamConfig {
             models,
             speech_models: Vec::new(),
             transcription_models: Vec::new(),
+            image_models: Vec::new(),
             timeout_secs: DEFAULT_UPSTREAM_TIMEOUT_SECS,
         }
     }
@@ -98,6 +102,7 @@ impl UpstreamConfig {
             .iter()
             .chain(&self.speech_models)
             .chain(&self.transcription_models)
+            .chain(&self.image_models)
     }
 
     pub fn timeout(&self) -> Duration {
@@ -131,6 +136,10 @@ impl UpstreamConfig {
 /// model = "pp-ocrv6-tiny"
 ///
 /// [[backend]]
+/// kind = "terrain"                    # built-in image generation: terrain, NOT text to image
+/// model = "terrain-diffusion-128"
+///
+/// [[backend]]
 /// kind = "espeak"                     # built-in text to speech: eSpeak NG, model "espeak-ng"
 ///
 /// [[backend]]
@@ -139,6 +148,7 @@ impl UpstreamConfig {
 /// models = ["llama3.2"]               # chat and completions
 /// # speech_models = ["tts-1"]         # /audio/speech
 /// # transcription_models = ["whisper-1"]  # /audio/transcriptions
+/// # image_models = ["dall-e-2"]       # /images/generations
 /// ```
 #[derive(Clone, Debug, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
@@ -153,6 +163,8 @@ pub enum BackendConfig {
     Piper(PiperBackendConfig),
     /// Built-in OCR on ONNX Runtime, answering chat requests with images.
     Ocr(ModelBackendConfig),
+    /// The built-in terrain image model on ONNX Runtime (not text to image).
+    Terrain(ModelBackendConfig),
     Sandbox(SandboxBackendConfig),
     Fetch(FetchBackendConfig),
     Search(SearchBackendConfig),
@@ -170,6 +182,7 @@ impl BackendConfig {
             BackendConfig::Espeak(_) => "espeak",
             BackendConfig::Piper(_) => "piper",
             BackendConfig::Ocr(_) => "ocr",
+            BackendConfig::Terrain(_) => "terrain",
             BackendConfig::Sandbox(_) => "sandbox",
             BackendConfig::Fetch(_) => "fetch",
             BackendConfig::Search(_) => "search",
@@ -387,7 +400,8 @@ impl PiperBackendConfig {
 }
 
 /// A built-in model served from the models directory: embeddings (`kind = "embeddings"`) or speech
-/// to text (`kind = "transcription"`) on candle, OCR (`kind = "ocr"`) on ONNX Runtime.
+/// to text (`kind = "transcription"`) on candle, OCR (`kind = "ocr"`) and terrain images (`kind =
+/// "terrain"`) on ONNX Runtime.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelBackendConfig {

@@ -32,6 +32,7 @@ use format::{events, full_response, Endpoint, Reply};
 
 pub mod audio;
 mod format;
+pub mod images;
 
 /// The model the mock lists unless told otherwise.
 pub const MOCK_MODEL: &str = "mock-model";
@@ -207,6 +208,7 @@ impl MockUpstream {
             .route("/v1/models", get(models_list))
             .route("/v1/audio/speech", post(speech))
             .route("/v1/audio/transcriptions", post(transcription))
+            .route("/v1/images/generations", post(image_generations))
             .with_state(Arc::clone(&shared));
         let listener = listener.tap_io(|tcp| {
             let _ = tcp.set_nodelay(true);
@@ -315,6 +317,15 @@ async fn speech(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
     };
     *lock(&shared.last_request) = Some(request.clone());
     audio_failure(&shared).unwrap_or_else(|| audio::speech(&request))
+}
+
+async fn image_generations(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    let request: Value = match serde_json::from_slice(&body) {
+        Ok(v @ Value::Object(_)) => v,
+        _ => return error_response(400, "the request body must be a JSON object", None),
+    };
+    *lock(&shared.last_request) = Some(request.clone());
+    audio_failure(&shared).unwrap_or_else(|| images::generations(&request))
 }
 
 /// The last request is recorded as its fields, with the file as `{"sha256", "size"}`.

@@ -151,8 +151,9 @@ pub fn image_url_refusal(url: &str) -> Option<&'static str> {
     Some("must be an http or https URL, or a data: URL of an image")
 }
 
-/// Every `http(s)` image URL of a chat request's messages, with where it is (`(message, part)`).
-pub fn fetched_images(body: &Value) -> Vec<(usize, usize, &str)> {
+/// Every image URL of a chat request's messages (`image_url` parts), with where it is (`(message,
+/// part)`).
+pub fn image_urls(body: &Value) -> Vec<(usize, usize, &str)> {
     let mut found = Vec::new();
     let Some(messages) = body.get("messages").and_then(Value::as_array) else {
         return found;
@@ -166,13 +167,19 @@ pub fn fetched_images(body: &Value) -> Vec<(usize, usize, &str)> {
                 continue;
             }
             if let Some(url) = part.pointer("/image_url/url").and_then(Value::as_str) {
-                if !url.get(..5).unwrap_or("").eq_ignore_ascii_case("data:") {
-                    found.push((i, j, url));
-                }
+                found.push((i, j, url));
             }
         }
     }
     found
+}
+
+/// Every `http(s)` image URL of a chat request's messages (those a node fetches), with where it is.
+pub fn fetched_images(body: &Value) -> Vec<(usize, usize, &str)> {
+    image_urls(body)
+        .into_iter()
+        .filter(|(_, _, url)| !url.get(..5).unwrap_or("").eq_ignore_ascii_case("data:"))
+        .collect()
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ pub mod embeddings;
 pub mod fetch;
 mod fields;
 pub mod image_edit;
+pub mod image_generation;
 pub mod search;
 pub mod tool;
 
@@ -131,7 +132,8 @@ pub fn validate(workload: Workload, body: Value) -> Result<ApiRequest, RequestEr
         Workload::ToolCall => tool::validate(body).map(|(request, _)| request),
         Workload::Speech => audio::validate_speech(body).map(|(request, _)| request),
         Workload::Transcription => audio::validate_transcription(body).map(|(request, _)| request),
-        Workload::ImageGeneration | Workload::VideoGeneration => Err(RequestError::Unsupported(workload)),
+        Workload::ImageGeneration => image_generation::validate(body).map(|(request, _)| request),
+        Workload::VideoGeneration => Err(RequestError::Unsupported(workload)),
     }
 }
 

@@ -34,7 +34,8 @@ fn models_pull_and_rm_explain_unknown_and_absent_models() {
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
         text(&out.stderr).trim(),
-        "error: no model \"no-such\" in the catalog; known: smollm2-135m-instruct, all-minilm-l6-v2, whisper-tiny-en, gemma-3-270m"
+        "error: no model \"no-such\" in the catalog; known: smollm2-135m-instruct, all-minilm-l6-v2, whisper-tiny-en, \
+         gemma-3-270m, piper-en-us-joe-medium, pp-ocrv6-tiny, terrain-diffusion-128, onnxruntime"
     );
     let rm = stacknet(&["models", "rm", "smollm2-135m-instruct"], dir.path());
     assert!(rm.status.success());

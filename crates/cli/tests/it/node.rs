@@ -40,7 +40,8 @@ fn a_node_without_an_upstream_or_pulled_models_says_what_to_pull() {
     assert!(
         err.contains(&format!(
             "no built-in model pulled into {0}; pull one with `stacknet models pull <name> --models-dir {0}` \
-             (the catalog: smollm2-135m-instruct, all-minilm-l6-v2, whisper-tiny-en, gemma-3-270m)",
+             (the catalog: smollm2-135m-instruct, all-minilm-l6-v2, whisper-tiny-en, gemma-3-270m, \
+             piper-en-us-joe-medium, pp-ocrv6-tiny, terrain-diffusion-128)",
             models.display()
         )),
         "{err}"

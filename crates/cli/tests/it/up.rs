@@ -447,7 +447,7 @@ async fn the_official_openai_python_sdk_works_unmodified() {
 /// The official OpenAI Python SDK against `stacknet up`'s built-in speech and vision
 /// (tests/openai_audio_check.py): the Piper voice and the fallback voice in every format they write,
 /// Whisper hearing them back in every response format, the OCR model reading back text the script
-/// renders, bad input refused with OpenAI's errors. `scripts/test.sh` provides the SDK (and Pillow),
+/// renders, the terrain model's images, bad input refused with OpenAI's errors. `scripts/test.sh` provides the SDK (and Pillow),
 /// the models and eSpeak NG.
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "needs the Python SDK (STACKNET_SDK_PYTHON), the models (STACKNET_MODELS_DIR) and espeak-ng; scripts/test.sh runs it"]
@@ -474,7 +474,7 @@ async fn the_official_openai_python_sdk_speaks_transcribes_and_reads_with_the_bu
         all.iter().all(|m| text.contains(m)).then_some(())
     };
     wait_until(
-        "up serves its voices, Whisper and OCR",
+        "up serves its voices, Whisper, OCR and images",
         MODEL_LOAD_DEADLINE,
         models_listed,
     )

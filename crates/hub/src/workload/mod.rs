@@ -11,7 +11,7 @@ mod audio;
 mod chat;
 mod completion;
 mod embeddings;
-mod image_edit;
+mod images;
 mod multipart;
 mod result;
 
@@ -209,23 +209,25 @@ pub fn api(workload: Workload) -> Option<&'static dyn WorkloadApi> {
         Workload::Chat => Some(&chat::CHAT),
         Workload::Completion => Some(&completion::COMPLETION),
         Workload::Embedding => Some(&embeddings::Embeddings),
-        Workload::ImageEdit => Some(&image_edit::ImageEdit),
+        Workload::ImageEdit => Some(&images::ImageEdit),
+        Workload::ImageGeneration => Some(&images::ImageGeneration),
         Workload::CodeExecution => Some(&result::EXECUTE),
         Workload::WebFetch => Some(&result::FETCH),
         Workload::WebSearch => Some(&result::SEARCH),
         Workload::ToolCall => Some(&result::TOOL_CALL),
         Workload::Speech => Some(&audio::SPEECH),
         Workload::Transcription => Some(&audio::TRANSCRIPTION),
-        Workload::ImageGeneration | Workload::VideoGeneration => None,
+        Workload::VideoGeneration => None,
     }
 }
 
 /// Every workload that has an API, for the router.
-pub const SERVED: [Workload; 10] = [
+pub const SERVED: [Workload; 11] = [
     Workload::Chat,
     Workload::Completion,
     Workload::Embedding,
     Workload::ImageEdit,
+    Workload::ImageGeneration,
     Workload::CodeExecution,
     Workload::WebFetch,
     Workload::WebSearch,

@@ -20,6 +20,7 @@ use super::ocr::Ocr;
 use super::onnx::Runtime;
 use super::piper::PiperVoice;
 use super::sandbox::Sandbox;
+use super::terrain::Terrain;
 use super::upstream::OpenAiUpstream;
 use super::voice::EspeakVoice;
 use super::web_fetch::WebFetch;
@@ -113,6 +114,9 @@ pub fn pulled(models: &ModelStore) -> Vec<BackendConfig> {
                 Engine::OnnxRuntime if onnx && spec.serves(Workload::Chat) => {
                     Some(BackendConfig::Ocr(ModelBackendConfig::new(name)))
                 }
+                Engine::OnnxRuntime if onnx && spec.serves(Workload::ImageGeneration) => {
+                    Some(BackendConfig::Terrain(ModelBackendConfig::new(name)))
+                }
                 _ => None,
             }
         })
@@ -138,7 +142,10 @@ pub fn model_names(configs: &[BackendConfig]) -> Vec<String> {
         .flat_map(|c| match c {
             BackendConfig::Upstream(u) => u.all_models().cloned().collect(),
             BackendConfig::Llama(l) => vec![l.model.clone()],
-            BackendConfig::Embeddings(e) | BackendConfig::Transcription(e) | BackendConfig::Ocr(e) => {
+            BackendConfig::Embeddings(e)
+            | BackendConfig::Transcription(e)
+            | BackendConfig::Ocr(e)
+            | BackendConfig::Terrain(e) => {
                 vec![e.model.clone()]
             }
             BackendConfig::Piper(p) => vec![p.model.clone()],
@@ -208,6 +215,14 @@ async fn build_one(config: &BackendConfig, models: &ModelStore) -> Result<Arc<dy
             let loaded = blocking(move || Ocr::load(runtime, &dir, spec, threads, images)).await?;
             Ok(Arc::new(loaded))
         }
+        BackendConfig::Terrain(terrain) => {
+            let (spec, path) =
+                pulled_model(models, &terrain.model, config.kind(), Workload::ImageGeneration)?;
+            let runtime = Runtime::from_store(models)?;
+            let threads = terrain.threads.unwrap_or_else(every_core);
+            let loaded = blocking(move || Terrain::load(runtime, &path, spec, threads)).await?;
+            Ok(Arc::new(loaded))
+        }
         BackendConfig::Espeak(espeak) => Ok(Arc::new(EspeakVoice::start(espeak.program.clone()).await?)),
         BackendConfig::Sandbox(sandbox) => Ok(Arc::new(Sandbox::start(sandbox).await?)),
         BackendConfig::Fetch(fetch) => {
@@ -249,7 +264,7 @@ pub(crate) fn pulled_model(
     }
     let runs_on = match kind {
         "llama" => Engine::LlamaCpp,
-        "piper" | "ocr" => Engine::OnnxRuntime,
+        "piper" | "ocr" | "terrain" => Engine::OnnxRuntime,
         _ => Engine::Candle,
     };
     if spec.engine != runs_on {
@@ -379,7 +394,7 @@ mod tests {
         assert!(
             err.contains(
                 "(the catalog: smollm2-135m-instruct, all-minilm-l6-v2, whisper-tiny-en, gemma-3-270m, \
-                 piper-en-us-joe-medium, pp-ocrv6-tiny)"
+                 piper-en-us-joe-medium, pp-ocrv6-tiny, terrain-diffusion-128)"
             ),
             "{err}"
         );

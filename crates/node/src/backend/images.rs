@@ -85,32 +85,17 @@ pub struct InlineImage {
 /// [`inline`], every image is one). An image that is not valid base64 is the client's error.
 pub fn decoded(request: &Value) -> Result<Vec<InlineImage>, BackendError> {
     let mut out = Vec::new();
-    let Some(messages) = request.get("messages").and_then(Value::as_array) else {
-        return Ok(out);
-    };
-    for (i, m) in messages.iter().enumerate() {
-        let Some(parts) = m.get("content").and_then(Value::as_array) else {
-            continue;
-        };
-        for (j, part) in parts.iter().enumerate() {
-            if part["type"] != "image_url" {
-                continue;
-            }
-            let param = format!("messages[{i}].content[{j}].image_url.url");
-            let url = part
-                .pointer("/image_url/url")
-                .and_then(Value::as_str)
-                .unwrap_or("");
-            let data = url
-                .split_once(',')
-                .filter(|(head, _)| head.to_ascii_lowercase().ends_with(";base64"))
-                .map(|(_, data)| data)
-                .ok_or_else(|| BackendError::InvalidRequest(format!("{param}: not a base64 data: URL")))?;
-            let bytes = base64::engine::general_purpose::STANDARD
-                .decode(data.trim())
-                .map_err(|e| BackendError::InvalidRequest(format!("{param}: its base64 is invalid ({e})")))?;
-            out.push(InlineImage { param, bytes });
-        }
+    for (i, j, url) in stacknet_api::request::chat::image_urls(request) {
+        let param = format!("messages[{i}].content[{j}].image_url.url");
+        let data = url
+            .split_once(',')
+            .filter(|(head, _)| head.to_ascii_lowercase().ends_with(";base64"))
+            .map(|(_, data)| data)
+            .ok_or_else(|| BackendError::InvalidRequest(format!("{param}: not a base64 data: URL")))?;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(data.trim())
+            .map_err(|e| BackendError::InvalidRequest(format!("{param}: its base64 is invalid ({e})")))?;
+        out.push(InlineImage { param, bytes });
     }
     Ok(out)
 }

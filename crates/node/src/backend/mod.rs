@@ -10,7 +10,8 @@
 //! llama.cpp), [`embed`] (built-in embeddings on candle), [`whisper`] (built-in speech to text on
 //! candle), [`piper`] (built-in text to speech: a neural Piper voice on ONNX Runtime), [`voice`] (the
 //! fallback voice: eSpeak NG), [`ocr`] (built-in OCR of chat images: PP-OCR on ONNX Runtime, the one
-//! [`onnx`] runtime), [`sandbox`] (code execution in
+//! [`onnx`] runtime), [`terrain`] (built-in image generation: terrain, not text to image, on ONNX
+//! Runtime), [`sandbox`] (code execution in
 //! bubblewrap), [`web_fetch`] (pages through the SSRF-safe fetcher), [`web_search`] (the
 //! operator's search engine), [`mcp`] (the tools of an operator's MCP server, run in the sandbox).
 //! [`multi`] puts several behind one, and [`build`](mod@build) turns the node's `[[backend]]`
@@ -18,6 +19,7 @@
 
 pub mod build;
 pub mod embed;
+pub mod image;
 pub mod images;
 pub mod llama;
 pub mod mcp;
@@ -27,6 +29,7 @@ pub mod onnx;
 pub mod piper;
 pub mod sandbox;
 pub mod sse;
+pub mod terrain;
 pub mod upstream;
 pub mod voice;
 pub mod web_fetch;
@@ -285,6 +288,31 @@ pub fn file_sha256(
     file.sha256
         .parse()
         .map_err(|_| BackendError::Setup(format!("model {}: bad pinned sha256", spec.name)))
+}
+
+/// The offer of a built-in model loaded on this machine: one model for one workload, pinned by the
+/// hash of its weights.
+pub(crate) fn loaded_offer(
+    name: &str,
+    workload: Workload,
+    backend: &str,
+    sha256: stacknet_protocol::Sha256Digest,
+) -> Vec<ModelOffer> {
+    vec![ModelOffer {
+        name: name.to_owned(),
+        workloads: vec![workload],
+        backend: backend.to_owned(),
+        model_sha256: Some(sha256),
+        tool: None,
+    }]
+}
+
+/// A model loaded at start and kept loaded: ready since it loaded (every task is warm).
+pub(crate) fn ready_since(name: &str, since: stacknet_protocol::Timestamp) -> Vec<ModelReady> {
+    vec![ModelReady {
+        name: name.to_owned(),
+        since,
+    }]
 }
 
 /// A way to run tasks. Implementations are cheap to share (`Arc<dyn Backend>`); `execute` returns a

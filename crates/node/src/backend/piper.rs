@@ -414,21 +414,17 @@ fn sentences(text: &str, lines: &[String]) -> Vec<String> {
 
 impl Backend for PiperVoice {
     fn models(&self) -> Vec<ModelOffer> {
-        vec![ModelOffer {
-            name: self.inner.model.clone(),
-            workloads: vec![Workload::Speech],
-            backend: BACKEND_ID.to_owned(),
-            model_sha256: Some(self.inner.model_sha256),
-            tool: None,
-        }]
+        super::loaded_offer(
+            &self.inner.model,
+            Workload::Speech,
+            BACKEND_ID,
+            self.inner.model_sha256,
+        )
     }
 
     /// Loaded at start and kept: always warm.
     fn ready(&self) -> Vec<ModelReady> {
-        vec![ModelReady {
-            name: self.inner.model.clone(),
-            since: self.inner.loaded_at,
-        }]
+        super::ready_since(&self.inner.model, self.inner.loaded_at)
     }
 
     fn execute(

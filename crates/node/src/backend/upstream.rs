@@ -17,12 +17,16 @@
 //! client sent them (a transcription's upload rebuilt as a multipart form from the task's fields and
 //! file), with the contract's model; the upstream's body comes back unchanged as the task's one output
 //! file, read up to the hub's file limit.
+//!
+//! Image generations (`/images/generations`) are forwarded with the contract's model; each
+//! `b64_json` image of the answer becomes an output file (typed by its signature), one unit each.
 
 use crate::chain::error_chain;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use base64::Engine as _;
 use futures_util::future::BoxFuture;
 use futures_util::StreamExt;
 use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
@@ -68,6 +72,7 @@ struct Inner {
     completions_url: String,
     speech_url: String,
     transcriptions_url: String,
+    images_url: String,
     /// `Bearer <key>`, marked sensitive so it never shows in debug output.
     auth: Option<HeaderValue>,
     /// Each model with the workloads it is served for.
@@ -111,6 +116,7 @@ impl OpenAiUpstream {
                 completions_url: format!("{base}/completions"),
                 speech_url: format!("{base}/audio/speech"),
                 transcriptions_url: format!("{base}/audio/transcriptions"),
+                images_url: format!("{base}/images/generations"),
                 auth,
                 offers: offers(config),
                 images,
@@ -172,6 +178,7 @@ impl Inner {
             Workload::Chat => &self.chat_url,
             Workload::Completion => &self.completions_url,
             Workload::Speech | Workload::Transcription => return self.run_audio(task).await,
+            Workload::ImageGeneration => return self.run_images(task).await,
             workload => {
                 return Err(BackendError::Unsupported {
                     model: task.model,
@@ -297,6 +304,53 @@ impl Inner {
         Ok(outcome)
     }
 
+    /// Image generation: the request forwarded with the contract's model; each `b64_json` image of
+    /// the answer is an output file (an answer by URL is refused: the node would have to fetch a
+    /// stranger's URL, and the hub answers `b64_json`).
+    async fn run_images(&self, task: BackendTask) -> Result<BackendOutcome, BackendError> {
+        let (_, image) = stacknet_api::request::image_generation::validate(Value::clone(&task.request))?;
+        let mut body = Value::clone(&task.request);
+        body["model"] = Value::String(task.model.clone());
+        let body = serde_json::to_vec(&body)
+            .map_err(|e| BackendError::InvalidRequest(format!("cannot encode the request: {e}")))?;
+        let request = self
+            .client
+            .post(&self.images_url)
+            .header(CONTENT_TYPE, "application/json")
+            .body(body);
+        let cancel = task.cancel.clone();
+        let response = self.send(request, &cancel).await?;
+        // n images, each within the file limit, as base64 (4/3), and the JSON around them.
+        let limit = stacknet_protocol::wire::Limits::OURS
+            .max_file_bytes
+            .saturating_mul(image.n)
+            .saturating_mul(4)
+            / 3
+            + 64 * 1024;
+        let bytes = tokio::select! {
+            biased;
+            () = cancel.cancelled() => return Err(BackendError::Abandoned),
+            read = read_capped(response, limit) => read.map_err(|e| match e {
+                Capped::Over => BackendError::Malformed(format!("the upstream's answer is over {limit} bytes")),
+                Capped::Http(e) => self.map_err(e),
+            })?,
+        };
+        let answer: Value = serde_json::from_slice(&bytes)
+            .map_err(|e| BackendError::Malformed(format!("the upstream's images answer is not JSON: {e}")))?;
+        let files = decode_images(&answer, image.n)?;
+        let warm = self.is_warm(&task.model);
+        self.answered(&task.model);
+        let mut outcome = BackendOutcome::units(
+            files.len() as u64,
+            BACKEND_ID,
+            env!("CARGO_PKG_VERSION").to_owned(),
+            &task.model,
+        );
+        outcome.warm = warm;
+        outcome.files = files;
+        Ok(outcome)
+    }
+
     /// Whether `model` answered within [`UPSTREAM_WARM_FOR`].
     fn is_warm(&self, model: &str) -> bool {
         self.answered.lock().is_ok_and(|a| {
@@ -401,10 +455,11 @@ pub fn check_length(
 /// offer), in the order first named.
 fn offers(config: &UpstreamConfig) -> Vec<(String, Vec<Workload>)> {
     let mut offers: Vec<(String, Vec<Workload>)> = Vec::new();
-    let lists: [(&[String], &[Workload]); 3] = [
+    let lists: [(&[String], &[Workload]); 4] = [
         (&config.models, &[Workload::Chat, Workload::Completion]),
         (&config.speech_models, &[Workload::Speech]),
         (&config.transcription_models, &[Workload::Transcription]),
+        (&config.image_models, &[Workload::ImageGeneration]),
     ];
     for (names, workloads) in lists {
         for name in names {
@@ -415,6 +470,45 @@ fn offers(config: &UpstreamConfig) -> Vec<(String, Vec<Workload>)> {
         }
     }
     offers
+}
+
+/// The images of an OpenAI images answer: each `data[i].b64_json` decoded, typed by its signature
+/// (PNG, JPEG, WebP). At least one, at most the `n` asked for.
+fn decode_images(answer: &Value, n: u64) -> Result<Vec<OutputFile>, BackendError> {
+    let malformed = |why: String| BackendError::Malformed(format!("the upstream's images answer: {why}"));
+    let data = answer
+        .get("data")
+        .and_then(Value::as_array)
+        .ok_or_else(|| malformed("no data array".to_owned()))?;
+    if data.is_empty() || data.len() as u64 > n {
+        return Err(malformed(format!("{} images for the {n} asked", data.len())));
+    }
+    data.iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let b64 = item.get("b64_json").and_then(Value::as_str).ok_or_else(|| {
+                malformed(format!(
+                    "data[{i}] has no b64_json (an answer by url is not taken)"
+                ))
+            })?;
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .map_err(|e| malformed(format!("data[{i}].b64_json: {e}")))?;
+            let content_type = if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
+                "image/png"
+            } else if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
+                "image/jpeg"
+            } else if bytes.len() > 12 && &bytes[..4] == b"RIFF" && &bytes[8..12] == b"WEBP" {
+                "image/webp"
+            } else {
+                return Err(malformed(format!("data[{i}] is not a PNG, JPEG or WebP image")));
+            };
+            Ok(OutputFile {
+                content_type: content_type.to_owned(),
+                bytes: bytes.into(),
+            })
+        })
+        .collect()
 }
 
 enum Capped {

@@ -147,20 +147,16 @@ impl Whisper {
 
 impl Backend for Whisper {
     fn models(&self) -> Vec<ModelOffer> {
-        vec![ModelOffer {
-            name: self.inner.model_name.clone(),
-            workloads: vec![Workload::Transcription],
-            backend: BACKEND_ID.to_owned(),
-            model_sha256: Some(self.inner.model_sha256),
-            tool: None,
-        }]
+        super::loaded_offer(
+            &self.inner.model_name,
+            Workload::Transcription,
+            BACKEND_ID,
+            self.inner.model_sha256,
+        )
     }
 
     fn ready(&self) -> Vec<ModelReady> {
-        vec![ModelReady {
-            name: self.inner.model_name.clone(),
-            since: self.loaded_at,
-        }]
+        super::ready_since(&self.inner.model_name, self.loaded_at)
     }
 
     fn execute(

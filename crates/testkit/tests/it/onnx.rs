@@ -6,10 +6,13 @@
 //!   it, and what it cannot do is refused by name;
 //! - PP-OCR reads an image with rendered text (PNG and JPEG) through chat, streamed or whole, images
 //!   given inline or fetched by the node, with usage by the documented rule; a request it cannot read
-//!   is the client's error, named, and moves no money.
+//!   is the client's error, named, and moves no money;
+//! - the terrain model generates images of the size asked, the same bytes for the same seed and
+//!   others for another, and bad requests cost nothing.
 //!
 //! The models are read from `$STACKNET_MODELS_DIR` (`stacknet models pull onnxruntime
-//! piper-en-us-joe-medium pp-ocrv6-tiny whisper-tiny-en`), phonemes come from Debian's `espeak-ng`;
+//! piper-en-us-joe-medium pp-ocrv6-tiny terrain-diffusion-128 whisper-tiny-en`), phonemes come from
+//! Debian's `espeak-ng`;
 //! `scripts/test.sh` provides them all, so a bare `cargo test` ignores these tests.
 
 use std::sync::{Arc, OnceLock};
@@ -20,10 +23,12 @@ use axum::Router;
 use base64::Engine as _;
 use serde_json::{json, Value};
 use stacknet_ledger::AccountId;
+use stacknet_node::backend::image::Rgb;
 use stacknet_node::backend::multi::MultiBackend;
 use stacknet_node::backend::ocr::Ocr;
 use stacknet_node::backend::onnx::Runtime;
 use stacknet_node::backend::piper::PiperVoice;
+use stacknet_node::backend::terrain::Terrain;
 use stacknet_node::fetch::{FetchPolicy, Fetcher};
 use stacknet_node::models::{self, ModelStore};
 use stacknet_node::{Backend, BackendError, BackendTask, Cancellation};
@@ -37,6 +42,7 @@ use crate::transcribe::{whisper, word_error_rate};
 
 const VOICE: &str = "piper-en-us-joe-medium";
 const OCR: &str = "pp-ocrv6-tiny";
+const TERRAIN: &str = "terrain-diffusion-128";
 /// What the fixtures say (rendered by Pillow's default font, 32 px, black on white).
 const TWO_LINES: &str = "Stacknet reads text in images.\nInvoice 2026-12-01 total 42.50";
 const TWO_LINES_PNG: &[u8] = include_bytes!("fixtures/two-lines.png");
@@ -343,4 +349,120 @@ async fn images_by_url_are_fetched_by_the_node_through_the_ssrf_safe_fetcher() {
         matches!(&err, BackendError::InvalidRequest(m) if m.contains("loopback")),
         "{err:?}"
     );
+}
+
+fn terrain() -> Terrain {
+    let store = store();
+    let spec = models::find(TERRAIN).expect("the catalog has the terrain model");
+    let path = store.path_of(spec).expect("the terrain model is pulled");
+    Terrain::load(runtime(), &path, spec, threads()).expect("the terrain model loads")
+}
+
+/// The images of an answer, as PNG bytes.
+fn images_of(answer: &Value) -> Vec<Vec<u8>> {
+    answer["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            base64::engine::general_purpose::STANDARD
+                .decode(d["b64_json"].as_str().unwrap())
+                .unwrap()
+        })
+        .collect()
+}
+
+#[tokio::test]
+#[ignore = "needs onnxruntime and terrain-diffusion-128 (STACKNET_MODELS_DIR); scripts/test.sh runs it"]
+async fn the_terrain_model_gives_the_same_bytes_for_the_same_seed_and_others_for_another() {
+    let net = network(vec![Arc::new(terrain())]).await;
+    let ask = |seed: u64, n: u64, size: &str| {
+        json!({"model": TERRAIN, "prompt": "a mountain lake", "n": n, "size": size, "seed": seed,
+            "response_format": "b64_json"})
+    };
+    let resp = post(&net, "images/generations", &ask(7, 2, "256x256")).await;
+    assert_eq!(resp.status(), 200);
+    let answer: Value = resp.json().await.unwrap();
+    assert!(
+        answer["paperwork"].as_str().unwrap().starts_with("pw_"),
+        "{answer}"
+    );
+    let two = images_of(&answer);
+    assert_eq!(two.len(), 2);
+    for png in &two {
+        let img = Rgb::decode(png).unwrap();
+        assert_eq!((img.width, img.height), (256, 256));
+    }
+    assert_ne!(two[0], two[1], "two images of one request differ");
+
+    // The same seed: the same bytes (a validator re-running the task gets them); image i of seed s
+    // is image 0 of seed s + i; another seed, another image.
+    let again = images_of(
+        &post(&net, "images/generations", &ask(7, 1, "256x256"))
+            .await
+            .json()
+            .await
+            .unwrap(),
+    );
+    assert_eq!(again[0], two[0]);
+    let next = images_of(
+        &post(&net, "images/generations", &ask(8, 1, "256x256"))
+            .await
+            .json()
+            .await
+            .unwrap(),
+    );
+    assert_eq!(next[0], two[1]);
+    let wide = images_of(
+        &post(&net, "images/generations", &ask(7, 1, "1792x1024"))
+            .await
+            .json()
+            .await
+            .unwrap(),
+    );
+    let img = Rgb::decode(&wide[0]).unwrap();
+    assert_eq!((img.width, img.height), (1792, 1024));
+
+    // Without a seed the prompt seeds it: the same prompt, the same image.
+    let unseeded = json!({"model": TERRAIN, "prompt": "a mountain lake"});
+    let a = images_of(
+        &post(&net, "images/generations", &unseeded)
+            .await
+            .json()
+            .await
+            .unwrap(),
+    );
+    let b = images_of(
+        &post(&net, "images/generations", &unseeded)
+            .await
+            .json()
+            .await
+            .unwrap(),
+    );
+    assert_eq!(a, b);
+    assert_eq!(Rgb::decode(&a[0]).unwrap().width, 128);
+
+    // Bad input: a 400 naming the field, and nothing charged.
+    let ledger = &net.hub.hub.state.ledger;
+    let before = ledger.balance(AccountId::stack(net.stack)).await.unwrap();
+    let long = "x".repeat(32_001);
+    for (body, param) in [
+        (ask(7, 1, "100x100"), "size"),
+        (ask(7, 11, "256x256"), "n"),
+        (json!({"model": TERRAIN, "prompt": long}), "prompt"),
+        (
+            json!({"model": TERRAIN, "prompt": "p", "response_format": "url"}),
+            "response_format",
+        ),
+        (
+            json!({"model": TERRAIN, "prompt": "p", "output_format": "jpeg"}),
+            "prompt",
+        ),
+    ] {
+        let resp = post(&net, "images/generations", &body).await;
+        assert_eq!(resp.status(), 400, "{param}");
+        let err: Value = resp.json().await.unwrap();
+        assert_eq!(err["error"]["param"], param, "{err}");
+    }
+    assert_eq!(ledger.balance(AccountId::stack(net.stack)).await.unwrap(), before);
 }

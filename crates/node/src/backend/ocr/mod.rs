@@ -2,7 +2,7 @@
 //! ONNX Runtime ([`super::onnx`]), answering chat requests that carry images with the text in them.
 //!
 //! The pipeline is PaddleOCR's as RapidOCR runs it with tinyocr's settings, written here: the image
-//! (PNG or JPEG, [`image`]) is bounded to 2,000 pixels a side (and at least 30), padded above and
+//! (PNG or JPEG, [`super::image`]) is bounded to 2,000 pixels a side (and at least 30), padded above and
 //! below when it is a thin strip, resized for the detector (at most 960 a side, sides multiples of
 //! 32), normalized in BGR order with ImageNet's mean and deviation; the detector's probability map
 //! becomes rotated text boxes ([`detect`]); each box is cropped upright, resized to 48 pixels high
@@ -21,7 +21,6 @@
 //! always give the same text.
 
 pub mod detect;
-pub mod image;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -37,7 +36,7 @@ use stacknet_protocol::Timestamp;
 use tokio::sync::mpsc;
 
 use self::detect::{DbParams, TextBox};
-use self::image::Rgb;
+use super::image::Rgb;
 use super::onnx::Runtime;
 use super::{ask_worker, serve_jobs, Backend, BackendError, BackendOutcome, BackendTask, Cancellation, Job};
 use crate::fetch::Fetcher;
@@ -484,21 +483,16 @@ fn cut_at_tokens(text: &str, limit: u64) -> Option<usize> {
 
 impl Backend for Ocr {
     fn models(&self) -> Vec<ModelOffer> {
-        vec![ModelOffer {
-            name: self.inner.model.clone(),
-            workloads: vec![Workload::Chat],
-            backend: BACKEND_ID.to_owned(),
-            model_sha256: Some(self.inner.model_sha256),
-            tool: None,
-        }]
+        super::loaded_offer(
+            &self.inner.model,
+            Workload::Chat,
+            BACKEND_ID,
+            self.inner.model_sha256,
+        )
     }
 
-    /// Loaded at start and kept: always warm.
     fn ready(&self) -> Vec<ModelReady> {
-        vec![ModelReady {
-            name: self.inner.model.clone(),
-            since: self.inner.loaded_at,
-        }]
+        super::ready_since(&self.inner.model, self.inner.loaded_at)
     }
 
     fn execute(

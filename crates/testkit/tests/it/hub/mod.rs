@@ -7,6 +7,7 @@ mod chat;
 mod errors;
 pub(crate) mod files;
 mod gateway;
+mod images;
 mod keys;
 mod limits;
 mod log;
