@@ -12,6 +12,7 @@ import io
 import json
 import re
 import sys
+import urllib.request
 
 import openai
 from PIL import Image, ImageDraw, ImageFont
@@ -104,6 +105,10 @@ assert pngs[0] != pngs[1]
 again = client.images.generate(model=TERRAIN, prompt="a mountain lake", size="512x512",
                                response_format="b64_json", extra_body={"seed": 42})
 assert base64.b64decode(again.data[0].b64_json) == pngs[0], "the same seed gave other bytes"
+linked = client.images.generate(model=TERRAIN, prompt="a mountain lake", size="512x512",
+                                response_format="url", extra_body={"seed": 42})
+with urllib.request.urlopen(linked.data[0].url) as fetched:
+    assert fetched.read() == pngs[0], "the image by URL is not the same image"
 
 for bad, param in [
     (lambda: client.audio.transcriptions.create(model=WHISPER, file=("notes.mp3", b"not audio at all", "audio/mpeg")), "file"),

@@ -39,6 +39,19 @@ pub enum OutputKind {
     Result,
 }
 
+/// The media type of an image file by its signature: PNG, JPEG or WebP; `None` for anything else.
+pub fn image_content_type(bytes: &[u8]) -> Option<&'static str> {
+    if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
+        Some("image/png")
+    } else if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
+        Some("image/jpeg")
+    } else if bytes.len() > 12 && &bytes[..4] == b"RIFF" && &bytes[8..12] == b"WEBP" {
+        Some("image/webp")
+    } else {
+        None
+    }
+}
+
 /// The members the hub adds to a [`OutputKind::Result`] answer, which its digest leaves out.
 pub const HUB_MEMBERS: [&str; 4] = ["fingerprint", "attribution", "paperwork", "usage"];
 

@@ -27,6 +27,8 @@ pub const HUB_INFO: &str = "/stacknet/v1/hub";
 /// The node gateway (WebSocket).
 pub const NODE_GATEWAY: &str = "/stacknet/v1/nodes/connect";
 pub const PAPERWORK: &str = "/stacknet/v1/paperwork/{id}";
+/// A file the hub serves by URL for a while (images answered with `response_format: url`).
+pub const FILE: &str = "/stacknet/v1/files/{id}";
 pub const ADMIN_STACKS: &str = "/stacknet/v1/admin/stacks";
 pub const ADMIN_STACK_KEYS: &str = "/stacknet/v1/admin/stacks/{id}/keys";
 /// One API key, named by the prefix it is listed with: `DELETE` revokes it.
@@ -93,6 +95,10 @@ pub fn node(id: &impl std::fmt::Display) -> String {
 }
 
 /// `/stacknet/v1/paperwork/{id}` for one paperwork.
+pub fn file(id: &str) -> String {
+    FILE.replace("{id}", id)
+}
+
 pub fn paperwork(id: &impl std::fmt::Display) -> String {
     PAPERWORK.replace("{id}", &id.to_string())
 }

@@ -31,6 +31,7 @@ pub mod attribution;
 pub mod auth;
 pub mod capped;
 pub mod error;
+pub mod files;
 pub mod gateway;
 pub mod grounding;
 pub mod guardian;
@@ -355,6 +356,7 @@ impl Hub {
         let nodes = Arc::new(Nodes::default());
         nodes.reputation.reload(&*store).await?;
         reputation::start(store.clone(), nodes.clone(), shutting_down.clone());
+        files::start_sweep(store.clone(), shutting_down.clone());
         let validation = Arc::new(
             validate::Validation::open(
                 store.clone(),
@@ -415,6 +417,7 @@ impl Hub {
             .route(paths::HUB_INFO, get(hub_info))
             .route(paths::NODE_GATEWAY, get(gateway::connect))
             .route(paths::PAPERWORK, get(paperwork))
+            .route(paths::FILE, get(files::get))
             .route(
                 paths::ADMIN_STACKS,
                 post(admin::create_stack).get(admin::list_stacks),

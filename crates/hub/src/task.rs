@@ -87,7 +87,14 @@ async fn run(
         _ => None,
     };
     let Some(options) = options else {
-        return execute(state, caller.stack, api, parsed, body_len, None, shaped).await;
+        let by_url = matches!(workload, Workload::ImageGeneration | Workload::ImageEdit)
+            && stacknet_api::request::image_edit::wants_urls(&parsed.request.body);
+        let store = state.store.clone();
+        let response = execute(state, caller.stack, api, parsed, body_len, None, shaped).await?;
+        if by_url {
+            return crate::files::by_url(&*store, caller.stack, &headers, response).await;
+        }
+        return Ok(response);
     };
     // Chat with `web_search_options`: a search task first, then the chat with its results.
     let query = crate::grounding::search_request(&parsed.request.body, &options)?;

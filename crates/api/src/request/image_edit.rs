@@ -18,8 +18,13 @@ pub const MAX_IMAGES: u64 = 10;
 pub const MAX_PROMPT_BYTES: usize = 32_000;
 /// The multipart fields that carry files.
 pub const FILE_FIELDS: [&str; 2] = ["image", "mask"];
-/// The answer's encoding: the images inline. (`url` needs storage the hub does not keep.)
-pub const RESPONSE_FORMATS: [&str; 1] = ["b64_json"];
+/// The answer's encoding: the images inline, or by URL (the hub keeps them for an hour).
+pub const RESPONSE_FORMATS: [&str; 2] = ["b64_json", "url"];
+
+/// Whether an images request asks for its images by URL.
+pub fn wants_urls(body: &Value) -> bool {
+    body.get("response_format").and_then(Value::as_str) == Some("url")
+}
 
 /// A file as the task's request names it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -42,21 +47,7 @@ pub struct ImageEdit {
 pub fn validate(body: Value) -> Result<(ApiRequest, ImageEdit), RequestError> {
     let obj = object(&body)?;
     let model = fields::model(obj)?;
-    let prompt = match obj.get("prompt") {
-        Some(Value::String(p)) if !p.is_empty() && p.len() <= MAX_PROMPT_BYTES => p.clone(),
-        Some(_) => {
-            return Err(RequestError::invalid(
-                "prompt",
-                format!("prompt must be a string of 1 to {MAX_PROMPT_BYTES} bytes"),
-            ))
-        }
-        None => {
-            return Err(RequestError::invalid(
-                "prompt",
-                "you must provide a prompt parameter",
-            ))
-        }
-    };
+    let prompt = prompt(obj)?;
     let image = file_ref(obj, "image")?
         .ok_or_else(|| RequestError::invalid("image", "you must provide an image file"))?;
     let mask = file_ref(obj, "mask")?;
@@ -84,6 +75,21 @@ pub fn validate(body: Value) -> Result<(ApiRequest, ImageEdit), RequestError> {
             size,
         },
     ))
+}
+
+/// An image request's `prompt`: 1 to [`MAX_PROMPT_BYTES`] bytes.
+pub(crate) fn prompt(obj: &Map<String, Value>) -> Result<String, RequestError> {
+    match obj.get("prompt") {
+        Some(Value::String(p)) if !p.is_empty() && p.len() <= MAX_PROMPT_BYTES => Ok(p.clone()),
+        Some(_) => Err(RequestError::invalid(
+            "prompt",
+            format!("prompt must be a string of 1 to {MAX_PROMPT_BYTES} bytes"),
+        )),
+        None => Err(RequestError::invalid(
+            "prompt",
+            "you must provide a prompt parameter",
+        )),
+    }
 }
 
 /// The descriptor of an uploaded file, as the hub writes it into the request.

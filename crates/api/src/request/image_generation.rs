@@ -6,7 +6,7 @@ use serde_json::Value;
 use stacknet_protocol::contract::Workload;
 
 use super::fields::{self, integer, object};
-use super::image_edit::{MAX_IMAGES, MAX_PROMPT_BYTES, RESPONSE_FORMATS};
+use super::image_edit::{prompt, MAX_IMAGES, RESPONSE_FORMATS};
 use super::{ApiRequest, RequestError};
 
 /// The sizes a request may ask for: OpenAI's (DALL-E 2 and 3, GPT image), and 128x128, the built-in
@@ -53,21 +53,7 @@ impl ImageGeneration {
 pub fn validate(body: Value) -> Result<(ApiRequest, ImageGeneration), RequestError> {
     let obj = object(&body)?;
     let model = fields::model(obj)?;
-    let prompt = match obj.get("prompt") {
-        Some(Value::String(p)) if !p.is_empty() && p.len() <= MAX_PROMPT_BYTES => p.clone(),
-        Some(_) => {
-            return Err(RequestError::invalid(
-                "prompt",
-                format!("prompt must be a string of 1 to {MAX_PROMPT_BYTES} bytes"),
-            ))
-        }
-        None => {
-            return Err(RequestError::invalid(
-                "prompt",
-                "you must provide a prompt parameter",
-            ))
-        }
-    };
+    let prompt = prompt(obj)?;
     let n = integer(obj, "n", 1, MAX_IMAGES)?.unwrap_or(1);
     let size = fields::one_of(obj, "size", &SIZES)?;
     let quality = fields::one_of(obj, "quality", &QUALITIES)?;
@@ -132,7 +118,7 @@ mod tests {
     fn what_it_cannot_do_is_refused_naming_the_field() {
         assert_eq!(refused(json!({"model": "m"})), "prompt");
         assert_eq!(refused(json!({"model": "m", "prompt": ""})), "prompt");
-        let long = "x".repeat(MAX_PROMPT_BYTES + 1);
+        let long = "x".repeat(super::super::image_edit::MAX_PROMPT_BYTES + 1);
         assert_eq!(refused(json!({"model": "m", "prompt": long})), "prompt");
         assert_eq!(
             refused(json!({"model": "m", "prompt": "p", "size": "100x100"})),

@@ -23,14 +23,14 @@ use std::sync::Arc;
 
 pub use postgres::{PgStore, POOL_SIZE};
 pub use records::{
-    ApiKeyRecord, CaseRecord, Changes, DocRecord, EvidenceRow, KeptTask, KeyRole, LoggedPaperwork,
-    ModelPrice, PaperworkRecord, PayoutRecord, PayoutState, SlashRecord, StackRecord, UnbondingRecord,
-    ValidatorRecord, WorkerStats,
+    ApiKeyRecord, CaseRecord, Changes, DocRecord, EvidenceRow, FileRecord, KeptTask, KeyRole,
+    LoggedPaperwork, ModelPrice, PaperworkRecord, PayoutRecord, PayoutState, SlashRecord, StackRecord,
+    UnbondingRecord, ValidatorRecord, WorkerStats,
 };
 pub use sqlite::SqliteStore;
 pub use traits::{
-    DocStore, LogStore, PayoutStore, RegistryStore, ReputationStore, SettlementStore, StakeStore, Store,
-    StoreError, StoreFuture, ValidationStore,
+    DocStore, FileStore, LogStore, PayoutStore, RegistryStore, ReputationStore, SettlementStore, StakeStore,
+    Store, StoreError, StoreFuture, ValidationStore,
 };
 
 /// Opens the store a `--database` URL names: `sqlite://PATH` or `postgres://...`.

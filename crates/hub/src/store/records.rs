@@ -40,6 +40,20 @@ pub struct DocRecord {
     pub created_at: Timestamp,
 }
 
+/// A file the hub serves by URL for a while (an image answered with `response_format: url`): its
+/// bytes, kept in the database every hub process shares, until `expires_at`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileRecord {
+    /// Random and unguessable: the URL is the capability to read it.
+    pub id: String,
+    pub content_type: String,
+    pub bytes: Vec<u8>,
+    /// The Stack whose request made it.
+    pub stack: StackId,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+}
+
 /// Registry rows written after a version, and the version to ask from next time. Every write to a
 /// registry table stamps its row with the table's next version, so a hub that polls with the last
 /// version it saw learns every change other processes made since.

@@ -9,9 +9,9 @@ use std::pin::Pin;
 use stacknet_protocol::{Amount, NodeKeyId, PaperworkId, Timestamp};
 
 use super::records::{
-    ApiKeyRecord, CaseRecord, Changes, DocRecord, EvidenceRow, KeptTask, LoggedPaperwork, ModelPrice,
-    PaperworkRecord, PayoutRecord, PayoutState, SlashRecord, StackRecord, UnbondingRecord, ValidatorRecord,
-    WorkerStats,
+    ApiKeyRecord, CaseRecord, Changes, DocRecord, EvidenceRow, FileRecord, KeptTask, LoggedPaperwork,
+    ModelPrice, PaperworkRecord, PayoutRecord, PayoutState, SlashRecord, StackRecord, UnbondingRecord,
+    ValidatorRecord, WorkerStats,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -224,7 +224,17 @@ pub trait DocStore: Send + Sync + fmt::Debug + 'static {
     fn counts(&self, names: Vec<String>) -> StoreFuture<'_, Vec<u64>>;
 }
 
-/// Everything the hub keeps outside the ledger: every store implements all six domains (one
+/// Files served by URL for a limited time (see [`FileRecord`]).
+pub trait FileStore: Send + Sync + fmt::Debug + 'static {
+    /// Keeps `file` until its `expires_at`; a second put of the same id changes nothing.
+    fn put_file(&self, file: FileRecord) -> StoreFuture<'_, ()>;
+    /// The file `id` if it is kept and has not expired at `now`.
+    fn file(&self, id: String, now: Timestamp) -> StoreFuture<'_, Option<FileRecord>>;
+    /// Deletes the files expired at `now`; how many.
+    fn forget_files(&self, now: Timestamp) -> StoreFuture<'_, u64>;
+}
+
+/// Everything the hub keeps outside the ledger: every store implements all its domains (one
 /// database holds them), so the hub passes one `Arc<dyn Store>` around. The methods of a trait
 /// object's supertraits need no import, so `store.stacks()` works on an `Arc<dyn Store>` as it is.
 pub trait Store:
@@ -236,6 +246,7 @@ pub trait Store:
     + ValidationStore
     + ReputationStore
     + DocStore
+    + FileStore
 {
 }
 
@@ -248,6 +259,7 @@ impl<
             + ValidationStore
             + ReputationStore
             + DocStore
+            + FileStore
             + ?Sized,
     > Store for T
 {

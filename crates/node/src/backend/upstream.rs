@@ -240,16 +240,7 @@ impl Inner {
         use stacknet_api::request::audio;
         let (request, units) = if task.workload == Workload::Speech {
             let (_, speech) = audio::validate_speech(Value::clone(&task.request))?;
-            let mut body = Value::clone(&task.request);
-            body["model"] = Value::String(task.model.clone());
-            let body = serde_json::to_vec(&body)
-                .map_err(|e| BackendError::InvalidRequest(format!("cannot encode the request: {e}")))?;
-            let request = self
-                .client
-                .post(&self.speech_url)
-                .header(CONTENT_TYPE, "application/json")
-                .body(body);
-            (request, speech.units())
+            (self.post_json(&self.speech_url, &task, |_| {})?, speech.units())
         } else {
             let (_, transcription) = audio::validate_transcription(Value::clone(&task.request))?;
             let file = task
@@ -304,20 +295,36 @@ impl Inner {
         Ok(outcome)
     }
 
+    /// A POST of the task's JSON request to `url`, with the contract's model (and `edit` made).
+    fn post_json(
+        &self,
+        url: &str,
+        task: &BackendTask,
+        edit: impl FnOnce(&mut Value),
+    ) -> Result<reqwest::RequestBuilder, BackendError> {
+        let mut body = Value::clone(&task.request);
+        body["model"] = Value::String(task.model.clone());
+        edit(&mut body);
+        let body = serde_json::to_vec(&body)
+            .map_err(|e| BackendError::InvalidRequest(format!("cannot encode the request: {e}")))?;
+        Ok(self
+            .client
+            .post(url)
+            .header(CONTENT_TYPE, "application/json")
+            .body(body))
+    }
+
     /// Image generation: the request forwarded with the contract's model; each `b64_json` image of
     /// the answer is an output file (an answer by URL is refused: the node would have to fetch a
     /// stranger's URL, and the hub answers `b64_json`).
     async fn run_images(&self, task: BackendTask) -> Result<BackendOutcome, BackendError> {
         let (_, image) = stacknet_api::request::image_generation::validate(Value::clone(&task.request))?;
-        let mut body = Value::clone(&task.request);
-        body["model"] = Value::String(task.model.clone());
-        let body = serde_json::to_vec(&body)
-            .map_err(|e| BackendError::InvalidRequest(format!("cannot encode the request: {e}")))?;
-        let request = self
-            .client
-            .post(&self.images_url)
-            .header(CONTENT_TYPE, "application/json")
-            .body(body);
+        // The hub answers by URL from the images' bytes: the upstream is asked for the bytes.
+        let request = self.post_json(&self.images_url, &task, |body| {
+            if body.get("response_format").and_then(Value::as_str) == Some("url") {
+                body["response_format"] = Value::String("b64_json".to_owned());
+            }
+        })?;
         let cancel = task.cancel.clone();
         let response = self.send(request, &cancel).await?;
         // n images, each within the file limit, as base64 (4/3), and the JSON around them.
@@ -494,15 +501,8 @@ fn decode_images(answer: &Value, n: u64) -> Result<Vec<OutputFile>, BackendError
             let bytes = base64::engine::general_purpose::STANDARD
                 .decode(b64)
                 .map_err(|e| malformed(format!("data[{i}].b64_json: {e}")))?;
-            let content_type = if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
-                "image/png"
-            } else if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
-                "image/jpeg"
-            } else if bytes.len() > 12 && &bytes[..4] == b"RIFF" && &bytes[8..12] == b"WEBP" {
-                "image/webp"
-            } else {
-                return Err(malformed(format!("data[{i}] is not a PNG, JPEG or WebP image")));
-            };
+            let content_type = stacknet_api::output::image_content_type(&bytes)
+                .ok_or_else(|| malformed(format!("data[{i}] is not a PNG, JPEG or WebP image")))?;
             Ok(OutputFile {
                 content_type: content_type.to_owned(),
                 bytes: bytes.into(),

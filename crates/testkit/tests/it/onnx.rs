@@ -451,7 +451,7 @@ async fn the_terrain_model_gives_the_same_bytes_for_the_same_seed_and_others_for
         (ask(7, 11, "256x256"), "n"),
         (json!({"model": TERRAIN, "prompt": long}), "prompt"),
         (
-            json!({"model": TERRAIN, "prompt": "p", "response_format": "url"}),
+            json!({"model": TERRAIN, "prompt": "p", "response_format": "base64"}),
             "response_format",
         ),
         (

@@ -19,6 +19,7 @@
 //! The paperwork log and filing are in `log`.
 
 mod docs;
+mod files;
 mod log;
 mod reputation;
 mod validate;
@@ -148,6 +149,7 @@ impl PgStore {
         pool.migrate(validate::SCHEMA).await?;
         pool.migrate(reputation::SCHEMA).await?;
         pool.migrate(docs::SCHEMA).await?;
+        pool.migrate(files::SCHEMA).await?;
         Ok(Arc::new(Self {
             pool,
             schema: schema.to_owned(),

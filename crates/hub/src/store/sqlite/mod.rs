@@ -3,6 +3,7 @@
 //! log and filing are in `log`.
 
 mod docs;
+pub(crate) mod files;
 mod log;
 mod reputation;
 mod validate;
@@ -130,6 +131,7 @@ impl SqliteStore {
         conn.execute_batch(validate::SCHEMA)?;
         conn.execute_batch(reputation::SCHEMA)?;
         conn.execute_batch(docs::SCHEMA)?;
+        conn.execute_batch(files::SCHEMA)?;
         add_missing_columns(&conn)?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),

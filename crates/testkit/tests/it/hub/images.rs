@@ -1,7 +1,8 @@
 //! Image generation through hub and node to an upstream that serves OpenAI's images API (a scripted
 //! mock drawing one-colour PNGs of the size asked): the answer's images are the upstream's bytes,
 //! the paperwork signs their digest and counts one unit per image, and bad input is refused before
-//! anything is held; the upstream's own refusal passes through as a 400.
+//! anything is held; the upstream's own refusal passes through as a 400. Images asked for by URL are
+//! kept in the hub's store (SQLite and PostgreSQL) and served without a key until they expire.
 
 use std::sync::Arc;
 
@@ -17,12 +18,17 @@ use stacknet_testkit::mock_upstream::images::{colour, png};
 use stacknet_testkit::mock_upstream::Script;
 use stacknet_testkit::network::TestNetwork;
 
+use super::money::{on_both_stores, Db};
 use super::{client, paperwork_of};
 
 const IMAGES: &str = "mock-images";
 
 async fn network() -> TestNetwork {
-    let mut net = TestNetwork::start_without_nodes(Script::echo(), |_| {}).await;
+    network_on(&Db::Sqlite).await
+}
+
+async fn network_on(db: &Db) -> TestNetwork {
+    let mut net = TestNetwork::start_without_nodes(Script::echo(), |config| db.apply(config)).await;
     let mut config = UpstreamConfig::new(net.upstream.base_url(), Vec::new());
     config.image_models = vec![IMAGES.to_owned()];
     net.add_backend_node(Arc::new(OpenAiUpstream::new(&config).unwrap()))
@@ -94,7 +100,7 @@ async fn bad_requests_are_refused_before_anything_is_held_and_upstream_refusals_
         (json!({"model": IMAGES, "prompt": ""}), "prompt"),
         (json!({"model": IMAGES, "prompt": "x".repeat(32_001)}), "prompt"),
         (
-            json!({"model": IMAGES, "prompt": "a fox", "response_format": "url"}),
+            json!({"model": IMAGES, "prompt": "a fox", "response_format": "base64"}),
             "response_format",
         ),
         (
@@ -122,4 +128,88 @@ async fn bad_requests_are_refused_before_anything_is_held_and_upstream_refusals_
         "{err}"
     );
     assert_eq!(ledger.balance(AccountId::stack(net.stack)).await.unwrap(), before);
+}
+
+on_both_stores!(images_by_url_are_served_without_a_key_from_the_shared_store_until_they_expire);
+
+async fn images_by_url_are_served_without_a_key_from_the_shared_store_until_they_expire(db: Db) {
+    let net = network_on(&db).await;
+    let resp = generate(
+        &net,
+        &json!({"model": IMAGES, "prompt": "a blue heron", "n": 2, "size": "256x256", "response_format": "url"}),
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    let answer: Value = resp.json().await.unwrap();
+    let now_s = stacknet_protocol::Timestamp::now().unix_ms() / 1000;
+    let expires = answer["expires_at"].as_i64().unwrap();
+    assert!((now_s + 3590..=now_s + 3610).contains(&expires), "{answer}");
+    // The upstream was asked for the bytes.
+    assert_eq!(
+        net.upstream.last_request().unwrap()["response_format"],
+        "b64_json"
+    );
+    let origin = net.base_url().trim_end_matches("/v1").to_owned();
+    let mut fetched = Vec::new();
+    for (i, d) in answer["data"].as_array().unwrap().iter().enumerate() {
+        assert!(d.get("b64_json").is_none(), "{d}");
+        let url = d["url"].as_str().unwrap();
+        assert!(
+            url.starts_with(&format!("{origin}/stacknet/v1/files/file_")),
+            "{url}"
+        );
+        let got = client().get(url).send().await.unwrap();
+        assert_eq!(got.status(), 200, "no key needed: the URL is the capability");
+        assert_eq!(got.headers()["content-type"], "image/png");
+        let bytes = got.bytes().await.unwrap().to_vec();
+        assert_eq!(bytes, png("a blue heron", i as u64, 256, 256));
+        fetched.push(json!({"b64_json": base64::engine::general_purpose::STANDARD.encode(&bytes)}));
+    }
+    // The paperwork signed these very bytes.
+    let pw = paperwork_of(&net, &answer).await;
+    let as_inline = json!({"data": fetched});
+    assert_eq!(
+        pw.body.output_sha256,
+        digest_of_response(Workload::ImageGeneration, &as_inline).unwrap()
+    );
+
+    // Unknown, malformed and expired ids: 404 with OpenAI's error body.
+    let store = net.hub.hub.state.store.clone();
+    let past = stacknet_protocol::Timestamp::now().plus_ms(-1);
+    let expired = "file_0123456789abcdef0123456789abcdef";
+    store
+        .put_file(stacknet_hub::store::FileRecord {
+            id: expired.to_owned(),
+            content_type: "image/png".to_owned(),
+            bytes: vec![1, 2, 3],
+            stack: net.stack,
+            created_at: past.plus_ms(-3_600_000),
+            expires_at: past,
+        })
+        .await
+        .unwrap();
+    for id in [
+        expired,
+        "file_ffffffffffffffffffffffffffffffff",
+        "file_..%2F..%2Fetc",
+    ] {
+        let got = client()
+            .get(format!("{origin}/stacknet/v1/files/{id}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(got.status(), 404, "{id}");
+        let err: Value = got.json().await.unwrap();
+        assert_eq!(err["error"]["code"], "not_found");
+    }
+    // The sweep deletes what expired, and nothing else.
+    assert_eq!(
+        store
+            .forget_files(stacknet_protocol::Timestamp::now())
+            .await
+            .unwrap(),
+        1
+    );
+    let first = answer["data"][0]["url"].as_str().unwrap();
+    assert_eq!(client().get(first).send().await.unwrap().status(), 200);
 }
