@@ -140,6 +140,12 @@ impl UpstreamConfig {
 /// model = "terrain-diffusion-128"
 ///
 /// [[backend]]
+/// kind = "comfyui"                    # image generation by a ComfyUI server
+/// base_url = "http://127.0.0.1:8188"
+/// model = "sdxl-turbo"                # the name the node offers it under
+/// workflow = "/etc/stacknet/sdxl.json"  # API format, with "{{prompt}}", "{{seed}}", ...
+///
+/// [[backend]]
 /// kind = "espeak"                     # built-in text to speech: eSpeak NG, model "espeak-ng"
 ///
 /// [[backend]]
@@ -165,6 +171,8 @@ pub enum BackendConfig {
     Ocr(ModelBackendConfig),
     /// The built-in terrain image model on ONNX Runtime (not text to image).
     Terrain(ModelBackendConfig),
+    /// Image generation by a ComfyUI server, with the operator's workflow.
+    Comfyui(ComfyUiConfig),
     Sandbox(SandboxBackendConfig),
     Fetch(FetchBackendConfig),
     Search(SearchBackendConfig),
@@ -183,6 +191,7 @@ impl BackendConfig {
             BackendConfig::Piper(_) => "piper",
             BackendConfig::Ocr(_) => "ocr",
             BackendConfig::Terrain(_) => "terrain",
+            BackendConfig::Comfyui(_) => "comfyui",
             BackendConfig::Sandbox(_) => "sandbox",
             BackendConfig::Fetch(_) => "fetch",
             BackendConfig::Search(_) => "search",
@@ -350,6 +359,21 @@ pub struct McpBackendConfig {
     /// The sandbox's limits [default: as for `kind = "sandbox"`; `languages` is not used].
     #[serde(default)]
     pub sandbox: SandboxBackendConfig,
+}
+
+/// The `[[backend]] kind = "comfyui"` settings.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ComfyUiConfig {
+    /// The server, e.g. `http://127.0.0.1:8188`.
+    pub base_url: String,
+    /// The model name the node offers for image generation.
+    pub model: String,
+    /// The workflow in ComfyUI's API format, with placeholders.
+    pub workflow: std::path::PathBuf,
+    /// Seconds one job may take [default: 600].
+    #[serde(default)]
+    pub timeout_secs: Option<u64>,
 }
 
 /// A search engine a node can use.

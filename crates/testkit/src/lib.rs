@@ -1,6 +1,7 @@
 //! Test support for Stacknet, kept as product code so every integration test and benchmark shares one
 //! setup instead of re-inventing it.
 //!
+//! - [`mock_comfyui`]: a scripted ComfyUI server (its prompt, websocket, history and view APIs).
 //! - [`mock_upstream`]: a scripted OpenAI-compatible server (streaming and not), the upstream a node
 //!   forwards to in tests and the "upstream direct" baseline in benchmarks.
 //! - [`network`]: a hub, nodes and a mock upstream in one process, on loopback ports.
@@ -16,6 +17,7 @@
 
 pub mod cheats;
 pub mod fixtures;
+pub mod mock_comfyui;
 pub mod mock_upstream;
 pub mod network;
 pub mod validators;

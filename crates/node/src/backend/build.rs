@@ -12,6 +12,7 @@ use std::sync::Arc;
 use stacknet_protocol::contract::Workload;
 use stacknet_protocol::Sha256Digest;
 
+use super::comfyui::ComfyUi;
 use super::embed::CandleEmbeddings;
 use super::llama::{LlamaChat, LlamaConfig};
 use super::mcp::McpTools;
@@ -149,6 +150,7 @@ pub fn model_names(configs: &[BackendConfig]) -> Vec<String> {
                 vec![e.model.clone()]
             }
             BackendConfig::Piper(p) => vec![p.model.clone()],
+            BackendConfig::Comfyui(c) => vec![c.model.clone()],
             BackendConfig::Espeak(_) => vec![super::voice::MODEL.to_owned()],
             BackendConfig::Fetch(_) => vec![stacknet_api::request::fetch::MODEL.to_owned()],
             BackendConfig::Search(_) => vec![stacknet_api::request::search::MODEL.to_owned()],
@@ -223,6 +225,7 @@ async fn build_one(config: &BackendConfig, models: &ModelStore) -> Result<Arc<dy
             let loaded = blocking(move || Terrain::load(runtime, &path, spec, threads)).await?;
             Ok(Arc::new(loaded))
         }
+        BackendConfig::Comfyui(comfy) => Ok(Arc::new(ComfyUi::new(comfy)?)),
         BackendConfig::Espeak(espeak) => Ok(Arc::new(EspeakVoice::start(espeak.program.clone()).await?)),
         BackendConfig::Sandbox(sandbox) => Ok(Arc::new(Sandbox::start(sandbox).await?)),
         BackendConfig::Fetch(fetch) => {

@@ -10,7 +10,7 @@
 //! llama.cpp), [`embed`] (built-in embeddings on candle), [`whisper`] (built-in speech to text on
 //! candle), [`piper`] (built-in text to speech: a neural Piper voice on ONNX Runtime), [`voice`] (the
 //! fallback voice: eSpeak NG), [`ocr`] (built-in OCR of chat images: PP-OCR on ONNX Runtime, the one
-//! [`onnx`] runtime), [`terrain`] (built-in image generation: terrain, not text to image, on ONNX
+//! [`onnx`] runtime), [`comfyui`] (image generation by the operator's ComfyUI server), [`terrain`] (built-in image generation: terrain, not text to image, on ONNX
 //! Runtime), [`sandbox`] (code execution in
 //! bubblewrap), [`web_fetch`] (pages through the SSRF-safe fetcher), [`web_search`] (the
 //! operator's search engine), [`mcp`] (the tools of an operator's MCP server, run in the sandbox).
@@ -18,6 +18,7 @@
 //! configuration into that one backend.
 
 pub mod build;
+pub mod comfyui;
 pub mod embed;
 pub mod image;
 pub mod images;

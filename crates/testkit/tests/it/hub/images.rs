@@ -2,7 +2,10 @@
 //! mock drawing one-colour PNGs of the size asked): the answer's images are the upstream's bytes,
 //! the paperwork signs their digest and counts one unit per image, and bad input is refused before
 //! anything is held; the upstream's own refusal passes through as a 400. Images asked for by URL are
-//! kept in the hub's store (SQLite and PostgreSQL) and served without a key until they expire.
+//! kept in the hub's store (SQLite and PostgreSQL) and served without a key until they expire. A
+//! node in front of a ComfyUI server (a scripted mock) fills the operator's workflow, follows it over
+//! the websocket and returns its output images; a refused workflow or a failure mid-job is named and
+//! costs nothing.
 
 use std::sync::Arc;
 
@@ -10,10 +13,12 @@ use base64::Engine as _;
 use serde_json::{json, Value};
 use stacknet_api::output::digest_of_response;
 use stacknet_ledger::AccountId;
+use stacknet_node::backend::comfyui::ComfyUi;
 use stacknet_node::backend::image::Rgb;
 use stacknet_node::backend::upstream::OpenAiUpstream;
-use stacknet_node::config::UpstreamConfig;
+use stacknet_node::config::{ComfyUiConfig, UpstreamConfig};
 use stacknet_protocol::contract::Workload;
+use stacknet_testkit::mock_comfyui::{self, MockComfyUi, Mode};
 use stacknet_testkit::mock_upstream::images::{colour, png};
 use stacknet_testkit::mock_upstream::Script;
 use stacknet_testkit::network::TestNetwork;
@@ -212,4 +217,96 @@ async fn images_by_url_are_served_without_a_key_from_the_shared_store_until_they
     );
     let first = answer["data"][0]["url"].as_str().unwrap();
     assert_eq!(client().get(first).send().await.unwrap().status(), 200);
+}
+
+const COMFY: &str = "comfy-sdxl";
+
+/// The operator's workflow, in ComfyUI's API format, with placeholders.
+fn workflow() -> Value {
+    json!({
+        "3": {"class_type": "KSampler", "inputs": {"seed": "{{seed}}", "steps": 4, "model": ["4", 0]}},
+        "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "sdxl_turbo.safetensors"}},
+        "5": {"class_type": "EmptyLatentImage", "inputs": {"width": "{{width}}", "height": "{{height}}", "batch_size": "{{n}}"}},
+        "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "{{prompt}}, cinematic", "clip": ["4", 1]}},
+        "9": {"class_type": "SaveImage", "inputs": {"images": ["8", 0], "filename_prefix": "stacknet"}},
+    })
+}
+
+async fn comfy_network(mode: Mode) -> (TestNetwork, MockComfyUi, tempfile::TempDir) {
+    let comfy = MockComfyUi::start(mode).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("workflow.json");
+    std::fs::write(&path, workflow().to_string()).unwrap();
+    let config = ComfyUiConfig {
+        base_url: comfy.base_url.clone(),
+        model: COMFY.to_owned(),
+        workflow: path,
+        timeout_secs: Some(30),
+    };
+    let mut net = TestNetwork::start_without_nodes(Script::echo(), |_| {}).await;
+    net.add_backend_node(Arc::new(ComfyUi::new(&config).unwrap()))
+        .await;
+    (net, comfy, dir)
+}
+
+#[tokio::test]
+async fn a_comfyui_workflow_is_filled_followed_over_its_websocket_and_its_images_returned() {
+    let (net, comfy, _dir) = comfy_network(Mode::Render).await;
+    let resp = generate(
+        &net,
+        &json!({"model": COMFY, "prompt": "a lighthouse", "n": 2, "size": "1024x1536", "seed": 5}),
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    let answer: Value = resp.json().await.unwrap();
+    let sent = &comfy.submitted()[0];
+    assert_eq!(sent["3"]["inputs"]["seed"], 5);
+    assert_eq!(
+        sent["5"]["inputs"],
+        json!({"width": 1024, "height": 1536, "batch_size": 2})
+    );
+    assert_eq!(sent["6"]["inputs"]["text"], "a lighthouse, cinematic");
+    let data = answer["data"].as_array().unwrap();
+    assert_eq!(data.len(), 2, "the outputs, not the preview");
+    for (i, d) in data.iter().enumerate() {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(d["b64_json"].as_str().unwrap())
+            .unwrap();
+        let img = Rgb::decode(&bytes).unwrap();
+        assert_eq!((img.width, img.height), (1024, 1536));
+        assert_eq!(
+            img.pixel(0, 0),
+            mock_comfyui::colour("a lighthouse, cinematic", i as u64)
+        );
+    }
+    let pw = paperwork_of(&net, &answer).await;
+    assert_eq!(pw.body.usage.units, 2);
+    assert_eq!(
+        pw.body.output_sha256,
+        digest_of_response(Workload::ImageGeneration, &answer).unwrap()
+    );
+}
+
+#[tokio::test]
+async fn a_comfyui_failure_mid_job_or_a_refused_workflow_is_named_and_costs_nothing() {
+    for (mode, says) in [
+        (
+            Mode::FailIn {
+                node: "3".to_owned(),
+                message: "CUDA out of memory".to_owned(),
+            },
+            "ComfyUI failed in node 3 (KSampler): CUDA out of memory",
+        ),
+        (Mode::Refuse, "node 4: Value not in list: ckpt_name"),
+    ] {
+        let (net, comfy, _dir) = comfy_network(mode).await;
+        let ledger = &net.hub.hub.state.ledger;
+        let before = ledger.balance(AccountId::stack(net.stack)).await.unwrap();
+        let resp = generate(&net, &json!({"model": COMFY, "prompt": "a lighthouse"})).await;
+        assert!(!resp.status().is_success());
+        let err: Value = resp.json().await.unwrap();
+        assert!(err["error"]["message"].as_str().unwrap().contains(says), "{err}");
+        assert_eq!(comfy.submitted().len(), 1);
+        assert_eq!(ledger.balance(AccountId::stack(net.stack)).await.unwrap(), before);
+    }
 }
