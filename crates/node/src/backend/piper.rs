@@ -195,6 +195,22 @@ impl PiperVoice {
                 serde_json::from_slice(&b).map_err(|e| setup(&config_path.display().to_string(), e))
             })?;
         let voice = VoiceConfig::parse(&json).map_err(|e| setup(&config_path.display().to_string(), e))?;
+        // A voice that cannot phonemize is not offered: say so at start, not on every task.
+        let espeak = espeak.unwrap_or_else(|| PathBuf::from("espeak-ng"));
+        std::process::Command::new(&espeak)
+            .arg("--version")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .status()
+            .map_err(|e| {
+                setup(
+                    &format!(
+                        "cannot run {} (apt install espeak-ng), which phonemizes for the voice",
+                        espeak.display()
+                    ),
+                    e,
+                )
+            })?;
         let session = runtime.session(&dir.join(&onnx.path), threads)?;
         let (jobs, queue) = mpsc::channel(QUEUE_CAPACITY);
         let name = spec.name.clone();
@@ -210,7 +226,7 @@ impl PiperVoice {
                 model: spec.name.clone(),
                 model_sha256,
                 version: runtime.backend_version(),
-                espeak: espeak.unwrap_or_else(|| PathBuf::from("espeak-ng")),
+                espeak,
                 voice,
                 natural,
                 jobs,

@@ -76,6 +76,17 @@ fn piper() -> PiperVoice {
         .clone()
 }
 
+#[test]
+#[ignore = "needs onnxruntime and the Piper voice (STACKNET_MODELS_DIR); scripts/test.sh runs it"]
+fn a_voice_without_its_phonemizer_is_refused_at_start() {
+    let store = store();
+    let spec = models::find(VOICE).expect("the catalog has the voice");
+    let dir = store.path_of(spec).expect("the voice is pulled");
+    let missing = Some(std::path::PathBuf::from("/nonexistent/espeak-ng"));
+    let err = PiperVoice::load(runtime(), &dir, spec, 1, missing, false).unwrap_err();
+    assert!(err.to_string().contains("apt install espeak-ng"), "{err}");
+}
+
 fn ocr_with(images: Fetcher) -> Ocr {
     let store = store();
     let spec = models::find(OCR).expect("the catalog has the OCR model");
