@@ -3,8 +3,8 @@
 //!
 //! A submitted workflow "runs" on a task of its own: `execution_start`, four `progress` messages and,
 //! depending on the [`Mode`], either an `execution_error` or, for each image of its
-//! `EmptyLatentImage` (its `batch_size`, `width`, `height`), a one-colour PNG taken from the SHA-256
-//! of its `CLIPTextEncode` text and the image's index ([`colour`]), listed in its history as outputs
+//! `EmptyLatentImage` (its `batch_size`, `width`, `height`), a one-colour PNG of its `CLIPTextEncode`
+//! text and the image's index, drawn as the mock OpenAI images server draws ([`colour`]), listed in its history as outputs
 //! of node `9` and announced with `executed`, then `executing` with `node: null`.
 
 use std::collections::HashMap;
@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::mock_upstream::images::png;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -20,8 +21,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
-use stacknet_node::backend::image::Rgb;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
@@ -66,11 +65,9 @@ impl Drop for MockComfyUi {
     }
 }
 
-/// The colour of image `index` of a workflow whose prompt text is `text`.
-pub fn colour(text: &str, index: u64) -> [u8; 3] {
-    let digest = Sha256::digest(format!("{index}:{text}").as_bytes());
-    [digest[0], digest[1], digest[2]]
-}
+/// The colour of image `index` of a workflow whose prompt text is `text`: drawn as the mock OpenAI
+/// images server draws its images.
+pub use crate::mock_upstream::images::colour;
 
 impl MockComfyUi {
     pub async fn start(mode: Mode) -> std::io::Result<Self> {
@@ -176,14 +173,8 @@ async fn run(shared: Arc<Shared>, id: String, client: String, workflow: Value, m
         .to_owned();
     let mut listed = Vec::new();
     for i in 0..n {
-        let mut image = Rgb::new(width as usize, height as usize);
-        let c = colour(&text, i);
-        image
-            .data
-            .chunks_exact_mut(3)
-            .for_each(|px| px.copy_from_slice(&c));
         let name = format!("stacknet_{id}_{i:05}_.png");
-        lock(&shared.images).insert(name.clone(), image.encode_png().unwrap_or_default());
+        lock(&shared.images).insert(name.clone(), png(&text, i, width as usize, height as usize));
         listed.push(json!({"filename": name, "subfolder": "", "type": "output"}));
     }
     // A preview image, which is not an output.

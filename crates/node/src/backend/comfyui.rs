@@ -22,7 +22,6 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 use stacknet_api::request::image_generation::{validate, ImageGeneration};
 use stacknet_protocol::contract::Workload;
 use stacknet_protocol::wire::ModelOffer;
@@ -123,12 +122,10 @@ pub fn fill(workflow: &Value, image: &ImageGeneration) -> Value {
     walk(workflow, &image.prompt, &numbers)
 }
 
-/// The seed of a prompt: the first 8 bytes of its SHA-256, cut to 53 bits (what JSON holds exactly).
+/// The seed of a prompt: the terrain model's ([`super::terrain::prompt_seed`]: the first 8 bytes
+/// of its SHA-256), cut to 53 bits (what JSON holds exactly).
 pub fn prompt_seed(prompt: &str) -> u64 {
-    let digest = Sha256::digest(prompt.as_bytes());
-    let mut first = [0u8; 8];
-    first.copy_from_slice(&digest[..8]);
-    u64::from_be_bytes(first) >> 11
+    super::terrain::prompt_seed(prompt) >> 11
 }
 
 impl Inner {
