@@ -2,7 +2,9 @@
 images: the Piper voice and the fallback voice speak a sentence in every format they write, the
 built-in Whisper hears it back (word error rate at most 10%) in every response format, the built-in
 OCR model reads back text rendered here into an image, the built-in (terrain) image model generates
-PNGs of the size asked, the same for the same seed, and bad input is refused with OpenAI's errors.
+and edits PNGs of the size asked and renders MP4 videos as jobs (created, polled, downloaded and
+decoded with PyAV, one cancelled), the same for the same seed, and bad input is refused with
+OpenAI's errors.
 
 Reads OPENAI_BASE_URL and OPENAI_API_KEY; exits non-zero with a message on the first thing that is
 not as the SDK's users expect.
@@ -14,6 +16,7 @@ import re
 import sys
 import urllib.request
 
+import av
 import openai
 from PIL import Image, ImageDraw, ImageFont
 
@@ -110,6 +113,46 @@ linked = client.images.generate(model=TERRAIN, prompt="a mountain lake", size="5
 with urllib.request.urlopen(linked.data[0].url) as fetched:
     assert fetched.read() == pngs[0], "the image by URL is not the same image"
 
+# Edits: the first picture's brightness as the start, redrawn where the mask is transparent (its
+# left half); seeded like generations.
+mask = Image.new("RGBA", (512, 512), (0, 0, 0, 255))
+mask.paste((0, 0, 0, 0), (0, 0, 256, 512))
+mask_png = io.BytesIO()
+mask.save(mask_png, "PNG")
+def edit(seed):
+    return client.images.edit(model=TERRAIN, image=("start.png", pngs[0], "image/png"),
+                              mask=("mask.png", mask_png.getvalue(), "image/png"), prompt="a mountain lake",
+                              size="256x256", response_format="b64_json", extra_body={"seed": seed})
+edited = base64.b64decode(edit(7).data[0].b64_json)
+picture = Image.open(io.BytesIO(edited))
+assert picture.format == "PNG" and picture.size == (256, 256), (picture.format, picture.size)
+assert base64.b64decode(edit(7).data[0].b64_json) == edited, "the same seed gave another edit"
+assert base64.b64decode(edit(8).data[0].b64_json) != edited, "another seed gave the same edit"
+small_mask = io.BytesIO()
+mask.resize((128, 128)).save(small_mask, "PNG")
+
+# Videos: a job created, polled to completion and downloaded; an MP4 that decodes to the frames
+# and size asked; the same seed, the same bytes; another job cancelled and gone.
+def video(seed):
+    job = client.videos.create_and_poll(model=TERRAIN, prompt="a mountain lake", seconds="4", size="128x128",
+                                        poll_interval_ms=200, extra_body={"seed": seed})
+    assert job.status == "completed" and job.progress == 100, job
+    return job, client.videos.download_content(job.id).read()
+job, clip = video(3)
+with av.open(io.BytesIO(clip)) as container:
+    frames = list(container.decode(video=0))
+assert len(frames) == 4 * 8 and (frames[0].width, frames[0].height) == (128, 128), (len(frames), frames[0])
+assert video(3)[1] == clip, "the same seed gave another video"
+assert job.to_dict()["paperwork"].startswith("pw_"), job
+long = client.videos.create(model=TERRAIN, prompt="a long flight", seconds="12", size="256x256")
+gone = client.videos.delete(long.id)
+assert gone.deleted and gone.id == long.id, gone
+try:
+    client.videos.retrieve(long.id)
+    sys.exit("a deleted video is still there")
+except openai.NotFoundError:
+    pass
+
 for bad, param in [
     (lambda: client.audio.transcriptions.create(model=WHISPER, file=("notes.mp3", b"not audio at all", "audio/mpeg")), "file"),
     (lambda: client.audio.transcriptions.create(model=WHISPER, file=("empty.wav", b"", "audio/wav")), "file"),
@@ -121,6 +164,12 @@ for bad, param in [
      "messages[0].content[0].image_url.url"),
     (lambda: client.images.generate(model=TERRAIN, prompt="a lake", size="100x100"), "size"),
     (lambda: client.images.generate(model=TERRAIN, prompt="a lake", n=11), "n"),
+    (lambda: client.images.edit(model=TERRAIN, image=("a.gif", b"GIF89a not taken", "image/gif"), prompt="a lake"), "image"),
+    (lambda: client.images.edit(model=TERRAIN, image=("a.png", pngs[0], "image/png"),
+                                mask=("m.png", small_mask.getvalue(), "image/png"), prompt="a lake"), "mask"),
+    (lambda: client.images.edit(model=TERRAIN, image=("a.png", pngs[0], "image/png"), prompt="x" * 32001), "prompt"),
+    (lambda: client.videos.create(model=TERRAIN, prompt="a lake", seconds="5"), "seconds"),
+    (lambda: client.videos.create(model=TERRAIN, prompt="a lake", size="100x100"), "size"),
 ]:
     try:
         bad()

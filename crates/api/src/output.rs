@@ -52,6 +52,96 @@ pub fn image_content_type(bytes: &[u8]) -> Option<&'static str> {
     }
 }
 
+/// The width and height an image file declares in its header (PNG's IHDR, JPEG's start of frame,
+/// WebP's VP8, VP8L or VP8X chunk); `None` when it is not one of those or its header is cut short.
+/// Nothing is decoded: a file can still be corrupt past its header.
+pub fn image_dimensions(bytes: &[u8]) -> Option<(u32, u32)> {
+    let be16 = |i: usize| Some(u16::from_be_bytes(bytes.get(i..i + 2)?.try_into().ok()?));
+    let le = |i: usize, n: usize| {
+        let b = bytes.get(i..i + n)?;
+        Some(b.iter().rev().fold(0u32, |acc, v| (acc << 8) | u32::from(*v)))
+    };
+    match image_content_type(bytes)? {
+        "image/png" => {
+            if bytes.get(12..16)? != b"IHDR" {
+                return None;
+            }
+            let w = u32::from_be_bytes(bytes.get(16..20)?.try_into().ok()?);
+            let h = u32::from_be_bytes(bytes.get(20..24)?.try_into().ok()?);
+            (w > 0 && h > 0).then_some((w, h))
+        }
+        "image/jpeg" => {
+            // Segments from after SOI: FF, marker, then a big-endian length that counts itself.
+            let mut i = 2;
+            loop {
+                while *bytes.get(i)? == 0xFF && *bytes.get(i + 1)? == 0xFF {
+                    i += 1; // fill bytes
+                }
+                if *bytes.get(i)? != 0xFF {
+                    return None;
+                }
+                let marker = *bytes.get(i + 1)?;
+                if matches!(marker, 0xD0..=0xD9 | 0x01) {
+                    i += 2;
+                    continue;
+                }
+                let len = usize::from(be16(i + 2)?);
+                // Start of frame, any coding (C4, C8 and CC are other segments).
+                if matches!(marker, 0xC0..=0xCF) && !matches!(marker, 0xC4 | 0xC8 | 0xCC) {
+                    let (h, w) = (be16(i + 5)?, be16(i + 7)?);
+                    return (w > 0 && h > 0).then_some((u32::from(w), u32::from(h)));
+                }
+                if len < 2 {
+                    return None;
+                }
+                i += 2 + len;
+            }
+        }
+        _ => match bytes.get(12..16)? {
+            b"VP8 " if bytes.get(23..26)? == [0x9D, 0x01, 0x2A] => {
+                Some((le(26, 2)? & 0x3FFF, le(28, 2)? & 0x3FFF)).filter(|(w, h)| *w > 0 && *h > 0)
+            }
+            b"VP8L" if *bytes.get(20)? == 0x2F => {
+                let bits = le(21, 4)?;
+                Some(((bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1))
+            }
+            b"VP8X" => Some((le(24, 3)? + 1, le(27, 3)? + 1)),
+            _ => None,
+        },
+    }
+}
+
+/// What an MP4 file says of itself: its (first) video track's width and height, its frame count and
+/// its duration in milliseconds (from `tkhd`, `stsz` and `mvhd`); `None` when it is not an MP4 file
+/// with them. Read from the boxes only: nothing is decoded.
+pub fn mp4_description(file: &[u8]) -> Option<(u32, u32, u32, u32)> {
+    fn find<'a>(mut data: &'a [u8], path: &[&[u8; 4]]) -> Option<&'a [u8]> {
+        let (first, rest) = path.split_first()?;
+        loop {
+            let size = u32::from_be_bytes(data.get(..4)?.try_into().ok()?) as usize;
+            if size < 8 || size > data.len() {
+                return None;
+            }
+            if &data[4..8] == *first {
+                let body = &data[8..size];
+                return if rest.is_empty() {
+                    Some(body)
+                } else {
+                    find(body, rest)
+                };
+            }
+            data = &data[size..];
+        }
+    }
+    let be = |b: &[u8], at: usize| Some(u32::from_be_bytes(b.get(at..at + 4)?.try_into().ok()?));
+    let mvhd = find(file, &[b"moov", b"mvhd"])?;
+    let tkhd = find(file, &[b"moov", b"trak", b"tkhd"])?;
+    let stsz = find(file, &[b"moov", b"trak", b"mdia", b"minf", b"stbl", b"stsz"])?;
+    let (timescale, duration) = (be(mvhd, 12)?, be(mvhd, 16)?);
+    let ms = u64::from(duration) * 1000 / u64::from(timescale.max(1));
+    Some((be(tkhd, 76)? >> 16, be(tkhd, 80)? >> 16, be(stsz, 8)?, ms as u32))
+}
+
 /// The members the hub adds to a [`OutputKind::Result`] answer, which its digest leaves out.
 pub const HUB_MEMBERS: [&str; 4] = ["fingerprint", "attribution", "paperwork", "usage"];
 
@@ -61,13 +151,14 @@ pub fn output_kind(workload: Workload) -> Option<OutputKind> {
         Workload::Chat | Workload::Completion => Some(OutputKind::Choices),
         Workload::Embedding => Some(OutputKind::Embeddings),
         // Speech and transcriptions answer with one file: the body, exactly as the node made it.
-        Workload::ImageEdit | Workload::ImageGeneration | Workload::Speech | Workload::Transcription => {
-            Some(OutputKind::Files)
-        }
+        Workload::ImageEdit
+        | Workload::ImageGeneration
+        | Workload::VideoGeneration
+        | Workload::Speech
+        | Workload::Transcription => Some(OutputKind::Files),
         Workload::CodeExecution | Workload::WebFetch | Workload::WebSearch | Workload::ToolCall => {
             Some(OutputKind::Result)
         }
-        Workload::VideoGeneration => None,
     }
 }
 
@@ -456,6 +547,39 @@ fn merge_tool_call(calls: &mut BTreeMap<u64, ToolCallAcc>, delta: &Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn image_dimensions_are_read_from_every_header_kind() {
+        let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/../testkit/tests/it/fixtures/");
+        let png = std::fs::read(format!("{fixtures}two-lines.png")).unwrap();
+        let jpeg = std::fs::read(format!("{fixtures}two-lines.jpg")).unwrap();
+        let (pw, ph) = image_dimensions(&png).unwrap();
+        assert_eq!(image_dimensions(&jpeg), Some((pw, ph)), "the same picture");
+        // A JPEG whose frame follows an APP0 segment and fill bytes.
+        let mut j = vec![
+            0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x04, 0, 0, 0xFF, 0xFF, 0xC2, 0x00, 0x0B, 8,
+        ];
+        j.extend_from_slice(&[0x01, 0x2C, 0x02, 0x58, 1, 1, 0x11, 0]);
+        assert_eq!(image_dimensions(&j), Some((600, 300)));
+        let webp = |chunk: &[u8; 4], body: &[u8]| {
+            let mut b = b"RIFF\0\0\0\0WEBP".to_vec();
+            b.extend_from_slice(chunk);
+            b.extend_from_slice(&[0; 4]);
+            b.extend_from_slice(body);
+            b
+        };
+        let vp8x = webp(b"VP8X", &[0, 0, 0, 0, 0x3F, 0x01, 0, 0xC7, 0, 0]);
+        assert_eq!(image_dimensions(&vp8x), Some((320, 200)));
+        let vp8 = webp(b"VP8 ", &[0, 0, 0, 0x9D, 0x01, 0x2A, 0x40, 0x01, 0xC8, 0x00]);
+        assert_eq!(image_dimensions(&vp8), Some((320, 200)));
+        // VP8L: 14 bits of width - 1, then 14 of height - 1, little-endian.
+        let bits: u32 = 319 | (199 << 14);
+        let mut l = vec![0x2F];
+        l.extend_from_slice(&bits.to_le_bytes());
+        assert_eq!(image_dimensions(&webp(b"VP8L", &l)), Some((320, 200)));
+        assert_eq!(image_dimensions(&png[..20]), None, "cut short");
+        assert_eq!(image_dimensions(b"GIF89a"), None);
+    }
 
     fn response(n: usize) -> Value {
         let data: Vec<Value> = (0..n)

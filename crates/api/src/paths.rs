@@ -8,6 +8,14 @@ pub const COMPLETIONS: &str = "/v1/completions";
 pub const EMBEDDINGS: &str = "/v1/embeddings";
 pub const IMAGE_EDITS: &str = "/v1/images/edits";
 pub const IMAGE_GENERATIONS: &str = "/v1/images/generations";
+/// Video jobs: create (`POST`), list (`GET`).
+pub const VIDEOS: &str = "/v1/videos";
+/// One video job: its status (`GET`), cancel or delete (`DELETE`).
+pub const VIDEO: &str = "/v1/videos/{id}";
+/// A finished video's file.
+pub const VIDEO_CONTENT: &str = "/v1/videos/{id}/content";
+/// A new job from a finished one, with a new prompt.
+pub const VIDEO_REMIX: &str = "/v1/videos/{id}/remix";
 /// Text to speech: audio bytes out.
 pub const AUDIO_SPEECH: &str = "/v1/audio/speech";
 /// Speech to text: an uploaded audio file in.

@@ -208,6 +208,9 @@ pub struct UpstreamArgs {
     /// Image models the upstream serves at /images/generations (repeat, or comma-separate).
     #[arg(long = "image-model", env = "STACKNET_IMAGE_MODELS", value_delimiter = ',')]
     pub image_models: Vec<String>,
+    /// Video models the upstream serves at /videos, OpenAI's videos API (repeat, or comma-separate).
+    #[arg(long = "video-model", env = "STACKNET_VIDEO_MODELS", value_delimiter = ',')]
+    pub video_models: Vec<String>,
     /// Tasks run at once.
     #[arg(long, env = "STACKNET_MAX_CONCURRENCY")]
     pub max_concurrency: Option<u32>,
@@ -308,8 +311,9 @@ impl UpstreamArgs {
                         && self.speech_models.is_empty()
                         && self.transcription_models.is_empty()
                         && self.image_models.is_empty()
+                        && self.video_models.is_empty()
                         && self.upstream_api_key.is_none(),
-                    "--model, --speech-model, --transcription-model, --image-model and --upstream-api-key go with \
+                    "--model, --speech-model, --transcription-model, --image-model, --video-model and --upstream-api-key go with \
                      --upstream URL (built-in models are named in [[backend]] tables of --config, or \
                      served as pulled)"
                 );
@@ -341,11 +345,14 @@ impl UpstreamArgs {
         if !self.image_models.is_empty() {
             upstream.image_models = self.image_models.clone();
         }
+        if !self.video_models.is_empty() {
+            upstream.video_models = self.video_models.clone();
+        }
         for backend in backends.iter() {
             if let BackendConfig::Upstream(u) = backend {
                 anyhow::ensure!(
                     u.all_models().next().is_some(),
-                    "name at least one --model (or --speech-model, --transcription-model, --image-model) the upstream serves"
+                    "name at least one --model (or --speech-model, --transcription-model, --image-model, --video-model) the upstream serves"
                 );
             }
         }

@@ -50,6 +50,7 @@ pub mod stake;
 pub mod store;
 pub mod task;
 pub mod validate;
+pub mod videos;
 pub mod webhook;
 pub mod workload;
 
@@ -137,6 +138,8 @@ pub struct HubConfig {
     pub max_upload_bytes: usize,
     pub max_concurrent_requests: usize,
     pub request_timeout_ms: u64,
+    /// A video job's time limit (see `videos`).
+    pub video_timeout_ms: u64,
     pub heartbeat_interval_ms: u64,
     /// The most output bytes of one task that may wait for its client (one that reads slower than
     /// its node writes); past it the task is abandoned, so the node's connection never waits.
@@ -198,6 +201,7 @@ impl HubConfig {
             max_upload_bytes: DEFAULT_MAX_UPLOAD_BYTES,
             max_concurrent_requests: DEFAULT_MAX_CONCURRENT_REQUESTS,
             request_timeout_ms: DEFAULT_REQUEST_TIMEOUT_MS,
+            video_timeout_ms: videos::DEFAULT_VIDEO_TIMEOUT_MS,
             heartbeat_interval_ms: DEFAULT_HEARTBEAT_INTERVAL_MS,
             max_queued_output_bytes: DEFAULT_MAX_QUEUED_OUTPUT_BYTES,
             max_queued_per_model: queue::DEFAULT_MAX_QUEUED_PER_MODEL,
@@ -256,6 +260,8 @@ pub struct AppState {
     pub writer: SettleWriter,
     pub validation: Arc<validate::Validation>,
     pub inflight: Arc<Semaphore>,
+    /// The video jobs this process runs.
+    pub videos: Arc<videos::Running>,
     /// Turns true when the hub shuts down, so long-lived node connections close instead of
     /// holding the graceful shutdown open forever.
     pub shutting_down: tokio::sync::watch::Receiver<bool>,
@@ -376,6 +382,7 @@ impl Hub {
         nodes.set_max_queued(config.max_queued_per_model);
         let state = AppState {
             inflight: Arc::new(Semaphore::new(config.max_concurrent_requests)),
+            videos: Arc::default(),
             config: Arc::new(config),
             hub_key: Arc::new(hub_key),
             writer: SettleWriter::start(
@@ -404,6 +411,7 @@ impl Hub {
 
     pub fn router(&self) -> Router {
         let limit = self.state.config.max_body_bytes;
+        let upload_limit = self.state.config.max_upload_bytes.max(limit);
         let mut router = Router::new();
         for w in workload::SERVED {
             if let Some(api) = workload::api(w) {
@@ -418,6 +426,15 @@ impl Hub {
             .route(paths::NODE_GATEWAY, get(gateway::connect))
             .route(paths::PAPERWORK, get(paperwork))
             .route(paths::FILE, get(files::get))
+            .route(
+                paths::VIDEOS,
+                post(videos::create)
+                    .get(videos::list)
+                    .layer(DefaultBodyLimit::max(upload_limit)),
+            )
+            .route(paths::VIDEO, get(videos::get).delete(videos::delete))
+            .route(paths::VIDEO_CONTENT, get(videos::content))
+            .route(paths::VIDEO_REMIX, post(videos::remix))
             .route(
                 paths::ADMIN_STACKS,
                 post(admin::create_stack).get(admin::list_stacks),

@@ -90,7 +90,7 @@ async fn run(
         let by_url = matches!(workload, Workload::ImageGeneration | Workload::ImageEdit)
             && stacknet_api::request::image_edit::wants_urls(&parsed.request.body);
         let store = state.store.clone();
-        let response = execute(state, caller.stack, api, parsed, body_len, None, shaped).await?;
+        let response = execute(state, caller.stack, api, parsed, body_len, How::default(), shaped).await?;
         if by_url {
             return crate::files::by_url(&*store, caller.stack, &headers, response).await;
         }
@@ -109,7 +109,7 @@ async fn run(
         search_api,
         search,
         query_len,
-        None,
+        How::default(),
         Shaped::default(),
     )
     .await
@@ -126,7 +126,7 @@ async fn run(
     body_len = body_len.max(serde_json::to_vec(&body).map_err(ApiError::internal)?.len());
     parsed.request = stacknet_api::request::validate(workload, body)?;
     let stream = parsed.request.stream;
-    let response = execute(state, caller.stack, api, parsed, body_len, None, shaped).await?;
+    let response = execute(state, caller.stack, api, parsed, body_len, How::default(), shaped).await?;
     Ok(crate::grounding::finish(response, search_answer, stream).await)
 }
 
@@ -144,19 +144,40 @@ pub async fn probe(
     let bytes = Bytes::from(serde_json::to_vec(request).map_err(ApiError::internal)?);
     let body_len = bytes.len();
     let parsed = api.parse(Some("application/json"), bytes)?;
-    execute(state, stack, api, parsed, body_len, Some(node), Shaped::default()).await
+    let how = How {
+        pinned: Some(node),
+        ..How::default()
+    };
+    execute(state, stack, api, parsed, body_len, how, Shaped::default()).await
 }
 
-/// Runs a parsed request of `stack` on a node: any node that serves it, or only `pinned`.
-async fn execute(
+/// How a request runs beyond its workload's defaults.
+#[derive(Debug, Default)]
+pub(crate) struct How {
+    /// Only on this node (a guardian's probe).
+    pub pinned: Option<NodeKeyId>,
+    /// Its time limit, when not the hub's `request_timeout_ms` (a video job's).
+    pub timeout_ms: Option<u64>,
+    /// Where the node's progress goes (a video job's): the percent of its `{"progress": n}` chunks.
+    pub progress: Option<tokio::sync::watch::Sender<u64>>,
+}
+
+/// Runs a parsed request of `stack` on a node: any node that serves it, or only `how.pinned`.
+pub(crate) async fn execute(
     state: AppState,
     stack: StackId,
     api: &'static dyn WorkloadApi,
     parsed: Parsed,
     body_len: usize,
-    pinned: Option<NodeKeyId>,
+    how: How,
     shaped: Shaped,
 ) -> Result<Response, ApiError> {
+    let How {
+        pinned,
+        timeout_ms,
+        progress,
+    } = how;
+    let timeout_ms = timeout_ms.unwrap_or(state.config.request_timeout_ms);
     let workload = parsed.request.workload;
     let Parsed { request: req, files } = parsed;
     // Shared with the task, which may outlive this request (see [`Guarded`]).
@@ -168,7 +189,7 @@ async fn execute(
         .map_err(|_| ApiError::AtCapacity {
             limit: state.config.max_concurrent_requests,
         })?;
-    let deadline = Instant::now() + Duration::from_millis(state.config.request_timeout_ms);
+    let deadline = Instant::now() + Duration::from_millis(timeout_ms);
     let price = state.prices.get(&req.model);
     let bound = api.max_usage(&req, body_len, state.config.default_max_output_tokens);
     let max_cost = money::max_cost(&price, &bound);
@@ -177,13 +198,7 @@ async fn execute(
         state.ledger.clone(),
         stack,
         max_cost,
-        i64::try_from(
-            state
-                .config
-                .request_timeout_ms
-                .saturating_add(state.config.hold_grace_ms),
-        )
-        .unwrap_or(i64::MAX),
+        i64::try_from(timeout_ms.saturating_add(state.config.hold_grace_ms)).unwrap_or(i64::MAX),
         state.config.hold_grace_ms,
     )
     .await?;
@@ -232,7 +247,12 @@ async fn execute(
                     format!("node {node} is not connected, may not be routed tasks, or does not serve {} for this request", req.model),
                 ),
             })?;
-        let contract = sign_contract(&state, stack, &lease, &req, &price, held.0.max_cost, &shaped)?;
+        let terms = Terms {
+            price: &price,
+            max_cost: held.0.max_cost,
+            timeout_ms,
+        };
+        let contract = sign_contract(&state, stack, &lease, &req, &terms, &shaped)?;
         let task = HubMessage::Task(Box::new(Task {
             contract: contract.clone(),
             request: req.body.clone(),
@@ -268,12 +288,15 @@ async fn execute(
             contract,
             req: Arc::clone(&req),
             deadline,
+            timeout_ms,
+            progress: progress.clone(),
             stamp_time: Timestamp::now(),
             escrow: Some(escrow),
             out: Collected {
                 digester,
                 chunks: Vec::new(),
                 files: Vec::new(),
+                progress: 0,
             },
             output_bytes: 0,
             max_output_bytes,
@@ -338,13 +361,19 @@ fn user_id(stack: StackId, user: Option<&str>) -> UserId {
     UserId::derive(&data)
 }
 
+/// A contract's money and time terms.
+struct Terms<'a> {
+    price: &'a PriceTerms,
+    max_cost: Amount,
+    timeout_ms: u64,
+}
+
 fn sign_contract(
     state: &AppState,
     stack: StackId,
     lease: &Lease,
     req: &ApiRequest,
-    price: &PriceTerms,
-    max_cost: Amount,
+    terms: &Terms<'_>,
     shaped: &Shaped,
 ) -> Result<Signed<PromptContract>, ApiError> {
     let now = Timestamp::now();
@@ -363,15 +392,15 @@ fn sign_contract(
         node_key: lease.node.id,
         workload: req.workload,
         model: req.model.clone(),
-        price: price.clone(),
-        max_cost,
+        price: terms.price.clone(),
+        max_cost: terms.max_cost,
         split,
         parties: state.attribution.parties(&req.model, lease.node.id),
         skills: shaped.skills.clone(),
         skill_royalties_bps: shaped.royalties.clone(),
         injections: shaped.injections.clone(),
         created_at: now,
-        expires_at: now.plus_ms(i64::try_from(state.config.request_timeout_ms).unwrap_or(i64::MAX)),
+        expires_at: now.plus_ms(i64::try_from(terms.timeout_ms).unwrap_or(i64::MAX)),
         nonce: Nonce::random(),
     };
     Signed::sign(body, &state.hub_key).map_err(|e| ApiError::internal(format!("cannot sign contract: {e}")))
@@ -458,6 +487,10 @@ struct Running {
     contract: Signed<PromptContract>,
     req: Arc<ApiRequest>,
     deadline: Instant,
+    /// The time the request was given (the hub's `request_timeout_ms`, or a video job's).
+    timeout_ms: u64,
+    /// Where the node's progress goes, for a job that reports it.
+    progress: Option<tokio::sync::watch::Sender<u64>>,
     stamp_time: Timestamp,
     /// The request's hold; released when this is dropped before the writer took it over.
     escrow: Option<Escrow>,
@@ -544,13 +577,13 @@ impl Running {
                 cancel(&self.lease, self.contract.body.id);
                 // The node's fault only when it had at least half the time: the queue may have
                 // used the rest.
-                let timeout = Duration::from_millis(self.state.config.request_timeout_ms);
+                let timeout = Duration::from_millis(self.timeout_ms);
                 self.observe(if self.sent.elapsed() >= timeout / 2 {
                     Kind::Timeout
                 } else {
                     Kind::HubDeadline
                 });
-                Err(ApiError::Timeout(self.state.config.request_timeout_ms))
+                Err(ApiError::Timeout(self.timeout_ms))
             }
         }
     }
@@ -599,6 +632,12 @@ impl Running {
         match event {
             TaskEvent::Chunk(data) => {
                 self.count_chunk(&data)?;
+                if let Some(percent) = data.get("progress").and_then(Value::as_u64) {
+                    self.out.progress = self.out.progress.max(percent.min(100));
+                    if let Some(progress) = &self.progress {
+                        progress.send_replace(self.out.progress);
+                    }
+                }
                 self.out.digester.chunk(&data);
                 if self.api.keeps_chunks() {
                     self.out.chunks.push(data);
@@ -801,9 +840,12 @@ impl Running {
         let attribution = serde_json::to_value(&pw.body.fingerprint).map_err(|e| invalid(e.to_string()))?;
         let json = serde_json::to_string(&pw).map_err(|e| invalid(e.to_string()))?;
         let leaf_hash = paperwork_leaf(&pw).map_err(|e| invalid(e.to_string()))?;
-        let bound = self
+        let mut bound = self
             .api
             .usage_bound(&self.req, &self.bound, self.text_bytes, self.out.files.len());
+        if let Some(shown) = self.api.units_shown(&self.bound, &self.out) {
+            bound.units = bound.units.min(shown);
+        }
         if let Some(why) = workload::overclaim(&pw.body.usage, &bound) {
             self.refuse_usage(&why);
             return Err(invalid(why));

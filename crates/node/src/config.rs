@@ -79,6 +79,10 @@ pub struct UpstreamConfig {
     /// Image models it serves at `/images/generations` (OpenAI's images API, answering `b64_json`).
     #[serde(default)]
     pub image_models: Vec<String>,
+    /// Video models it serves at `/videos` (OpenAI's videos API: a job created, polled, and its
+    /// file downloaded).
+    #[serde(default)]
+    pub video_models: Vec<String>,
     #[serde(default = "default_upstream_timeout_secs")]
     pub timeout_secs: u64,
 }
@@ -92,6 +96,7 @@ impl UpstreamConfig {
             speech_models: Vec::new(),
             transcription_models: Vec::new(),
             image_models: Vec::new(),
+            video_models: Vec::new(),
             timeout_secs: DEFAULT_UPSTREAM_TIMEOUT_SECS,
         }
     }
@@ -103,6 +108,7 @@ impl UpstreamConfig {
             .chain(&self.speech_models)
             .chain(&self.transcription_models)
             .chain(&self.image_models)
+            .chain(&self.video_models)
     }
 
     pub fn timeout(&self) -> Duration {
@@ -144,6 +150,13 @@ impl UpstreamConfig {
 /// base_url = "http://127.0.0.1:8188"
 /// model = "sdxl-turbo"                # the name the node offers it under
 /// workflow = "/etc/stacknet/sdxl.json"  # API format, with "{{prompt}}", "{{seed}}", ...
+/// # edit_workflow = "/etc/stacknet/sdxl-img2img.json"  # edits: LoadImage of "{{image}}"
+///
+/// [[backend]]
+/// kind = "automatic1111"              # txt2img and img2img of an AUTOMATIC1111 server (--api)
+/// base_url = "http://127.0.0.1:7860"
+/// model = "sd15"                      # the name the node offers it under
+/// # checkpoint = "v1-5-pruned-emaonly.safetensors"
 ///
 /// [[backend]]
 /// kind = "espeak"                     # built-in text to speech: eSpeak NG, model "espeak-ng"
@@ -154,7 +167,8 @@ impl UpstreamConfig {
 /// models = ["llama3.2"]               # chat and completions
 /// # speech_models = ["tts-1"]         # /audio/speech
 /// # transcription_models = ["whisper-1"]  # /audio/transcriptions
-/// # image_models = ["dall-e-2"]       # /images/generations
+/// # image_models = ["dall-e-2"]       # /images/generations and /images/edits
+/// # video_models = ["sora-2"]         # /videos (jobs, polled)
 /// ```
 #[derive(Clone, Debug, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
@@ -173,6 +187,8 @@ pub enum BackendConfig {
     Terrain(ModelBackendConfig),
     /// Image generation by a ComfyUI server, with the operator's workflow.
     Comfyui(ComfyUiConfig),
+    /// Image generation and edits by an AUTOMATIC1111 server (its API).
+    Automatic1111(Automatic1111Config),
     Sandbox(SandboxBackendConfig),
     Fetch(FetchBackendConfig),
     Search(SearchBackendConfig),
@@ -192,6 +208,7 @@ impl BackendConfig {
             BackendConfig::Ocr(_) => "ocr",
             BackendConfig::Terrain(_) => "terrain",
             BackendConfig::Comfyui(_) => "comfyui",
+            BackendConfig::Automatic1111(_) => "automatic1111",
             BackendConfig::Sandbox(_) => "sandbox",
             BackendConfig::Fetch(_) => "fetch",
             BackendConfig::Search(_) => "search",
@@ -371,6 +388,36 @@ pub struct ComfyUiConfig {
     pub model: String,
     /// The workflow in ComfyUI's API format, with placeholders.
     pub workflow: std::path::PathBuf,
+    /// A workflow for image edits (`/v1/images/edits`), with `"{{image}}"` (and, for a mask,
+    /// `"{{mask}}"`) where a `LoadImage` node names its file [default: none; edits not offered].
+    #[serde(default)]
+    pub edit_workflow: Option<std::path::PathBuf>,
+    /// Seconds one job may take [default: 600].
+    #[serde(default)]
+    pub timeout_secs: Option<u64>,
+}
+
+/// The `[[backend]] kind = "automatic1111"` settings: an AUTOMATIC1111 web UI (or Forge, SD.Next)
+/// started with `--api`.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Automatic1111Config {
+    /// The server, e.g. `http://127.0.0.1:7860`.
+    pub base_url: String,
+    /// The model name the node offers for image generation and edits.
+    pub model: String,
+    /// The checkpoint to render with (`sd_model_checkpoint`) [default: the one loaded].
+    #[serde(default)]
+    pub checkpoint: Option<String>,
+    /// Sampling steps [default: the server's].
+    #[serde(default)]
+    pub steps: Option<u32>,
+    /// The sampler's name [default: the server's].
+    #[serde(default)]
+    pub sampler: Option<String>,
+    /// How much of an edit's input is redrawn, 0 to 1 [default: 0.75].
+    #[serde(default)]
+    pub denoising_strength: Option<f64>,
     /// Seconds one job may take [default: 600].
     #[serde(default)]
     pub timeout_secs: Option<u64>,

@@ -211,3 +211,23 @@ impl Backend for WideEmbeddings {
         })
     }
 }
+
+/// An image edit's mask: a `width` x `height` PNG, black, transparent (redraw) where `redraw` says
+/// and opaque (keep) elsewhere, as OpenAI's masks are.
+pub fn mask_png(width: u32, height: u32, redraw: impl Fn(u32, u32) -> bool) -> Vec<u8> {
+    let mut data = Vec::with_capacity((width * height * 4) as usize);
+    for y in 0..height {
+        for x in 0..width {
+            data.extend_from_slice(&[0, 0, 0, if redraw(x, y) { 0 } else { 255 }]);
+        }
+    }
+    let mut out = Vec::new();
+    let mut encoder = png::Encoder::new(&mut out, width, height);
+    encoder.set_color(png::ColorType::Rgba);
+    encoder.set_depth(png::BitDepth::Eight);
+    if let Ok(mut writer) = encoder.write_header() {
+        let _ = writer.write_image_data(&data);
+        let _ = writer.finish();
+    }
+    out
+}

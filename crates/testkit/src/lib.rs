@@ -17,6 +17,7 @@
 
 pub mod cheats;
 pub mod fixtures;
+pub mod mock_a1111;
 pub mod mock_comfyui;
 pub mod mock_upstream;
 pub mod network;

@@ -6,6 +6,11 @@
 //! `EmptyLatentImage` (its `batch_size`, `width`, `height`), a one-colour PNG of its `CLIPTextEncode`
 //! text and the image's index, drawn as the mock OpenAI images server draws ([`colour`]), listed in its history as outputs
 //! of node `9` and announced with `executed`, then `executing` with `node: null`.
+//!
+//! `POST /upload/image` keeps an uploaded input image under the name ComfyUI would give it. A
+//! workflow with a `LoadImage` node (an edit) draws one image of the loaded image's size unless an
+//! `EmptyLatentImage` says otherwise; a `LoadImage` of a name never uploaded fails as ComfyUI's
+//! does ("Invalid image file").
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -42,6 +47,7 @@ struct Shared {
     sockets: Mutex<HashMap<String, mpsc::UnboundedSender<String>>>,
     history: Mutex<HashMap<String, Value>>,
     images: Mutex<HashMap<String, Vec<u8>>>,
+    uploads: Mutex<HashMap<String, axum::body::Bytes>>,
     interrupts: AtomicU64,
     next: AtomicU64,
 }
@@ -79,6 +85,7 @@ impl MockComfyUi {
             sockets: Mutex::new(HashMap::new()),
             history: Mutex::new(HashMap::new()),
             images: Mutex::new(HashMap::new()),
+            uploads: Mutex::new(HashMap::new()),
             interrupts: AtomicU64::new(0),
             next: AtomicU64::new(1),
         });
@@ -88,6 +95,7 @@ impl MockComfyUi {
             .route("/history/{id}", get(history))
             .route("/view", get(view))
             .route("/interrupt", post(interrupt))
+            .route("/upload/image", post(upload))
             .with_state(Arc::clone(&shared));
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -103,6 +111,11 @@ impl MockComfyUi {
     /// Every workflow submitted, as received.
     pub fn submitted(&self) -> Vec<Value> {
         lock(&self.shared.submitted).clone()
+    }
+
+    /// The input images uploaded, by the name given them.
+    pub fn uploads(&self) -> HashMap<String, axum::body::Bytes> {
+        lock(&self.shared.uploads).clone()
     }
 
     pub fn interrupts(&self) -> u64 {
@@ -157,16 +170,32 @@ async fn run(shared: Arc<Shared>, id: String, client: String, workflow: Value, m
     for value in 1..=4 {
         send(json!({"type": "progress", "data": {"value": value, "max": 4, "prompt_id": id, "node": "3"}}));
     }
-    if let Mode::FailIn { node, message } = mode {
+    let fail = |node: &str, node_type: &str, message: &str| {
         send(
             json!({"type": "execution_error", "data": {"prompt_id": id, "node_id": node,
-            "node_type": "KSampler", "exception_message": message, "exception_type": "RuntimeError"}}),
+            "node_type": node_type, "exception_message": message, "exception_type": "RuntimeError"}}),
         );
-        return;
+    };
+    if let Mode::FailIn { node, message } = mode {
+        return fail(&node, "KSampler", &message);
+    }
+    // An edit's input: its size is the output's default.
+    let mut loaded = (64, 64);
+    if let Some(load) = node(&workflow, "LoadImage") {
+        let name = load["inputs"]["image"].as_str().unwrap_or_default();
+        let upload = lock(&shared.uploads).get(name).cloned();
+        match upload.and_then(|b| stacknet_api::output::image_dimensions(&b)) {
+            Some((w, h)) => loaded = (u64::from(w), u64::from(h)),
+            None => return fail("1", "LoadImage", &format!("Invalid image file: {name}")),
+        }
     }
     let latent = node(&workflow, "EmptyLatentImage").map(|n| &n["inputs"]);
     let number = |k: &str, default: u64| latent.and_then(|l| l[k].as_u64()).unwrap_or(default);
-    let (n, width, height) = (number("batch_size", 1), number("width", 64), number("height", 64));
+    let (n, width, height) = (
+        number("batch_size", 1),
+        number("width", loaded.0),
+        number("height", loaded.1),
+    );
     let text = node(&workflow, "CLIPTextEncode")
         .and_then(|n| n["inputs"]["text"].as_str())
         .unwrap_or_default()
@@ -227,6 +256,36 @@ async fn view(State(shared): State<Arc<Shared>>, Query(query): Query<HashMap<Str
         }
         _ => StatusCode::NOT_FOUND.into_response(),
     }
+}
+
+/// `POST /upload/image`: the multipart `image` file kept under its file name (in `subfolder`, if
+/// given), answered as ComfyUI answers.
+async fn upload(
+    State(shared): State<Arc<Shared>>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let Ok((fields, files)) = crate::mock_upstream::read_form(&headers, body) else {
+        return StatusCode::BAD_REQUEST.into_response();
+    };
+    let Some(image) = files.get("image") else {
+        return StatusCode::BAD_REQUEST.into_response();
+    };
+    let name = format!(
+        "upload-{}.png",
+        &stacknet_protocol::Sha256Digest::of(image).to_string()[..12]
+    );
+    let subfolder = fields
+        .get("subfolder")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let key = if subfolder.is_empty() {
+        name.clone()
+    } else {
+        format!("{subfolder}/{name}")
+    };
+    lock(&shared.uploads).insert(key, image.clone());
+    axum::Json(json!({"name": name, "subfolder": subfolder, "type": "input"})).into_response()
 }
 
 async fn interrupt(State(shared): State<Arc<Shared>>) -> Response {

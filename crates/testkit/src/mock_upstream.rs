@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -33,6 +33,7 @@ use format::{events, full_response, Endpoint, Reply};
 pub mod audio;
 mod format;
 pub mod images;
+pub mod videos;
 
 /// The model the mock lists unless told otherwise.
 pub const MOCK_MODEL: &str = "mock-model";
@@ -162,6 +163,7 @@ struct Shared {
     closed: watch::Receiver<bool>,
     /// Permits for held requests ([`Failure::Held`]); a fair semaphore, so in arrival order.
     gate: tokio::sync::Semaphore,
+    videos: videos::Jobs,
 }
 
 /// A running mock; shuts down on [`MockUpstream::shutdown`] or when dropped.
@@ -201,6 +203,7 @@ impl MockUpstream {
             aborted: AtomicU64::new(0),
             closed: closed.clone(),
             gate: tokio::sync::Semaphore::new(0),
+            videos: videos::Jobs::default(),
         });
         let app = Router::new()
             .route("/v1/chat/completions", post(chat))
@@ -209,6 +212,10 @@ impl MockUpstream {
             .route("/v1/audio/speech", post(speech))
             .route("/v1/audio/transcriptions", post(transcription))
             .route("/v1/images/generations", post(image_generations))
+            .route("/v1/images/edits", post(image_edits))
+            .route("/v1/videos", post(video_create))
+            .route("/v1/videos/{id}", get(video_poll).delete(video_delete))
+            .route("/v1/videos/{id}/content", get(video_content))
             .with_state(Arc::clone(&shared));
         let listener = listener.tap_io(|tcp| {
             let _ = tcp.set_nodelay(true);
@@ -258,6 +265,11 @@ impl MockUpstream {
     /// end: requests the node aborted.
     pub fn aborted(&self) -> u64 {
         self.shared.aborted.load(Ordering::SeqCst)
+    }
+
+    /// The video jobs deleted (cancelled), by id.
+    pub fn deleted_videos(&self) -> Vec<String> {
+        lock(&self.shared.videos.deleted).clone()
     }
 
     /// The body of the last completion request, as JSON.
@@ -328,23 +340,77 @@ async fn image_generations(State(shared): State<Arc<Shared>>, body: Bytes) -> Re
     audio_failure(&shared).unwrap_or_else(|| images::generations(&request))
 }
 
-/// The last request is recorded as its fields, with the file as `{"sha256", "size"}`.
+/// A multipart request read and recorded as the last request: its fields, with each file as
+/// `{"sha256", "size"}`.
+pub(crate) use audio::read_form;
+
+fn read_upload(
+    shared: &Shared,
+    headers: &axum::http::HeaderMap,
+    body: Bytes,
+) -> Result<audio::Form, Box<Response>> {
+    let (fields, files) =
+        audio::read_form(headers, body).map_err(|why| Box::new(error_response(400, why, None)))?;
+    let mut seen = fields.clone();
+    for (name, file) in &files {
+        seen.insert(
+            name.clone(),
+            json!({"sha256": stacknet_protocol::Sha256Digest::of(file).to_string(), "size": file.len()}),
+        );
+    }
+    *lock(&shared.last_request) = Some(Value::Object(seen));
+    Ok((fields, files))
+}
+
 async fn transcription(
     State(shared): State<Arc<Shared>>,
     headers: axum::http::HeaderMap,
     body: Bytes,
 ) -> Response {
-    let (fields, file) = match audio::read_form(&headers, body) {
+    let (fields, files) = match read_upload(&shared, &headers, body) {
         Ok(form) => form,
-        Err(why) => return error_response(400, why, None),
+        Err(refused) => return *refused,
     };
-    let mut seen = fields.clone();
-    seen.insert(
-        "file".into(),
-        json!({"sha256": stacknet_protocol::Sha256Digest::of(&file).to_string(), "size": file.len()}),
-    );
-    *lock(&shared.last_request) = Some(Value::Object(seen));
-    audio_failure(&shared).unwrap_or_else(|| audio::transcription(&fields, &file))
+    let Some(file) = files.get("file") else {
+        return error_response(400, "file is required", None);
+    };
+    audio_failure(&shared).unwrap_or_else(|| audio::transcription(&fields, file))
+}
+
+async fn image_edits(
+    State(shared): State<Arc<Shared>>,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (fields, files) = match read_upload(&shared, &headers, body) {
+        Ok(form) => form,
+        Err(refused) => return *refused,
+    };
+    audio_failure(&shared).unwrap_or_else(|| images::edits(&fields, &files))
+}
+
+async fn video_create(
+    State(shared): State<Arc<Shared>>,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (fields, files) = match read_upload(&shared, &headers, body) {
+        Ok(form) => form,
+        Err(refused) => return *refused,
+    };
+    audio_failure(&shared).unwrap_or_else(|| shared.videos.create(&fields, &files))
+}
+
+async fn video_poll(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
+    shared.videos.poll(&id)
+}
+
+async fn video_content(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
+    shared.videos.content(&id)
+}
+
+async fn video_delete(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
+    shared.videos.delete(&id)
 }
 
 async fn models_list(State(shared): State<Arc<Shared>>) -> Response {

@@ -10,6 +10,7 @@ use stacknet_protocol::contract::Workload;
 use stacknet_protocol::Sha256Digest;
 
 use super::fields::{self, integer, object};
+use super::image_generation::{MAX_SEED, OUTPUT_FORMATS, QUALITIES, SIZES};
 use super::{ApiRequest, RequestError};
 
 /// Most images (`n`) per request.
@@ -41,7 +42,41 @@ pub struct ImageEdit {
     pub image: FileRef,
     pub mask: Option<FileRef>,
     pub n: u64,
+    /// One of the generation sizes ([`SIZES`]); `None` when not given (the backend's default).
     pub size: Option<String>,
+    /// An extra field, as for generations: a seeded backend gives the same bytes for the same seed.
+    pub seed: Option<u64>,
+    /// One of [`OUTPUT_FORMATS`]; `None` when not given (PNG).
+    pub output_format: Option<String>,
+}
+
+impl ImageEdit {
+    /// The size asked for as (width, height); `None` for `auto` or none.
+    pub fn dimensions(&self) -> Option<(u32, u32)> {
+        super::image_generation::dimensions(self.size.as_deref())
+    }
+}
+
+/// Checks what the descriptors cannot say, from the uploads' bytes (which the hub has): the image
+/// is a PNG, JPEG or WebP image whatever it was declared as, and a mask is a PNG (its alpha marks
+/// what to edit) of the image's width and height.
+pub fn check_uploads(image: &[u8], mask: Option<&[u8]>) -> Result<(), RequestError> {
+    let size = crate::output::image_dimensions(image)
+        .ok_or_else(|| RequestError::invalid("image", "the image must be a PNG, JPEG or WebP image"))?;
+    let Some(mask) = mask else { return Ok(()) };
+    let mask_size = crate::output::image_dimensions(mask)
+        .filter(|_| crate::output::image_content_type(mask) == Some("image/png"))
+        .ok_or_else(|| RequestError::invalid("mask", "the mask must be a PNG image"))?;
+    if mask_size != size {
+        return Err(RequestError::invalid(
+            "mask",
+            format!(
+                "the mask is {}x{} and the image {}x{}: they must be the same size",
+                mask_size.0, mask_size.1, size.0, size.1
+            ),
+        ));
+    }
+    Ok(())
 }
 
 pub fn validate(body: Value) -> Result<(ApiRequest, ImageEdit), RequestError> {
@@ -52,16 +87,10 @@ pub fn validate(body: Value) -> Result<(ApiRequest, ImageEdit), RequestError> {
         .ok_or_else(|| RequestError::invalid("image", "you must provide an image file"))?;
     let mask = file_ref(obj, "mask")?;
     let n = integer(obj, "n", 1, MAX_IMAGES)?.unwrap_or(1);
-    let size = match obj.get("size") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) if s.len() <= 32 => Some(s.clone()),
-        Some(_) => {
-            return Err(RequestError::invalid(
-                "size",
-                "size must be a string such as 1024x1024",
-            ))
-        }
-    };
+    let size = fields::one_of(obj, "size", &SIZES)?;
+    let seed = integer(obj, "seed", 0, MAX_SEED)?;
+    let output_format = fields::one_of(obj, "output_format", &OUTPUT_FORMATS)?;
+    fields::one_of(obj, "quality", &QUALITIES)?;
     fields::one_of(obj, "response_format", &RESPONSE_FORMATS)?;
     let user = fields::user(obj)?;
     let request = ApiRequest::whole(Workload::ImageEdit, model, user, n, body);
@@ -73,6 +102,8 @@ pub fn validate(body: Value) -> Result<(ApiRequest, ImageEdit), RequestError> {
             mask,
             n,
             size,
+            seed,
+            output_format,
         },
     ))
 }
@@ -109,7 +140,8 @@ pub fn file_descriptor(
     Value::Object(d)
 }
 
-fn file_ref(obj: &Map<String, Value>, field: &str) -> Result<Option<FileRef>, RequestError> {
+/// The descriptor of the file uploaded as `field`, if any.
+pub(crate) fn file_ref(obj: &Map<String, Value>, field: &str) -> Result<Option<FileRef>, RequestError> {
     let bad = || RequestError::invalid(field, format!("{field} must be an uploaded file"));
     let Some(v) = obj.get(field) else { return Ok(None) };
     let d = v.as_object().ok_or_else(bad)?;
@@ -125,4 +157,78 @@ fn file_ref(obj: &Map<String, Value>, field: &str) -> Result<Option<FileRef>, Re
         size,
         content_type: content_type.to_owned(),
     }))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn descriptor() -> Value {
+        file_descriptor(&Sha256Digest::of(b"x"), 1, "image/png", Some("a.png"))
+    }
+
+    fn refused(body: Value) -> String {
+        match validate(body).unwrap_err() {
+            RequestError::Invalid { param, .. } => param,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// A PNG header declaring `w` x `h` (signature and IHDR; no pixels).
+    fn png_header(w: u32, h: u32) -> Vec<u8> {
+        let mut b = b"\x89PNG\r\n\x1a\n\0\0\0\x0dIHDR".to_vec();
+        b.extend_from_slice(&w.to_be_bytes());
+        b.extend_from_slice(&h.to_be_bytes());
+        b.extend_from_slice(&[8, 6, 0, 0, 0]);
+        b
+    }
+
+    #[test]
+    fn an_edit_is_read_with_the_generation_sizes_and_a_seed() {
+        let (request, edit) = validate(json!({"model": "m", "prompt": "p", "image": descriptor(),
+            "n": 2, "size": "256x256", "seed": 4}))
+        .unwrap();
+        assert_eq!(request.choices, 2);
+        assert_eq!(
+            (edit.dimensions(), edit.seed, edit.mask),
+            (Some((256, 256)), Some(4), None)
+        );
+        assert_eq!(
+            refused(json!({"model": "m", "prompt": "p", "image": descriptor(), "size": "100x100"})),
+            "size"
+        );
+        assert_eq!(
+            refused(json!({"model": "m", "prompt": "p", "image": descriptor(), "n": 11})),
+            "n"
+        );
+        assert_eq!(refused(json!({"model": "m", "prompt": "p"})), "image");
+        let long = "x".repeat(MAX_PROMPT_BYTES + 1);
+        assert_eq!(
+            refused(json!({"model": "m", "prompt": long, "image": descriptor()})),
+            "prompt"
+        );
+    }
+
+    #[test]
+    fn uploads_must_be_images_and_a_mask_the_images_size() {
+        let param = |r: Result<(), RequestError>| match r.unwrap_err() {
+            RequestError::Invalid { param, .. } => param,
+            other => panic!("{other:?}"),
+        };
+        assert!(check_uploads(&png_header(64, 32), Some(&png_header(64, 32))).is_ok());
+        assert_eq!(param(check_uploads(b"GIF89a not taken", None)), "image");
+        assert_eq!(
+            param(check_uploads(&png_header(64, 32), Some(&png_header(32, 64)))),
+            "mask"
+        );
+        assert_eq!(
+            param(check_uploads(
+                &png_header(64, 32),
+                Some(&[0xFF, 0xD8, 0xFF, 0xE0])
+            )),
+            "mask"
+        );
+    }
 }

@@ -45,9 +45,14 @@ pub struct ImageGeneration {
 impl ImageGeneration {
     /// The size asked for as (width, height); `None` for `auto` or none.
     pub fn dimensions(&self) -> Option<(u32, u32)> {
-        let (w, h) = self.size.as_deref()?.split_once('x')?;
-        Some((w.parse().ok()?, h.parse().ok()?))
+        dimensions(self.size.as_deref())
     }
+}
+
+/// A size of [`SIZES`] as (width, height); `None` for `auto` or none.
+pub fn dimensions(size: Option<&str>) -> Option<(u32, u32)> {
+    let (w, h) = size?.split_once('x')?;
+    Some((w.parse().ok()?, h.parse().ok()?))
 }
 
 pub fn validate(body: Value) -> Result<(ApiRequest, ImageGeneration), RequestError> {

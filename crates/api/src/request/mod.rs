@@ -13,6 +13,7 @@ pub mod image_edit;
 pub mod image_generation;
 pub mod search;
 pub mod tool;
+pub mod video;
 
 use serde_json::Value;
 use stacknet_protocol::contract::Workload;
@@ -133,7 +134,7 @@ pub fn validate(workload: Workload, body: Value) -> Result<ApiRequest, RequestEr
         Workload::Speech => audio::validate_speech(body).map(|(request, _)| request),
         Workload::Transcription => audio::validate_transcription(body).map(|(request, _)| request),
         Workload::ImageGeneration => image_generation::validate(body).map(|(request, _)| request),
-        Workload::VideoGeneration => Err(RequestError::Unsupported(workload)),
+        Workload::VideoGeneration => video::validate(body).map(|(request, _)| request),
     }
 }
 

@@ -684,6 +684,8 @@ impl Inner {
                 }
             }
             SALE => {}
+            // Video jobs share the documents table; they are not the registry's.
+            crate::videos::JOB_KIND => {}
             other => return Err(format!("unknown kind {other:?}")),
         }
         Ok(())

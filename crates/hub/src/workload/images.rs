@@ -7,7 +7,7 @@
 use axum::body::Bytes;
 use base64::Engine as _;
 use serde_json::{json, Value};
-use stacknet_api::request::image_edit::FILE_FIELDS;
+use stacknet_api::request::image_edit::{self, FILE_FIELDS};
 use stacknet_api::ApiRequest;
 use stacknet_protocol::contract::{Usage, Workload};
 
@@ -18,10 +18,10 @@ use super::{
 };
 use crate::error::ApiError;
 
-/// The upload's form: its file fields, and `n`, a number.
+/// The upload's form: its file fields, and the numbers `n` and `seed`.
 const FORM: Form = Form {
     files: &FILE_FIELDS,
-    numbers: &["n"],
+    numbers: &["n", "seed"],
 };
 
 #[derive(Debug)]
@@ -35,6 +35,15 @@ impl WorkloadApi for ImageEdit {
     fn parse(&self, content_type: Option<&str>, body: Bytes) -> Result<Parsed, ApiError> {
         let (fields, files) = read_multipart(content_type, body, &FORM)?;
         let request = stacknet_api::request::validate(Workload::ImageEdit, Value::Object(fields))?;
+        // The request names each upload by its digest; their bytes are checked here, before a hold.
+        let upload = |field: &str| {
+            let digest = request.body.get(field)?.get("sha256")?.as_str()?;
+            files
+                .iter()
+                .find(|(meta, _)| meta.sha256.to_string() == digest)
+                .map(|(_, bytes)| bytes.as_ref())
+        };
+        image_edit::check_uploads(upload("image").unwrap_or_default(), upload("mask"))?;
         Ok(Parsed { request, files })
     }
 

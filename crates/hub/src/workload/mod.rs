@@ -14,6 +14,7 @@ mod embeddings;
 mod images;
 mod multipart;
 mod result;
+pub(crate) mod videos;
 
 use axum::body::Bytes;
 use axum::http::{header, HeaderValue};
@@ -69,6 +70,8 @@ pub struct Collected {
     /// JSON chunks kept for the answer (workloads that answer with a chunk's content).
     pub chunks: Vec<Value>,
     pub files: Files,
+    /// The most progress the node reported, in percent (`{"progress": n}` chunks of a video).
+    pub progress: u64,
 }
 
 /// What the hub adds to every answer once the node's paperwork checked out.
@@ -172,6 +175,13 @@ pub trait WorkloadApi: Send + Sync + 'static {
         }
     }
 
+    /// The units the output itself shows (a video's seconds: its file's duration, or, when it
+    /// was cancelled before its file, its share of the seconds held by the progress reported), when
+    /// the workload can tell; the paperwork may claim no more.
+    fn units_shown(&self, _held: &Usage, _out: &Collected) -> Option<u64> {
+        None
+    }
+
     /// A multipart upload endpoint, which takes bodies up to the hub's `max_upload_bytes`.
     fn uploads(&self) -> bool {
         false
@@ -217,7 +227,8 @@ pub fn api(workload: Workload) -> Option<&'static dyn WorkloadApi> {
         Workload::ToolCall => Some(&result::TOOL_CALL),
         Workload::Speech => Some(&audio::SPEECH),
         Workload::Transcription => Some(&audio::TRANSCRIPTION),
-        Workload::VideoGeneration => None,
+        // Served as jobs (`crate::videos`), not by the router's request path.
+        Workload::VideoGeneration => Some(&videos::Videos),
     }
 }
 

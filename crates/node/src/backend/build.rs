@@ -12,6 +12,7 @@ use std::sync::Arc;
 use stacknet_protocol::contract::Workload;
 use stacknet_protocol::Sha256Digest;
 
+use super::automatic1111::Automatic1111;
 use super::comfyui::ComfyUi;
 use super::embed::CandleEmbeddings;
 use super::llama::{LlamaChat, LlamaConfig};
@@ -151,6 +152,7 @@ pub fn model_names(configs: &[BackendConfig]) -> Vec<String> {
             }
             BackendConfig::Piper(p) => vec![p.model.clone()],
             BackendConfig::Comfyui(c) => vec![c.model.clone()],
+            BackendConfig::Automatic1111(a) => vec![a.model.clone()],
             BackendConfig::Espeak(_) => vec![super::voice::MODEL.to_owned()],
             BackendConfig::Fetch(_) => vec![stacknet_api::request::fetch::MODEL.to_owned()],
             BackendConfig::Search(_) => vec![stacknet_api::request::search::MODEL.to_owned()],
@@ -226,6 +228,7 @@ async fn build_one(config: &BackendConfig, models: &ModelStore) -> Result<Arc<dy
             Ok(Arc::new(loaded))
         }
         BackendConfig::Comfyui(comfy) => Ok(Arc::new(ComfyUi::new(comfy)?)),
+        BackendConfig::Automatic1111(a1111) => Ok(Arc::new(Automatic1111::new(a1111)?)),
         BackendConfig::Espeak(espeak) => Ok(Arc::new(EspeakVoice::start(espeak.program.clone()).await?)),
         BackendConfig::Sandbox(sandbox) => Ok(Arc::new(Sandbox::start(sandbox).await?)),
         BackendConfig::Fetch(fetch) => {

@@ -4,7 +4,10 @@
 //!
 //! Placeholders are JSON strings in the workflow: `"{{prompt}}"` (inside a string, replaced by the
 //! prompt's text), and, as whole strings replaced by numbers, `"{{seed}}"`, `"{{width}}"`,
-//! `"{{height}}"` and `"{{n}}"` (a batch size). The seed is the request's `seed`, else the first 8
+//! `"{{height}}"` and `"{{n}}"` (a batch size). Edits (`/v1/images/edits`) take a second workflow,
+//! `edit_workflow`, whose `LoadImage` nodes name `"{{image}}"` (and `"{{mask}}"`): the node uploads
+//! the task's image and mask to ComfyUI (`POST /upload/image`, type `input`) and puts the names
+//! ComfyUI gives them there. The seed is the request's `seed`, else the first 8
 //! bytes of the SHA-256 of the prompt, cut to 53 bits, so the same request gives the same workflow.
 //! Sizes: the request's, else the workflow's own (`auto` or none leaves `{{width}}` and `{{height}}`
 //! at [`DEFAULT_SIDE`]).
@@ -22,12 +25,15 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
+use stacknet_api::request::image_edit;
 use stacknet_api::request::image_generation::{validate, ImageGeneration};
 use stacknet_protocol::contract::Workload;
 use stacknet_protocol::wire::ModelOffer;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
+use super::form::{Upload, UploadForm};
+use super::images::{png_only, server_job, server_outcome};
 use super::{Backend, BackendError, BackendOutcome, BackendTask, Cancellation, OutputFile};
 use crate::config::ComfyUiConfig;
 
@@ -49,6 +55,7 @@ struct Inner {
     base: String,
     model: String,
     workflow: Value,
+    edit_workflow: Option<Value>,
     client: reqwest::Client,
     timeout: Duration,
 }
@@ -60,24 +67,11 @@ fn setup(what: &str, e: impl std::fmt::Display) -> BackendError {
 impl ComfyUi {
     /// Reads the workflow and checks that it names `{{prompt}}`.
     pub fn new(config: &ComfyUiConfig) -> Result<Self, BackendError> {
-        let text = std::fs::read_to_string(&config.workflow).map_err(|e| {
-            setup(
-                &format!("cannot read the workflow {}", config.workflow.display()),
-                e,
-            )
-        })?;
-        let workflow: Value = serde_json::from_str(&text).map_err(|e| {
-            setup(
-                &format!("the workflow {} is not JSON", config.workflow.display()),
-                e,
-            )
-        })?;
-        if !workflow.is_object() || !text.contains("{{prompt}}") {
-            return Err(BackendError::Setup(format!(
-                "the workflow {} must be ComfyUI's API format (an object of nodes) with a \"{{{{prompt}}}}\" placeholder",
-                config.workflow.display()
-            )));
-        }
+        let workflow = read_workflow(&config.workflow, &["{{prompt}}"])?;
+        let edit_workflow = match &config.edit_workflow {
+            Some(path) => Some(read_workflow(path, &["{{prompt}}", "{{image}}"])?),
+            None => None,
+        };
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .build()
@@ -87,6 +81,7 @@ impl ComfyUi {
                 base: config.base_url.trim_end_matches('/').to_owned(),
                 model: config.model.clone(),
                 workflow,
+                edit_workflow,
                 client,
                 timeout: config.timeout_secs.map_or(DEFAULT_TIMEOUT, Duration::from_secs),
             }),
@@ -94,32 +89,80 @@ impl ComfyUi {
     }
 }
 
-/// The workflow with its placeholders filled for `image`.
-pub fn fill(workflow: &Value, image: &ImageGeneration) -> Value {
-    let (width, height) = image.dimensions().unwrap_or((DEFAULT_SIDE, DEFAULT_SIDE));
-    let seed = image.seed.unwrap_or_else(|| prompt_seed(&image.prompt));
-    let numbers = [
-        ("{{seed}}", seed),
-        ("{{width}}", u64::from(width)),
-        ("{{height}}", u64::from(height)),
-        ("{{n}}", image.n),
+/// A workflow file: ComfyUI's API format (an object of nodes) naming every one of `placeholders`.
+fn read_workflow(path: &std::path::Path, placeholders: &[&str]) -> Result<Value, BackendError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| setup(&format!("cannot read the workflow {}", path.display()), e))?;
+    let workflow: Value = serde_json::from_str(&text)
+        .map_err(|e| setup(&format!("the workflow {} is not JSON", path.display()), e))?;
+    let missing: Vec<&str> = placeholders
+        .iter()
+        .copied()
+        .filter(|p| !text.contains(p))
+        .collect();
+    if !workflow.is_object() || !missing.is_empty() {
+        return Err(BackendError::Setup(format!(
+            "the workflow {} must be ComfyUI's API format (an object of nodes) with the placeholders {}",
+            path.display(),
+            placeholders.join(", ")
+        )));
+    }
+    Ok(workflow)
+}
+
+/// What a request fills a workflow's placeholders with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Filling<'a> {
+    pub prompt: &'a str,
+    pub seed: Option<u64>,
+    pub size: Option<(u32, u32)>,
+    pub n: u64,
+    /// The names ComfyUI gave the uploaded image and mask (edits).
+    pub image: Option<&'a str>,
+    pub mask: Option<&'a str>,
+}
+
+impl<'a> Filling<'a> {
+    pub fn generation(image: &'a ImageGeneration) -> Self {
+        Self {
+            prompt: &image.prompt,
+            seed: image.seed,
+            size: image.dimensions(),
+            n: image.n,
+            image: None,
+            mask: None,
+        }
+    }
+}
+
+/// The workflow with its placeholders filled.
+pub fn fill(workflow: &Value, with: &Filling<'_>) -> Value {
+    let (width, height) = with.size.unwrap_or((DEFAULT_SIDE, DEFAULT_SIDE));
+    let seed = with.seed.unwrap_or_else(|| prompt_seed(with.prompt));
+    let whole = [
+        ("{{seed}}", Value::from(seed)),
+        ("{{width}}", Value::from(width)),
+        ("{{height}}", Value::from(height)),
+        ("{{n}}", Value::from(with.n)),
+        ("{{image}}", with.image.map_or(Value::Null, Value::from)),
+        ("{{mask}}", with.mask.map_or(Value::Null, Value::from)),
     ];
-    fn walk(v: &Value, prompt: &str, numbers: &[(&str, u64)]) -> Value {
+    fn walk(v: &Value, prompt: &str, whole: &[(&str, Value)]) -> Value {
         match v {
-            Value::String(s) => match numbers.iter().find(|(p, _)| s == p) {
-                Some((_, n)) => Value::from(*n),
+            Value::String(s) => match whole.iter().find(|(p, _)| s == p) {
+                Some((_, n)) => n.clone(),
                 None => Value::String(s.replace("{{prompt}}", prompt)),
             },
-            Value::Array(items) => Value::Array(items.iter().map(|i| walk(i, prompt, numbers)).collect()),
+            Value::Array(items) => Value::Array(items.iter().map(|i| walk(i, prompt, whole)).collect()),
             Value::Object(m) => Value::Object(
                 m.iter()
-                    .map(|(k, i)| (k.clone(), walk(i, prompt, numbers)))
+                    .map(|(k, i)| (k.clone(), walk(i, prompt, whole)))
                     .collect(),
             ),
             other => other.clone(),
         }
     }
-    walk(workflow, &image.prompt, &numbers)
+    walk(workflow, with.prompt, &whole)
 }
 
 /// The seed of a prompt: the terrain model's ([`super::terrain::prompt_seed`]: the first 8 bytes
@@ -130,42 +173,92 @@ pub fn prompt_seed(prompt: &str) -> u64 {
 
 impl Inner {
     async fn run(&self, task: BackendTask) -> Result<BackendOutcome, BackendError> {
-        if task.workload != Workload::ImageGeneration || task.model != self.model {
+        if task.model != self.model {
             return Err(task.unsupported());
         }
-        let (_, image) = validate(Value::clone(&task.request))?;
-        if image.output_format.as_deref().is_some_and(|f| f != "png") {
-            return Err(BackendError::InvalidRequest(format!(
-                "output_format: {} answers with the workflow's images (PNG)",
-                self.model
-            )));
-        }
         let cancel = task.cancel.clone();
-        let job = self.job(&image, &cancel);
-        let images = tokio::select! {
-            biased;
-            () = cancel.cancelled() => {
-                // Stop the GPU work too; the answer does not matter.
-                let _ = self.client.post(format!("{}/interrupt", self.base)).send().await;
-                return Err(BackendError::Abandoned);
+        let workflow = match (task.workload, &self.edit_workflow) {
+            (Workload::ImageGeneration, _) => {
+                let (_, image) = validate(Value::clone(&task.request))?;
+                png_only(image.output_format.as_deref(), &self.model)?;
+                fill(&self.workflow, &Filling::generation(&image))
             }
-            done = tokio::time::timeout(self.timeout, job) => done.map_err(|_| BackendError::Timeout(self.timeout))??,
+            (Workload::ImageEdit, Some(edit_workflow)) => {
+                let (_, edit) = image_edit::validate(Value::clone(&task.request))?;
+                png_only(edit.output_format.as_deref(), &self.model)?;
+                let image = self
+                    .upload(task.file(&edit.image.sha256, "image")?, "image")
+                    .await?;
+                let mask = match &edit.mask {
+                    Some(m) => Some(self.upload(task.file(&m.sha256, "mask")?, "mask").await?),
+                    None => None,
+                };
+                let filling = Filling {
+                    prompt: &edit.prompt,
+                    seed: edit.seed,
+                    size: edit.dimensions(),
+                    n: edit.n,
+                    image: Some(&image),
+                    mask: mask.as_deref(),
+                };
+                fill(edit_workflow, &filling)
+            }
+            _ => return Err(task.unsupported()),
         };
-        let mut outcome = BackendOutcome::units(
-            images.len() as u64,
-            BACKEND_ID,
-            env!("CARGO_PKG_VERSION").to_owned(),
-            &task.model,
+        let n = task.request.get("n").and_then(Value::as_u64).unwrap_or(1);
+        let job = self.job(workflow, n, &cancel);
+        let interrupt = format!("{}/interrupt", self.base);
+        let images = server_job(&self.client, interrupt, self.timeout, &cancel, job).await?;
+        Ok(server_outcome(BACKEND_ID, &task.model, images))
+    }
+
+    /// Uploads an input image; the name ComfyUI gives it, as a `LoadImage` node names it.
+    async fn upload(&self, bytes: &[u8], field: &str) -> Result<String, BackendError> {
+        let content_type = stacknet_api::output::image_content_type(bytes).unwrap_or("image/png");
+        let ext = content_type.trim_start_matches("image/");
+        let filename = format!(
+            "stacknet-{}.{ext}",
+            &stacknet_protocol::Sha256Digest::of(bytes).to_string()[..16]
         );
-        outcome.warm = false;
-        outcome.files = images;
-        Ok(outcome)
+        let form = UploadForm::new(
+            &json!({"type": "input", "overwrite": "true"}),
+            None,
+            &[Upload {
+                field: "image",
+                filename: &filename,
+                content_type,
+                bytes,
+            }],
+            |_| None,
+        );
+        let response = self
+            .client
+            .post(format!("{}/upload/image", self.base))
+            .header(reqwest::header::CONTENT_TYPE, form.content_type())
+            .body(form.body)
+            .send()
+            .await
+            .map_err(|e| BackendError::Connect(format!("ComfyUI: {e}")))?;
+        let status = response.status();
+        let answer: Value = response.json().await.unwrap_or(Value::Null);
+        let name = answer["name"]
+            .as_str()
+            .filter(|_| status.is_success())
+            .ok_or_else(|| BackendError::Status {
+                status: status.as_u16(),
+                message: format!("ComfyUI would not take the {field} upload"),
+            })?;
+        Ok(match answer["subfolder"].as_str() {
+            Some(sub) if !sub.is_empty() => format!("{sub}/{name}"),
+            _ => name.to_owned(),
+        })
     }
 
     /// Submits the filled workflow, follows it to its end, and downloads its images (at most `n`).
     async fn job(
         &self,
-        image: &ImageGeneration,
+        workflow: Value,
+        n: u64,
         cancel: &Cancellation,
     ) -> Result<Vec<OutputFile>, BackendError> {
         let client_id = hex::encode(stacknet_protocol::Nonce::random().0);
@@ -173,7 +266,7 @@ impl Inner {
         let (mut ws, _) = tokio_tungstenite::connect_async(ws_url.as_str())
             .await
             .map_err(|e| BackendError::Connect(format!("ComfyUI's websocket: {e}")))?;
-        let body = json!({"prompt": fill(&self.workflow, image), "client_id": client_id});
+        let body = json!({"prompt": workflow, "client_id": client_id});
         let response = self
             .client
             .post(format!("{}/prompt", self.base))
@@ -238,7 +331,7 @@ impl Inner {
                 _ => {}
             }
         }
-        self.outputs(&prompt_id, image.n).await
+        self.outputs(&prompt_id, n).await
     }
 
     /// The images of a finished prompt, downloaded, in the order of its output nodes.
@@ -335,13 +428,11 @@ fn refusal(answer: &Value) -> String {
 
 impl Backend for ComfyUi {
     fn models(&self) -> Vec<ModelOffer> {
-        vec![ModelOffer {
-            name: self.inner.model.clone(),
-            workloads: vec![Workload::ImageGeneration],
-            backend: BACKEND_ID.to_owned(),
-            model_sha256: None,
-            tool: None,
-        }]
+        let mut workloads = vec![Workload::ImageGeneration];
+        if self.inner.edit_workflow.is_some() {
+            workloads.push(Workload::ImageEdit);
+        }
+        super::server_offer(&self.inner.model, workloads, BACKEND_ID)
     }
 
     fn execute(
@@ -369,7 +460,7 @@ mod tests {
         let (_, image) =
             validate(json!({"model": "m", "prompt": "a cat", "n": 2, "size": "1024x1536", "seed": 9}))
                 .unwrap();
-        let filled = fill(&workflow, &image);
+        let filled = fill(&workflow, &Filling::generation(&image));
         assert_eq!(filled["3"]["inputs"]["seed"], 9);
         assert_eq!(
             filled["5"]["inputs"],
@@ -377,10 +468,31 @@ mod tests {
         );
         assert_eq!(filled["6"]["inputs"]["text"], "photo of a cat, detailed");
         let (_, unseeded) = validate(json!({"model": "m", "prompt": "a cat"})).unwrap();
-        let a = fill(&workflow, &unseeded);
-        assert_eq!(a, fill(&workflow, &unseeded), "the prompt seeds it");
+        let a = fill(&workflow, &Filling::generation(&unseeded));
+        assert_eq!(
+            a,
+            fill(&workflow, &Filling::generation(&unseeded)),
+            "the prompt seeds it"
+        );
         assert!(a["3"]["inputs"]["seed"].as_u64().unwrap() < 1 << 53);
         assert_eq!(a["5"]["inputs"]["width"], DEFAULT_SIDE);
+    }
+
+    #[test]
+    fn an_edit_names_its_uploads() {
+        let workflow = json!({"1": {"class_type": "LoadImage", "inputs": {"image": "{{image}}"}},
+            "2": {"class_type": "LoadImageMask", "inputs": {"image": "{{mask}}", "channel": "alpha"}}});
+        let filling = Filling {
+            prompt: "p",
+            seed: Some(1),
+            size: None,
+            n: 1,
+            image: Some("input/a.png"),
+            mask: Some("b.png"),
+        };
+        let filled = fill(&workflow, &filling);
+        assert_eq!(filled["1"]["inputs"]["image"], "input/a.png");
+        assert_eq!(filled["2"]["inputs"]["image"], "b.png");
     }
 
     #[test]

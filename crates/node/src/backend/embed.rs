@@ -138,7 +138,7 @@ impl Backend for CandleEmbeddings {
     fn models(&self) -> Vec<ModelOffer> {
         super::loaded_offer(
             &self.inner.model_name,
-            Workload::Embedding,
+            &[Workload::Embedding],
             BACKEND_ID,
             self.inner.model_sha256,
         )

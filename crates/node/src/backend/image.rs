@@ -184,7 +184,27 @@ fn check_size(width: usize, height: usize) -> Result<(), ImageError> {
     Ok(())
 }
 
+/// A PNG's pixels composited onto white.
 fn decode_png(bytes: &[u8]) -> Result<Rgb, ImageError> {
+    decode_png_with(bytes, |rgb, alpha| {
+        let a = u16::from(alpha);
+        rgb.map(|v| ((u16::from(v) * a + 255 * (255 - a) + 127) / 255) as u8)
+    })
+}
+
+impl Rgb {
+    /// A PNG's alpha channel, as grey (255 where opaque; an image without alpha is all 255): the
+    /// mask of an image edit, whose transparent pixels mark what to redraw.
+    pub fn decode_alpha(bytes: &[u8]) -> Result<Self, ImageError> {
+        if !bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
+            return Err(ImageError::UnknownFormat);
+        }
+        decode_png_with(bytes, |_, alpha| [alpha; 3])
+    }
+}
+
+/// A PNG's pixels, each made RGB by `pixel` from its colour and alpha.
+fn decode_png_with(bytes: &[u8], pixel: impl Fn([u8; 3], u8) -> [u8; 3]) -> Result<Rgb, ImageError> {
     let corrupt = |e: png::DecodingError| ImageError::Corrupt(e.to_string());
     let mut decoder = png::Decoder::new_with_limits(
         std::io::Cursor::new(bytes),
@@ -223,10 +243,7 @@ fn decode_png(bytes: &[u8]) -> Result<Rgb, ImageError> {
             3 => ([px[0], px[1], px[2]], 255),
             _ => ([px[0], px[1], px[2]], px[3]),
         };
-        let a = u16::from(alpha);
-        for (c, v) in rgb.into_iter().enumerate() {
-            out.data[i * 3 + c] = ((u16::from(v) * a + 255 * (255 - a) + 127) / 255) as u8;
-        }
+        out.data[i * 3..i * 3 + 3].copy_from_slice(&pixel(rgb, alpha));
     }
     Ok(out)
 }
@@ -278,6 +295,11 @@ mod tests {
         assert_eq!(rgba.data, vec![10, 20, 30, 255, 255, 255]);
         let half = Rgb::decode(&png(1, 1, png::ColorType::GrayscaleAlpha, &[0, 128])).unwrap();
         assert_eq!(half.data, vec![127, 127, 127]);
+        let alpha =
+            Rgb::decode_alpha(&png(2, 1, png::ColorType::Rgba, &[10, 20, 30, 255, 0, 0, 0, 0])).unwrap();
+        assert_eq!(alpha.data, vec![255, 255, 255, 0, 0, 0]);
+        let opaque = Rgb::decode_alpha(&png(1, 1, png::ColorType::Grayscale, &[9])).unwrap();
+        assert_eq!(opaque.data, vec![255; 3]);
     }
 
     #[test]

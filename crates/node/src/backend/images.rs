@@ -99,3 +99,64 @@ pub fn decoded(request: &Value) -> Result<Vec<InlineImage>, BackendError> {
     }
     Ok(out)
 }
+
+/// An image a server answered in base64 (`what` names it in errors): decoded and typed by its
+/// signature (PNG, JPEG, WebP); anything else is the server's fault.
+pub fn output_image(b64: &str, what: &str) -> Result<super::OutputFile, BackendError> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(b64.trim())
+        .map_err(|e| BackendError::Malformed(format!("{what}: {e}")))?;
+    let content_type = stacknet_api::output::image_content_type(&bytes)
+        .ok_or_else(|| BackendError::Malformed(format!("{what} is not a PNG, JPEG or WebP image")))?;
+    Ok(super::OutputFile {
+        content_type: content_type.to_owned(),
+        bytes: bytes.into(),
+    })
+}
+
+/// Refuses an `output_format` other than PNG for `model`, which answers with PNG images only.
+pub fn png_only(format: Option<&str>, model: &str) -> Result<(), BackendError> {
+    match format {
+        Some(f) if f != "png" => Err(BackendError::InvalidRequest(format!(
+            "output_format: {model} answers with PNG images only"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// An image server's `job` (ComfyUI, AUTOMATIC1111) run within `timeout`; cancelled, the server is
+/// told to stop the GPU work with a POST to `interrupt` (its answer does not matter).
+pub(crate) async fn server_job(
+    client: &reqwest::Client,
+    interrupt: String,
+    timeout: std::time::Duration,
+    cancel: &Cancellation,
+    job: impl std::future::Future<Output = Result<Vec<super::OutputFile>, BackendError>>,
+) -> Result<Vec<super::OutputFile>, BackendError> {
+    tokio::select! {
+        biased;
+        () = cancel.cancelled() => {
+            let _ = client.post(interrupt).send().await;
+            Err(BackendError::Abandoned)
+        }
+        done = tokio::time::timeout(timeout, job) => done.map_err(|_| BackendError::Timeout(timeout))?,
+    }
+}
+
+/// The outcome of an image server's task: one unit an image. Never warm: the node cannot see what
+/// the server has loaded.
+pub(crate) fn server_outcome(
+    backend: &str,
+    model: &str,
+    files: Vec<super::OutputFile>,
+) -> super::BackendOutcome {
+    let mut outcome = super::BackendOutcome::units(
+        files.len() as u64,
+        backend,
+        env!("CARGO_PKG_VERSION").to_owned(),
+        model,
+    );
+    outcome.warm = false;
+    outcome.files = files;
+    outcome
+}

@@ -10,20 +10,24 @@
 //! llama.cpp), [`embed`] (built-in embeddings on candle), [`whisper`] (built-in speech to text on
 //! candle), [`piper`] (built-in text to speech: a neural Piper voice on ONNX Runtime), [`voice`] (the
 //! fallback voice: eSpeak NG), [`ocr`] (built-in OCR of chat images: PP-OCR on ONNX Runtime, the one
-//! [`onnx`] runtime), [`comfyui`] (image generation by the operator's ComfyUI server), [`terrain`] (built-in image generation: terrain, not text to image, on ONNX
+//! [`onnx`] runtime), [`comfyui`] (image generation and edits by the operator's ComfyUI server), [`automatic1111`]
+//! (image generation and edits by an AUTOMATIC1111 server), [`terrain`] (built-in image generation: terrain, not text to image, on ONNX
 //! Runtime), [`sandbox`] (code execution in
 //! bubblewrap), [`web_fetch`] (pages through the SSRF-safe fetcher), [`web_search`] (the
 //! operator's search engine), [`mcp`] (the tools of an operator's MCP server, run in the sandbox).
 //! [`multi`] puts several behind one, and [`build`](mod@build) turns the node's `[[backend]]`
 //! configuration into that one backend.
 
+pub mod automatic1111;
 pub mod build;
 pub mod comfyui;
 pub mod embed;
+pub mod form;
 pub mod image;
 pub mod images;
 pub mod llama;
 pub mod mcp;
+pub mod mp4;
 pub mod multi;
 pub mod ocr;
 pub mod onnx;
@@ -68,6 +72,19 @@ pub struct BackendTask {
 }
 
 impl BackendTask {
+    /// The input file the request names `field` by its digest.
+    pub fn file(
+        &self,
+        sha256: &stacknet_protocol::Sha256Digest,
+        field: &str,
+    ) -> Result<&Bytes, BackendError> {
+        self.files
+            .iter()
+            .find(|f| f.meta.sha256 == *sha256)
+            .map(|f| &f.bytes)
+            .ok_or_else(|| BackendError::InvalidRequest(format!("{field}: the task lacks the uploaded file")))
+    }
+
     /// What a backend answers a task whose model or workload it does not serve.
     pub fn unsupported(&self) -> BackendError {
         BackendError::Unsupported {
@@ -291,19 +308,31 @@ pub fn file_sha256(
         .map_err(|_| BackendError::Setup(format!("model {}: bad pinned sha256", spec.name)))
 }
 
-/// The offer of a built-in model loaded on this machine: one model for one workload, pinned by the
-/// hash of its weights.
+/// The offer of a built-in model loaded on this machine: one model for its workloads, pinned by
+/// the hash of its weights.
 pub(crate) fn loaded_offer(
     name: &str,
-    workload: Workload,
+    workloads: &[Workload],
     backend: &str,
     sha256: stacknet_protocol::Sha256Digest,
 ) -> Vec<ModelOffer> {
     vec![ModelOffer {
         name: name.to_owned(),
-        workloads: vec![workload],
+        workloads: workloads.to_vec(),
         backend: backend.to_owned(),
         model_sha256: Some(sha256),
+        tool: None,
+    }]
+}
+
+/// The offer of a model an operator's server runs (ComfyUI, AUTOMATIC1111): not pinned, since
+/// the node cannot see its weights.
+pub(crate) fn server_offer(name: &str, workloads: Vec<Workload>, backend: &str) -> Vec<ModelOffer> {
+    vec![ModelOffer {
+        name: name.to_owned(),
+        workloads,
+        backend: backend.to_owned(),
+        model_sha256: None,
         tool: None,
     }]
 }

@@ -432,7 +432,7 @@ impl Backend for PiperVoice {
     fn models(&self) -> Vec<ModelOffer> {
         super::loaded_offer(
             &self.inner.model,
-            Workload::Speech,
+            &[Workload::Speech],
             BACKEND_ID,
             self.inner.model_sha256,
         )

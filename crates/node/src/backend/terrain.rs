@@ -11,16 +11,24 @@
 //! floor at zero), resized bilinearly to the size asked (128 x 128 for `auto`), and drawn: a colour
 //! ramp from water to snow by relative height, lit from the north-west. Written as PNG; other
 //! `output_format`s are refused. Each image is one unit.
+//!
+//! Edits take the uploaded picture's brightness as heights, add noise of sigma [`SIGMA_EDIT`] and let
+//! the model redraw it (SDEdit), keeping what the mask's opaque pixels cover. Videos (MP4, H.264) morph
+//! the seed's map into the next seed's over their length at [`VIDEO_FPS`], one run of the model a
+//! frame (from an input reference image, as an edit does); each second is one unit.
 
 use std::path::Path;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use ort::session::Session;
 use ort::value::Tensor;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
+use stacknet_api::request::image_edit::{self, ImageEdit};
 use stacknet_api::request::image_generation::{validate, ImageGeneration};
+use stacknet_api::request::video::{self, VideoRequest};
 use stacknet_protocol::contract::Workload;
 use stacknet_protocol::values::Sha256Digest;
 use stacknet_protocol::wire::{ModelOffer, ModelReady};
@@ -28,6 +36,7 @@ use stacknet_protocol::Timestamp;
 use tokio::sync::mpsc;
 
 use super::image::Rgb;
+use super::mp4::Mp4Writer;
 use super::onnx::Runtime;
 use super::{
     ask_worker, serve_jobs, Backend, BackendError, BackendOutcome, BackendTask, Cancellation, Job, OutputFile,
@@ -41,6 +50,9 @@ pub const NATIVE: usize = 128;
 /// Requests that may wait for the worker; beyond this a task is refused as busy.
 pub const QUEUE_CAPACITY: usize = 16;
 const SIGMA_MAX: f32 = 80.0;
+/// The noise an edit adds to its input before the model denoises it (SDEdit): enough to redraw
+/// the detail, little enough to keep the input's large shapes.
+const SIGMA_EDIT: f32 = 1.0;
 const HEIGHT_RANGE: f32 = 22.168_64;
 const ASINH_SCALE: f32 = 0.1;
 const DIFFICULTIES: u64 = 100;
@@ -60,10 +72,70 @@ struct Inner {
     loaded_at: Timestamp,
 }
 
-/// One request's heightmaps for the worker: a seed each.
+/// One request's heightmaps for the worker: the model's inputs for each, and where an edit starts
+/// from.
 struct Render {
-    seeds: Vec<u64>,
+    maps: Vec<Draw>,
+    start: Option<Arc<Start>>,
     cancel: Cancellation,
+}
+
+/// The model's inputs for one heightmap: its difficulty label and its noise (standard normal, to
+/// be scaled by sigma).
+#[derive(Clone)]
+struct Draw {
+    label: f32,
+    noise: Vec<f32>,
+}
+
+impl Draw {
+    /// The inputs a seed gives: a xoshiro256** generator draws the difficulty, then the noise.
+    fn of(seed: u64) -> Self {
+        let mut rng = Rng::new(seed);
+        let difficulty = rng.next_u64() % DIFFICULTIES + 1;
+        Self {
+            label: (difficulty - 1) as f32 / (DIFFICULTIES - 1) as f32,
+            noise: rng.normals(NATIVE * NATIVE),
+        }
+    }
+
+    /// `t` of the way (0 to 1) from `self` to `other` along the great circle between their noises
+    /// (each a Gaussian, so every step is one too), with `self`'s label.
+    fn towards(&self, other: &Draw, t: f32) -> Self {
+        let angle = t * std::f32::consts::FRAC_PI_2;
+        let (a, b) = (angle.cos(), angle.sin());
+        Self {
+            label: self.label,
+            noise: self
+                .noise
+                .iter()
+                .zip(&other.noise)
+                .map(|(x, y)| a * x + b * y)
+                .collect(),
+        }
+    }
+}
+
+/// Frames a second of the built-in model's videos.
+pub const VIDEO_FPS: u32 = 8;
+/// The sides (square) the built-in model renders videos at; `auto` or none gives the first. Its
+/// frames are lossless PCM, 1.5 bytes a pixel, so larger videos would be hundreds of megabytes.
+pub const VIDEO_SIDES: [u32; 2] = [128, 256];
+/// Frames rendered per run of the model while making a video.
+const VIDEO_BATCH: u32 = 8;
+
+/// What [`Terrain::video`] made: the MP4 file (none when cancelled first) and the seconds rendered.
+#[derive(Debug)]
+pub struct Video {
+    pub file: Option<Vec<u8>>,
+    pub seconds: u64,
+}
+
+/// An edit's start: the input picture's brightness as heights (model space, -1 to 1, `NATIVE`
+/// squared) and how much of each cell is kept as given (1, the mask's opaque pixels) or redrawn (0).
+struct Start {
+    heights: Vec<f32>,
+    keep: Vec<f32>,
 }
 
 fn setup(what: &str, e: impl std::fmt::Display) -> BackendError {
@@ -113,18 +185,128 @@ impl Terrain {
         image: &ImageGeneration,
         cancel: &Cancellation,
     ) -> Result<Vec<Vec<u8>>, BackendError> {
-        if image.output_format.as_deref().is_some_and(|f| f != "png") {
-            return Err(BackendError::InvalidRequest(format!(
-                "output_format: {} writes png only",
-                self.inner.model
-            )));
-        }
-        let (width, height) = image.dimensions().unwrap_or((NATIVE as u32, NATIVE as u32));
+        super::images::png_only(image.output_format.as_deref(), &self.inner.model)?;
         let first = image.seed.unwrap_or_else(|| prompt_seed(&image.prompt));
         let render = Render {
-            seeds: (0..image.n).map(|i| first.wrapping_add(i)).collect(),
+            maps: (0..image.n).map(|i| Draw::of(first.wrapping_add(i))).collect(),
+            start: None,
             cancel: cancel.clone(),
         };
+        self.render(render, image.dimensions()).await
+    }
+
+    /// The PNG files of an edit: the image's brightness taken as heights, noised and redrawn by
+    /// the model where the mask is transparent (everywhere without a mask), kept where it is
+    /// opaque; seeded as generations are.
+    pub async fn edit(
+        &self,
+        edit: &ImageEdit,
+        image: Bytes,
+        mask: Option<Bytes>,
+        cancel: &Cancellation,
+    ) -> Result<Vec<Vec<u8>>, BackendError> {
+        super::images::png_only(edit.output_format.as_deref(), &self.inner.model)?;
+        let start = tokio::task::spawn_blocking(move || start(&image, mask.as_deref()))
+            .await
+            .map_err(|e| setup("the decoding did not finish", e))??;
+        let first = edit.seed.unwrap_or_else(|| prompt_seed(&edit.prompt));
+        let render = Render {
+            maps: (0..edit.n).map(|i| Draw::of(first.wrapping_add(i))).collect(),
+            start: Some(Arc::new(start)),
+            cancel: cancel.clone(),
+        };
+        self.render(render, edit.dimensions()).await
+    }
+
+    /// A video of `request.seconds` at [`VIDEO_FPS`]: the model's map morphing from the seed's to
+    /// the next seed's (their noises joined along a great circle, one run of the model a frame),
+    /// or, with an input reference image, that image's brightness redrawn as for an edit. Progress
+    /// (`{"progress": percent}`) goes to `progress` as frames are rendered. Cancelled, it stops
+    /// between batches of frames and says how many whole seconds it rendered, with no file.
+    pub async fn video(
+        &self,
+        request: &VideoRequest,
+        reference: Option<Bytes>,
+        progress: &mpsc::Sender<Value>,
+        cancel: &Cancellation,
+    ) -> Result<Video, BackendError> {
+        let (width, height) = request.dimensions().unwrap_or((VIDEO_SIDES[0], VIDEO_SIDES[0]));
+        if width != height || !VIDEO_SIDES.contains(&width) {
+            return Err(BackendError::InvalidRequest(format!(
+                "size: {} renders videos of {}",
+                self.inner.model,
+                VIDEO_SIDES.map(|s| format!("{s}x{s}")).join(" or ")
+            )));
+        }
+        let start = match reference {
+            Some(image) => Some(Arc::new(
+                tokio::task::spawn_blocking(move || start(&image, None))
+                    .await
+                    .map_err(|e| setup("the decoding did not finish", e))??,
+            )),
+            None => None,
+        };
+        let seed = request.seed.unwrap_or_else(|| prompt_seed(&request.prompt));
+        let (from, to) = (Draw::of(seed), Draw::of(seed.wrapping_add(1)));
+        let frames = u32::try_from(request.seconds.saturating_mul(u64::from(VIDEO_FPS)))
+            .map_err(|_| BackendError::InvalidRequest("seconds: too long".to_owned()))?;
+        let side = width as usize;
+        let mut writer = Some(Mp4Writer::new(side, side, VIDEO_FPS).map_err(|e| setup("the video", e))?);
+        let mut done = 0u32;
+        let partial = |done: u32| Video {
+            file: None,
+            seconds: u64::from(done / VIDEO_FPS),
+        };
+        while done < frames {
+            let batch: Vec<Draw> = (done..(done + VIDEO_BATCH).min(frames))
+                .map(|k| from.towards(&to, k as f32 / (frames.max(2) - 1) as f32))
+                .collect();
+            let count = batch.len() as u32;
+            let render = Render {
+                maps: batch,
+                start: start.clone(),
+                cancel: cancel.clone(),
+            };
+            let maps = tokio::select! {
+                biased;
+                () = cancel.cancelled() => return Ok(partial(done)),
+                maps = ask_worker(&self.inner.jobs, render, "terrain") => match maps {
+                    Err(BackendError::Abandoned) => return Ok(partial(done)),
+                    other => other?,
+                },
+            };
+            let mut w = writer.take().ok_or_else(|| setup("the video", "no writer"))?;
+            writer = Some(
+                tokio::task::spawn_blocking(move || {
+                    for m in &maps {
+                        w.push(&Relief::new(m, side, side).draw(LIGHT))?;
+                    }
+                    Ok::<_, super::mp4::Mp4Error>(w)
+                })
+                .await
+                .map_err(|e| setup("the drawing did not finish", e))?
+                .map_err(|e| setup("the video", e))?,
+            );
+            done += count;
+            let _ = progress
+                .send(serde_json::json!({"progress": u64::from(done) * 100 / u64::from(frames)}))
+                .await;
+        }
+        let writer = writer.ok_or_else(|| setup("the video", "no writer"))?;
+        let file = tokio::task::spawn_blocking(move || writer.finish())
+            .await
+            .map_err(|e| setup("the video did not finish", e))?
+            .map_err(|e| setup("the video", e))?;
+        Ok(Video {
+            file: Some(file),
+            seconds: request.seconds,
+        })
+    }
+
+    /// Runs `render` on the worker and draws its maps at `size` (the model's own for none).
+    async fn render(&self, render: Render, size: Option<(u32, u32)>) -> Result<Vec<Vec<u8>>, BackendError> {
+        let (width, height) = size.unwrap_or((NATIVE as u32, NATIVE as u32));
+        let cancel = render.cancel.clone();
         let maps = tokio::select! {
             biased;
             () = cancel.cancelled() => return Err(BackendError::Abandoned),
@@ -144,13 +326,56 @@ impl Terrain {
         .map_err(|e| setup("the drawing did not finish", e))?
     }
 
-    async fn run(self, task: BackendTask) -> Result<BackendOutcome, BackendError> {
-        if task.workload != Workload::ImageGeneration || task.model != self.inner.model {
+    async fn run(
+        self,
+        task: BackendTask,
+        chunks: mpsc::Sender<Value>,
+    ) -> Result<BackendOutcome, BackendError> {
+        if task.model != self.inner.model {
             return Err(task.unsupported());
         }
-        let (_, image) = validate(Value::clone(&task.request))?;
-        let files = self.generate(&image, &task.cancel).await?;
-        let mut outcome = BackendOutcome::units(image.n, BACKEND_ID, self.inner.version.clone(), &task.model);
+        if task.workload == Workload::VideoGeneration {
+            let (_, request) = video::validate(Value::clone(&task.request))?;
+            let reference = match &request.input_reference {
+                Some(r) => Some(task.file(&r.sha256, "input_reference")?.clone()),
+                None => None,
+            };
+            let made = self.video(&request, reference, &chunks, &task.cancel).await?;
+            let mut outcome =
+                BackendOutcome::units(made.seconds, BACKEND_ID, self.inner.version.clone(), &task.model);
+            outcome.info.model_sha256 = Some(self.inner.model_sha256);
+            outcome.files = made
+                .file
+                .into_iter()
+                .map(|bytes| OutputFile {
+                    content_type: "video/mp4".to_owned(),
+                    bytes: bytes.into(),
+                })
+                .collect();
+            return Ok(outcome);
+        }
+        let files = match task.workload {
+            Workload::ImageGeneration => {
+                let (_, image) = validate(Value::clone(&task.request))?;
+                self.generate(&image, &task.cancel).await?
+            }
+            Workload::ImageEdit => {
+                let (_, edit) = image_edit::validate(Value::clone(&task.request))?;
+                let image = task.file(&edit.image.sha256, "image")?.clone();
+                let mask = match &edit.mask {
+                    Some(m) => Some(task.file(&m.sha256, "mask")?.clone()),
+                    None => None,
+                };
+                self.edit(&edit, image, mask, &task.cancel).await?
+            }
+            _ => return Err(task.unsupported()),
+        };
+        let mut outcome = BackendOutcome::units(
+            files.len() as u64,
+            BACKEND_ID,
+            self.inner.version.clone(),
+            &task.model,
+        );
         outcome.info.model_sha256 = Some(self.inner.model_sha256);
         outcome.files = files
             .into_iter()
@@ -161,6 +386,28 @@ impl Terrain {
             .collect();
         Ok(outcome)
     }
+}
+
+/// An edit's start from its uploads: the picture's brightness as heights, the mask's alpha as
+/// what is kept (each at the model's size).
+fn start(image: &[u8], mask: Option<&[u8]>) -> Result<Start, BackendError> {
+    let refused = |field: &str, e: super::image::ImageError| {
+        BackendError::InvalidRequest(format!("{field}: the upload {e}"))
+    };
+    let grey = |img: &Rgb| -> Vec<f32> {
+        img.resize(NATIVE, NATIVE)
+            .data
+            .chunks_exact(3)
+            .map(|p| (0.299 * f32::from(p[0]) + 0.587 * f32::from(p[1]) + 0.114 * f32::from(p[2])) / 255.0)
+            .collect()
+    };
+    let picture = Rgb::decode(image).map_err(|e| refused("image", e))?;
+    let heights = grey(&picture).into_iter().map(|v| v * 2.0 - 1.0).collect();
+    let keep = match mask {
+        Some(m) => grey(&Rgb::decode_alpha(m).map_err(|e| refused("mask", e))?),
+        None => vec![0.0; NATIVE * NATIVE],
+    };
+    Ok(Start { heights, keep })
 }
 
 /// The seed of a prompt: the first 8 bytes of its SHA-256.
@@ -221,25 +468,27 @@ impl Rng {
     }
 }
 
-/// Runs the model once for all the request's seeds: each one's heightmap, `NATIVE` squared.
+/// Runs the model once for all the render's maps: each one's heightmap, `NATIVE` squared.
 fn heightmaps(session: &mut Session, r: &Render) -> Result<Vec<Vec<f32>>, BackendError> {
     let failed = |e: ort::Error| BackendError::Setup(format!("the terrain model failed: {e}"));
     if r.cancel.is_cancelled() {
         return Err(BackendError::Abandoned);
     }
-    let n = r.seeds.len();
+    let n = r.maps.len();
     let plane = NATIVE * NATIVE;
+    let sigma = if r.start.is_some() { SIGMA_EDIT } else { SIGMA_MAX };
     let (mut noisy, mut labels) = (Vec::with_capacity(n * plane), Vec::with_capacity(n));
-    for seed in &r.seeds {
-        let mut rng = Rng::new(*seed);
-        let difficulty = rng.next_u64() % DIFFICULTIES + 1;
-        labels.push((difficulty - 1) as f32 / (DIFFICULTIES - 1) as f32);
-        noisy.extend(rng.normals(plane).into_iter().map(|z| z * SIGMA_MAX));
+    for draw in &r.maps {
+        labels.push(draw.label);
+        match &r.start {
+            None => noisy.extend(draw.noise.iter().map(|z| z * sigma)),
+            Some(start) => noisy.extend(draw.noise.iter().zip(&start.heights).map(|(z, x)| x + z * sigma)),
+        }
     }
     let outputs = session
         .run(ort::inputs![
             "noisy" => Tensor::from_array(([n, 1, NATIVE, NATIVE], noisy)).map_err(failed)?,
-            "sigma" => Tensor::from_array(([n], vec![SIGMA_MAX; n])).map_err(failed)?,
+            "sigma" => Tensor::from_array(([n], vec![sigma; n])).map_err(failed)?,
             "difficulty" => Tensor::from_array(([n], labels)).map_err(failed)?,
         ])
         .map_err(failed)?;
@@ -250,7 +499,21 @@ fn heightmaps(session: &mut Session, r: &Render) -> Result<Vec<Vec<f32>>, Backen
             values.len()
         )));
     }
-    Ok(values.chunks_exact(plane).map(heights).collect())
+    Ok(values
+        .chunks_exact(plane)
+        .map(|drawn| match &r.start {
+            None => heights(drawn),
+            Some(start) => {
+                let blended: Vec<f32> = drawn
+                    .iter()
+                    .zip(&start.heights)
+                    .zip(&start.keep)
+                    .map(|((d, x), k)| x * k + d * (1.0 - k))
+                    .collect();
+                heights(&blended)
+            }
+        })
+        .collect())
 }
 
 /// Model space (-1..1, asinh-compressed) to heights, floored at zero, as the package does.
@@ -289,32 +552,61 @@ fn ramp(t: f32) -> [f32; 3] {
     RAMP[RAMP.len() - 1].1
 }
 
-/// A heightmap drawn as a shaded relief map of `width` x `height` pixels.
+/// The light of still images: from the north-west, 45 degrees up.
+const LIGHT: [f32; 3] = [-0.5, -0.5, 0.707];
+
+/// A heightmap drawn as a shaded relief map of `width` x `height` pixels, lit from the north-west.
 fn relief(map: &[f32], width: usize, height: usize) -> Rgb {
-    let h = resize(map, NATIVE, width, height);
-    let (lo, hi) = h
-        .iter()
-        .fold((f32::MAX, f32::MIN), |(lo, hi), v| (lo.min(*v), hi.max(*v)));
-    let span = (hi - lo).max(1e-6);
-    // Heights in map pixels: a map pixel spans (NATIVE / width) of the model's cells.
-    let scale = width.max(height) as f32 / NATIVE as f32;
-    let light = [-0.5f32, -0.5, 0.707];
-    let mut out = Rgb::new(width, height);
-    for y in 0..height {
-        for x in 0..width {
-            let at = |x: usize, y: usize| h[y * width + x];
-            let dx = (at((x + 1).min(width - 1), y) - at(x.saturating_sub(1), y)) * scale * 2.0;
-            let dy = (at(x, (y + 1).min(height - 1)) - at(x, y.saturating_sub(1))) * scale * 2.0;
-            let norm = (dx * dx + dy * dy + 1.0).sqrt();
-            let shade = ((-dx * light[0] - dy * light[1] + light[2]) / norm).clamp(0.0, 1.0);
-            let colour = ramp((at(x, y) - lo) / span);
-            let i = (y * width + x) * 3;
-            for (c, v) in colour.into_iter().enumerate() {
-                out.data[i + c] = (v * (0.35 + 0.65 * shade) * 255.0).round().clamp(0.0, 255.0) as u8;
-            }
+    Relief::new(map, width, height).draw(LIGHT)
+}
+
+/// A heightmap resized for drawing, drawn under any light (a video draws one map many times).
+struct Relief {
+    h: Vec<f32>,
+    width: usize,
+    height: usize,
+    lo: f32,
+    span: f32,
+    /// Heights in map pixels: a map pixel spans (NATIVE / width) of the model's cells.
+    scale: f32,
+}
+
+impl Relief {
+    fn new(map: &[f32], width: usize, height: usize) -> Self {
+        let h = resize(map, NATIVE, width, height);
+        let (lo, hi) = h
+            .iter()
+            .fold((f32::MAX, f32::MIN), |(lo, hi), v| (lo.min(*v), hi.max(*v)));
+        Self {
+            h,
+            width,
+            height,
+            lo,
+            span: (hi - lo).max(1e-6),
+            scale: width.max(height) as f32 / NATIVE as f32,
         }
     }
-    out
+
+    /// Drawn with a colour ramp by height, shaded by the light from `light` (a unit vector).
+    fn draw(&self, light: [f32; 3]) -> Rgb {
+        let (width, height, scale) = (self.width, self.height, self.scale);
+        let mut out = Rgb::new(width, height);
+        for y in 0..height {
+            for x in 0..width {
+                let at = |x: usize, y: usize| self.h[y * width + x];
+                let dx = (at((x + 1).min(width - 1), y) - at(x.saturating_sub(1), y)) * scale * 2.0;
+                let dy = (at(x, (y + 1).min(height - 1)) - at(x, y.saturating_sub(1))) * scale * 2.0;
+                let norm = (dx * dx + dy * dy + 1.0).sqrt();
+                let shade = ((-dx * light[0] - dy * light[1] + light[2]) / norm).clamp(0.0, 1.0);
+                let colour = ramp((at(x, y) - self.lo) / self.span);
+                let i = (y * width + x) * 3;
+                for (c, v) in colour.into_iter().enumerate() {
+                    out.data[i + c] = (v * (0.35 + 0.65 * shade) * 255.0).round().clamp(0.0, 255.0) as u8;
+                }
+            }
+        }
+        out
+    }
 }
 
 /// Bilinear resize of a `side` x `side` map (half-pixel centres, edges clamped).
@@ -341,7 +633,11 @@ impl Backend for Terrain {
     fn models(&self) -> Vec<ModelOffer> {
         super::loaded_offer(
             &self.inner.model,
-            Workload::ImageGeneration,
+            &[
+                Workload::ImageGeneration,
+                Workload::ImageEdit,
+                Workload::VideoGeneration,
+            ],
             BACKEND_ID,
             self.inner.model_sha256,
         )
@@ -354,9 +650,9 @@ impl Backend for Terrain {
     fn execute(
         &self,
         task: BackendTask,
-        _chunks: mpsc::Sender<Value>,
+        chunks: mpsc::Sender<Value>,
     ) -> BoxFuture<'static, Result<BackendOutcome, BackendError>> {
-        Box::pin(self.clone().run(task))
+        Box::pin(self.clone().run(task, chunks))
     }
 }
 

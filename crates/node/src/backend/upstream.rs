@@ -18,15 +18,19 @@
 //! file), with the contract's model; the upstream's body comes back unchanged as the task's one output
 //! file, read up to the hub's file limit.
 //!
-//! Image generations (`/images/generations`) are forwarded with the contract's model; each
-//! `b64_json` image of the answer becomes an output file (typed by its signature), one unit each.
+//! Videos (`/videos`) are jobs at the upstream too: created, polled (progress passed on) and
+//! downloaded (see `run_video`).
+//!
+//! Image generations (`/images/generations`) are forwarded with the contract's model, and image
+//! edits (`/images/edits`) as a multipart form rebuilt from the task's fields and its uploads, as
+//! transcriptions are; each `b64_json` image of the answer becomes an output file (typed by its
+//! signature), one unit each.
 
 use crate::chain::error_chain;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
 use futures_util::future::BoxFuture;
 use futures_util::StreamExt;
 use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
@@ -38,6 +42,9 @@ use stacknet_protocol::wire::{ModelOffer, ModelReady};
 use stacknet_protocol::Timestamp;
 use tokio::sync::mpsc;
 
+use stacknet_api::request::{image_edit, image_generation};
+
+use super::form::{Upload, UploadForm};
 use super::sse::SseParser;
 use super::{Backend, BackendError, BackendOutcome, BackendTask, Cancellation, OutputFile};
 use crate::config::UpstreamConfig;
@@ -46,6 +53,8 @@ use crate::usage::reported_usage;
 
 /// The backend id in Hello and paperwork.
 pub const BACKEND_ID: &str = "openai-upstream";
+/// How often a video job is polled at the upstream.
+pub const VIDEO_POLL: Duration = Duration::from_millis(500);
 /// The most of an upstream error body that is read.
 pub const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
 /// The most of an upstream error message passed on to the hub.
@@ -73,6 +82,8 @@ struct Inner {
     speech_url: String,
     transcriptions_url: String,
     images_url: String,
+    edits_url: String,
+    videos_url: String,
     /// `Bearer <key>`, marked sensitive so it never shows in debug output.
     auth: Option<HeaderValue>,
     /// Each model with the workloads it is served for.
@@ -117,6 +128,8 @@ impl OpenAiUpstream {
                 speech_url: format!("{base}/audio/speech"),
                 transcriptions_url: format!("{base}/audio/transcriptions"),
                 images_url: format!("{base}/images/generations"),
+                edits_url: format!("{base}/images/edits"),
+                videos_url: format!("{base}/videos"),
                 auth,
                 offers: offers(config),
                 images,
@@ -178,7 +191,8 @@ impl Inner {
             Workload::Chat => &self.chat_url,
             Workload::Completion => &self.completions_url,
             Workload::Speech | Workload::Transcription => return self.run_audio(task).await,
-            Workload::ImageGeneration => return self.run_images(task).await,
+            Workload::ImageGeneration | Workload::ImageEdit => return self.run_images(task).await,
+            Workload::VideoGeneration => return self.run_video(task, &chunks).await,
             workload => {
                 return Err(BackendError::Unsupported {
                     model: task.model,
@@ -220,10 +234,7 @@ impl Inner {
         request: reqwest::RequestBuilder,
         cancel: &Cancellation,
     ) -> Result<reqwest::Response, BackendError> {
-        let mut request = request.timeout(self.timeout);
-        if let Some(auth) = &self.auth {
-            request = request.header(AUTHORIZATION, auth.clone());
-        }
+        let request = self.authorized(request.timeout(self.timeout));
         let response = tokio::select! {
             biased;
             () = cancel.cancelled() => return Err(BackendError::Abandoned),
@@ -243,13 +254,15 @@ impl Inner {
             (self.post_json(&self.speech_url, &task, |_| {})?, speech.units())
         } else {
             let (_, transcription) = audio::validate_transcription(Value::clone(&task.request))?;
-            let file = task
-                .files
-                .iter()
-                .find(|f| f.meta.sha256 == transcription.file.sha256)
-                .ok_or_else(|| BackendError::InvalidRequest("the task lacks the audio file".to_owned()))?;
-            check_length(&transcription.file, &file.bytes)?;
-            let form = TranscriptionForm::new(&task.request, &task.model, &transcription.file, &file.bytes);
+            let bytes = task.file(&transcription.file.sha256, "file")?;
+            check_length(&transcription.file, bytes)?;
+            let upload = Upload {
+                field: "file",
+                filename: transcription.file.filename.as_deref().unwrap_or("audio"),
+                content_type: &transcription.file.content_type,
+                bytes,
+            };
+            let form = UploadForm::new(&task.request, Some(&task.model), &[upload], |_| None);
             let request = self
                 .client
                 .post(&self.transcriptions_url)
@@ -318,19 +331,48 @@ impl Inner {
     /// the answer is an output file (an answer by URL is refused: the node would have to fetch a
     /// stranger's URL, and the hub answers `b64_json`).
     async fn run_images(&self, task: BackendTask) -> Result<BackendOutcome, BackendError> {
-        let (_, image) = stacknet_api::request::image_generation::validate(Value::clone(&task.request))?;
         // The hub answers by URL from the images' bytes: the upstream is asked for the bytes.
-        let request = self.post_json(&self.images_url, &task, |body| {
-            if body.get("response_format").and_then(Value::as_str) == Some("url") {
-                body["response_format"] = Value::String("b64_json".to_owned());
+        let by_bytes = |v: &Value| (v.as_str() == Some("url")).then(|| "b64_json".to_owned());
+        let (request, n) = if task.workload == Workload::ImageEdit {
+            let (_, edit) = image_edit::validate(Value::clone(&task.request))?;
+            let mut uploads = vec![Upload {
+                field: "image",
+                filename: "image",
+                content_type: &edit.image.content_type,
+                bytes: task.file(&edit.image.sha256, "image")?,
+            }];
+            if let Some(mask) = &edit.mask {
+                uploads.push(Upload {
+                    field: "mask",
+                    filename: "mask.png",
+                    content_type: &mask.content_type,
+                    bytes: task.file(&mask.sha256, "mask")?,
+                });
             }
-        })?;
+            let form = UploadForm::new(&task.request, Some(&task.model), &uploads, |(name, v)| {
+                (name == "response_format").then(|| by_bytes(v)).flatten()
+            });
+            let request = self
+                .client
+                .post(&self.edits_url)
+                .header(CONTENT_TYPE, form.content_type())
+                .body(form.body);
+            (request, edit.n)
+        } else {
+            let (_, image) = image_generation::validate(Value::clone(&task.request))?;
+            let request = self.post_json(&self.images_url, &task, |body| {
+                if let Some(bytes) = body.get("response_format").and_then(by_bytes) {
+                    body["response_format"] = Value::String(bytes);
+                }
+            })?;
+            (request, image.n)
+        };
         let cancel = task.cancel.clone();
         let response = self.send(request, &cancel).await?;
         // n images, each within the file limit, as base64 (4/3), and the JSON around them.
         let limit = stacknet_protocol::wire::Limits::OURS
             .max_file_bytes
-            .saturating_mul(image.n)
+            .saturating_mul(n)
             .saturating_mul(4)
             / 3
             + 64 * 1024;
@@ -344,7 +386,7 @@ impl Inner {
         };
         let answer: Value = serde_json::from_slice(&bytes)
             .map_err(|e| BackendError::Malformed(format!("the upstream's images answer is not JSON: {e}")))?;
-        let files = decode_images(&answer, image.n)?;
+        let files = decode_images(&answer, n)?;
         let warm = self.is_warm(&task.model);
         self.answered(&task.model);
         let mut outcome = BackendOutcome::units(
@@ -356,6 +398,152 @@ impl Inner {
         outcome.warm = warm;
         outcome.files = files;
         Ok(outcome)
+    }
+
+    /// A video: the job created at the upstream (`POST /videos`, multipart, with the input
+    /// reference as a file), polled every [`VIDEO_POLL`] (its progress passed on as
+    /// `{"progress": percent}` chunks) until completed, and its file downloaded (`GET
+    /// /videos/{id}/content`, an MP4 up to the file limit); one unit a second. A failed job is
+    /// the upstream's error, named. Cancelled, the upstream's job is deleted and the seconds its
+    /// last progress covered are claimed.
+    async fn run_video(
+        &self,
+        task: BackendTask,
+        chunks: &mpsc::Sender<Value>,
+    ) -> Result<BackendOutcome, BackendError> {
+        let (_, video) = stacknet_api::request::video::validate(Value::clone(&task.request))?;
+        let mut uploads = Vec::new();
+        if let Some(reference) = &video.input_reference {
+            uploads.push(Upload {
+                field: "input_reference",
+                filename: "reference",
+                content_type: &reference.content_type,
+                bytes: task.file(&reference.sha256, "input_reference")?,
+            });
+        }
+        let mut fields = Value::clone(&task.request);
+        if let Some(obj) = fields.as_object_mut() {
+            // Ours, not the upstream's: the remixed job is a hub's, and OpenAI takes seconds as text.
+            obj.remove("remix_of");
+            obj.insert("seconds".into(), Value::String(video.seconds.to_string()));
+        }
+        let form = UploadForm::new(&fields, Some(&task.model), &uploads, |_| None);
+        let request = self
+            .client
+            .post(&self.videos_url)
+            .header(CONTENT_TYPE, form.content_type())
+            .body(form.body);
+        let cancel = task.cancel.clone();
+        let created = self.send(request, &cancel).await?;
+        let job: Value = created
+            .json()
+            .await
+            .map_err(|e| BackendError::Malformed(format!("the upstream's video job is not JSON: {e}")))?;
+        let id = job["id"]
+            .as_str()
+            .filter(|id| {
+                !id.is_empty()
+                    && id
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            })
+            .ok_or_else(|| BackendError::Malformed("the upstream's video job has no usable id".to_owned()))?
+            .to_owned();
+        let job_url = format!("{}/{id}", self.videos_url);
+        let mut progress = 0u64;
+        let outcome = |units: u64, files: Vec<OutputFile>| {
+            let mut outcome = BackendOutcome::units(
+                units,
+                BACKEND_ID,
+                env!("CARGO_PKG_VERSION").to_owned(),
+                &task.model,
+            );
+            outcome.warm = false;
+            outcome.files = files;
+            outcome
+        };
+        loop {
+            let status: Value = tokio::select! {
+                biased;
+                () = cancel.cancelled() => {
+                    let _ = self.authorized(self.client.delete(&job_url)).send().await;
+                    return Ok(outcome(video.seconds * progress / 100, Vec::new()));
+                }
+                polled = self.poll(&job_url) => polled?,
+            };
+            if let Some(p) = status["progress"].as_u64().map(|p| p.min(100)) {
+                if p > progress {
+                    progress = p;
+                    let _ = chunks.send(serde_json::json!({"progress": p})).await;
+                }
+            }
+            match status["status"].as_str() {
+                Some("completed") => break,
+                Some("failed") => {
+                    return Err(BackendError::Status {
+                        status: 500,
+                        message: format!(
+                            "the upstream's video job failed: {}",
+                            status["error"]["message"].as_str().unwrap_or("no message")
+                        ),
+                    })
+                }
+                Some("queued" | "in_progress") => {}
+                other => {
+                    return Err(BackendError::Malformed(format!(
+                        "the upstream's video job has status {other:?}"
+                    )))
+                }
+            }
+            tokio::select! {
+                biased;
+                () = cancel.cancelled() => {}
+                () = tokio::time::sleep(VIDEO_POLL) => {}
+            }
+        }
+        let response = self
+            .send(self.client.get(format!("{job_url}/content")), &cancel)
+            .await?;
+        let limit = stacknet_protocol::wire::Limits::OURS.max_file_bytes;
+        let bytes = read_capped(response, limit).await.map_err(|e| match e {
+            Capped::Over => BackendError::Malformed(format!("the upstream's video is over {limit} bytes")),
+            Capped::Http(e) => self.map_err(e),
+        })?;
+        if bytes.get(4..8) != Some(b"ftyp".as_slice()) {
+            return Err(BackendError::Malformed(
+                "the upstream's video is not an MP4 file".to_owned(),
+            ));
+        }
+        self.answered(&task.model);
+        let file = OutputFile {
+            content_type: "video/mp4".to_owned(),
+            bytes: bytes.into(),
+        };
+        Ok(outcome(video.seconds, vec![file]))
+    }
+
+    /// A video job's status at the upstream.
+    async fn poll(&self, url: &str) -> Result<Value, BackendError> {
+        let response = self
+            .authorized(self.client.get(url).timeout(self.timeout))
+            .send()
+            .await
+            .map_err(|e| self.map_err(e))?;
+        if !response.status().is_success() {
+            return Err(refusal(response).await);
+        }
+        response
+            .json()
+            .await
+            .map_err(|e| BackendError::Malformed(format!("the upstream's video job is not JSON: {e}")))
+    }
+
+    /// `request` with the upstream's key, if it has one.
+    fn authorized(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.auth {
+            Some(auth) => request.header(AUTHORIZATION, auth.clone()),
+            None => request,
+        }
     }
 
     /// Whether `model` answered within [`UPSTREAM_WARM_FOR`].
@@ -462,11 +650,15 @@ pub fn check_length(
 /// offer), in the order first named.
 fn offers(config: &UpstreamConfig) -> Vec<(String, Vec<Workload>)> {
     let mut offers: Vec<(String, Vec<Workload>)> = Vec::new();
-    let lists: [(&[String], &[Workload]); 4] = [
+    let lists: [(&[String], &[Workload]); 5] = [
         (&config.models, &[Workload::Chat, Workload::Completion]),
         (&config.speech_models, &[Workload::Speech]),
         (&config.transcription_models, &[Workload::Transcription]),
-        (&config.image_models, &[Workload::ImageGeneration]),
+        (
+            &config.image_models,
+            &[Workload::ImageGeneration, Workload::ImageEdit],
+        ),
+        (&config.video_models, &[Workload::VideoGeneration]),
     ];
     for (names, workloads) in lists {
         for name in names {
@@ -498,15 +690,7 @@ fn decode_images(answer: &Value, n: u64) -> Result<Vec<OutputFile>, BackendError
                     "data[{i}] has no b64_json (an answer by url is not taken)"
                 ))
             })?;
-            let bytes = base64::engine::general_purpose::STANDARD
-                .decode(b64)
-                .map_err(|e| malformed(format!("data[{i}].b64_json: {e}")))?;
-            let content_type = stacknet_api::output::image_content_type(&bytes)
-                .ok_or_else(|| malformed(format!("data[{i}] is not a PNG, JPEG or WebP image")))?;
-            Ok(OutputFile {
-                content_type: content_type.to_owned(),
-                bytes: bytes.into(),
-            })
+            super::images::output_image(b64, &format!("the upstream's images answer: data[{i}]"))
         })
         .collect()
 }
@@ -526,83 +710,6 @@ async fn read_capped(mut response: reqwest::Response, limit: u64) -> Result<Vec<
         body.extend_from_slice(&piece);
     }
     Ok(body)
-}
-
-/// A transcription request as the upstream gets it: OpenAI's multipart form, rebuilt from the
-/// task's fields (each as text; arrays as repeated `name[]` fields, as OpenAI's SDKs send them)
-/// and its audio file, with the contract's model.
-struct TranscriptionForm {
-    boundary: String,
-    body: Vec<u8>,
-}
-
-impl TranscriptionForm {
-    fn new(
-        request: &Value,
-        model: &str,
-        file: &stacknet_api::request::audio::AudioRef,
-        bytes: &[u8],
-    ) -> Self {
-        // Not in the file: a boundary inside the audio would end its part early.
-        let mut boundary = format!("stacknet-{}", &file.sha256.to_string()[..32]);
-        while bytes.windows(boundary.len()).any(|w| w == boundary.as_bytes()) {
-            boundary.push('x');
-        }
-        let mut body = Vec::with_capacity(bytes.len() + 1024);
-        let mut text = |name: &str, value: &str| {
-            body.extend_from_slice(
-                format!(
-                    "--{boundary}\r\nContent-Disposition: form-data; name=\"{}\"\r\n\r\n{value}\r\n",
-                    quoted(name)
-                )
-                .as_bytes(),
-            );
-        };
-        text("model", model);
-        if let Some(fields) = request.as_object() {
-            for (name, value) in fields {
-                match (name.as_str(), value) {
-                    ("model" | "file", _) | (_, Value::Null) => {}
-                    (_, Value::Array(items)) => {
-                        for item in items {
-                            text(&format!("{name}[]"), &plain(item));
-                        }
-                    }
-                    (_, other) => text(name, &plain(other)),
-                }
-            }
-        }
-        let filename = file.filename.clone().unwrap_or_else(|| "audio".to_owned());
-        body.extend_from_slice(
-            format!(
-                "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{}\"\r\nContent-Type: {}\r\n\r\n",
-                quoted(&filename),
-                file.content_type.replace(['\r', '\n'], "")
-            )
-            .as_bytes(),
-        );
-        body.extend_from_slice(bytes);
-        body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-        Self { boundary, body }
-    }
-
-    fn content_type(&self) -> String {
-        format!("multipart/form-data; boundary={}", self.boundary)
-    }
-}
-
-/// A JSON value as a form field's text: strings as they are, the rest as JSON.
-fn plain(value: &Value) -> String {
-    match value {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
-}
-
-/// A name or file name inside a quoted header parameter: quotes and line breaks escaped as
-/// browsers do (WHATWG's multipart encoding).
-fn quoted(name: &str) -> String {
-    name.replace('"', "%22").replace('\r', "%0D").replace('\n', "%0A")
 }
 
 #[derive(Default)]

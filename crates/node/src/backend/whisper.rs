@@ -149,7 +149,7 @@ impl Backend for Whisper {
     fn models(&self) -> Vec<ModelOffer> {
         super::loaded_offer(
             &self.inner.model_name,
-            Workload::Transcription,
+            &[Workload::Transcription],
             BACKEND_ID,
             self.inner.model_sha256,
         )

@@ -80,11 +80,12 @@ pub(super) fn speech(request: &Value) -> Response {
     }
 }
 
-/// The form of a transcription request: its text fields (arrays from `name[]`) and its file.
-pub(super) fn read_form(
-    headers: &HeaderMap,
-    body: Bytes,
-) -> Result<(Map<String, Value>, Bytes), &'static str> {
+/// A multipart request's text fields (arrays from `name[]`) and its files (the parts with a file
+/// name), by field name.
+/// A multipart form as read: its text fields and its files by field name.
+pub(crate) type Form = (Map<String, Value>, std::collections::BTreeMap<String, Bytes>);
+
+pub(crate) fn read_form(headers: &HeaderMap, body: Bytes) -> Result<Form, &'static str> {
     let boundary = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -93,7 +94,7 @@ pub(super) fn read_form(
     let stream = futures_util::stream::once(async move { Ok::<_, std::convert::Infallible>(body) });
     let mut form = multer::Multipart::new(stream, boundary);
     let mut fields = Map::new();
-    let mut file = None;
+    let mut files = std::collections::BTreeMap::new();
     loop {
         let field = match futures_util::FutureExt::now_or_never(form.next_field()) {
             Some(Ok(Some(f))) => f,
@@ -101,11 +102,12 @@ pub(super) fn read_form(
             _ => return Err("a broken multipart body"),
         };
         let name = field.name().unwrap_or("").to_owned();
+        let is_file = field.file_name().is_some();
         let Some(Ok(bytes)) = futures_util::FutureExt::now_or_never(field.bytes()) else {
             return Err("a broken multipart body");
         };
-        if name == "file" {
-            file = Some(bytes);
+        if is_file {
+            files.insert(name, bytes);
         } else if let Some(array) = name.strip_suffix("[]") {
             let item = Value::String(String::from_utf8_lossy(&bytes).into_owned());
             if let Value::Array(items) = fields
@@ -118,8 +120,7 @@ pub(super) fn read_form(
             fields.insert(name, Value::String(String::from_utf8_lossy(&bytes).into_owned()));
         }
     }
-    let file = file.ok_or("file is required")?;
-    Ok((fields, file))
+    Ok((fields, files))
 }
 
 pub(super) fn transcription(fields: &Map<String, Value>, file: &[u8]) -> Response {

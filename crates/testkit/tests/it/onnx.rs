@@ -8,7 +8,8 @@
 //!   given inline or fetched by the node, with usage by the documented rule; a request it cannot read
 //!   is the client's error, named, and moves no money;
 //! - the terrain model generates images of the size asked, the same bytes for the same seed and
-//!   others for another, and bad requests cost nothing.
+//!   others for another, and bad requests cost nothing; it edits and renders MP4 videos the same
+//!   for the same seed.
 //!
 //! The models are read from `$STACKNET_MODELS_DIR` (`stacknet models pull onnxruntime
 //! piper-en-us-joe-medium pp-ocrv6-tiny terrain-diffusion-128 whisper-tiny-en`), phonemes come from
@@ -476,4 +477,89 @@ async fn the_terrain_model_gives_the_same_bytes_for_the_same_seed_and_others_for
         assert_eq!(err["error"]["param"], param, "{err}");
     }
     assert_eq!(ledger.balance(AccountId::stack(net.stack)).await.unwrap(), before);
+}
+
+#[tokio::test]
+#[ignore = "needs onnxruntime and terrain-diffusion-128 (STACKNET_MODELS_DIR); scripts/test.sh runs it"]
+async fn the_terrain_model_edits_and_renders_videos_the_same_for_the_same_seed() {
+    use stacknet_api::output::mp4_description as describe;
+    use stacknet_api::request::image_edit::{FileRef, ImageEdit};
+    use stacknet_api::request::video::VideoRequest;
+
+    let terrain = terrain();
+    let start = stacknet_testkit::mock_upstream::images::png("a start", 0, 200, 150);
+    let edit = |seed: u64| ImageEdit {
+        prompt: "a mountain lake".to_owned(),
+        image: FileRef {
+            sha256: stacknet_protocol::Sha256Digest::of(&start),
+            size: start.len() as u64,
+            content_type: "image/png".to_owned(),
+        },
+        mask: None,
+        n: 1,
+        size: Some("256x256".to_owned()),
+        seed: Some(seed),
+        output_format: None,
+    };
+    let never = Cancellation::never();
+    let run = |seed: u64, mask: Option<Vec<u8>>| {
+        let (terrain, request, start) = (terrain.clone(), edit(seed), start.clone());
+        async move {
+            let never = Cancellation::never();
+            terrain
+                .edit(&request, start.into(), mask.map(Into::into), &never)
+                .await
+                .unwrap()
+                .remove(0)
+        }
+    };
+    let a = run(5, None).await;
+    assert_eq!(Rgb::decode(&a).unwrap().width, 256);
+    assert_eq!(run(5, None).await, a, "the same seed, the same edit");
+    assert_ne!(run(6, None).await, a, "another seed, another edit");
+    // A mask opaque everywhere keeps the whole upload: the seed no longer matters.
+    let keep_all = stacknet_testkit::fixtures::mask_png(200, 150, |_, _| false);
+    assert_eq!(run(5, Some(keep_all.clone())).await, run(6, Some(keep_all)).await);
+
+    let video = |seed: u64| VideoRequest {
+        prompt: "a mountain lake".to_owned(),
+        seconds: 4,
+        size: Some("128x128".to_owned()),
+        seed: Some(seed),
+        input_reference: None,
+        remix_of: None,
+    };
+    let (progress, mut seen) = tokio::sync::mpsc::channel(64);
+    let made = terrain.video(&video(3), None, &progress, &never).await.unwrap();
+    let file = made.file.unwrap();
+    assert_eq!(made.seconds, 4);
+    assert_eq!(describe(&file), Some((128, 128, 32, 4000)));
+    let mut percents = Vec::new();
+    while let Ok(chunk) = seen.try_recv() {
+        percents.push(chunk["progress"].as_u64().unwrap());
+    }
+    assert!(
+        percents.windows(2).all(|w| w[0] < w[1]) && percents.last() == Some(&100),
+        "{percents:?}"
+    );
+    let again = terrain.video(&video(3), None, &progress, &never).await.unwrap();
+    assert_eq!(again.file.unwrap(), file, "the same seed, the same video");
+    let other = terrain.video(&video(4), None, &progress, &never).await.unwrap();
+    assert_ne!(other.file.unwrap(), file);
+    // Cancelled before it starts: nothing rendered, nothing to bill, no file.
+    let (cancel, cancelled) = Cancellation::pair();
+    cancel.cancel();
+    let none = terrain
+        .video(&video(3), None, &progress, &cancelled)
+        .await
+        .unwrap();
+    assert_eq!((none.seconds, none.file.is_none()), (0, true));
+    let too_big = VideoRequest {
+        size: Some("720x1280".to_owned()),
+        ..video(3)
+    };
+    assert!(matches!(
+        terrain.video(&too_big, None, &progress, &never).await,
+        Err(BackendError::InvalidRequest(_))
+    ));
 }

@@ -485,7 +485,7 @@ impl Backend for Ocr {
     fn models(&self) -> Vec<ModelOffer> {
         super::loaded_offer(
             &self.inner.model,
-            Workload::Chat,
+            &[Workload::Chat],
             BACKEND_ID,
             self.inner.model_sha256,
         )

@@ -18,8 +18,16 @@ use super::{chat_body, client, paperwork_of, post_chat, sse_events};
 
 pub(crate) const BOUNDARY: &str = "stacknet-test-boundary-7f3a";
 
+/// A refused upload's case: its text fields, its files (field, bytes), and the field refused.
+pub(crate) type RefusedUpload<'a> = (&'a [(&'a str, &'a str)], Vec<(&'a str, &'a [u8])>, &'a str);
+
 /// A multipart/form-data body: text fields, then one file field.
 pub(crate) fn multipart(fields: &[(&str, &str)], file: (&str, &str, &str, &[u8])) -> Vec<u8> {
+    multipart_files(fields, &[file])
+}
+
+/// A multipart/form-data body: text fields, then file fields (name, file name, type, bytes).
+pub(crate) fn multipart_files(fields: &[(&str, &str)], files: &[(&str, &str, &str, &[u8])]) -> Vec<u8> {
     let mut out = Vec::new();
     for (name, value) in fields {
         out.extend_from_slice(
@@ -27,15 +35,17 @@ pub(crate) fn multipart(fields: &[(&str, &str)], file: (&str, &str, &str, &[u8])
                 .as_bytes(),
         );
     }
-    let (name, filename, content_type, bytes) = file;
-    out.extend_from_slice(
-        format!(
-            "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"{filename}\"\r\nContent-Type: {content_type}\r\n\r\n"
-        )
-        .as_bytes(),
-    );
-    out.extend_from_slice(bytes);
-    out.extend_from_slice(format!("\r\n--{BOUNDARY}--\r\n").as_bytes());
+    for (name, filename, content_type, bytes) in files {
+        out.extend_from_slice(
+            format!(
+                "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"{filename}\"\r\nContent-Type: {content_type}\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        out.extend_from_slice(bytes);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(format!("--{BOUNDARY}--\r\n").as_bytes());
     out
 }
 
@@ -73,7 +83,9 @@ async fn a_file_larger_than_a_frame_travels_to_the_node_and_bytes_come_back() {
         TestNetwork::start_without_nodes(Script::echo(), |c| c.max_body_bytes = 32 * 1024 * 1024).await;
     net.add_backend_node(Arc::new(InvertImages)).await;
     // Over the 4 MiB frame limit both ways: only binary frames in pieces can carry it.
-    let image = noise(6 * 1024 * 1024 + 123);
+    // A PNG's header (the hub reads the size an upload declares), then noise.
+    let mut image = stacknet_testkit::fixtures::mask_png(4, 4, |_, _| false);
+    image.extend(noise(6 * 1024 * 1024 + 123));
     let body = multipart(
         &[("model", INVERT_MODEL), ("prompt", "invert it"), ("n", "2")],
         ("image", "in.png", "image/png", &image),

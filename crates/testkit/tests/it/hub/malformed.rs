@@ -270,7 +270,11 @@ fn edit_parts() -> Vec<(String, Option<&'static str>, Vec<u8>)> {
         ("model".into(), None, MOCK_MODEL.as_bytes().to_vec()),
         ("prompt".into(), None, b"make it blue".to_vec()),
         ("n".into(), None, b"1".to_vec()),
-        ("image".into(), Some("a.png"), b"\x89PNG not really".to_vec()),
+        (
+            "image".into(),
+            Some("a.png"),
+            stacknet_testkit::fixtures::mask_png(2, 2, |_, _| false),
+        ),
     ]
 }
 
@@ -347,7 +351,7 @@ fn refused(field: &str, value: &[u8]) -> bool {
         "n" => !text.parse::<u64>().is_ok_and(|n| (1..=10).contains(&n)),
         "prompt" => text.is_empty() || text.len() > 32_000,
         "model" => text.is_empty() || text.len() > 256,
-        "size" => text.len() > 32,
+        "size" => !stacknet_api::request::image_generation::SIZES.contains(&text),
         "response_format" => text != "b64_json",
         _ => false,
     }

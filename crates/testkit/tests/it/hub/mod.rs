@@ -19,6 +19,7 @@ mod queue;
 pub mod reputation;
 mod stake;
 mod validate;
+mod videos;
 
 use serde_json::Value;
 

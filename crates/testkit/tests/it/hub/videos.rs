@@ -1,0 +1,361 @@
+//! Video jobs through hub and node to an upstream that serves OpenAI's videos API (a scripted mock
+//! that moves a job on each poll and writes real MP4 files): a job is created at once, reports the
+//! node's progress, completes with the upstream's file, which is signed for and billed per second
+//! (SQLite and PostgreSQL: any process sharing the database answers it); a running job cancelled
+//! is deleted at the upstream and the seconds its progress covered are billed; a failed or
+//! orphaned job (its node gone) fails with a reason and costs nothing; bad input is a 400 before
+//! anything is held; a finished job survives a hub restart, a running one fails cleanly.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use stacknet_api::output::mp4_description as describe;
+use stacknet_ledger::AccountId;
+use stacknet_node::backend::upstream::OpenAiUpstream;
+use stacknet_node::config::UpstreamConfig;
+use stacknet_protocol::Sha256Digest;
+use stacknet_testkit::mock_upstream::videos::mp4;
+use stacknet_testkit::mock_upstream::Script;
+use stacknet_testkit::network::TestNetwork;
+use stacknet_testkit::{wait_until, WAIT_DEADLINE};
+
+use super::files::{multipart_files, post_multipart, RefusedUpload};
+use super::money::{admin, books_balance, on_both_stores, posted, topup, Db};
+use super::{client, paperwork_of};
+
+const VIDEO: &str = "mock-video";
+/// Micro-credits a second of video.
+const PER_SECOND: i64 = 1_000;
+
+async fn network(db: &Db) -> TestNetwork {
+    let mut net = TestNetwork::start_without_nodes(Script::echo(), |config| db.apply(config)).await;
+    let mut config = UpstreamConfig::new(net.upstream.base_url(), Vec::new());
+    config.video_models = vec![VIDEO.to_owned()];
+    net.add_backend_node(Arc::new(OpenAiUpstream::new(&config).unwrap()))
+        .await;
+    let priced = admin(
+        &net,
+        "/prices",
+        json!({"model": VIDEO, "input_per_mtok": "0", "output_per_mtok": "0", "per_request": "0",
+               "per_unit": PER_SECOND.to_string()}),
+    )
+    .await;
+    assert_eq!(priced.status(), 200, "{}", priced.text().await.unwrap());
+    topup(&net, 1_000_000).await;
+    net
+}
+
+/// `POST /v1/videos` as OpenAI's SDK sends it: a multipart form.
+async fn create(net: &TestNetwork, fields: &[(&str, &str)], files: &[(&str, &[u8])]) -> reqwest::Response {
+    let files: Vec<(&str, &str, &str, &[u8])> = files
+        .iter()
+        .map(|(name, bytes)| (*name, "reference.png", "image/png", *bytes))
+        .collect();
+    post_multipart(net, "videos", multipart_files(fields, &files)).await
+}
+
+async fn call(net: &TestNetwork, method: reqwest::Method, path: &str) -> reqwest::Response {
+    client()
+        .request(method, format!("{}/{path}", net.base_url()))
+        .bearer_auth(&net.api_key)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn job(net: &TestNetwork, id: &str) -> Value {
+    call(net, reqwest::Method::GET, &format!("videos/{id}"))
+        .await
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Polls job `id` until its status is `status`.
+async fn until(net: &TestNetwork, id: &str, status: &str) -> Value {
+    wait_until(&format!("video {id} is {status}"), WAIT_DEADLINE, || async {
+        let v = job(net, id).await;
+        (v["status"] == status).then_some(v)
+    })
+    .await
+}
+
+fn stack_balance(net: &TestNetwork) -> AccountId {
+    AccountId::stack(net.stack)
+}
+
+on_both_stores!(a_video_job_is_created_polled_downloaded_and_billed_per_second);
+
+async fn a_video_job_is_created_polled_downloaded_and_billed_per_second(db: Db) {
+    let net = network(&db).await;
+    let before = posted(&net, stack_balance(&net)).await;
+    let reference = stacknet_testkit::mock_upstream::images::png("a start", 0, 64, 64);
+    let resp = create(
+        &net,
+        &[
+            ("model", VIDEO),
+            ("prompt", "a red kite"),
+            ("seconds", "8"),
+            ("size", "256x256"),
+        ],
+        &[("input_reference", &reference)],
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    let created: Value = resp.json().await.unwrap();
+    let id = created["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        (
+            created["object"].as_str(),
+            created["status"].as_str(),
+            created["seconds"].as_str()
+        ),
+        (Some("video"), Some("queued"), Some("8"))
+    );
+    let done = until(&net, &id, "completed").await;
+    assert_eq!(
+        (done["progress"].as_u64(), done["size"].as_str()),
+        (Some(100), Some("256x256"))
+    );
+    // The node's progress was written on the way: a version of the job in progress, part done.
+    let versions = net
+        .hub
+        .hub
+        .state
+        .store
+        .doc_versions("video".to_owned(), id.clone())
+        .await
+        .unwrap();
+    assert!(
+        versions.iter().any(|d| {
+            let j: Value = serde_json::from_str(&d.json).unwrap();
+            j["status"] == "in_progress" && (1..100).contains(&j["progress"].as_u64().unwrap())
+        }),
+        "no progress was recorded"
+    );
+    let sent = net.upstream.last_request().unwrap();
+    assert_eq!(
+        sent["input_reference"]["sha256"],
+        Sha256Digest::of(&reference).to_string()
+    );
+    assert_eq!(
+        (sent["seconds"].as_str(), sent["model"].as_str()),
+        (Some("8"), Some(VIDEO))
+    );
+
+    let content = call(&net, reqwest::Method::GET, &format!("videos/{id}/content")).await;
+    assert_eq!(content.status(), 200);
+    assert_eq!(content.headers()["content-type"], "video/mp4");
+    let file = content.bytes().await.unwrap();
+    assert_eq!(file.as_ref(), mp4("a red kite", 8, 256, 256).unwrap().as_slice());
+    assert_eq!(describe(&file), Some((256, 256, 16, 8000)));
+
+    let pw = paperwork_of(&net, &done).await;
+    assert_eq!(pw.body.usage.units, 8, "one unit a second");
+    assert_eq!(pw.body.output_sha256, Sha256Digest::of(&file));
+    net.hub.hub.state.writer.flush().await;
+    assert_eq!(posted(&net, stack_balance(&net)).await, before - 8 * PER_SECOND);
+    books_balance(&net).await;
+
+    // Listed, newest first; a remix is a new job with the original's length and size.
+    let remixed: Value = client()
+        .post(format!("{}/videos/{id}/remix", net.base_url()))
+        .bearer_auth(&net.api_key)
+        .json(&json!({"prompt": "a blue kite"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(remixed["remixed_from_video_id"], id.as_str(), "{remixed}");
+    let remix_id = remixed["id"].as_str().unwrap().to_owned();
+    let again = until(&net, &remix_id, "completed").await;
+    assert_eq!(
+        (again["seconds"].as_str(), again["size"].as_str()),
+        (Some("8"), Some("256x256"))
+    );
+    let listed: Value = call(&net, reqwest::Method::GET, "videos?limit=1")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["data"][0]["id"], remix_id.as_str());
+    assert_eq!(listed["has_more"], true);
+    let rest: Value = call(&net, reqwest::Method::GET, &format!("videos?after={remix_id}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(rest["data"][0]["id"], id.as_str());
+
+    // Deleted: gone from the API.
+    let deleted: Value = call(&net, reqwest::Method::DELETE, &format!("videos/{id}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        deleted,
+        json!({"id": id, "object": "video.deleted", "deleted": true})
+    );
+    assert_eq!(
+        call(&net, reqwest::Method::GET, &format!("videos/{id}"))
+            .await
+            .status(),
+        404
+    );
+}
+
+#[tokio::test]
+async fn bad_video_requests_are_refused_before_anything_is_held() {
+    let net = network(&Db::Sqlite).await;
+    let before = posted(&net, stack_balance(&net)).await;
+    let cases: [RefusedUpload<'_>; 4] = [
+        (&[("prompt", "a kite"), ("seconds", "5")], vec![], "seconds"),
+        (&[("prompt", "a kite"), ("size", "100x100")], vec![], "size"),
+        (&[("prompt", "")], vec![], "prompt"),
+        (
+            &[("prompt", "a kite")],
+            vec![("input_reference", b"not an image")],
+            "input_reference",
+        ),
+    ];
+    for (extra, files, param) in cases {
+        let mut fields = vec![("model", VIDEO)];
+        fields.extend_from_slice(extra);
+        let resp = create(&net, &fields, &files).await;
+        assert_eq!(resp.status(), 400, "{param}");
+        let err: Value = resp.json().await.unwrap();
+        assert_eq!(err["error"]["param"], param, "{err}");
+        assert_eq!(err["error"]["type"], "invalid_request_error");
+    }
+    let unknown = create(
+        &net,
+        &[("model", "no-such-video-model"), ("prompt", "a kite")],
+        &[],
+    )
+    .await;
+    assert_eq!(unknown.status(), 404);
+    let stranger = call(
+        &net,
+        reqwest::Method::GET,
+        "videos/video_00000000000000000000000000000000",
+    )
+    .await;
+    assert_eq!(stranger.status(), 404);
+    assert_eq!(net.upstream.requests(), 0, "no node was asked");
+    assert_eq!(posted(&net, stack_balance(&net)).await, before);
+}
+
+#[tokio::test]
+async fn a_cancelled_job_is_deleted_upstream_and_bills_the_seconds_rendered() {
+    let net = network(&Db::Sqlite).await;
+    let before = posted(&net, stack_balance(&net)).await;
+    let created: Value = create(
+        &net,
+        &[("model", VIDEO), ("prompt", "hang on"), ("seconds", "8")],
+        &[],
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let id = created["id"].as_str().unwrap().to_owned();
+    wait_until("the job is half done", WAIT_DEADLINE, || async {
+        (job(&net, &id).await["progress"] == 50).then_some(())
+    })
+    .await;
+    let resp = call(&net, reqwest::Method::DELETE, &format!("videos/{id}")).await;
+    assert_eq!(resp.status(), 200);
+    wait_until("the upstream's job is deleted", WAIT_DEADLINE, || async {
+        (!net.upstream.deleted_videos().is_empty()).then_some(())
+    })
+    .await;
+    // Half of eight seconds rendered: four billed, by the node's paperwork of what it did.
+    wait_until("the rendered seconds are billed", WAIT_DEADLINE, || async {
+        net.hub.hub.state.writer.flush().await;
+        (posted(&net, stack_balance(&net)).await == before - 4 * PER_SECOND).then_some(())
+    })
+    .await;
+    assert_eq!(
+        call(&net, reqwest::Method::GET, &format!("videos/{id}"))
+            .await
+            .status(),
+        404
+    );
+    books_balance(&net).await;
+}
+
+#[tokio::test]
+async fn a_failed_job_or_one_whose_node_vanishes_fails_cleanly_and_costs_nothing() {
+    let mut net = network(&Db::Sqlite).await;
+    let ledger = net.hub.hub.state.ledger.clone();
+    let before = ledger.balance(stack_balance(&net)).await.unwrap();
+    let failing: Value = create(&net, &[("model", VIDEO), ("prompt", "fail please")], &[])
+        .await
+        .json()
+        .await
+        .unwrap();
+    let failed = until(&net, failing["id"].as_str().unwrap(), "failed").await;
+    assert!(
+        failed["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("the mock's renderer failed"),
+        "{failed}"
+    );
+    let hanging: Value = create(&net, &[("model", VIDEO), ("prompt", "hang on")], &[])
+        .await
+        .json()
+        .await
+        .unwrap();
+    let id = hanging["id"].as_str().unwrap().to_owned();
+    until(&net, &id, "in_progress").await;
+    net.nodes.remove(0).kill().await;
+    let orphaned = until(&net, &id, "failed").await;
+    assert!(orphaned["error"]["message"].as_str().is_some(), "{orphaned}");
+    wait_until("every hold is released", Duration::from_secs(20), || async {
+        (ledger.balance(stack_balance(&net)).await.unwrap() == before).then_some(())
+    })
+    .await;
+    books_balance(&net).await;
+}
+
+#[tokio::test]
+async fn a_finished_job_survives_a_hub_restart_and_a_running_one_fails_cleanly() {
+    let mut net = network(&Db::Sqlite).await;
+    let ledger = net.hub.hub.state.ledger.clone();
+    let done: Value = create(&net, &[("model", VIDEO), ("prompt", "a kite")], &[])
+        .await
+        .json()
+        .await
+        .unwrap();
+    let done_id = done["id"].as_str().unwrap().to_owned();
+    until(&net, &done_id, "completed").await;
+    net.hub.hub.state.writer.flush().await;
+    let before = ledger.balance(stack_balance(&net)).await.unwrap();
+    let running: Value = create(&net, &[("model", VIDEO), ("prompt", "hang on")], &[])
+        .await
+        .json()
+        .await
+        .unwrap();
+    let running_id = running["id"].as_str().unwrap().to_owned();
+    until(&net, &running_id, "in_progress").await;
+    net.restart_hub().await;
+    let after = until(&net, &done_id, "completed").await;
+    assert_eq!(after["progress"], 100);
+    let content = call(&net, reqwest::Method::GET, &format!("videos/{done_id}/content")).await;
+    assert_eq!(content.status(), 200);
+    assert_eq!(describe(&content.bytes().await.unwrap()).map(|d| d.2), Some(8));
+    let failed = until(&net, &running_id, "failed").await;
+    assert!(failed["error"]["code"].as_str().is_some(), "{failed}");
+    let ledger = net.hub.hub.state.ledger.clone();
+    wait_until(
+        "the running job's hold is released",
+        Duration::from_secs(20),
+        || async { (ledger.balance(stack_balance(&net)).await.unwrap() == before).then_some(()) },
+    )
+    .await;
+}
