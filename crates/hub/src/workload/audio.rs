@@ -19,7 +19,7 @@ use stacknet_api::request::audio::{
 use stacknet_api::ApiRequest;
 use stacknet_protocol::contract::{Usage, Workload};
 
-use super::multipart::{read_multipart, Form};
+use super::multipart::{read_multipart, upload, Form};
 use super::{parse_json, Accepted, Answer, Collected, Parsed, Stamp, WorkloadApi, OUTPUT_ALLOWANCE_BYTES};
 use crate::error::ApiError;
 
@@ -61,12 +61,8 @@ impl WorkloadApi for Audio {
         }
         let (mut fields, files) = read_multipart(content_type, body, &FORM)?;
         if let Some(descriptor) = fields.get_mut("file").and_then(Value::as_object_mut) {
-            let (meta, bytes) = files
-                .iter()
-                .find(|(meta, _)| {
-                    descriptor.get("sha256").and_then(Value::as_str) == Some(meta.sha256.to_string().as_str())
-                })
-                .ok_or_else(|| ApiError::internal("an upload without its file"))?;
+            let (meta, bytes) =
+                upload(descriptor, &files).ok_or_else(|| ApiError::internal("an upload without its file"))?;
             if meta.size > MAX_AUDIO_BYTES {
                 return Err(ApiError::invalid(
                     "file",

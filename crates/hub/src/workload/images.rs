@@ -11,7 +11,7 @@ use stacknet_api::request::image_edit::{self, FILE_FIELDS};
 use stacknet_api::ApiRequest;
 use stacknet_protocol::contract::{Usage, Workload};
 
-use super::multipart::{read_multipart, Form};
+use super::multipart::{read_multipart, upload, Form};
 use super::{
     input_bound, parse_json, with_proof, Accepted, Answer, Collected, Parsed, Stamp, WorkloadApi,
     OUTPUT_ALLOWANCE_BYTES,
@@ -36,14 +36,11 @@ impl WorkloadApi for ImageEdit {
         let (fields, files) = read_multipart(content_type, body, &FORM)?;
         let request = stacknet_api::request::validate(Workload::ImageEdit, Value::Object(fields))?;
         // The request names each upload by its digest; their bytes are checked here, before a hold.
-        let upload = |field: &str| {
-            let digest = request.body.get(field)?.get("sha256")?.as_str()?;
-            files
-                .iter()
-                .find(|(meta, _)| meta.sha256.to_string() == digest)
-                .map(|(_, bytes)| bytes.as_ref())
+        let bytes_of = |field: &str| {
+            let (_, bytes) = upload(request.body.get(field)?.as_object()?, &files)?;
+            Some(bytes.as_ref())
         };
-        image_edit::check_uploads(upload("image").unwrap_or_default(), upload("mask"))?;
+        image_edit::check_uploads(bytes_of("image").unwrap_or_default(), bytes_of("mask"))?;
         Ok(Parsed { request, files })
     }
 

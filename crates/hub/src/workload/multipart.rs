@@ -127,6 +127,12 @@ pub fn read_multipart(
     Ok((fields, files))
 }
 
+/// The upload a file field's descriptor names (by its sha256), among the request's files.
+pub fn upload<'a>(descriptor: &Map<String, Value>, files: &'a Files) -> Option<&'a (Attachment, Bytes)> {
+    let digest = descriptor.get("sha256")?.as_str()?;
+    files.iter().find(|(meta, _)| meta.sha256.to_string() == digest)
+}
+
 /// A text field's value: UTF-8, at most [`MAX_TEXT_FIELD_BYTES`].
 fn text(name: &str, bytes: &Bytes) -> Result<String, ApiError> {
     if bytes.len() > MAX_TEXT_FIELD_BYTES {

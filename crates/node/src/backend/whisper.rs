@@ -203,20 +203,11 @@ impl Inner {
                 self.model_name
             )));
         }
-        let file = task
-            .files
-            .iter()
-            .find(|f| f.meta.sha256 == request.file.sha256)
-            .ok_or_else(|| BackendError::InvalidRequest("the task lacks the audio file".to_owned()))?;
-        super::upstream::check_length(&request.file, &file.bytes)?;
+        let bytes = task.file(&request.file.sha256, "file")?;
+        super::upstream::check_length(&request.file, bytes)?;
         let hint = stacknet_api::audio::hint(request.file.filename.as_deref(), &request.file.content_type);
         let heard = self
-            .transcribe(
-                file.bytes.clone(),
-                hint,
-                request.prompt.clone(),
-                task.cancel.clone(),
-            )
+            .transcribe(bytes.clone(), hint, request.prompt.clone(), task.cancel.clone())
             .await?;
         let body = answer(&heard, &request)?;
         let mut outcome = BackendOutcome::units(
