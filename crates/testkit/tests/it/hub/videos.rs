@@ -359,3 +359,59 @@ async fn a_finished_job_survives_a_hub_restart_and_a_running_one_fails_cleanly()
     )
     .await;
 }
+
+#[tokio::test]
+async fn a_node_claiming_more_seconds_than_its_progress_shows_is_not_paid() {
+    let mut net = TestNetwork::start_without_nodes(Script::echo(), |_| {}).await;
+    let mut config = UpstreamConfig::new(net.upstream.base_url(), Vec::new());
+    config.video_models = vec![VIDEO.to_owned()];
+    let honest = Arc::new(OpenAiUpstream::new(&config).unwrap());
+    // Every answer claims all eight seconds, whatever was rendered.
+    let claim = stacknet_protocol::contract::Usage {
+        input_tokens: 0,
+        output_tokens: 0,
+        units: 8,
+    };
+    let node = Arc::new(stacknet_testkit::fixtures::InflatedUsage::new(honest, claim));
+    let i = net.add_backend_node(node).await;
+    let node_key = net.nodes[i].node.node_key_id();
+    let priced = admin(
+        &net,
+        "/prices",
+        json!({"model": VIDEO, "input_per_mtok": "0", "output_per_mtok": "0", "per_request": "0",
+               "per_unit": PER_SECOND.to_string()}),
+    )
+    .await;
+    assert_eq!(priced.status(), 200);
+    topup(&net, 1_000_000).await;
+    let before = posted(&net, stack_balance(&net)).await;
+    let created: Value = create(
+        &net,
+        &[("model", VIDEO), ("prompt", "hang on"), ("seconds", "8")],
+        &[],
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let id = created["id"].as_str().unwrap().to_owned();
+    wait_until("the job is half done", WAIT_DEADLINE, || async {
+        (job(&net, &id).await["progress"] == 50).then_some(())
+    })
+    .await;
+    assert_eq!(
+        call(&net, reqwest::Method::DELETE, &format!("videos/{id}"))
+            .await
+            .status(),
+        200
+    );
+    // Eight seconds claimed where the progress covers four: the paperwork is refused, nothing billed.
+    let record = net.hub.hub.state.nodes.record(&node_key).unwrap();
+    wait_until("the claim is refused", WAIT_DEADLINE, || async {
+        (record.refused_usage() == 1).then_some(())
+    })
+    .await;
+    net.hub.hub.state.writer.flush().await;
+    assert_eq!(posted(&net, stack_balance(&net)).await, before);
+    books_balance(&net).await;
+}
