@@ -9,6 +9,7 @@
 //! [`LocalModel::sampling_of`], then scores the claimed ids with `teacher_forced` (score.rs).
 
 use std::num::NonZeroU32;
+use std::sync::{Mutex, PoisonError};
 
 use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::context::LlamaContext;
@@ -194,7 +195,7 @@ impl LocalModel {
             batch.clear();
             batch.add(token, pos, &[0], true).map_err(|e| llama_error(&e))?;
             pos += 1;
-            ctx.decode(&mut batch).map_err(|e| llama_error(&e))?;
+            decode(&mut ctx, &mut batch)?;
         }
         Ok(Generated {
             usage: Usage {
@@ -254,5 +255,18 @@ pub(super) fn decode_prompt(
             .add(*t, i as i32, &[0], i == last)
             .map_err(|e| llama_error(&e))?;
     }
+    decode(ctx, batch)
+}
+
+/// The process's llama.cpp decodes, one at a time. ggml's worker threads spin at their barriers, so
+/// two decodes side by side on the same cores (a node's worker and a validator's check in one
+/// process, two built-in models, tests run in parallel) each wait out the other's time slices: on two
+/// cores a stream fell from 73 to 3 tok/s. In turn, each decode has every core; two generations
+/// interleave token by token. ggml's threads live for one graph, so none spin between turns.
+static CORES: Mutex<()> = Mutex::new(());
+
+/// `ctx.decode(batch)` in the process's turn (see [`CORES`]).
+pub(super) fn decode(ctx: &mut LlamaContext<'_>, batch: &mut LlamaBatch) -> Result<(), BackendError> {
+    let _turn = CORES.lock().unwrap_or_else(PoisonError::into_inner);
     ctx.decode(batch).map_err(|e| llama_error(&e))
 }

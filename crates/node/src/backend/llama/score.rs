@@ -19,7 +19,7 @@ use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::token::LlamaToken;
 
-use super::local::{decode_prompt, llama_error, LocalModel};
+use super::local::{decode, decode_prompt, llama_error, LocalModel};
 use crate::backend::BackendError;
 
 /// Tokens per decode call unless the caller says otherwise.
@@ -128,7 +128,7 @@ impl LocalModel {
                     .add(t, (prompt.len() + first + j) as i32, &[0], true)
                     .map_err(|e| llama_error(&e))?;
             }
-            ctx.decode(&mut batch).map_err(|e| llama_error(&e))?;
+            decode(&mut ctx, &mut batch)?;
             for j in 0..part.len() {
                 at((first + j + 1) as u32, ctx.get_logits_ith(j as i32));
             }
