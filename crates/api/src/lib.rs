@@ -21,6 +21,7 @@ pub mod paths;
 pub mod proof;
 pub mod request;
 pub mod ssrf;
+pub mod terms;
 pub mod types;
 
 pub use request::{ApiRequest, RequestError};

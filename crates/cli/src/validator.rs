@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use stacknet_node::models::ModelStore;
 use stacknet_node::settlement::HubClient;
-use stacknet_node::validator::load::load_models;
+use stacknet_node::validator::load::{load_models, load_replayers};
 use stacknet_node::validator::{Checker, SharedModel, Validator, ValidatorOptions};
 
 use crate::keystore::default_data_dir;
@@ -17,8 +17,9 @@ pub struct ValidatorArgs {
     /// The hub's URL.
     #[arg(long, env = "STACKNET_HUB")]
     pub hub: String,
-    /// A built-in model to check tasks of (repeatable) [default: every pulled chat model]. Tasks of
-    /// a model this validator does not hold are answered INCONCLUSIVE.
+    /// A built-in chat model to check tasks of (repeatable) [default: every pulled chat model].
+    /// Tasks of a model this validator does not hold are answered INCONCLUSIVE. The built-in terrain
+    /// model, when pulled, is always loaded to run image generations again.
     #[arg(long = "model")]
     pub models: Vec<String>,
     /// Where the models are [default: where `stacknet models pull` puts them].
@@ -46,25 +47,27 @@ pub async fn run(args: ValidatorArgs) -> Result<()> {
             .unwrap_or_else(|| default_data_dir().join("models")),
     );
     let (names, threads) = (args.models.clone(), args.threads);
-    let models: Vec<SharedModel> = tokio::task::spawn_blocking(move || load_models(&store, &names, threads))
-        .await
-        .context("loading the models")??
-        .into_iter()
-        .map(|m| m as SharedModel)
-        .collect();
+    let (models, media) = tokio::task::spawn_blocking(move || {
+        let media = load_replayers(&store, threads)?;
+        load_models(&store, &names, threads).map(|models| (models, media))
+    })
+    .await
+    .context("loading the models")??;
+    let models: Vec<SharedModel> = models.into_iter().map(|m| m as SharedModel).collect();
     let hub = HubClient::connect(&args.hub).await?;
     eprintln!(
-        "validator {} checking for hub {} with {} model(s)",
+        "validator {} checking for hub {} with {} chat model(s) and {} media model(s)",
         key.public_key().node_key_id(),
         hub.hub_key.to_hex(),
-        models.len()
+        models.len(),
+        media.len()
     );
     let options = ValidatorOptions {
         // Beside the key: a restarted validator still reveals what it committed to.
         pending_file: Some(key_path.with_extension("pending.json")),
         ..ValidatorOptions::default()
     };
-    let validator = Validator::new(key, hub, Checker { models }, options);
+    let validator = Validator::new(key, hub, Checker { models, media }, options);
     validator.run(crate::serve::shutdown_signal()).await;
     Ok(())
 }

@@ -140,6 +140,9 @@ pub struct HubConfig {
     pub request_timeout_ms: u64,
     /// A video job's time limit (see `videos`).
     pub video_timeout_ms: u64,
+    /// How long the process running a video job vouches for it between renewals (it renews every
+    /// third of this); a job whose lease lapsed is run again by the next process that reads it.
+    pub video_lease_ms: u64,
     pub heartbeat_interval_ms: u64,
     /// The most output bytes of one task that may wait for its client (one that reads slower than
     /// its node writes); past it the task is abandoned, so the node's connection never waits.
@@ -202,6 +205,7 @@ impl HubConfig {
             max_concurrent_requests: DEFAULT_MAX_CONCURRENT_REQUESTS,
             request_timeout_ms: DEFAULT_REQUEST_TIMEOUT_MS,
             video_timeout_ms: videos::DEFAULT_VIDEO_TIMEOUT_MS,
+            video_lease_ms: videos::DEFAULT_LEASE_MS,
             heartbeat_interval_ms: DEFAULT_HEARTBEAT_INTERVAL_MS,
             max_queued_output_bytes: DEFAULT_MAX_QUEUED_OUTPUT_BYTES,
             max_queued_per_model: queue::DEFAULT_MAX_QUEUED_PER_MODEL,

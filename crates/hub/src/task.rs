@@ -160,6 +160,32 @@ pub(crate) struct How {
     pub timeout_ms: Option<u64>,
     /// Where the node's progress goes (a video job's): the percent of its `{"progress": n}` chunks.
     pub progress: Option<tokio::sync::watch::Sender<u64>>,
+    /// Called with each contract before its task is sent (a video job records it); its error ends
+    /// the request before the node hears of it.
+    pub before_send: Option<ContractHook>,
+}
+
+/// What [`How::before_send`] runs.
+#[derive(Clone)]
+pub(crate) struct ContractHook(
+    Arc<dyn Fn(ContractId) -> futures_util::future::BoxFuture<'static, Result<(), ApiError>> + Send + Sync>,
+);
+
+impl ContractHook {
+    pub fn new(
+        hook: impl Fn(ContractId) -> futures_util::future::BoxFuture<'static, Result<(), ApiError>>
+            + Send
+            + Sync
+            + 'static,
+    ) -> Self {
+        Self(Arc::new(hook))
+    }
+}
+
+impl std::fmt::Debug for ContractHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ContractHook")
+    }
 }
 
 /// Runs a parsed request of `stack` on a node: any node that serves it, or only `how.pinned`.
@@ -176,6 +202,7 @@ pub(crate) async fn execute(
         pinned,
         timeout_ms,
         progress,
+        before_send,
     } = how;
     let timeout_ms = timeout_ms.unwrap_or(state.config.request_timeout_ms);
     let workload = parsed.request.workload;
@@ -253,6 +280,9 @@ pub(crate) async fn execute(
             timeout_ms,
         };
         let contract = sign_contract(&state, stack, &lease, &req, &terms, &shaped)?;
+        if let Some(hook) = &before_send {
+            (hook.0)(contract.body.id).await?;
+        }
         let task = HubMessage::Task(Box::new(Task {
             contract: contract.clone(),
             request: req.body.clone(),
@@ -307,6 +337,7 @@ pub(crate) async fn execute(
             first_ms: None,
             // A probe's evidence is the guardian's telemetry, not the hub's observation.
             observed: AtomicBool::new(pinned.is_some()),
+            cancelled: false,
             _permit: permit,
         }));
         let first = match task.running().first().await {
@@ -446,7 +477,10 @@ impl Guarded {
 impl Drop for Guarded {
     fn drop(&mut self) {
         if let (Some(running), Ok(runtime)) = (self.0.take(), tokio::runtime::Handle::try_current()) {
-            runtime.spawn(running.abandon());
+            // A hub crashed by a test does nothing more, as a dead process could not.
+            if !running.state.videos.crashed() {
+                runtime.spawn(running.abandon());
+            }
         }
     }
 }
@@ -510,6 +544,9 @@ struct Running {
     first_ms: Option<u64>,
     /// The task's evidence about its node is recorded (once: see [`Running::observe`]).
     observed: AtomicBool,
+    /// The hub cancelled the task at the node (its client went away): fewer outputs than asked
+    /// are within a media task's terms.
+    cancelled: bool,
     /// Holds this request's slot of the hub's concurrency limit until the answer is done.
     _permit: OwnedSemaphorePermit,
 }
@@ -779,6 +816,7 @@ impl Running {
             return;
         }
         self.observe(Kind::ClientCancelled);
+        self.cancelled = true;
         cancel(&self.lease, contract);
         let wait = Duration::from_millis(CANCELLED_TASK_WAIT_MS);
         let until = self.deadline.min(Instant::now() + wait);
@@ -832,6 +870,13 @@ impl Running {
         let out_digest = self.out.digester.finish().map_err(|e| invalid(e.to_string()))?;
         if pw.body.output_sha256 != out_digest {
             return Err(invalid("output_sha256 does not match the output received".into()));
+        }
+        let files: Vec<&[u8]> = self.out.files.iter().map(|(_, b)| b.as_ref()).collect();
+        if let Some(why) =
+            stacknet_api::terms::broken(self.req.workload, &self.req.body, &files, self.cancelled)
+        {
+            tracing::warn!(node = %self.lease.node.id, contract = %self.contract.body.id, "paperwork refused, the output breaks the terms: {why}");
+            return Err(invalid(format!("the output breaks the request's terms: {why}")));
         }
         if let Err(why) = crate::validate::envelope::check(&pw.body, &self.req.body, self.tokens.as_deref()) {
             tracing::warn!(node = %self.lease.node.id, contract = %self.contract.body.id, "paperwork refused by C0_envelope: {why}");
@@ -887,19 +932,24 @@ impl Running {
         })
     }
 
-    /// Keeps what validators need of a text task (request, output choices, token ids) before its
+    /// Keeps what validators need of a text task (request, output choices, token ids) or a media
+    /// task (request, its files' hashes and, up to [`KEEP_MEDIA_BYTES`] in all, the files) before its
     /// paperwork is logged, so a sampled task always has its material.
     async fn keep(&mut self, paperwork: stacknet_protocol::PaperworkId) -> Result<(), ApiError> {
         let workload = self.req.workload;
-        if !matches!(workload, Workload::Chat | Workload::Completion) {
-            return Ok(());
-        }
+        let output = match workload {
+            Workload::Chat | Workload::Completion => self.out.digester.choices(workload),
+            Workload::ImageGeneration | Workload::ImageEdit | Workload::VideoGeneration => {
+                kept_files(&self.out.files)
+            }
+            _ => return Ok(()),
+        };
         let task = crate::store::KeptTask {
             paperwork,
             node_key: self.contract.body.node_key,
             accepted_at: Timestamp::now(),
             request: self.req.body.clone(),
-            output: self.out.digester.choices(workload),
+            output,
             tokens: self.tokens.take(),
         };
         self.state.store.keep_task(task).await.map_err(ApiError::internal)
@@ -917,6 +967,30 @@ impl Running {
         });
         let _ = self.lease.node.outbox.try_send(frame.into());
     }
+}
+
+/// The most bytes of a media task's files kept for validators; larger outputs keep their hashes
+/// only (a validator's M0 on them is INCONCLUSIVE). Kept material is forgotten after the challenge
+/// window.
+pub const KEEP_MEDIA_BYTES: usize = 8 << 20;
+
+/// A media task's output as validators read it (`stacknet_node::validator::media::kept_files`):
+/// each file's hash, and its bytes as base64 while all of them fit in [`KEEP_MEDIA_BYTES`].
+fn kept_files(files: &crate::workload::Files) -> Value {
+    let with_bytes = files.iter().map(|(_, b)| b.len()).sum::<usize>() <= KEEP_MEDIA_BYTES;
+    let engine = base64::engine::general_purpose::STANDARD;
+    Value::Array(
+        files
+            .iter()
+            .map(|(_, bytes)| {
+                let mut file = json!({ "sha256": stacknet_protocol::Sha256Digest::of(bytes).to_string() });
+                if with_bytes {
+                    file["b64_json"] = Value::String(base64::Engine::encode(&engine, bytes));
+                }
+                file
+            })
+            .collect(),
+    )
 }
 
 /// Rewrites a node's chunk for the client; `None` for a usage-only chunk, which the hub replaces

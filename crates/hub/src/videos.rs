@@ -14,11 +14,15 @@
 //!
 //! Jobs are documents in the database every hub process shares (kind [`JOB_KIND`], one version a
 //! change, never rewritten: a second writer of the same version loses and reads again), and the
-//! finished file is kept in the shared file store for [`VIDEO_RETENTION_MS`]; any replica answers
-//! any job. The process running a job renews its lease every [`LEASE_RENEW_MS`]; a running job
-//! whose lease lapsed (the hub running it stopped) is failed when next read, and its hold is
-//! released when it expires. A job survives a restart once it has finished; one that was running is
-//! failed, never resumed.
+//! finished file (and the job's `input_reference` upload, which a remix starts from too) is kept in
+//! the shared file store for [`VIDEO_RETENTION_MS`]; any replica answers
+//! any job. The process running a job renews its lease (every third of
+//! [`HubConfig::video_lease_ms`](crate::HubConfig)); a running job whose lease lapsed (the hub
+//! running it stopped) is taken over by the next process that reads it and run again from its
+//! request (and kept `input_reference`), at most [`MAX_RUNS`] times in all, unless the ledger shows
+//! one of its contracts billed already: then it is failed rather than billed twice. The stopped
+//! run's hold is released when it expires; its node, which lost the hub, stops it. The work of the
+//! stopped run is redone, not resumed.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -33,13 +37,14 @@ use rand_core::RngCore;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use stacknet_protocol::contract::Workload;
-use stacknet_protocol::{StackId, Timestamp};
+use stacknet_protocol::wire::Attachment;
+use stacknet_protocol::{Sha256Digest, StackId, Timestamp};
 
 use crate::attribution::Shaped;
 use crate::error::ApiError;
 use crate::store::{DocRecord, FileRecord, Store};
-use crate::task::{execute, How};
-use crate::workload::{self, Parsed};
+use crate::task::{execute, ContractHook, How};
+use crate::workload::{self, Files, Parsed};
 use crate::AppState;
 
 /// The document kind of a job.
@@ -48,9 +53,12 @@ pub const JOB_KIND: &str = "video";
 pub const VIDEO_RETENTION_MS: i64 = 24 * 60 * 60 * 1000;
 /// A job's time limit unless configured otherwise: half an hour.
 pub const DEFAULT_VIDEO_TIMEOUT_MS: u64 = 30 * 60 * 1000;
-/// How long a running job's lease lasts, and how often the process running it renews it.
-pub const LEASE_MS: i64 = 30_000;
-pub const LEASE_RENEW_MS: u64 = 10_000;
+/// How long a running job's lease lasts unless configured otherwise
+/// ([`HubConfig::video_lease_ms`](crate::HubConfig)); the process running it renews it every third.
+pub const DEFAULT_LEASE_MS: u64 = 30_000;
+/// How many times a job runs at most: once, and again after each of two hubs that stopped while
+/// running it.
+pub const MAX_RUNS: u32 = 3;
 /// Progress is written when it moved at least this many percent.
 const PROGRESS_STEP: u64 = 5;
 /// Most jobs one list answers.
@@ -100,11 +108,25 @@ pub struct Job {
     /// The task's request, its upload named by its descriptor (what a remix starts from).
     pub request: Value,
     pub file_id: Option<String>,
+    /// The file store's copy of the job's `input_reference` upload, which a remix starts from too
+    /// (kept for [`VIDEO_RETENTION_MS`]).
+    #[serde(default)]
+    pub reference_file: Option<String>,
     /// The paperwork of the finished task.
     pub paperwork: Option<String>,
     pub deleted: bool,
     /// While running: until when the process running it vouches for it.
     pub lease_until: Option<Timestamp>,
+    /// The process running it ([`Running::owner`]); another's lease it never renews.
+    #[serde(default)]
+    pub owner: Option<String>,
+    /// Every contract its task was sent to a node under, each written before the task was sent: a
+    /// stopped hub's successor learns from them whether the work was already billed.
+    #[serde(default)]
+    pub contracts: Vec<String>,
+    /// How many times it was started ([`MAX_RUNS`] at most).
+    #[serde(default)]
+    pub runs: u32,
     /// The document's version (not part of its JSON).
     #[serde(skip)]
     pub version: u64,
@@ -139,12 +161,50 @@ impl Job {
 }
 
 /// The jobs this process runs, by id: dropping one's task cancels it.
-#[derive(Debug, Default)]
-pub struct Running(Mutex<HashMap<String, tokio::task::AbortHandle>>);
+#[derive(Debug)]
+pub struct Running {
+    jobs: Mutex<HashMap<String, tokio::task::AbortHandle>>,
+    /// This process's name on the leases it holds (random per process).
+    owner: String,
+    /// [`Running::crash`] was called: no task of this hub does anything more.
+    crashed: std::sync::atomic::AtomicBool,
+}
+
+impl Default for Running {
+    fn default() -> Self {
+        Self {
+            jobs: Mutex::default(),
+            owner: new_id(),
+            crashed: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+}
 
 impl Running {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, tokio::task::AbortHandle>> {
-        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.jobs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Drops every job's task here without writing anything, as a crash would (a test hook: the
+    /// jobs' leases lapse, and the next process reading them runs them again). A dropped task of a
+    /// crashed hub does not cancel its node and wait for its paperwork (`crate::task`): a process
+    /// that died could not.
+    pub fn crash(&self) {
+        self.crashed.store(true, std::sync::atomic::Ordering::SeqCst);
+        for (_, task) in self.lock().drain() {
+            task.abort();
+        }
+    }
+
+    /// Whether [`Running::crash`] was called.
+    pub fn crashed(&self) -> bool {
+        self.crashed.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn owns(&self, job: &Job) -> bool {
+        job.owner.as_deref() == Some(self.owner.as_str())
     }
 
     fn has(&self, id: &str) -> bool {
@@ -238,17 +298,81 @@ async fn owned(state: &AppState, headers: &HeaderMap, id: &str) -> Result<Job, A
         .ok_or_else(not_found)?;
     let now = Timestamp::now();
     if job.lapsed(now) && !state.videos.has(id) {
-        let failed = update(&*state.store, id, |j| {
-            if !j.lapsed(now) {
-                return false;
-            }
-            fail(j, "hub_stopped", "the hub running this job stopped before it finished; the job's hold is released when it expires");
-            true
-        })
-        .await?;
-        return Ok(failed.unwrap_or(job));
+        return adopt(state, job, now).await;
     }
     Ok(job)
+}
+
+/// A running job whose lease lapsed (the hub running it stopped), found by this process: run again
+/// here, unless a contract of it was billed already (the work was paid for, then the hub stopped
+/// before it stored the file: running it again would bill it twice), or it ran [`MAX_RUNS`] times.
+/// One process takes it over (the document's version decides); the job as it stands after.
+async fn adopt(state: &AppState, job: Job, now: Timestamp) -> Result<Job, ApiError> {
+    let billed = billed_contract(state, &job.contracts).await?;
+    let mine = state.videos.owner.clone();
+    let lease = lease_ms(state);
+    let taken = update(&*state.store, &job.id, |j| {
+        if !j.lapsed(now) {
+            return false;
+        }
+        match &billed {
+            Some(contract) => fail(
+                j,
+                "hub_stopped",
+                &format!("the hub running this job stopped after its work was billed (contract {contract}) and before it stored the video; it is not run again, so it is not billed twice"),
+            ),
+            None if j.runs >= MAX_RUNS => fail(
+                j,
+                "hub_stopped",
+                &format!("the hubs running this job stopped {} times before it finished", j.runs),
+            ),
+            None => {
+                j.status = Status::Queued;
+                j.progress = 0;
+                j.runs += 1;
+                j.owner = Some(mine.clone());
+                j.lease_until = Some(Timestamp::now().plus_ms(lease));
+            }
+        }
+        true
+    })
+    .await?;
+    let Some(taken) = taken else {
+        // Another process got there first: as it left the job.
+        return Ok(load(&*state.store, &job.id).await?.unwrap_or(job));
+    };
+    if taken.status == Status::Queued {
+        tracing::info!(job = %taken.id, run = taken.runs, "running an orphaned video job again");
+        let parsed = Parsed {
+            request: stacknet_api::request::validate(Workload::VideoGeneration, taken.request.clone())?,
+            files: kept_reference(state, &taken).await?,
+        };
+        let body_len = serde_json::to_vec(&taken.request)
+            .map_err(ApiError::internal)?
+            .len();
+        spawn(state, taken.id.clone(), taken.stack, parsed, body_len);
+    }
+    Ok(taken)
+}
+
+/// A contract of `contracts` whose work was billed: its capture is in the ledger (the settle writer
+/// captures in the same batch as it logs the paperwork, and a restarted hub finishes a batch it
+/// logged before it serves).
+async fn billed_contract(state: &AppState, contracts: &[String]) -> Result<Option<String>, ApiError> {
+    for contract in contracts {
+        let capture =
+            stacknet_ledger::TransferId::new(&format!("capture:{contract}")).map_err(ApiError::internal)?;
+        if state
+            .ledger
+            .transfer(capture)
+            .await
+            .map_err(ApiError::internal)?
+            .is_some()
+        {
+            return Ok(Some(contract.clone()));
+        }
+    }
+    Ok(None)
 }
 
 fn fail(job: &mut Job, code: &str, message: &str) {
@@ -312,21 +436,32 @@ async fn start(
         remixed_from_video_id: remixed_from,
         request: parsed.request.body.clone(),
         file_id: None,
+        reference_file: keep_reference(state, stack, &parsed).await?,
         paperwork: None,
         deleted: false,
-        lease_until: Some(Timestamp::now().plus_ms(LEASE_MS)),
+        lease_until: Some(Timestamp::now().plus_ms(lease_ms(state))),
+        owner: Some(state.videos.owner.clone()),
+        contracts: Vec::new(),
+        runs: 1,
         version: 0,
     };
     if !save(&*state.store, &mut job).await? {
         return Err(ApiError::internal("a new video id was taken"));
     }
-    let id = job.id.clone();
+    spawn(state, job.id.clone(), stack, parsed, body_len);
+    Ok(job)
+}
+
+/// Runs job `id` here.
+fn spawn(state: &AppState, id: String, stack: StackId, parsed: Parsed, body_len: usize) {
     // Held while the task starts, so a task that ends at once cannot remove itself first.
     let mut running = state.videos.lock();
     let task = tokio::spawn(run(state.clone(), id.clone(), stack, parsed, body_len));
     running.insert(id, task.abort_handle());
-    drop(running);
-    Ok(job)
+}
+
+fn lease_ms(state: &AppState) -> i64 {
+    i64::try_from(state.config.video_lease_ms.max(1)).unwrap_or(i64::MAX)
 }
 
 /// Runs job `id`'s task to its end, writing its progress, lease and outcome.
@@ -336,6 +471,9 @@ async fn run(state: AppState, id: String, stack: StackId, parsed: Parsed, body_l
     let written = match outcome {
         Ok(Some((file_id, paperwork))) => {
             update(store, &id, |j| {
+                if !state.videos.owns(j) {
+                    return false;
+                }
                 j.status = Status::Completed;
                 j.progress = 100;
                 j.completed_at = Some(Timestamp::now());
@@ -357,6 +495,9 @@ async fn run(state: AppState, id: String, stack: StackId, parsed: Parsed, body_l
                 .unwrap_or("the job failed")
                 .to_owned();
             update(store, &id, |j| {
+                if !state.videos.owns(j) {
+                    return false;
+                }
                 fail(j, &code, &message);
                 true
             })
@@ -381,10 +522,34 @@ async fn drive(
     let api =
         workload::api(Workload::VideoGeneration).ok_or_else(|| ApiError::internal("no video workload"))?;
     let (progress, mut seen) = tokio::sync::watch::channel(0u64);
+    // Each contract is written to the job before its task goes to a node, so whoever finds the job
+    // orphaned can tell whether its work was billed.
+    let hook_state = state.clone();
+    let job_id = id.to_owned();
+    let before_send = ContractHook::new(move |contract| {
+        let (state, id) = (hook_state.clone(), job_id.clone());
+        Box::pin(async move {
+            let written = update(&*state.store, &id, |j| {
+                if j.deleted || !state.videos.owns(j) {
+                    return false;
+                }
+                j.contracts.push(contract.to_string());
+                true
+            })
+            .await?;
+            match written {
+                Some(_) => Ok(()),
+                None => Err(ApiError::NotFound(format!(
+                    "the video job {id} was deleted or taken over"
+                ))),
+            }
+        })
+    });
     let how = How {
         pinned: None,
         timeout_ms: Some(state.config.video_timeout_ms),
         progress: Some(progress),
+        before_send: Some(before_send),
     };
     let work = execute(
         state.clone(),
@@ -396,7 +561,8 @@ async fn drive(
         Shaped::default(),
     );
     tokio::pin!(work);
-    let mut renew = tokio::time::interval(Duration::from_millis(LEASE_RENEW_MS));
+    let lease = lease_ms(state);
+    let mut renew = tokio::time::interval(Duration::from_millis(state.config.video_lease_ms.max(3) / 3));
     renew.tick().await;
     let mut written = 0u64;
     let store = &*state.store;
@@ -408,26 +574,26 @@ async fn drive(
                 if percent >= written + PROGRESS_STEP || (written == 0 && percent > 0) {
                     written = percent;
                     let changed = update(store, id, |j| {
-                        if j.deleted {
+                        if j.deleted || !state.videos.owns(j) {
                             return false;
                         }
                         j.status = Status::InProgress;
                         j.progress = j.progress.max(percent);
-                        j.lease_until = Some(Timestamp::now().plus_ms(LEASE_MS));
+                        j.lease_until = Some(Timestamp::now().plus_ms(lease));
                         true
                     })
                     .await?;
                     if changed.is_none() {
-                        return Ok(None); // deleted: dropping the task cancels it
+                        return Ok(None); // deleted or taken over: dropping the task cancels it
                     }
                 }
             }
             _ = renew.tick() => {
                 let renewed = update(store, id, |j| {
-                    if j.deleted {
+                    if j.deleted || !state.videos.owns(j) {
                         return false;
                     }
-                    j.lease_until = Some(Timestamp::now().plus_ms(LEASE_MS));
+                    j.lease_until = Some(Timestamp::now().plus_ms(lease));
                     true
                 })
                 .await?;
@@ -635,8 +801,60 @@ pub async fn list(
     }
 }
 
+/// Keeps a job's `input_reference` upload in the shared file store, so a remix (on any replica)
+/// starts from it too; its id, or `None` for a job without one.
+async fn keep_reference(
+    state: &AppState,
+    stack: StackId,
+    parsed: &Parsed,
+) -> Result<Option<String>, ApiError> {
+    let Some((attachment, bytes)) = parsed.files.first() else {
+        return Ok(None);
+    };
+    let now = Timestamp::now();
+    let id = format!("file_{}", &new_id()["video_".len()..]);
+    state
+        .store
+        .put_file(FileRecord {
+            id: id.clone(),
+            content_type: attachment.content_type.clone(),
+            bytes: bytes.to_vec(),
+            stack,
+            created_at: now,
+            expires_at: now.plus_ms(VIDEO_RETENTION_MS),
+        })
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(Some(id))
+}
+
+/// The upload a remix of `original` starts from: its `input_reference`, as it travelled to the node;
+/// none when it had none. A reference no longer in the store (expired) is a 400.
+async fn kept_reference(state: &AppState, original: &Job) -> Result<Files, ApiError> {
+    let Some(id) = &original.reference_file else {
+        return Ok(Vec::new());
+    };
+    let file = state
+        .store
+        .file(id.clone(), Timestamp::now())
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| {
+            ApiError::invalid(
+                "id",
+                "the video's input_reference has expired; it cannot be remixed",
+            )
+        })?;
+    let attachment = Attachment {
+        sha256: Sha256Digest::of(&file.bytes),
+        size: file.bytes.len() as u64,
+        content_type: file.content_type,
+    };
+    Ok(vec![(attachment, Bytes::from(file.bytes))])
+}
+
 /// `POST /v1/videos/{id}/remix` (`{"prompt"}`): a new job with the completed job's model, length,
-/// size and seed, and the new prompt.
+/// size, seed and input reference, and the new prompt.
 pub async fn remix(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -655,19 +873,15 @@ pub async fn remix(
         if original.status != Status::Completed {
             return Err(ApiError::invalid("id", "only a completed video can be remixed"));
         }
+        let files = kept_reference(&state, &original).await?;
         let mut request = original.request.clone();
         if let Some(obj) = request.as_object_mut() {
             obj.insert("prompt".into(), prompt);
             obj.insert("remix_of".into(), Value::String(original.id.clone()));
-            // The upload is not kept: a remix starts from the prompt.
-            obj.remove("input_reference");
         }
         let body_len = serde_json::to_vec(&request).map_err(ApiError::internal)?.len();
         let request = stacknet_api::request::validate(Workload::VideoGeneration, request)?;
-        let parsed = Parsed {
-            request,
-            files: Vec::new(),
-        };
+        let parsed = Parsed { request, files };
         start(&state, original.stack, parsed, body_len, Some(original.id)).await
     };
     match made.await {

@@ -267,6 +267,11 @@ impl MockUpstream {
         self.shared.aborted.load(Ordering::SeqCst)
     }
 
+    /// How many video jobs were created.
+    pub fn videos_created(&self) -> u64 {
+        *lock(&self.shared.videos.next)
+    }
+
     /// The video jobs deleted (cancelled), by id.
     pub fn deleted_videos(&self) -> Vec<String> {
         lock(&self.shared.videos.deleted).clone()

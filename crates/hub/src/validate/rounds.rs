@@ -26,8 +26,16 @@ use super::{money, Case, Status, Validation};
 use crate::error::ApiError;
 use crate::store::WorkerStats;
 
-/// The codes a conviction may cite.
-pub const OBJECTIVE_CODES: [&str; 4] = ["C0_envelope", "C1_tokens", "C2_termination", "C3_teacher_forced"];
+/// The codes a conviction may cite: the text checks, and the media checks (`M0_terms`, the files
+/// against the request's terms; `M1_replay`, a seeded built-in model run again).
+pub const OBJECTIVE_CODES: [&str; 6] = [
+    "C0_envelope",
+    "C1_tokens",
+    "C2_termination",
+    "C3_teacher_forced",
+    "M0_terms",
+    "M1_replay",
+];
 
 /// The objective code a FAIL cites, if it cites one.
 pub fn objective_code(a: &Attestation) -> Option<String> {

@@ -388,6 +388,32 @@ impl Terrain {
     }
 }
 
+/// A validator runs an image generation again (M1): the same seed makes the same noise on every
+/// machine, and ONNX Runtime's sequential kernels the same heights up to the last bits of another
+/// CPU's arithmetic. Edits and videos are not replayed: their uploads are not kept for validators.
+impl crate::validator::Replayer for Terrain {
+    fn backend_id(&self) -> &str {
+        BACKEND_ID
+    }
+
+    fn sha256(&self) -> Sha256Digest {
+        self.inner.model_sha256
+    }
+
+    fn replay(&self, workload: Workload, request: &Value) -> Option<Result<Vec<Vec<u8>>, BackendError>> {
+        if workload != Workload::ImageGeneration {
+            return None;
+        }
+        let run = || -> Result<Vec<Vec<u8>>, BackendError> {
+            let (_, image) = validate(request.clone())?;
+            let runtime = tokio::runtime::Handle::try_current()
+                .map_err(|e| setup("a replay needs the validator's runtime", e))?;
+            runtime.block_on(self.generate(&image, &super::Cancellation::never()))
+        };
+        Some(run())
+    }
+}
+
 /// An edit's start from its uploads: the picture's brightness as heights, the mask's alpha as
 /// what is kept (each at the model's size).
 fn start(image: &[u8], mask: Option<&[u8]>) -> Result<Start, BackendError> {

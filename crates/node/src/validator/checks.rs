@@ -11,7 +11,7 @@
 //! the prefill.
 
 use serde_json::Value;
-use stacknet_api::output::digest_of_response;
+use stacknet_api::output::{digest_of_response, output_kind, OutputKind};
 use stacknet_api::types::Assignment;
 use stacknet_protocol::attestation::{CheckResult, Verdict};
 use stacknet_protocol::contract::Workload;
@@ -205,7 +205,7 @@ fn replayable<'a>(
 }
 
 /// C0: everything checkable without a model.
-fn envelope(a: &Assignment, hub: &PublicKey) -> CheckResult {
+pub(crate) fn envelope(a: &Assignment, hub: &PublicKey) -> CheckResult {
     match envelope_error(a, hub) {
         None => pass(C0, "signatures, request, output and token hashes, model"),
         Some(why) => fail(C0, why),
@@ -228,7 +228,13 @@ fn envelope_error(a: &Assignment, hub: &PublicKey) -> Option<String> {
         Err(e) => return Some(format!("the request is not canonical JSON: {e}")),
     }
     let workload = pw.contract.body.workload;
-    match digest_of_response(workload, &serde_json::json!({ "choices": a.output })) {
+    // A media task's output is its files' hashes (and bytes), as the hub kept them.
+    let digest = match output_kind(workload) {
+        Some(OutputKind::Files) => super::media::kept_digest(&a.output),
+        _ => digest_of_response(workload, &serde_json::json!({ "choices": a.output }))
+            .map_err(|e| e.to_string()),
+    };
+    match digest {
         Ok(d) if d == pw.output_sha256 => {}
         Ok(d) => {
             return Some(format!(

@@ -1,5 +1,6 @@
-//! What `stacknet validator` starts from: its key, and its copies of the built-in chat models
-//! (the same pinned GGUF files the workers run, from the same models directory).
+//! What `stacknet validator` starts from: its key, its copies of the built-in chat models (the same
+//! pinned GGUF files the workers run, from the same models directory), and of the built-in media
+//! models it can run a task again with (the terrain model).
 
 use std::sync::Arc;
 
@@ -7,7 +8,10 @@ use stacknet_protocol::contract::Workload;
 
 use crate::backend::build::{pinned_sha256, pulled_model, BuildError};
 use crate::backend::llama::{LlamaConfig, LocalModel};
-use crate::models::{self, ModelStore};
+use crate::backend::onnx::Runtime;
+use crate::backend::terrain::Terrain;
+use crate::models::{self, Engine, ModelStore};
+use crate::validator::SharedReplayer;
 
 /// Loads `names` (every pulled chat model when empty) from `store`. Blocking (reads the models).
 /// A validator checks with them; a guardian computes the exact greedy answers its probes expect.
@@ -33,6 +37,24 @@ pub fn load_models(
             config.threads = t.max(1);
         }
         out.push(Arc::new(LocalModel::load(config).map_err(BuildError::from)?));
+    }
+    Ok(out)
+}
+
+/// The deterministic media models among those pulled to `store` (the built-in terrain model), each
+/// loaded on ONNX Runtime for M1 replays; none when none is pulled. Blocking.
+pub fn load_replayers(store: &ModelStore, threads: Option<usize>) -> Result<Vec<SharedReplayer>, BuildError> {
+    let mut out: Vec<SharedReplayer> = Vec::new();
+    for spec in models::catalog() {
+        if !(spec.serves(Workload::ImageGeneration) && spec.engine == Engine::OnnxRuntime) {
+            continue;
+        }
+        let Some(path) = store.path_of(spec) else {
+            continue;
+        };
+        let runtime = Runtime::from_store(store)?;
+        let threads = threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
+        out.push(Arc::new(Terrain::load(runtime, &path, spec, threads)?));
     }
     Ok(out)
 }

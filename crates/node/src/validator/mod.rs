@@ -8,15 +8,19 @@
 //!   the same GGUF the workers run.
 //! - [`runner`]: the loop: poll the hub for assignments, check each, commit to the signed
 //!   attestation, reveal it when the hub says every committee member has committed.
+//! - [`media`]: the checks of image and video tasks: M0 the request's terms on the kept files, M1
+//!   a replay by a seeded deterministic backend (the built-in terrain model).
 //! - [`load`]: the validator's models, from the same models directory as a node's.
 
 pub mod checks;
 pub mod forced;
 pub mod load;
+pub mod media;
 pub mod model;
 pub mod runner;
 #[cfg(test)]
 mod tests;
 
 pub use checks::{check, verdict, Model};
+pub use media::{Replayer, SharedReplayer};
 pub use runner::{Checker, Judge, SharedModel, Validator, ValidatorOptions};

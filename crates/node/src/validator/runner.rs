@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use stacknet_api::output::{output_kind, OutputKind};
 use stacknet_api::paths;
 use stacknet_api::types::{Assignment, Assignments, ValidationAck};
 use stacknet_protocol::attestation::{Attestation, CheckResult};
@@ -28,6 +29,7 @@ use stacknet_protocol::{Nonce, PaperworkId, PublicKey, SecretKey, Sha256Digest, 
 use tracing::{info, warn};
 
 use super::checks::{self, Model};
+use super::media::{self, SharedReplayer};
 use crate::settlement::{HubClient, SettlementError};
 
 /// How often the validator asks for work when it has none.
@@ -46,18 +48,29 @@ pub type SharedModel = Arc<dyn Model + Send + Sync>;
 /// The real checks, with the validator's models (none: every replay check is INCONCLUSIVE).
 #[derive(Clone, Default)]
 pub struct Checker {
+    /// Chat models, for C1 to C3.
     pub models: Vec<SharedModel>,
+    /// Deterministic media backends, for M1.
+    pub media: Vec<SharedReplayer>,
 }
 
 impl std::fmt::Debug for Checker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let shas: Vec<String> = self.models.iter().map(|m| m.sha256().to_string()).collect();
-        f.debug_struct("Checker").field("models", &shas).finish()
+        let media: Vec<String> = self.media.iter().map(|m| m.backend_id().to_owned()).collect();
+        f.debug_struct("Checker")
+            .field("models", &shas)
+            .field("media", &media)
+            .finish()
     }
 }
 
 impl Judge for Checker {
     fn judge(&self, a: &Assignment, hub: &PublicKey) -> Vec<CheckResult> {
+        let workload = a.paperwork.body.contract.body.workload;
+        if output_kind(workload) == Some(OutputKind::Files) {
+            return media::check(a, hub, &self.media);
+        }
         let claimed = a.paperwork.body.backend.model_sha256;
         let model = self.models.iter().find(|m| Some(m.sha256()) == claimed);
         checks::check(a, hub, model.map(|m| m.as_ref() as &dyn Model))

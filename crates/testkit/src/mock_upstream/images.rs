@@ -6,6 +6,9 @@
 //! `POST /v1/images/edits` (multipart: `image`, optional `mask`) answers the same way, at the
 //! `size` asked or else the uploaded image's; an upload that is not a PNG, JPEG or WebP image, or a
 //! mask of another size, is a 400 as OpenAI's.
+//!
+//! A dishonest server, scripted by the prompt: `short change` answers one image fewer than asked,
+//! `small print` every image at half the width and height asked.
 
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
@@ -59,6 +62,11 @@ fn answer(request: &Value, dimensions: impl Fn(&str) -> Option<(usize, usize)>) 
     if !(1..=10).contains(&n) {
         return error_response(400, "n must be between 1 and 10", None);
     }
+    let (n, width, height) = match prompt {
+        "short change" => (n - 1, width, height),
+        "small print" => (n, width / 2, height / 2),
+        _ => (n, width, height),
+    };
     let engine = base64::engine::general_purpose::STANDARD;
     let data: Vec<Value> = (0..n)
         .map(|i| json!({"b64_json": engine.encode(png(prompt, i, width, height)), "revised_prompt": prompt}))

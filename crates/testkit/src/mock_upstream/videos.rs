@@ -5,7 +5,8 @@
 //!
 //! A job moves on each time it is polled: queued, then in progress 25, 50, 75, then completed. Its
 //! prompt scripts it: one containing `fail` fails at 50 (`{"code": "video_generation_failed"}`),
-//! one containing `hang` stays at 50 until deleted. The file is an MP4 of the `size` asked
+//! one containing `hang` stays at 50 until deleted, and so does the first job whose prompt contains
+//! `stall` (a later job with the same prompt runs as any other: a job run again after a hub stopped). The file is an MP4 of the `size` asked
 //! (128x128 when not given) with 2 frames a second of `seconds` (4 when not given), each frame one
 //! colour ([`colour`] of the prompt and the frame's index), written by the node's own MP4 writer.
 
@@ -27,8 +28,10 @@ pub const FPS: u32 = 2;
 #[derive(Debug, Default)]
 pub(super) struct Jobs {
     jobs: Mutex<HashMap<String, Job>>,
-    next: Mutex<u64>,
+    pub(super) next: Mutex<u64>,
     pub(super) deleted: Mutex<Vec<String>>,
+    /// The prompts containing `stall` that stalled a job already.
+    stalled: Mutex<std::collections::HashSet<String>>,
 }
 
 #[derive(Debug, Clone)]
@@ -37,6 +40,8 @@ struct Job {
     seconds: u64,
     size: (usize, usize),
     progress: u64,
+    /// Stays at 50 (`hang`, `fail`, a first `stall`).
+    stuck: bool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -70,11 +75,15 @@ impl Jobs {
             *next += 1;
             format!("video_mock_{next}")
         };
+        let stuck = prompt.contains("hang")
+            || prompt.contains("fail")
+            || (prompt.contains("stall") && lock(&self.stalled).insert(prompt.to_owned()));
         let job = Job {
             prompt: prompt.to_owned(),
             seconds,
             size: (w, h),
             progress: 0,
+            stuck,
         };
         let body = object(&id, &job, "queued");
         lock(&self.jobs).insert(id, job);
@@ -87,8 +96,7 @@ impl Jobs {
         let Some(job) = jobs.get_mut(id) else {
             return error_response(404, &format!("No video found with id {id:?}"), None);
         };
-        let stuck = job.prompt.contains("hang") || job.prompt.contains("fail");
-        job.progress = if stuck && job.progress >= 50 {
+        job.progress = if job.stuck && job.progress >= 50 {
             50
         } else {
             (job.progress + 25).min(100)

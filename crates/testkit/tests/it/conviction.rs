@@ -50,7 +50,10 @@ fn model(threads: usize) -> Arc<LocalModel> {
 /// The validators' copy: one load shared by the in-process validators (each with its own key).
 fn checker() -> Checker {
     let m: SharedModel = model(2);
-    Checker { models: vec![m] }
+    Checker {
+        models: vec![m],
+        ..Checker::default()
+    }
 }
 
 fn backend(threads: usize, cheat: Option<Cheat>) -> Arc<CheatBackend> {

@@ -563,3 +563,161 @@ async fn the_terrain_model_edits_and_renders_videos_the_same_for_the_same_seed()
         Err(BackendError::InvalidRequest(_))
     ));
 }
+
+/// The hub keeps a terrain task's request and files for validators; a validator holding the model
+/// runs it again (M1) and passes it, byte for byte, and passes a copy off by a few levels on a few
+/// pixels (another CPU's arithmetic); it fails another seed's picture (M1) and a picture of another
+/// size than asked (M0, the terms), and without the model, or with only the files' hashes to
+/// compare a different replay against, it cannot decide.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs onnxruntime and terrain-diffusion-128 (STACKNET_MODELS_DIR); scripts/test.sh runs it"]
+async fn a_validator_runs_a_terrain_task_again_and_fails_a_picture_the_seed_does_not_make() {
+    use stacknet_api::output::files_digest;
+    use stacknet_api::types::{Assignment, Round};
+    use stacknet_node::validator::media::{M0, M1};
+    use stacknet_node::validator::{verdict, Checker, Judge, SharedReplayer};
+    use stacknet_protocol::attestation::{CheckResult, Verdict};
+    use stacknet_protocol::{Sha256Digest, Signed, Timestamp};
+
+    let model = terrain();
+    let net = network(vec![Arc::new(model.clone())]).await;
+    let request =
+        json!({"model": TERRAIN, "prompt": "a mountain lake", "n": 2, "size": "256x256", "seed": 7});
+    let resp = post(&net, "images/generations", &request).await;
+    assert_eq!(resp.status(), 200);
+    let answer: Value = resp.json().await.unwrap();
+    let paperwork = crate::hub::paperwork_of(&net, &answer).await;
+    let id = paperwork.id().unwrap();
+    let kept = net
+        .hub
+        .hub
+        .state
+        .store
+        .kept_task(id)
+        .await
+        .unwrap()
+        .expect("the hub kept the task");
+    assert_eq!(kept.output.as_array().map(Vec::len), Some(2), "{}", kept.output);
+    let hub = net.hub.hub.state.hub_key.public_key();
+    let node_key = net.nodes[0].key.clone();
+
+    // The assignment for `files` (each kept with its bytes, or its hash only), its paperwork re-signed
+    // by the node as a node claiming them would.
+    let assignment = |files: &[Vec<u8>], bytes: bool| {
+        let engine = base64::engine::general_purpose::STANDARD;
+        let output: Vec<Value> = files
+            .iter()
+            .map(|f| {
+                let mut item = json!({"sha256": Sha256Digest::of(f).to_string()});
+                if bytes {
+                    item["b64_json"] = json!(engine.encode(f));
+                }
+                item
+            })
+            .collect();
+        let mut body = paperwork.body.clone();
+        let hashes: Vec<Sha256Digest> = files.iter().map(|f| Sha256Digest::of(f)).collect();
+        body.output_sha256 = files_digest(&hashes).unwrap();
+        let signed = Signed::sign(body, &node_key).unwrap();
+        Assignment {
+            paperwork_id: signed.id().unwrap(),
+            paperwork: signed,
+            round: Round::Check,
+            request: kept.request.clone(),
+            output: Value::Array(output),
+            output_tokens: None,
+            required_model_sha256: None,
+            commit_by: Timestamp::now(),
+        }
+    };
+    let judge =
+        |checker: Checker, a: Assignment| tokio::task::spawn_blocking(move || checker.judge(&a, &hub));
+    let with_model = Checker {
+        media: vec![Arc::new(model.clone()) as SharedReplayer],
+        ..Checker::default()
+    };
+    let decided = |results: &[CheckResult], code: &str| {
+        results
+            .iter()
+            .find(|r| r.name == code)
+            .map(|r| (r.passed, r.inconclusive, r.detail.clone()))
+    };
+
+    // What the hub kept, as the hub assigns it: the same bytes.
+    let honest = Assignment {
+        paperwork_id: id,
+        paperwork: paperwork.clone(),
+        round: Round::Check,
+        request: kept.request.clone(),
+        output: kept.output.clone(),
+        output_tokens: None,
+        required_model_sha256: None,
+        commit_by: Timestamp::now(),
+    };
+    let results = judge(with_model.clone(), honest.clone()).await.unwrap();
+    assert_eq!(verdict(&results), Verdict::Pass, "{results:#?}");
+    assert!(
+        decided(&results, M1).unwrap().2.contains("byte for byte"),
+        "{results:#?}"
+    );
+    let files = images_of(&answer);
+
+    // A few pixels a few levels off: the noise of another CPU, still a pass.
+    let mut noisy = Rgb::decode(&files[0]).unwrap();
+    for px in noisy.data.chunks_exact_mut(3).take(40) {
+        px[0] = px[0].saturating_add(3);
+    }
+    let noisy = vec![noisy.encode_png().unwrap(), files[1].clone()];
+    assert_ne!(noisy[0], files[0]);
+    let results = judge(with_model.clone(), assignment(&noisy, true)).await.unwrap();
+    assert_eq!(verdict(&results), Verdict::Pass, "{results:#?}");
+    assert!(
+        decided(&results, M1).unwrap().2.contains("numerical noise"),
+        "{results:#?}"
+    );
+
+    // Another seed's pictures, of the size asked: only the replay can tell, and it does.
+    let other = model
+        .generate(
+            &stacknet_api::request::image_generation::validate(
+                json!({"model": TERRAIN, "prompt": "x", "n": 2, "size": "256x256", "seed": 99}),
+            )
+            .unwrap()
+            .1,
+            &Cancellation::never(),
+        )
+        .await
+        .unwrap();
+    let results = judge(with_model.clone(), assignment(&other, true)).await.unwrap();
+    assert_eq!(verdict(&results), Verdict::Fail, "{results:#?}");
+    let failed = results.iter().find(|r| !r.passed).unwrap();
+    assert_eq!(failed.code.as_deref(), Some(M1), "{results:#?}");
+
+    // One picture at the model's own 128 x 128 for the 256 x 256 asked: the terms, before any replay.
+    let small_img = Rgb::decode(&files[1]).unwrap().resize(128, 128);
+    let small = vec![files[0].clone(), small_img.encode_png().unwrap()];
+    let results = judge(with_model.clone(), assignment(&small, true)).await.unwrap();
+    assert_eq!(verdict(&results), Verdict::Fail, "{results:#?}");
+    let failed = results.iter().find(|r| !r.passed).unwrap();
+    assert_eq!(failed.code.as_deref(), Some(M0), "{results:#?}");
+    assert!(failed.detail.contains("128x128"), "{results:#?}");
+
+    // Hashes only: the honest files still replay byte for byte, a different one cannot be judged.
+    let results = judge(with_model.clone(), assignment(&files, false))
+        .await
+        .unwrap();
+    assert_eq!(
+        verdict(&results),
+        Verdict::Inconclusive,
+        "M0 needs the bytes: {results:#?}"
+    );
+    assert!(decided(&results, M1).unwrap().0, "{results:#?}");
+    let results = judge(with_model, assignment(&other, false)).await.unwrap();
+    let m1 = decided(&results, M1).unwrap();
+    assert!(m1.1 && m1.2.contains("only its hash"), "{results:#?}");
+
+    // No model: nothing to replay with.
+    let results = judge(Checker::default(), honest).await.unwrap();
+    assert_eq!(verdict(&results), Verdict::Inconclusive, "{results:#?}");
+    assert!(decided(&results, M1).unwrap().1, "{results:#?}");
+}

@@ -168,6 +168,34 @@ async fn bad_requests_are_refused_before_anything_is_held_and_upstream_refusals_
     assert_eq!(ledger.balance(AccountId::stack(net.stack)).await.unwrap(), before);
 }
 
+#[tokio::test]
+async fn images_that_break_the_terms_asked_are_refused_and_cost_nothing() {
+    let net = network().await;
+    let ledger = &net.hub.hub.state.ledger;
+    let before = ledger.balance(AccountId::stack(net.stack)).await.unwrap();
+    for (prompt, why) in [
+        ("short change", "1 images for the 2 asked"),
+        ("small print", "image 0 is 256x256, not the 512x512 asked"),
+    ] {
+        let resp = generate(
+            &net,
+            &json!({"model": IMAGES, "prompt": prompt, "n": 2, "size": "512x512"}),
+        )
+        .await;
+        assert_eq!(resp.status(), 502, "{prompt}");
+        let err: Value = resp.json().await.unwrap();
+        let message = err["error"]["message"].as_str().unwrap();
+        assert!(message.contains("breaks the request's terms"), "{err}");
+        assert!(message.contains(why), "{err}");
+    }
+    assert_eq!(net.upstream.requests(), 2, "both reached the upstream");
+    assert_eq!(
+        ledger.balance(AccountId::stack(net.stack)).await.unwrap(),
+        before,
+        "nothing charged: the hold was released, no paperwork accepted"
+    );
+}
+
 on_both_stores!(images_by_url_are_served_without_a_key_from_the_shared_store_until_they_expire);
 
 async fn images_by_url_are_served_without_a_key_from_the_shared_store_until_they_expire(db: Db) {

@@ -29,7 +29,15 @@ const VIDEO: &str = "mock-video";
 const PER_SECOND: i64 = 1_000;
 
 async fn network(db: &Db) -> TestNetwork {
-    let mut net = TestNetwork::start_without_nodes(Script::echo(), |config| db.apply(config)).await;
+    network_with(db, |_| {}).await
+}
+
+async fn network_with(db: &Db, adjust: impl FnOnce(&mut stacknet_hub::HubConfig)) -> TestNetwork {
+    let mut net = TestNetwork::start_without_nodes(Script::echo(), |config| {
+        db.apply(config);
+        adjust(config);
+    })
+    .await;
     let mut config = UpstreamConfig::new(net.upstream.base_url(), Vec::new());
     config.video_models = vec![VIDEO.to_owned()];
     net.add_backend_node(Arc::new(OpenAiUpstream::new(&config).unwrap()))
@@ -158,7 +166,7 @@ async fn a_video_job_is_created_polled_downloaded_and_billed_per_second(db: Db) 
     assert_eq!(posted(&net, stack_balance(&net)).await, before - 8 * PER_SECOND);
     books_balance(&net).await;
 
-    // Listed, newest first; a remix is a new job with the original's length and size.
+    // Listed, newest first; a remix is a new job with the original's length, size and reference.
     let remixed: Value = client()
         .post(format!("{}/videos/{id}/remix", net.base_url()))
         .bearer_auth(&net.api_key)
@@ -175,6 +183,13 @@ async fn a_video_job_is_created_polled_downloaded_and_billed_per_second(db: Db) 
     assert_eq!(
         (again["seconds"].as_str(), again["size"].as_str()),
         (Some("8"), Some("256x256"))
+    );
+    // It starts from the original's input reference too, which the shared file store kept.
+    let sent = net.upstream.last_request().unwrap();
+    assert_eq!(sent["prompt"], "a blue kite");
+    assert_eq!(
+        sent["input_reference"]["sha256"],
+        Sha256Digest::of(&reference).to_string()
     );
     let listed: Value = call(&net, reqwest::Method::GET, "videos?limit=1")
         .await
@@ -323,10 +338,12 @@ async fn a_failed_job_or_one_whose_node_vanishes_fails_cleanly_and_costs_nothing
     books_balance(&net).await;
 }
 
+/// A hub that stops (as a crash: its jobs' tasks dropped, nothing written) leaves a running job with
+/// a lease that lapses; the restarted hub reading it runs it again, and it completes, billed once.
+/// A finished job is served as before.
 #[tokio::test]
-async fn a_finished_job_survives_a_hub_restart_and_a_running_one_fails_cleanly() {
-    let mut net = network(&Db::Sqlite).await;
-    let ledger = net.hub.hub.state.ledger.clone();
+async fn a_finished_job_survives_a_hub_restart_and_a_running_one_is_run_again_and_billed_once() {
+    let mut net = network_with(&Db::Sqlite, |config| config.video_lease_ms = 1_500).await;
     let done: Value = create(&net, &[("model", VIDEO), ("prompt", "a kite")], &[])
         .await
         .json()
@@ -335,29 +352,109 @@ async fn a_finished_job_survives_a_hub_restart_and_a_running_one_fails_cleanly()
     let done_id = done["id"].as_str().unwrap().to_owned();
     until(&net, &done_id, "completed").await;
     net.hub.hub.state.writer.flush().await;
-    let before = ledger.balance(stack_balance(&net)).await.unwrap();
-    let running: Value = create(&net, &[("model", VIDEO), ("prompt", "hang on")], &[])
+    let before = posted(&net, stack_balance(&net)).await;
+    let running: Value = create(&net, &[("model", VIDEO), ("prompt", "a stalled kite")], &[])
         .await
         .json()
         .await
         .unwrap();
     let running_id = running["id"].as_str().unwrap().to_owned();
     until(&net, &running_id, "in_progress").await;
+    net.hub.hub.state.videos.crash();
     net.restart_hub().await;
     let after = until(&net, &done_id, "completed").await;
     assert_eq!(after["progress"], 100);
     let content = call(&net, reqwest::Method::GET, &format!("videos/{done_id}/content")).await;
     assert_eq!(content.status(), 200);
     assert_eq!(describe(&content.bytes().await.unwrap()).map(|d| d.2), Some(8));
-    let failed = until(&net, &running_id, "failed").await;
-    assert!(failed["error"]["code"].as_str().is_some(), "{failed}");
-    let ledger = net.hub.hub.state.ledger.clone();
-    wait_until(
-        "the running job's hold is released",
-        Duration::from_secs(20),
-        || async { (ledger.balance(stack_balance(&net)).await.unwrap() == before).then_some(()) },
+
+    let finished = until(&net, &running_id, "completed").await;
+    assert_eq!(
+        net.upstream.videos_created(),
+        3,
+        "the stalled job was created again upstream"
+    );
+    let content = call(
+        &net,
+        reqwest::Method::GET,
+        &format!("videos/{running_id}/content"),
     )
     .await;
+    assert_eq!(content.status(), 200);
+    assert_eq!(
+        content.bytes().await.unwrap().as_ref(),
+        mp4("a stalled kite", 4, 128, 128).unwrap().as_slice()
+    );
+    let pw = paperwork_of(&net, &finished).await;
+    assert_eq!(pw.body.usage.units, 4);
+    net.hub.hub.state.writer.flush().await;
+    assert_eq!(
+        posted(&net, stack_balance(&net)).await,
+        before - 4 * PER_SECOND,
+        "billed once"
+    );
+    let ledger = net.hub.hub.state.ledger.clone();
+    wait_until(
+        "the stopped run's hold is released",
+        Duration::from_secs(20),
+        || async {
+            let b = ledger.balance(stack_balance(&net)).await.unwrap();
+            (b.debits_pending.micros() == 0).then_some(())
+        },
+    )
+    .await;
+    drop(ledger);
+    books_balance(&net).await;
+}
+
+/// A job found orphaned after its work was billed (the hub stopped between billing the node's
+/// paperwork and storing the video) is failed, not run and billed again.
+#[tokio::test]
+async fn an_orphaned_job_whose_work_was_billed_is_failed_not_run_twice() {
+    use stacknet_hub::store::DocRecord;
+    use stacknet_protocol::Timestamp;
+    let net = network(&Db::Sqlite).await;
+    let job: Value = create(&net, &[("model", VIDEO), ("prompt", "a kite")], &[])
+        .await
+        .json()
+        .await
+        .unwrap();
+    let id = job["id"].as_str().unwrap().to_owned();
+    until(&net, &id, "completed").await;
+    net.hub.hub.state.writer.flush().await;
+    let balance = posted(&net, stack_balance(&net)).await;
+    // What the document says when the hub stopped after billing and before storing the file.
+    let store = &net.hub.hub.state.store;
+    let last = store
+        .doc_versions("video".into(), id.clone())
+        .await
+        .unwrap()
+        .pop()
+        .unwrap();
+    let mut doc: Value = serde_json::from_str(&last.json).unwrap();
+    doc["status"] = json!("in_progress");
+    doc["progress"] = json!(75);
+    doc["file_id"] = Value::Null;
+    doc["paperwork"] = Value::Null;
+    doc["owner"] = json!("a stopped hub");
+    doc["lease_until"] = serde_json::to_value(Timestamp::now().plus_ms(-1_000)).unwrap();
+    assert_eq!(doc["contracts"].as_array().map(Vec::len), Some(1), "{doc}");
+    let orphaned = DocRecord {
+        version: last.version + 1,
+        json: doc.to_string(),
+        created_at: Timestamp::now(),
+        ..last
+    };
+    assert!(store.put_doc(orphaned).await.unwrap());
+    let failed = until(&net, &id, "failed").await;
+    let message = failed["error"]["message"].as_str().unwrap();
+    assert!(message.contains("billed"), "{failed}");
+    assert_eq!(net.upstream.videos_created(), 1, "not run again");
+    assert_eq!(
+        posted(&net, stack_balance(&net)).await,
+        balance,
+        "not billed again"
+    );
 }
 
 #[tokio::test]
