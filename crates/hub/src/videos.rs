@@ -617,20 +617,31 @@ async fn drive(
     let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
         .await
         .map_err(|e| ApiError::internal(format!("the video could not be read: {e}")))?;
-    let file_id = format!("file_{}", &new_id()["video_".len()..]);
+    let file_id = keep_file(store, stack, content_type, bytes.to_vec()).await?;
+    Ok(Some((file_id, paperwork)))
+}
+
+/// Keeps `bytes` in the shared file store for [`VIDEO_RETENTION_MS`]; the file's id.
+async fn keep_file(
+    store: &dyn Store,
+    stack: StackId,
+    content_type: String,
+    bytes: Vec<u8>,
+) -> Result<String, ApiError> {
+    let id = format!("file_{}", &new_id()["video_".len()..]);
     let now = Timestamp::now();
     store
         .put_file(FileRecord {
-            id: file_id.clone(),
+            id: id.clone(),
             content_type,
-            bytes: bytes.to_vec(),
+            bytes,
             stack,
             created_at: now,
             expires_at: now.plus_ms(VIDEO_RETENTION_MS),
         })
         .await
         .map_err(ApiError::internal)?;
-    Ok(Some((file_id, paperwork)))
+    Ok(id)
 }
 
 /// How soon OpenAI's SDKs should poll a running job again (`openai-poll-after-ms`).
@@ -811,20 +822,13 @@ async fn keep_reference(
     let Some((attachment, bytes)) = parsed.files.first() else {
         return Ok(None);
     };
-    let now = Timestamp::now();
-    let id = format!("file_{}", &new_id()["video_".len()..]);
-    state
-        .store
-        .put_file(FileRecord {
-            id: id.clone(),
-            content_type: attachment.content_type.clone(),
-            bytes: bytes.to_vec(),
-            stack,
-            created_at: now,
-            expires_at: now.plus_ms(VIDEO_RETENTION_MS),
-        })
-        .await
-        .map_err(ApiError::internal)?;
+    let id = keep_file(
+        &*state.store,
+        stack,
+        attachment.content_type.clone(),
+        bytes.to_vec(),
+    )
+    .await?;
     Ok(Some(id))
 }
 

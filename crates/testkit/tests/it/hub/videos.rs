@@ -80,6 +80,16 @@ async fn job(net: &TestNetwork, id: &str) -> Value {
         .unwrap()
 }
 
+/// A job of `prompt` (the mock's default length and size) created; its id.
+async fn started(net: &TestNetwork, prompt: &str) -> String {
+    let job: Value = create(net, &[("model", VIDEO), ("prompt", prompt)], &[])
+        .await
+        .json()
+        .await
+        .unwrap();
+    job["id"].as_str().expect("a job id").to_owned()
+}
+
 /// Polls job `id` until its status is `status`.
 async fn until(net: &TestNetwork, id: &str, status: &str) -> Value {
     wait_until(&format!("video {id} is {status}"), WAIT_DEADLINE, || async {
@@ -308,12 +318,8 @@ async fn a_failed_job_or_one_whose_node_vanishes_fails_cleanly_and_costs_nothing
     let mut net = network(&Db::Sqlite).await;
     let ledger = net.hub.hub.state.ledger.clone();
     let before = ledger.balance(stack_balance(&net)).await.unwrap();
-    let failing: Value = create(&net, &[("model", VIDEO), ("prompt", "fail please")], &[])
-        .await
-        .json()
-        .await
-        .unwrap();
-    let failed = until(&net, failing["id"].as_str().unwrap(), "failed").await;
+    let failing = started(&net, "fail please").await;
+    let failed = until(&net, &failing, "failed").await;
     assert!(
         failed["error"]["message"]
             .as_str()
@@ -321,12 +327,7 @@ async fn a_failed_job_or_one_whose_node_vanishes_fails_cleanly_and_costs_nothing
             .contains("the mock's renderer failed"),
         "{failed}"
     );
-    let hanging: Value = create(&net, &[("model", VIDEO), ("prompt", "hang on")], &[])
-        .await
-        .json()
-        .await
-        .unwrap();
-    let id = hanging["id"].as_str().unwrap().to_owned();
+    let id = started(&net, "hang on").await;
     until(&net, &id, "in_progress").await;
     net.nodes.remove(0).kill().await;
     let orphaned = until(&net, &id, "failed").await;
@@ -344,21 +345,11 @@ async fn a_failed_job_or_one_whose_node_vanishes_fails_cleanly_and_costs_nothing
 #[tokio::test]
 async fn a_finished_job_survives_a_hub_restart_and_a_running_one_is_run_again_and_billed_once() {
     let mut net = network_with(&Db::Sqlite, |config| config.video_lease_ms = 1_500).await;
-    let done: Value = create(&net, &[("model", VIDEO), ("prompt", "a kite")], &[])
-        .await
-        .json()
-        .await
-        .unwrap();
-    let done_id = done["id"].as_str().unwrap().to_owned();
+    let done_id = started(&net, "a kite").await;
     until(&net, &done_id, "completed").await;
     net.hub.hub.state.writer.flush().await;
     let before = posted(&net, stack_balance(&net)).await;
-    let running: Value = create(&net, &[("model", VIDEO), ("prompt", "a stalled kite")], &[])
-        .await
-        .json()
-        .await
-        .unwrap();
-    let running_id = running["id"].as_str().unwrap().to_owned();
+    let running_id = started(&net, "a stalled kite").await;
     until(&net, &running_id, "in_progress").await;
     net.hub.hub.state.videos.crash();
     net.restart_hub().await;
@@ -414,12 +405,7 @@ async fn an_orphaned_job_whose_work_was_billed_is_failed_not_run_twice() {
     use stacknet_hub::store::DocRecord;
     use stacknet_protocol::Timestamp;
     let net = network(&Db::Sqlite).await;
-    let job: Value = create(&net, &[("model", VIDEO), ("prompt", "a kite")], &[])
-        .await
-        .json()
-        .await
-        .unwrap();
-    let id = job["id"].as_str().unwrap().to_owned();
+    let id = started(&net, "a kite").await;
     until(&net, &id, "completed").await;
     net.hub.hub.state.writer.flush().await;
     let balance = posted(&net, stack_balance(&net)).await;
