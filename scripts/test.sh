@@ -16,8 +16,6 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 export STACKNET_TEST_DATABASE_URL="${STACKNET_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}"
 
 scripts/setup.sh
-# llama.cpp for this CPU's level (AVX2 where it has it), as scripts/up.sh builds it.
-. scripts/cpu.sh
 export STACKNET_SDK_PYTHON="${STACKNET_SDK_PYTHON:-${STACKNET_VENV:-$HOME/.cache/stacknet/venv}/bin/python}"
 export STACKNET_MODELS_DIR="${STACKNET_MODELS_DIR:-$HOME/.cache/stacknet/models}"
 

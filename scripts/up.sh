@@ -8,6 +8,4 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh build
 # Where rustup puts cargo when setup.sh had to install it.
 export PATH="$HOME/.cargo/bin:$PATH"
-# llama.cpp for this CPU's level (AVX2 where it has it).
-. scripts/cpu.sh
 exec cargo run --release --locked -p stacknet-cli -- up "$@"
