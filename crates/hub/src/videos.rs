@@ -21,8 +21,9 @@
 //! running it stopped) is taken over by the next process that reads it and run again from its
 //! request (and kept `input_reference`), at most [`MAX_RUNS`] times in all, unless the ledger shows
 //! one of its contracts billed already: then it is failed rather than billed twice. The stopped
-//! run's hold is released when it expires; its node, which lost the hub, stops it. The work of the
-//! stopped run is redone, not resumed.
+//! run's hold is released when it expires. Its node keeps the work going when it loses the hub and
+//! joins it to the task sent again (`stacknet_node`'s detached runs), so the job resumes where it
+//! got to; a node that went too means the work is done again, from the start.
 
 use std::collections::HashMap;
 use std::sync::Mutex;

@@ -33,6 +33,7 @@ pub mod backend;
 pub mod backoff;
 mod chain;
 pub mod config;
+mod detached;
 pub mod digest;
 pub mod fetch;
 pub mod guardian;

@@ -76,6 +76,7 @@ impl Node {
                 gateway_url,
                 permits,
                 announced: std::sync::Mutex::new(Vec::new()),
+                detached: Arc::default(),
             }),
         })
     }

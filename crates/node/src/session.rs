@@ -5,7 +5,8 @@
 //! watches the hub's liveness and the shutdown signal. A task with input files waits (holding its
 //! slot) until their binary frames have arrived whole and match their sha256. Tasks run on their own tokio tasks in a
 //! `JoinSet`, so when the connection ends they are aborted together (their output could not be
-//! delivered), and on shutdown the loop stops taking tasks and waits for the running ones. A
+//! delivered; a video task's work goes on, detached, for the task sent again to join: see
+//! [`crate::detached`]), and on shutdown the loop stops taking tasks and waits for the running ones. A
 //! `cancel` from the hub does not abort a task: it fires the task's [`Canceller`], the backend stops,
 //! and the task signs for what it produced (see [`crate::task`]).
 //! Written over `Sink`/`Stream` of WebSocket messages, so tests can drive it with channels.

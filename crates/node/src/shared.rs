@@ -9,6 +9,7 @@ use tokio::sync::{watch, Semaphore};
 
 use crate::backend::Backend;
 use crate::config::NodeOptions;
+use crate::detached::Detached;
 use crate::wallet::Wallet;
 
 /// What every session and task of this node shares.
@@ -25,6 +26,8 @@ pub(crate) struct Shared {
     pub permits: Arc<Semaphore>,
     /// The models the last heartbeat named as ready, sorted.
     pub announced: Mutex<Vec<String>>,
+    /// Long tasks' work, which outlives a lost hub connection (see [`crate::detached`]).
+    pub detached: Arc<Detached>,
 }
 
 impl Shared {

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use stacknet_api::output::{output_kind, split_embeddings, DigestError, OutputDigester, OutputKind};
+use stacknet_protocol::contract::Workload;
 use stacknet_protocol::jcs::JcsError;
 use stacknet_protocol::wire::{
     self, Attachment, ErrorCode, ErrorFrame, FilePart, Limits, ModelOffer, NodeMessage, Task, WireError,
@@ -192,7 +193,24 @@ async fn execute(
         output_kind(contract.body.workload),
     );
     let (chunk_tx, mut chunk_rx) = mpsc::channel(CHUNK_QUEUE_LEN);
-    let mut running = shared.backend.execute(backend_task, chunk_tx);
+    let mut running = if contract.body.workload == Workload::VideoGeneration {
+        // A job's work outlives this connection: a hub that lost the job and runs it again joins it.
+        let key = (contract.body.stack, contract.body.model.clone(), request_sha256);
+        let backend = Arc::clone(&shared.backend);
+        shared
+            .detached
+            .run(key, cancel.clone(), chunk_tx, move |run_cancel, run_chunks| {
+                backend.execute(
+                    BackendTask {
+                        cancel: run_cancel,
+                        ..backend_task
+                    },
+                    run_chunks,
+                )
+            })
+    } else {
+        shared.backend.execute(backend_task, chunk_tx)
+    };
     let give_up = async {
         cancel.cancelled().await;
         tokio::time::sleep(CANCEL_GRACE).await;

@@ -3,7 +3,8 @@
 //! file) creates a job, `GET /v1/videos/{id}` reports it, `GET /v1/videos/{id}/content` gives its
 //! MP4 file once completed, `DELETE /v1/videos/{id}` deletes it.
 //!
-//! A job moves on each time it is polled: queued, then in progress 25, 50, 75, then completed. Its
+//! A job moves on each time it is polled: queued, then in progress 25, 50, 75, then completed (5
+//! at a time, 20 polls in all, when its prompt contains `slow`). Its
 //! prompt scripts it: one containing `fail` fails at 50 (`{"code": "video_generation_failed"}`),
 //! one containing `hang` stays at 50 until deleted, and so does the first job whose prompt contains
 //! `stall` (a later job with the same prompt runs as any other: a job run again after a hub stopped). The file is an MP4 of the `size` asked
@@ -99,7 +100,8 @@ impl Jobs {
         job.progress = if job.stuck && job.progress >= 50 {
             50
         } else {
-            (job.progress + 25).min(100)
+            let step = if job.prompt.contains("slow") { 5 } else { 25 };
+            (job.progress + step).min(100)
         };
         let status = match job.progress {
             50 if job.prompt.contains("fail") => "failed",

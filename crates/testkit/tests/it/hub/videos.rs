@@ -38,10 +38,7 @@ async fn network_with(db: &Db, adjust: impl FnOnce(&mut stacknet_hub::HubConfig)
         adjust(config);
     })
     .await;
-    let mut config = UpstreamConfig::new(net.upstream.base_url(), Vec::new());
-    config.video_models = vec![VIDEO.to_owned()];
-    net.add_backend_node(Arc::new(OpenAiUpstream::new(&config).unwrap()))
-        .await;
+    add_node(&mut net).await;
     let priced = admin(
         &net,
         "/prices",
@@ -52,6 +49,14 @@ async fn network_with(db: &Db, adjust: impl FnOnce(&mut stacknet_hub::HubConfig)
     assert_eq!(priced.status(), 200, "{}", priced.text().await.unwrap());
     topup(&net, 1_000_000).await;
     net
+}
+
+/// A node in front of the mock's videos API.
+async fn add_node(net: &mut TestNetwork) {
+    let mut config = UpstreamConfig::new(net.upstream.base_url(), Vec::new());
+    config.video_models = vec![VIDEO.to_owned()];
+    net.add_backend_node(Arc::new(OpenAiUpstream::new(&config).unwrap()))
+        .await;
 }
 
 /// `POST /v1/videos` as OpenAI's SDK sends it: a multipart form.
@@ -340,16 +345,17 @@ async fn a_failed_job_or_one_whose_node_vanishes_fails_cleanly_and_costs_nothing
 }
 
 /// A hub that stops (as a crash: its jobs' tasks dropped, nothing written) leaves a running job with
-/// a lease that lapses; the restarted hub reading it runs it again, and it completes, billed once.
-/// A finished job is served as before.
+/// a lease that lapses; the restarted hub reading it runs it again, and the node, which kept the
+/// work going when it lost the hub, joins it to the new contract: the upstream renders it once, it
+/// completes, and it is billed once. A finished job is served as before.
 #[tokio::test]
-async fn a_finished_job_survives_a_hub_restart_and_a_running_one_is_run_again_and_billed_once() {
+async fn a_job_survives_a_hub_restart_the_node_resuming_it_and_it_is_billed_once() {
     let mut net = network_with(&Db::Sqlite, |config| config.video_lease_ms = 1_500).await;
     let done_id = started(&net, "a kite").await;
     until(&net, &done_id, "completed").await;
     net.hub.hub.state.writer.flush().await;
     let before = posted(&net, stack_balance(&net)).await;
-    let running_id = started(&net, "a stalled kite").await;
+    let running_id = started(&net, "a slowly drawn kite").await;
     until(&net, &running_id, "in_progress").await;
     net.hub.hub.state.videos.crash();
     net.restart_hub().await;
@@ -362,40 +368,53 @@ async fn a_finished_job_survives_a_hub_restart_and_a_running_one_is_run_again_an
     let finished = until(&net, &running_id, "completed").await;
     assert_eq!(
         net.upstream.videos_created(),
-        3,
-        "the stalled job was created again upstream"
+        2,
+        "the node resumed the upstream's job"
     );
-    let content = call(
-        &net,
-        reqwest::Method::GET,
-        &format!("videos/{running_id}/content"),
-    )
-    .await;
+    assert_eq!(net.upstream.deleted_videos(), Vec::<String>::new());
+    billed_once(&net, &running_id, &finished, "a slowly drawn kite", before).await;
+}
+
+/// The same with the node gone too: the job is run again from its request, from the start.
+#[tokio::test]
+async fn a_job_whose_hub_and_node_both_stopped_is_run_again_from_the_start_and_billed_once() {
+    let mut net = network_with(&Db::Sqlite, |config| config.video_lease_ms = 1_500).await;
+    let before = posted(&net, stack_balance(&net)).await;
+    let running_id = started(&net, "a stalled kite").await;
+    until(&net, &running_id, "in_progress").await;
+    net.hub.hub.state.videos.crash();
+    net.nodes.remove(0).kill().await;
+    net.restart_hub().await;
+    add_node(&mut net).await;
+    let finished = until(&net, &running_id, "completed").await;
+    assert_eq!(net.upstream.videos_created(), 2, "created again upstream");
+    billed_once(&net, &running_id, &finished, "a stalled kite", before).await;
+}
+
+/// Job `id` (`finished`, of `prompt`) delivered its video, and the Stack paid its 4 seconds once
+/// since `before`, with no hold left open.
+async fn billed_once(net: &TestNetwork, id: &str, finished: &Value, prompt: &str, before: i64) {
+    let content = call(net, reqwest::Method::GET, &format!("videos/{id}/content")).await;
     assert_eq!(content.status(), 200);
     assert_eq!(
         content.bytes().await.unwrap().as_ref(),
-        mp4("a stalled kite", 4, 128, 128).unwrap().as_slice()
+        mp4(prompt, 4, 128, 128).unwrap().as_slice()
     );
-    let pw = paperwork_of(&net, &finished).await;
+    let pw = paperwork_of(net, finished).await;
     assert_eq!(pw.body.usage.units, 4);
     net.hub.hub.state.writer.flush().await;
     assert_eq!(
-        posted(&net, stack_balance(&net)).await,
+        posted(net, stack_balance(net)).await,
         before - 4 * PER_SECOND,
         "billed once"
     );
     let ledger = net.hub.hub.state.ledger.clone();
-    wait_until(
-        "the stopped run's hold is released",
-        Duration::from_secs(20),
-        || async {
-            let b = ledger.balance(stack_balance(&net)).await.unwrap();
-            (b.debits_pending.micros() == 0).then_some(())
-        },
-    )
+    wait_until("no hold is left open", Duration::from_secs(20), || async {
+        let b = ledger.balance(stack_balance(net)).await.unwrap();
+        (b.debits_pending.micros() == 0).then_some(())
+    })
     .await;
-    drop(ledger);
-    books_balance(&net).await;
+    books_balance(net).await;
 }
 
 /// A job found orphaned after its work was billed (the hub stopped between billing the node's
