@@ -2,8 +2,9 @@
 //! tests exercise the real hub, node and wire with inputs and outputs a test can predict.
 //!
 //! - [`InvertImages`]: serves `/v1/images/edits` for [`INVERT_MODEL`]: it takes the uploaded image
-//!   (any bytes) and returns `n` files, the i-th with every byte XOR `0xff - i`. It proves that
-//!   files travel between hub and node as bytes, in binary frames, both ways.
+//!   (a PNG header, then any bytes) and returns `n` files, the i-th with every byte after the header
+//!   XOR `0xff - i` (the header kept, so each is still the PNG the request's terms ask for). It
+//!   proves that files travel between hub and node as bytes, in binary frames, both ways.
 //! - [`InflatedUsage`]: any backend, with the usage it reports replaced: a dishonest node's billing,
 //!   for the hub's usage bound to refuse.
 //! - [`WideEmbeddings`]: serves `/v1/embeddings` for [`WIDE_EMBED_MODEL`]: for each text input a
@@ -30,10 +31,19 @@ pub const INVERT_MODEL: &str = "invert-image";
 #[derive(Debug, Default)]
 pub struct InvertImages;
 
+/// The bytes of a PNG's signature and IHDR chunk, which [`InvertImages`] keeps.
+const PNG_HEADER: usize = 33;
+
 /// What [`InvertImages`] returns as its `i`-th image for `input`.
 pub fn inverted(input: &[u8], i: u64) -> Vec<u8> {
     let mask = 0xffu8.wrapping_sub(u8::try_from(i % 256).unwrap_or(0));
-    input.iter().map(|b| b ^ mask).collect()
+    let kept = input.len().min(PNG_HEADER);
+    let (header, rest) = input.split_at(kept);
+    header
+        .iter()
+        .copied()
+        .chain(rest.iter().map(|b| b ^ mask))
+        .collect()
 }
 
 impl Backend for InvertImages {
