@@ -41,6 +41,13 @@ pub struct HubArgs {
     /// Time a request may take in all, in milliseconds; then 504.
     #[arg(long, env = "STACKNET_REQUEST_TIMEOUT_MS", default_value_t = stacknet_hub::DEFAULT_REQUEST_TIMEOUT_MS)]
     pub request_timeout_ms: u64,
+    /// Time a video job may take, in milliseconds; then it fails (`timeout`).
+    #[arg(long, env = "STACKNET_VIDEO_TIMEOUT_MS", default_value_t = stacknet_hub::videos::DEFAULT_VIDEO_TIMEOUT_MS)]
+    pub video_timeout_ms: u64,
+    /// How long the hub running a video job vouches for it between renewals, in milliseconds; a job
+    /// whose lease lapsed (its hub stopped) is taken over by the next hub process that reads it.
+    #[arg(long, env = "STACKNET_VIDEO_LEASE_MS", default_value_t = stacknet_hub::videos::DEFAULT_LEASE_MS)]
+    pub video_lease_ms: u64,
     /// Most output bytes of one task that may wait for a client reading slower than its node
     /// writes; past it the task is cancelled (503 task_abandoned), so the node's other tasks go on.
     #[arg(long, env = "STACKNET_MAX_QUEUED_OUTPUT_BYTES", default_value_t = stacknet_hub::DEFAULT_MAX_QUEUED_OUTPUT_BYTES)]
@@ -121,6 +128,8 @@ impl HubArgs {
         config.max_upload_bytes = self.max_upload_bytes;
         config.max_concurrent_requests = self.max_concurrent_requests;
         config.request_timeout_ms = self.request_timeout_ms;
+        config.video_timeout_ms = self.video_timeout_ms;
+        config.video_lease_ms = self.video_lease_ms;
         config.max_queued_output_bytes = self.max_queued_output_bytes;
         config.max_queued_per_model = self.max_queued_per_model;
         config.database = self.money.database.clone();
@@ -481,6 +490,8 @@ pub async fn up(args: UpArgs) -> Result<()> {
         max_upload_bytes: stacknet_hub::DEFAULT_MAX_UPLOAD_BYTES,
         max_concurrent_requests: stacknet_hub::DEFAULT_MAX_CONCURRENT_REQUESTS,
         request_timeout_ms: stacknet_hub::DEFAULT_REQUEST_TIMEOUT_MS,
+        video_timeout_ms: stacknet_hub::videos::DEFAULT_VIDEO_TIMEOUT_MS,
+        video_lease_ms: stacknet_hub::videos::DEFAULT_LEASE_MS,
         max_queued_output_bytes: stacknet_hub::DEFAULT_MAX_QUEUED_OUTPUT_BYTES,
         max_queued_per_model: stacknet_hub::queue::DEFAULT_MAX_QUEUED_PER_MODEL,
         money: args.money.clone(),
@@ -696,4 +707,49 @@ fn write_private(path: &Path, text: &str) -> Result<()> {
     file.write_all(text.as_bytes())?;
     std::fs::rename(&tmp, path)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        hub: HubArgs,
+    }
+
+    #[test]
+    fn the_video_flags_reach_the_hub_config_and_default_to_the_hubs_own() {
+        let dir = std::path::PathBuf::from("/nonexistent/stacknet-test");
+        let given = [
+            "hub",
+            "--admin-token",
+            "t",
+            "--video-timeout-ms",
+            "1234",
+            "--video-lease-ms",
+            "567",
+        ];
+        let config = Cli::try_parse_from(given)
+            .unwrap()
+            .hub
+            .config(dir.clone())
+            .unwrap();
+        assert_eq!((config.video_timeout_ms, config.video_lease_ms), (1234, 567));
+        let config = Cli::try_parse_from(["hub", "--admin-token", "t"])
+            .unwrap()
+            .hub
+            .config(dir)
+            .unwrap();
+        assert_eq!(
+            (config.video_timeout_ms, config.video_lease_ms),
+            (
+                stacknet_hub::videos::DEFAULT_VIDEO_TIMEOUT_MS,
+                stacknet_hub::videos::DEFAULT_LEASE_MS
+            )
+        );
+    }
 }
