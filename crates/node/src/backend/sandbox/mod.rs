@@ -1242,11 +1242,28 @@ async fn find_tools(bwrap: Option<&Path>) -> Result<Tools, String> {
     let sh = find("sh").ok_or("no /bin/sh")?;
     let setpriv = find("setpriv").ok_or("setpriv is not installed (Debian: util-linux)")?;
     let prlimit = find("prlimit").ok_or("prlimit is not installed (Debian: util-linux)")?;
-    let out = Command::new(&bwrap)
-        .arg("--version")
-        .output()
-        .await
-        .map_err(|e| format!("cannot run {}: {e}", bwrap.display()))?;
+    // Among the waited-for children like every run's bwrap (the set held across the spawn), so the
+    // reaper of another sandbox in this process never takes it before its own wait does.
+    let child = {
+        let mut waited = children()
+            .lock()
+            .map_err(|_| "the sandbox children's set is poisoned".to_owned())?;
+        let child = Command::new(&bwrap)
+            .arg("--version")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("cannot run {}: {e}", bwrap.display()))?;
+        if let Some(pid) = child.id() {
+            waited.insert(pid);
+        }
+        child
+    };
+    let pid = child.id();
+    let out = child.wait_with_output().await;
+    forget_child(pid);
+    let out = out.map_err(|e| format!("cannot run {}: {e}", bwrap.display()))?;
     let bwrap_version = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     Ok(Tools {
         sh,
