@@ -25,8 +25,8 @@ pub use settle::{
     StatementQuery,
 };
 pub use validate::{
-    Assignment, Assignments, AttestationList, AttestationQuery, NodeTopUp, Round, Slash, StakeStatus,
-    TaskOutcome, Unbonding, ValidationAck,
+    kept_files, Assignment, Assignments, AttestationList, AttestationQuery, KeptFiles, NodeTopUp, Round,
+    Slash, StakeStatus, TaskOutcome, Unbonding, ValidationAck, KEEP_MEDIA_BYTES,
 };
 
 use serde::{Deserialize, Serialize};

@@ -17,6 +17,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 use stacknet_api::output::OutputDigester;
+use stacknet_api::types::{kept_files, KEEP_MEDIA_BYTES};
 use stacknet_protocol::contract::{PriceTerms, PromptContract, Usage, Workload};
 use stacknet_protocol::paperwork::{check_paperwork_for, request_digest, Paperwork};
 use stacknet_protocol::wire::{self, Attachment, ErrorCode, ErrorFrame, HubMessage, Task};
@@ -871,7 +872,7 @@ impl Running {
         if pw.body.output_sha256 != out_digest {
             return Err(invalid("output_sha256 does not match the output received".into()));
         }
-        let files: Vec<&[u8]> = self.out.files.iter().map(|(_, b)| b.as_ref()).collect();
+        let files = self.out.file_bytes();
         if let Some(why) =
             stacknet_api::terms::broken(self.req.workload, &self.req.body, &files, self.cancelled)
         {
@@ -933,14 +934,16 @@ impl Running {
     }
 
     /// Keeps what validators need of a text task (request, output choices, token ids) or a media
-    /// task (request, its files' hashes and, up to [`KEEP_MEDIA_BYTES`] in all, the files) before its
+    /// task (request, its files' hashes and, up to `KEEP_MEDIA_BYTES` in all, the files) before its
     /// paperwork is logged, so a sampled task always has its material.
     async fn keep(&mut self, paperwork: stacknet_protocol::PaperworkId) -> Result<(), ApiError> {
         let workload = self.req.workload;
         let output = match workload {
             Workload::Chat | Workload::Completion => self.out.digester.choices(workload),
             Workload::ImageGeneration | Workload::ImageEdit | Workload::VideoGeneration => {
-                kept_files(&self.out.files)
+                let files = self.out.file_bytes();
+                let with_bytes = files.iter().map(|f| f.len()).sum::<usize>() <= KEEP_MEDIA_BYTES;
+                kept_files(&files, with_bytes)
             }
             _ => return Ok(()),
         };
@@ -967,30 +970,6 @@ impl Running {
         });
         let _ = self.lease.node.outbox.try_send(frame.into());
     }
-}
-
-/// The most bytes of a media task's files kept for validators; larger outputs keep their hashes
-/// only (a validator's M0 on them is INCONCLUSIVE). Kept material is forgotten after the challenge
-/// window.
-pub const KEEP_MEDIA_BYTES: usize = 8 << 20;
-
-/// A media task's output as validators read it (`stacknet_node::validator::media::kept_files`):
-/// each file's hash, and its bytes as base64 while all of them fit in [`KEEP_MEDIA_BYTES`].
-fn kept_files(files: &crate::workload::Files) -> Value {
-    let with_bytes = files.iter().map(|(_, b)| b.len()).sum::<usize>() <= KEEP_MEDIA_BYTES;
-    let engine = base64::engine::general_purpose::STANDARD;
-    Value::Array(
-        files
-            .iter()
-            .map(|(_, bytes)| {
-                let mut file = json!({ "sha256": stacknet_protocol::Sha256Digest::of(bytes).to_string() });
-                if with_bytes {
-                    file["b64_json"] = Value::String(base64::Engine::encode(&engine, bytes));
-                }
-                file
-            })
-            .collect(),
-    )
 }
 
 /// Rewrites a node's chunk for the client; `None` for a usage-only chunk, which the hub replaces

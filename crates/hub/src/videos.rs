@@ -208,6 +208,11 @@ impl Running {
         job.owner.as_deref() == Some(self.owner.as_str())
     }
 
+    /// Whether this process still runs `job`: its own, not deleted.
+    fn runs(&self, job: &Job) -> bool {
+        !job.deleted && self.owns(job)
+    }
+
     fn has(&self, id: &str) -> bool {
         self.lock().contains_key(id)
     }
@@ -531,7 +536,7 @@ async fn drive(
         let (state, id) = (hook_state.clone(), job_id.clone());
         Box::pin(async move {
             let written = update(&*state.store, &id, |j| {
-                if j.deleted || !state.videos.owns(j) {
+                if !state.videos.runs(j) {
                     return false;
                 }
                 j.contracts.push(contract.to_string());
@@ -575,7 +580,7 @@ async fn drive(
                 if percent >= written + PROGRESS_STEP || (written == 0 && percent > 0) {
                     written = percent;
                     let changed = update(store, id, |j| {
-                        if j.deleted || !state.videos.owns(j) {
+                        if !state.videos.runs(j) {
                             return false;
                         }
                         j.status = Status::InProgress;
@@ -591,7 +596,7 @@ async fn drive(
             }
             _ = renew.tick() => {
                 let renewed = update(store, id, |j| {
-                    if j.deleted || !state.videos.owns(j) {
+                    if !state.videos.runs(j) {
                         return false;
                     }
                     j.lease_until = Some(Timestamp::now().plus_ms(lease));

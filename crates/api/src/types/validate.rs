@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use stacknet_protocol::attestation::Attestation;
 use stacknet_protocol::paperwork::Paperwork;
-use stacknet_protocol::{Amount, NodeKeyId, PaperworkId, Signed, Timestamp};
+use stacknet_protocol::{Amount, NodeKeyId, PaperworkId, Sha256Digest, Signed, Timestamp};
 
 /// One unbonding amount: slashable until `withdrawable_at`, then the key's to withdraw.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -76,7 +76,8 @@ pub struct Assignment {
     pub round: Round,
     /// The request as the task carried it (its canonical JSON hashes to `request_sha256`).
     pub request: Value,
-    /// The `choices` array the output digest covers (docs/PROTOCOL.md 7.7).
+    /// What the output digest covers (docs/PROTOCOL.md 7.7): a text task's `choices` array; a
+    /// media task's files as [`kept_files`] writes them.
     pub output: Value,
     /// The token ids the commitment hashes, for built-in text backends.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -86,6 +87,76 @@ pub struct Assignment {
     pub required_model_sha256: Option<stacknet_protocol::Sha256Digest>,
     /// Commit before this; reveal after every member committed, or after it.
     pub commit_by: Timestamp,
+}
+
+/// The most bytes of a media task's files the hub keeps for validators; larger outputs keep their
+/// hashes only.
+pub const KEEP_MEDIA_BYTES: usize = 8 << 20;
+
+/// A media task's output as an [`Assignment`] carries it: `[{"sha256": hex, "b64_json"?: ...}]`,
+/// each file's hash and, with `with_bytes`, the file.
+pub fn kept_files(files: &[&[u8]], with_bytes: bool) -> Value {
+    use base64::Engine as _;
+    let engine = base64::engine::general_purpose::STANDARD;
+    Value::Array(
+        files
+            .iter()
+            .map(|bytes| {
+                let mut file = serde_json::json!({ "sha256": Sha256Digest::of(bytes).to_string() });
+                if with_bytes {
+                    file["b64_json"] = Value::String(engine.encode(bytes));
+                }
+                file
+            })
+            .collect(),
+    )
+}
+
+/// The files of a media task's kept output ([`kept_files`]): each one's hash, and its bytes when
+/// they were kept.
+#[derive(Debug, PartialEq, Eq)]
+pub struct KeptFiles {
+    pub hashes: Vec<Sha256Digest>,
+    /// Every file's bytes, in order; `None` when the hub kept hashes only.
+    pub bytes: Option<Vec<Vec<u8>>>,
+}
+
+impl KeptFiles {
+    /// Reads what [`kept_files`] wrote, each kept file's bytes checked against its hash.
+    pub fn parse(output: &Value) -> Result<Self, String> {
+        use base64::Engine as _;
+        let items = output.as_array().ok_or("the output is not an array of files")?;
+        let mut hashes = Vec::with_capacity(items.len());
+        let mut bytes = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            let hash: Sha256Digest = item
+                .get("sha256")
+                .and_then(Value::as_str)
+                .and_then(|h| h.parse().ok())
+                .ok_or_else(|| format!("file {i} has no sha256"))?;
+            if let Some(b64) = item.get("b64_json").and_then(Value::as_str) {
+                let file = base64::engine::general_purpose::STANDARD
+                    .decode(b64)
+                    .map_err(|_| format!("file {i} is not valid base64"))?;
+                if Sha256Digest::of(&file) != hash {
+                    return Err(format!("file {i}'s bytes do not hash to its sha256"));
+                }
+                bytes.push(file);
+            }
+            hashes.push(hash);
+        }
+        let bytes = match bytes.len() {
+            0 if !hashes.is_empty() => None,
+            n if n == hashes.len() => Some(bytes),
+            _ => return Err("some files were kept and others not".into()),
+        };
+        Ok(Self { hashes, bytes })
+    }
+
+    /// The output digest of the files (docs/PROTOCOL.md 7.7).
+    pub fn digest(&self) -> Result<Sha256Digest, String> {
+        crate::output::files_digest(&self.hashes).map_err(|e| e.to_string())
+    }
 }
 
 /// `Assignments`: the tasks this validator is to check now.

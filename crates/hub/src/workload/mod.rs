@@ -74,6 +74,13 @@ pub struct Collected {
     pub progress: u64,
 }
 
+impl Collected {
+    /// The output files' bytes, in order.
+    pub fn file_bytes(&self) -> Vec<&[u8]> {
+        self.files.iter().map(|(_, b)| b.as_ref()).collect()
+    }
+}
+
 /// What the hub adds to every answer once the node's paperwork checked out.
 #[derive(Debug, Clone)]
 pub struct Accepted {

@@ -12,7 +12,7 @@
 
 use serde_json::Value;
 use stacknet_api::output::{digest_of_response, output_kind, OutputKind};
-use stacknet_api::types::Assignment;
+use stacknet_api::types::{Assignment, KeptFiles};
 use stacknet_protocol::attestation::{CheckResult, Verdict};
 use stacknet_protocol::contract::Workload;
 use stacknet_protocol::paperwork::{check_paperwork, request_digest, tokens_sha256, Commitment, SAMPLER_V1};
@@ -230,7 +230,7 @@ fn envelope_error(a: &Assignment, hub: &PublicKey) -> Option<String> {
     let workload = pw.contract.body.workload;
     // A media task's output is its files' hashes (and bytes), as the hub kept them.
     let digest = match output_kind(workload) {
-        Some(OutputKind::Files) => super::media::kept_digest(&a.output),
+        Some(OutputKind::Files) => KeptFiles::parse(&a.output).and_then(|k| k.digest()),
         _ => digest_of_response(workload, &serde_json::json!({ "choices": a.output }))
             .map_err(|e| e.to_string()),
     };

@@ -15,8 +15,7 @@
 use std::sync::Arc;
 
 use serde_json::Value;
-use stacknet_api::output::files_digest;
-use stacknet_api::types::Assignment;
+use stacknet_api::types::{Assignment, KeptFiles};
 use stacknet_protocol::attestation::CheckResult;
 use stacknet_protocol::contract::Workload;
 use stacknet_protocol::{PublicKey, Sha256Digest};
@@ -46,52 +45,6 @@ pub trait Replayer: Send + Sync {
 /// A replayer a validator holds, shareable with the blocking pool.
 pub type SharedReplayer = Arc<dyn Replayer>;
 
-/// The files the hub kept of a media task: each one's hash and, when kept, its bytes.
-#[derive(Debug, PartialEq, Eq)]
-pub struct KeptFiles {
-    pub hashes: Vec<Sha256Digest>,
-    /// Every file's bytes, in order; `None` when the hub kept hashes only.
-    pub bytes: Option<Vec<Vec<u8>>>,
-}
-
-/// The kept output of a media task (`[{"sha256": hex, "b64_json"?: ...}, ...]`), each kept file's
-/// bytes checked against its hash.
-pub fn kept_files(output: &Value) -> Result<KeptFiles, String> {
-    use base64::Engine as _;
-    let items = output.as_array().ok_or("the output is not an array of files")?;
-    let mut hashes = Vec::with_capacity(items.len());
-    let mut bytes = Vec::with_capacity(items.len());
-    for (i, item) in items.iter().enumerate() {
-        let hash: Sha256Digest = item
-            .get("sha256")
-            .and_then(Value::as_str)
-            .and_then(|h| h.parse().ok())
-            .ok_or_else(|| format!("file {i} has no sha256"))?;
-        if let Some(b64) = item.get("b64_json").and_then(Value::as_str) {
-            let file = base64::engine::general_purpose::STANDARD
-                .decode(b64)
-                .map_err(|_| format!("file {i} is not valid base64"))?;
-            if Sha256Digest::of(&file) != hash {
-                return Err(format!("file {i}'s bytes do not hash to its sha256"));
-            }
-            bytes.push(file);
-        }
-        hashes.push(hash);
-    }
-    let bytes = match bytes.len() {
-        0 if !hashes.is_empty() => None,
-        n if n == hashes.len() => Some(bytes),
-        _ => return Err("some files were kept and others not".into()),
-    };
-    Ok(KeptFiles { hashes, bytes })
-}
-
-/// The output digest of a media task's kept files.
-pub fn kept_digest(output: &Value) -> Result<Sha256Digest, String> {
-    let kept = kept_files(output)?;
-    files_digest(&kept.hashes).map_err(|e| e.to_string())
-}
-
 /// Every check of a media task, cheapest first; after a FAIL the later checks are not run.
 pub fn check(a: &Assignment, hub: &PublicKey, replayers: &[SharedReplayer]) -> Vec<CheckResult> {
     let c0 = envelope(a, hub);
@@ -101,7 +54,7 @@ pub fn check(a: &Assignment, hub: &PublicKey, replayers: &[SharedReplayer]) -> V
     let pw = &a.paperwork.body;
     let workload = pw.contract.body.workload;
     // C0 proved the kept files are readable and hash as the paperwork says.
-    let kept = match kept_files(&a.output) {
+    let kept = match KeptFiles::parse(&a.output) {
         Ok(kept) => kept,
         Err(why) => return vec![c0, inconclusive(M0, why)],
     };

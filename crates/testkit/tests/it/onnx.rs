@@ -604,17 +604,8 @@ async fn a_validator_runs_a_terrain_task_again_and_fails_a_picture_the_seed_does
     // The assignment for `files` (each kept with its bytes, or its hash only), its paperwork re-signed
     // by the node as a node claiming them would.
     let assignment = |files: &[Vec<u8>], bytes: bool| {
-        let engine = base64::engine::general_purpose::STANDARD;
-        let output: Vec<Value> = files
-            .iter()
-            .map(|f| {
-                let mut item = json!({"sha256": Sha256Digest::of(f).to_string()});
-                if bytes {
-                    item["b64_json"] = json!(engine.encode(f));
-                }
-                item
-            })
-            .collect();
+        let refs: Vec<&[u8]> = files.iter().map(Vec::as_slice).collect();
+        let output = stacknet_api::types::kept_files(&refs, bytes);
         let mut body = paperwork.body.clone();
         let hashes: Vec<Sha256Digest> = files.iter().map(|f| Sha256Digest::of(f)).collect();
         body.output_sha256 = files_digest(&hashes).unwrap();
@@ -624,7 +615,7 @@ async fn a_validator_runs_a_terrain_task_again_and_fails_a_picture_the_seed_does
             paperwork: signed,
             round: Round::Check,
             request: kept.request.clone(),
-            output: Value::Array(output),
+            output,
             output_tokens: None,
             required_model_sha256: None,
             commit_by: Timestamp::now(),

@@ -39,24 +39,53 @@ async fn network_with(db: &Db, adjust: impl FnOnce(&mut stacknet_hub::HubConfig)
     })
     .await;
     add_node(&mut net).await;
+    price_and_fund(&net).await;
+    net
+}
+
+/// Videos priced per second, and the Stack funded.
+async fn price_and_fund(net: &TestNetwork) {
     let priced = admin(
-        &net,
+        net,
         "/prices",
         json!({"model": VIDEO, "input_per_mtok": "0", "output_per_mtok": "0", "per_request": "0",
                "per_unit": PER_SECOND.to_string()}),
     )
     .await;
     assert_eq!(priced.status(), 200, "{}", priced.text().await.unwrap());
-    topup(&net, 1_000_000).await;
-    net
+    topup(net, 1_000_000).await;
+}
+
+/// A backend in front of the mock's videos API.
+fn upstream(net: &TestNetwork) -> Arc<OpenAiUpstream> {
+    let mut config = UpstreamConfig::new(net.upstream.base_url(), Vec::new());
+    config.video_models = vec![VIDEO.to_owned()];
+    Arc::new(OpenAiUpstream::new(&config).unwrap())
 }
 
 /// A node in front of the mock's videos API.
 async fn add_node(net: &mut TestNetwork) {
-    let mut config = UpstreamConfig::new(net.upstream.base_url(), Vec::new());
-    config.video_models = vec![VIDEO.to_owned()];
-    net.add_backend_node(Arc::new(OpenAiUpstream::new(&config).unwrap()))
-        .await;
+    let backend = upstream(net);
+    net.add_backend_node(backend).await;
+}
+
+/// An eight-second job that stays half done (the mock's `hang`), once it is; its id.
+async fn half_done(net: &TestNetwork) -> String {
+    let created: Value = create(
+        net,
+        &[("model", VIDEO), ("prompt", "hang on"), ("seconds", "8")],
+        &[],
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let id = created["id"].as_str().unwrap().to_owned();
+    wait_until("the job is half done", WAIT_DEADLINE, || async {
+        (job(net, &id).await["progress"] == 50).then_some(())
+    })
+    .await;
+    id
 }
 
 /// `POST /v1/videos` as OpenAI's SDK sends it: a multipart form.
@@ -283,20 +312,7 @@ async fn bad_video_requests_are_refused_before_anything_is_held() {
 async fn a_cancelled_job_is_deleted_upstream_and_bills_the_seconds_rendered() {
     let net = network(&Db::Sqlite).await;
     let before = posted(&net, stack_balance(&net)).await;
-    let created: Value = create(
-        &net,
-        &[("model", VIDEO), ("prompt", "hang on"), ("seconds", "8")],
-        &[],
-    )
-    .await
-    .json()
-    .await
-    .unwrap();
-    let id = created["id"].as_str().unwrap().to_owned();
-    wait_until("the job is half done", WAIT_DEADLINE, || async {
-        (job(&net, &id).await["progress"] == 50).then_some(())
-    })
-    .await;
+    let id = half_done(&net).await;
     let resp = call(&net, reqwest::Method::DELETE, &format!("videos/{id}")).await;
     assert_eq!(resp.status(), 200);
     wait_until("the upstream's job is deleted", WAIT_DEADLINE, || async {
@@ -465,9 +481,7 @@ async fn an_orphaned_job_whose_work_was_billed_is_failed_not_run_twice() {
 #[tokio::test]
 async fn a_node_claiming_more_seconds_than_its_progress_shows_is_not_paid() {
     let mut net = TestNetwork::start_without_nodes(Script::echo(), |_| {}).await;
-    let mut config = UpstreamConfig::new(net.upstream.base_url(), Vec::new());
-    config.video_models = vec![VIDEO.to_owned()];
-    let honest = Arc::new(OpenAiUpstream::new(&config).unwrap());
+    let honest = upstream(&net);
     // Every answer claims all eight seconds, whatever was rendered.
     let claim = stacknet_protocol::contract::Usage {
         input_tokens: 0,
@@ -477,30 +491,9 @@ async fn a_node_claiming_more_seconds_than_its_progress_shows_is_not_paid() {
     let node = Arc::new(stacknet_testkit::fixtures::InflatedUsage::new(honest, claim));
     let i = net.add_backend_node(node).await;
     let node_key = net.nodes[i].node.node_key_id();
-    let priced = admin(
-        &net,
-        "/prices",
-        json!({"model": VIDEO, "input_per_mtok": "0", "output_per_mtok": "0", "per_request": "0",
-               "per_unit": PER_SECOND.to_string()}),
-    )
-    .await;
-    assert_eq!(priced.status(), 200);
-    topup(&net, 1_000_000).await;
+    price_and_fund(&net).await;
     let before = posted(&net, stack_balance(&net)).await;
-    let created: Value = create(
-        &net,
-        &[("model", VIDEO), ("prompt", "hang on"), ("seconds", "8")],
-        &[],
-    )
-    .await
-    .json()
-    .await
-    .unwrap();
-    let id = created["id"].as_str().unwrap().to_owned();
-    wait_until("the job is half done", WAIT_DEADLINE, || async {
-        (job(&net, &id).await["progress"] == 50).then_some(())
-    })
-    .await;
+    let id = half_done(&net).await;
     assert_eq!(
         call(&net, reqwest::Method::DELETE, &format!("videos/{id}"))
             .await
