@@ -50,6 +50,8 @@ pub const STACK_STATEMENT: &str = "/stacknet/v1/statement";
 pub const NODE_STATEMENT: &str = "/stacknet/v1/nodes/statement";
 pub const NODE_FILE: &str = "/stacknet/v1/nodes/file";
 pub const NODE_REDEEM: &str = "/stacknet/v1/nodes/redeem";
+/// A signed `logged` request: the key's paperwork in the log, a page from an index.
+pub const NODE_LOGGED: &str = "/stacknet/v1/nodes/logged";
 pub const LOG_CHECKPOINT: &str = "/stacknet/v1/log/checkpoint";
 pub const LOG_INCLUSION: &str = "/stacknet/v1/log/proof/inclusion";
 pub const LOG_CONSISTENCY: &str = "/stacknet/v1/log/proof/consistency";

@@ -20,9 +20,9 @@ pub use attribution::{
 pub use log::{ConsistencyProof, ConsistencyQuery, InclusionProof, InclusionQuery, LogCheckpoint};
 pub use market::{BindingList, BuyKey, KeyState, Listing, ListingList, Sale};
 pub use settle::{
-    Balance, Direction, NodeStatement, PaymentAnswer, PaymentEvent, Payout, PayoutAck, PayoutCallback,
-    PayoutCallbackAnswer, PayoutRequest, PayoutState, StackStatement, Statement, StatementLine,
-    StatementQuery,
+    Balance, Direction, LoggedPage, NodeStatement, PaymentAnswer, PaymentEvent, Payout, PayoutAck,
+    PayoutCallback, PayoutCallbackAnswer, PayoutRequest, PayoutState, StackStatement, Statement,
+    StatementLine, StatementQuery, LOGGED_PAGE_LEAVES,
 };
 pub use validate::{
     kept_files, Assignment, Assignments, AttestationList, AttestationQuery, KeptFiles, NodeTopUp, Round,

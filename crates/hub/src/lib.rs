@@ -459,6 +459,7 @@ impl Hub {
             .route(paths::NODE_STATEMENT, post(settle::node_statement))
             .route(paths::NODE_FILE, post(settle::file))
             .route(paths::NODE_REDEEM, post(settle::redeem))
+            .route(paths::NODE_LOGGED, post(settle::node_logged))
             .route(paths::LOG_CHECKPOINT, get(settle::checkpoint))
             .route(paths::LOG_INCLUSION, get(settle::inclusion))
             .route(paths::LOG_CONSISTENCY, get(settle::consistency))

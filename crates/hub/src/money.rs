@@ -27,6 +27,7 @@ use stacknet_ledger::{
     AccountId, Entry, LedgerError, LedgerStore, Post, Reason, Transfer, TransferId, TransferState, Void,
 };
 use stacknet_protocol::contract::{PriceTerms, Usage};
+use stacknet_protocol::merkle::Hash;
 use stacknet_protocol::{Amount, PaperworkId, StackId, Timestamp};
 use tokio::sync::{mpsc, oneshot, Mutex};
 
@@ -321,12 +322,22 @@ async fn run_writer(
         if !batch.is_empty() {
             let logged: Vec<_> = batch.iter().map(|r| (r.id, r.node_key)).collect();
             let outcome = write_batch(&store, &ledger, &log, std::mem::take(&mut batch)).await;
-            if let (Some(v), Ok(())) = (&validation, &outcome) {
-                // Sampled after the batch is logged: the root it is decided by exists only now.
-                crate::validate::sample::on_logged(v, log.head(), &logged).await;
+            if let Ok(Some(captured)) = &outcome {
+                // Marked before the answer, so a filing right after it finds the cost captured.
+                if let Err(e) = store.mark_captured(captured.clone()).await {
+                    tracing::warn!(error = %e, "captured but could not mark it; the repair loop will replay (idempotent)");
+                }
             }
+            // Answered once the paperwork is logged and its cost captured (both durable): the
+            // sampling below is bookkeeping a restart redoes, so no request waits for it.
+            let answer = outcome.map(drop);
             for done in waiters.drain(..) {
-                let _ = done.send(outcome.clone());
+                let _ = done.send(answer.clone());
+            }
+            if let (Some(v), Ok(())) = (&validation, &answer) {
+                // Sampled after the batch is logged: the root it is decided by exists only now. A
+                // batch a stop leaves unsampled is sampled at the next start.
+                crate::validate::sample::on_logged(v, log.head(), &logged).await;
             }
         }
         if !catch_ups.is_empty() {
@@ -341,27 +352,53 @@ async fn run_writer(
     }
 }
 
+/// Logs `batch` and captures its costs; returns what to mark captured (`None` when the captures
+/// are left to the repair loop).
 async fn write_batch(
     store: &Arc<dyn Store>,
     ledger: &Arc<dyn LedgerStore>,
     log: &MerkleLog,
     batch: Vec<PaperworkRecord>,
-) -> Result<(), String> {
+) -> Result<Option<Vec<(PaperworkId, Amount)>>, String> {
     // Planned before the records (with their documents) move into the store.
     let plan = CapturePlan::of(batch.iter())?;
-    if let Err(e) = store.append_paperwork(batch).await {
-        // Not logged, so never payable: give the holds back (the requests get an error).
-        apply_each(ledger, plan.releases).await;
-        return Err(format!("cannot append to the paperwork log: {e}"));
-    }
-    catch_up(store, log).await?;
+    let leaves: Vec<Hash> = batch.iter().map(|r| r.leaf_hash).collect();
+    let indexes = match store.append_paperwork(batch).await {
+        Ok(indexes) => indexes,
+        Err(e) => {
+            // Not logged, so never payable: give the holds back (the requests get an error).
+            apply_each(ledger, plan.releases).await;
+            return Err(format!("cannot append to the paperwork log: {e}"));
+        }
+    };
+    grow(store, log, &leaves, &indexes).await?;
     // From here on the paperwork is logged: a failure below is mended by the repair loop.
-    if let Some(captured) = capture(ledger, plan).await? {
-        if let Err(e) = store.mark_captured(captured).await {
-            tracing::warn!(error = %e, "captured but could not mark it; the repair loop will replay (idempotent)");
+    capture(ledger, plan).await
+}
+
+/// Adds a batch just appended to the in-memory tree: its new leaves, when they follow the tree's
+/// last (this hub is the only writer, the usual case), without reading them back; otherwise (another
+/// replica appended meanwhile, or some were logged before) by catching up with the stored log.
+async fn grow(
+    store: &Arc<dyn Store>,
+    log: &MerkleLog,
+    leaves: &[Hash],
+    indexes: &[u64],
+) -> Result<(), String> {
+    let size = log.size();
+    let new: Vec<(u64, Hash)> = indexes
+        .iter()
+        .zip(leaves)
+        .filter(|(i, _)| **i >= size)
+        .map(|(i, l)| (*i, *l))
+        .collect();
+    if new.iter().enumerate().all(|(k, (i, _))| *i == size + k as u64) {
+        let leaves: Vec<Hash> = new.into_iter().map(|(_, l)| l).collect();
+        if log.append_at(size, &leaves).is_ok() {
+            return Ok(());
         }
     }
-    Ok(())
+    catch_up(store, log).await
 }
 
 /// Brings the in-memory Merkle tree level with the stored log (another replica may have appended).

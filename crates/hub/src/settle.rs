@@ -24,9 +24,9 @@ use axum::Json;
 use sha2::{Digest, Sha256};
 use stacknet_api::types::{
     ConsistencyProof, Direction, FilingAnswer, FilingRequest, FilingVerdict, InclusionProof, LogCheckpoint,
-    NodeStatement, Payout, StackStatement, Statement, StatementLine, Verdict,
+    LoggedPage, NodeStatement, Payout, StackStatement, Statement, StatementLine, Verdict,
 };
-pub use stacknet_api::types::{ConsistencyQuery, InclusionQuery, StatementQuery};
+pub use stacknet_api::types::{ConsistencyQuery, InclusionQuery, StatementQuery, LOGGED_PAGE_LEAVES};
 use stacknet_ledger::{AccountId, LedgerError, LedgerStore};
 use stacknet_protocol::contract::PromptContract;
 use stacknet_protocol::filing::{NodeAction, NodeRequest, MAX_FILING_PAPERWORK};
@@ -299,6 +299,45 @@ pub async fn node_statement(
         payouts,
         stake: (!stake.transfers.is_empty()).then_some(stake),
         slashes,
+    }))
+}
+
+/// `POST /stacknet/v1/nodes/logged` (body: a signed `logged` NodeRequest): the key's paperwork in
+/// the log among at most [`LOGGED_PAGE_LEAVES`] leaves from `from`, as logged. A node's wallet
+/// commits without waiting for the disk (the hub's log is the copy that survives a power cut on
+/// the request path), so this is how a node that lost its last writes finds them again to file.
+pub async fn node_logged(
+    State(state): State<AppState>,
+    body: axum::body::Bytes,
+) -> Result<Json<LoggedPage>, ApiError> {
+    let req: Signed<NodeRequest> = signed_body(&body)?;
+    let node = check_node_request(&state, &req).await?;
+    let NodeAction::Logged { from } = req.body.action else {
+        return Err(ApiError::invalid(
+            "action",
+            "this endpoint takes a `logged` request",
+        ));
+    };
+    // Level with what every replica logged, so the page's `size` is the stored log's.
+    state.writer.catch_up().await.map_err(ApiError::internal)?;
+    let size = state.log.size();
+    let from = from.min(size);
+    let next = from.saturating_add(LOGGED_PAGE_LEAVES).min(size);
+    let logged = state
+        .store
+        .logged_of(node, from, next)
+        .await
+        .map_err(ApiError::internal)?;
+    let paperwork = logged
+        .iter()
+        .map(|l| serde_json::from_str(&l.record.json))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(ApiError::internal)?;
+    Ok(Json(LoggedPage {
+        node_key: node,
+        paperwork,
+        next,
+        size,
     }))
 }
 

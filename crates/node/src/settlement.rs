@@ -1,14 +1,14 @@
 //! The operator's side of getting paid: filing the wallet's paperwork with the hub, statements and
-//! redemption, and stake requests, each signed with the Node Key. Used by `stacknet paperwork` and
-//! `stacknet stake`.
+//! redemption, recovery of paperwork the wallet lost from the hub's log, and stake requests, each signed
+//! with the Node Key. Used by `stacknet paperwork` and `stacknet stake`.
 
 use std::time::Duration;
 
 use serde_json::Value;
 use stacknet_api::paths;
 use stacknet_api::types::{
-    ErrorBody, FilingAnswer, FilingRequest, HubInfo, Listing, NodeReferral, NodeStatement, Payout,
-    StakeStatus,
+    ErrorBody, FilingAnswer, FilingRequest, HubInfo, Listing, LoggedPage, NodeReferral, NodeStatement,
+    Payout, StakeStatus,
 };
 use stacknet_protocol::filing::{Filing, FilingVerdict, NodeAction, NodeRequest};
 use stacknet_protocol::paperwork::Paperwork;
@@ -160,6 +160,12 @@ impl HubClient {
             status: status.as_u16(),
             message: ErrorBody::message_of(&value).unwrap_or_else(|| value.to_string()),
         })
+    }
+
+    /// One page of the key's paperwork in the hub's log, from index `from`.
+    pub async fn logged(&self, key: &SecretKey, from: u64) -> Result<LoggedPage, SettlementError> {
+        self.node_request(key, paths::NODE_LOGGED, NodeAction::Logged { from })
+            .await
     }
 
     /// The Node Key's earnings, transfers and payouts.
@@ -341,6 +347,60 @@ fn batches(paperwork: Vec<Signed<Paperwork>>) -> Result<Vec<Batch>, SettlementEr
 /// The hub's verdict on one filed paperwork, its signature checked.
 pub type Verdict = FilingVerdict;
 
+/// Stores in `wallet` every paperwork of `key` the hub logged that the wallet lacks, reading the
+/// log from where the last recovery ended; returns how many it added. The wallet commits without
+/// waiting for the disk, so a power cut can lose its last writes; the hub's log, made durable before
+/// a task is answered, still holds what the hub accepted. Each document must be signed by `key`
+/// under a contract the hub signed for the id: a hub handing back anything else is not trusted and
+/// nothing of its page is stored.
+pub async fn recover_wallet(
+    hub: &HubClient,
+    key: &SecretKey,
+    wallet: &Wallet,
+) -> Result<usize, SettlementError> {
+    let mine = key.public_key();
+    let mut from = wallet.recovered_to().await?;
+    let mut added = 0;
+    loop {
+        let page = hub.logged(key, from).await?;
+        if page.next < from || page.next > page.size || (page.next == from && from < page.size) {
+            return Err(SettlementError::Untrusted(format!(
+                "a page of the log from {from} ends at {} of {}",
+                page.next, page.size
+            )));
+        }
+        let mut found = Vec::with_capacity(page.paperwork.len());
+        for doc in page.paperwork {
+            if doc.body.node_key != mine {
+                // Signed by another key bound to the same id (a sale): not this wallet's to file.
+                continue;
+            }
+            doc.verify(&mine)
+                .and_then(|()| doc.body.contract.verify(&hub.hub_key))
+                .map_err(|e| SettlementError::Untrusted(format!("a logged paperwork: {e}")))?;
+            if doc.body.contract.body.node_key != page.node_key {
+                return Err(SettlementError::Untrusted(format!(
+                    "a logged paperwork's contract is assigned to {}, not {}",
+                    doc.body.contract.body.node_key, page.node_key
+                )));
+            }
+            found.push(doc);
+        }
+        for doc in &found {
+            let id = doc.id().map_err(|e| SettlementError::Malformed(e.to_string()))?;
+            if wallet.get(&id).await?.is_none() {
+                wallet.store(doc).await?;
+                added += 1;
+            }
+        }
+        from = page.next;
+        wallet.set_recovered_to(from).await?;
+        if from >= page.size {
+            return Ok(added);
+        }
+    }
+}
+
 /// Files every paperwork in `wallet` still due (neither filed nor refused for good) with `hub`, and
 /// marks in the wallet what its signed verdicts say: filed, or refused for good with the reason. The
 /// wallet files with one hub only: the key pinned at first use (or from the node's configuration,
@@ -351,6 +411,13 @@ pub async fn file_wallet(
     wallet: &Wallet,
 ) -> Result<Vec<Verdict>, SettlementError> {
     wallet.pin_hub_key(&hub.hub_key).await?;
+    let recovered = recover_wallet(hub, key, wallet).await?;
+    if recovered > 0 {
+        tracing::warn!(
+            recovered,
+            "the wallet lacked paperwork the hub logged: recovered from its log"
+        );
+    }
     let unfiled: Vec<Signed<Paperwork>> = wallet
         .entries()
         .await?

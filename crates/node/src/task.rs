@@ -1,7 +1,8 @@
 //! One task, from the hub's `task` frame to `done`: the checks before anything runs (the contract,
 //! and the request with the workload's shared validator), then the backend run with its chunks
 //! forwarded as they come, its output files sent in binary frames, then paperwork, signed and
-//! durable in the wallet before `done` goes out. The output digest is the workload's
+//! committed to the wallet before `done` goes out (not waiting for the disk: the hub's log is the
+//! copy a power cut cannot take, and `settlement::recover_wallet` reads it back). The output digest is the workload's
 //! (`stacknet_api::output`): over what the client receives, so the hub recomputes the same.
 //!
 //! A task the hub cancels is told through its [`Cancellation`]; the backend stops and returns what it
@@ -249,7 +250,8 @@ async fn execute(
         commitment: outcome.committed.as_ref().map(|c| c.commitment.clone()),
     };
     let paperwork = sign_paperwork(&shared.key, finished)?;
-    // Durable first: once `done` is out, the hub may pay for this, and the node must hold the proof.
+    // Kept first: once `done` is out, the hub may pay for this, and the node must hold the proof. The
+    // commit survives the process being killed; after a power cut the hub's log has it.
     shared.wallet.store(&paperwork).await?;
     // A model that became ready with this task (an upstream's first answer) is named before
     // `done`, so the hub sees it warm for the next task.

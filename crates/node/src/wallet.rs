@@ -1,10 +1,13 @@
 //! The node's paperwork wallet: every signed paperwork, durable on disk before the hub hears the task
 //! is done, so a node never loses proof of work it may be paid for.
 //!
-//! One SQLite file (WAL, `synchronous=FULL`: a committed paperwork survives power loss). A dedicated
+//! One SQLite file (WAL, `synchronous=NORMAL`: a committed paperwork survives a crash or kill of the
+//! node's process without waiting for the disk; a power cut can lose the last commits, and those are
+//! recovered from the hub's paperwork log, the copy made durable on the request path: see
+//! [`crate::settlement::recover_wallet`]). A dedicated
 //! writer thread owns the connection and serves commands from a bounded channel, so the async runtime
 //! never blocks on disk; it commits every store waiting in the queue in one transaction (group
-//! commit), so concurrent tasks share one fsync instead of queueing behind each other's.
+//! commit).
 
 use std::path::{Path, PathBuf};
 
@@ -12,6 +15,9 @@ use rusqlite::{params, Connection, OptionalExtension};
 use stacknet_protocol::paperwork::Paperwork;
 use stacknet_protocol::{PaperworkId, PublicKey, Signed, Timestamp};
 use tokio::sync::{mpsc, oneshot};
+
+/// The `meta` setting of how far the wallet recovered from the hub's log.
+const RECOVERED_TO: &str = "recovered_to";
 
 /// Commands waiting for the writer thread.
 pub const WALLET_QUEUE_LEN: usize = 256;
@@ -29,7 +35,8 @@ CREATE TABLE IF NOT EXISTS paperwork (
     json TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS paperwork_unfiled ON paperwork (filed, created_at_ms);
--- Settings the wallet keeps: `hub_key`, the hub key pinned at first filing.
+-- Settings the wallet keeps: `hub_key`, the hub key pinned at first filing; `recovered_to`, the
+-- log index up to which the wallet holds every paperwork of its key the hub logged.
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 ";
 
@@ -74,6 +81,11 @@ enum Command {
     MarkFiled(Vec<String>, oneshot::Sender<Result<(), WalletError>>),
     MarkRefused(Vec<(String, String)>, oneshot::Sender<Result<(), WalletError>>),
     PinHubKey(String, oneshot::Sender<Result<String, WalletError>>),
+    Meta(
+        String,
+        Option<String>,
+        oneshot::Sender<Result<Option<String>, WalletError>>,
+    ),
 }
 
 /// A stored paperwork's JSON, filed flag and refusal.
@@ -113,6 +125,7 @@ impl std::fmt::Debug for Command {
             Command::MarkFiled(..) => "MarkFiled",
             Command::MarkRefused(..) => "MarkRefused",
             Command::PinHubKey(..) => "PinHubKey",
+            Command::Meta(..) => "Meta",
         })
     }
 }
@@ -135,7 +148,7 @@ impl Wallet {
         let conn = Connection::open(&path).map_err(|e| open_err(e.to_string()))?;
         conn.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS))
             .map_err(|e| open_err(e.to_string()))?;
-        conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;")
+        conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;")
             .and_then(|()| conn.execute_batch(SCHEMA))
             .and_then(|()| add_missing_columns(&conn))
             .map_err(|e| open_err(e.to_string()))?;
@@ -151,7 +164,8 @@ impl Wallet {
         &self.path
     }
 
-    /// Stores a paperwork durably (committed with `synchronous=FULL`) and returns its id. Storing the
+    /// Stores a paperwork (committed: it survives the process; see the module for a power cut) and
+    /// returns its id. Storing the
     /// same paperwork twice is harmless: the id is its content hash.
     pub async fn store(&self, paperwork: &Signed<Paperwork>) -> Result<PaperworkId, WalletError> {
         let id = paperwork.id().map_err(|e| WalletError::Encode(e.to_string()))?;
@@ -215,6 +229,26 @@ impl Wallet {
         Ok(())
     }
 
+    /// How far into the hub's log the wallet has recovered its paperwork (0 before the first time).
+    pub async fn recovered_to(&self) -> Result<u64, WalletError> {
+        let value = self
+            .ask(|reply| Command::Meta(RECOVERED_TO.to_owned(), None, reply))
+            .await?;
+        value.map_or(Ok(0), |v| {
+            v.parse().map_err(|_| WalletError::Corrupt {
+                id: RECOVERED_TO.to_owned(),
+                message: format!("not a log index: {v}"),
+            })
+        })
+    }
+
+    /// Records that the wallet holds every paperwork of its key logged before `index`.
+    pub async fn set_recovered_to(&self, index: u64) -> Result<(), WalletError> {
+        self.ask(|reply| Command::Meta(RECOVERED_TO.to_owned(), Some(index.to_string()), reply))
+            .await
+            .map(drop)
+    }
+
     /// Records that the hub settled these paperwork (or had before), so they are not filed again.
     pub async fn mark_filed(&self, ids: &[PaperworkId]) -> Result<(), WalletError> {
         let ids = ids.iter().map(ToString::to_string).collect();
@@ -273,6 +307,9 @@ fn writer(mut conn: Connection, mut rx: mpsc::Receiver<Command>) {
                 }
                 Command::PinHubKey(key, reply) => {
                     let _ = reply.send(pin_hub_key(&conn, &key));
+                }
+                Command::Meta(name, value, reply) => {
+                    let _ = reply.send(meta(&conn, &name, value.as_deref()));
                 }
             }
         }
@@ -345,6 +382,19 @@ fn pin_hub_key(conn: &Connection, key: &str) -> Result<String, WalletError> {
     Ok(conn.query_row("SELECT value FROM meta WHERE name = 'hub_key'", [], |r| r.get(0))?)
 }
 
+/// The setting `name`, after writing `value` when one is given.
+fn meta(conn: &Connection, name: &str, value: Option<&str>) -> Result<Option<String>, WalletError> {
+    if let Some(value) = value {
+        conn.execute(
+            "INSERT INTO meta (name, value) VALUES (?1, ?2) ON CONFLICT (name) DO UPDATE SET value = ?2",
+            [name, value],
+        )?;
+    }
+    Ok(conn
+        .query_row("SELECT value FROM meta WHERE name = ?1", [name], |r| r.get(0))
+        .optional()?)
+}
+
 /// Adds the columns of [`ADDED_COLUMNS`] a wallet made by an older node lacks.
 fn add_missing_columns(conn: &Connection) -> Result<(), rusqlite::Error> {
     for (column, definition) in ADDED_COLUMNS {
@@ -394,6 +444,19 @@ mod tests {
         assert_eq!(wallet.list().await.unwrap(), vec![pw.clone()]);
         let missing = PaperworkId::from_digest([0; 16]);
         assert_eq!(wallet.get(&missing).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn how_far_it_recovered_is_kept_across_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.sqlite");
+        {
+            let wallet = Wallet::open(&path).unwrap();
+            assert_eq!(wallet.recovered_to().await.unwrap(), 0);
+            wallet.set_recovered_to(4_096).await.unwrap();
+            wallet.set_recovered_to(5_000).await.unwrap();
+        }
+        assert_eq!(Wallet::open(&path).unwrap().recovered_to().await.unwrap(), 5_000);
     }
 
     #[tokio::test]

@@ -82,6 +82,9 @@ pub enum NodeAction {
     List { price: Amount, proceeds: StackId },
     /// Withdraws the key's listing.
     Unlist,
+    /// The key's paperwork in the hub's log from index `from` on, a page at a time: what a node
+    /// recovers when its wallet lost its last writes (a power cut), so it can still file them.
+    Logged { from: u64 },
 }
 
 /// The Stack a guardian's probes run as: derived from its key, so a node sees an id like any other

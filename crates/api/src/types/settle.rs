@@ -97,6 +97,23 @@ pub struct NodeStatement {
     pub slashes: Vec<super::Slash>,
 }
 
+/// `POST /stacknet/v1/nodes/logged`: one page of a Node Key's paperwork in the log, as logged.
+/// The hub reads at most [`LOGGED_PAGE_LEAVES`] leaves a page; ask again from `next` until it is
+/// `size`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoggedPage {
+    pub node_key: NodeKeyId,
+    /// The key's paperwork among the leaves `from..next`, in log order.
+    pub paperwork: Vec<stacknet_protocol::Signed<stacknet_protocol::paperwork::Paperwork>>,
+    /// Where the next page starts.
+    pub next: u64,
+    /// The log's size when the page was read.
+    pub size: u64,
+}
+
+/// Most log leaves one `logged` page reads.
+pub const LOGGED_PAGE_LEAVES: u64 = 4_096;
+
 /// Where a payout is. `Pending` and `Sent` are open; `Confirmed` and `Failed` are final.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

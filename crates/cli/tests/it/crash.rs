@@ -1,6 +1,7 @@
 //! The hub killed with SIGKILL while requests are being settled, again and again: after every restart
 //! the books balance, every answered request's paperwork is logged and its cost captured exactly
-//! once, and in the end every accepted paperwork files and settles once.
+//! once, and in the end every accepted paperwork files and settles once. Then the node killed the same
+//! way under load.
 
 use std::collections::BTreeSet;
 use std::process::Child;
@@ -267,6 +268,178 @@ async fn killed_again_and_again(dir: &std::path::Path, database: &str) {
         .await
         .unwrap();
     assert_eq!(before, after);
+    let _ = hub.kill();
+    let _ = hub.wait();
+}
+
+/// The node killed with SIGKILL under load, again and again, and started again on the same data
+/// directory: its wallet commits without waiting for the disk, so this is the crash it must survive
+/// by itself. Every answered request is captured once; requests cut short release their holds; in
+/// the end the wallet holds every paperwork the hub logged, and filing settles each exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_under_load_loses_and_doubles_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = format!("sqlite://{}", dir.path().join("hub.db").display());
+    let upstream = MockUpstream::start(
+        Script::text("node crash test answer words")
+            .chunks(4)
+            .chunk_delay(Duration::from_millis(5)),
+    )
+    .await
+    .unwrap();
+    let (mut hub, url) = start_hub(&dir.path().join("hub"), "127.0.0.1:0", &database);
+    let http = reqwest::Client::new();
+    let stack = admin(&http, &url, "/stacks", json!({"name": "node-crash"})).await;
+    let stack = stack["id"].as_str().unwrap().to_owned();
+    let key = admin(&http, &url, &format!("/stacks/{stack}/keys"), json!({})).await;
+    let key = key["api_key"].as_str().unwrap().to_owned();
+    admin(
+        &http,
+        &url,
+        "/prices",
+        json!({"model": MOCK_MODEL, "input_per_mtok": "1000000", "output_per_mtok": "3000000", "per_request": "7"}),
+    )
+    .await;
+    admin(
+        &http,
+        &url,
+        &format!("/stacks/{stack}/topup"),
+        json!({"amount": "100000000000"}),
+    )
+    .await;
+    let node_dir = dir.path().join("node");
+    let start_node = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_stacknet"))
+            .args([
+                "node",
+                "--hub",
+                &url,
+                "--upstream",
+                upstream.base_url(),
+                "--model",
+                MOCK_MODEL,
+            ])
+            .args(["--max-concurrency", "64", "--data-dir"])
+            .arg(&node_dir)
+            .env("STACKNET_LOG", "warn")
+            .env_remove("STACKNET_MODELS")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let ask = |http: reqwest::Client, url: String, key: String| async move {
+        let body =
+            json!({"model": MOCK_MODEL, "messages": [{"role": "user", "content": "go"}], "max_tokens": 50});
+        let resp = http
+            .post(format!("{url}/v1/chat/completions"))
+            .bearer_auth(&key)
+            .json(&body)
+            .send()
+            .await
+            .ok()?;
+        if resp.status() != 200 {
+            return None;
+        }
+        let v: Value = resp.json().await.ok()?;
+        let id = v["id"].as_str()?.strip_prefix("chatcmpl-")?;
+        Some(format!("ct_{id}"))
+    };
+
+    let accepted: Arc<Mutex<BTreeSet<String>>> = Arc::default();
+    let mut node = start_node();
+    for round in 0..4 {
+        // Served again before the load starts: the node (re)connected.
+        let first = wait_until("the node serves", Duration::from_secs(60), || {
+            ask(http.clone(), url.clone(), key.clone())
+        })
+        .await;
+        accepted.lock().unwrap().insert(first);
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut clients = Vec::new();
+        for _ in 0..8 {
+            let (http, url, key, accepted, stop) = (
+                http.clone(),
+                url.clone(),
+                key.clone(),
+                accepted.clone(),
+                stop.clone(),
+            );
+            clients.push(tokio::spawn(async move {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    match ask(http.clone(), url.clone(), key.clone()).await {
+                        Some(contract) => drop(accepted.lock().unwrap().insert(contract)),
+                        None => tokio::time::sleep(Duration::from_millis(20)).await,
+                    }
+                }
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(300 + 150 * round)).await;
+        node.kill().unwrap();
+        node.wait().unwrap();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for c in clients {
+            c.await.unwrap();
+        }
+        node = start_node();
+    }
+
+    // Every answered request is captured once; what the kills cut short is released.
+    let ledger = open_ledger(&database).await.unwrap();
+    let ids: Vec<String> = accepted.lock().unwrap().iter().cloned().collect();
+    for contract in &ids {
+        let capture = ledger
+            .transfer(TransferId::new(&format!("capture:{contract}")).unwrap())
+            .await
+            .unwrap();
+        assert!(
+            capture.is_some(),
+            "{contract} was answered but its cost not captured"
+        );
+    }
+    let released = || async {
+        let escrow = ledger.balance(AccountId::escrow()).await.unwrap();
+        (escrow.credits_pending.micros() == 0).then_some(())
+    };
+    wait_until("no hold is left open", HOLDS_EXPIRE_DEADLINE, released).await;
+    check_books(&*ledger).await;
+
+    // The wallet, read after the last kill, files everything the hub logged, each once.
+    let _ = node.kill();
+    let _ = node.wait();
+    let (node_key, _) = stacknet_protocol::keystore::read(&node_dir.join("node.key")).unwrap();
+    let wallet = stacknet_node::wallet::Wallet::open(node_dir.join("wallet.sqlite")).unwrap();
+    let hub_client = HubClient::connect(&url).await.unwrap();
+    let verdicts = file_wallet(&hub_client, &node_key, &wallet).await.unwrap();
+    let store = stacknet_hub::store::open(&database).await.unwrap();
+    let logged = store
+        .logged_of(node_key.public_key().node_key_id(), 0, u64::MAX)
+        .await
+        .unwrap();
+    let settled = verdicts.iter().filter(|v| v.status() == "settled").count();
+    assert_eq!(
+        settled,
+        logged.len(),
+        "every logged paperwork settles once: {verdicts:?}"
+    );
+    assert!(settled >= ids.len(), "{settled} settled, {} answered", ids.len());
+    for v in verdicts.iter().filter(|v| v.status() != "settled") {
+        // Signed by a node killed before the hub logged it: never payable.
+        assert!(
+            v.reason()
+                .unwrap_or_default()
+                .contains("not in the paperwork log"),
+            "{v:?}"
+        );
+    }
+    let escrow = ledger.balance(AccountId::escrow()).await.unwrap();
+    assert_eq!(
+        escrow.posted.micros(),
+        0,
+        "every captured cost was shared out: {escrow:?}"
+    );
+    check_books(&*ledger).await;
+    let again = file_wallet(&hub_client, &node_key, &wallet).await.unwrap();
+    assert!(again.is_empty(), "nothing is due twice: {again:?}");
     let _ = hub.kill();
     let _ = hub.wait();
 }

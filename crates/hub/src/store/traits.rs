@@ -68,6 +68,9 @@ pub trait LogStore: Send + Sync + fmt::Debug + 'static {
     /// The state of several paperwork at once, in the order asked (`None` for ids not in the log),
     /// without the documents themselves (`record.json` is empty): filing has them already.
     fn paperwork_many(&self, ids: Vec<PaperworkId>) -> StoreFuture<'_, Vec<Option<LoggedPaperwork>>>;
+    /// The paperwork logged for `node` at the indexes `from..to`, in log order, with their
+    /// documents: what a node whose wallet lost its last writes recovers from the log.
+    fn logged_of(&self, node: NodeKeyId, from: u64, to: u64) -> StoreFuture<'_, Vec<LoggedPaperwork>>;
 }
 
 /// Filing: settlements of logged paperwork, and the events already seen (webhook ids, signed-request

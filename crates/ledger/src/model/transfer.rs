@@ -231,6 +231,19 @@ impl Entry {
         }
     }
 
+    /// Whether a batch must be on disk before it is answered: all but a batch of holds. A hold lost
+    /// to a power cut leaves the books as they were before it (its amount is free again), and
+    /// whatever depends on it (its capture or release) is committed after it in the same write-ahead
+    /// log and waits for the disk, which makes every earlier commit durable with it. So a request's
+    /// hold costs no wait for the disk, and the capture (or release) that settles it shares one
+    /// with the batch of paperwork logged before it (the hub's settle writer), which it makes
+    /// durable too.
+    pub fn must_sync(batch: &[Entry]) -> bool {
+        batch
+            .iter()
+            .any(|e| !matches!(e, Entry::Transfer(t) if t.pending))
+    }
+
     /// The hold this entry resolves, if it is a post or a void.
     pub fn pending_id(&self) -> Option<&TransferId> {
         match self {
@@ -366,4 +379,40 @@ pub struct StatementLine {
     /// Increases with every stored transfer; pass the last one seen as `after` for the next page.
     pub seq: u64,
     pub transfer: TransferRecord,
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_batch_of_holds_skips_the_wait_for_the_disk() {
+        let id = |s: &str| TransferId::new(s).unwrap();
+        let amount = Amount::from_micros(5);
+        let hold: Entry = Transfer::hold(
+            id("hold:a"),
+            AccountId::escrow(),
+            AccountId::treasury(),
+            amount,
+            None,
+        )
+        .into();
+        let posted: Entry = Transfer::posted(
+            id("t"),
+            AccountId::escrow(),
+            AccountId::treasury(),
+            amount,
+            Reason::Topup,
+        )
+        .into();
+        let capture: Entry = Post::new(id("capture:a"), id("hold:a"), amount).into();
+        let release: Entry = Void::new(id("release:a"), id("hold:a")).into();
+        assert!(!Entry::must_sync(&[hold.clone(), hold.clone()]));
+        assert!(!Entry::must_sync(&[]));
+        for durable in [posted, capture, release] {
+            assert!(Entry::must_sync(std::slice::from_ref(&durable)));
+            assert!(Entry::must_sync(&[hold.clone(), durable]));
+        }
+    }
 }

@@ -129,18 +129,25 @@ async fn apply_once(conn: &mut PgConn, batch: &[Entry]) -> Result<Vec<TransferOu
     } = conn;
     let ids = books::ids_needed(batch);
     let ids = id_texts(&ids);
+    // Holds do not wait for the disk (see `Entry::must_sync`), nor do expiries (a lost one is done
+    // again by the next sweep): the next commit that does flushes the write-ahead log through them.
+    let begin = if Entry::must_sync(batch) {
+        "BEGIN"
+    } else {
+        "BEGIN; SET LOCAL synchronous_commit = off"
+    };
     let (found, balances) = if batch.iter().all(|e| e.pending_id().is_none()) {
         let accounts = books::accounts_needed(batch, &[]);
         let texts = account_texts(&accounts);
         let (_, found, _, locked) = tokio::try_join!(
-            client.batch_execute("BEGIN"),
+            client.batch_execute(begin),
             async { client.query(&statements[LOCK_TRANSFERS], &[&ids]).await },
             async { client.execute(&statements[CREATE_ACCOUNTS], &[&texts]).await },
             async { client.query(&statements[LOCK_ACCOUNTS], &[&texts]).await },
         )?;
         (records(&found)?, with_balances(accounts, &locked)?)
     } else {
-        let (_, found) = tokio::try_join!(client.batch_execute("BEGIN"), async {
+        let (_, found) = tokio::try_join!(client.batch_execute(begin), async {
             client.query(&statements[LOCK_TRANSFERS], &[&ids]).await
         },)?;
         let found = records(&found)?;
@@ -160,11 +167,14 @@ async fn expire_once(conn: &mut PgConn, now: Timestamp) -> Result<Vec<TransferId
         client, statements, ..
     } = conn;
     let limit = i64::try_from(MAX_EXPIRED_PER_CALL).unwrap_or(i64::MAX);
-    let (_, due) = tokio::try_join!(client.batch_execute("BEGIN"), async {
-        client
-            .query(&statements[DUE_HOLDS], &[&now.unix_ms(), &limit])
-            .await
-    },)?;
+    let (_, due) = tokio::try_join!(
+        client.batch_execute("BEGIN; SET LOCAL synchronous_commit = off"),
+        async {
+            client
+                .query(&statements[DUE_HOLDS], &[&now.unix_ms(), &limit])
+                .await
+        },
+    )?;
     let due = records(&due)?;
     let ids: Vec<TransferId> = due.iter().map(|r| r.id.clone()).collect();
     let mut accounts: Vec<AccountId> = due

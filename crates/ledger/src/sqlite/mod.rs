@@ -82,7 +82,7 @@ impl SqliteLedger {
         let max_group = options.max_group.max(1);
         std::thread::Builder::new()
             .name("ledger-sqlite-writer".into())
-            .spawn(move || writer::run(conn, queue, max_group))
+            .spawn(move || writer::run(conn, queue, max_group, sync == "FULL"))
             .map_err(|_| LedgerError::WriterStopped)?;
         let readers = Arc::new(Readers {
             path,

@@ -5,7 +5,9 @@
 //! fsync per transaction is what limits throughput. Draining whatever callers queued while the last
 //! commit ran, and committing it as one transaction, pays one fsync for many batches. Each caller's
 //! batch runs in its own savepoint, so a refused batch rolls back alone and the others still commit.
-//! Replies go out only after the commit, so a caller told "applied" is durable.
+//! Replies go out only after the commit, so a caller told "applied" is durable (against a power
+//! cut too, for the batches [`Entry::must_sync`] names; holds and expiries survive a crash of the
+//! process, and are made durable by the next commit that waits for the disk).
 
 use rusqlite::{Connection, TransactionBehavior};
 use stacknet_protocol::Timestamp;
@@ -40,7 +42,11 @@ enum Done {
 }
 
 /// Runs until every sender is gone (the ledger was dropped), finishing what was queued.
-pub(crate) fn run(mut conn: Connection, mut commands: mpsc::Receiver<Command>, max_group: usize) {
+/// With `sync` (the ledger opened `synchronous=FULL`), a group that must survive a power cut
+/// ([`Entry::must_sync`]) commits with `FULL` and any other with `NORMAL`: holds and expiries
+/// do not wait for the disk (an expiry lost to a power cut is done again by the next sweep).
+pub(crate) fn run(mut conn: Connection, mut commands: mpsc::Receiver<Command>, max_group: usize, sync: bool) {
+    let mut full = sync;
     while let Some(first) = commands.blocking_recv() {
         let mut group = vec![first];
         while group.len() < max_group {
@@ -48,6 +54,19 @@ pub(crate) fn run(mut conn: Connection, mut commands: mpsc::Receiver<Command>, m
                 Ok(command) => group.push(command),
                 Err(_) => break,
             }
+        }
+        let wanted = sync
+            && group.iter().any(|c| match c {
+                Command::Apply { batch, .. } => Entry::must_sync(batch),
+                Command::Expire { .. } => false,
+            });
+        if wanted != full {
+            let mode = if wanted { "FULL" } else { "NORMAL" };
+            if let Err(e) = conn.pragma_update(None, "synchronous", mode) {
+                fail_all(group.into_iter().map(pending_reply).collect(), &e);
+                continue;
+            }
+            full = wanted;
         }
         commit_group(&mut conn, group);
     }

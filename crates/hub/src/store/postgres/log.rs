@@ -4,7 +4,7 @@
 use std::collections::{HashMap, HashSet};
 
 use stacknet_ledger::pg::{self, Lease};
-use stacknet_protocol::{Amount, PaperworkId, Timestamp};
+use stacknet_protocol::{Amount, NodeKeyId, PaperworkId, Timestamp};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
@@ -266,6 +266,20 @@ impl LogStore for PgStore {
                  FROM UNNEST($1::TEXT[], $2::BIGINT[]) AS c(id, cost) WHERE paperwork_log.id = c.id";
             self.execute(sql, &[&ids, &costs]).await?;
             Ok(())
+        })
+    }
+
+    fn logged_of(&self, node: NodeKeyId, from: u64, to: u64) -> StoreFuture<'_, Vec<LoggedPaperwork>> {
+        Box::pin(async move {
+            let sql = concat!(
+                "SELECT ",
+                log_columns!(),
+                " FROM paperwork_log WHERE idx >= $1 AND idx < $2 AND node_key = $3 ORDER BY idx"
+            );
+            let rows = self
+                .query(sql, &[&to_i64(from), &to_i64(to), &node.to_string()])
+                .await?;
+            rows.iter().map(log_of).collect()
         })
     }
 

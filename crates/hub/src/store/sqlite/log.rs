@@ -2,7 +2,7 @@
 //! small, often-updated state in `paperwork_log` (see the schema).
 
 use rusqlite::{params, OptionalExtension, TransactionBehavior};
-use stacknet_protocol::{Amount, PaperworkId, Timestamp};
+use stacknet_protocol::{Amount, NodeKeyId, PaperworkId, Timestamp};
 
 use super::SqliteStore;
 use crate::store::codec::{hash32, logged, to_i64, to_u64, LogRow};
@@ -123,6 +123,16 @@ impl LogStore for SqliteStore {
             }
             tx.commit()?;
             Ok(())
+        })
+    }
+
+    fn logged_of(&self, node: NodeKeyId, from: u64, to: u64) -> StoreFuture<'_, Vec<LoggedPaperwork>> {
+        self.with(move |conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {LOG_COLUMNS} FROM {LOG_FROM} WHERE l.idx >= ?1 AND l.idx < ?2 AND l.node_key = ?3 ORDER BY l.idx"
+            ))?;
+            let rows = stmt.query_map(params![to_i64(from), to_i64(to), node.to_string()], log_row)?;
+            rows.map(|r| logged(r?)).collect()
         })
     }
 

@@ -96,6 +96,7 @@ on_both_stores!(
     signed_requests_from_fresh_keys_leave_no_lasting_rows,
     a_refused_redeem_leaves_no_payout_row,
     a_spoofed_hub_cannot_make_the_wallet_drop_paperwork,
+    a_wallet_that_lost_its_writes_recovers_them_from_the_log_and_is_paid_once,
     refused_paperwork_is_not_filed_again_and_shows_why,
     a_sent_payout_is_confirmed_or_failed_by_the_signed_callback_once,
     a_payout_url_with_credentials_never_shows_them_in_the_statement,
@@ -846,8 +847,14 @@ async fn a_refused_redeem_leaves_no_payout_row(db: Db) {
 
 /// A hub impostor at the returned URL: announces `announced` as its hub key and answers every
 /// filing `already_filed`, each verdict signed with `signer` for the very filing it got.
-async fn spoofed_hub(announced: stacknet_protocol::PublicKey, signer: SecretKey) -> String {
-    use stacknet_api::types::{FilingAnswer, FilingRequest, FilingVerdict, HubInfo, Verdict};
+/// A hub that announces `announced`, signs verdicts with `signer` and answers every `logged` request
+/// with `logged` as the whole log.
+async fn spoofed_hub(
+    announced: stacknet_protocol::PublicKey,
+    signer: SecretKey,
+    logged: Vec<Signed<Paperwork>>,
+) -> String {
+    use stacknet_api::types::{FilingAnswer, FilingRequest, FilingVerdict, HubInfo, LoggedPage, Verdict};
     let signer = Arc::new(signer);
     let info = HubInfo {
         hub_key: announced,
@@ -887,7 +894,21 @@ async fn spoofed_hub(announced: stacknet_protocol::PublicKey, signer: SecretKey)
             stacknet_api::paths::HUB_INFO,
             axum::routing::get(move || async move { axum::Json(info) }),
         )
-        .route(stacknet_api::paths::NODE_FILE, axum::routing::post(file));
+        .route(stacknet_api::paths::NODE_FILE, axum::routing::post(file))
+        .route(
+            stacknet_api::paths::NODE_LOGGED,
+            axum::routing::post(move |axum::Json(req): axum::Json<Signed<NodeRequest>>| {
+                let logged = logged.clone();
+                async move {
+                    axum::Json(LoggedPage {
+                        node_key: req.body.node_key.node_key_id(),
+                        next: logged.len() as u64,
+                        size: logged.len() as u64,
+                        paperwork: logged,
+                    })
+                }
+            }),
+        );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await });
@@ -913,7 +934,7 @@ async fn a_spoofed_hub_cannot_make_the_wallet_drop_paperwork(db: Db) {
 
     // An impostor with a key of its own: refused before anything is sent.
     let evil = SecretKey::generate();
-    let impostor = HubClient::connect(&spoofed_hub(evil.public_key(), evil).await)
+    let impostor = HubClient::connect(&spoofed_hub(evil.public_key(), evil, vec![]).await)
         .await
         .unwrap();
     let r = file_wallet(&impostor, &node.key, wallet).await;
@@ -922,7 +943,7 @@ async fn a_spoofed_hub_cannot_make_the_wallet_drop_paperwork(db: Db) {
 
     // An impostor claiming the real hub key cannot sign as it.
     let evil = SecretKey::generate();
-    let impostor = HubClient::connect(&spoofed_hub(real.hub_key, evil).await)
+    let impostor = HubClient::connect(&spoofed_hub(real.hub_key, evil, vec![]).await)
         .await
         .unwrap();
     let r = file_wallet(&impostor, &node.key, wallet).await;
@@ -933,6 +954,64 @@ async fn a_spoofed_hub_cannot_make_the_wallet_drop_paperwork(db: Db) {
     let verdicts = file_wallet(&real, &node.key, wallet).await.unwrap();
     assert!(verdicts.iter().all(|v| v.status() == "settled"), "{verdicts:?}");
     assert_eq!(due().await, 0);
+    books_balance(&net).await;
+}
+
+/// The node's wallet commits without waiting for the disk (issue 13: one fsync on the request
+/// path, the hub's): a power cut can take its last writes. The hub's log has them: filing first
+/// recovers what the wallet lacks, checked against the node's and the hub's keys, and every task is
+/// paid once. A hub that hands back a forged paperwork gets nothing stored.
+async fn a_wallet_that_lost_its_writes_recovers_them_from_the_log_and_is_paid_once(db: Db) {
+    let net = priced(&db, Script::text("work to recover"), |c| {
+        c.challenge_window_ms = 0
+    })
+    .await;
+    topup(&net, 1_000_000).await;
+    let total = spend(&net, 3).await;
+    let node = &net.nodes[0];
+    let real = HubClient::connect(&net.hub.url()).await.unwrap();
+    let docs = wallet_docs(&net).await;
+    assert_eq!(docs.len(), 3);
+
+    // A hub answering with a paperwork the node never signed (its usage raised): nothing is kept.
+    let lost = stacknet_node::wallet::Wallet::open(net.dir.path().join("lost-1.sqlite")).unwrap();
+    let mut forged = docs[0].clone();
+    forged.body.usage.output_tokens += 1000;
+    let evil = SecretKey::generate();
+    let liar = HubClient::connect(&spoofed_hub(real.hub_key, evil, vec![forged]).await)
+        .await
+        .unwrap();
+    let r = stacknet_node::settlement::recover_wallet(&liar, &node.key, &lost).await;
+    assert!(
+        matches!(r, Err(stacknet_node::settlement::SettlementError::Untrusted(_))),
+        "{r:?}"
+    );
+    assert!(lost.list().await.unwrap().is_empty(), "nothing stored");
+
+    // The wallet lost everything (a new disk): filing recovers all three from the log.
+    let node_account = AccountId::node(node.node.node_key_id());
+    let verdicts = file_wallet(&real, &node.key, &lost).await.unwrap();
+    assert_eq!(verdicts.len(), 3, "{verdicts:?}");
+    assert!(verdicts.iter().all(|v| v.status() == "settled"), "{verdicts:?}");
+    let settled: i64 = verdicts.iter().map(|v| v.amount().unwrap().micros()).sum();
+    assert_eq!(settled, total);
+    let mut recovered = lost.list().await.unwrap();
+    let mut expected = docs.clone();
+    recovered.sort_by_key(|d| d.id().unwrap());
+    expected.sort_by_key(|d| d.id().unwrap());
+    assert_eq!(recovered, expected, "the very documents the node signed");
+    assert_eq!(lost.recovered_to().await.unwrap(), 3);
+
+    // The original wallet files the same paperwork: already filed, nothing paid twice.
+    let paid = posted(&net, node_account.clone()).await;
+    let again = file_wallet(&real, &node.key, node.node.wallet()).await.unwrap();
+    assert!(again.iter().all(|v| v.status() == "already_filed"), "{again:?}");
+    assert_eq!(posted(&net, node_account).await, paid);
+    // Recovering again reads only what was logged since, and finds nothing new.
+    let added = stacknet_node::settlement::recover_wallet(&real, &node.key, &lost)
+        .await
+        .unwrap();
+    assert_eq!(added, 0);
     books_balance(&net).await;
 }
 
