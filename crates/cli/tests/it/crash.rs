@@ -54,6 +54,28 @@ async fn admin(http: &reqwest::Client, url: &str, path: &str, body: Value) -> Va
     resp.json().await.unwrap()
 }
 
+/// A Stack named `name` with money, and the mock model priced: its API key.
+async fn funded_stack(http: &reqwest::Client, url: &str, name: &str) -> String {
+    let stack = admin(http, url, "/stacks", json!({ "name": name })).await;
+    let stack = stack["id"].as_str().unwrap().to_owned();
+    let key = admin(http, url, &format!("/stacks/{stack}/keys"), json!({})).await;
+    admin(
+        http,
+        url,
+        "/prices",
+        json!({"model": MOCK_MODEL, "input_per_mtok": "1000000", "output_per_mtok": "3000000", "per_request": "7"}),
+    )
+    .await;
+    admin(
+        http,
+        url,
+        &format!("/stacks/{stack}/topup"),
+        json!({"amount": "100000000000"}),
+    )
+    .await;
+    key["api_key"].as_str().unwrap().to_owned()
+}
+
 /// The ledger the hub at `database` keeps (PostgreSQL: in the URL's `schema`).
 async fn open_ledger(
     database: &str,
@@ -111,24 +133,7 @@ async fn killed_again_and_again(dir: &std::path::Path, database: &str) {
     let (mut hub, url) = start_hub(&data, "127.0.0.1:0", database);
     let listen = url.strip_prefix("http://").unwrap().to_owned();
     let http = reqwest::Client::new();
-    let stack = admin(&http, &url, "/stacks", json!({"name": "crash"})).await;
-    let stack = stack["id"].as_str().unwrap().to_owned();
-    let key = admin(&http, &url, &format!("/stacks/{stack}/keys"), json!({})).await;
-    let key = key["api_key"].as_str().unwrap().to_owned();
-    admin(
-        &http,
-        &url,
-        "/prices",
-        json!({"model": MOCK_MODEL, "input_per_mtok": "1000000", "output_per_mtok": "3000000", "per_request": "7"}),
-    )
-    .await;
-    admin(
-        &http,
-        &url,
-        &format!("/stacks/{stack}/topup"),
-        json!({"amount": "100000000000"}),
-    )
-    .await;
+    let key = funded_stack(&http, &url, "crash").await;
 
     let mut options = NodeOptions::new(url.clone());
     options.max_concurrency = 64;
@@ -289,24 +294,7 @@ async fn a_node_killed_under_load_loses_and_doubles_nothing() {
     .unwrap();
     let (mut hub, url) = start_hub(&dir.path().join("hub"), "127.0.0.1:0", &database);
     let http = reqwest::Client::new();
-    let stack = admin(&http, &url, "/stacks", json!({"name": "node-crash"})).await;
-    let stack = stack["id"].as_str().unwrap().to_owned();
-    let key = admin(&http, &url, &format!("/stacks/{stack}/keys"), json!({})).await;
-    let key = key["api_key"].as_str().unwrap().to_owned();
-    admin(
-        &http,
-        &url,
-        "/prices",
-        json!({"model": MOCK_MODEL, "input_per_mtok": "1000000", "output_per_mtok": "3000000", "per_request": "7"}),
-    )
-    .await;
-    admin(
-        &http,
-        &url,
-        &format!("/stacks/{stack}/topup"),
-        json!({"amount": "100000000000"}),
-    )
-    .await;
+    let key = funded_stack(&http, &url, "node-crash").await;
     let node_dir = dir.path().join("node");
     let start_node = || {
         std::process::Command::new(env!("CARGO_BIN_EXE_stacknet"))
