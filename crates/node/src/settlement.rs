@@ -352,7 +352,8 @@ pub type Verdict = FilingVerdict;
 /// waiting for the disk, so a power cut can lose its last writes; the hub's log, made durable before
 /// a task is answered, still holds what the hub accepted. Each document must be signed by `key`
 /// under a contract the hub signed for the id: a hub handing back anything else is not trusted and
-/// nothing of its page is stored.
+/// nothing of its page is stored. One call reads at most [`MAX_RECOVERY_PAGES`] pages (a hub
+/// claiming an endless log cannot keep it asking); the next call goes on from there.
 pub async fn recover_wallet(
     hub: &HubClient,
     key: &SecretKey,
@@ -361,7 +362,7 @@ pub async fn recover_wallet(
     let mine = key.public_key();
     let mut from = wallet.recovered_to().await?;
     let mut added = 0;
-    loop {
+    for _ in 0..MAX_RECOVERY_PAGES {
         let page = hub.logged(key, from).await?;
         if page.next < from || page.next > page.size || (page.next == from && from < page.size) {
             return Err(SettlementError::Untrusted(format!(
@@ -396,10 +397,14 @@ pub async fn recover_wallet(
         from = page.next;
         wallet.set_recovered_to(from).await?;
         if from >= page.size {
-            return Ok(added);
+            break;
         }
     }
+    Ok(added)
 }
+
+/// Most pages of the hub's log one [`recover_wallet`] reads (a million leaves at 4,096 a page).
+pub const MAX_RECOVERY_PAGES: usize = 256;
 
 /// Files every paperwork in `wallet` still due (neither filed nor refused for good) with `hub`, and
 /// marks in the wallet what its signed verdicts say: filed, or refused for good with the reason. The
