@@ -328,16 +328,14 @@ async fn run_writer(
                     tracing::warn!(error = %e, "captured but could not mark it; the repair loop will replay (idempotent)");
                 }
             }
-            // Answered once the paperwork is logged and its cost captured (both durable): the
-            // sampling below is bookkeeping a restart redoes, so no request waits for it.
             let answer = outcome.map(drop);
+            if let (Some(v), Ok(())) = (&validation, &answer) {
+                // Sampled after the batch is logged: the root it is decided by exists only now.
+                // Before the answer, so a task is under validation by the time its client hears.
+                crate::validate::sample::on_logged(v, log.head(), &logged).await;
+            }
             for done in waiters.drain(..) {
                 let _ = done.send(answer.clone());
-            }
-            if let (Some(v), Ok(())) = (&validation, &answer) {
-                // Sampled after the batch is logged: the root it is decided by exists only now. A
-                // batch a stop leaves unsampled is sampled at the next start.
-                crate::validate::sample::on_logged(v, log.head(), &logged).await;
             }
         }
         if !catch_ups.is_empty() {
