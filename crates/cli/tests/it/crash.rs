@@ -76,6 +76,67 @@ async fn funded_stack(http: &reqwest::Client, url: &str, name: &str) -> String {
     key["api_key"].as_str().unwrap().to_owned()
 }
 
+/// One chat request with the Stack's `key`: `Err` when it could not be sent, else the answered
+/// contract's id (`ct_...`) when it was answered 200.
+async fn ask(http: &reqwest::Client, url: &str, key: &str) -> Result<Option<String>, reqwest::Error> {
+    let body =
+        json!({"model": MOCK_MODEL, "messages": [{"role": "user", "content": "go"}], "max_tokens": 50});
+    let resp = http
+        .post(format!("{url}/v1/chat/completions"))
+        .bearer_auth(key)
+        .json(&body)
+        .send()
+        .await?;
+    if resp.status() != 200 {
+        return Ok(None);
+    }
+    let Ok(v) = resp.json::<Value>().await else {
+        return Ok(None);
+    };
+    let id = v["id"].as_str().unwrap().strip_prefix("chatcmpl-").unwrap();
+    Ok(Some(format!("ct_{id}")))
+}
+
+/// Eight clients sending chat requests until stopped, each answered contract recorded in `accepted`.
+struct Load {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    clients: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(http: &reqwest::Client, url: &str, key: &str, accepted: &Arc<Mutex<BTreeSet<String>>>) -> Self {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let clients = (0..8)
+            .map(|_| {
+                let (http, url, key, accepted, stop) = (
+                    http.clone(),
+                    url.to_owned(),
+                    key.to_owned(),
+                    accepted.clone(),
+                    stop.clone(),
+                );
+                tokio::spawn(async move {
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        match ask(&http, &url, &key).await {
+                            Ok(Some(contract)) => drop(accepted.lock().unwrap().insert(contract)),
+                            Ok(None) => {}
+                            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+                        }
+                    }
+                })
+            })
+            .collect();
+        Self { stop, clients }
+    }
+
+    async fn stop(self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for c in self.clients {
+            c.await.unwrap();
+        }
+    }
+}
+
 /// The ledger the hub at `database` keeps (PostgreSQL: in the URL's `schema`).
 async fn open_ledger(
     database: &str,
@@ -142,45 +203,11 @@ async fn killed_again_and_again(dir: &std::path::Path, database: &str) {
     let accepted: Arc<Mutex<BTreeSet<String>>> = Arc::default();
     for round in 0..ROUNDS {
         // Load from several clients until the hub dies under them.
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let mut clients = Vec::new();
-        for _ in 0..8 {
-            let (http, url, key, accepted, stop) = (
-                http.clone(),
-                url.clone(),
-                key.clone(),
-                accepted.clone(),
-                stop.clone(),
-            );
-            clients.push(tokio::spawn(async move {
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    let body = json!({"model": MOCK_MODEL, "messages": [{"role": "user", "content": "go"}], "max_tokens": 50});
-                    let Ok(resp) = http
-                        .post(format!("{url}/v1/chat/completions"))
-                        .bearer_auth(&key)
-                        .json(&body)
-                        .send()
-                        .await
-                    else {
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                        continue;
-                    };
-                    if resp.status() == 200 {
-                        if let Ok(v) = resp.json::<Value>().await {
-                            let id = v["id"].as_str().unwrap().strip_prefix("chatcmpl-").unwrap();
-                            accepted.lock().unwrap().insert(format!("ct_{id}"));
-                        }
-                    }
-                }
-            }));
-        }
+        let load = Load::start(&http, &url, &key, &accepted);
         tokio::time::sleep(Duration::from_millis(300 + 150 * (round as u64 % 4))).await;
         hub.kill().unwrap();
         hub.wait().unwrap();
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        for c in clients {
-            c.await.unwrap();
-        }
+        load.stop().await;
         {
             let ledger = open_ledger(database).await.unwrap();
             check_books(&*ledger).await;
@@ -315,59 +342,20 @@ async fn a_node_killed_under_load_loses_and_doubles_nothing() {
             .spawn()
             .unwrap()
     };
-    let ask = |http: reqwest::Client, url: String, key: String| async move {
-        let body =
-            json!({"model": MOCK_MODEL, "messages": [{"role": "user", "content": "go"}], "max_tokens": 50});
-        let resp = http
-            .post(format!("{url}/v1/chat/completions"))
-            .bearer_auth(&key)
-            .json(&body)
-            .send()
-            .await
-            .ok()?;
-        if resp.status() != 200 {
-            return None;
-        }
-        let v: Value = resp.json().await.ok()?;
-        let id = v["id"].as_str()?.strip_prefix("chatcmpl-")?;
-        Some(format!("ct_{id}"))
-    };
-
     let accepted: Arc<Mutex<BTreeSet<String>>> = Arc::default();
     let mut node = start_node();
     for round in 0..4 {
         // Served again before the load starts: the node (re)connected.
-        let first = wait_until("the node serves", Duration::from_secs(60), || {
-            ask(http.clone(), url.clone(), key.clone())
+        let first = wait_until("the node serves", Duration::from_secs(60), || async {
+            ask(&http, &url, &key).await.ok().flatten()
         })
         .await;
         accepted.lock().unwrap().insert(first);
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let mut clients = Vec::new();
-        for _ in 0..8 {
-            let (http, url, key, accepted, stop) = (
-                http.clone(),
-                url.clone(),
-                key.clone(),
-                accepted.clone(),
-                stop.clone(),
-            );
-            clients.push(tokio::spawn(async move {
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    match ask(http.clone(), url.clone(), key.clone()).await {
-                        Some(contract) => drop(accepted.lock().unwrap().insert(contract)),
-                        None => tokio::time::sleep(Duration::from_millis(20)).await,
-                    }
-                }
-            }));
-        }
+        let load = Load::start(&http, &url, &key, &accepted);
         tokio::time::sleep(Duration::from_millis(300 + 150 * round)).await;
         node.kill().unwrap();
         node.wait().unwrap();
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        for c in clients {
-            c.await.unwrap();
-        }
+        load.stop().await;
         node = start_node();
     }
 

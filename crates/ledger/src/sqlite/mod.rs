@@ -36,6 +36,16 @@ pub enum Synchronous {
     Normal,
 }
 
+impl Synchronous {
+    /// The value of SQLite's `synchronous` pragma.
+    pub(crate) fn pragma(self) -> &'static str {
+        match self {
+            Synchronous::Full => "FULL",
+            Synchronous::Normal => "NORMAL",
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct SqliteOptions {
     pub synchronous: Synchronous,
@@ -72,17 +82,13 @@ impl SqliteLedger {
         let conn = Connection::open(&path)?;
         conn.busy_timeout(Duration::from_millis(BUSY_TIMEOUT_MS))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
-        let sync = match options.synchronous {
-            Synchronous::Full => "FULL",
-            Synchronous::Normal => "NORMAL",
-        };
-        conn.pragma_update(None, "synchronous", sync)?;
+        conn.pragma_update(None, "synchronous", options.synchronous.pragma())?;
         sql::migrate(&conn)?;
         let (commands, queue) = mpsc::channel(options.queue_len.max(1));
         let max_group = options.max_group.max(1);
         std::thread::Builder::new()
             .name("ledger-sqlite-writer".into())
-            .spawn(move || writer::run(conn, queue, max_group, sync == "FULL"))
+            .spawn(move || writer::run(conn, queue, max_group, options.synchronous))
             .map_err(|_| LedgerError::WriterStopped)?;
         let readers = Arc::new(Readers {
             path,

@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::error::LedgerError;
 use crate::model::{Entry, TransferId, TransferOutcome};
-use crate::sqlite::sql;
+use crate::sqlite::{sql, Synchronous};
 
 pub(crate) type Reply<T> = oneshot::Sender<Result<T, LedgerError>>;
 
@@ -42,11 +42,16 @@ enum Done {
 }
 
 /// Runs until every sender is gone (the ledger was dropped), finishing what was queued.
-/// With `sync` (the ledger opened `synchronous=FULL`), a group that must survive a power cut
+/// With the ledger opened `synchronous=FULL`, a group that must survive a power cut
 /// ([`Entry::must_sync`]) commits with `FULL` and any other with `NORMAL`: holds and expiries
 /// do not wait for the disk (an expiry lost to a power cut is done again by the next sweep).
-pub(crate) fn run(mut conn: Connection, mut commands: mpsc::Receiver<Command>, max_group: usize, sync: bool) {
-    let mut full = sync;
+pub(crate) fn run(
+    mut conn: Connection,
+    mut commands: mpsc::Receiver<Command>,
+    max_group: usize,
+    opened: Synchronous,
+) {
+    let mut current = opened;
     while let Some(first) = commands.blocking_recv() {
         let mut group = vec![first];
         while group.len() < max_group {
@@ -55,18 +60,21 @@ pub(crate) fn run(mut conn: Connection, mut commands: mpsc::Receiver<Command>, m
                 Err(_) => break,
             }
         }
-        let wanted = sync
-            && group.iter().any(|c| match c {
-                Command::Apply { batch, .. } => Entry::must_sync(batch),
-                Command::Expire { .. } => false,
-            });
-        if wanted != full {
-            let mode = if wanted { "FULL" } else { "NORMAL" };
-            if let Err(e) = conn.pragma_update(None, "synchronous", mode) {
+        let must_sync = group.iter().any(|c| match c {
+            Command::Apply { batch, .. } => Entry::must_sync(batch),
+            Command::Expire { .. } => false,
+        });
+        let wanted = if opened == Synchronous::Full && must_sync {
+            Synchronous::Full
+        } else {
+            Synchronous::Normal
+        };
+        if wanted != current {
+            if let Err(e) = conn.pragma_update(None, "synchronous", wanted.pragma()) {
                 fail_all(group.into_iter().map(pending_reply).collect(), &e);
                 continue;
             }
-            full = wanted;
+            current = wanted;
         }
         commit_group(&mut conn, group);
     }
