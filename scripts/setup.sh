@@ -44,12 +44,13 @@ python3 -c "import venv, ensurepip" >/dev/null 2>&1 || apt_install python3-venv
 
 # The official OpenAI and MCP Python SDKs, which tests drive against `stacknet up` to prove
 # compatibility, Pillow, with which the OCR test renders the text it has read back, and PyAV
-# (FFmpeg's decoders), with which the videos test decodes the MP4 files it downloads.
+# (FFmpeg's decoders), with which the videos test decodes the MP4 files it downloads, and
+# Prometheus' official client, whose strict OpenMetrics parser reads the hub's and node's `/metrics`.
 # Pinned, so a new major version (mcp 2 renamed FastMCP) cannot change what the tests run.
 venv="${STACKNET_VENV:-$HOME/.cache/stacknet/venv}"
-sdks="openai==3.57.0 mcp==2.3.0 pillow==12.0.0 av==18.1.0"
-if ! "$venv/bin/python" -c "import importlib.metadata as m; assert m.version('openai') == '3.57.0' and m.version('mcp') == '2.3.0' and m.version('pillow') == '12.0.0' and m.version('av') == '18.1.0'" >/dev/null 2>&1; then
-    echo "== installing the OpenAI and MCP Python SDKs, Pillow and PyAV into $venv"
+sdks="openai==3.57.0 mcp==2.3.0 pillow==12.0.0 av==18.1.0 prometheus-client==0.23.1"
+if ! "$venv/bin/python" -c "import importlib.metadata as m; assert m.version('openai') == '3.57.0' and m.version('mcp') == '2.3.0' and m.version('pillow') == '12.0.0' and m.version('av') == '18.1.0' and m.version('prometheus-client') == '0.23.1'" >/dev/null 2>&1; then
+    echo "== installing the OpenAI and MCP Python SDKs, Pillow, PyAV and prometheus-client into $venv"
     python3 -m venv "$venv"
     # shellcheck disable=SC2086
     "$venv/bin/pip" install -q --disable-pip-version-check $sdks

@@ -16,6 +16,8 @@
 #[cfg(feature = "audio")]
 pub mod audio;
 pub mod catalog;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 pub mod output;
 pub mod paths;
 pub mod proof;

@@ -2,6 +2,8 @@
 //! functions below fill them in for clients.
 
 pub const HEALTHZ: &str = "/healthz";
+/// Prometheus metrics (hub, and a node with `--metrics-listen`).
+pub const METRICS: &str = "/metrics";
 pub const MODELS: &str = "/v1/models";
 pub const CHAT_COMPLETIONS: &str = "/v1/chat/completions";
 pub const COMPLETIONS: &str = "/v1/completions";

@@ -30,8 +30,20 @@ use stacknet_protocol::{Amount, SecretKey, StackId};
     propagate_version = true
 )]
 struct Cli {
+    /// How log lines are written to stderr: `text` for people, `json` (one object a line) for log
+    /// collectors; `auto` is text on a terminal and JSON otherwise. `STACKNET_LOG` sets the level
+    /// (`info` by default; `debug`, `stacknet_hub=debug,warn`...).
+    #[arg(long, global = true, env = "STACKNET_LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Auto,
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -205,13 +217,23 @@ enum AdminCommand {
 }
 
 fn main() -> ExitCode {
+    let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("STACKNET_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let json = match cli.log_format {
+        LogFormat::Json => true,
+        LogFormat::Text => false,
+        LogFormat::Auto => !std::io::IsTerminal::is_terminal(&std::io::stderr()),
+    };
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
-    let cli = Cli::parse();
+        .with_writer(std::io::stderr);
+    if json {
+        // One object a line: time, level, target, the message and the event's fields at the top.
+        logs.json().flatten_event(true).init();
+    } else {
+        logs.init();
+    }
     match run(cli) {
         Ok(code) => code,
         Err(e) => {

@@ -252,6 +252,10 @@ pub struct NodeArgs {
     /// again is harmless.
     #[arg(long, env = "STACKNET_REFERRAL_CODE")]
     pub referral_code: Option<String>,
+    /// Serve the node's Prometheus metrics at http://ADDR/metrics (off by default: a node needs no
+    /// open port otherwise; bind a loopback or private address).
+    #[arg(long, env = "STACKNET_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
     #[command(flatten)]
     pub upstream: UpstreamArgs,
 }
@@ -439,8 +443,41 @@ pub async fn node(args: NodeArgs) -> Result<()> {
             referral.node, referral.referrer, referral.since
         ));
     }
-    stacknet_node::run(config, shutdown_signal()).await?;
+    let node = stacknet_node::open(&config).await?;
+    if let Some(addr) = args.metrics_listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr} for metrics"))?;
+        say(&format!(
+            "node metrics on http://{}/metrics",
+            listener.local_addr()?
+        ));
+        tokio::spawn(serve_node_metrics(listener, node.clone()));
+    }
+    node.run(shutdown_signal()).await;
     Ok(())
+}
+
+/// `GET /metrics` of `node` on `listener` (nothing else is served there).
+async fn serve_node_metrics(listener: tokio::net::TcpListener, node: stacknet_node::Node) {
+    let app = axum::Router::new().route(
+        stacknet_api::paths::METRICS,
+        axum::routing::get(move || {
+            let text = node.metrics();
+            async move {
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        stacknet_api::metrics::CONTENT_TYPE,
+                    )],
+                    text,
+                )
+            }
+        }),
+    );
+    if let Err(e) = axum::serve(listener, app).await {
+        tracing::error!(error = %e, "the metrics listener stopped");
+    }
 }
 
 #[derive(Args, Debug, Clone)]

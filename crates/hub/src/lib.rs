@@ -38,6 +38,7 @@ pub mod guardian;
 pub mod log;
 pub mod market;
 pub mod mcp;
+pub mod metrics;
 pub mod money;
 pub mod nodes;
 pub mod payout;
@@ -266,6 +267,8 @@ pub struct AppState {
     pub inflight: Arc<Semaphore>,
     /// The video jobs this process runs.
     pub videos: Arc<videos::Running>,
+    /// What `GET /metrics` exports.
+    pub metrics: Arc<metrics::HubMetrics>,
     /// Turns true when the hub shuts down, so long-lived node connections close instead of
     /// holding the graceful shutdown open forever.
     pub shutting_down: tokio::sync::watch::Receiver<bool>,
@@ -342,7 +345,8 @@ impl Hub {
             };
             Arc::new(stacknet_ledger::PgLedger::connect(&url, options).await?)
         };
-        let ledger = layer(ledger);
+        let metrics = Arc::new(metrics::HubMetrics::new());
+        let ledger: Arc<dyn LedgerStore> = Arc::new(metrics::Metered::new(layer(ledger), metrics.clone()));
         let api_keys = Arc::new(ApiKeys::default());
         let prices = Arc::new(Prices::new(config.default_price.clone(), Vec::new()));
         let attribution = Arc::new(attribution::Registry::default());
@@ -374,6 +378,7 @@ impl Hub {
                 config.rules.clone(),
                 config.challenge_window_ms,
                 nodes.clone(),
+                metrics.clone(),
             )
             .await?,
         );
@@ -394,7 +399,9 @@ impl Hub {
                 ledger.clone(),
                 log.clone(),
                 Some(validation.clone()),
+                metrics.clone(),
             ),
+            metrics,
             validation,
             store,
             ledger,
@@ -425,6 +432,7 @@ impl Hub {
         }
         router
             .route(paths::HEALTHZ, get(healthz))
+            .route(paths::METRICS, get(metrics::serve))
             .route(paths::MODELS, get(models))
             .route(paths::HUB_INFO, get(hub_info))
             .route(paths::NODE_GATEWAY, get(gateway::connect))

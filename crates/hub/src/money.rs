@@ -252,9 +252,10 @@ impl SettleWriter {
         ledger: Arc<dyn LedgerStore>,
         log: Arc<MerkleLog>,
         validation: Option<Arc<crate::validate::Validation>>,
+        metrics: Arc<crate::metrics::HubMetrics>,
     ) -> Self {
         let (tx, rx) = mpsc::channel(SETTLE_QUEUE_LEN);
-        tokio::spawn(run_writer(rx, store, ledger, log, validation));
+        tokio::spawn(run_writer(rx, store, ledger, log, validation, metrics));
         Self { tx }
     }
 
@@ -297,6 +298,7 @@ async fn run_writer(
     ledger: Arc<dyn LedgerStore>,
     log: Arc<MerkleLog>,
     validation: Option<Arc<crate::validate::Validation>>,
+    metrics: Arc<crate::metrics::HubMetrics>,
 ) {
     let mut batch = Vec::with_capacity(MAX_SETTLE_BATCH);
     let mut waiters = Vec::with_capacity(MAX_SETTLE_BATCH);
@@ -329,6 +331,9 @@ async fn run_writer(
                 }
             }
             let answer = outcome.map(drop);
+            if answer.is_ok() {
+                metrics.logged(logged.len());
+            }
             if let (Some(v), Ok(())) = (&validation, &answer) {
                 // Sampled after the batch is logged: the root it is decided by exists only now.
                 // Before the answer, so a task is under validation by the time its client hears.

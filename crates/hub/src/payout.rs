@@ -177,6 +177,7 @@ async fn finish(
         .await
         .map_err(ApiError::internal)?;
     if changed {
+        state.metrics.payout(to.as_str());
         apply_final(state, payout, to).await?;
     }
     Ok(changed)

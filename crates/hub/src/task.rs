@@ -45,17 +45,24 @@ pub async fn respond(
     body: Result<Bytes, BytesRejection>,
     workload: Workload,
 ) -> Response {
-    match run(state, headers, body, workload).await {
+    let (metrics, nodes) = (state.metrics.clone(), state.nodes.clone());
+    let mut model = None;
+    let response = match run(state, headers, body, workload, &mut model).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
-    }
+    };
+    let model = crate::metrics::label_model(&nodes, model.as_deref());
+    metrics.request(workload, model, response.status().as_u16());
+    response
 }
 
+/// Runs one API request; `model` gets the model it asks for once its body is read.
 async fn run(
     state: AppState,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
     workload: Workload,
+    model: &mut Option<String>,
 ) -> Result<Response, ApiError> {
     let caller = state.api_keys.caller(&headers)?;
     let api = workload::api(workload).ok_or_else(|| ApiError::NotFound("no such endpoint".to_owned()))?;
@@ -70,6 +77,7 @@ async fn run(
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let mut parsed = api.parse(content_type.as_deref(), bytes)?;
+    *model = Some(parsed.request.model.clone());
     let shaped = state.attribution.shape(
         &caller,
         workload,
@@ -205,6 +213,7 @@ pub(crate) async fn execute(
         progress,
         before_send,
     } = how;
+    let began = Instant::now();
     let timeout_ms = timeout_ms.unwrap_or(state.config.request_timeout_ms);
     let workload = parsed.request.workload;
     let Parsed { request: req, files } = parsed;
@@ -334,10 +343,14 @@ pub(crate) async fn execute(
             text_bytes: 0,
             bound: bound.clone(),
             tokens: None,
+            began,
             sent: Instant::now(),
-            first_ms: None,
+            first: None,
+            usage: None,
+            overhead: None,
+            observed: AtomicBool::new(false),
             // A probe's evidence is the guardian's telemetry, not the hub's observation.
-            observed: AtomicBool::new(pinned.is_some()),
+            evidence: pinned.is_none(),
             cancelled: false,
             _permit: permit,
         }));
@@ -540,11 +553,18 @@ struct Running {
     bound: Usage,
     /// The output token ids that came with the node's paperwork (built-in text backends).
     tokens: Option<Vec<u32>>,
-    /// When the task went to the node, and how long its first output took.
+    /// When the request began (admission), when the task went to the node, and how long after
+    /// that its first output came.
+    began: Instant,
     sent: Instant,
-    first_ms: Option<u64>,
-    /// The task's evidence about its node is recorded (once: see [`Running::observe`]).
+    first: Option<Duration>,
+    /// The usage of its accepted paperwork, and the hub's own share of its time (for `/metrics`).
+    usage: Option<Usage>,
+    overhead: Option<Duration>,
+    /// What became of the task is recorded (once: see [`Running::observe`]).
     observed: AtomicBool,
+    /// It counts as evidence about its node (not a guardian's probe).
+    evidence: bool,
     /// The hub cancelled the task at the node (its client went away): fewer outputs than asked
     /// are within a media task's terms.
     cancelled: bool,
@@ -561,15 +581,31 @@ impl Running {
         }
     }
 
-    /// Records what became of the task as evidence about its node ([`crate::reputation`]): the
-    /// first call counts, later ones (a client gone, then the node's paperwork) do not. Nothing is
-    /// recorded while the hub shuts down: tasks it ends then are its own doing.
+    /// Records what became of the task in `/metrics` and as evidence about its node
+    /// ([`crate::reputation`]): the first call counts, later ones (a client gone, then the node's
+    /// paperwork) do not. No evidence is recorded while the hub shuts down (tasks it ends then are
+    /// its own doing) or for a guardian's probe.
     fn observe(&self, kind: Kind) {
-        if *self.state.shutting_down.borrow() || self.observed.swap(true, Ordering::Relaxed) {
+        if self.observed.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let queued = self.sent.saturating_duration_since(self.began);
+        let op = stacknet_api::metrics::Operation {
+            workload: self.req.workload,
+            model: &self.req.model,
+            error: (kind != Kind::Served).then(|| kind.as_str()),
+            duration: self.began.elapsed(),
+            first_output: self.first.map(|first| queued + first),
+            usage: self.usage.as_ref(),
+        };
+        self.state.metrics.task(op, self.overhead);
+        if !self.evidence || *self.state.shutting_down.borrow() {
             return;
         }
         let ms = match kind {
-            Kind::Served => self.first_ms.unwrap_or(0),
+            Kind::Served => self
+                .first
+                .map_or(0, |first| u64::try_from(first.as_millis()).unwrap_or(u64::MAX)),
             _ => 0,
         };
         self.state.nodes.reputation.observe(self.lease.node.id, kind, ms);
@@ -603,10 +639,10 @@ impl Running {
         };
         match event {
             Ok(Some(e)) => {
-                if self.first_ms.is_none()
+                if self.first.is_none()
                     && matches!(e, TaskEvent::Chunk(_) | TaskEvent::File(..) | TaskEvent::Done(..))
                 {
-                    self.first_ms = Some(u64::try_from(self.sent.elapsed().as_millis()).unwrap_or(u64::MAX));
+                    self.first = Some(self.sent.elapsed());
                 }
                 Ok(e)
             }
@@ -849,9 +885,15 @@ impl Running {
 
     /// Checks the node's paperwork against what the hub issued and received, then stores it.
     async fn accept(&mut self, pw: Signed<Paperwork>) -> Result<Accepted, ApiError> {
+        let checking = Instant::now();
         let accepted = self.accept_checked(pw).await;
         match &accepted {
-            Ok(_) => self.observe(Kind::Served),
+            Ok(a) => {
+                self.usage = Some(a.usage.clone());
+                let before = self.sent.saturating_duration_since(self.began);
+                self.overhead = Some(before + checking.elapsed());
+                self.observe(Kind::Served)
+            }
             Err(ApiError::NodeFailed(_)) => self.observe(Kind::PaperworkRefused),
             // The hub's own trouble (its store, its ledger) is not the node's.
             Err(_) => {}

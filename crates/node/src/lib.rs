@@ -38,6 +38,7 @@ pub mod digest;
 pub mod fetch;
 pub mod guardian;
 mod handshake;
+pub mod metrics;
 pub mod models;
 pub mod node;
 pub mod paperwork;
@@ -88,6 +89,15 @@ pub enum NodeError {
 /// pulled into the models directory), then connects and serves, draining in-flight tasks on
 /// shutdown.
 pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send) -> Result<(), NodeError> {
+    let node = open(&config).await?;
+    node.run(shutdown).await;
+    info!("node stopped");
+    Ok(())
+}
+
+/// The node [`run`] runs, ready to connect: its key (created on first start), its wallet, its
+/// backends built. The caller keeps a handle (its metrics, its wallet) while [`Node::run`] runs.
+pub async fn open(config: &NodeConfig) -> Result<Node, NodeError> {
     let key_path = config.key_path();
     let wallet_path = config.wallet_path();
     // Key files and SQLite are blocking I/O: keep them off the runtime's worker threads.
@@ -125,7 +135,5 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send) 
         models = ?offers,
         "node starting"
     );
-    node.run(shutdown).await;
-    info!("node stopped");
-    Ok(())
+    Ok(node)
 }

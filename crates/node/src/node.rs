@@ -65,6 +65,7 @@ impl Node {
             warn!("the backend serves no models; the hub will have nothing to send");
         }
         let permits = Arc::new(Semaphore::new(options.max_concurrency as usize));
+        let metrics = crate::metrics::NodeMetrics::new(options.max_concurrency);
         Ok(Node {
             shared: Arc::new(Shared {
                 id: key.public_key().node_key_id(),
@@ -77,6 +78,7 @@ impl Node {
                 permits,
                 announced: std::sync::Mutex::new(Vec::new()),
                 detached: Arc::default(),
+                metrics,
             }),
         })
     }
@@ -101,6 +103,12 @@ impl Node {
     /// Tasks running right now.
     pub fn active_tasks(&self) -> u32 {
         self.shared.active_tasks()
+    }
+
+    /// What `GET /metrics` answers: this node's metrics in Prometheus text (OpenMetrics flavour,
+    /// [`stacknet_api::metrics::CONTENT_TYPE`]).
+    pub fn metrics(&self) -> String {
+        self.shared.metrics.scrape(self.shared.active_tasks())
     }
 
     /// Stays connected to the hub, reconnecting with backoff, until `shutdown` completes; then stops

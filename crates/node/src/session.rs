@@ -88,8 +88,10 @@ where
             .saturating_mul(shared.options.heartbeat_misses.max(1))
             .min(FAR_FUTURE)
     });
+    shared.metrics.connected(true);
     let mut session = Session::new(Arc::clone(shared), welcomed, liveness);
     let end = session.serve(&mut ws, shutdown).await;
+    shared.metrics.connected(false);
     session.stop().await;
     end
 }
@@ -241,7 +243,7 @@ impl Session {
                             WireError::TooLarge { .. } => ErrorCode::InvalidRequest,
                             _ => ErrorCode::MalformedFrame,
                         };
-                        refuse(ws, contract, Refusal::new(code, why)).await
+                        refuse(&self.shared, ws, contract, Refusal::new(code, why)).await
                     }
                     None => {
                         warn!(error = %e, "ignoring a malformed frame from the hub");
@@ -291,7 +293,7 @@ impl Session {
     {
         if self.pending.remove(&contract).is_some() {
             let why = Refusal::new(ErrorCode::Cancelled, "cancelled by the hub before it started");
-            return refuse(ws, contract, why).await;
+            return refuse(&self.shared, ws, contract, why).await;
         }
         match self.running.get(&contract) {
             Some(task) => {
@@ -326,7 +328,7 @@ impl Session {
                 );
                 Ok(())
             }
-            Err(refusal) => refuse(ws, contract, refusal).await,
+            Err(refusal) => refuse(&self.shared, ws, contract, refusal).await,
         }
     }
 
@@ -371,7 +373,13 @@ impl Session {
             Ok(Some((task, files, permit))) => self.start(task, files, permit),
             Err(why) => {
                 self.pending.remove(&contract);
-                let _ = refuse(ws, contract, Refusal::new(ErrorCode::MalformedFrame, why)).await;
+                let _ = refuse(
+                    &self.shared,
+                    ws,
+                    contract,
+                    Refusal::new(ErrorCode::MalformedFrame, why),
+                )
+                .await;
             }
         }
     }
@@ -509,10 +517,11 @@ impl Session {
     }
 }
 
-async fn refuse<S>(ws: &mut S, contract: ContractId, refusal: Refusal) -> Result<(), String>
+async fn refuse<S>(shared: &Shared, ws: &mut S, contract: ContractId, refusal: Refusal) -> Result<(), String>
 where
     S: Sink<Message, Error = WsError> + Unpin,
 {
+    shared.metrics.refused(refusal.code);
     debug!(%contract, code = ?refusal.code, message = %refusal.message, "task refused");
     let frame = ErrorFrame {
         contract: Some(contract),

@@ -10,6 +10,7 @@ use tokio::sync::{watch, Semaphore};
 use crate::backend::Backend;
 use crate::config::NodeOptions;
 use crate::detached::Detached;
+use crate::metrics::NodeMetrics;
 use crate::wallet::Wallet;
 
 /// What every session and task of this node shares.
@@ -28,6 +29,8 @@ pub(crate) struct Shared {
     pub announced: Mutex<Vec<String>>,
     /// Long tasks' work, which outlives a lost hub connection (see [`crate::detached`]).
     pub detached: Arc<Detached>,
+    /// What `GET /metrics` exports.
+    pub metrics: NodeMetrics,
 }
 
 impl Shared {

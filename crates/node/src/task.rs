@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use stacknet_api::output::{output_kind, split_embeddings, DigestError, OutputDigester, OutputKind};
-use stacknet_protocol::contract::Workload;
+use stacknet_protocol::contract::{Usage, Workload};
 use stacknet_protocol::jcs::JcsError;
 use stacknet_protocol::wire::{
     self, Attachment, ErrorCode, ErrorFrame, FilePart, Limits, ModelOffer, NodeMessage, Task, WireError,
@@ -32,6 +32,7 @@ use tracing::{debug, error};
 
 use crate::backend::{BackendError, BackendTask, Cancellation, InputFile, OutputFile};
 use crate::digest::request_digest;
+use crate::metrics::{Ended, TaskRun};
 use crate::paperwork::{sign_paperwork, FinishedTask};
 use crate::shared::Shared;
 use crate::usage;
@@ -128,6 +129,25 @@ enum TaskError {
     Disconnected,
 }
 
+impl TaskError {
+    /// The code of the error frame that reports it.
+    fn code(&self) -> ErrorCode {
+        match self {
+            TaskError::Backend(b) => b.code(),
+            _ => ErrorCode::Internal,
+        }
+    }
+}
+
+/// What a task's run tells `/metrics` beyond its outcome.
+#[derive(Debug, Default)]
+struct Report {
+    /// When its first output went to the hub, from its start.
+    first_output: Option<Duration>,
+    /// The usage its paperwork states.
+    usage: Option<Usage>,
+}
+
 /// A task as the session starts it: what the hub sent, and how the hub may cancel it.
 pub(crate) struct Accepted {
     pub task: Task,
@@ -139,16 +159,32 @@ pub(crate) struct Accepted {
 /// session's outgoing frames); `hub` is what the hub accepts.
 pub(crate) async fn run(shared: Arc<Shared>, accepted: Accepted, out: mpsc::Sender<Message>, hub: Limits) {
     let contract = accepted.task.contract.body.id;
+    let (workload, model) = (
+        accepted.task.contract.body.workload,
+        accepted.task.contract.body.model.clone(),
+    );
     let started = Instant::now();
-    debug!(%contract, model = %accepted.task.contract.body.model, "task started");
-    match execute(&shared, accepted, &out, hub, started).await {
+    debug!(%contract, %model, "task started");
+    let mut report = Report::default();
+    let result = execute(&shared, accepted, &out, hub, started, &mut report).await;
+    let ended = match &result {
+        Ok(()) => Ended::Done,
+        Err(TaskError::Disconnected) => Ended::Disconnected,
+        Err(e) => Ended::Failed(e.code()),
+    };
+    shared.metrics.task(TaskRun {
+        workload,
+        model: &model,
+        ended,
+        duration: started.elapsed(),
+        first_output: report.first_output,
+        usage: report.usage.as_ref(),
+    });
+    match result {
         Ok(()) => debug!(%contract, elapsed_ms = started.elapsed().as_millis() as u64, "task done"),
         Err(TaskError::Disconnected) => debug!(%contract, "task output dropped: the hub connection is gone"),
         Err(e) => {
-            let code = match &e {
-                TaskError::Backend(b) => b.code(),
-                _ => ErrorCode::Internal,
-            };
+            let code = e.code();
             if code == ErrorCode::Internal {
                 error!(%contract, error = %e, "task failed inside the node");
             } else {
@@ -172,6 +208,7 @@ async fn execute(
     out: &mpsc::Sender<Message>,
     hub: Limits,
     started: Instant,
+    report: &mut Report,
 ) -> Result<(), TaskError> {
     let Accepted { task, files, cancel } = accepted;
     let Task {
@@ -220,7 +257,10 @@ async fn execute(
     let outcome = loop {
         tokio::select! {
             biased;
-            Some(chunk) = chunk_rx.recv() => output.forward(chunk, out, hub).await?,
+            Some(chunk) = chunk_rx.recv() => {
+                report.first_output.get_or_insert_with(|| started.elapsed());
+                output.forward(chunk, out, hub).await?
+            }
             result = &mut running => break result?,
             () = &mut give_up => return Err(BackendError::Abandoned.into()),
         }
@@ -237,6 +277,7 @@ async fn execute(
     let usage = outcome
         .usage
         .unwrap_or_else(|| usage::estimate(&request, output.content_chunks));
+    report.usage = Some(usage.clone());
     let finished = FinishedTask {
         contract,
         request_sha256,

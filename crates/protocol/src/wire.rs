@@ -200,6 +200,26 @@ pub enum ErrorCode {
     Internal,
 }
 
+impl ErrorCode {
+    /// The code as it is spelled on the wire.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::UnsupportedVersion => "unsupported_version",
+            ErrorCode::MalformedFrame => "malformed_frame",
+            ErrorCode::Unauthenticated => "unauthenticated",
+            ErrorCode::BadContract => "bad_contract",
+            ErrorCode::Overloaded => "overloaded",
+            ErrorCode::UnknownModel => "unknown_model",
+            ErrorCode::UpstreamFailed => "upstream_failed",
+            ErrorCode::InvalidRequest => "invalid_request",
+            ErrorCode::ContextLengthExceeded => "context_length_exceeded",
+            ErrorCode::Timeout => "timeout",
+            ErrorCode::Cancelled => "cancelled",
+            ErrorCode::Internal => "internal",
+        }
+    }
+}
+
 /// An error, about one task (`contract` set) or about the connection.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -408,4 +428,31 @@ pub fn decode_file_part(frame: &[u8]) -> Result<FilePart<'_>, WireError> {
         offset: u64::from_be_bytes(offset),
         data,
     })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod error_code_tests {
+    use super::ErrorCode;
+
+    #[test]
+    fn error_codes_name_themselves_as_on_the_wire() {
+        let all = [
+            ErrorCode::UnsupportedVersion,
+            ErrorCode::MalformedFrame,
+            ErrorCode::Unauthenticated,
+            ErrorCode::BadContract,
+            ErrorCode::Overloaded,
+            ErrorCode::UnknownModel,
+            ErrorCode::UpstreamFailed,
+            ErrorCode::InvalidRequest,
+            ErrorCode::ContextLengthExceeded,
+            ErrorCode::Timeout,
+            ErrorCode::Cancelled,
+            ErrorCode::Internal,
+        ];
+        for code in all {
+            assert_eq!(serde_json::to_value(code).unwrap(), code.as_str());
+        }
+    }
 }

@@ -215,3 +215,76 @@ async fn wait_for_models(base_url: &str, api_key: &str, models: &[&str]) {
     }
     panic!("the node did not offer {models:?} within {CONNECT_DEADLINE:?}; the hub lists {listed}");
 }
+
+/// `stacknet node --metrics-listen` serves the node's Prometheus metrics over HTTP, and a node whose
+/// stderr is not a terminal logs one JSON object a line (`--log-format auto`).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_serves_its_metrics_and_logs_json_off_a_terminal() {
+    use stacknet_testkit::mock_upstream::{MockUpstream, Script, MOCK_MODEL};
+    use std::io::{BufRead, BufReader};
+
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = MockUpstream::start(Script::text("metrics")).await.unwrap();
+    let (hub, url) = spawn_hub(&["--listen", "127.0.0.1:0"], &dir.path().join("hub"));
+    let _hub = Killed(hub);
+    let mut node = Command::new(env!("CARGO_BIN_EXE_stacknet"))
+        .args([
+            "node",
+            "--hub",
+            &url,
+            "--upstream",
+            upstream.base_url(),
+            "--model",
+            MOCK_MODEL,
+        ])
+        .args(["--metrics-listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path().join("node"))
+        .env("STACKNET_LOG", "info")
+        .env_remove("STACKNET_LOG_FORMAT")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = node.stdout.take().unwrap();
+    let stderr = node.stderr.take().unwrap();
+    let _node = Killed(node);
+    let mut lines = BufReader::new(stdout).lines();
+    let said = lines.next().unwrap().unwrap();
+    std::thread::spawn(move || lines.for_each(drop));
+    let metrics = said
+        .strip_prefix("node metrics on ")
+        .unwrap_or_else(|| panic!("unexpected first line {said:?}"))
+        .to_owned();
+
+    // The first log line (`node starting`) is one JSON object with the event's fields at its top.
+    let mut logs = BufReader::new(stderr).lines();
+    let first = logs.next().unwrap().unwrap();
+    std::thread::spawn(move || logs.for_each(drop));
+    let line: Value = serde_json::from_str(&first).unwrap_or_else(|e| panic!("{e}: {first}"));
+    assert_eq!(line["level"], "INFO", "{line}");
+    assert_eq!(line["message"], "node starting", "{line}");
+    assert!(line["node_key"].is_string(), "{line}");
+
+    let http = reqwest::Client::new();
+    let start = Instant::now();
+    loop {
+        let resp = http.get(&metrics).send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let kind = resp.headers()["content-type"].to_str().unwrap().to_owned();
+        assert!(kind.starts_with("application/openmetrics-text"), "{kind}");
+        let body = resp.text().await.unwrap();
+        assert!(body.ends_with("# EOF\n"), "{body}");
+        assert!(body.contains("# TYPE stacknet_node_connected gauge"), "{body}");
+        if body.lines().any(|l| l == "stacknet_node_connected 1") {
+            break;
+        }
+        assert!(start.elapsed() < CONNECT_DEADLINE, "never connected:\n{body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let missing = http
+        .get(metrics.replace("/metrics", "/other"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+}

@@ -192,6 +192,8 @@ pub struct Validation {
     pub rules: NetworkRules,
     pub challenge_window_ms: u64,
     nodes: Arc<Nodes>,
+    /// Counts decisions and slashes for `/metrics`.
+    pub metrics: Arc<crate::metrics::HubMetrics>,
     lock: tokio::sync::Mutex<()>,
     /// When kept material was last swept (unix ms).
     last_forget: std::sync::atomic::AtomicI64,
@@ -217,6 +219,7 @@ impl Validation {
         rules: NetworkRules,
         challenge_window_ms: u64,
         nodes: Arc<Nodes>,
+        metrics: Arc<crate::metrics::HubMetrics>,
     ) -> Result<Self, StoreError> {
         for (node, at) in store.suspended().await? {
             nodes.suspend(node, suspension_end(at, &rules));
@@ -227,6 +230,7 @@ impl Validation {
             rules,
             challenge_window_ms,
             nodes,
+            metrics,
             lock: tokio::sync::Mutex::new(()),
             last_forget: std::sync::atomic::AtomicI64::new(0),
             crash_before_sampling: std::sync::atomic::AtomicBool::new(false),

@@ -94,6 +94,7 @@ pub async fn slash(
         .await
         .map_err(|e| e.to_string())?
     {
+        v.metrics.slash(reason);
         row
     } else {
         // Recorded by an earlier try: move what it recorded.

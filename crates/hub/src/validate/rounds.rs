@@ -556,6 +556,7 @@ async fn decide_committee(v: &Validation, case: &mut Case, votes: Vec<Attestatio
 
 async fn finish(v: &Validation, case: &mut Case, status: Status) -> Result<(), String> {
     case.status = status;
+    v.metrics.validation(status.as_str());
     if status == Status::Passed {
         v.nodes
             .reputation
@@ -582,6 +583,7 @@ async fn convict(
     rewarded: &[NodeKeyId],
 ) -> Result<(), String> {
     case.status = Status::Convicted;
+    v.metrics.validation(Status::Convicted.as_str());
     case.code = code;
     case.convictors = rewarded.to_vec();
     // Written first: from here filing refuses the paperwork for good, and until the money below

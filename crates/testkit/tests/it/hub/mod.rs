@@ -13,6 +13,7 @@ mod limits;
 mod log;
 mod malformed;
 mod market;
+mod metrics;
 mod money;
 mod money_faults;
 mod queue;
