@@ -40,6 +40,10 @@ rustup show active-toolchain >/dev/null 2>&1 || rustup toolchain install
 
 [ "$what" = build ] && exit 0
 
+# The dashboard's test drives a real headless browser over WebDriver.
+command -v chromium >/dev/null 2>&1 || apt_install chromium
+command -v chromedriver >/dev/null 2>&1 || apt_install chromium-driver
+
 python3 -c "import venv, ensurepip" >/dev/null 2>&1 || apt_install python3-venv
 
 # The official OpenAI and MCP Python SDKs, which tests drive against `stacknet up` to prove

@@ -4,6 +4,10 @@
 pub const HEALTHZ: &str = "/healthz";
 /// Prometheus metrics (hub, and a node with `--metrics-listen`).
 pub const METRICS: &str = "/metrics";
+/// The dashboard's pages (HTML): the network, a node, a Stack's own (its API key posted in a form).
+pub const DASHBOARD: &str = "/";
+pub const DASHBOARD_NODE: &str = "/nodes/{id}";
+pub const DASHBOARD_STACK: &str = "/stack";
 pub const MODELS: &str = "/v1/models";
 pub const CHAT_COMPLETIONS: &str = "/v1/chat/completions";
 pub const COMPLETIONS: &str = "/v1/completions";

@@ -56,6 +56,11 @@ pub struct HubArgs {
     /// frees or its time-out); past it, 503 queue_full with Retry-After. 0: no queue.
     #[arg(long, env = "STACKNET_MAX_QUEUED_PER_MODEL", default_value_t = stacknet_hub::queue::DEFAULT_MAX_QUEUED_PER_MODEL)]
     pub max_queued_per_model: usize,
+    /// The hub key file [default: <data-dir>/hub.key, created on first start]. Replicas of one
+    /// network (several hubs on one PostgreSQL database) load the same one: the database keeps the
+    /// key it was first opened with and refuses a hub with another.
+    #[arg(long, env = "STACKNET_HUB_KEY_FILE")]
+    pub hub_key_file: Option<PathBuf>,
     #[command(flatten)]
     pub money: MoneyArgs,
 }
@@ -124,6 +129,7 @@ impl HubArgs {
             None => load_or_create_token(&data_dir.join("admin.token"))?,
         };
         let mut config = HubConfig::new(data_dir, admin_token);
+        config.key_file = self.hub_key_file.clone();
         config.max_body_bytes = self.max_body_bytes;
         config.max_upload_bytes = self.max_upload_bytes;
         config.max_concurrent_requests = self.max_concurrent_requests;
@@ -531,6 +537,7 @@ pub async fn up(args: UpArgs) -> Result<()> {
         video_lease_ms: stacknet_hub::videos::DEFAULT_LEASE_MS,
         max_queued_output_bytes: stacknet_hub::DEFAULT_MAX_QUEUED_OUTPUT_BYTES,
         max_queued_per_model: stacknet_hub::queue::DEFAULT_MAX_QUEUED_PER_MODEL,
+        hub_key_file: None,
         money: args.money.clone(),
     };
     let (backend, max_concurrency) = up_backend(&args, &data_dir).await?;
@@ -562,7 +569,7 @@ pub async fn up(args: UpArgs) -> Result<()> {
     write_private(&env_path, &format!("{base_url}\nOPENAI_API_KEY={api_key}\n"))?;
     // The key stays in the 0600 file: stdout ends up in terminals' scrollback, logs and CI output.
     say(&format!(
-        "{base_url}\n# OPENAI_API_KEY is in {} (source it)",
+        "{base_url}\n# OPENAI_API_KEY is in {} (source it)\n# dashboard: http://{addr}/  metrics: http://{addr}/metrics",
         env_path.display()
     ));
 

@@ -309,11 +309,14 @@ const MAX_REJECTION_BYTES: usize = 4096;
 /// errors, or are JSON already, pass untouched.
 pub async fn openai_errors(response: Response, max_body_bytes: usize) -> Response {
     let status = response.status();
-    let is_json = response
+    // JSON is already an OpenAI error; HTML is the dashboard's own error page.
+    let is_final = response
         .headers()
         .get(axum::http::header::CONTENT_TYPE)
-        .is_some_and(|ct| ct.as_bytes().starts_with(b"application/json"));
-    if is_json || !(status.is_client_error() || status.is_server_error()) {
+        .is_some_and(|ct| {
+            ct.as_bytes().starts_with(b"application/json") || ct.as_bytes().starts_with(b"text/html")
+        });
+    if is_final || !(status.is_client_error() || status.is_server_error()) {
         return response;
     }
     let error = match status {

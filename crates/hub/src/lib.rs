@@ -30,6 +30,7 @@ pub mod admin;
 pub mod attribution;
 pub mod auth;
 pub mod capped;
+pub mod dashboard;
 pub mod error;
 pub mod files;
 pub mod gateway;
@@ -45,6 +46,7 @@ pub mod payout;
 pub mod queue;
 pub mod refresh;
 pub mod reputation;
+pub mod rollup;
 pub mod rules;
 pub mod settle;
 pub mod stake;
@@ -129,6 +131,8 @@ impl std::fmt::Debug for PayoutRail {
 pub struct HubConfig {
     /// Holds `hub.key` and, by default, the SQLite database `hub.db`.
     pub data_dir: PathBuf,
+    /// The hub key's file, when not `<data_dir>/hub.key`: replicas of one network share one.
+    pub key_file: Option<PathBuf>,
     /// `sqlite://PATH` or `postgres://...`; `None`: `sqlite://<data_dir>/hub.db`. The registry, the
     /// paperwork log and the ledger all live there.
     pub database: Option<String>,
@@ -199,6 +203,7 @@ impl HubConfig {
     pub fn new(data_dir: PathBuf, admin_token: String) -> Self {
         Self {
             data_dir,
+            key_file: None,
             database: None,
             admin_token,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
@@ -241,6 +246,15 @@ pub enum HubError {
     IncompleteSplit,
     #[error("recovery at start failed: {0}")]
     Recover(String),
+    #[error(
+        "this database belongs to the network of hub key {stored}, but {file} holds hub key {ours}: \
+         every replica of a network loads the same hub key file (--hub-key-file)"
+    )]
+    OtherNetwork {
+        stored: String,
+        ours: String,
+        file: PathBuf,
+    },
     #[error("cannot create the data directory {path}: {source}")]
     DataDir { path: PathBuf, source: std::io::Error },
     #[error("cannot make {path} readable by its owner only: {source}")]
@@ -269,6 +283,8 @@ pub struct AppState {
     pub videos: Arc<videos::Running>,
     /// What `GET /metrics` exports.
     pub metrics: Arc<metrics::HubMetrics>,
+    /// The dashboard's per-minute rollups waiting to be stored.
+    pub rollups: Arc<rollup::Rollups>,
     /// Turns true when the hub shuts down, so long-lived node connections close instead of
     /// holding the graceful shutdown open forever.
     pub shutting_down: tokio::sync::watch::Receiver<bool>,
@@ -295,6 +311,45 @@ impl std::fmt::Debug for Hub {
     }
 }
 
+/// The document that records which hub key a database belongs to (see [`claim_identity`]).
+pub const HUB_KEY_DOC: &str = "hub_key";
+
+/// Records `key` as the hub key of the network `store` holds, on first start; later, refuses a hub
+/// with another key ([`HubError::OtherNetwork`]): replicas on one database are one network, whose
+/// contracts, checkpoints and pinned key are one identity's.
+async fn claim_identity(
+    store: &dyn Store,
+    key: &stacknet_protocol::PublicKey,
+    file: &std::path::Path,
+) -> Result<(), HubError> {
+    let ours = key.to_string();
+    let doc = store::DocRecord {
+        kind: HUB_KEY_DOC.to_owned(),
+        id: "network".to_owned(),
+        version: 1,
+        stack: None,
+        json: serde_json::Value::String(ours.clone()).to_string(),
+        created_at: stacknet_protocol::Timestamp::now(),
+    };
+    if store.put_doc(doc).await? {
+        return Ok(());
+    }
+    let stored = store
+        .doc_versions(HUB_KEY_DOC.to_owned(), "network".to_owned())
+        .await?
+        .first()
+        .and_then(|d| serde_json::from_str::<String>(&d.json).ok())
+        .unwrap_or_default();
+    if stored == ours {
+        return Ok(());
+    }
+    Err(HubError::OtherNetwork {
+        stored,
+        ours,
+        file: file.to_owned(),
+    })
+}
+
 /// A wrapper put around the hub's ledger when it opens (one that meters calls, or in tests one that
 /// fails some of them).
 pub type LedgerLayer = Box<dyn FnOnce(Arc<dyn LedgerStore>) -> Arc<dyn LedgerStore> + Send>;
@@ -316,8 +371,11 @@ impl Hub {
             path: config.data_dir.clone(),
             source,
         })?;
-        let (hub_key, warning) =
-            stacknet_protocol::keystore::load_or_create(&config.data_dir.join("hub.key"))?;
+        let key_file = config
+            .key_file
+            .clone()
+            .unwrap_or_else(|| config.data_dir.join("hub.key"));
+        let (hub_key, warning) = stacknet_protocol::keystore::load_or_create(&key_file)?;
         if let Some(w) = warning {
             tracing::warn!("{w}");
         }
@@ -335,6 +393,7 @@ impl Hub {
             )?;
         }
         let store = store::open(&database).await?;
+        claim_identity(&*store, &hub_key.public_key(), &key_file).await?;
         let ledger: Arc<dyn LedgerStore> = if database.starts_with("sqlite://") {
             stacknet_ledger::open(&database).await?
         } else {
@@ -371,6 +430,8 @@ impl Hub {
         nodes.reputation.reload(&*store).await?;
         reputation::start(store.clone(), nodes.clone(), shutting_down.clone());
         files::start_sweep(store.clone(), shutting_down.clone());
+        let rollups = Arc::new(rollup::Rollups::default());
+        rollup::start(store.clone(), rollups.clone(), shutting_down.clone());
         let validation = Arc::new(
             validate::Validation::open(
                 store.clone(),
@@ -402,6 +463,7 @@ impl Hub {
                 metrics.clone(),
             ),
             metrics,
+            rollups,
             validation,
             store,
             ledger,
@@ -433,6 +495,12 @@ impl Hub {
         router
             .route(paths::HEALTHZ, get(healthz))
             .route(paths::METRICS, get(metrics::serve))
+            .route(paths::DASHBOARD, get(dashboard::network))
+            .route(paths::DASHBOARD_NODE, get(dashboard::node))
+            .route(
+                paths::DASHBOARD_STACK,
+                get(dashboard::stack_form).post(dashboard::stack),
+            )
             .route(paths::MODELS, get(models))
             .route(paths::HUB_INFO, get(hub_info))
             .route(paths::NODE_GATEWAY, get(gateway::connect))

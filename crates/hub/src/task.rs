@@ -347,6 +347,7 @@ pub(crate) async fn execute(
             sent: Instant::now(),
             first: None,
             usage: None,
+            cost: Amount::ZERO,
             overhead: None,
             observed: AtomicBool::new(false),
             // A probe's evidence is the guardian's telemetry, not the hub's observation.
@@ -560,6 +561,8 @@ struct Running {
     first: Option<Duration>,
     /// The usage of its accepted paperwork, and the hub's own share of its time (for `/metrics`).
     usage: Option<Usage>,
+    /// What its accepted paperwork cost the Stack (for the dashboard's rollups).
+    cost: Amount,
     overhead: Option<Duration>,
     /// What became of the task is recorded (once: see [`Running::observe`]).
     observed: AtomicBool,
@@ -599,6 +602,20 @@ impl Running {
             usage: self.usage.as_ref(),
         };
         self.state.metrics.task(op, self.overhead);
+        self.state.rollups.record(crate::rollup::Ended {
+            stack: self.contract.body.stack,
+            node: self.lease.node.id,
+            model: &self.req.model,
+            workload: self.req.workload,
+            ok: kind == Kind::Served,
+            duration: op.duration,
+            usage: self.usage.as_ref(),
+            cost: if kind == Kind::Served {
+                self.cost
+            } else {
+                Amount::ZERO
+            },
+        });
         if !self.evidence || *self.state.shutting_down.borrow() {
             return;
         }
@@ -944,6 +961,7 @@ impl Running {
             .price
             .cost(&pw.body.usage, contract.max_cost)
             .ok_or_else(|| invalid("the usage overflows the price".into()))?;
+        self.cost = cost;
         // From here the writer owns the hold: it captures it, or releases it if the log write
         // fails, even if this request is dropped (a client gone) while it waits.
         let hold = match self.escrow.take() {

@@ -686,6 +686,8 @@ impl Inner {
             SALE => {}
             // Video jobs share the documents table; they are not the registry's.
             crate::videos::JOB_KIND => {}
+            // Which hub key the database belongs to: read at start, nothing to hold here.
+            crate::HUB_KEY_DOC => {}
             other => return Err(format!("unknown kind {other:?}")),
         }
         Ok(())

@@ -25,12 +25,12 @@ pub use postgres::{PgStore, POOL_SIZE};
 pub use records::{
     ApiKeyRecord, CaseRecord, Changes, DocRecord, EvidenceRow, FileRecord, KeptTask, KeyRole,
     LoggedPaperwork, ModelPrice, PaperworkRecord, PayoutRecord, PayoutState, SlashRecord, StackRecord,
-    UnbondingRecord, ValidatorRecord, WorkerStats,
+    UnbondingRecord, UsageRow, ValidatorRecord, WorkerStats, LATENCY_BOUNDS_MS, LATENCY_BUCKETS,
 };
 pub use sqlite::SqliteStore;
 pub use traits::{
     DocStore, FileStore, LogStore, PayoutStore, RegistryStore, ReputationStore, SettlementStore, StakeStore,
-    Store, StoreError, StoreFuture, ValidationStore,
+    Store, StoreError, StoreFuture, UsageStore, ValidationStore,
 };
 
 /// Opens the store a `--database` URL names: `sqlite://PATH` or `postgres://...`.

@@ -178,3 +178,31 @@ pub struct EvidenceRow {
     pub count: u64,
     pub sum_ms: u64,
 }
+
+/// The upper bounds, in milliseconds, of the latency buckets of a [`UsageRow`]; the last bucket
+/// counts everything slower than the bound before it.
+pub const LATENCY_BOUNDS_MS: [u64; LATENCY_BUCKETS - 1] =
+    [5, 10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000];
+pub const LATENCY_BUCKETS: usize = 12;
+
+/// One minute (`minute`: minutes since the Unix epoch) of the tasks of one Stack on one node, for
+/// one model and workload: the dashboard's figures (`crate::rollup`). Counts only grow, so replicas
+/// add into the same rows, and every replica shows the same figures.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageRow {
+    pub minute: i64,
+    pub stack: stacknet_protocol::StackId,
+    pub node_key: NodeKeyId,
+    pub model: String,
+    /// A workload's name (`stacknet_api::metrics::workload_name`).
+    pub workload: String,
+    pub requests: u64,
+    /// Of `requests`, those that failed (for whatever reason: the node's, the client's, the hub's).
+    pub errors: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    /// What the served ones cost their Stack, in micro-credits.
+    pub cost_micros: u64,
+    /// Requests by latency bucket ([`LATENCY_BOUNDS_MS`]): from the request's start to its end.
+    pub latency: [u64; LATENCY_BUCKETS],
+}

@@ -11,7 +11,7 @@ use stacknet_protocol::{Amount, NodeKeyId, PaperworkId, Timestamp};
 use super::records::{
     ApiKeyRecord, CaseRecord, Changes, DocRecord, EvidenceRow, FileRecord, KeptTask, LoggedPaperwork,
     ModelPrice, PaperworkRecord, PayoutRecord, PayoutState, SlashRecord, StackRecord, UnbondingRecord,
-    ValidatorRecord, WorkerStats,
+    UsageRow, ValidatorRecord, WorkerStats,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -209,6 +209,20 @@ pub trait ReputationStore: Send + Sync + fmt::Debug + 'static {
     fn telemetry(&self, node: NodeKeyId, limit: u32) -> StoreFuture<'_, Vec<String>>;
 }
 
+/// The dashboard's per-minute rollups (`crate::rollup`): counts that only grow, so replicas add
+/// into the same rows.
+pub trait UsageStore: Send + Sync + fmt::Debug + 'static {
+    /// Adds each row's counts into the stored row of its minute, Stack, node, model and workload
+    /// (made when missing), in one transaction. The rows' keys are distinct.
+    fn add_usage(&self, rows: Vec<UsageRow>) -> StoreFuture<'_, ()>;
+    /// The rows of minutes from `since` on, of one Stack's tasks when `stack` is given.
+    fn usage_since(
+        &self,
+        since: i64,
+        stack: Option<stacknet_protocol::StackId>,
+    ) -> StoreFuture<'_, Vec<UsageRow>>;
+}
+
 /// The attribution registry's documents (`crate::attribution`), versioned and never changed once
 /// written, and named counters (a skill's usage) that only grow, so replicas add into one row.
 pub trait DocStore: Send + Sync + fmt::Debug + 'static {
@@ -248,6 +262,7 @@ pub trait Store:
     + StakeStore
     + ValidationStore
     + ReputationStore
+    + UsageStore
     + DocStore
     + FileStore
 {
@@ -261,6 +276,7 @@ impl<
             + StakeStore
             + ValidationStore
             + ReputationStore
+            + UsageStore
             + DocStore
             + FileStore
             + ?Sized,

@@ -60,6 +60,7 @@ on_every_backend! {
     store::concurrent_appends_from_two_replicas_fill_the_log_without_gaps,
     store::a_broken_connection_is_replaced,
     store::evidence_adds_into_its_node_day_and_kind_and_lists_in_order,
+    store::usage_adds_into_its_minute_and_reads_by_time_and_stack,
     store::documents_keep_every_version_once_and_counters_add_up,
 }
 

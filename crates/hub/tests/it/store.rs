@@ -7,7 +7,7 @@ use std::sync::Arc;
 use rand_core::RngCore;
 use stacknet_hub::store::{
     ApiKeyRecord, DocRecord, EvidenceRow, KeyRole, ModelPrice, PaperworkRecord, PayoutRecord, PayoutState,
-    StackRecord, Store, UnbondingRecord,
+    StackRecord, Store, UnbondingRecord, UsageRow, LATENCY_BUCKETS,
 };
 use stacknet_protocol::contract::PriceTerms;
 use stacknet_protocol::{Amount, ContractId, NodeKeyId, PaperworkId, StackId, Timestamp};
@@ -806,6 +806,59 @@ pub async fn evidence_adds_into_its_node_day_and_kind_and_lists_in_order(db: &Te
     assert_eq!(keys, sorted, "by node, then day");
     assert!(store
         .evidence(Some(NodeKeyId::random()))
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+pub async fn usage_adds_into_its_minute_and_reads_by_time_and_stack(db: &TestDb) {
+    let store: &Arc<dyn Store> = &db.store;
+    let (a, b) = (StackId::random(), StackId::random());
+    let node = NodeKeyId::random();
+    let row = |minute, stack, n: u64| {
+        let mut latency = [0; LATENCY_BUCKETS];
+        latency[0] = n;
+        latency[LATENCY_BUCKETS - 1] = 1;
+        UsageRow {
+            minute,
+            stack,
+            node_key: node,
+            model: "m<1>".to_owned(),
+            workload: "chat".to_owned(),
+            requests: n + 1,
+            errors: 1,
+            input_tokens: 10 * n,
+            output_tokens: 20 * n,
+            cost_micros: 100 * n,
+            latency,
+        }
+    };
+    store
+        .add_usage(vec![row(29_000_000, a, 2), row(29_000_001, b, 1)])
+        .await
+        .unwrap();
+    // Another replica's flush adds into the same row.
+    store.add_usage(vec![row(29_000_000, a, 3)]).await.unwrap();
+    store.add_usage(Vec::new()).await.unwrap();
+    let mut merged = row(29_000_000, a, 5);
+    merged.requests = 7;
+    merged.errors = 2;
+    merged.latency[LATENCY_BUCKETS - 1] = 2;
+    assert_eq!(
+        store.usage_since(29_000_000, Some(a)).await.unwrap(),
+        vec![merged.clone()]
+    );
+    assert_eq!(
+        store.usage_since(0, None).await.unwrap(),
+        vec![merged, row(29_000_001, b, 1)],
+        "every Stack's, oldest minute first"
+    );
+    assert_eq!(
+        store.usage_since(29_000_001, None).await.unwrap(),
+        vec![row(29_000_001, b, 1)]
+    );
+    assert!(store
+        .usage_since(0, Some(StackId::random()))
         .await
         .unwrap()
         .is_empty());

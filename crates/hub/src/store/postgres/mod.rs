@@ -22,6 +22,7 @@ mod docs;
 mod files;
 mod log;
 mod reputation;
+mod usage;
 mod validate;
 
 use std::fmt;
@@ -148,6 +149,7 @@ impl PgStore {
         pool.migrate(SCHEMA).await?;
         pool.migrate(validate::SCHEMA).await?;
         pool.migrate(reputation::SCHEMA).await?;
+        pool.migrate(usage::SCHEMA).await?;
         pool.migrate(docs::SCHEMA).await?;
         pool.migrate(files::SCHEMA).await?;
         Ok(Arc::new(Self {

@@ -6,6 +6,7 @@ mod docs;
 pub(crate) mod files;
 mod log;
 mod reputation;
+mod usage;
 mod validate;
 
 use std::fmt;
@@ -130,6 +131,7 @@ impl SqliteStore {
         conn.execute_batch(SCHEMA)?;
         conn.execute_batch(validate::SCHEMA)?;
         conn.execute_batch(reputation::SCHEMA)?;
+        conn.execute_batch(usage::SCHEMA)?;
         conn.execute_batch(docs::SCHEMA)?;
         conn.execute_batch(files::SCHEMA)?;
         add_missing_columns(&conn)?;
