@@ -124,7 +124,7 @@ fn plot(id: &str, title: &str, unit: &str, points: &[f64]) -> String {
 fn per_minute(rows: &[UsageRow], now: i64, minutes: i64, value: impl Fn(&Totals) -> f64) -> Vec<f64> {
     let mut by: BTreeMap<i64, Totals> = BTreeMap::new();
     for r in rows.iter().filter(|r| r.minute > now - minutes) {
-        by.entry(r.minute).or_default().add(r);
+        by.entry(r.minute).or_default().add(&r.counts);
     }
     (now - minutes + 1..=now)
         .map(|m| by.get(&m).map_or(0.0, &value))
@@ -447,7 +447,7 @@ async fn stack_page(state: &AppState, stack: stacknet_protocol::StackId) -> Resu
         by_day
             .entry((r.minute.div_euclid(1_440), &r.model))
             .or_default()
-            .add(r);
+            .add(&r.counts);
     }
     body += "<h2>Spend per model per day</h2><table id=\"spend\"><tr><th>day (UTC)</th><th>model</th>\
              <th>requests</th><th>errors</th><th>input tokens</th><th>output tokens</th><th>spent (micro-credits)</th></tr>";

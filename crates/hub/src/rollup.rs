@@ -10,7 +10,7 @@ use std::time::Duration;
 use stacknet_protocol::contract::{Usage, Workload};
 use stacknet_protocol::{Amount, NodeKeyId, StackId, Timestamp};
 
-use crate::store::{Store, StoreError, UsageRow, LATENCY_BOUNDS_MS, LATENCY_BUCKETS};
+use crate::store::{Store, StoreError, UsageCounts, UsageRow, LATENCY_BOUNDS_MS, LATENCY_BUCKETS};
 
 /// How often the rollups waiting in memory are added into the database.
 pub const FLUSH_INTERVAL_MS: u64 = 5_000;
@@ -66,25 +66,20 @@ impl Rollups {
             node_key: task.node,
             model: task.model.to_owned(),
             workload: workload.to_owned(),
-            requests: 0,
-            errors: 0,
-            input_tokens: 0,
-            output_tokens: 0,
-            cost_micros: 0,
-            latency: [0; LATENCY_BUCKETS],
+            counts: UsageCounts::default(),
         });
-        row.requests += 1;
-        if !task.ok {
-            row.errors += 1;
-        }
+        let mut one = UsageCounts {
+            requests: 1,
+            errors: u64::from(!task.ok),
+            cost_micros: u64::try_from(task.cost.micros()).unwrap_or(0),
+            ..UsageCounts::default()
+        };
         if let Some(usage) = task.usage {
-            row.input_tokens = row.input_tokens.saturating_add(usage.input_tokens);
-            row.output_tokens = row.output_tokens.saturating_add(usage.output_tokens);
+            one.input_tokens = usage.input_tokens;
+            one.output_tokens = usage.output_tokens;
         }
-        row.cost_micros = row
-            .cost_micros
-            .saturating_add(u64::try_from(task.cost.micros()).unwrap_or(0));
-        row.latency[bucket(task.duration)] += 1;
+        one.latency[bucket(task.duration)] = 1;
+        row.counts.add(&one);
     }
 
     /// Adds the rollups waiting into the store; what a failed write could not store waits for the
@@ -102,7 +97,7 @@ impl Rollups {
             if let Ok(mut pending) = self.pending.lock() {
                 for (key, row) in taken {
                     match pending.get_mut(&key) {
-                        Some(newer) => add(newer, &row),
+                        Some(newer) => newer.counts.add(&row.counts),
                         None => {
                             pending.insert(key, row);
                         }
@@ -112,18 +107,6 @@ impl Rollups {
             return Err(e);
         }
         Ok(())
-    }
-}
-
-/// Adds `row`'s counts into `into`.
-fn add(into: &mut UsageRow, row: &UsageRow) {
-    into.requests += row.requests;
-    into.errors += row.errors;
-    into.input_tokens = into.input_tokens.saturating_add(row.input_tokens);
-    into.output_tokens = into.output_tokens.saturating_add(row.output_tokens);
-    into.cost_micros = into.cost_micros.saturating_add(row.cost_micros);
-    for (a, b) in into.latency.iter_mut().zip(row.latency) {
-        *a += b;
     }
 }
 
@@ -155,34 +138,16 @@ pub fn start(
 }
 
 /// Rows added up: a window's, a model's, a day's figures.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Totals {
-    pub requests: u64,
-    pub errors: u64,
-    pub input_tokens: u64,
-    pub output_tokens: u64,
-    pub cost_micros: u64,
-    pub latency: [u64; LATENCY_BUCKETS],
-}
+pub type Totals = UsageCounts;
 
-impl Totals {
+impl UsageCounts {
+    /// The counts of `rows` added up.
     pub fn of<'a>(rows: impl IntoIterator<Item = &'a UsageRow>) -> Self {
-        let mut t = Totals::default();
+        let mut t = UsageCounts::default();
         for r in rows {
-            t.add(r);
+            t.add(&r.counts);
         }
         t
-    }
-
-    pub fn add(&mut self, r: &UsageRow) {
-        self.requests += r.requests;
-        self.errors += r.errors;
-        self.input_tokens = self.input_tokens.saturating_add(r.input_tokens);
-        self.output_tokens = self.output_tokens.saturating_add(r.output_tokens);
-        self.cost_micros = self.cost_micros.saturating_add(r.cost_micros);
-        for (a, b) in self.latency.iter_mut().zip(r.latency) {
-            *a += b;
-        }
     }
 
     /// The upper bound (ms) of the bucket holding the `q` quantile of latency; `None` with no
@@ -215,9 +180,13 @@ mod tests {
     use super::*;
 
     fn row(latency_ms: &[u64]) -> UsageRow {
-        let mut latency = [0; LATENCY_BUCKETS];
+        let mut counts = UsageCounts {
+            requests: latency_ms.len() as u64,
+            errors: 1,
+            ..UsageCounts::default()
+        };
         for &ms in latency_ms {
-            latency[bucket(Duration::from_millis(ms))] += 1;
+            counts.latency[bucket(Duration::from_millis(ms))] += 1;
         }
         UsageRow {
             minute: 0,
@@ -227,12 +196,7 @@ mod tests {
                 .node_key_id(),
             model: "m".into(),
             workload: "chat".into(),
-            requests: latency_ms.len() as u64,
-            errors: 1,
-            input_tokens: 0,
-            output_tokens: 0,
-            cost_micros: 0,
-            latency,
+            counts,
         }
     }
 
@@ -253,8 +217,8 @@ mod tests {
     fn rows_add_into_each_other() {
         let a = row(&[1]);
         let mut b = row(&[2]);
-        add(&mut b, &a);
-        assert_eq!(b.requests, 2);
-        assert_eq!(b.latency[0], 2);
+        b.counts.add(&a.counts);
+        assert_eq!(b.counts.requests, 2);
+        assert_eq!(b.counts.latency[0], 2);
     }
 }

@@ -25,7 +25,7 @@ pub use postgres::{PgStore, POOL_SIZE};
 pub use records::{
     ApiKeyRecord, CaseRecord, Changes, DocRecord, EvidenceRow, FileRecord, KeptTask, KeyRole,
     LoggedPaperwork, ModelPrice, PaperworkRecord, PayoutRecord, PayoutState, SlashRecord, StackRecord,
-    UnbondingRecord, UsageRow, ValidatorRecord, WorkerStats, LATENCY_BOUNDS_MS, LATENCY_BUCKETS,
+    UnbondingRecord, UsageCounts, UsageRow, ValidatorRecord, WorkerStats, LATENCY_BOUNDS_MS, LATENCY_BUCKETS,
 };
 pub use sqlite::SqliteStore;
 pub use traits::{

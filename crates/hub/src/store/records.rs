@@ -196,6 +196,12 @@ pub struct UsageRow {
     pub model: String,
     /// A workload's name (`stacknet_api::metrics::workload_name`).
     pub workload: String,
+    pub counts: UsageCounts,
+}
+
+/// What a [`UsageRow`] counts, and what rows add up to (a window's, a model's, a day's figures).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UsageCounts {
     pub requests: u64,
     /// Of `requests`, those that failed (for whatever reason: the node's, the client's, the hub's).
     pub errors: u64,
@@ -205,4 +211,18 @@ pub struct UsageRow {
     pub cost_micros: u64,
     /// Requests by latency bucket ([`LATENCY_BOUNDS_MS`]): from the request's start to its end.
     pub latency: [u64; LATENCY_BUCKETS],
+}
+
+impl UsageCounts {
+    /// Adds `other`'s counts into these.
+    pub fn add(&mut self, other: &UsageCounts) {
+        self.requests = self.requests.saturating_add(other.requests);
+        self.errors = self.errors.saturating_add(other.errors);
+        self.input_tokens = self.input_tokens.saturating_add(other.input_tokens);
+        self.output_tokens = self.output_tokens.saturating_add(other.output_tokens);
+        self.cost_micros = self.cost_micros.saturating_add(other.cost_micros);
+        for (a, b) in self.latency.iter_mut().zip(other.latency) {
+            *a = a.saturating_add(b);
+        }
+    }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use rand_core::RngCore;
 use stacknet_hub::store::{
     ApiKeyRecord, DocRecord, EvidenceRow, KeyRole, ModelPrice, PaperworkRecord, PayoutRecord, PayoutState,
-    StackRecord, Store, UnbondingRecord, UsageRow, LATENCY_BUCKETS,
+    StackRecord, Store, UnbondingRecord, UsageCounts, UsageRow, LATENCY_BUCKETS,
 };
 use stacknet_protocol::contract::PriceTerms;
 use stacknet_protocol::{Amount, ContractId, NodeKeyId, PaperworkId, StackId, Timestamp};
@@ -825,12 +825,14 @@ pub async fn usage_adds_into_its_minute_and_reads_by_time_and_stack(db: &TestDb)
             node_key: node,
             model: "m<1>".to_owned(),
             workload: "chat".to_owned(),
-            requests: n + 1,
-            errors: 1,
-            input_tokens: 10 * n,
-            output_tokens: 20 * n,
-            cost_micros: 100 * n,
-            latency,
+            counts: UsageCounts {
+                requests: n + 1,
+                errors: 1,
+                input_tokens: 10 * n,
+                output_tokens: 20 * n,
+                cost_micros: 100 * n,
+                latency,
+            },
         }
     };
     store
@@ -841,9 +843,9 @@ pub async fn usage_adds_into_its_minute_and_reads_by_time_and_stack(db: &TestDb)
     store.add_usage(vec![row(29_000_000, a, 3)]).await.unwrap();
     store.add_usage(Vec::new()).await.unwrap();
     let mut merged = row(29_000_000, a, 5);
-    merged.requests = 7;
-    merged.errors = 2;
-    merged.latency[LATENCY_BUCKETS - 1] = 2;
+    merged.counts.requests = 7;
+    merged.counts.errors = 2;
+    merged.counts.latency[LATENCY_BUCKETS - 1] = 2;
     assert_eq!(
         store.usage_since(29_000_000, Some(a)).await.unwrap(),
         vec![merged.clone()]

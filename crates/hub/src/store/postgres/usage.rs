@@ -5,7 +5,7 @@ use stacknet_protocol::StackId;
 
 use super::PgStore;
 use crate::store::codec::{parse, to_i64, to_u64};
-use crate::store::records::{UsageRow, LATENCY_BUCKETS};
+use crate::store::records::{UsageCounts, UsageRow, LATENCY_BUCKETS};
 use crate::store::traits::{StoreFuture, UsageStore};
 
 pub(super) const SCHEMA: &str = r#"
@@ -52,13 +52,15 @@ impl UsageStore for PgStore {
             let column =
                 |f: &dyn Fn(&UsageRow) -> u64| -> Vec<i64> { rows.iter().map(|r| to_i64(f(r))).collect() };
             let counts: Vec<Vec<i64>> = vec![
-                column(&|r| r.requests),
-                column(&|r| r.errors),
-                column(&|r| r.input_tokens),
-                column(&|r| r.output_tokens),
-                column(&|r| r.cost_micros),
+                column(&|r| r.counts.requests),
+                column(&|r| r.counts.errors),
+                column(&|r| r.counts.input_tokens),
+                column(&|r| r.counts.output_tokens),
+                column(&|r| r.counts.cost_micros),
             ];
-            let buckets: Vec<Vec<i64>> = (0..LATENCY_BUCKETS).map(|i| column(&|r| r.latency[i])).collect();
+            let buckets: Vec<Vec<i64>> = (0..LATENCY_BUCKETS)
+                .map(|i| column(&|r| r.counts.latency[i]))
+                .collect();
             let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
                 vec![&minutes, &stacks, &nodes, &models, &workloads];
             params.extend(
@@ -93,12 +95,14 @@ impl UsageStore for PgStore {
                         node_key: parse(TABLE, r.try_get(2)?)?,
                         model: r.try_get(3)?,
                         workload: r.try_get(4)?,
-                        requests: to_u64(TABLE, r.try_get(5)?)?,
-                        errors: to_u64(TABLE, r.try_get(6)?)?,
-                        input_tokens: to_u64(TABLE, r.try_get(7)?)?,
-                        output_tokens: to_u64(TABLE, r.try_get(8)?)?,
-                        cost_micros: to_u64(TABLE, r.try_get(9)?)?,
-                        latency,
+                        counts: UsageCounts {
+                            requests: to_u64(TABLE, r.try_get(5)?)?,
+                            errors: to_u64(TABLE, r.try_get(6)?)?,
+                            input_tokens: to_u64(TABLE, r.try_get(7)?)?,
+                            output_tokens: to_u64(TABLE, r.try_get(8)?)?,
+                            cost_micros: to_u64(TABLE, r.try_get(9)?)?,
+                            latency,
+                        },
                     })
                 })
                 .collect()

@@ -7,7 +7,7 @@ use stacknet_protocol::StackId;
 
 use super::SqliteStore;
 use crate::store::codec::{parse, to_i64, to_u64};
-use crate::store::records::{UsageRow, LATENCY_BUCKETS};
+use crate::store::records::{UsageCounts, UsageRow, LATENCY_BUCKETS};
 use crate::store::traits::{StoreFuture, UsageStore};
 
 pub(super) const SCHEMA: &str = "
@@ -79,12 +79,14 @@ impl UsageStore for SqliteStore {
                     node_key: parse(TABLE, &r.get::<_, String>(2)?)?,
                     model: r.get(3)?,
                     workload: r.get(4)?,
-                    requests: to_u64(TABLE, r.get(5)?)?,
-                    errors: to_u64(TABLE, r.get(6)?)?,
-                    input_tokens: to_u64(TABLE, r.get(7)?)?,
-                    output_tokens: to_u64(TABLE, r.get(8)?)?,
-                    cost_micros: to_u64(TABLE, r.get(9)?)?,
-                    latency,
+                    counts: UsageCounts {
+                        requests: to_u64(TABLE, r.get(5)?)?,
+                        errors: to_u64(TABLE, r.get(6)?)?,
+                        input_tokens: to_u64(TABLE, r.get(7)?)?,
+                        output_tokens: to_u64(TABLE, r.get(8)?)?,
+                        cost_micros: to_u64(TABLE, r.get(9)?)?,
+                        latency,
+                    },
                 });
             }
             Ok(out)
@@ -101,13 +103,14 @@ fn values(r: &UsageRow) -> Vec<Sql> {
         Sql::Text(r.model.clone()),
         Sql::Text(r.workload.clone()),
     ];
+    let c = &r.counts;
     let counts = [
-        r.requests,
-        r.errors,
-        r.input_tokens,
-        r.output_tokens,
-        r.cost_micros,
+        c.requests,
+        c.errors,
+        c.input_tokens,
+        c.output_tokens,
+        c.cost_micros,
     ];
-    v.extend(counts.iter().chain(&r.latency).map(|&n| Sql::Integer(to_i64(n))));
+    v.extend(counts.iter().chain(&c.latency).map(|&n| Sql::Integer(to_i64(n))));
     v
 }
