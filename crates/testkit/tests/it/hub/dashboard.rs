@@ -149,14 +149,29 @@ impl Browser {
         }
     }
 
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+    /// A WebDriver command: its value, or the whole answer when it is an error.
+    async fn try_call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, Value> {
         let mut req = self.http.request(method, format!("{}{path}", self.session));
         if let Some(body) = body {
             req = req.json(&body);
         }
         let v: Value = req.send().await.unwrap().json().await.unwrap();
-        assert!(v["value"].get("error").is_none(), "WebDriver {path}: {v}");
-        v["value"].clone()
+        match v["value"].get("error") {
+            Some(_) => Err(v),
+            None => Ok(v["value"].clone()),
+        }
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let path_shown = path.to_owned();
+        self.try_call(method, path, body)
+            .await
+            .unwrap_or_else(|v| panic!("WebDriver {path_shown}: {v}"))
     }
 
     async fn goto(&self, url: &str) {
@@ -164,18 +179,22 @@ impl Browser {
             .await;
     }
 
+    /// The element `css` selects, waited for: a click that submits a form or follows a link
+    /// may return before the next page is there.
     async fn find(&self, css: &str) -> String {
+        wait_until(&format!("the page shows {css}"), WAIT_DEADLINE, || {
+            self.try_find(css)
+        })
+        .await
+    }
+
+    async fn try_find(&self, css: &str) -> Option<String> {
+        let query = json!({"using": "css selector", "value": css});
         let v = self
-            .call(
-                reqwest::Method::POST,
-                "/element",
-                Some(json!({"using": "css selector", "value": css})),
-            )
-            .await;
-        v[ELEMENT]
-            .as_str()
-            .unwrap_or_else(|| panic!("no element {css}: {v}"))
-            .to_owned()
+            .try_call(reqwest::Method::POST, "/element", Some(query))
+            .await
+            .ok()?;
+        v[ELEMENT].as_str().map(str::to_owned)
     }
 
     async fn count(&self, css: &str) -> usize {
@@ -189,12 +208,18 @@ impl Browser {
         v.as_array().unwrap().len()
     }
 
+    /// The text of the element `css` selects, waited for (found again should the page change
+    /// between finding it and reading it).
     async fn text(&self, css: &str) -> String {
-        let id = self.find(css).await;
-        let v = self
-            .call(reqwest::Method::GET, &format!("/element/{id}/text"), None)
-            .await;
-        v.as_str().unwrap().to_owned()
+        wait_until(&format!("the text of {css}"), WAIT_DEADLINE, || async {
+            let id = self.try_find(css).await?;
+            let v = self
+                .try_call(reqwest::Method::GET, &format!("/element/{id}/text"), None)
+                .await
+                .ok()?;
+            v.as_str().map(str::to_owned)
+        })
+        .await
     }
 
     async fn type_in(&self, css: &str, text: &str) {
