@@ -119,16 +119,20 @@ fn plot(id: &str, title: &str, unit: &str, points: &[f64]) -> String {
     )
 }
 
-/// Per minute over the last `minutes` up to `now` (oldest first): what `value` makes of each
-/// minute's rows.
-fn per_minute(rows: &[UsageRow], now: i64, minutes: i64, value: impl Fn(&Totals) -> f64) -> Vec<f64> {
+/// Each minute's totals over the last `minutes` up to `now`, oldest first.
+fn per_minute(rows: &[UsageRow], now: i64, minutes: i64) -> Vec<Totals> {
     let mut by: BTreeMap<i64, Totals> = BTreeMap::new();
     for r in rows.iter().filter(|r| r.minute > now - minutes) {
         by.entry(r.minute).or_default().add(&r.counts);
     }
     (now - minutes + 1..=now)
-        .map(|m| by.get(&m).map_or(0.0, &value))
+        .map(|m| by.remove(&m).unwrap_or_default())
         .collect()
+}
+
+/// The requests of each minute of `per_minute`, as a plot's points.
+fn requests(per_minute: &[Totals]) -> Vec<f64> {
+    per_minute.iter().map(|t| t.requests as f64).collect()
 }
 
 /// The rollups of the last `minutes` (of one Stack's tasks when `stack` is given), with this
@@ -190,19 +194,22 @@ pub async fn network(State(state): State<AppState>) -> Result<Html<String>, ApiE
         );
     }
     body += "</table>";
+    let hour = per_minute(&rows, now, 60);
     body += &plot(
         "plot-requests",
         "Requests per minute, last hour",
         "req/min",
-        &per_minute(&rows, now, 60, |t| t.requests as f64),
+        &requests(&hour),
     );
+    let p99: Vec<f64> = hour
+        .iter()
+        .map(|t| t.quantile_ms(0.99).map_or(0.0, |q| q.unwrap_or(10_000) as f64))
+        .collect();
     body += &plot(
         "plot-p99",
         "p99 latency per minute, last hour (bucket bound)",
         "ms",
-        &per_minute(&rows, now, 60, |t| {
-            t.quantile_ms(0.99).map_or(0.0, |q| q.unwrap_or(10_000) as f64)
-        }),
+        &p99,
     );
 
     body += "<h2>Models</h2><table id=\"models\"><tr><th>model</th><th>nodes</th><th>free slots</th>\
@@ -335,7 +342,7 @@ async fn node_page(state: AppState, id: String) -> Result<Html<String>, ApiError
         "plot-node-requests",
         "Tasks per minute, last hour",
         "tasks/min",
-        &per_minute(&rows, now, 60, |t| t.requests as f64),
+        &requests(&per_minute(&rows, now, 60)),
     );
     body += "<h2>Evidence (what its reputation is computed from)</h2><table id=\"evidence\"><tr><th>kind</th><th>count</th></tr>";
     for (kind, count) in &report.counts {
@@ -440,7 +447,7 @@ async fn stack_page(state: &AppState, stack: stacknet_protocol::StackId) -> Resu
         "plot-stack-requests",
         "Requests per minute, last hour",
         "req/min",
-        &per_minute(&rows, now, 60, |t| t.requests as f64),
+        &requests(&per_minute(&rows, now, 60)),
     );
     let mut by_day: BTreeMap<(i64, &str), Totals> = BTreeMap::new();
     for r in &rows {

@@ -3,22 +3,19 @@
 //! as the node saw it, with the usage its paperwork states), tasks by outcome, refusals by code,
 //! whether it is connected, its slots and the tasks holding them.
 
-use std::time::Duration;
-
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use stacknet_api::metrics::{workload_name, GenAi, Operation};
-use stacknet_protocol::contract::{Usage, Workload};
 use stacknet_protocol::wire::ErrorCode;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TaskLabels {
     workload: &'static str,
     model: String,
-    outcome: &'static str,
+    outcome: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -26,27 +23,9 @@ struct CodeLabels {
     code: &'static str,
 }
 
-/// How a task ended, for [`NodeMetrics::task`].
-#[derive(Clone, Copy, Debug)]
-pub(crate) enum Ended {
-    /// Its paperwork went out (`done`).
-    Done,
-    /// It failed with this code (its error frame's).
-    Failed(ErrorCode),
-    /// The hub connection went away before its end could be reported.
-    Disconnected,
-}
-
-/// One finished task, for [`NodeMetrics::task`].
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct TaskRun<'a> {
-    pub workload: Workload,
-    pub model: &'a str,
-    pub ended: Ended,
-    pub duration: Duration,
-    pub first_output: Option<Duration>,
-    pub usage: Option<&'a Usage>,
-}
+/// The `error_type` (and `outcome`) of a task whose end could not be reported: the hub connection
+/// went away.
+pub(crate) const DISCONNECTED: &str = "disconnected";
 
 /// The node's metrics and the registry they are exported from.
 #[derive(Debug)]
@@ -112,28 +91,14 @@ impl NodeMetrics {
         }
     }
 
-    pub(crate) fn task(&self, run: TaskRun<'_>) {
-        let outcome = match run.ended {
-            Ended::Done => "done",
-            Ended::Failed(code) => code.as_str(),
-            Ended::Disconnected => "disconnected",
-        };
-        let error = match run.ended {
-            Ended::Done => None,
-            _ => Some(outcome),
-        };
-        self.genai.record(Operation {
-            workload: run.workload,
-            model: run.model,
-            error,
-            duration: run.duration,
-            first_output: run.first_output,
-            usage: run.usage,
-        });
+    /// A task ended: `op.error` is its error frame's code, [`DISCONNECTED`], or `None` once its
+    /// paperwork went out (`done`).
+    pub(crate) fn task(&self, op: Operation<'_>) {
+        self.genai.record(op);
         let labels = TaskLabels {
-            workload: workload_name(run.workload),
-            model: run.model.to_owned(),
-            outcome,
+            workload: workload_name(op.workload),
+            model: op.model.to_owned(),
+            outcome: op.error.unwrap_or("done").to_owned(),
         };
         self.tasks.get_or_create(&labels).inc();
     }

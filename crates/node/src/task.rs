@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use stacknet_api::metrics::Operation;
 use stacknet_api::output::{output_kind, split_embeddings, DigestError, OutputDigester, OutputKind};
 use stacknet_protocol::contract::{Usage, Workload};
 use stacknet_protocol::jcs::JcsError;
@@ -32,7 +33,7 @@ use tracing::{debug, error};
 
 use crate::backend::{BackendError, BackendTask, Cancellation, InputFile, OutputFile};
 use crate::digest::request_digest;
-use crate::metrics::{Ended, TaskRun};
+use crate::metrics::DISCONNECTED;
 use crate::paperwork::{sign_paperwork, FinishedTask};
 use crate::shared::Shared;
 use crate::usage;
@@ -167,15 +168,14 @@ pub(crate) async fn run(shared: Arc<Shared>, accepted: Accepted, out: mpsc::Send
     debug!(%contract, %model, "task started");
     let mut report = Report::default();
     let result = execute(&shared, accepted, &out, hub, started, &mut report).await;
-    let ended = match &result {
-        Ok(()) => Ended::Done,
-        Err(TaskError::Disconnected) => Ended::Disconnected,
-        Err(e) => Ended::Failed(e.code()),
-    };
-    shared.metrics.task(TaskRun {
+    shared.metrics.task(Operation {
         workload,
         model: &model,
-        ended,
+        error: match &result {
+            Ok(()) => None,
+            Err(TaskError::Disconnected) => Some(DISCONNECTED),
+            Err(e) => Some(e.code().as_str()),
+        },
         duration: started.elapsed(),
         first_output: report.first_output,
         usage: report.usage.as_ref(),
